@@ -1,0 +1,1 @@
+//! framework (to be written).

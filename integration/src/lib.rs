@@ -1,0 +1,1 @@
+//! integration (to be written).

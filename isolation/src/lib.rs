@@ -1,0 +1,1 @@
+//! isolation (to be written).

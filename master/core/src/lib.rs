@@ -1,0 +1,1 @@
+//! master-core (to be written).

@@ -1,0 +1,58 @@
+//! Corral's wire protocol. This crate owns every message exchanged between masters, agents,
+//! frameworks and operators ([`messages`]), the resource model they carry ([`resources`]), and the
+//! length-delimited frame codec ([`codec`]). It does no I/O: the transport crate moves the bytes.
+//!
+//! Encoding: MessagePack with named struct fields (rmp-serde). Named fields make messages
+//! forward-compatible: a peer one minor version older skips fields it does not know, and new
+//! fields are `Option` or `#[serde(default)]` so that an older peer's messages still decode.
+//! The major version is carried in the QUIC ALPN name ([`ALPN`]), so peers of different major
+//! versions fail the handshake with a clear error instead of misreading each other.
+
+pub mod codec;
+pub mod ids;
+pub mod messages;
+pub mod resources;
+
+pub use codec::{decode, encode, DecodeError, EncodeError, FRAME_HEADER_LEN, MAX_FRAME_LEN};
+pub use ids::*;
+pub use messages::*;
+pub use resources::{parse_size, PortRange, ResourceParseError, Resources};
+
+/// Major protocol version. Changing it is a breaking change: peers refuse each other in the TLS
+/// handshake because the ALPN names differ.
+pub const PROTOCOL_MAJOR: u16 = 1;
+/// Minor protocol version. Bumped when optional fields or messages are added; peers of any
+/// minor version within one major interoperate.
+pub const PROTOCOL_MINOR: u16 = 0;
+/// The ALPN protocol name for this major version.
+pub const ALPN: &[u8] = b"corral/1";
+
+/// The protocol version a peer speaks, sent in registration and subscription messages so that
+/// the master can log and show it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ProtocolVersion {
+    pub major: u16,
+    pub minor: u16,
+}
+
+impl ProtocolVersion {
+    pub const CURRENT: ProtocolVersion = ProtocolVersion {
+        major: PROTOCOL_MAJOR,
+        minor: PROTOCOL_MINOR,
+    };
+}
+
+impl Default for ProtocolVersion {
+    fn default() -> Self {
+        Self::CURRENT
+    }
+}
+
+impl std::fmt::Display for ProtocolVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.major, self.minor)
+    }
+}
+
+#[cfg(test)]
+mod tests;
