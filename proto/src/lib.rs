@@ -12,11 +12,15 @@ pub mod codec;
 pub mod ids;
 pub mod messages;
 pub mod resources;
+pub mod role;
 
 pub use codec::{decode, encode, DecodeError, EncodeError, FRAME_HEADER_LEN, MAX_FRAME_LEN};
 pub use ids::*;
 pub use messages::*;
-pub use resources::{parse_size, PortRange, ResourceParseError, Resources};
+pub use resources::{
+    format_size, parse_cpus, parse_size, PortRange, ResourceParseError, Resources,
+};
+pub use role::{PeerIdentity, Role, UnknownRole};
 
 /// Major protocol version. Changing it is a breaking change: peers refuse each other in the TLS
 /// handshake because the ALPN names differ.
