@@ -1,1 +1,30 @@
-//! framework (to be written).
+//! The client library that frameworks (schedulers) and operator tools use to talk to Corral
+//! masters. It owns finding the leading master (trying each address, following `NotLeader`
+//! redirects), the framework session (subscribe, calls, events, re-subscribing with the same
+//! framework id after a lost connection) and one-shot operator calls. Everything runs over the
+//! mutually-authenticated QUIC transport; the caller supplies its certificate identity.
+//!
+//! ```no_run
+//! # async fn demo(opts: framework::ClientOptions) -> Result<(), framework::ClientError> {
+//! use framework::{Scheduler, SchedulerEvent};
+//! let info = framework::framework_info("my-framework");
+//! let mut sched = Scheduler::subscribe(opts, info).await?;
+//! while let Some(event) = sched.next_event().await {
+//!     match event {
+//!         SchedulerEvent::Framework(proto::FrameworkEvent::Offers { offers }) => {
+//!             let ids = offers.iter().map(|o| o.id.clone()).collect();
+//!             sched.call(proto::FrameworkCall::Decline { offer_ids: ids, filters: None }).await?;
+//!         }
+//!         _ => {}
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
+
+mod connect;
+mod operator;
+mod scheduler;
+
+pub use connect::{open_session, ClientError, ClientOptions, Session};
+pub use operator::{operator_call, read_log};
+pub use scheduler::{framework_info, Scheduler, SchedulerEvent};

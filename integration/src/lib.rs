@@ -1,1 +1,321 @@
-//! integration (to be written).
+//! A harness for multi-process tests: it finds the built `corral` binary, makes a cluster CA and
+//! certificates with `corral certs`, and starts real `corral master` and `corral agent` processes
+//! on loopback, each logging to a file that is printed when a test fails. Processes are killed
+//! when their handle drops, so a failing test leaves nothing running.
+
+use std::io::Read;
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The `corral` binary: `$CORRAL_BIN`, else `target/{debug,release}/corral` of this workspace.
+pub fn corral_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("CORRAL_BIN") {
+        return PathBuf::from(p);
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let candidates = [target.join("debug/corral"), target.join("release/corral")];
+    let found = candidates
+        .iter()
+        .filter(|p| p.exists())
+        .max_by_key(|p| p.metadata().and_then(|m| m.modified()).ok());
+    match found {
+        Some(p) => p.clone(),
+        None => panic!(
+            "the corral binary was not found at {}: build it first with `cargo build -p corral` \
+             (or set CORRAL_BIN)",
+            candidates[0].display()
+        ),
+    }
+}
+
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// A free UDP port on loopback (QUIC listens on UDP).
+pub fn free_port() -> u16 {
+    let s = UdpSocket::bind("127.0.0.1:0").expect("bind an ephemeral UDP port");
+    s.local_addr().expect("local addr").port()
+}
+
+/// Runs `corral ARGS` to completion with a timeout.
+pub fn corral(args: &[&str], env: &[(&str, &str)], timeout: Duration) -> Output {
+    let mut cmd = Command::new(corral_bin());
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .env_remove("RUST_LOG");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawn corral");
+    let deadline = Instant::now() + timeout;
+    loop {
+        match child.try_wait().expect("wait corral") {
+            Some(_) => return child.wait_with_output().expect("collect output"),
+            None if Instant::now() > deadline => {
+                let _ = child.kill();
+                let out = child.wait_with_output().expect("collect output");
+                panic!(
+                    "corral {args:?} did not finish within {timeout:?}\nstdout:\n{}\nstderr:\n{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            None => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
+/// Certificates for a test cluster, made with `corral certs`.
+pub struct Certs {
+    pub dir: PathBuf,
+}
+
+impl Certs {
+    pub fn new(dir: &Path) -> Certs {
+        let d = dir.to_str().expect("utf-8 path");
+        let out = corral(&["certs", "init", "--dir", d], &[], Duration::from_secs(20));
+        assert!(
+            out.status.success(),
+            "certs init: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Certs {
+            dir: dir.to_owned(),
+        }
+    }
+
+    pub fn issue(&self, role: &str, name: &str) {
+        let d = self.dir.to_str().expect("utf-8 path");
+        let out = corral(
+            &["certs", "issue", "--dir", d, "--role", role, "--name", name],
+            &[],
+            Duration::from_secs(20),
+        );
+        assert!(
+            out.status.success(),
+            "certs issue: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    pub fn ca(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+    pub fn cert(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.pem"))
+    }
+    pub fn key(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}-key.pem"))
+    }
+
+    /// `--ca --cert --key` flags for the certificate `name`.
+    pub fn flags(&self, name: &str) -> Vec<String> {
+        vec![
+            "--ca".into(),
+            self.ca().display().to_string(),
+            "--cert".into(),
+            self.cert(name).display().to_string(),
+            "--key".into(),
+            self.key(name).display().to_string(),
+        ]
+    }
+}
+
+/// A `corral` daemon process, killed on drop. Its stderr goes to a log file.
+pub struct Daemon {
+    pub name: String,
+    child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    pub fn spawn(name: &str, args: &[String], log_dir: &Path) -> Daemon {
+        let log = log_dir.join(format!("{name}.log"));
+        let file = std::fs::File::create(&log).expect("create daemon log");
+        let child = Command::new(corral_bin())
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("clone log fd"))
+            .stderr(file)
+            .env("RUST_LOG", "info,quinn=warn")
+            .spawn()
+            .expect("spawn corral daemon");
+        Daemon {
+            name: name.to_owned(),
+            child: Some(child),
+            log,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    pub fn log_text(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = std::fs::File::open(&self.log) {
+            let _ = f.read_to_string(&mut s);
+        }
+        s
+    }
+
+    /// Waits until the log contains `needle`.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.log_text().contains(needle) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "{} did not log '{needle}' within {timeout:?}; its log:\n{}",
+            self.name,
+            self.log_text()
+        );
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    /// SIGKILL.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("---- log of {} ----\n{}", self.name, self.log_text());
+        }
+        self.kill();
+    }
+}
+
+/// One master and any number of agents, all real processes.
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub certs: Certs,
+    pub master_addr: SocketAddr,
+    pub master: Daemon,
+    pub agents: Vec<Daemon>,
+}
+
+impl Cluster {
+    /// Starts a master with certificates for: master `m1`, frameworks `fw`, `fw2`, operator `op`,
+    /// and an agent certificate per agent started later.
+    pub fn start_master(extra_master_args: &[&str]) -> Cluster {
+        let dir = tempfile::Builder::new()
+            .prefix("corral-it-")
+            .tempdir()
+            .expect("tempdir");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod");
+        let certs = Certs::new(&dir.path().join("certs"));
+        for (role, name) in [
+            ("master", "m1"),
+            ("framework", "fw"),
+            ("framework", "fw2"),
+            ("operator", "op"),
+        ] {
+            certs.issue(role, name);
+        }
+        let port = free_port();
+        let master_addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+        let mut args: Vec<String> = vec![
+            "master".into(),
+            "--listen".into(),
+            master_addr.to_string(),
+            "--data-dir".into(),
+            dir.path().join("master").display().to_string(),
+        ];
+        args.extend(certs.flags("m1"));
+        args.extend(extra_master_args.iter().map(|s| s.to_string()));
+        let master = Daemon::spawn("master", &args, dir.path());
+        master.wait_for_log("master serving", Duration::from_secs(20));
+        Cluster {
+            dir,
+            certs,
+            master_addr,
+            master,
+            agents: Vec::new(),
+        }
+    }
+
+    /// Starts an agent named `name` with the given extra flags and waits until it registered.
+    pub fn start_agent(&mut self, name: &str, extra: &[&str]) -> usize {
+        self.certs.issue("agent", name);
+        let work = self.dir.path().join(format!("agent-{name}"));
+        let mut args: Vec<String> = vec![
+            "agent".into(),
+            "--master".into(),
+            self.master_addr.to_string(),
+            "--work-dir".into(),
+            work.display().to_string(),
+            "--hostname".into(),
+            name.into(),
+        ];
+        args.extend(self.certs.flags(name));
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let agent = Daemon::spawn(&format!("agent-{name}"), &args, self.dir.path());
+        agent.wait_for_log("registered with master", Duration::from_secs(20));
+        self.agents.push(agent);
+        self.agents.len() - 1
+    }
+
+    /// Runs a `corral` client command against this cluster as `cert_name`.
+    pub fn client(&self, cert_name: &str, args: &[&str], timeout: Duration) -> Output {
+        let mut full: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        // Flags go after the subcommand name.
+        let mut flags = vec!["--master".to_string(), self.master_addr.to_string()];
+        flags.extend(self.certs.flags(cert_name));
+        full.splice(1..1, flags);
+        let refs: Vec<&str> = full.iter().map(String::as_str).collect();
+        corral(&refs, &[], timeout)
+    }
+}
+
+/// Text of an output's stderr.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Text of an output's stdout.
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}

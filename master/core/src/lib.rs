@@ -1,1 +1,46 @@
-//! master-core (to be written).
+//! master-core owns the master's decisions and nothing else: agents and frameworks and their
+//! sessions, resource offers, the allocator (weighted DRF or strict priority), filters,
+//! suppress/revive, offer and failover timeouts, agent health, task states, reconciliation and
+//! the authorization of every call by the caller's certificate role. It is a sans-IO state
+//! machine in the style of `quinn-proto`: no sockets, no async runtime, no clock, no randomness.
+//!
+//! The daemon drives it with a loop:
+//! - feed inputs: [`Master::handle_connected`], [`Master::handle_message`],
+//!   [`Master::handle_disconnected`], [`Master::handle_committed`], and
+//!   [`Master::handle_timeout`] when [`Master::poll_timeout`] is reached, each with `now`;
+//! - drain [`Master::poll_output`]: send frames, close streams, and replicate every
+//!   [`Output::Propose`]`(op)`, then hand the committed op back to `handle_committed` in
+//!   proposal order.
+//!
+//! **Durability order.** Every change to the registry (agents admitted, marked, unreachable,
+//! removed; frameworks added or removed; tasks added or their state changed) is a
+//! [`RegistryOp`] and goes through the propose/commit round trip; that round trip is the only
+//! write path. Whatever depends on an op is sent only once it has committed: `Registered` and
+//! `Subscribed` replies, `RunTasks` to an agent (after its `TasksAdded`), status updates to a
+//! framework (after their `TaskStateChanged`). [`Registry::apply`] is pure, so every master
+//! applies the same log to the same registry. Offers, filters, sessions and timers are soft state
+//! and are rebuilt after a failover ([`Master::with_registry`]).
+//!
+//! **Reads** ([`Master::snapshot`]) build a `proto::ClusterState`; the daemon publishes it when
+//! [`Master::snapshot_dirty`] and answers `GetState` from the published copy, so reads never
+//! wait on allocation.
+//!
+//! The [`testing`] module holds `Sim`, a harness with a virtual clock used by the tests and the
+//! benchmark.
+
+pub mod allocator;
+pub mod config;
+mod master;
+pub mod registry;
+pub mod testing;
+mod timers;
+
+pub use allocator::{
+    Allocation, Allocator, ClusterView, DrfAllocator, Filter, StrictPriorityAllocator,
+};
+pub use config::{limits, AllocatorKind, MasterConfig};
+pub use master::{authorized, Master, Output, SessionId, Stats};
+pub use registry::{AgentMark, Registry, RegistryOp, TaskKey};
+
+#[cfg(test)]
+mod tests;

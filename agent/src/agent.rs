@@ -1,0 +1,983 @@
+use crate::resources;
+use crate::runtime::{Handle, Runtime};
+use crate::updates::{RetryPolicy, StatusUpdates};
+use crate::AgentError;
+use framework::{open_session, ClientOptions, Session};
+use isolation::{ContainerSpec, ExitInfo};
+use proto::{
+    AgentId, AgentInfo, AgentToMaster, ClientFrame, FrameworkId, FrameworkSummary, LogData,
+    LogStream, MasterToAgent, Resources, Role, ServerFrame, StatusReason, StatusSource, StatusUuid,
+    TaskId, TaskInfo, TaskReport, TaskState, TaskStatus,
+};
+use std::collections::{BTreeMap, VecDeque};
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::mpsc;
+use transport::{FramedSend, Identity};
+
+/// Events from connection, reader and task-watcher tasks to the agent loop.
+const EVENT_QUEUE: usize = 4096;
+/// Sandboxes of ended tasks remembered for `corral logs`.
+const MAX_FINISHED_TASKS: usize = 1000;
+/// Largest log chunk served per request.
+const MAX_LOG_CHUNK: u32 = 1 << 20;
+/// Housekeeping tick: heartbeats and status-update retries are checked this often.
+const TICK: Duration = Duration::from_millis(500);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IsolationMode {
+    /// cgroup v2 if the host has it, else v1; plain processes if neither can be managed.
+    Auto,
+    Cgroup2,
+    Cgroup1,
+    /// Plain processes: no limits are enforced.
+    None,
+}
+
+/// Everything the agent daemon needs to run.
+pub struct Config {
+    pub masters: Vec<String>,
+    pub work_dir: PathBuf,
+    pub identity: Arc<Identity>,
+    /// `--resources`: overrides the measured quantities it names.
+    pub resources: Option<String>,
+    pub attributes: BTreeMap<String, String>,
+    pub isolation: IsolationMode,
+    /// Name of the agent's cgroup subtree for tasks (under its own cgroup); `corral` if unset.
+    pub cgroup_parent: Option<String>,
+    pub default_user: Option<String>,
+    pub allowed_users: Vec<String>,
+    pub allow_root: bool,
+    pub default_pids_limit: u64,
+    pub hostname: String,
+    /// The program that becomes each container's init (the corral binary) and its arguments.
+    pub init_program: PathBuf,
+    pub init_args: Vec<String>,
+    pub retry: RetryPolicy,
+    pub kill_grace: Duration,
+}
+
+enum Event {
+    Registered {
+        generation: u64,
+        session: Session,
+        agent_id: AgentId,
+        heartbeat: Duration,
+    },
+    ConnectFailed {
+        generation: u64,
+        error: String,
+    },
+    Frame {
+        generation: u64,
+        frame: ServerFrame,
+    },
+    Lost {
+        generation: u64,
+        reason: String,
+    },
+    Launched {
+        task_id: TaskId,
+        result: Result<Arc<Handle>, String>,
+    },
+    Exited {
+        task_id: TaskId,
+        result: Result<ExitInfo, String>,
+    },
+}
+
+struct Task {
+    framework_id: FrameworkId,
+    info: TaskInfo,
+    state: TaskState,
+    sandbox: PathBuf,
+    handle: Option<Arc<Handle>>,
+    kill_requested: bool,
+}
+
+struct Connected {
+    send: FramedSend<ClientFrame>,
+    connection: quinn::Connection,
+    _endpoint: quinn::Endpoint,
+    heartbeat: Duration,
+    last_heartbeat: Instant,
+}
+
+struct Agent {
+    config: Config,
+    opts: ClientOptions,
+    runtime: Arc<Runtime>,
+    info: AgentInfo,
+    agent_id: Option<AgentId>,
+    tasks: BTreeMap<TaskId, Task>,
+    finished: VecDeque<(TaskId, PathBuf)>,
+    updates: StatusUpdates,
+    events: mpsc::Sender<Event>,
+    conn: Option<Connected>,
+    generation: u64,
+    reconnect_at: Option<Instant>,
+    backoff: Duration,
+}
+
+/// Runs the agent until `shutdown` completes. Tasks keep running when the agent stops.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
+    if config.identity.peer().role != Role::Agent {
+        return Err(AgentError::NotAnAgentCertificate(
+            config.identity.peer().to_string(),
+        ));
+    }
+    if config.masters.is_empty() {
+        return Err(AgentError::NoMasters);
+    }
+    let work_dir_err = |source| AgentError::WorkDir {
+        path: config.work_dir.clone(),
+        source,
+    };
+    std::fs::create_dir_all(config.work_dir.join("sandboxes")).map_err(work_dir_err)?;
+    check_writable(&config.work_dir).map_err(work_dir_err)?;
+    let runtime = make_runtime(&config)?;
+    let (cpus, mem) = match &runtime {
+        Runtime::Isolated(iso) => match iso.node_resources(&Default::default()) {
+            Ok(n) => (n.cpus_milli, n.mem_bytes),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot measure node via the isolation layer; using procfs");
+                resources::procfs_cpus_and_memory()
+            }
+        },
+        Runtime::Plain => resources::procfs_cpus_and_memory(),
+    };
+    let overrides = match &config.resources {
+        Some(spec) => Some((
+            spec.parse::<Resources>()
+                .map_err(|e| AgentError::Isolation(format!("--resources '{spec}': {e}")))?,
+            resources::named_resources(spec),
+        )),
+        None => None,
+    };
+    let total = resources::node_resources(
+        cpus,
+        mem,
+        &config.work_dir,
+        overrides.as_ref().map(|(r, _)| r),
+        overrides.as_ref().map(|(_, n)| n.as_slice()).unwrap_or(&[]),
+    );
+    let agent_id = load_agent_id(&config.work_dir);
+    tracing::info!(resources = %total, runtime = %runtime.describe(), agent_id = ?agent_id.as_ref().map(|a| a.to_string()),
+        work_dir = %config.work_dir.display(), "agent starting");
+    let info = AgentInfo {
+        hostname: config.hostname.clone(),
+        resources: total,
+        attributes: config.attributes.clone(),
+        version: proto::ProtocolVersion::CURRENT,
+        software_version: env!("CARGO_PKG_VERSION").to_owned(),
+    };
+    let mut opts = ClientOptions::new(config.masters.clone(), config.identity.clone());
+    opts.connect_timeout = Duration::from_secs(10);
+    let (events_tx, mut events_rx) = mpsc::channel(EVENT_QUEUE);
+    let mut agent = Agent {
+        updates: StatusUpdates::new(config.retry.clone()),
+        config,
+        opts,
+        runtime: Arc::new(runtime),
+        info,
+        agent_id,
+        tasks: BTreeMap::new(),
+        finished: VecDeque::new(),
+        events: events_tx,
+        conn: None,
+        generation: 0,
+        reconnect_at: Some(Instant::now()),
+        backoff: Duration::from_millis(200),
+    };
+    let mut tick = tokio::time::interval(TICK);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            event = events_rx.recv() => {
+                let Some(event) = event else { break };
+                agent.handle_event(event).await;
+            }
+            _ = tick.tick() => agent.housekeeping().await,
+            _ = &mut shutdown => break,
+        }
+    }
+    tracing::info!(
+        running = agent.tasks.len(),
+        "agent stopping; tasks keep running"
+    );
+    if let Some(conn) = agent.conn.take() {
+        conn.connection.close(0u32.into(), b"agent stopping");
+    }
+    Ok(())
+}
+
+fn check_writable(dir: &Path) -> std::io::Result<()> {
+    let probe = dir.join(".write-test");
+    std::fs::write(&probe, b"ok")?;
+    std::fs::remove_file(&probe)
+}
+
+fn make_runtime(config: &Config) -> Result<Runtime, AgentError> {
+    let backend = match config.isolation {
+        IsolationMode::None => return Ok(Runtime::Plain),
+        IsolationMode::Auto => isolation::Backend::Auto,
+        IsolationMode::Cgroup2 => isolation::Backend::Cgroup2,
+        IsolationMode::Cgroup1 => isolation::Backend::Cgroup1,
+    };
+    let iso_config = isolation::IsolatorConfig {
+        backend,
+        cgroup_root: PathBuf::from("/sys/fs/cgroup"),
+        cgroup_parent: config.cgroup_parent.clone(),
+        run_root: config.work_dir.join("containers"),
+        init_program: config.init_program.clone(),
+        init_args: config.init_args.clone(),
+        default_user: config.default_user.clone(),
+        allowed_users: config.allowed_users.clone(),
+        allow_root: config.allow_root,
+        default_pids_limit: config.default_pids_limit,
+    };
+    match isolation::Isolator::new(iso_config) {
+        Ok(iso) => Ok(Runtime::Isolated(iso)),
+        Err(e) if config.isolation == IsolationMode::Auto => {
+            tracing::warn!(error = %e, "cgroups cannot be managed here (run as root for isolation); \
+                running tasks as plain processes WITHOUT resource limits");
+            Ok(Runtime::Plain)
+        }
+        Err(e) => Err(AgentError::Isolation(e.to_string())),
+    }
+}
+
+fn load_agent_id(work_dir: &Path) -> Option<AgentId> {
+    let raw = std::fs::read_to_string(work_dir.join("agent_id")).ok()?;
+    let id = raw.trim();
+    (!id.is_empty()).then(|| AgentId::new(id))
+}
+
+fn save_agent_id(work_dir: &Path, id: &AgentId) -> std::io::Result<()> {
+    let tmp = work_dir.join("agent_id.tmp");
+    std::fs::write(&tmp, id.as_str())?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, work_dir.join("agent_id"))
+}
+
+fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Task ids become directory names: only a safe alphabet is accepted.
+fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 200
+        && !id.starts_with('.')
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+fn size(bytes: u64) -> String {
+    proto::format_size(bytes)
+}
+
+impl Agent {
+    async fn handle_event(&mut self, event: Event) {
+        match event {
+            Event::Registered {
+                generation,
+                session,
+                agent_id,
+                heartbeat,
+            } => {
+                if generation != self.generation {
+                    return;
+                }
+                self.on_registered(session, agent_id, heartbeat).await;
+            }
+            Event::ConnectFailed { generation, error } => {
+                if generation != self.generation {
+                    return;
+                }
+                tracing::warn!(%error, retry_in = ?self.backoff, "cannot register with a master");
+                self.schedule_reconnect();
+            }
+            Event::Frame { generation, frame } => {
+                if generation == self.generation {
+                    self.on_frame(frame).await;
+                }
+            }
+            Event::Lost { generation, reason } => {
+                if generation == self.generation && self.conn.is_some() {
+                    tracing::warn!(%reason, "lost the master; re-registering");
+                    self.conn = None;
+                    self.backoff = Duration::from_millis(200);
+                    self.schedule_reconnect();
+                }
+            }
+            Event::Launched { task_id, result } => self.on_launched(task_id, result).await,
+            Event::Exited { task_id, result } => self.on_exited(task_id, result).await,
+        }
+    }
+
+    fn schedule_reconnect(&mut self) {
+        // Backoff with jitter so that a fleet of agents does not reconnect in lockstep.
+        let jitter = rand::random::<f64>() * 0.5 + 0.75;
+        self.reconnect_at = Some(Instant::now() + self.backoff.mul_f64(jitter));
+        self.backoff = (self.backoff * 2).min(Duration::from_secs(15));
+    }
+
+    fn start_connect(&mut self) {
+        self.generation += 1;
+        let generation = self.generation;
+        let tasks = self
+            .tasks
+            .values()
+            .map(|t| TaskReport {
+                framework_id: t.framework_id.clone(),
+                task: t.info.clone(),
+                state: t.state,
+            })
+            .collect();
+        let register = ClientFrame::Agent(AgentToMaster::Register {
+            agent_id: self.agent_id.clone(),
+            info: self.info.clone(),
+            tasks,
+        });
+        let opts = self.opts.clone();
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            let event = match open_session(&opts, &register).await {
+                Ok((
+                    session,
+                    ServerFrame::Agent(MasterToAgent::Registered {
+                        agent_id,
+                        heartbeat_interval_ms,
+                    }),
+                )) => Event::Registered {
+                    generation,
+                    session,
+                    agent_id,
+                    heartbeat: Duration::from_millis(heartbeat_interval_ms.max(100)),
+                },
+                Ok((_, other)) => Event::ConnectFailed {
+                    generation,
+                    error: format!("unexpected answer to registration: {other:?}"),
+                },
+                Err(e) => Event::ConnectFailed {
+                    generation,
+                    error: e.to_string(),
+                },
+            };
+            let _ = events.send(event).await;
+        });
+    }
+
+    async fn on_registered(&mut self, session: Session, agent_id: AgentId, heartbeat: Duration) {
+        if self.agent_id.as_ref() != Some(&agent_id) {
+            if let Err(e) = save_agent_id(&self.config.work_dir, &agent_id) {
+                tracing::error!(error = %e, path = %self.config.work_dir.join("agent_id").display(),
+                    "cannot save the agent id; a restart will register as a new agent");
+            }
+        }
+        tracing::info!(%agent_id, master = %session.master, "registered with master");
+        self.agent_id = Some(agent_id);
+        self.backoff = Duration::from_millis(200);
+        let Session {
+            _endpoint,
+            connection,
+            send,
+            mut recv,
+            ..
+        } = session;
+        let generation = self.generation;
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            let reason = loop {
+                match recv.recv().await {
+                    Ok(Some(frame)) => {
+                        if events
+                            .send(Event::Frame { generation, frame })
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                    Ok(None) => break "the master closed the session".to_owned(),
+                    Err(e) => break e.to_string(),
+                }
+            };
+            let _ = events.send(Event::Lost { generation, reason }).await;
+        });
+        self.conn = Some(Connected {
+            send,
+            connection,
+            _endpoint,
+            heartbeat,
+            last_heartbeat: Instant::now(),
+        });
+        self.updates.reset_timers();
+        self.flush_updates().await;
+    }
+
+    async fn send(&mut self, msg: AgentToMaster) {
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        if let Err(e) = conn.send.send(&ClientFrame::Agent(msg)).await {
+            tracing::warn!(error = %e, "cannot write to the master");
+            let generation = self.generation;
+            let _ = self.events.try_send(Event::Lost {
+                generation,
+                reason: e.to_string(),
+            });
+        }
+    }
+
+    async fn housekeeping(&mut self) {
+        let now = Instant::now();
+        if self.conn.is_none() {
+            if self.reconnect_at.is_some_and(|t| t <= now) {
+                self.reconnect_at = None;
+                self.start_connect();
+            }
+            return;
+        }
+        let due = self
+            .conn
+            .as_ref()
+            .is_some_and(|c| now.duration_since(c.last_heartbeat) >= c.heartbeat);
+        if due {
+            if let Some(c) = self.conn.as_mut() {
+                c.last_heartbeat = now;
+            }
+            self.send(AgentToMaster::Heartbeat).await;
+            self.send_usage().await;
+        }
+        self.flush_updates().await;
+    }
+
+    async fn send_usage(&mut self) {
+        let tasks: Vec<proto::TaskUsage> = self
+            .tasks
+            .iter()
+            .filter_map(|(id, t)| {
+                let usage = t.handle.as_ref()?.usage()?;
+                Some(proto::TaskUsage {
+                    framework_id: t.framework_id.clone(),
+                    task_id: id.clone(),
+                    usage,
+                })
+            })
+            .collect();
+        if !tasks.is_empty() {
+            self.send(AgentToMaster::Usage { tasks }).await;
+        }
+    }
+
+    async fn flush_updates(&mut self) {
+        if self.conn.is_none() {
+            return;
+        }
+        for (framework_id, status) in self.updates.due(Instant::now()) {
+            self.send(AgentToMaster::StatusUpdate {
+                framework_id,
+                status,
+            })
+            .await;
+        }
+    }
+
+    /// Records a state change and sends it if nothing of its task is in flight.
+    async fn update(
+        &mut self,
+        task_id: &TaskId,
+        state: TaskState,
+        f: impl FnOnce(&mut TaskStatus),
+    ) {
+        let Some(task) = self.tasks.get_mut(task_id) else {
+            return;
+        };
+        task.state = state;
+        let mut status = TaskStatus::new(task_id.clone(), state, StatusSource::Agent);
+        status.agent_id = self.agent_id.clone();
+        status.timestamp_ms = wall_ms();
+        f(&mut status);
+        tracing::info!(task = %task_id, state = %state, message = status.message.as_deref().unwrap_or(""), "task state");
+        let framework_id = task.framework_id.clone();
+        self.updates.record(
+            &framework_id,
+            status,
+            StatusUuid::new(uuid::Uuid::new_v4().to_string()),
+        );
+        self.flush_updates().await;
+    }
+
+    async fn on_frame(&mut self, frame: ServerFrame) {
+        match frame {
+            ServerFrame::Agent(msg) => self.on_master(msg).await,
+            ServerFrame::NotLeader { leader } => {
+                let generation = self.generation;
+                let reason = format!("the master is no longer the leader (leader: {leader:?})");
+                let _ = self.events.try_send(Event::Lost { generation, reason });
+            }
+            ServerFrame::Error(e) => {
+                tracing::error!(code = ?e.code, message = %e.message, "the master reported an error");
+                if e.fatal {
+                    let generation = self.generation;
+                    let _ = self.events.try_send(Event::Lost {
+                        generation,
+                        reason: e.message,
+                    });
+                }
+            }
+            other => tracing::warn!(frame = ?other, "ignoring a frame not meant for an agent"),
+        }
+    }
+
+    async fn on_master(&mut self, msg: MasterToAgent) {
+        match msg {
+            MasterToAgent::Registered { .. } => {}
+            MasterToAgent::RunTasks {
+                framework,
+                executor,
+                tasks,
+            } => self.run_tasks(framework, executor, tasks).await,
+            MasterToAgent::KillTask {
+                task_id, grace_ms, ..
+            } => {
+                self.kill_task(&task_id, grace_ms.map(Duration::from_millis))
+                    .await
+            }
+            MasterToAgent::AcknowledgeUpdate { task_id, uuid, .. } => {
+                if self.updates.acknowledge(&task_id, &uuid) {
+                    let ended = self
+                        .tasks
+                        .get(&task_id)
+                        .is_some_and(|t| t.state.is_terminal());
+                    if ended && self.updates.forget_if_done(&task_id) {
+                        if let Some(task) = self.tasks.remove(&task_id) {
+                            self.finished.push_back((task_id, task.sandbox));
+                            if self.finished.len() > MAX_FINISHED_TASKS {
+                                self.finished.pop_front();
+                            }
+                        }
+                    }
+                    self.flush_updates().await;
+                }
+            }
+            MasterToAgent::ShutdownFramework { framework_id } => {
+                let ids: Vec<TaskId> = self
+                    .tasks
+                    .iter()
+                    .filter(|(_, t)| t.framework_id == framework_id)
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                for id in ids {
+                    self.kill_task(&id, None).await;
+                }
+            }
+            MasterToAgent::FrameworkMessage { executor_id, .. } => {
+                tracing::debug!(%executor_id, "framework message for an executor this agent does not run");
+            }
+            MasterToAgent::ReadLog {
+                request_id,
+                task_id,
+                stream,
+                offset,
+                max_len,
+            } => {
+                let result = self.read_log(&task_id, stream, offset, max_len);
+                self.send(AgentToMaster::LogChunk { request_id, result })
+                    .await;
+            }
+        }
+    }
+
+    fn free_resources(&self) -> Resources {
+        let used = self
+            .tasks
+            .values()
+            .filter(|t| !t.state.is_terminal())
+            .fold(Resources::default(), |acc, t| acc.add(&t.info.resources));
+        self.info.resources.saturating_sub(&used)
+    }
+
+    async fn run_tasks(
+        &mut self,
+        framework: FrameworkSummary,
+        executor: Option<proto::ExecutorInfo>,
+        tasks: Vec<TaskInfo>,
+    ) {
+        for info in tasks {
+            let task_id = info.task_id.clone();
+            if self.tasks.contains_key(&task_id) {
+                tracing::warn!(task = %task_id, "ignoring a launch of a task that is already known");
+                continue;
+            }
+            let sandbox = self
+                .config
+                .work_dir
+                .join("sandboxes")
+                .join(framework.id.as_str())
+                .join(task_id.as_str());
+            let free = self.free_resources();
+            self.tasks.insert(
+                task_id.clone(),
+                Task {
+                    framework_id: framework.id.clone(),
+                    info: info.clone(),
+                    state: TaskState::Staging,
+                    sandbox: sandbox.clone(),
+                    handle: None,
+                    kill_requested: false,
+                },
+            );
+            let refuse = |reason: StatusReason, message: String| {
+                move |s: &mut TaskStatus| {
+                    s.reason = Some(reason);
+                    s.message = Some(message);
+                }
+            };
+            if !valid_id(task_id.as_str()) || !valid_id(framework.id.as_str()) {
+                let msg = "task and framework ids may use only letters, digits, '.', '_' and '-'"
+                    .to_owned();
+                self.update(
+                    &task_id,
+                    TaskState::Error,
+                    refuse(StatusReason::TaskInvalid, msg),
+                )
+                .await;
+                continue;
+            }
+            if executor.is_some() {
+                let msg = "custom executors are not supported by this agent yet".to_owned();
+                self.update(
+                    &task_id,
+                    TaskState::Error,
+                    refuse(StatusReason::TaskInvalid, msg),
+                )
+                .await;
+                continue;
+            }
+            if !free.contains(&info.resources) {
+                let msg = format!(
+                    "the task asks for {} but this agent has only {} free",
+                    info.resources, free
+                );
+                self.update(
+                    &task_id,
+                    TaskState::Error,
+                    refuse(StatusReason::ResourcesUnavailable, msg),
+                )
+                .await;
+                continue;
+            }
+            let spec = match self.container_spec(&framework, &info, &sandbox) {
+                Ok(spec) => spec,
+                Err(msg) => {
+                    self.update(
+                        &task_id,
+                        TaskState::Failed,
+                        refuse(StatusReason::ContainerLaunchFailed, msg),
+                    )
+                    .await;
+                    continue;
+                }
+            };
+            self.update(&task_id, TaskState::Starting, |_| {}).await;
+            let runtime = self.runtime.clone();
+            let events = self.events.clone();
+            let id = format!("{}.{}", framework.id, task_id);
+            tokio::task::spawn_blocking(move || {
+                let result = runtime.launch(&id, &spec);
+                let _ = events.blocking_send(Event::Launched { task_id, result });
+            });
+        }
+    }
+
+    fn container_spec(
+        &self,
+        framework: &FrameworkSummary,
+        info: &TaskInfo,
+        sandbox: &Path,
+    ) -> Result<ContainerSpec, String> {
+        std::fs::create_dir_all(sandbox)
+            .map_err(|e| format!("cannot create sandbox {}: {e}", sandbox.display()))?;
+        let user = info
+            .command
+            .user
+            .clone()
+            .or_else(|| self.config.default_user.clone());
+        if let (Some(name), true) = (&user, nix::unistd::geteuid().is_root()) {
+            if let Ok(Some(u)) = nix::unistd::User::from_name(name) {
+                let _ = nix::unistd::chown(sandbox, Some(u.uid), Some(u.gid));
+            }
+        }
+        let argv = if info.command.shell {
+            vec![
+                "/bin/sh".to_owned(),
+                "-c".to_owned(),
+                info.command.value.clone(),
+            ]
+        } else if info.command.arguments.is_empty() {
+            vec![info.command.value.clone()]
+        } else {
+            info.command.arguments.clone()
+        };
+        if argv.first().is_none_or(|a| a.is_empty()) {
+            return Err("the task has an empty command".to_owned());
+        }
+        let mut env: BTreeMap<String, String> = BTreeMap::new();
+        env.insert("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into());
+        env.insert("HOME".into(), sandbox.display().to_string());
+        env.insert("CORRAL_SANDBOX".into(), sandbox.display().to_string());
+        env.insert("CORRAL_TASK_ID".into(), info.task_id.to_string());
+        env.insert("CORRAL_FRAMEWORK_ID".into(), framework.id.to_string());
+        if let Some(a) = &self.agent_id {
+            env.insert("CORRAL_AGENT_ID".into(), a.to_string());
+        }
+        env.insert("MESOS_SANDBOX".into(), sandbox.display().to_string());
+        env.insert("MESOS_TASK_ID".into(), info.task_id.to_string());
+        for (k, v) in &info.command.environment {
+            env.insert(k.clone(), v.clone());
+        }
+        let r = &info.resources;
+        Ok(ContainerSpec {
+            argv,
+            env: env.into_iter().collect(),
+            cwd: sandbox.to_path_buf(),
+            stdout: sandbox.join("stdout"),
+            stderr: sandbox.join("stderr"),
+            user,
+            cpus: (r.cpus_milli > 0).then(|| r.cpus()),
+            cpu_hard_limit: info.container.cpu_hard_limit.unwrap_or(true),
+            memory_bytes: (r.mem_bytes > 0).then_some(r.mem_bytes),
+            pids_limit: info.container.pids_limit,
+            namespaces: isolation::Namespaces {
+                pid: true,
+                mount: true,
+                uts: true,
+                ipc: true,
+                network: match info.container.network {
+                    proto::NetworkMode::Host => isolation::NetworkNs::Host,
+                    proto::NetworkMode::Isolated => isolation::NetworkNs::Isolated,
+                },
+            },
+            hostname: Some(self.config.hostname.clone()),
+        })
+    }
+
+    async fn on_launched(&mut self, task_id: TaskId, result: Result<Arc<Handle>, String>) {
+        match result {
+            Ok(handle) => {
+                let kill_now = {
+                    let Some(task) = self.tasks.get_mut(&task_id) else {
+                        return;
+                    };
+                    task.handle = Some(handle.clone());
+                    task.kill_requested
+                };
+                let pid = handle.pid();
+                self.update(&task_id, TaskState::Running, |s| {
+                    s.message = Some(format!("running as pid {pid}"));
+                })
+                .await;
+                let events = self.events.clone();
+                let id = task_id.clone();
+                let waiter = handle.clone();
+                tokio::task::spawn_blocking(move || {
+                    let result = waiter.wait();
+                    let _ = events.blocking_send(Event::Exited {
+                        task_id: id,
+                        result,
+                    });
+                });
+                if kill_now {
+                    self.kill_task(&task_id, None).await;
+                }
+            }
+            Err(message) => {
+                self.update(&task_id, TaskState::Failed, |s| {
+                    s.reason = Some(StatusReason::ContainerLaunchFailed);
+                    s.message = Some(message);
+                })
+                .await;
+            }
+        }
+    }
+
+    async fn on_exited(&mut self, task_id: TaskId, result: Result<ExitInfo, String>) {
+        let Some(task) = self.tasks.get_mut(&task_id) else {
+            return;
+        };
+        let handle = task.handle.take();
+        let killed = task.kill_requested;
+        let memory_limit = task.info.resources.mem_bytes;
+        match result {
+            Ok(exit) => {
+                let (state, reason, message) = if exit.oom_killed {
+                    let peak = exit
+                        .limitation
+                        .as_ref()
+                        .and_then(|l| l.peak)
+                        .map(|p| format!(" (peak {})", size(p)))
+                        .unwrap_or_default();
+                    (
+                        TaskState::Failed,
+                        StatusReason::MemoryLimit,
+                        format!(
+                            "killed by the kernel: memory limit of {} reached{peak}",
+                            size(memory_limit)
+                        ),
+                    )
+                } else if killed {
+                    (
+                        TaskState::Killed,
+                        StatusReason::KilledByFramework,
+                        "killed on request".to_owned(),
+                    )
+                } else if exit.code == Some(0) {
+                    (
+                        TaskState::Finished,
+                        StatusReason::CommandExited,
+                        "exited with code 0".to_owned(),
+                    )
+                } else if let Some(code) = exit.code {
+                    (
+                        TaskState::Failed,
+                        StatusReason::CommandExited,
+                        format!("exited with code {code}"),
+                    )
+                } else {
+                    let sig = exit.signal.unwrap_or(0);
+                    (
+                        TaskState::Failed,
+                        StatusReason::CommandExited,
+                        format!("killed by signal {sig}"),
+                    )
+                };
+                self.update(&task_id, state, |s| {
+                    s.reason = Some(reason);
+                    s.message = Some(message);
+                    s.exit_code = exit.code;
+                    s.signal = exit.signal;
+                    s.limitation = exit.limitation.clone();
+                })
+                .await;
+            }
+            Err(message) => {
+                self.update(&task_id, TaskState::Failed, |s| {
+                    s.reason = Some(StatusReason::ExecutorTerminated);
+                    s.message = Some(format!("lost track of the task: {message}"));
+                })
+                .await;
+            }
+        }
+        if let Some(handle) = handle {
+            tokio::task::spawn_blocking(move || destroy(handle));
+        }
+    }
+
+    async fn kill_task(&mut self, task_id: &TaskId, grace: Option<Duration>) {
+        let Some(task) = self.tasks.get_mut(task_id) else {
+            return;
+        };
+        if task.state.is_terminal() {
+            return;
+        }
+        task.kill_requested = true;
+        let grace = grace
+            .or(task.info.kill_grace_ms.map(Duration::from_millis))
+            .unwrap_or(self.config.kill_grace);
+        match task.handle.clone() {
+            Some(handle) => {
+                tracing::info!(task = %task_id, ?grace, "killing task");
+                tokio::task::spawn_blocking(move || {
+                    if let Err(e) = handle.kill(grace) {
+                        tracing::warn!(error = %e, "kill failed");
+                    }
+                });
+            }
+            None if task.state == TaskState::Staging => {
+                self.update(task_id, TaskState::Killed, |s| {
+                    s.reason = Some(StatusReason::KilledByFramework);
+                    s.message = Some("killed before it started".to_owned());
+                })
+                .await;
+            }
+            // Starting: killed as soon as the launch completes (on_launched).
+            None => {}
+        }
+    }
+
+    fn read_log(
+        &self,
+        task_id: &TaskId,
+        stream: LogStream,
+        offset: u64,
+        max_len: u32,
+    ) -> Result<LogData, String> {
+        let (sandbox, ended) = match self.tasks.get(task_id) {
+            Some(t) => (t.sandbox.clone(), t.state.is_terminal()),
+            None => match self.finished.iter().rev().find(|(id, _)| id == task_id) {
+                Some((_, sandbox)) => (sandbox.clone(), true),
+                None => return Err(format!("task {task_id} is not known to this agent")),
+            },
+        };
+        let path = sandbox.join(match stream {
+            LogStream::Stdout => "stdout",
+            LogStream::Stderr => "stderr",
+        });
+        use std::io::{Read, Seek, SeekFrom};
+        let mut file = match std::fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(LogData {
+                    offset,
+                    data: Vec::new(),
+                    eof: ended,
+                });
+            }
+            Err(e) => return Err(format!("cannot open {}: {e}", path.display())),
+        };
+        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let start = offset.min(len);
+        file.seek(SeekFrom::Start(start))
+            .map_err(|e| format!("cannot seek {}: {e}", path.display()))?;
+        let want = u64::from(max_len.min(MAX_LOG_CHUNK)).min(len - start);
+        let mut data = Vec::with_capacity(want as usize);
+        file.take(want)
+            .read_to_end(&mut data)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let eof = ended && start + data.len() as u64 >= len;
+        Ok(LogData {
+            offset: start,
+            data,
+            eof,
+        })
+    }
+}
+
+/// Removes a container's cgroups once nothing else holds its handle.
+fn destroy(mut handle: Arc<Handle>) {
+    for _ in 0..100 {
+        match Arc::try_unwrap(handle) {
+            Ok(Handle::Isolated(c)) => {
+                if let Err(e) = c.destroy() {
+                    tracing::warn!(error = %e, "cannot remove a container");
+                }
+                return;
+            }
+            Ok(Handle::Plain(_)) => return,
+            Err(h) => {
+                handle = h;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+    tracing::warn!("a container handle is still in use; its cgroup is left for the next cleanup");
+}

@@ -1,0 +1,71 @@
+//! What this node offers: measured via procfs and the agent's own cgroup limits (through the
+//! isolation crate), the work directory's filesystem for disk, and a port range, minus a
+//! reservation for the system. An operator's `--resources` overrides each quantity it names.
+
+use proto::{PortRange, Resources};
+use std::path::Path;
+
+/// Mesos's defaults: keep 1 GiB of memory (or half, on a small node) and 5 GiB of disk (or half)
+/// for the system.
+fn reserve(total: u64, fixed: u64, small_below: u64) -> u64 {
+    if total < small_below {
+        total / 2
+    } else {
+        total - fixed
+    }
+}
+
+/// The default port range offered to tasks.
+pub const DEFAULT_PORTS: PortRange = PortRange {
+    begin: 31000,
+    end: 32000,
+};
+
+/// Measures the node. `measured` comes from the isolation layer (cpus and memory the agent may
+/// use); `overrides` are the operator's `--resources`.
+pub fn node_resources(
+    measured_cpus_milli: u64,
+    measured_mem_bytes: u64,
+    work_dir: &Path,
+    overrides: Option<&Resources>,
+    override_names: &[&str],
+) -> Resources {
+    let disk_total = nix::sys::statvfs::statvfs(work_dir)
+        .map(|s| s.blocks() as u64 * s.fragment_size() as u64)
+        .unwrap_or(0);
+    let mut r = Resources {
+        cpus_milli: measured_cpus_milli,
+        mem_bytes: reserve(measured_mem_bytes, 1 << 30, 2 << 30),
+        disk_bytes: reserve(disk_total, 5 << 30, 10 << 30),
+        ports: vec![DEFAULT_PORTS],
+    };
+    if let Some(o) = overrides {
+        for name in override_names {
+            match *name {
+                "cpus" => r.cpus_milli = o.cpus_milli,
+                "mem" => r.mem_bytes = o.mem_bytes,
+                "disk" => r.disk_bytes = o.disk_bytes,
+                "ports" => r.ports = o.ports.clone(),
+                _ => {}
+            }
+        }
+    }
+    r
+}
+
+/// The names a `--resources` string sets, so that unnamed quantities stay measured.
+pub fn named_resources(spec: &str) -> Vec<&str> {
+    spec.split(';')
+        .filter_map(|p| p.split_once(':').map(|(n, _)| n.trim()))
+        .collect()
+}
+
+/// CPUs and memory from procfs alone, for when no isolation layer is available.
+pub fn procfs_cpus_and_memory() -> (u64, u64) {
+    use procfs::Current;
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get() as u64)
+        .unwrap_or(1);
+    let mem = procfs::Meminfo::current().map(|m| m.mem_total).unwrap_or(0);
+    (cpus * 1000, mem)
+}

@@ -1,0 +1,134 @@
+//! How the agent runs a task's process: through the isolation crate (cgroups + namespaces), or,
+//! where the agent may not manage cgroups (not root, no controllers), as a plain process group
+//! without enforced limits, which the agent logs loudly at start.
+
+use isolation::{Container, ContainerSpec, ExitInfo, Isolator};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub enum Runtime {
+    Isolated(Isolator),
+    /// No limits are enforced.
+    Plain,
+}
+
+/// A running task's process, however it was launched.
+pub enum Handle {
+    Isolated(Container),
+    Plain(PlainProcess),
+}
+
+pub struct PlainProcess {
+    pid: i32,
+    child: Mutex<Option<std::process::Child>>,
+}
+
+impl Runtime {
+    pub fn describe(&self) -> String {
+        match self {
+            Runtime::Isolated(i) => format!("cgroup {:?} with namespaces", i.version()),
+            Runtime::Plain => "plain processes (no limits enforced)".to_owned(),
+        }
+    }
+
+    pub fn launch(&self, id: &str, spec: &ContainerSpec) -> Result<Arc<Handle>, String> {
+        match self {
+            Runtime::Isolated(iso) => iso
+                .launch(id, spec)
+                .map(|c| Arc::new(Handle::Isolated(c)))
+                .map_err(|e| e.to_string()),
+            Runtime::Plain => launch_plain(spec).map(|p| Arc::new(Handle::Plain(p))),
+        }
+    }
+}
+
+fn open_output(path: &PathBuf) -> Result<std::fs::File, String> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))
+}
+
+fn launch_plain(spec: &ContainerSpec) -> Result<PlainProcess, String> {
+    let Some((program, args)) = spec.argv.split_first() else {
+        return Err("empty command".to_owned());
+    };
+    let child = std::process::Command::new(program)
+        .args(args)
+        .env_clear()
+        .envs(spec.env.iter().cloned())
+        .current_dir(&spec.cwd)
+        .stdin(Stdio::null())
+        .stdout(open_output(&spec.stdout)?)
+        .stderr(open_output(&spec.stderr)?)
+        .process_group(0)
+        .spawn()
+        .map_err(|e| format!("cannot start '{program}': {e}"))?;
+    Ok(PlainProcess {
+        pid: child.id() as i32,
+        child: Mutex::new(Some(child)),
+    })
+}
+
+impl Handle {
+    pub fn pid(&self) -> i32 {
+        match self {
+            Handle::Isolated(c) => c.pid(),
+            Handle::Plain(p) => p.pid,
+        }
+    }
+
+    /// Blocks until the task ends.
+    pub fn wait(&self) -> Result<ExitInfo, String> {
+        match self {
+            Handle::Isolated(c) => c.wait().map_err(|e| e.to_string()),
+            Handle::Plain(p) => {
+                let child = p.child.lock().map_err(|_| "poisoned".to_owned())?.take();
+                let Some(mut child) = child else {
+                    return Err("already waited".to_owned());
+                };
+                let status = child.wait().map_err(|e| e.to_string())?;
+                use std::os::unix::process::ExitStatusExt;
+                Ok(ExitInfo {
+                    code: status.code(),
+                    signal: status.signal(),
+                    oom_killed: false,
+                    limitation: None,
+                })
+            }
+        }
+    }
+
+    /// SIGTERM, then SIGKILL after `grace`, to every process of the task. Blocks.
+    pub fn kill(&self, grace: Duration) -> Result<(), String> {
+        match self {
+            Handle::Isolated(c) => c.kill(grace).map_err(|e| e.to_string()),
+            Handle::Plain(p) => {
+                use nix::sys::signal::{killpg, Signal};
+                use nix::unistd::Pid;
+                let pg = Pid::from_raw(p.pid);
+                let _ = killpg(pg, Signal::SIGTERM);
+                let deadline = std::time::Instant::now() + grace;
+                while std::time::Instant::now() < deadline {
+                    if killpg(pg, None).is_err() {
+                        return Ok(());
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                let _ = killpg(pg, Signal::SIGKILL);
+                Ok(())
+            }
+        }
+    }
+
+    pub fn usage(&self) -> Option<proto::ResourceUsage> {
+        match self {
+            Handle::Isolated(c) => c.usage().ok().map(|u| u.into()),
+            Handle::Plain(_) => None,
+        }
+    }
+}

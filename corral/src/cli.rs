@@ -1,0 +1,247 @@
+//! The command line, as `shared/reference/cli.md` specifies it. Connection flags also read
+//! CORRAL_MASTER, CORRAL_CA, CORRAL_CERT and CORRAL_KEY; daemon flags also come from the TOML
+//! file given with --config (flags win over the environment, which wins over the file).
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "corral",
+    version,
+    about = "Corral: a cluster manager with resource offers, mTLS QUIC and cgroup isolation"
+)]
+pub struct Cli {
+    /// Log level or filter (e.g. debug, info,master=debug); default from RUST_LOG, else info.
+    #[arg(long, global = true)]
+    pub log_level: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create a cluster CA or issue certificates.
+    #[command(subcommand)]
+    Certs(CertsCommand),
+    /// Run a master.
+    Master(MasterArgs),
+    /// Run an agent on this node.
+    Agent(AgentArgs),
+    /// Run one command as a task and wait for it.
+    Run(RunArgs),
+    /// Run a local master and agent in the foreground for development.
+    Dev(DevArgs),
+    /// Show agents, frameworks, tasks and masters.
+    State(StateArgs),
+    /// Print a task's output.
+    Logs(LogsArgs),
+    /// Kill a task.
+    Kill(KillArgs),
+    /// (internal) The init process of a container.
+    #[command(name = "__init", hide = true)]
+    Init(InitArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CertsCommand {
+    /// Create the cluster CA: DIR/ca.pem and DIR/ca-key.pem (0600).
+    Init {
+        #[arg(long)]
+        dir: PathBuf,
+        /// Overwrite existing files.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Issue a certificate for a master, agent, framework or operator: DIR/NAME.pem, DIR/NAME-key.pem.
+    Issue {
+        #[arg(long)]
+        dir: PathBuf,
+        /// master | agent | framework | operator
+        #[arg(long)]
+        role: String,
+        #[arg(long)]
+        name: String,
+        /// Extra DNS name or IP address (repeatable).
+        #[arg(long = "san")]
+        sans: Vec<String>,
+        /// Validity in days.
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// Certificate flags shared by every command that connects.
+#[derive(Args, Debug, Clone, Default)]
+pub struct TlsArgs {
+    /// The cluster CA certificate.
+    #[arg(long, env = "CORRAL_CA")]
+    pub ca: Option<PathBuf>,
+    /// This peer's certificate.
+    #[arg(long, env = "CORRAL_CERT")]
+    pub cert: Option<PathBuf>,
+    /// This peer's private key.
+    #[arg(long, env = "CORRAL_KEY")]
+    pub key: Option<PathBuf>,
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct ConnectArgs {
+    /// Master addresses, HOST:PORT[,HOST:PORT...].
+    #[arg(long, env = "CORRAL_MASTER", value_delimiter = ',')]
+    pub master: Vec<String>,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct MasterArgs {
+    /// TOML configuration file; flags override it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Address to listen on (UDP), e.g. 0.0.0.0:5050.
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// Where the master keeps its state.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+    /// Rescind offers not answered within this many seconds (0 disables).
+    #[arg(long)]
+    pub offer_timeout_secs: Option<f64>,
+    /// Allocation policy: drf (default) or priority.
+    #[arg(long)]
+    pub allocator: Option<String>,
+    /// Role weight, ROLE=WEIGHT (repeatable).
+    #[arg(long = "role-weight")]
+    pub role_weights: Vec<String>,
+    /// Seconds without a heartbeat before an agent is unreachable.
+    #[arg(long)]
+    pub agent_timeout_secs: Option<f64>,
+    /// This master's id among replicated masters.
+    #[arg(long)]
+    pub id: Option<u64>,
+    /// Another master, ID=HOST:PORT (repeatable).
+    #[arg(long = "peer")]
+    pub peers: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct AgentArgs {
+    /// TOML configuration file; flags override it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Master addresses, HOST:PORT[,HOST:PORT...].
+    #[arg(long, env = "CORRAL_MASTER", value_delimiter = ',')]
+    pub master: Vec<String>,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+    /// Where sandboxes and the agent's state live.
+    #[arg(long)]
+    pub work_dir: Option<PathBuf>,
+    /// Override measured resources, e.g. 'cpus:4;mem:4GiB;disk:20GiB;ports:[31000-32000]'.
+    #[arg(long)]
+    pub resources: Option<String>,
+    /// Attributes carried in offers, e.g. 'rack:r1;zone:a'.
+    #[arg(long)]
+    pub attributes: Option<String>,
+    /// auto | cgroup2 | cgroup1 | none
+    #[arg(long)]
+    pub isolation: Option<String>,
+    /// The user tasks run as unless they ask for another (allowed) one.
+    #[arg(long)]
+    pub default_user: Option<String>,
+    /// Name of the cgroup subtree (under the agent's own cgroup) that holds task cgroups.
+    #[arg(long)]
+    pub cgroup_parent: Option<String>,
+    /// The hostname to advertise.
+    #[arg(long)]
+    pub hostname: Option<String>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct TaskArgs {
+    /// CPUs for the task (fractional allowed).
+    #[arg(long, default_value = "0.1")]
+    pub cpus: String,
+    /// Memory limit, e.g. 64MiB, 1GiB, 512M, or bytes.
+    #[arg(long, default_value = "128MiB")]
+    pub mem: String,
+    /// Maximum number of processes.
+    #[arg(long)]
+    pub pids: Option<u64>,
+    /// A name for the task (and its framework).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Run in a new network namespace with only loopback.
+    #[arg(long)]
+    pub isolated_network: bool,
+    /// Give up if no agent can place the task within this many seconds.
+    #[arg(long, default_value_t = 30.0)]
+    pub placement_timeout: f64,
+    /// The command and its arguments.
+    #[arg(trailing_var_arg = true, required = true, num_args = 1..)]
+    pub command: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Start a throw-away master and agent on loopback with fresh certificates.
+    #[arg(long)]
+    pub local: bool,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    #[command(flatten)]
+    pub task: TaskArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct DevArgs {
+    /// State and certificates directory.
+    #[arg(long, default_value = ".corral")]
+    pub dir: PathBuf,
+    /// Master listen address.
+    #[arg(long, default_value = "127.0.0.1:5050")]
+    pub listen: String,
+    /// Override the agent's measured resources.
+    #[arg(long)]
+    pub resources: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct StateArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    /// One JSON object with keys agents, frameworks, tasks, masters.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct LogsArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    pub task_id: String,
+    /// Print stderr instead of stdout.
+    #[arg(long)]
+    pub stderr: bool,
+    /// Keep printing as the task writes, until it ends.
+    #[arg(long)]
+    pub follow: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct KillArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    pub task_id: String,
+}
+
+#[derive(Args, Debug)]
+pub struct InitArgs {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub args: Vec<String>,
+}

@@ -1,0 +1,189 @@
+//! `corral master`, `corral agent` and `corral dev`.
+
+use super::{load_identity, shutdown_signal};
+use crate::cli::{AgentArgs, DevArgs, MasterArgs};
+use crate::config::{self, AgentFile, MasterFile};
+use crate::local;
+use anyhow::{bail, Context, Result};
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime};
+
+pub fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// A prefix unique to this master process, so ids never repeat across restarts.
+pub fn id_prefix() -> String {
+    let u = uuid::Uuid::new_v4().simple().to_string();
+    u[..8].to_owned()
+}
+
+pub async fn master(args: MasterArgs) -> Result<u8> {
+    let file: MasterFile = config::load(args.config.as_deref())?;
+    if !args.peers.is_empty() || args.id.is_some() {
+        bail!("replicated masters (--id/--peer) are not available yet: run a single master");
+    }
+    let listen = config::required(args.listen.clone(), file.listen.clone(), "listen")?;
+    let listen: SocketAddr = listen.parse().with_context(|| {
+        format!("invalid --listen '{listen}': expected IP:PORT, e.g. 0.0.0.0:5050")
+    })?;
+    let data_dir = config::required(args.data_dir.clone(), file.data_dir.clone(), "data-dir")?;
+    let identity = load_identity(
+        &args.tls,
+        (
+            file.ca.as_deref(),
+            file.cert.as_deref(),
+            file.key.as_deref(),
+        ),
+    )?;
+    let mut core = master_core::MasterConfig {
+        id_prefix: id_prefix(),
+        wall_clock_at_start_ms: wall_ms(),
+        ..Default::default()
+    };
+    if let Some(secs) = args.offer_timeout_secs.or(file.offer_timeout_secs) {
+        core.offer_timeout = (secs > 0.0).then(|| Duration::from_secs_f64(secs));
+    }
+    if let Some(secs) = args.agent_timeout_secs.or(file.agent_timeout_secs) {
+        if !(secs.is_finite() && secs > 0.0) {
+            bail!("invalid --agent-timeout-secs {secs}: must be positive");
+        }
+        core.agent_unreachable_timeout = Duration::from_secs_f64(secs);
+    }
+    match args.allocator.as_deref().or(file.allocator.as_deref()) {
+        None | Some("drf") => core.allocator = master_core::AllocatorKind::Drf,
+        Some("priority") => core.allocator = master_core::AllocatorKind::StrictPriority,
+        Some(other) => bail!("unknown --allocator '{other}': expected drf or priority"),
+    }
+    core.role_weights = file.role_weights.clone();
+    for rw in &args.role_weights {
+        let (role, w) = config::parse_role_weight(rw)?;
+        core.role_weights.insert(role, w);
+    }
+    let server = master::MasterServer::bind(master::Config {
+        listen,
+        data_dir,
+        identity,
+        core,
+        max_frame_len: proto::MAX_FRAME_LEN,
+    })?;
+    server.run(shutdown_signal()).await?;
+    Ok(0)
+}
+
+pub async fn agent(args: AgentArgs) -> Result<u8> {
+    let file: AgentFile = config::load(args.config.as_deref())?;
+    let masters = if args.master.is_empty() {
+        file.master.clone()
+    } else {
+        args.master.clone()
+    };
+    if masters.is_empty() {
+        bail!("missing --master HOST:PORT (or CORRAL_MASTER, or `master` in the config file)");
+    }
+    let work_dir = config::required(args.work_dir.clone(), file.work_dir.clone(), "work-dir")?;
+    let identity = load_identity(
+        &args.tls,
+        (
+            file.ca.as_deref(),
+            file.cert.as_deref(),
+            file.key.as_deref(),
+        ),
+    )?;
+    let resources = args.resources.clone().or(file.resources.clone());
+    if let Some(spec) = &resources {
+        spec.parse::<proto::Resources>()
+            .with_context(|| format!("invalid --resources '{spec}'"))?;
+    }
+    let attributes = match args.attributes.as_deref().or(file.attributes.as_deref()) {
+        Some(a) => config::parse_attributes(a)?,
+        None => Default::default(),
+    };
+    let isolation = parse_isolation(args.isolation.as_deref().or(file.isolation.as_deref()))?;
+    let hostname = args
+        .hostname
+        .clone()
+        .or(file.hostname.clone())
+        .unwrap_or_else(local::hostname);
+    let default_user = args
+        .default_user
+        .clone()
+        .or(file.default_user.clone())
+        .or_else(|| {
+            nix::unistd::geteuid()
+                .is_root()
+                .then(|| "nobody".to_owned())
+        });
+    let config = agent::Config {
+        masters,
+        work_dir,
+        identity,
+        resources,
+        attributes,
+        isolation,
+        cgroup_parent: args.cgroup_parent.clone().or(file.cgroup_parent.clone()),
+        default_user,
+        allowed_users: file.allowed_users.clone(),
+        allow_root: file.allow_root,
+        default_pids_limit: file.default_pids_limit.unwrap_or(4096),
+        hostname,
+        init_program: local::self_exe()?,
+        init_args: vec!["__init".to_owned()],
+        retry: agent::RetryPolicy::default(),
+        kill_grace: Duration::from_secs_f64(file.kill_grace_secs.unwrap_or(5.0).max(0.0)),
+    };
+    agent::run(config, shutdown_signal()).await?;
+    Ok(0)
+}
+
+pub fn parse_isolation(s: Option<&str>) -> Result<agent::IsolationMode> {
+    Ok(match s {
+        None | Some("auto") => agent::IsolationMode::Auto,
+        Some("cgroup2") => agent::IsolationMode::Cgroup2,
+        Some("cgroup1") => agent::IsolationMode::Cgroup1,
+        Some("none") => agent::IsolationMode::None,
+        Some(other) => {
+            bail!("unknown --isolation '{other}': expected auto, cgroup2, cgroup1 or none")
+        }
+    })
+}
+
+pub async fn dev(args: DevArgs) -> Result<u8> {
+    let listen: SocketAddr = args
+        .listen
+        .parse()
+        .with_context(|| format!("invalid --listen '{}': expected IP:PORT", args.listen))?;
+    let cluster =
+        local::LocalCluster::start(&args.dir, listen, args.resources.clone(), true).await?;
+    let m = cluster.master_addr;
+    let c = &cluster.certs;
+    println!(
+        "corral dev: master on {m}, agent work dir {}",
+        cluster.agent_work_dir.display()
+    );
+    println!();
+    println!("# to run tasks (framework certificate):");
+    println!(
+        "export CORRAL_MASTER={m} CORRAL_CA={} CORRAL_CERT={} CORRAL_KEY={}",
+        c.ca.display(),
+        c.framework.cert.display(),
+        c.framework.key.display()
+    );
+    println!("corral run --cpus 0.5 --mem 64MiB -- echo hello");
+    println!();
+    println!("# to inspect the cluster (operator certificate):");
+    println!(
+        "corral state --master {m} --ca {} --cert {} --key {}",
+        c.ca.display(),
+        c.operator.cert.display(),
+        c.operator.key.display()
+    );
+    println!();
+    println!("Press Ctrl-C to stop.");
+    shutdown_signal().await;
+    cluster.stop().await;
+    Ok(0)
+}

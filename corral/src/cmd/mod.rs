@@ -1,0 +1,85 @@
+//! One module per subcommand. Each returns the process exit code.
+
+mod certs;
+mod clients;
+pub mod daemons;
+pub mod run;
+
+use crate::cli::{Cli, Command, ConnectArgs, TlsArgs};
+use anyhow::{bail, Context, Result};
+use std::sync::Arc;
+use transport::{Identity, TlsFiles};
+
+pub fn dispatch(cli: Cli) -> Result<u8> {
+    match cli.command {
+        Command::Certs(c) => certs::run(c),
+        Command::Init(_) => unreachable!("handled in main before logging is set up"),
+        other => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            rt.block_on(async move {
+                match other {
+                    Command::Master(a) => daemons::master(a).await,
+                    Command::Agent(a) => daemons::agent(a).await,
+                    Command::Run(a) => run::run(a).await,
+                    Command::Dev(a) => daemons::dev(a).await,
+                    Command::State(a) => clients::state(a).await,
+                    Command::Logs(a) => clients::logs(a).await,
+                    Command::Kill(a) => clients::kill(a).await,
+                    Command::Certs(_) | Command::Init(_) => unreachable!(),
+                }
+            })
+        }
+    }
+}
+
+/// Loads the certificate identity from flags/environment (or a config file's values).
+pub fn load_identity(
+    tls: &TlsArgs,
+    file: (
+        Option<&std::path::Path>,
+        Option<&std::path::Path>,
+        Option<&std::path::Path>,
+    ),
+) -> Result<Arc<Identity>> {
+    let pick = |flag: &Option<std::path::PathBuf>,
+                file: Option<&std::path::Path>,
+                name: &str,
+                env: &str| {
+        flag.clone()
+            .or_else(|| file.map(|p| p.to_path_buf()))
+            .with_context(|| format!("missing --{name} (or {env}, or `{name}` in the config file)"))
+    };
+    let files = TlsFiles {
+        ca: pick(&tls.ca, file.0, "ca", "CORRAL_CA")?,
+        cert: pick(&tls.cert, file.1, "cert", "CORRAL_CERT")?,
+        key: pick(&tls.key, file.2, "key", "CORRAL_KEY")?,
+    };
+    Ok(Arc::new(Identity::load(&files)?))
+}
+
+pub fn client_options(connect: &ConnectArgs) -> Result<framework::ClientOptions> {
+    if connect.master.is_empty() {
+        bail!("missing --master HOST:PORT (or CORRAL_MASTER)");
+    }
+    let identity = load_identity(&connect.tls, (None, None, None))?;
+    Ok(framework::ClientOptions::new(
+        connect.master.clone(),
+        identity,
+    ))
+}
+
+/// Resolves when SIGINT or SIGTERM arrives.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,324 @@
+//! `corral run`: a one-task framework. It subscribes, takes the first offer that fits, launches
+//! the command, prints each state change to stderr, prints the task's output when it ends and
+//! exits with the task's own exit status.
+//!
+//! Exit status: the task's exit code; 128+N when signal N killed it (a memory-limit kill is
+//! SIGKILL: 137); 125 when Corral could not run it (no agent fits, launch failure, task lost).
+
+use super::client_options;
+use crate::cli::{RunArgs, TaskArgs};
+use crate::local::LocalCluster;
+use anyhow::{bail, Context, Result};
+use framework::{ClientOptions, Scheduler, SchedulerEvent};
+use proto::{
+    CommandInfo, ContainerSettings, Filters, FrameworkCall, FrameworkEvent, LogStream, NetworkMode,
+    OfferOperation, ReconcileTask, Resources, StatusReason, TaskId, TaskInfo, TaskState,
+    TaskStatus,
+};
+use std::io::Write;
+use std::time::Duration;
+
+/// Exit status when Corral itself could not run the task.
+pub const EXIT_NOT_RUN: u8 = 125;
+
+pub async fn run(args: RunArgs) -> Result<u8> {
+    if args.local {
+        let dir = tempfile::Builder::new()
+            .prefix("corral-local-")
+            .tempdir()
+            .context("cannot create a temporary directory for the local cluster")?;
+        let listen = "127.0.0.1:0".parse().expect("valid literal address");
+        let cluster = LocalCluster::start(dir.path(), listen, None, true).await?;
+        let identity = cluster.certs.identity(&cluster.certs.framework)?;
+        let opts = ClientOptions::new(vec![cluster.master_addr.to_string()], identity);
+        let result = run_task(opts, &args.task).await;
+        cluster.stop().await;
+        result
+    } else {
+        let opts = client_options(&args.connect)?;
+        run_task(opts, &args.task).await
+    }
+}
+
+fn task_resources(task: &TaskArgs) -> Result<Resources> {
+    let cpus_milli =
+        proto::parse_cpus(&task.cpus).with_context(|| format!("invalid --cpus '{}'", task.cpus))?;
+    let mem_bytes =
+        proto::parse_size(&task.mem).with_context(|| format!("invalid --mem '{}'", task.mem))?;
+    if cpus_milli == 0 {
+        bail!(
+            "invalid --cpus '{}': a task needs more than 0 cpus",
+            task.cpus
+        );
+    }
+    if mem_bytes < 4 << 20 {
+        bail!("invalid --mem '{}': a task needs at least 4MiB", task.mem);
+    }
+    if task.pids == Some(0) {
+        bail!("invalid --pids 0: a task needs at least one process");
+    }
+    Ok(Resources::new(cpus_milli, mem_bytes))
+}
+
+/// One argument is a shell command (`corral run -- 'exit 3'`); several are an argv.
+fn command(args: &[String]) -> CommandInfo {
+    if args.len() == 1 {
+        CommandInfo::shell(args[0].clone())
+    } else {
+        CommandInfo::argv(args.to_vec())
+    }
+}
+
+fn sanitize(name: &str) -> String {
+    let s: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(48)
+        .collect();
+    if s.is_empty() {
+        "task".to_owned()
+    } else {
+        s
+    }
+}
+
+fn describe(status: &TaskStatus) -> String {
+    let mut line = format!("{}", status.state);
+    if let Some(code) = status.exit_code {
+        line.push_str(&format!(" (exit code {code})"));
+    } else if let Some(sig) = status.signal {
+        line.push_str(&format!(" (signal {sig})"));
+    }
+    if let Some(reason) = status.reason {
+        line.push_str(&format!(" reason={reason:?}"));
+    }
+    if let Some(msg) = &status.message {
+        line.push_str(&format!(": {msg}"));
+    }
+    if let Some(l) = &status.limitation {
+        line.push_str(&format!(
+            " [limit {:?} {}",
+            l.resource,
+            proto::format_size(l.limit)
+        ));
+        if let Some(p) = l.peak {
+            line.push_str(&format!(", peak {}", proto::format_size(p)));
+        }
+        for (k, v) in &l.events {
+            line.push_str(&format!(", {k}={v}"));
+        }
+        line.push(']');
+    }
+    line
+}
+
+pub async fn run_task(opts: ClientOptions, task: &TaskArgs) -> Result<u8> {
+    let want = task_resources(task)?;
+    let name = task.name.clone().unwrap_or_else(|| "corral-run".to_owned());
+    let mut info = framework::framework_info(&name);
+    info.failover_timeout_ms = 60_000;
+    let mut sched = Scheduler::subscribe(opts.clone(), info)
+        .await
+        .context("cannot subscribe to the master")?;
+    let uuid = uuid::Uuid::new_v4().simple().to_string();
+    let task_id = TaskId::new(format!("{}-{}", sanitize(&name), &uuid[..8]));
+    let container = ContainerSettings {
+        network: if task.isolated_network {
+            NetworkMode::Isolated
+        } else {
+            NetworkMode::Host
+        },
+        pids_limit: task.pids,
+        cpu_hard_limit: None,
+    };
+    let placement_timeout = Duration::from_secs_f64(task.placement_timeout.max(0.1));
+    let deadline = tokio::time::Instant::now() + placement_timeout;
+    let mut launched = false;
+    let mut largest: Option<Resources> = None;
+    let mut last_state: Option<TaskState> = None;
+    loop {
+        let event = tokio::select! {
+            e = sched.next_event() => e,
+            _ = tokio::time::sleep_until(deadline), if !launched => {
+                let seen = largest.map(|r| r.to_string()).unwrap_or_else(|| "none".to_owned());
+                eprintln!(
+                    "corral: cannot place task {task_id}: it asks for {want} but no agent offered that much within {placement_timeout:?} (largest offer seen: {seen})"
+                );
+                let _ = sched.teardown().await;
+                return Ok(EXIT_NOT_RUN);
+            }
+        };
+        let Some(event) = event else {
+            bail!("the session with the master ended before the task did");
+        };
+        match event {
+            SchedulerEvent::Framework(FrameworkEvent::Offers { offers }) => {
+                for offer in offers {
+                    let fits = !launched && offer.resources.contains(&want);
+                    if !fits {
+                        let r = &offer.resources;
+                        largest = Some(match largest {
+                            Some(l) => Resources::new(
+                                l.cpus_milli.max(r.cpus_milli),
+                                l.mem_bytes.max(r.mem_bytes),
+                            ),
+                            None => Resources::new(r.cpus_milli, r.mem_bytes),
+                        });
+                        let refuse = if launched { 3600.0 } else { 1.0 };
+                        sched
+                            .call(FrameworkCall::Decline {
+                                offer_ids: vec![offer.id],
+                                filters: Some(Filters {
+                                    refuse_seconds: Some(refuse),
+                                }),
+                            })
+                            .await?;
+                        continue;
+                    }
+                    let task_info = TaskInfo {
+                        task_id: task_id.clone(),
+                        name: name.clone(),
+                        agent_id: offer.agent_id.clone(),
+                        resources: want.clone(),
+                        command: command(&task.command),
+                        container: container.clone(),
+                        kill_grace_ms: None,
+                        labels: Default::default(),
+                    };
+                    sched
+                        .call(FrameworkCall::Accept {
+                            offer_ids: vec![offer.id],
+                            operations: vec![OfferOperation::Launch {
+                                tasks: vec![task_info],
+                            }],
+                            filters: Some(Filters {
+                                refuse_seconds: Some(3600.0),
+                            }),
+                        })
+                        .await?;
+                    sched
+                        .call(FrameworkCall::Suppress { roles: vec![] })
+                        .await?;
+                    launched = true;
+                    eprintln!(
+                        "corral: task {task_id} launched on {} ({}) with {want}",
+                        offer.hostname, offer.agent_id
+                    );
+                }
+            }
+            SchedulerEvent::Framework(FrameworkEvent::Update { status }) => {
+                if status.task_id != task_id {
+                    continue;
+                }
+                if let (Some(uuid), Some(agent_id)) = (status.uuid.clone(), status.agent_id.clone())
+                {
+                    sched
+                        .call(FrameworkCall::Acknowledge {
+                            agent_id,
+                            task_id: task_id.clone(),
+                            uuid,
+                        })
+                        .await?;
+                }
+                if last_state == Some(status.state) {
+                    continue;
+                }
+                last_state = Some(status.state);
+                eprintln!("corral: {}", describe(&status));
+                if status.state.is_terminal() {
+                    if matches!(
+                        status.state,
+                        TaskState::Finished | TaskState::Failed | TaskState::Killed
+                    ) {
+                        print_output(&opts, &task_id).await;
+                    }
+                    let code = exit_code(&status);
+                    if status.reason == Some(StatusReason::MemoryLimit) {
+                        eprintln!("corral: task {task_id} was killed at its memory limit");
+                    }
+                    let _ = sched.teardown().await;
+                    return Ok(code);
+                }
+            }
+            SchedulerEvent::Framework(FrameworkEvent::Error { message }) => {
+                eprintln!("corral: the master reported: {message}");
+            }
+            SchedulerEvent::Framework(_) => {}
+            SchedulerEvent::Disconnected { reason } => {
+                eprintln!("corral: lost the master ({reason}); re-subscribing");
+            }
+            SchedulerEvent::Resubscribed { master } => {
+                eprintln!("corral: re-subscribed through {master}");
+                if launched {
+                    sched
+                        .call(FrameworkCall::Reconcile {
+                            tasks: vec![ReconcileTask {
+                                task_id: task_id.clone(),
+                                agent_id: None,
+                            }],
+                        })
+                        .await?;
+                } else {
+                    sched.call(FrameworkCall::Revive { roles: vec![] }).await?;
+                }
+            }
+            SchedulerEvent::Terminated { reason } => {
+                bail!("the master ended the session: {reason}");
+            }
+        }
+    }
+}
+
+fn exit_code(status: &TaskStatus) -> u8 {
+    match status.state {
+        TaskState::Finished => 0,
+        TaskState::Failed | TaskState::Killed => {
+            if let Some(code) = status.exit_code {
+                (code & 0xff) as u8
+            } else if let Some(sig) = status.signal {
+                128u8.saturating_add(sig.clamp(0, 127) as u8)
+            } else if status.reason == Some(StatusReason::MemoryLimit) {
+                137
+            } else if status.state == TaskState::Killed {
+                143
+            } else {
+                EXIT_NOT_RUN
+            }
+        }
+        _ => EXIT_NOT_RUN,
+    }
+}
+
+/// Prints the task's stdout to stdout and its stderr to stderr.
+async fn print_output(opts: &ClientOptions, task_id: &TaskId) {
+    for stream in [LogStream::Stdout, LogStream::Stderr] {
+        let mut offset = 0u64;
+        // Bounded: at most 64 chunks of 1 MiB.
+        for _ in 0..64 {
+            match framework::read_log(opts, task_id, stream, offset, 1 << 20).await {
+                Ok(chunk) => {
+                    let n = chunk.data.len() as u64;
+                    let res = match stream {
+                        LogStream::Stdout => std::io::stdout().write_all(&chunk.data),
+                        LogStream::Stderr => std::io::stderr().write_all(&chunk.data),
+                    };
+                    if res.is_err() || chunk.eof || n == 0 {
+                        break;
+                    }
+                    offset = chunk.offset + n;
+                }
+                Err(e) => {
+                    eprintln!("corral: cannot read the task's {stream:?}: {e}");
+                    break;
+                }
+            }
+        }
+    }
+    let _ = std::io::stdout().flush();
+}

@@ -1,0 +1,92 @@
+//! Configuration files (TOML) for the daemons, and merging them under flags and environment.
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MasterFile {
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub ca: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    pub offer_timeout_secs: Option<f64>,
+    pub allocator: Option<String>,
+    #[serde(default)]
+    pub role_weights: BTreeMap<String, f64>,
+    pub agent_timeout_secs: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentFile {
+    #[serde(default)]
+    pub master: Vec<String>,
+    pub work_dir: Option<PathBuf>,
+    pub ca: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    pub resources: Option<String>,
+    pub attributes: Option<String>,
+    pub isolation: Option<String>,
+    pub cgroup_parent: Option<String>,
+    pub default_user: Option<String>,
+    #[serde(default)]
+    pub allowed_users: Vec<String>,
+    #[serde(default)]
+    pub allow_root: bool,
+    pub default_pids_limit: Option<u64>,
+    pub hostname: Option<String>,
+    pub kill_grace_secs: Option<f64>,
+}
+
+/// Reads a TOML file, or the defaults when no file was given.
+pub fn load<T: for<'de> Deserialize<'de> + Default>(path: Option<&Path>) -> Result<T> {
+    let Some(path) = path else {
+        return Ok(T::default());
+    };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+}
+
+/// Picks the flag (or environment) value, else the file's, else fails naming both.
+pub fn required<T>(flag: Option<T>, file: Option<T>, what: &str) -> Result<T> {
+    match flag.or(file) {
+        Some(v) => Ok(v),
+        None => bail!(
+            "missing {what}: pass --{what} or set `{}` in the config file",
+            what.replace('-', "_")
+        ),
+    }
+}
+
+/// Parses `key:value;key:value` (attributes).
+pub fn parse_attributes(s: &str) -> Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for part in s.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+        let Some((k, v)) = part.split_once(':').or_else(|| part.split_once('=')) else {
+            bail!("invalid attribute '{part}' in --attributes: expected key:value");
+        };
+        out.insert(k.trim().to_owned(), v.trim().to_owned());
+    }
+    Ok(out)
+}
+
+/// Parses `ROLE=WEIGHT`.
+pub fn parse_role_weight(s: &str) -> Result<(String, f64)> {
+    let Some((role, w)) = s.split_once('=') else {
+        bail!("invalid --role-weight '{s}': expected ROLE=WEIGHT");
+    };
+    let weight: f64 = w
+        .trim()
+        .parse()
+        .with_context(|| format!("invalid weight in --role-weight '{s}'"))?;
+    if !(weight.is_finite() && weight > 0.0) {
+        bail!("invalid --role-weight '{s}': the weight must be a positive number");
+    }
+    Ok((role.trim().to_owned(), weight))
+}

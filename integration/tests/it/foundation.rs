@@ -1,0 +1,163 @@
+//! The foundation's end-to-end behaviour: tasks run through a real master and agent, their exit
+//! codes come back, and impossible requests fail with a clear message.
+
+use integration::{corral, stderr, stdout, Cluster};
+use std::time::Duration;
+
+const RUN_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[test]
+fn exit_zero_is_task_finished_and_corral_run_exits_zero() {
+    let mut c = Cluster::start_master(&[]);
+    c.start_agent("a1", &["--resources", "cpus:2;mem:1GiB"]);
+    let out = c.client("fw", &["run", "--", "echo hello from a task"], RUN_TIMEOUT);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "stderr:\n{err}");
+    assert!(err.contains("TASK_RUNNING"), "stderr:\n{err}");
+    assert!(err.contains("TASK_FINISHED"), "stderr:\n{err}");
+    assert!(
+        stdout(&out).contains("hello from a task"),
+        "stdout: {}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn exit_three_is_task_failed_with_code_three() {
+    let mut c = Cluster::start_master(&[]);
+    c.start_agent("a1", &["--resources", "cpus:2;mem:1GiB"]);
+    let out = c.client("fw", &["run", "--", "echo oops >&2; exit 3"], RUN_TIMEOUT);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "stderr:\n{err}");
+    assert!(err.contains("TASK_FAILED (exit code 3)"), "stderr:\n{err}");
+    assert!(err.contains("oops"), "the task's stderr is shown:\n{err}");
+}
+
+#[test]
+fn argv_commands_run_without_a_shell() {
+    let mut c = Cluster::start_master(&[]);
+    c.start_agent("a1", &["--resources", "cpus:2;mem:1GiB"]);
+    let out = c.client(
+        "fw",
+        &["run", "--", "/bin/echo", "a  b", "$HOME"],
+        RUN_TIMEOUT,
+    );
+    assert_eq!(out.status.code(), Some(0), "stderr:\n{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("a  b $HOME"),
+        "stdout: {}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn a_task_larger_than_any_agent_fails_clearly_after_the_placement_timeout() {
+    let mut c = Cluster::start_master(&[]);
+    c.start_agent("a1", &["--resources", "cpus:2;mem:1GiB"]);
+    let out = c.client(
+        "fw",
+        &[
+            "run",
+            "--cpus",
+            "64",
+            "--mem",
+            "1GiB",
+            "--placement-timeout",
+            "3",
+            "--",
+            "true",
+        ],
+        RUN_TIMEOUT,
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(125), "stderr:\n{err}");
+    assert!(err.contains("cannot place task"), "stderr:\n{err}");
+    assert!(
+        err.contains("cpus:64"),
+        "the message names what was asked:\n{err}"
+    );
+}
+
+#[test]
+fn state_shows_agents_frameworks_and_tasks_as_json() {
+    let mut c = Cluster::start_master(&[]);
+    c.start_agent("a1", &["--resources", "cpus:2;mem:1GiB"]);
+    let out = c.client(
+        "fw",
+        &["run", "--name", "statecheck", "--", "true"],
+        RUN_TIMEOUT,
+    );
+    assert_eq!(out.status.code(), Some(0), "stderr:\n{}", stderr(&out));
+    // The snapshot is republished within 100 ms of a change.
+    std::thread::sleep(Duration::from_millis(300));
+    let out = c.client("op", &["state", "--json"], RUN_TIMEOUT);
+    assert!(out.status.success(), "stderr:\n{}", stderr(&out));
+    let json = stdout(&out);
+    for key in [
+        "\"agents\"",
+        "\"frameworks\"",
+        "\"tasks\"",
+        "\"masters\"",
+        "\"a1\"",
+    ] {
+        assert!(json.contains(key), "missing {key} in:\n{json}");
+    }
+    let out = c.client("op", &["state"], RUN_TIMEOUT);
+    assert!(stdout(&out).contains("AGENTS (1)"), "{}", stdout(&out));
+}
+
+#[test]
+fn run_local_runs_a_task_on_a_throwaway_cluster() {
+    let out = corral(
+        &["run", "--local", "--", "echo local hello"],
+        &[],
+        RUN_TIMEOUT,
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "stderr:\n{err}");
+    assert!(
+        stdout(&out).contains("local hello"),
+        "stdout: {}",
+        stdout(&out)
+    );
+    assert!(err.contains("TASK_FINISHED"), "stderr:\n{err}");
+    let out = corral(&["run", "--local", "--", "exit 7"], &[], RUN_TIMEOUT);
+    assert_eq!(out.status.code(), Some(7), "stderr:\n{}", stderr(&out));
+}
+
+#[test]
+fn bad_flags_get_clear_errors() {
+    let out = corral(
+        &["run", "--local", "--cpus", "0", "--", "true"],
+        &[],
+        RUN_TIMEOUT,
+    );
+    assert_ne!(out.status.code(), Some(0));
+    assert!(stderr(&out).contains("--cpus"), "{}", stderr(&out));
+    let out = corral(
+        &["run", "--local", "--mem", "lots", "--", "true"],
+        &[],
+        RUN_TIMEOUT,
+    );
+    assert!(stderr(&out).contains("--mem"), "{}", stderr(&out));
+    let out = corral(
+        &[
+            "state",
+            "--master",
+            "127.0.0.1:1",
+            "--ca",
+            "/nonexistent/ca.pem",
+            "--cert",
+            "/x",
+            "--key",
+            "/y",
+        ],
+        &[],
+        RUN_TIMEOUT,
+    );
+    assert!(
+        stderr(&out).contains("/nonexistent/ca.pem"),
+        "{}",
+        stderr(&out)
+    );
+}

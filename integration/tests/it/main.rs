@@ -1,0 +1,4 @@
+//! Multi-process tests: real `corral` processes on loopback.
+
+mod foundation;
+mod security;

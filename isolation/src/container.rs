@@ -1,0 +1,336 @@
+//! A handle to one running (or finished) container: wait, kill, observe, check limits, destroy.
+
+use std::collections::BTreeMap;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::sys::signal::Signal;
+use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
+use serde::{Deserialize, Serialize};
+
+use crate::cgroup::{read_file, write_file, CgroupManager, CgroupVersion, Limits};
+use crate::error::{IsolationError, Result};
+use crate::spec::ExitStatus;
+
+/// How long `kill` and `destroy` wait for a SIGKILLed cgroup to empty.
+pub const KILL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the agent checkpoints to re-attach after a restart ([`crate::Isolator::recover`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ContainerRecord {
+    pub id: String,
+    pub version: CgroupVersion,
+    /// `{"unified": dir}` on v2; controller → dir on v1.
+    pub cgroups: BTreeMap<String, PathBuf>,
+    /// Host pid of the init.
+    pub pid: i32,
+    /// The init's start time (`/proc/<pid>/stat` field 22, clock ticks since boot), to detect pid
+    /// reuse.
+    pub pid_start_time: u64,
+    /// Holds `spec.json` and, once the task exited, `status`.
+    pub run_dir: PathBuf,
+    pub limits: Limits,
+    /// `oom_kill` at launch (an OOM kill is an increase over it).
+    pub oom_kill_baseline: u64,
+}
+
+/// How a container ended.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExitInfo {
+    /// The task's exit code, if it exited.
+    pub code: Option<i32>,
+    /// The signal that killed the task (or the init, e.g. SIGKILL from `kill` or the OOM killer).
+    pub signal: Option<i32>,
+    /// The kernel's OOM killer killed a process of this container.
+    pub oom_killed: bool,
+    /// Set for an OOM kill: the memory limit, peak and the kernel's counters.
+    pub limitation: Option<proto::Limitation>,
+}
+
+impl ExitInfo {
+    pub fn success(&self) -> bool {
+        self.code == Some(0) && !self.oom_killed
+    }
+}
+
+/// A limit file that no longer held the value the isolator wrote (it has been restored).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LimitDrift {
+    pub file: PathBuf,
+    pub expected: String,
+    pub found: String,
+}
+
+/// A launched or recovered container. Dropping the handle leaves the container running (the agent
+/// may be restarting); `destroy` ends it.
+#[derive(Debug)]
+pub struct Container {
+    pub(crate) id: String,
+    pub(crate) cgroup: Box<dyn CgroupManager>,
+    pub(crate) pid: i32,
+    pub(crate) start_time: u64,
+    /// `None` when the init was already gone at recovery.
+    pub(crate) pidfd: Option<OwnedFd>,
+    pub(crate) run_dir: PathBuf,
+    pub(crate) limits: Limits,
+    pub(crate) oom_baseline: u64,
+    pub(crate) exit: Mutex<Option<ExitInfo>>,
+}
+
+pub(crate) fn pidfd_open(pid: i32) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open(2) with integer arguments; a non-negative result is a new fd we own.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: see above.
+    Some(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// `/proc/<pid>/stat` start time.
+pub(crate) fn start_time(pid: i32) -> Option<u64> {
+    procfs::process::Process::new(pid)
+        .ok()?
+        .stat()
+        .ok()
+        .map(|s| s.starttime)
+}
+
+fn pidfd_readable(fd: &OwnedFd, timeout_ms: i32) -> Result<bool> {
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    loop {
+        // SAFETY: poll on one valid pollfd.
+        let n = unsafe { libc::poll(&mut p, 1, timeout_ms) };
+        if n >= 0 {
+            return Ok(n > 0);
+        }
+        let e = Errno::last();
+        if e != Errno::EINTR {
+            return Err(IsolationError::sys("poll(pidfd)", e));
+        }
+    }
+}
+
+impl Container {
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Host pid of the init (PID 1 inside the container's pid namespace).
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    pub fn version(&self) -> CgroupVersion {
+        self.cgroup.version()
+    }
+
+    /// The container's cgroup directories.
+    pub fn cgroup_paths(&self) -> BTreeMap<String, PathBuf> {
+        self.cgroup.paths()
+    }
+
+    pub fn record(&self) -> ContainerRecord {
+        ContainerRecord {
+            id: self.id.clone(),
+            version: self.cgroup.version(),
+            cgroups: self.cgroup.paths(),
+            pid: self.pid,
+            pid_start_time: self.start_time,
+            run_dir: self.run_dir.clone(),
+            limits: self.limits.clone(),
+            oom_kill_baseline: self.oom_baseline,
+        }
+    }
+
+    /// Blocks until the container's init has exited and returns how the task ended. Works for a
+    /// recovered container that is not a child of this process (pidfd + status file).
+    pub fn wait(&self) -> Result<ExitInfo> {
+        loop {
+            if let Some(e) = self.try_wait()? {
+                return Ok(e);
+            }
+            if let Some(fd) = &self.pidfd {
+                pidfd_readable(fd, -1)?;
+            }
+        }
+    }
+
+    /// The exit, if the init has exited; reaps it when it is our child.
+    pub fn try_wait(&self) -> Result<Option<ExitInfo>> {
+        let mut cached = self.exit.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(e) = &*cached {
+            return Ok(Some(e.clone()));
+        }
+        let mut waited = None;
+        if let Some(fd) = &self.pidfd {
+            if !pidfd_readable(fd, 0)? {
+                return Ok(None);
+            }
+            match waitid(
+                Id::PIDFd(fd.as_fd()),
+                WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG,
+            ) {
+                Ok(WaitStatus::Exited(_, c)) => {
+                    waited = Some(ExitStatus {
+                        code: Some(c),
+                        signal: None,
+                    })
+                }
+                Ok(WaitStatus::Signaled(_, s, _)) => {
+                    waited = Some(ExitStatus {
+                        code: None,
+                        signal: Some(s as i32),
+                    })
+                }
+                Ok(WaitStatus::StillAlive) => return Ok(None),
+                // Not our child (the agent restarted): the status file tells.
+                Ok(_) | Err(_) => {}
+            }
+        }
+        let from_file = std::fs::read(self.status_path())
+            .ok()
+            .and_then(|b| serde_json::from_slice::<ExitStatus>(&b).ok());
+        // No status file: the init died before it could write one, which for a PID 1 means
+        // SIGKILL (kill or the OOM killer).
+        let status = from_file.or(waited).unwrap_or(ExitStatus {
+            code: None,
+            signal: Some(Signal::SIGKILL as i32),
+        });
+        let info = self.exit_info(status);
+        *cached = Some(info.clone());
+        Ok(Some(info))
+    }
+
+    fn status_path(&self) -> PathBuf {
+        self.run_dir.join("status")
+    }
+
+    fn exit_info(&self, status: ExitStatus) -> ExitInfo {
+        let report = self.cgroup.memory_report().ok();
+        let oom_killed = match &report {
+            Some(r) => match r.oom_kill {
+                Some(k) => k > self.oom_baseline,
+                // Kernels without an oom_kill counter: the limit was hit and the task was killed.
+                None => {
+                    r.events.get("failcnt").copied().unwrap_or(0) > 0
+                        && status.signal == Some(Signal::SIGKILL as i32)
+                }
+            },
+            None => false,
+        };
+        let limitation = match (oom_killed, report) {
+            (true, Some(r)) => Some(proto::Limitation {
+                resource: proto::LimitedResource::Memory,
+                limit: r.limit.or(self.limits.memory_bytes).unwrap_or(0),
+                peak: r.peak,
+                events: r.events,
+            }),
+            _ => None,
+        };
+        ExitInfo {
+            code: status.code,
+            signal: status.signal,
+            oom_killed,
+            limitation,
+        }
+    }
+
+    /// Every process in the container's cgroup(s).
+    pub fn procs(&self) -> Result<Vec<i32>> {
+        self.cgroup.procs()
+    }
+
+    /// Ends every process of the container, double-forked daemons included: SIGTERM to all
+    /// (the init forwards it to the task's process group), then after `grace` SIGKILL to all
+    /// (`cgroup.kill` on v2; freeze, kill, thaw on v1). Returns once the cgroup is empty.
+    pub fn kill(&self, grace: Duration) -> Result<()> {
+        if self.empty()? {
+            return Ok(());
+        }
+        if !grace.is_zero() {
+            self.cgroup.signal_all(Signal::SIGTERM)?;
+            if self.wait_empty(grace)? {
+                return Ok(());
+            }
+        }
+        self.cgroup.kill_all()?;
+        if self.wait_empty(KILL_TIMEOUT)? {
+            Ok(())
+        } else {
+            Err(IsolationError::Timeout {
+                what: format!("container {} to exit after SIGKILL", self.id),
+                seconds: KILL_TIMEOUT.as_secs_f64(),
+            })
+        }
+    }
+
+    fn empty(&self) -> Result<bool> {
+        Ok(self.cgroup.procs()?.is_empty())
+    }
+
+    fn wait_empty(&self, timeout: Duration) -> Result<bool> {
+        let start = Instant::now();
+        let mut pause = Duration::from_millis(1);
+        loop {
+            if self.empty()? {
+                // Reap the init if it is our child so it does not linger as a zombie.
+                let _ = self.try_wait();
+                return Ok(true);
+            }
+            if start.elapsed() >= timeout {
+                return Ok(false);
+            }
+            std::thread::sleep(pause.min(timeout.saturating_sub(start.elapsed())));
+            pause = (pause * 2).min(Duration::from_millis(20));
+        }
+    }
+
+    /// cpu user/system/throttled, memory current/peak, pids current, from the cgroup's counters.
+    pub fn usage(&self) -> Result<proto::ResourceUsage> {
+        self.cgroup.usage()
+    }
+
+    /// Reads every limit file back, restores the ones that changed and returns what drifted.
+    pub fn check_limits(&self) -> Result<Vec<LimitDrift>> {
+        let mut drift = Vec::new();
+        for (file, expected) in self.cgroup.limit_files(&self.limits) {
+            let found = read_file(&file)?.trim().to_string();
+            if found != expected {
+                write_file(&file, &expected)?;
+                drift.push(LimitDrift {
+                    file,
+                    expected,
+                    found,
+                });
+            }
+        }
+        Ok(drift)
+    }
+
+    /// Kills whatever is left, reaps the init, removes the cgroup(s) (retrying EBUSY) and the run
+    /// directory. Nothing of the container remains.
+    pub fn destroy(self) -> Result<()> {
+        if !self.empty()? {
+            self.kill(Duration::ZERO)?;
+        }
+        let _ = self.try_wait();
+        self.cgroup.remove()?;
+        remove_run_dir(&self.run_dir)
+    }
+}
+
+pub(crate) fn remove_run_dir(dir: &Path) -> Result<()> {
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(IsolationError::io("remove run dir", dir, e)),
+    }
+}

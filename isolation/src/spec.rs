@@ -1,0 +1,116 @@
+//! What a container is asked to be ([`ContainerSpec`]) and what the init is told
+//! ([`InitSpec`], a JSON file in the container's run directory).
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// The network namespace of a task.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NetworkNs {
+    /// Share the host's network (ports are allocated by the agent).
+    #[default]
+    Host,
+    /// A new network namespace with only `lo` (brought up by the init).
+    Isolated,
+}
+
+/// Which namespaces a task gets. `Default` gives pid, mount, uts and ipc, host network.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Namespaces {
+    pub pid: bool,
+    pub mount: bool,
+    pub uts: bool,
+    pub ipc: bool,
+    pub network: NetworkNs,
+}
+
+impl Default for Namespaces {
+    fn default() -> Self {
+        Namespaces {
+            pid: true,
+            mount: true,
+            uts: true,
+            ipc: true,
+            network: NetworkNs::Host,
+        }
+    }
+}
+
+/// One container to launch.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ContainerSpec {
+    /// Program and arguments. A program without a `/` is searched in the task's `PATH` (from
+    /// `env`, else `/usr/local/bin:/usr/bin:/bin`) as the task's user.
+    pub argv: Vec<String>,
+    /// The complete environment: nothing is inherited from the agent.
+    pub env: Vec<(String, String)>,
+    /// The sandbox; must exist. It is chowned to the task's user, and `<cwd>/tmp` becomes the
+    /// task's private /tmp.
+    pub cwd: PathBuf,
+    pub stdout: PathBuf,
+    pub stderr: PathBuf,
+    /// `None`: the isolator's default user.
+    pub user: Option<String>,
+    /// CPU share in CPUs; `cpu.weight = 100 × cpus` (v1: `cpu.shares = 1024 × cpus`).
+    pub cpus: Option<f64>,
+    /// Also cap at `cpus` with a CFS quota (`cpu.max`, v1 `cpu.cfs_quota_us`).
+    pub cpu_hard_limit: bool,
+    /// Hard memory limit (`memory.max`; swap 0; the task is one OOM unit).
+    pub memory_bytes: Option<u64>,
+    /// `pids.max`; `None`: the isolator's default. Counts the init too.
+    pub pids_limit: Option<u64>,
+    pub namespaces: Namespaces,
+    /// Needs a UTS namespace.
+    pub hostname: Option<String>,
+}
+
+impl ContainerSpec {
+    /// A spec with default namespaces, no limits beyond the default pids limit, an empty
+    /// environment and stdout/stderr files in the sandbox.
+    pub fn new(argv: Vec<String>, cwd: impl Into<PathBuf>) -> ContainerSpec {
+        let cwd = cwd.into();
+        ContainerSpec {
+            argv,
+            env: Vec::new(),
+            stdout: cwd.join("stdout"),
+            stderr: cwd.join("stderr"),
+            cwd,
+            user: None,
+            cpus: None,
+            cpu_hard_limit: false,
+            memory_bytes: None,
+            pids_limit: None,
+            namespaces: Namespaces::default(),
+            hostname: None,
+        }
+    }
+}
+
+/// The init's instructions, written by `launch` to `<run dir>/spec.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InitSpec {
+    pub argv: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub cwd: PathBuf,
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+    /// Drop the capability bounding and ambient sets before switching user (non-root tasks).
+    pub drop_caps: bool,
+    pub hostname: Option<String>,
+    pub mount_ns: bool,
+    pub pid_ns: bool,
+    pub net_isolated: bool,
+    /// Bind-mounted on /tmp (mount namespace only).
+    pub private_tmp: Option<PathBuf>,
+    /// Where the init writes the task's [`ExitStatus`] (atomically, by rename).
+    pub status_path: PathBuf,
+}
+
+/// The task's exit as written by the init to the status file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitStatus {
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+}

@@ -1,0 +1,106 @@
+//! Test environment: skip checks, an isolator with its own cgroup parent, sandboxes.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use isolation::{ContainerSpec, Isolator, IsolatorConfig};
+
+pub struct Env {
+    pub iso: Isolator,
+    pub dir: tempfile::TempDir,
+    pub init: PathBuf,
+}
+
+/// The helper binary: `ISOLATION_TEST_INIT` (in a VM) or the one cargo built.
+pub fn init_program() -> PathBuf {
+    std::env::var_os("ISOLATION_TEST_INIT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_isolation-test-init")))
+}
+
+/// Why these tests cannot run here, if they cannot.
+pub fn skip_reason() -> Option<String> {
+    if !nix::unistd::geteuid().is_root() {
+        return Some("needs root (cgroups and namespaces)".into());
+    }
+    if let Err(e) = isolation::cgroup::detect(Path::new("/sys/fs/cgroup")) {
+        return Some(format!("no cgroups: {e}"));
+    }
+    if nix::unistd::User::from_name("nobody")
+        .ok()
+        .flatten()
+        .is_none()
+    {
+        return Some("no user 'nobody' in /etc/passwd".into());
+    }
+    None
+}
+
+impl Env {
+    pub fn new(name: &str) -> Option<Env> {
+        Env::with(name, |_| {})
+    }
+
+    pub fn with(name: &str, tweak: impl FnOnce(&mut IsolatorConfig)) -> Option<Env> {
+        if let Some(why) = skip_reason() {
+            eprintln!("SKIP {name}: {why}");
+            return None;
+        }
+        // Not below /tmp: the task's private /tmp is mounted over it.
+        let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+        std::fs::create_dir_all(&base).expect("target tmp dir");
+        let dir = tempfile::tempdir_in(&base).expect("tempdir");
+        // Sandboxes live below: the task user must be able to traverse it.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let init = init_program();
+        let mut cfg = IsolatorConfig::new(&init, vec!["__init".into()]);
+        cfg.cgroup_parent = Some(format!("corral-it-{}-{name}", std::process::id()));
+        cfg.run_root = dir.path().join("run");
+        cfg.default_pids_limit = 256;
+        tweak(&mut cfg);
+        let iso = Isolator::new(cfg).expect("isolator");
+        Some(Env { iso, dir, init })
+    }
+
+    /// A fresh sandbox directory.
+    pub fn sandbox(&self, tag: &str) -> PathBuf {
+        let p = self.dir.path().join("sandboxes").join(tag);
+        std::fs::create_dir_all(&p).unwrap();
+        std::fs::set_permissions(
+            self.dir.path().join("sandboxes"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+        p
+    }
+
+    /// A spec running the helper with `args` in a new sandbox named `tag`.
+    pub fn spec(&self, tag: &str, args: &[&str]) -> ContainerSpec {
+        let mut argv = vec![self.init.to_string_lossy().into_owned()];
+        argv.extend(args.iter().map(|a| a.to_string()));
+        let mut s = ContainerSpec::new(argv, self.sandbox(tag));
+        s.env = vec![("PATH".into(), isolation::DEFAULT_PATH.into())];
+        s
+    }
+
+    pub fn stdout(spec: &ContainerSpec) -> String {
+        std::fs::read_to_string(&spec.stdout).unwrap_or_default()
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            self.iso
+                .remove_task_parents()
+                .expect("task parent cgroups empty at the end");
+        } else {
+            let _ = self.iso.remove_task_parents();
+        }
+    }
+}
+
+/// Whether a host pid exists.
+pub fn alive(pid: i32) -> bool {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+}

@@ -1,0 +1,633 @@
+//! The acceptance scenarios through the crate API. Each `#[test]` runs on whatever cgroup
+//! version the machine has (v1 here, v2 in the VM: run this binary with the filter `scenarios::`).
+
+use std::time::{Duration, Instant};
+
+use isolation::{ContainerSpec, IsolationError, NetworkNs, Reservation, MIN_MEMORY_BYTES};
+
+use crate::env::{alive, Env};
+
+macro_rules! env_or_skip {
+    ($name:expr) => {
+        match Env::new($name) {
+            Some(e) => e,
+            None => return,
+        }
+    };
+    ($name:expr, $tweak:expr) => {
+        match Env::with($name, $tweak) {
+            Some(e) => e,
+            None => return,
+        }
+    };
+}
+
+fn assert_gone(env: &Env, id: &str, paths: &[std::path::PathBuf]) {
+    for p in paths {
+        assert!(!p.exists(), "cgroup {} of {id} left behind", p.display());
+    }
+    for parent in env.iso.task_parents().values() {
+        assert!(
+            !parent.join(id).exists(),
+            "cgroup {id} left under {}",
+            parent.display()
+        );
+    }
+    assert!(
+        !env.dir.path().join("run").join(id).exists(),
+        "run dir of {id} left behind"
+    );
+}
+
+#[test]
+fn oom_is_reported_as_memory_limitation() {
+    let env = env_or_skip!("oom");
+    let mut spec = env.spec("oom", &["alloc", "256"]);
+    spec.memory_bytes = Some(64 << 20);
+    let c = env.iso.launch("oom", &spec).unwrap();
+    let exit = c.wait().unwrap();
+    assert!(exit.oom_killed, "not reported as OOM: {exit:?}");
+    assert_ne!(exit.code, Some(0), "{exit:?}");
+    let lim = exit.limitation.clone().expect("a limitation");
+    assert_eq!(lim.resource, proto::LimitedResource::Memory);
+    assert_eq!(lim.limit, 64 << 20);
+    assert!(
+        lim.events.get("oom_kill").copied().unwrap_or(0) >= 1,
+        "{lim:?}"
+    );
+    assert!(
+        !Env::stdout(&spec).contains("allocated 256"),
+        "the allocation completed"
+    );
+    let paths: Vec<_> = c.cgroup_paths().into_values().collect();
+    c.destroy().unwrap();
+    assert_gone(&env, "oom", &paths);
+}
+
+#[test]
+fn ordinary_crash_is_not_oom() {
+    let env = env_or_skip!("crash");
+    let mut spec = env.spec("crash", &["exit", "3"]);
+    spec.memory_bytes = Some(64 << 20);
+    let c = env.iso.launch("crash", &spec).unwrap();
+    let exit = c.wait().unwrap();
+    assert_eq!(
+        (exit.code, exit.signal, exit.oom_killed),
+        (Some(3), None, false)
+    );
+    assert!(exit.limitation.is_none());
+    c.destroy().unwrap();
+}
+
+#[test]
+fn half_a_cpu_gets_half_a_cpu() {
+    let env = env_or_skip!("cpu");
+    let mut spec = env.spec("cpu", &["spin", "30"]);
+    spec.cpus = Some(0.5);
+    spec.cpu_hard_limit = true;
+    let c = env.iso.launch("cpu", &spec).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let (u0, t0) = (c.usage().unwrap(), Instant::now());
+    std::thread::sleep(Duration::from_secs(3));
+    let (u1, t1) = (c.usage().unwrap(), Instant::now());
+    let cpu_s =
+        ((u1.cpu_user_us + u1.cpu_system_us) - (u0.cpu_user_us + u0.cpu_system_us)) as f64 / 1e6;
+    let rate = cpu_s / (t1 - t0).as_secs_f64();
+    eprintln!(
+        "cpu rate {rate:.3} cpu-s/s, throttled {} us",
+        u1.cpu_throttled_us
+    );
+    assert!(
+        (0.4..=0.6).contains(&rate),
+        "0.5 cpus gave {rate:.3} cpu-s/s"
+    );
+    assert!(u1.cpu_throttled_us > 0, "no throttling recorded");
+    c.kill(Duration::ZERO).unwrap();
+    let exit = c.wait().unwrap();
+    assert_eq!(exit.signal, Some(9));
+    c.destroy().unwrap();
+}
+
+#[test]
+fn fork_bomb_is_contained() {
+    let env = env_or_skip!("forkbomb");
+    let mut spec = env.spec("forkbomb", &["forkbomb", "3"]);
+    spec.pids_limit = Some(64);
+    spec.cpus = Some(0.5);
+    spec.cpu_hard_limit = true;
+    let c = env.iso.launch("forkbomb", &spec).unwrap();
+    let mut max_seen = 0;
+    let mut worst_spawn = Duration::ZERO;
+    let deadline = Instant::now() + Duration::from_millis(2500);
+    while Instant::now() < deadline {
+        max_seen = max_seen.max(c.procs().unwrap().len());
+        let t = Instant::now();
+        let st = std::process::Command::new("/bin/true")
+            .status()
+            .expect("host can still fork");
+        assert!(st.success());
+        worst_spawn = worst_spawn.max(t.elapsed());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let usage = c.usage().unwrap();
+    assert!(max_seen <= 64, "{max_seen} processes under pids.max 64");
+    assert!(usage.pids_current <= 64);
+    assert!(max_seen >= 32, "the bomb did not fork much ({max_seen})");
+    assert!(
+        worst_spawn < Duration::from_secs(2),
+        "host spawn took {worst_spawn:?}"
+    );
+    let exit = c.wait().unwrap();
+    assert_eq!(exit.code, Some(0));
+    let out = Env::stdout(&spec);
+    let failed: u64 = out
+        .trim()
+        .rsplit("failed=")
+        .next()
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(failed > 0, "no fork failed: {out:?}");
+    c.destroy().unwrap();
+}
+
+#[test]
+fn pid_namespace_shows_only_own_processes() {
+    let env = env_or_skip!("pidns");
+    let spec = env.spec("pidns", &["ps"]);
+    let c = env.iso.launch("pidns", &spec).unwrap();
+    assert!(c.wait().unwrap().success());
+    c.destroy().unwrap();
+    // the init is 1, the task 2
+    assert_eq!(Env::stdout(&spec).trim(), "1 2");
+}
+
+#[test]
+fn task_cannot_signal_host_processes() {
+    // even as root inside its pid namespace
+    let env = env_or_skip!("signal", |c| c.allow_root = true);
+    let me = std::process::id().to_string();
+    let mut spec = env.spec("signal", &["signal", &me]);
+    spec.user = Some("root".into());
+    let c = env.iso.launch("signal", &spec).unwrap();
+    let exit = c.wait().unwrap();
+    c.destroy().unwrap();
+    assert_eq!(exit.code, Some(1), "{}", Env::stdout(&spec));
+    assert!(
+        Env::stdout(&spec).contains("No such process"),
+        "{}",
+        Env::stdout(&spec)
+    );
+}
+
+#[test]
+fn hostname_and_private_tmp() {
+    let env = env_or_skip!("uts");
+    let mut spec = env.spec("uts", &["hostname"]);
+    spec.hostname = Some("task-42".into());
+    let c = env.iso.launch("uts", &spec).unwrap();
+    assert!(c.wait().unwrap().success());
+    c.destroy().unwrap();
+    assert_eq!(Env::stdout(&spec).trim(), "task-42");
+    assert_ne!(
+        nix::unistd::gethostname().unwrap().to_string_lossy(),
+        "task-42"
+    );
+
+    let spec = env.spec("tmp", &["create", "/tmp/corral-private-tmp-probe"]);
+    let c = env.iso.launch("tmp", &spec).unwrap();
+    assert!(c.wait().unwrap().success(), "{}", Env::stdout(&spec));
+    c.destroy().unwrap();
+    assert!(
+        spec.cwd.join("tmp/corral-private-tmp-probe").exists(),
+        "not in <sandbox>/tmp"
+    );
+    assert!(
+        !std::path::Path::new("/tmp/corral-private-tmp-probe").exists(),
+        "leaked to host /tmp"
+    );
+}
+
+#[test]
+fn isolated_network_has_only_loopback() {
+    let env = env_or_skip!("netns");
+    let mut spec = env.spec("netns", &["read", "/proc/self/net/dev"]);
+    spec.namespaces.network = NetworkNs::Isolated;
+    let c = env.iso.launch("netns", &spec).unwrap();
+    assert!(c.wait().unwrap().success());
+    c.destroy().unwrap();
+    let out = Env::stdout(&spec);
+    let ifaces: Vec<&str> = out
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split(':').next())
+        .map(str::trim)
+        .collect();
+    assert_eq!(ifaces, vec!["lo"], "{out}");
+}
+
+fn kill_daemon(name: &str, pid_ns: bool) {
+    let env = env_or_skip!(name);
+    let mut spec = env.spec(name, &["daemon", "PIDFILE"]);
+    let pidfile = spec.cwd.join("daemon.pid");
+    spec.argv[2] = pidfile.to_string_lossy().into_owned();
+    spec.namespaces.pid = pid_ns;
+    let c = env.iso.launch(name, &spec).unwrap();
+    let start = Instant::now();
+    while !pidfile.exists() && start.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(pidfile.exists(), "daemon never started");
+    let procs = c.procs().unwrap();
+    assert!(procs.len() >= 3, "init, task, daemon: {procs:?}");
+    assert!(c.try_wait().unwrap().is_none());
+    // the daemon ignores SIGTERM: the grace period must end in SIGKILL
+    c.kill(Duration::from_millis(300)).unwrap();
+    for p in &procs {
+        assert!(!alive(*p) || is_zombie(*p), "process {p} survived kill");
+    }
+    let exit = c.wait().unwrap();
+    assert!(exit.signal.is_some() || exit.code.is_some(), "{exit:?}");
+    let paths: Vec<_> = c.cgroup_paths().into_values().collect();
+    c.destroy().unwrap();
+    // Without a pid namespace, killed orphans are zombies of the host's init for a moment.
+    let start = Instant::now();
+    while procs.iter().any(|p| alive(*p) && !is_zombie(*p))
+        || (procs.iter().any(|p| alive(*p)) && start.elapsed() < Duration::from_secs(2))
+    {
+        std::thread::sleep(Duration::from_millis(10));
+        if start.elapsed() > Duration::from_secs(2) {
+            break;
+        }
+    }
+    for p in &procs {
+        assert!(
+            !alive(*p) || is_zombie(*p),
+            "process {p} left after destroy"
+        );
+    }
+    assert_gone(&env, name, &paths);
+}
+
+fn is_zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            s.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
+        .unwrap_or(false)
+}
+
+#[test]
+fn kill_leaves_nothing_double_forked_daemon_in_pid_ns() {
+    kill_daemon("killns", true);
+}
+
+#[test]
+fn kill_leaves_nothing_double_forked_daemon_without_pid_ns() {
+    kill_daemon("killhost", false);
+}
+
+#[test]
+fn sigterm_is_forwarded_to_the_task() {
+    let env = env_or_skip!("term");
+    let spec = env.spec("term", &["sleep", "30"]);
+    let c = env.iso.launch("term", &spec).unwrap();
+    c.kill(Duration::from_secs(5)).unwrap();
+    let exit = c.wait().unwrap();
+    assert_eq!(exit.signal, Some(15), "{exit:?}");
+    c.destroy().unwrap();
+}
+
+#[test]
+fn unprivileged_task_is_confined() {
+    let env = env_or_skip!("unpriv");
+    let run = |tag: &str, args: &[&str]| -> (Option<i32>, String) {
+        let spec = env.spec(tag, args);
+        let c = env.iso.launch(tag, &spec).unwrap();
+        let exit = c.wait().unwrap();
+        c.destroy().unwrap();
+        (exit.code, Env::stdout(&spec))
+    };
+    let (code, out) = run("id", &["id"]);
+    assert_eq!((code, out.trim()), (Some(0), "uid=65534 gid=65534"));
+
+    let (code, out) = run("etc", &["create", "/etc/corral-it-probe"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("Permission denied"), "{out}");
+    assert!(!std::path::Path::new("/etc/corral-it-probe").exists());
+
+    let (code, out) = run("caps", &["status"]);
+    assert_eq!(code, Some(0));
+    for want in [
+        "CapEff:\t0000000000000000",
+        "CapBnd:\t0000000000000000",
+        "NoNewPrivs:\t1",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in {out}");
+    }
+
+    // cannot move itself out of its cgroup (into the parent, or the hierarchy's root) ...
+    let parents = env.iso.task_parents();
+    let parent = parents.values().next().unwrap();
+    let mut targets = vec![parent.join("cgroup.procs")];
+    if let Some(root_procs) = parent.ancestors().find(|p| {
+        p.parent()
+            .is_some_and(|pp| pp.ends_with("cgroup") || pp.ends_with("fs/cgroup"))
+    }) {
+        targets.push(root_procs.join("cgroup.procs"));
+    }
+    for t in targets {
+        let (code, out) = run("escape", &["write", &t.to_string_lossy(), "0"]);
+        assert_eq!(code, Some(1), "moved to {}: {out}", t.display());
+    }
+    // ... nor raise its own limits
+    let mut spec = env.spec("raise", &["sleep", "30"]);
+    spec.memory_bytes = Some(64 << 20);
+    spec.pids_limit = Some(32);
+    let c = env.iso.launch("raise", &spec).unwrap();
+    let paths = c.cgroup_paths();
+    let (mem_file, pids_file) = match c.version() {
+        isolation::CgroupVersion::V2 => (
+            paths["unified"].join("memory.max"),
+            paths["unified"].join("pids.max"),
+        ),
+        isolation::CgroupVersion::V1 => (
+            paths["memory"].join("memory.limit_in_bytes"),
+            paths["pids"].join("pids.max"),
+        ),
+    };
+    for f in [&mem_file, &pids_file] {
+        let (code, out) = run("raise-try", &["write", &f.to_string_lossy(), "max"]);
+        assert_eq!(code, Some(1), "raised {}: {out}", f.display());
+    }
+    assert!(c.check_limits().unwrap().is_empty());
+    c.kill(Duration::ZERO).unwrap();
+    c.destroy().unwrap();
+}
+
+#[test]
+fn check_limits_restores_drift() {
+    let env = env_or_skip!("drift");
+    let mut spec = env.spec("drift", &["sleep", "30"]);
+    spec.pids_limit = Some(50);
+    let c = env.iso.launch("drift", &spec).unwrap();
+    let paths = c.cgroup_paths();
+    let pids_file = paths
+        .get("pids")
+        .or(paths.get("unified"))
+        .unwrap()
+        .join("pids.max");
+    std::fs::write(&pids_file, "1000").unwrap();
+    let drift = c.check_limits().unwrap();
+    assert_eq!(drift.len(), 1, "{drift:?}");
+    assert_eq!(
+        (drift[0].expected.as_str(), drift[0].found.as_str()),
+        ("50", "1000")
+    );
+    assert_eq!(std::fs::read_to_string(&pids_file).unwrap().trim(), "50");
+    assert!(c.check_limits().unwrap().is_empty());
+    c.kill(Duration::ZERO).unwrap();
+    c.destroy().unwrap();
+}
+
+#[test]
+fn bad_inputs_are_typed_errors_and_leak_nothing() {
+    let env = env_or_skip!("bad");
+    let base = env.spec("bad", &["true"]);
+    let check = |id: &str, spec: ContainerSpec, ok: &dyn Fn(&IsolationError) -> bool| {
+        let err = env.iso.launch(id, &spec).expect_err(id);
+        assert!(ok(&err), "{id}: unexpected error {err:?}");
+        eprintln!("{id}: {err}");
+        assert_gone(&env, id, &[]);
+    };
+    let with = |f: &dyn Fn(&mut ContainerSpec)| {
+        let mut s = base.clone();
+        f(&mut s);
+        s
+    };
+    check("cpu0", with(&|s| s.cpus = Some(0.0)), &|e| {
+        matches!(e, IsolationError::InvalidLimit { name: "cpus", .. })
+    });
+    check("cpuneg", with(&|s| s.cpus = Some(-1.0)), &|e| {
+        matches!(e, IsolationError::InvalidLimit { .. })
+    });
+    check("cpunan", with(&|s| s.cpus = Some(f64::NAN)), &|e| {
+        matches!(e, IsolationError::InvalidLimit { .. })
+    });
+    check("mem0", with(&|s| s.memory_bytes = Some(0)), &|e| {
+        matches!(e, IsolationError::InvalidLimit { name: "memory", .. })
+    });
+    check(
+        "memsmall",
+        with(&|s| s.memory_bytes = Some(MIN_MEMORY_BYTES - 1)),
+        &|e| matches!(e, IsolationError::MemoryTooSmall { .. }),
+    );
+    check("pids0", with(&|s| s.pids_limit = Some(0)), &|e| {
+        matches!(e, IsolationError::InvalidLimit { name: "pids", .. })
+    });
+    check("nocwd", with(&|s| s.cwd = s.cwd.join("missing")), &|e| {
+        matches!(e, IsolationError::MissingWorkdir(_))
+    });
+    check(
+        "nocmd",
+        with(&|s| s.argv = vec!["no-such-command-xyz".into()]),
+        &|e| matches!(e, IsolationError::CommandNotFound { command, .. } if command == "no-such-command-xyz"),
+    );
+    check(
+        "nocmdabs",
+        with(&|s| s.argv = vec!["/no/such/program".into()]),
+        &|e| matches!(e, IsolationError::CommandNotFound { .. }),
+    );
+    check(
+        "nouser",
+        with(&|s| s.user = Some("no-such-user-xyz".into())),
+        &|e| matches!(e, IsolationError::UnknownUser(_)),
+    );
+    check(
+        "notallowed",
+        with(&|s| s.user = Some("daemon".into())),
+        &|e| matches!(e, IsolationError::UserNotAllowed(_)),
+    );
+    check("root", with(&|s| s.user = Some("root".into())), &|e| {
+        matches!(e, IsolationError::RootNotAllowed(_))
+    });
+    check("../x", base.clone(), &|e| {
+        matches!(e, IsolationError::InvalidId(_))
+    });
+    check("emptyargv", with(&|s| s.argv.clear()), &|e| {
+        matches!(e, IsolationError::InvalidSpec(_))
+    });
+    check(
+        "hostnouts",
+        with(&|s| {
+            s.hostname = Some("h".into());
+            s.namespaces.uts = false;
+        }),
+        &|e| matches!(e, IsolationError::InvalidSpec(_)),
+    );
+    // duplicate ids are refused while the first exists
+    let c = env
+        .iso
+        .launch("dup", &env.spec("dup", &["sleep", "30"]))
+        .unwrap();
+    let err = env
+        .iso
+        .launch("dup", &env.spec("dup2", &["true"]))
+        .unwrap_err();
+    assert!(matches!(err, IsolationError::AlreadyExists(_)), "{err:?}");
+    c.kill(Duration::ZERO).unwrap();
+    c.destroy().unwrap();
+}
+
+#[test]
+fn recover_after_dropping_the_handle() {
+    let env = env_or_skip!("recover");
+    let spec = env.spec("recover", &["sleep", "30"]);
+    let c = env.iso.launch("recover", &spec).unwrap();
+    let pid = c.pid();
+    let json = serde_json::to_string(&c.record()).unwrap();
+    drop(c);
+    let record: isolation::ContainerRecord = serde_json::from_str(&json).unwrap();
+    let r = env.iso.recover(&record).unwrap();
+    assert_eq!(r.pid(), pid);
+    assert!(
+        r.try_wait().unwrap().is_none(),
+        "recovered container looks exited"
+    );
+    let u = r.usage().unwrap();
+    assert!(u.pids_current >= 2 && u.mem_current_bytes > 0, "{u:?}");
+    r.kill(Duration::from_secs(5)).unwrap();
+    let exit = r.wait().unwrap();
+    assert_eq!(exit.signal, Some(15), "{exit:?}");
+    r.destroy().unwrap();
+    assert!(!alive(pid));
+    assert_gone(&env, "recover", &[]);
+
+    // a record pointing outside the agent's cgroups is refused
+    let mut bad = record.clone();
+    for p in bad.cgroups.values_mut() {
+        *p = std::path::PathBuf::from("/sys/fs/cgroup/elsewhere");
+    }
+    assert!(matches!(
+        env.iso.recover(&bad),
+        Err(IsolationError::BadRecord { .. })
+    ));
+}
+
+#[test]
+fn recover_an_exited_container_reads_the_status_file() {
+    let env = env_or_skip!("recover-exited");
+    let spec = env.spec("rx", &["exit", "7"]);
+    let c = env.iso.launch("rx", &spec).unwrap();
+    let record = c.record();
+    let status = record.run_dir.join("status");
+    let start = Instant::now();
+    while !status.exists() && start.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    drop(c);
+    let r = env.iso.recover(&record).unwrap();
+    let exit = r.wait().unwrap();
+    assert_eq!((exit.code, exit.signal), (Some(7), None));
+    r.destroy().unwrap();
+}
+
+#[test]
+fn shell_command_with_explicit_environment() {
+    if !std::path::Path::new("/bin/sh").exists() {
+        eprintln!("SKIP shell: no /bin/sh");
+        return;
+    }
+    let env = env_or_skip!("shell");
+    let mut spec = env.spec("shell", &[]);
+    spec.argv = vec![
+        "/bin/sh".into(),
+        "-c".into(),
+        "echo hi $FOO; echo $HOME; pwd".into(),
+    ];
+    spec.env.push(("FOO".into(), "bar".into()));
+    let c = env.iso.launch("shell", &spec).unwrap();
+    assert!(c.wait().unwrap().success());
+    c.destroy().unwrap();
+    let out = Env::stdout(&spec);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines,
+        vec!["hi bar", "", spec.cwd.to_str().unwrap()],
+        "nothing inherited: {out}"
+    );
+}
+
+#[test]
+fn many_launches_leak_nothing() {
+    let env = env_or_skip!("leak");
+    let n: usize = std::env::var("ISOLATION_LEAK_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let fds_before = std::fs::read_dir("/proc/self/fd").unwrap().count();
+    let spec = env.spec("leak", &["true"]);
+    for i in 0..n {
+        let id = format!("leak-{i}");
+        let c = env.iso.launch(&id, &spec).unwrap();
+        assert!(c.wait().unwrap().success());
+        c.destroy().unwrap();
+    }
+    for parent in env.iso.task_parents().values() {
+        let left: Vec<_> = std::fs::read_dir(parent)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.path().is_dir())
+            .collect();
+        assert!(left.is_empty(), "cgroups left: {left:?}");
+    }
+    let runs = std::fs::read_dir(env.dir.path().join("run"))
+        .unwrap()
+        .count();
+    assert_eq!(runs, 0, "run dirs left");
+    // other tests run in parallel threads and hold fds briefly: allow a little slack
+    let fds_after = std::fs::read_dir("/proc/self/fd").unwrap().count();
+    assert!(
+        fds_after <= fds_before + 16,
+        "fds {fds_before} -> {fds_after}"
+    );
+}
+
+#[test]
+fn node_resources_respect_reservation() {
+    let env = env_or_skip!("node");
+    let all = env.iso.node_resources(&Reservation::default()).unwrap();
+    let ncpu = std::thread::available_parallelism().unwrap().get() as u64;
+    assert!(
+        all.cpus_milli > 0 && all.cpus_milli <= ncpu * 1000,
+        "{all:?}"
+    );
+    let mem_total = procfs_mem_total();
+    assert!(all.mem_bytes > 0 && all.mem_bytes <= mem_total, "{all:?}");
+    let less = env
+        .iso
+        .node_resources(&Reservation {
+            cpus_milli: 500,
+            mem_bytes: 1 << 30,
+        })
+        .unwrap();
+    assert_eq!(less.cpus_milli, all.cpus_milli.saturating_sub(500));
+    assert_eq!(less.mem_bytes, all.mem_bytes.saturating_sub(1 << 30));
+}
+
+fn procfs_mem_total() -> u64 {
+    let t = std::fs::read_to_string("/proc/meminfo").unwrap();
+    let kb: u64 = t
+        .lines()
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    kb * 1024
+}

@@ -1,0 +1,232 @@
+//! Allocation pass benchmark, Mesos's `DeclineOffers` workload
+//! (`src/tests/hierarchical_allocator_tests.cpp`): agents of
+//! `cpus:24;mem:4096MiB;disk:4096MiB;ports:[31000-32000]` with 16 cpus in use, 1,000 frameworks
+//! in role `*` that decline every offer with a long filter. Each timed pass is one
+//! `handle_timeout` at the allocation deadline: build the view, run weighted DRF, create and
+//! queue the offers. Mesos 1.7 needs 1,060 ms per `allocate()` at 10,000 agents x 1,000
+//! frameworks (performance-anchors.md §2).
+//!
+//! Run: `cargo bench -p master-core` (prints a table; no timing asserts).
+
+use master_core::{Master, MasterConfig, Output, SessionId};
+use proto::{
+    AgentInfo, AgentToMaster, ClientFrame, CommandInfo, Filters, FrameworkCall, FrameworkEvent,
+    FrameworkInfo, Offer, OfferOperation, PeerIdentity, Role, ServerFrame, TaskId, TaskInfo,
+};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+struct Cluster {
+    master: Master,
+    now: Instant,
+    /// Offers received per framework session.
+    offers: BTreeMap<SessionId, Vec<Offer>>,
+    frameworks: Vec<SessionId>,
+}
+
+impl Cluster {
+    fn drain(&mut self) -> usize {
+        let mut n = 0;
+        loop {
+            let mut commits = Vec::new();
+            while let Some(out) = self.master.poll_output() {
+                match out {
+                    Output::Propose(op) => commits.push(op),
+                    Output::Send {
+                        to,
+                        frame: ServerFrame::Framework(FrameworkEvent::Offers { offers }),
+                    } => {
+                        n += offers.len();
+                        self.offers.entry(to).or_default().extend(offers);
+                    }
+                    _ => {}
+                }
+            }
+            if commits.is_empty() {
+                return n;
+            }
+            for op in commits {
+                self.master.handle_committed(self.now, op);
+            }
+        }
+    }
+
+    /// Runs the pending allocation; returns (ms, offers made).
+    fn pass(&mut self) -> (f64, usize) {
+        let Some(at) = self.master.poll_timeout() else {
+            return (0.0, 0);
+        };
+        self.now = self.now.max(at);
+        let t0 = std::time::Instant::now();
+        self.master.handle_timeout(self.now);
+        let ms = t0.elapsed().as_secs_f64() * 1000.0;
+        (ms, self.drain())
+    }
+
+    fn respond(&mut self, launch_cpus: Option<u64>, refuse: f64) {
+        let offers = std::mem::take(&mut self.offers);
+        let mut n = 0u64;
+        for (fw, offers) in offers {
+            for o in offers {
+                n += 1;
+                let call = match launch_cpus {
+                    Some(cpus) => FrameworkCall::Accept {
+                        offer_ids: vec![o.id.clone()],
+                        operations: vec![OfferOperation::Launch {
+                            tasks: vec![TaskInfo {
+                                task_id: TaskId(format!("t{n}")),
+                                name: "used".into(),
+                                agent_id: o.agent_id.clone(),
+                                resources: proto::Resources::new(cpus * 1000, 0),
+                                command: CommandInfo::shell("sleep 1000"),
+                                container: Default::default(),
+                                kill_grace_ms: None,
+                                labels: Default::default(),
+                            }],
+                        }],
+                        filters: Some(Filters {
+                            refuse_seconds: Some(0.0),
+                        }),
+                    },
+                    None => FrameworkCall::Decline {
+                        offer_ids: vec![o.id.clone()],
+                        filters: Some(Filters {
+                            refuse_seconds: Some(refuse),
+                        }),
+                    },
+                };
+                self.master
+                    .handle_message(self.now, fw, ClientFrame::Framework(call));
+            }
+        }
+        self.drain();
+    }
+}
+
+fn build(agents: usize, frameworks: usize) -> Cluster {
+    let config = MasterConfig {
+        offer_timeout: None,
+        allocation_batch: Duration::from_millis(1),
+        // The benchmark's virtual time stays far below these.
+        agent_unreachable_timeout: Duration::from_secs(3600),
+        framework_heartbeat_interval: Duration::from_secs(3600),
+        ..MasterConfig::default()
+    };
+    let start = Instant::now();
+    let mut c = Cluster {
+        master: Master::new(config, start),
+        now: start,
+        offers: BTreeMap::new(),
+        frameworks: Vec::new(),
+    };
+    let resources: proto::Resources = "cpus:24;mem:4096MiB;disk:4096MiB;ports:[31000-32000]"
+        .parse()
+        .expect("benchmark resources parse");
+    let mut session: SessionId = 0;
+    for i in 0..agents {
+        session += 1;
+        let peer = PeerIdentity {
+            role: Role::Agent,
+            name: format!("agent{i}"),
+        };
+        c.master.handle_connected(c.now, session, peer);
+        let info = AgentInfo {
+            hostname: format!("agent{i}"),
+            resources: resources.clone(),
+            attributes: Default::default(),
+            version: Default::default(),
+            software_version: String::new(),
+        };
+        c.master.handle_message(
+            c.now,
+            session,
+            ClientFrame::Agent(AgentToMaster::Register {
+                agent_id: None,
+                info,
+                tasks: Vec::new(),
+            }),
+        );
+        c.drain();
+    }
+    for i in 0..frameworks {
+        session += 1;
+        let peer = PeerIdentity {
+            role: Role::Framework,
+            name: format!("fw{i}"),
+        };
+        c.master.handle_connected(c.now, session, peer);
+        let info = FrameworkInfo {
+            id: None,
+            name: format!("fw{i}"),
+            roles: vec!["*".into()],
+            failover_timeout_ms: 3_600_000,
+            capabilities: Vec::new(),
+            version: Default::default(),
+        };
+        c.master.handle_message(
+            c.now,
+            session,
+            ClientFrame::Framework(FrameworkCall::Subscribe { info }),
+        );
+        c.frameworks.push(session);
+        c.drain();
+    }
+    // Round 0 (setup): every agent is offered; frameworks launch a 16-cpu task on each.
+    c.pass();
+    c.respond(Some(16), 0.0);
+    c
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; `cargo test --benches` runs this too: keep it small then.
+    let quick = !std::env::args().any(|a| a == "--bench");
+    // `MASTER_CORE_BENCH_GRID=AxF` runs one size (for profiling).
+    let custom: Vec<(usize, usize, f64)> = std::env::var("MASTER_CORE_BENCH_GRID")
+        .ok()
+        .and_then(|g| {
+            let (a, f) = g.split_once('x')?;
+            Some(vec![(a.parse().ok()?, f.parse().ok()?, f64::NAN)])
+        })
+        .unwrap_or_default();
+    let grid: &[(usize, usize, f64)] = if !custom.is_empty() {
+        &custom
+    } else if quick {
+        &[(1_000, 100, f64::NAN)]
+    } else {
+        &[(10_000, 1_000, 1_060.0), (50_000, 1_000, f64::NAN)]
+    };
+    println!("master-core allocation pass, DeclineOffers workload (weighted DRF)");
+    println!("| agents | frameworks | pass | offers | ms per pass | Mesos 1.7 ms |");
+    println!("|---:|---:|---|---:|---:|---:|");
+    for &(agents, frameworks, mesos) in grid {
+        let t0 = std::time::Instant::now();
+        let mut c = build(agents, frameworks);
+        let setup = t0.elapsed();
+        let mesos_s = if mesos.is_nan() {
+            "-".to_owned()
+        } else {
+            format!("{mesos:.0}")
+        };
+        // Pass 1: the 8 free cpus of every agent, nothing filtered yet.
+        let (ms, offers) = c.pass();
+        println!(
+            "| {agents} | {frameworks} | first (no filters) | {offers} | {ms:.1} | {mesos_s} |"
+        );
+        // Then rounds where every framework has declined what it got with a long filter.
+        let mut times = Vec::new();
+        let mut total_offers = 0;
+        for _ in 0..5 {
+            c.respond(None, 1.0e9);
+            let (ms, offers) = c.pass();
+            times.push(ms);
+            total_offers += offers;
+        }
+        let avg = times.iter().sum::<f64>() / times.len() as f64;
+        let max = times.iter().cloned().fold(0.0, f64::max);
+        println!(
+            "| {agents} | {frameworks} | after declines (avg of 5; max {max:.1}) | {} | {avg:.1} | {mesos_s} |",
+            total_offers / 5
+        );
+        eprintln!("  (setup of {agents} agents x {frameworks} frameworks took {setup:.2?})");
+    }
+}

@@ -1,0 +1,310 @@
+//! Allocation policies behind one trait. An allocator sees a read-only [`ClusterView`] (free
+//! resources per allocatable agent, each framework's allocation per role, filters, suppression)
+//! and returns which framework gets each agent's free resources. It holds no cluster state of its
+//! own, so it can be swapped in config and benchmarked on a synthetic view.
+//!
+//! Both policies here follow the Mesos hierarchical allocator: for each agent, pick a role, then
+//! a framework within that role, and give it *all* the agent's free resources (one coalesced
+//! offer). Offered resources count toward the shares at once, so the next agent of the same pass
+//! goes to whoever is now furthest behind.
+
+use crate::config::AllocatorKind;
+use proto::{AgentId, FrameworkId, Resources};
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Instant;
+
+/// "Do not offer `refused` (or less) of this agent to this framework before `until`."
+/// Matches Mesos: the filter does not apply when the agent has more free than was refused.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Filter {
+    pub until: Instant,
+    pub refused: Resources,
+}
+
+impl Filter {
+    pub fn blocks(&self, now: Instant, available: &Resources) -> bool {
+        now < self.until && self.refused.contains(available)
+    }
+}
+
+/// What the allocator sees.
+pub struct ClusterView<'a> {
+    /// Total resources of all reachable agents: the denominator of every share.
+    pub total: Resources,
+    /// Agents whose free resources may be offered (active, connected), with what is free.
+    pub agents: Vec<AgentView<'a>>,
+    /// Connected frameworks that want offers in at least one role.
+    pub frameworks: Vec<FrameworkView<'a>>,
+    pub role_weights: &'a BTreeMap<String, f64>,
+    /// An agent is offered only if its free resources meet one non-zero quantity of this.
+    pub min_allocatable: &'a Resources,
+}
+
+pub struct AgentView<'a> {
+    pub id: &'a AgentId,
+    pub available: Resources,
+}
+
+pub struct FrameworkView<'a> {
+    pub id: &'a FrameworkId,
+    pub roles: Vec<FrameworkRole<'a>>,
+    pub filters: &'a BTreeMap<AgentId, Filter>,
+}
+
+pub struct FrameworkRole<'a> {
+    pub role: &'a str,
+    /// Used + offered + launching in this role.
+    pub allocated: Resources,
+    /// False when the framework suppressed offers for this role.
+    pub wants_offers: bool,
+}
+
+/// One decision: `framework` (index into `view.frameworks`) gets `resources` of `agent` (index
+/// into `view.agents`) in `role`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Allocation {
+    pub framework: usize,
+    pub agent: usize,
+    pub role: String,
+    pub resources: Resources,
+}
+
+pub trait Allocator: Send {
+    fn name(&self) -> &'static str;
+    fn allocate(&mut self, now: Instant, view: &ClusterView<'_>) -> Vec<Allocation>;
+}
+
+/// Builds the allocator config asks for.
+pub fn from_kind(kind: AllocatorKind) -> Box<dyn Allocator> {
+    match kind {
+        AllocatorKind::Drf => Box::new(DrfAllocator::default()),
+        AllocatorKind::StrictPriority => Box::new(StrictPriorityAllocator::default()),
+    }
+}
+
+/// The weight of a role: configured, else 1.0.
+pub fn role_weight(weights: &BTreeMap<String, f64>, role: &str) -> f64 {
+    match weights.get(role) {
+        Some(w) if w.is_finite() && *w > 0.0 => *w,
+        _ => 1.0,
+    }
+}
+
+/// Dominant share of `alloc` in `total` over cpus, memory and disk (ports are not a share).
+pub fn dominant_share(alloc: &Resources, total: &Resources) -> f64 {
+    let mut s: f64 = 0.0;
+    if total.cpus_milli > 0 {
+        s = s.max(alloc.cpus_milli as f64 / total.cpus_milli as f64);
+    }
+    if total.mem_bytes > 0 {
+        s = s.max(alloc.mem_bytes as f64 / total.mem_bytes as f64);
+    }
+    if total.disk_bytes > 0 {
+        s = s.max(alloc.disk_bytes as f64 / total.disk_bytes as f64);
+    }
+    s
+}
+
+/// True if `available` meets at least one non-zero quantity of `min` (or `min` is empty).
+pub fn allocatable(available: &Resources, min: &Resources) -> bool {
+    if available.is_empty() {
+        return false;
+    }
+    let mut any_min = false;
+    for (have, want) in [
+        (available.cpus_milli, min.cpus_milli),
+        (available.mem_bytes, min.mem_bytes),
+        (available.disk_bytes, min.disk_bytes),
+    ] {
+        if want > 0 {
+            any_min = true;
+            if have >= want {
+                return true;
+            }
+        }
+    }
+    !any_min
+}
+
+/// Weighted DRF across roles, then DRF across frameworks of a role.
+#[derive(Default)]
+pub struct DrfAllocator {
+    passes: u64,
+}
+
+impl Allocator for DrfAllocator {
+    fn name(&self) -> &'static str {
+        "drf"
+    }
+    fn allocate(&mut self, now: Instant, view: &ClusterView<'_>) -> Vec<Allocation> {
+        self.passes += 1;
+        hierarchical(now, view, RoleOrder::WeightedShare, self.passes)
+    }
+}
+
+/// Roles in strict order of weight (highest first, then name); DRF among frameworks of a role.
+/// A lower role gets an agent only when no framework of a higher role will take it.
+#[derive(Default)]
+pub struct StrictPriorityAllocator {
+    passes: u64,
+}
+
+impl Allocator for StrictPriorityAllocator {
+    fn name(&self) -> &'static str {
+        "strict-priority"
+    }
+    fn allocate(&mut self, now: Instant, view: &ClusterView<'_>) -> Vec<Allocation> {
+        self.passes += 1;
+        hierarchical(now, view, RoleOrder::Priority, self.passes)
+    }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum RoleOrder {
+    WeightedShare,
+    Priority,
+}
+
+/// A sort key: a float (total order) then an index for ties.
+#[derive(Clone, Copy, Debug)]
+struct Key(f64, usize);
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+impl Eq for Key {}
+impl PartialOrd for Key {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Key {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.0.total_cmp(&other.0).then(self.1.cmp(&other.1))
+    }
+}
+
+struct RoleState<'a> {
+    name: &'a str,
+    weight: f64,
+    allocated: Resources,
+    key: Key,
+    /// (framework index, position of the role in that framework's `roles`) sorted by share.
+    members: BTreeSet<(Key, usize, usize)>,
+}
+
+fn add_scalars(a: &mut Resources, b: &Resources) {
+    a.cpus_milli = a.cpus_milli.saturating_add(b.cpus_milli);
+    a.mem_bytes = a.mem_bytes.saturating_add(b.mem_bytes);
+    a.disk_bytes = a.disk_bytes.saturating_add(b.disk_bytes);
+}
+
+fn hierarchical(
+    now: Instant,
+    view: &ClusterView<'_>,
+    order: RoleOrder,
+    pass: u64,
+) -> Vec<Allocation> {
+    // Role states, keyed by name; shares count every framework's allocation, wanting or not.
+    let mut role_index: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut roles: Vec<RoleState<'_>> = Vec::new();
+    // Per framework and role: scalar allocation (mutable copy, ports ignored for shares).
+    let mut fw_alloc: Vec<Vec<Resources>> = Vec::with_capacity(view.frameworks.len());
+    for (fi, fw) in view.frameworks.iter().enumerate() {
+        let mut allocs = Vec::with_capacity(fw.roles.len());
+        for (ri, r) in fw.roles.iter().enumerate() {
+            let idx = *role_index.entry(r.role).or_insert_with(|| {
+                roles.push(RoleState {
+                    name: r.role,
+                    weight: role_weight(view.role_weights, r.role),
+                    allocated: Resources::default(),
+                    key: Key(0.0, 0),
+                    members: BTreeSet::new(),
+                });
+                roles.len() - 1
+            });
+            let mut a = Resources::default();
+            add_scalars(&mut a, &r.allocated);
+            add_scalars(&mut roles[idx].allocated, &r.allocated);
+            if r.wants_offers {
+                let share = dominant_share(&a, &view.total);
+                roles[idx].members.insert((Key(share, fi), fi, ri));
+            }
+            allocs.push(a);
+        }
+        fw_alloc.push(allocs);
+    }
+    // Role keys. Ties between roles break by name (the BTreeMap order of `role_index`).
+    let mut name_rank = vec![0usize; roles.len()];
+    for (rank, idx) in role_index.values().enumerate() {
+        name_rank[*idx] = rank;
+    }
+    let role_key = |r: &RoleState<'_>, rank: usize| -> Key {
+        match order {
+            RoleOrder::WeightedShare => {
+                Key(dominant_share(&r.allocated, &view.total) / r.weight, rank)
+            }
+            RoleOrder::Priority => Key(-r.weight, rank),
+        }
+    };
+    let mut role_set: BTreeSet<(Key, usize)> = BTreeSet::new();
+    for (i, r) in roles.iter_mut().enumerate() {
+        r.key = role_key(r, name_rank[i]);
+        if !r.members.is_empty() {
+            role_set.insert((r.key, i));
+        }
+    }
+
+    let mut out = Vec::new();
+    let n = view.agents.len();
+    if n == 0 || role_set.is_empty() {
+        return out;
+    }
+    // Rotate the starting agent each pass so that no agent is always first.
+    let start = (pass as usize) % n;
+    for step in 0..n {
+        let ai = (start + step) % n;
+        let agent = &view.agents[ai];
+        if !allocatable(&agent.available, view.min_allocatable) {
+            continue;
+        }
+        let mut chosen = None;
+        'roles: for &(_, ri) in role_set.iter() {
+            for &(fkey, fi, fri) in roles[ri].members.iter() {
+                let fw = &view.frameworks[fi];
+                if let Some(f) = fw.filters.get(agent.id) {
+                    if f.blocks(now, &agent.available) {
+                        continue;
+                    }
+                }
+                chosen = Some((ri, fkey, fi, fri));
+                break 'roles;
+            }
+        }
+        let Some((ri, fkey, fi, fri)) = chosen else {
+            continue;
+        };
+        out.push(Allocation {
+            framework: fi,
+            agent: ai,
+            role: roles[ri].name.to_owned(),
+            resources: agent.available.clone(),
+        });
+        // Update the framework's share within the role, and the role's share.
+        let role = &mut roles[ri];
+        role.members.remove(&(fkey, fi, fri));
+        add_scalars(&mut fw_alloc[fi][fri], &agent.available);
+        let share = dominant_share(&fw_alloc[fi][fri], &view.total);
+        role.members.insert((Key(share, fi), fi, fri));
+        if order == RoleOrder::WeightedShare {
+            role_set.remove(&(role.key, ri));
+            add_scalars(&mut role.allocated, &agent.available);
+            role.key = role_key(role, name_rank[ri]);
+            role_set.insert((role.key, ri));
+        }
+    }
+    out
+}

@@ -1,0 +1,117 @@
+//! Configuration of the master core and the named limits that bound every map it keeps.
+
+use proto::Resources;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Which allocation policy the master runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AllocatorKind {
+    /// Weighted DRF across roles, then DRF across the frameworks of a role (Mesos's hierarchical
+    /// allocator).
+    #[default]
+    Drf,
+    /// Roles strictly ordered by weight (highest first); DRF among the frameworks of a role.
+    StrictPriority,
+}
+
+#[derive(Clone, Debug)]
+pub struct MasterConfig {
+    /// Unique per leader term; prefixes every generated id (`<prefix>-A1`, `<prefix>-F1`, ...).
+    pub id_prefix: String,
+    /// Outstanding offers are rescinded after this long. `None` disables the timeout (Mesos's
+    /// default, which invites hoarding; ours is on).
+    pub offer_timeout: Option<Duration>,
+    /// Sent to agents in `Registered`: how often they should heartbeat.
+    pub agent_heartbeat_interval: Duration,
+    /// An agent that sends no frame for this long is unreachable.
+    pub agent_unreachable_timeout: Duration,
+    /// After a leader failover, how long a known agent has to re-register before it is marked
+    /// unreachable.
+    pub agent_reregister_timeout: Duration,
+    /// Coalescing window: after a change, allocation runs once this much later, so a burst of
+    /// events costs one allocation pass.
+    pub allocation_batch: Duration,
+    /// Decline/accept filter when the framework gives none (Mesos: 5 s).
+    pub default_refuse: Duration,
+    /// How often frameworks get `FrameworkEvent::Heartbeat`.
+    pub framework_heartbeat_interval: Duration,
+    pub allocator: AllocatorKind,
+    /// Fair-share weight per role; roles not listed weigh 1.0.
+    pub role_weights: BTreeMap<String, f64>,
+    /// An agent's free resources are offered only when at least one non-zero quantity here is
+    /// met (Mesos `--min_allocatable_resources=cpus:0.01|mem:32`).
+    pub min_allocatable: Resources,
+    /// Wall-clock milliseconds at `start`, to stamp master-generated statuses.
+    pub wall_clock_at_start_ms: u64,
+}
+
+impl Default for MasterConfig {
+    fn default() -> Self {
+        MasterConfig {
+            id_prefix: "m".to_owned(),
+            offer_timeout: Some(Duration::from_secs(30)),
+            agent_heartbeat_interval: Duration::from_secs(2),
+            agent_unreachable_timeout: Duration::from_secs(15),
+            agent_reregister_timeout: Duration::from_secs(30),
+            allocation_batch: Duration::from_millis(10),
+            default_refuse: Duration::from_secs(5),
+            framework_heartbeat_interval: Duration::from_secs(15),
+            allocator: AllocatorKind::Drf,
+            role_weights: BTreeMap::new(),
+            min_allocatable: Resources::new(10, 32 << 20),
+            wall_clock_at_start_ms: 0,
+        }
+    }
+}
+
+impl MasterConfig {
+    /// The weight of a role (1.0 unless configured; non-positive or non-finite weights count
+    /// as 1.0).
+    pub fn weight(&self, role: &str) -> f64 {
+        match self.role_weights.get(role) {
+            Some(w) if w.is_finite() && *w > 0.0 => *w,
+            _ => 1.0,
+        }
+    }
+}
+
+/// Named limits. A client that exceeds one gets an error; no map grows past these.
+pub mod limits {
+    /// Registered agents (reachable or not).
+    pub const MAX_AGENTS: usize = 100_000;
+    /// Registered frameworks (connected or failing over).
+    pub const MAX_FRAMEWORKS: usize = 10_000;
+    /// Open sessions the core tracks (the daemon caps connections lower).
+    pub const MAX_SESSIONS: usize = 200_000;
+    /// Non-terminal tasks in the cluster.
+    pub const MAX_LIVE_TASKS: usize = 2_000_000;
+    /// Terminal tasks kept per framework for reconciliation and `corral state`.
+    pub const MAX_COMPLETED_TASKS_PER_FRAMEWORK: usize = 1_000;
+    /// Removed framework ids remembered (re-subscribing with one is refused).
+    pub const MAX_REMOVED_FRAMEWORKS: usize = 1_000;
+    /// Offer ids in one accept or decline.
+    pub const MAX_OFFERS_PER_CALL: usize = 1_000;
+    /// Operations in one accept.
+    pub const MAX_OPERATIONS_PER_ACCEPT: usize = 100;
+    /// Tasks in one accept (all operations together).
+    pub const MAX_TASKS_PER_ACCEPT: usize = 1_000;
+    /// Tasks named in one explicit reconcile call.
+    pub const MAX_RECONCILE_TASKS: usize = 10_000;
+    /// Task reports in one agent registration.
+    pub const MAX_TASK_REPORTS: usize = 100_000;
+    /// Roles per framework.
+    pub const MAX_ROLES_PER_FRAMEWORK: usize = 64;
+    /// Length of role names, framework names, ids chosen by clients.
+    pub const MAX_NAME_LEN: usize = 256;
+    /// Outstanding `ReadLog` requests awaiting an agent's `LogChunk`.
+    pub const MAX_PENDING_LOG_REQUESTS: usize = 1_024;
+    /// Registry operations proposed and not yet committed.
+    pub const MAX_IN_FLIGHT_PROPOSALS: usize = 1_000_000;
+    /// Offers per `FrameworkEvent::Offers` frame.
+    pub const MAX_OFFERS_PER_EVENT: usize = 1_000;
+    /// A `ReadLog` unanswered for this long is failed.
+    pub const LOG_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+    /// `refuse_seconds` is capped at a year, as in Mesos.
+    pub const MAX_REFUSE_SECONDS: f64 = 31_536_000.0;
+}

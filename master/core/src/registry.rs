@@ -1,0 +1,463 @@
+//! The replicated registry: admitted agents, frameworks and tasks, changed only by
+//! [`RegistryOp`]s through [`Registry::apply`]. `apply` is pure and total: the same ops in the same
+//! order give the same registry on every master, and an op naming an unknown id is a no-op (never
+//! a panic), so a follower can replay any log.
+
+use crate::config::limits;
+use proto::{
+    AgentId, AgentInfo, ExecutorId, ExecutorInfo, FrameworkId, FrameworkInfo, Resources,
+    StatusReason, StatusSource, TaskId, TaskInfo, TaskState, TaskStatus,
+};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+/// The operator's mark on an agent. Reachability is tracked apart from it: a draining agent that
+/// goes unreachable and comes back is still draining.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AgentMark {
+    Active,
+    /// No new offers; running tasks run to completion.
+    Draining,
+    /// No new offers.
+    Deactivated,
+}
+
+/// A task's identity: task ids are unique within a framework.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct TaskKey {
+    pub framework_id: FrameworkId,
+    pub task_id: TaskId,
+}
+
+/// Every change to the registry.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum RegistryOp {
+    /// An agent registered or re-registered (upsert; marks it reachable, keeps its mark).
+    AgentAdmitted {
+        agent_id: AgentId,
+        info: AgentInfo,
+        /// The name in the agent's certificate; re-registration must present the same one.
+        principal: String,
+    },
+    /// The agent went silent past its timeout.
+    AgentUnreachable {
+        agent_id: AgentId,
+        at_ms: u64,
+    },
+    AgentMarked {
+        agent_id: AgentId,
+        mark: AgentMark,
+    },
+    /// Forget the agent; its live tasks become TASK_GONE_BY_OPERATOR.
+    AgentRemoved {
+        agent_id: AgentId,
+    },
+    /// A framework subscribed or re-subscribed (upsert).
+    FrameworkAdded {
+        framework_id: FrameworkId,
+        info: FrameworkInfo,
+        /// The certificate name of the framework; `None` for a framework recovered from an
+        /// agent's task report, which the first subscriber with that id claims.
+        principal: Option<String>,
+    },
+    /// The framework is gone: its live tasks become TASK_KILLED (reason FrameworkRemoved).
+    FrameworkRemoved {
+        framework_id: FrameworkId,
+        at_ms: u64,
+    },
+    /// One launch operation: tasks (and their executor, for a launch group) on one agent.
+    TasksAdded {
+        framework_id: FrameworkId,
+        agent_id: AgentId,
+        role: String,
+        executor: Option<ExecutorInfo>,
+        tasks: Vec<TaskInfo>,
+        at_ms: u64,
+    },
+    TaskStateChanged {
+        framework_id: FrameworkId,
+        status: TaskStatus,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AgentEntry {
+    pub info: AgentInfo,
+    pub principal: String,
+    pub mark: AgentMark,
+    pub reachable: bool,
+    pub unreachable_since_ms: Option<u64>,
+    /// Resources of live tasks and their executors.
+    pub used: Resources,
+    pub tasks: BTreeSet<TaskKey>,
+    pub executors: Vec<ExecutorEntry>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ExecutorEntry {
+    pub framework_id: FrameworkId,
+    pub executor_id: ExecutorId,
+    pub role: String,
+    pub resources: Resources,
+    pub live_tasks: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FrameworkEntry {
+    pub info: FrameworkInfo,
+    pub principal: Option<String>,
+    /// Resources of live tasks and executors, per role.
+    pub used: BTreeMap<String, Resources>,
+    pub tasks: BTreeMap<TaskId, TaskEntry>,
+    /// Terminal tasks, oldest first, at most `MAX_COMPLETED_TASKS_PER_FRAMEWORK`.
+    pub completed: VecDeque<TaskEntry>,
+}
+
+impl FrameworkEntry {
+    /// Roles as the framework gave them, `["*"]` when empty.
+    pub fn roles(&self) -> Vec<String> {
+        if self.info.roles.is_empty() {
+            vec!["*".to_owned()]
+        } else {
+            self.info.roles.clone()
+        }
+    }
+
+    pub fn partition_aware(&self) -> bool {
+        self.info
+            .capabilities
+            .contains(&proto::FrameworkCapability::PartitionAware)
+    }
+
+    pub fn used_total(&self) -> Resources {
+        let mut r = Resources::default();
+        for u in self.used.values() {
+            r.add_assign(u);
+        }
+        r
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TaskEntry {
+    pub agent_id: AgentId,
+    pub role: String,
+    pub info: TaskInfo,
+    pub executor_id: Option<ExecutorId>,
+    pub state: TaskState,
+    /// The latest status recorded (a synthesized TASK_STAGING one at launch).
+    pub status: TaskStatus,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Registry {
+    pub agents: BTreeMap<AgentId, AgentEntry>,
+    pub frameworks: BTreeMap<FrameworkId, FrameworkEntry>,
+    /// Removed framework ids, oldest first (bounded).
+    pub removed_frameworks: VecDeque<FrameworkId>,
+    /// Removed agent ids, oldest first (bounded).
+    pub removed_agents: VecDeque<AgentId>,
+    pub live_tasks: usize,
+}
+
+impl Registry {
+    pub fn task(&self, key: &TaskKey) -> Option<&TaskEntry> {
+        self.frameworks
+            .get(&key.framework_id)?
+            .tasks
+            .get(&key.task_id)
+    }
+
+    /// A live task, or else the most recent completed one with this id.
+    pub fn task_or_completed(&self, key: &TaskKey) -> Option<&TaskEntry> {
+        let fw = self.frameworks.get(&key.framework_id)?;
+        fw.tasks.get(&key.task_id).or_else(|| {
+            fw.completed
+                .iter()
+                .rev()
+                .find(|t| t.info.task_id == key.task_id)
+        })
+    }
+
+    pub fn framework_removed(&self, id: &FrameworkId) -> bool {
+        self.removed_frameworks.contains(id)
+    }
+
+    /// Applies one op. Pure and deterministic; unknown ids make it a no-op.
+    pub fn apply(&mut self, op: &RegistryOp) {
+        match op {
+            RegistryOp::AgentAdmitted {
+                agent_id,
+                info,
+                principal,
+            } => {
+                if let Some(a) = self.agents.get_mut(agent_id) {
+                    a.info = info.clone();
+                    a.info.resources = a.info.resources.clone().normalized();
+                    a.principal = principal.clone();
+                    a.reachable = true;
+                    a.unreachable_since_ms = None;
+                } else if self.agents.len() < limits::MAX_AGENTS {
+                    let mut info = info.clone();
+                    info.resources = info.resources.normalized();
+                    self.removed_agents.retain(|a| a != agent_id);
+                    self.agents.insert(
+                        agent_id.clone(),
+                        AgentEntry {
+                            info,
+                            principal: principal.clone(),
+                            mark: AgentMark::Active,
+                            reachable: true,
+                            unreachable_since_ms: None,
+                            used: Resources::default(),
+                            tasks: BTreeSet::new(),
+                            executors: Vec::new(),
+                        },
+                    );
+                }
+            }
+            RegistryOp::AgentUnreachable { agent_id, at_ms } => {
+                if let Some(a) = self.agents.get_mut(agent_id) {
+                    a.reachable = false;
+                    a.unreachable_since_ms = Some(*at_ms);
+                }
+            }
+            RegistryOp::AgentMarked { agent_id, mark } => {
+                if let Some(a) = self.agents.get_mut(agent_id) {
+                    a.mark = *mark;
+                }
+            }
+            RegistryOp::AgentRemoved { agent_id } => {
+                let Some(agent) = self.agents.get(agent_id) else {
+                    return;
+                };
+                let keys: Vec<TaskKey> = agent.tasks.iter().cloned().collect();
+                for key in keys {
+                    let mut status = TaskStatus::new(
+                        key.task_id.clone(),
+                        TaskState::GoneByOperator,
+                        StatusSource::Master,
+                    );
+                    status.agent_id = Some(agent_id.clone());
+                    status.reason = Some(StatusReason::AgentRemoved);
+                    self.set_task_status(&key.framework_id, &status);
+                }
+                self.agents.remove(agent_id);
+                push_bounded(&mut self.removed_agents, agent_id.clone());
+            }
+            RegistryOp::FrameworkAdded {
+                framework_id,
+                info,
+                principal,
+            } => {
+                if self.framework_removed(framework_id) {
+                    return;
+                }
+                let mut info = info.clone();
+                info.id = Some(framework_id.clone());
+                if let Some(f) = self.frameworks.get_mut(framework_id) {
+                    f.info = info;
+                    if principal.is_some() {
+                        f.principal = principal.clone();
+                    }
+                } else if self.frameworks.len() < limits::MAX_FRAMEWORKS {
+                    self.frameworks.insert(
+                        framework_id.clone(),
+                        FrameworkEntry {
+                            info,
+                            principal: principal.clone(),
+                            used: BTreeMap::new(),
+                            tasks: BTreeMap::new(),
+                            completed: VecDeque::new(),
+                        },
+                    );
+                }
+            }
+            RegistryOp::FrameworkRemoved {
+                framework_id,
+                at_ms,
+            } => {
+                let Some(fw) = self.frameworks.get(framework_id) else {
+                    return;
+                };
+                let live: Vec<(TaskId, AgentId)> = fw
+                    .tasks
+                    .iter()
+                    .map(|(id, t)| (id.clone(), t.agent_id.clone()))
+                    .collect();
+                for (task_id, agent_id) in live {
+                    let mut status =
+                        TaskStatus::new(task_id, TaskState::Killed, StatusSource::Master);
+                    status.agent_id = Some(agent_id);
+                    status.reason = Some(StatusReason::FrameworkRemoved);
+                    status.timestamp_ms = *at_ms;
+                    self.set_task_status(framework_id, &status);
+                }
+                self.frameworks.remove(framework_id);
+                push_bounded(&mut self.removed_frameworks, framework_id.clone());
+            }
+            RegistryOp::TasksAdded {
+                framework_id,
+                agent_id,
+                role,
+                executor,
+                tasks,
+                at_ms,
+            } => self.add_tasks(
+                framework_id,
+                agent_id,
+                role,
+                executor.as_ref(),
+                tasks,
+                *at_ms,
+            ),
+            RegistryOp::TaskStateChanged {
+                framework_id,
+                status,
+            } => self.set_task_status(framework_id, status),
+        }
+    }
+
+    fn add_tasks(
+        &mut self,
+        framework_id: &FrameworkId,
+        agent_id: &AgentId,
+        role: &str,
+        executor: Option<&ExecutorInfo>,
+        tasks: &[TaskInfo],
+        at_ms: u64,
+    ) {
+        let (Some(agent), Some(fw)) = (
+            self.agents.get_mut(agent_id),
+            self.frameworks.get_mut(framework_id),
+        ) else {
+            return;
+        };
+        let mut added = 0u64;
+        for t in tasks {
+            if fw.tasks.contains_key(&t.task_id) || self.live_tasks >= limits::MAX_LIVE_TASKS {
+                continue;
+            }
+            let mut status =
+                TaskStatus::new(t.task_id.clone(), TaskState::Staging, StatusSource::Master);
+            status.agent_id = Some(agent_id.clone());
+            status.executor_id = executor.map(|e| e.executor_id.clone());
+            status.timestamp_ms = at_ms;
+            let mut info = t.clone();
+            info.resources = info.resources.normalized();
+            agent.used.add_assign(&info.resources);
+            fw.used
+                .entry(role.to_owned())
+                .or_default()
+                .add_assign(&info.resources);
+            agent.tasks.insert(TaskKey {
+                framework_id: framework_id.clone(),
+                task_id: t.task_id.clone(),
+            });
+            fw.tasks.insert(
+                t.task_id.clone(),
+                TaskEntry {
+                    agent_id: agent_id.clone(),
+                    role: role.to_owned(),
+                    info,
+                    executor_id: executor.map(|e| e.executor_id.clone()),
+                    state: TaskState::Staging,
+                    status,
+                },
+            );
+            self.live_tasks += 1;
+            added += 1;
+        }
+        if let Some(e) = executor {
+            if added == 0 {
+                return;
+            }
+            if let Some(x) = agent
+                .executors
+                .iter_mut()
+                .find(|x| x.framework_id == *framework_id && x.executor_id == e.executor_id)
+            {
+                x.live_tasks += added;
+            } else {
+                let resources = e.resources.clone().normalized();
+                agent.used.add_assign(&resources);
+                fw.used
+                    .entry(role.to_owned())
+                    .or_default()
+                    .add_assign(&resources);
+                agent.executors.push(ExecutorEntry {
+                    framework_id: framework_id.clone(),
+                    executor_id: e.executor_id.clone(),
+                    role: role.to_owned(),
+                    resources,
+                    live_tasks: added,
+                });
+            }
+        }
+    }
+
+    fn set_task_status(&mut self, framework_id: &FrameworkId, status: &TaskStatus) {
+        let Some(fw) = self.frameworks.get_mut(framework_id) else {
+            return;
+        };
+        let Some(task) = fw.tasks.get_mut(&status.task_id) else {
+            return;
+        };
+        task.state = status.state;
+        task.status = status.clone();
+        if task.status.agent_id.is_none() {
+            task.status.agent_id = Some(task.agent_id.clone());
+        }
+        if !status.state.is_terminal() {
+            return;
+        }
+        let Some(task) = fw.tasks.remove(&status.task_id) else {
+            return;
+        };
+        self.live_tasks = self.live_tasks.saturating_sub(1);
+        if let Some(u) = fw.used.get_mut(&task.role) {
+            *u = u.saturating_sub(&task.info.resources);
+            if u.is_empty() {
+                fw.used.remove(&task.role);
+            }
+        }
+        if let Some(agent) = self.agents.get_mut(&task.agent_id) {
+            agent.used = agent.used.saturating_sub(&task.info.resources);
+            agent.tasks.remove(&TaskKey {
+                framework_id: framework_id.clone(),
+                task_id: status.task_id.clone(),
+            });
+            if let Some(exec_id) = &task.executor_id {
+                if let Some(pos) = agent
+                    .executors
+                    .iter()
+                    .position(|x| x.framework_id == *framework_id && x.executor_id == *exec_id)
+                {
+                    let x = &mut agent.executors[pos];
+                    x.live_tasks = x.live_tasks.saturating_sub(1);
+                    if x.live_tasks == 0 {
+                        let x = agent.executors.remove(pos);
+                        agent.used = agent.used.saturating_sub(&x.resources);
+                        if let Some(u) = fw.used.get_mut(&x.role) {
+                            *u = u.saturating_sub(&x.resources);
+                            if u.is_empty() {
+                                fw.used.remove(&x.role);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if fw.completed.len() >= limits::MAX_COMPLETED_TASKS_PER_FRAMEWORK {
+            fw.completed.pop_front();
+        }
+        fw.completed.push_back(task);
+    }
+}
+
+fn push_bounded<T>(q: &mut VecDeque<T>, v: T) {
+    if q.len() >= limits::MAX_REMOVED_FRAMEWORKS {
+        q.pop_front();
+    }
+    q.push_back(v);
+}

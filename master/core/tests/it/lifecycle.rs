@@ -1,0 +1,432 @@
+//! Framework failover, agent partitions and reconciliation, authorization, operator calls.
+
+use crate::sim;
+use master_core::testing::{framework_info, Sim, Workload};
+use master_core::{RegistryOp, TaskKey};
+use proto::{
+    AgentId, ClientFrame, ErrorCode, FrameworkCall, FrameworkCapability, MasterToAgent,
+    OperatorCall, OperatorReply, ReconcileTask, Role, ServerFrame, StatusReason, TaskId, TaskState,
+};
+use std::time::Duration;
+
+fn one_task_cluster(partition_aware: bool) -> (Sim, u64, u64) {
+    let mut sim = sim();
+    let agent = sim.add_agent("h", "cpus:4;mem:4GiB", true);
+    let mut info = framework_info("f", &[]);
+    info.failover_timeout_ms = 10_000;
+    if partition_aware {
+        info.capabilities.push(FrameworkCapability::PartitionAware);
+    }
+    let fw = sim.add_framework_with("f", info, Some(Workload::new("cpus:1;mem:1GiB", 1)));
+    sim.advance(Duration::from_secs(1));
+    assert_eq!(sim.framework(fw).running(), 1);
+    (sim, agent, fw)
+}
+
+fn errors(frames: &[ServerFrame]) -> Vec<(ErrorCode, String, bool)> {
+    frames
+        .iter()
+        .filter_map(|f| match f {
+            ServerFrame::Error(e) => Some((e.code, e.message.clone(), e.fatal)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn failover_within_timeout_keeps_tasks_and_past_it_tears_down() {
+    let (mut sim, agent, fw) = one_task_cluster(false);
+    let info = framework_info("f", &[]);
+    sim.disconnect(fw);
+    sim.advance(Duration::from_secs(5));
+    let mut info2 = info.clone();
+    info2.failover_timeout_ms = 10_000;
+    let fw = sim.reconnect_framework(fw, info2);
+    sim.advance(Duration::from_secs(20));
+    assert_eq!(
+        sim.master.registry().live_tasks,
+        1,
+        "task kept across a failover in time"
+    );
+    // Now go away for longer than the failover timeout.
+    sim.disconnect(fw);
+    sim.advance(Duration::from_millis(9_900));
+    assert_eq!(sim.master.registry().live_tasks, 1);
+    sim.advance(Duration::from_millis(200));
+    assert!(sim
+        .committed
+        .iter()
+        .any(|op| matches!(op, RegistryOp::FrameworkRemoved { .. })));
+    assert_eq!(sim.master.registry().live_tasks, 0);
+    let shut = sim.agents[&agent]
+        .received
+        .iter()
+        .any(|m| matches!(m, MasterToAgent::ShutdownFramework { .. }));
+    assert!(shut, "the agent was told to shut the framework down");
+    // Re-subscribing with the removed id is refused.
+    let s = sim.connect(Role::Framework, "f");
+    let mut again = info;
+    again.id = Some("m-F1".into());
+    sim.send(
+        s,
+        ClientFrame::Framework(FrameworkCall::Subscribe { info: again }),
+    );
+    let e = errors(&sim.take(s));
+    assert_eq!(e[0].0, ErrorCode::NotFound);
+    assert!(sim.closed.contains_key(&s));
+}
+
+fn reconcile(sim: &mut Sim, fw: u64, tasks: Vec<ReconcileTask>) -> Vec<proto::TaskStatus> {
+    let before = sim.framework(fw).updates.len();
+    sim.send(
+        fw,
+        ClientFrame::Framework(FrameworkCall::Reconcile { tasks }),
+    );
+    sim.framework(fw).updates[before..].to_vec()
+}
+
+fn rt(id: &str, agent: Option<&AgentId>) -> ReconcileTask {
+    ReconcileTask {
+        task_id: TaskId::new(id),
+        agent_id: agent.cloned(),
+    }
+}
+
+#[test]
+fn reconciliation_answers_known_unknown_and_lost_tasks() {
+    for pa in [true, false] {
+        let (mut sim, agent, fw) = one_task_cluster(pa);
+        let agent_id = sim.agent_id(agent);
+        // Known task: its latest state, from the master, no uuid.
+        let r = reconcile(&mut sim, fw, vec![rt("f-t1", None)]);
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].state, TaskState::Running);
+        assert_eq!(r[0].reason, Some(StatusReason::Reconciliation));
+        assert!(r[0].uuid.is_none());
+        // Implicit: all tasks.
+        assert_eq!(reconcile(&mut sim, fw, vec![]).len(), 1);
+        // Unknown task on a registered agent: GONE (LOST without partition awareness).
+        let r = reconcile(&mut sim, fw, vec![rt("nope", Some(&agent_id))]);
+        assert_eq!(
+            r[0].state,
+            if pa { TaskState::Gone } else { TaskState::Lost }
+        );
+        // Unknown agent: UNKNOWN.
+        let r = reconcile(&mut sim, fw, vec![rt("nope", Some(&AgentId::new("zz")))]);
+        assert_eq!(
+            r[0].state,
+            if pa {
+                TaskState::Unknown
+            } else {
+                TaskState::Lost
+            }
+        );
+
+        // The agent goes silent: after 15 s it is unreachable and the task UNREACHABLE / LOST.
+        sim.agents.get_mut(&agent).unwrap().heartbeats = false;
+        sim.advance(Duration::from_secs(16));
+        let key = TaskId::new("f-t1");
+        let lost_state = if pa {
+            TaskState::Unreachable
+        } else {
+            TaskState::Lost
+        };
+        assert_eq!(sim.framework(fw).tasks[&key], lost_state);
+        let r = reconcile(&mut sim, fw, vec![rt("f-t1", Some(&agent_id))]);
+        assert_eq!(r[0].state, lost_state, "a lost task reconciles as lost");
+        let r = reconcile(&mut sim, fw, vec![rt("other", Some(&agent_id))]);
+        assert_eq!(
+            r[0].state,
+            if pa {
+                TaskState::Unreachable
+            } else {
+                TaskState::Lost
+            }
+        );
+        let snap = sim.master.snapshot();
+        assert_eq!(snap.agents[0].status, proto::AgentStatus::Unreachable);
+
+        // The agent comes back with its task still running.
+        let agent = sim.reconnect_agent(agent);
+        sim.advance(Duration::from_millis(20));
+        let k = TaskKey {
+            framework_id: sim.framework_id(fw),
+            task_id: key.clone(),
+        };
+        if pa {
+            assert_eq!(
+                sim.framework(fw).tasks[&key],
+                TaskState::Running,
+                "reconciled back"
+            );
+            assert_eq!(sim.master.registry().live_tasks, 1);
+        } else {
+            // The framework was told LOST: the task is killed, not resurrected.
+            let killed = sim.agents[&agent].received.iter().any(
+                |m| matches!(m, MasterToAgent::KillTask { task_id, .. } if *task_id == k.task_id),
+            );
+            assert!(killed);
+            assert_eq!(
+                sim.framework(fw).terminal[&key].len(),
+                1,
+                "one terminal state only"
+            );
+        }
+        sim.check_no_overcommit().unwrap();
+    }
+}
+
+#[test]
+fn calls_outside_the_role_are_refused_and_the_stream_closed() {
+    let mut sim = sim();
+    let agent = sim.add_agent("h", "cpus:1;mem:1GiB", true);
+    let fw = sim.add_framework("f", &[], None);
+    // An agent may not subscribe as a framework.
+    sim.send(
+        agent,
+        ClientFrame::Framework(FrameworkCall::Subscribe {
+            info: framework_info("evil", &[]),
+        }),
+    );
+    let e = errors(&sim.take(agent));
+    assert_eq!(e.len(), 1);
+    assert_eq!(e[0].0, ErrorCode::Forbidden);
+    assert!(
+        e[0].1.contains("agent") && e[0].1.contains("framework Subscribe"),
+        "{}",
+        e[0].1
+    );
+    assert!(e[0].2, "fatal");
+    assert!(sim.closed.contains_key(&agent));
+    // A framework may not drain agents.
+    sim.send(
+        fw,
+        ClientFrame::Operator(OperatorCall::DrainAgent {
+            agent_id: AgentId::new("m-A1"),
+        }),
+    );
+    assert_eq!(errors(&sim.take(fw))[0].0, ErrorCode::Forbidden);
+    assert!(sim.closed.contains_key(&fw));
+    // An operator may not register as an agent.
+    let op = sim.connect(Role::Operator, "admin");
+    sim.send(
+        op,
+        ClientFrame::Agent(proto::AgentToMaster::Register {
+            agent_id: None,
+            info: master_core::testing::agent_info("x", Default::default()),
+            tasks: vec![],
+        }),
+    );
+    assert_eq!(errors(&sim.take(op))[0].0, ErrorCode::Forbidden);
+}
+
+#[test]
+fn a_framework_id_is_bound_to_its_principal() {
+    let (mut sim, _agent, fw) = one_task_cluster(false);
+    let id = sim.framework_id(fw);
+    let thief = sim.connect(Role::Framework, "mallory");
+    let mut info = framework_info("f", &[]);
+    info.id = Some(id.clone());
+    sim.send(
+        thief,
+        ClientFrame::Framework(FrameworkCall::Subscribe { info }),
+    );
+    let e = errors(&sim.take(thief));
+    assert_eq!(e[0].0, ErrorCode::Forbidden);
+    assert!(e[0].1.contains("mallory"));
+    // Mallory may not kill f's task through the operator call either.
+    let s = sim.connect(Role::Framework, "mallory");
+    sim.send(
+        s,
+        ClientFrame::Operator(OperatorCall::KillTask {
+            task_id: "f-t1".into(),
+        }),
+    );
+    assert_eq!(errors(&sim.take(s))[0].0, ErrorCode::NotFound);
+    // The owner may.
+    let s = sim.connect(Role::Framework, "f");
+    sim.send(
+        s,
+        ClientFrame::Operator(OperatorCall::KillTask {
+            task_id: "f-t1".into(),
+        }),
+    );
+    assert!(matches!(
+        sim.take(s)[..],
+        [ServerFrame::Operator(OperatorReply::Done)]
+    ));
+    assert_eq!(sim.master.registry().live_tasks, 0);
+    assert_eq!(
+        sim.framework(fw).tasks[&TaskId::new("f-t1")],
+        TaskState::Killed
+    );
+}
+
+#[test]
+fn operator_drain_stops_offers_and_teardown_kills() {
+    let (mut sim, agent, fw) = one_task_cluster(false);
+    let agent_id = sim.agent_id(agent);
+    let op = sim.connect(Role::Operator, "admin");
+    sim.send(
+        op,
+        ClientFrame::Operator(OperatorCall::DrainAgent {
+            agent_id: agent_id.clone(),
+        }),
+    );
+    assert!(matches!(
+        sim.take(op)[..],
+        [ServerFrame::Operator(OperatorReply::Done)]
+    ));
+    let snap = sim.master.snapshot();
+    assert_eq!(snap.agents[0].status, proto::AgentStatus::Draining);
+    assert_eq!(
+        snap.agents[0].offered,
+        proto::Resources::default(),
+        "offers rescinded"
+    );
+    let second = sim.add_framework("g", &[], None);
+    sim.advance(Duration::from_secs(10));
+    assert_eq!(
+        sim.framework(second).offers_received,
+        0,
+        "a draining agent is not offered"
+    );
+    assert_eq!(
+        sim.master.registry().live_tasks,
+        1,
+        "tasks run to completion"
+    );
+    sim.send(
+        op,
+        ClientFrame::Operator(OperatorCall::ReactivateAgent {
+            agent_id: agent_id.clone(),
+        }),
+    );
+    sim.advance(Duration::from_millis(20));
+    assert!(sim.framework(second).offers_received > 0);
+    // Unknown ids: NotFound, not fatal.
+    sim.take(op);
+    sim.send(
+        op,
+        ClientFrame::Operator(OperatorCall::DeactivateAgent {
+            agent_id: AgentId::new("x"),
+        }),
+    );
+    let e = errors(&sim.take(op));
+    assert_eq!((e[0].0, e[0].2), (ErrorCode::NotFound, false));
+    // Teardown.
+    let fw_id = sim.framework_id(fw);
+    sim.send(
+        op,
+        ClientFrame::Operator(OperatorCall::TeardownFramework {
+            framework_id: fw_id,
+        }),
+    );
+    assert!(matches!(
+        sim.take(op)[..],
+        [ServerFrame::Operator(OperatorReply::Done)]
+    ));
+    assert_eq!(sim.master.registry().live_tasks, 0);
+    assert!(
+        sim.closed.contains_key(&fw),
+        "the framework's session is closed"
+    );
+}
+
+#[test]
+fn read_log_is_routed_to_the_agent_and_back() {
+    let (mut sim, agent, _fw) = one_task_cluster(false);
+    let op = sim.connect(Role::Operator, "admin");
+    sim.send(
+        op,
+        ClientFrame::Operator(OperatorCall::ReadLog {
+            task_id: "f-t1".into(),
+            stream: proto::LogStream::Stdout,
+            offset: 0,
+            max_len: 100,
+        }),
+    );
+    let req = sim.agents[&agent]
+        .received
+        .iter()
+        .find_map(|m| match m {
+            MasterToAgent::ReadLog { request_id, .. } => Some(*request_id),
+            _ => None,
+        })
+        .expect("ReadLog sent to the agent");
+    let data = proto::LogData {
+        offset: 0,
+        data: b"hello".to_vec(),
+        eof: false,
+    };
+    sim.send(
+        agent,
+        ClientFrame::Agent(proto::AgentToMaster::LogChunk {
+            request_id: req,
+            result: Ok(data.clone()),
+        }),
+    );
+    assert_eq!(
+        sim.take(op),
+        vec![ServerFrame::Operator(OperatorReply::Log(data))]
+    );
+}
+
+#[test]
+fn resent_updates_reach_each_framework_session_once() {
+    let (mut sim, agent, fw) = one_task_cluster(false);
+    // The framework does not ack; the agent resends the same update.
+    sim.frameworks.get_mut(&fw).unwrap().auto_ack = false;
+    let k = TaskKey {
+        framework_id: sim.framework_id(fw),
+        task_id: "f-t1".into(),
+    };
+    sim.agent_update(agent, &k, TaskState::Finished);
+    sim.pump();
+    let status = sim.agents[&agent].unacked[&k].clone();
+    let n = sim.framework(fw).updates.len();
+    sim.send(
+        agent,
+        ClientFrame::Agent(proto::AgentToMaster::StatusUpdate {
+            framework_id: k.framework_id.clone(),
+            status: status.clone(),
+        }),
+    );
+    assert_eq!(
+        sim.framework(fw).updates.len(),
+        n,
+        "same session: not forwarded twice"
+    );
+    // After a failover of the framework the resend is delivered to the new session.
+    let mut info = framework_info("f", &[]);
+    info.failover_timeout_ms = 10_000;
+    let fw = sim.reconnect_framework(fw, info);
+    sim.send(
+        agent,
+        ClientFrame::Agent(proto::AgentToMaster::StatusUpdate {
+            framework_id: k.framework_id.clone(),
+            status,
+        }),
+    );
+    assert_eq!(sim.framework(fw).updates.len(), n + 1);
+    // A different terminal state afterwards is never forwarded, and the master acks it.
+    let mut other = proto::TaskStatus::new(
+        k.task_id.clone(),
+        TaskState::Failed,
+        proto::StatusSource::Executor,
+    );
+    other.uuid = Some(proto::StatusUuid::new("late"));
+    other.seq = 99;
+    sim.send(
+        agent,
+        ClientFrame::Agent(proto::AgentToMaster::StatusUpdate {
+            framework_id: k.framework_id.clone(),
+            status: other,
+        }),
+    );
+    assert_eq!(sim.framework(fw).terminal[&k.task_id].len(), 1);
+    let acked_late = sim.agents[&agent].received.iter().any(
+        |m| matches!(m, MasterToAgent::AcknowledgeUpdate { uuid, .. } if uuid.as_str() == "late"),
+    );
+    assert!(acked_late);
+}

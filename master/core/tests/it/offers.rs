@@ -1,0 +1,264 @@
+//! Offers: filters, rescinds, invalid accepts.
+
+use crate::{sim, sim_with};
+use master_core::testing::task;
+use master_core::MasterConfig;
+use proto::{
+    ClientFrame, Filters, FrameworkCall, OfferOperation, Resources, StatusReason, TaskState,
+};
+use std::time::Duration;
+
+fn decline(sim: &mut master_core::testing::Sim, fw: u64, refuse: f64) {
+    let ids: Vec<_> = sim.framework(fw).offers.keys().cloned().collect();
+    assert!(!ids.is_empty(), "framework has offers to decline");
+    sim.frameworks.get_mut(&fw).unwrap().offers.clear();
+    sim.send(
+        fw,
+        ClientFrame::Framework(FrameworkCall::Decline {
+            offer_ids: ids,
+            filters: Some(Filters {
+                refuse_seconds: Some(refuse),
+            }),
+        }),
+    );
+}
+
+#[test]
+fn decline_filter_holds_for_that_framework_only() {
+    let mut sim = sim();
+    sim.add_agent("h", "cpus:2;mem:2GiB", true);
+    let f1 = sim.add_framework("f1", &[], None);
+    let f2 = sim.add_framework("f2", &[], None);
+    sim.advance(Duration::from_millis(10));
+    assert_eq!(
+        sim.framework(f1).offers.len(),
+        1,
+        "f1 (lower share, first id) gets it"
+    );
+    assert_eq!(sim.framework(f2).offers.len(), 0);
+    decline(&mut sim, f1, 10.0);
+    sim.advance(Duration::from_millis(10));
+    assert_eq!(
+        sim.framework(f2).offers.len(),
+        1,
+        "declined resources go to f2"
+    );
+    decline(&mut sim, f2, 100.0);
+    sim.advance(Duration::from_millis(9_900));
+    assert_eq!(
+        sim.framework(f1).offers.len(),
+        0,
+        "not re-offered to f1 within 10 s"
+    );
+    sim.advance(Duration::from_millis(200));
+    assert_eq!(
+        sim.framework(f1).offers.len(),
+        1,
+        "re-offered to f1 after 10 s"
+    );
+    assert_eq!(sim.framework(f2).offers.len(), 0);
+    // Revive clears f2's filter: its share is lower than... equal; the agent is offered to f1,
+    // so decline briefly and check f2 gets it back long before 100 s.
+    sim.send(
+        f2,
+        ClientFrame::Framework(FrameworkCall::Revive { roles: vec![] }),
+    );
+    decline(&mut sim, f1, 1000.0);
+    sim.advance(Duration::from_millis(10));
+    assert_eq!(
+        sim.framework(f2).offers.len(),
+        1,
+        "revive cleared f2's filter"
+    );
+}
+
+#[test]
+fn unanswered_offer_is_rescinded_after_offer_timeout_and_reoffered() {
+    let config = MasterConfig {
+        offer_timeout: Some(Duration::from_secs(30)),
+        ..MasterConfig::default()
+    };
+    let mut sim = sim_with(config);
+    sim.add_agent("h", "cpus:2;mem:2GiB", true);
+    let hoarder = sim.add_framework("hoarder", &[], None);
+    sim.advance(Duration::from_millis(10));
+    assert_eq!(sim.framework(hoarder).offers.len(), 1);
+    let other = sim.add_framework("other", &[], None);
+    sim.advance(Duration::from_secs(29));
+    assert_eq!(sim.framework(hoarder).rescinds, 0);
+    assert_eq!(
+        sim.framework(other).offers.len(),
+        0,
+        "resources are held by the offer"
+    );
+    sim.advance(Duration::from_millis(1_010));
+    assert_eq!(sim.framework(hoarder).rescinds, 1, "rescinded at 30 s");
+    assert_eq!(sim.framework(hoarder).offers.len(), 0);
+    assert_eq!(
+        sim.framework(other).offers.len(),
+        1,
+        "re-offered to the other framework"
+    );
+    sim.check_no_overcommit().unwrap();
+}
+
+#[test]
+fn offer_timeout_reoffers_to_the_same_framework_when_alone() {
+    let mut sim = sim();
+    sim.add_agent("h", "cpus:2;mem:2GiB", true);
+    let fw = sim.add_framework("alone", &[], None);
+    sim.advance(Duration::from_secs(31));
+    assert_eq!(sim.framework(fw).rescinds, 1);
+    sim.advance(Duration::from_secs(6));
+    assert_eq!(
+        sim.framework(fw).offers.len(),
+        1,
+        "re-offered after the refusal window"
+    );
+    assert_eq!(sim.framework(fw).offers_received, 2);
+}
+
+fn setup_two_agents() -> (
+    master_core::testing::Sim,
+    u64,
+    proto::AgentId,
+    proto::AgentId,
+) {
+    let mut sim = sim();
+    let a1 = sim.add_agent("h1", "cpus:2;mem:2GiB", true);
+    let a2 = sim.add_agent("h2", "cpus:2;mem:2GiB", true);
+    let (a1, a2) = (sim.agent_id(a1), sim.agent_id(a2));
+    let fw = sim.add_framework("f", &[], None);
+    sim.advance(Duration::from_millis(10));
+    assert_eq!(sim.framework(fw).offers.len(), 2);
+    (sim, fw, a1, a2)
+}
+
+fn last_status(sim: &master_core::testing::Sim, fw: u64) -> proto::TaskStatus {
+    sim.framework(fw)
+        .updates
+        .last()
+        .cloned()
+        .expect("an update")
+}
+
+fn accept(
+    sim: &mut master_core::testing::Sim,
+    fw: u64,
+    offers: Vec<proto::OfferId>,
+    tasks: Vec<proto::TaskInfo>,
+) {
+    sim.send(
+        fw,
+        ClientFrame::Framework(FrameworkCall::Accept {
+            offer_ids: offers,
+            operations: vec![OfferOperation::Launch { tasks }],
+            filters: Some(Filters {
+                refuse_seconds: Some(0.0),
+            }),
+        }),
+    );
+}
+
+#[test]
+fn invalid_accepts_get_an_error_status_and_leak_nothing() {
+    let (mut sim, fw, a1, _a2) = setup_two_agents();
+    let offers: Vec<_> = sim.framework(fw).offers.values().cloned().collect();
+    // Offers of two agents.
+    accept(
+        &mut sim,
+        fw,
+        offers.iter().map(|o| o.id.clone()).collect(),
+        vec![task("x", &a1, "cpus:1;mem:1GiB")],
+    );
+    let s = last_status(&sim, fw);
+    assert_eq!(
+        (s.state, s.reason),
+        (TaskState::Lost, Some(StatusReason::InvalidOffers))
+    );
+    assert!(s.message.unwrap().contains("more than one agent"));
+    // Unknown (already used) offer.
+    accept(
+        &mut sim,
+        fw,
+        vec![offers[0].id.clone()],
+        vec![task("y", &a1, "cpus:1;mem:1GiB")],
+    );
+    let s = last_status(&sim, fw);
+    assert_eq!(
+        (s.state, s.reason),
+        (TaskState::Lost, Some(StatusReason::InvalidOffers))
+    );
+    // Both offers came back and are re-offered.
+    sim.frameworks.get_mut(&fw).unwrap().offers.clear();
+    sim.advance(Duration::from_millis(10));
+    let offers: Vec<_> = sim.framework(fw).offers.values().cloned().collect();
+    assert_eq!(offers.len(), 2, "invalid accepts leaked no resources");
+    let o1 = offers.iter().find(|o| o.agent_id == a1).unwrap().clone();
+    // More than offered, a duplicate id and an empty command; one good task.
+    let mut empty = task("e", &a1, "cpus:0.1;mem:10MiB");
+    empty.command.value.clear();
+    accept(
+        &mut sim,
+        fw,
+        vec![o1.id.clone()],
+        vec![
+            task("big", &a1, "cpus:3;mem:1GiB"),
+            task("ok", &a1, "cpus:1;mem:1GiB"),
+            task("ok", &a1, "cpus:0.5;mem:1MiB"),
+            empty,
+        ],
+    );
+    let f = sim.framework(fw);
+    let by_id = |id: &str| {
+        f.updates
+            .iter()
+            .rev()
+            .find(|u| u.task_id.as_str() == id)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(by_id("big").state, TaskState::Error);
+    assert_eq!(by_id("big").reason, Some(StatusReason::TaskInvalid));
+    assert_eq!(by_id("e").state, TaskState::Error);
+    assert_eq!(by_id("ok").state, TaskState::Running, "the valid task runs");
+    assert!(
+        f.updates
+            .iter()
+            .any(|u| u.task_id.as_str() == "ok" && u.state == TaskState::Error),
+        "duplicate id refused"
+    );
+    let state = sim.master.snapshot();
+    let agent = state.agents.iter().find(|a| a.id == a1).unwrap();
+    assert_eq!(agent.used, Resources::new(1000, 1 << 30));
+    sim.check_no_overcommit().unwrap();
+}
+
+#[test]
+fn mesos_paper_example_leftover_goes_to_a_second_framework() {
+    let mut sim = sim();
+    let agent = sim.add_agent("h", "cpus:4;mem:4GiB", true);
+    let a = sim.agent_id(agent);
+    let f1 = sim.add_framework("f1", &[], None);
+    sim.advance(Duration::from_millis(10));
+    let offer = sim.framework(f1).offers.values().next().unwrap().clone();
+    sim.frameworks.get_mut(&f1).unwrap().offers.clear();
+    accept(
+        &mut sim,
+        f1,
+        vec![offer.id],
+        vec![
+            task("t1", &a, "cpus:2;mem:1GiB"),
+            task("t2", &a, "cpus:1;mem:2GiB"),
+        ],
+    );
+    let f2 = sim.add_framework("f2", &[], None);
+    sim.advance(Duration::from_millis(10));
+    let o2: Vec<_> = sim.framework(f2).offers.values().cloned().collect();
+    assert_eq!(o2.len(), 1);
+    assert_eq!(
+        o2[0].resources,
+        Resources::new(1000, 1 << 30),
+        "the remaining <1 cpu, 1 GiB>"
+    );
+}

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Runs Corral's whole test suite. On a fresh Debian machine (as root) it first installs what the
+# tests need: qemu, busybox and a cgroup-v2 kernel for the VM suite. Without root, the root-only
+# tests (real cgroups, the VM) skip with a message saying why.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" = 0 ]; then
+    scripts/vm-kernel.sh
+else
+    echo "test.sh: not root: not installing packages; cgroup and VM tests will skip" >&2
+fi
+
+# The integration tests run the real `corral` binary: build it first.
+cargo build --workspace --bins
+cargo test --workspace --no-fail-fast

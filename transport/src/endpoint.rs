@@ -1,0 +1,255 @@
+//! QUIC endpoints, connecting, accepting and the identity of a connection's peer.
+
+use crate::error::{connect_error, connection_error, TransportError};
+use crate::tls::{check_expected, expectation_server_name, Identity};
+use proto::{PeerIdentity, Role};
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use rustls::pki_types::CertificateDer;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Each side sends a QUIC PING after this much silence, so an idle but healthy connection never
+/// reaches [`MAX_IDLE_TIMEOUT`] and NATs/conntrack keep the UDP mapping.
+pub const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(5);
+/// A connection that hears nothing (not even keep-alives) for this long is closed. With
+/// keep-alives every 5 s, 20 s means four lost PINGs in a row: a dead or partitioned peer is
+/// noticed within 20 s, well inside the master's agent-health window (Mesos: 15 s pings x 5
+/// misses = 75 s), and a short stall (GC pause, brief packet loss) does not kill the
+/// connection. It also bounds how long a handshake to an unreachable address can take.
+pub const MAX_IDLE_TIMEOUT: Duration = Duration::from_secs(20);
+/// Concurrent bidirectional streams a peer may open on one connection. Corral runs one stream
+/// per request or subscription, so a well-behaved peer needs a handful; 256 leaves room for
+/// bursts (status updates, parallel operator calls) while bounding the per-connection state a
+/// misbehaving peer can make us keep (each open stream may buffer up to the stream window).
+pub const MAX_CONCURRENT_BI_STREAMS: u32 = 256;
+/// Corral uses only bidirectional streams; a few unidirectional ones are allowed so a future
+/// minor version can add them without a handshake change, but not more.
+pub const MAX_CONCURRENT_UNI_STREAMS: u32 = 16;
+/// How much a single stream may have in flight unacknowledged-by-the-application. A large
+/// message (a full cluster state) then streams at full speed without letting one stream hold
+/// megabytes per connection.
+pub const STREAM_RECEIVE_WINDOW: u32 = 1 << 20;
+/// Bytes in flight across all streams of one connection.
+pub const CONNECTION_RECEIVE_WINDOW: u32 = 8 << 20;
+
+// Keep-alives must fire several times within the idle timeout, or a healthy idle connection
+// would be dropped; stream limits must be non-zero and bounded.
+const _: () = assert!(KEEP_ALIVE_INTERVAL.as_secs() * 3 < MAX_IDLE_TIMEOUT.as_secs());
+const _: () = assert!(MAX_CONCURRENT_BI_STREAMS > 0 && MAX_CONCURRENT_BI_STREAMS <= 1024);
+const _: () = assert!(STREAM_RECEIVE_WINDOW <= CONNECTION_RECEIVE_WINDOW);
+const _: () = assert!(MAX_IDLE_TIMEOUT.as_millis() < u32::MAX as u128);
+
+/// Installs ring as the process-wide rustls crypto provider. Idempotent: a second call, or a
+/// provider already installed by someone else, is fine. This crate's own configurations name
+/// ring explicitly and do not depend on it; call it in `main` for any other rustls use.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// The QUIC transport parameters both sides use (see the constants for the reasons).
+pub fn transport_config() -> quinn::TransportConfig {
+    let mut t = quinn::TransportConfig::default();
+    t.keep_alive_interval(Some(KEEP_ALIVE_INTERVAL));
+    // IdleTimeout is in milliseconds; 20 000 fits a u32.
+    let idle_ms = MAX_IDLE_TIMEOUT.as_millis() as u32;
+    t.max_idle_timeout(Some(quinn::VarInt::from_u32(idle_ms).into()));
+    t.max_concurrent_bidi_streams(MAX_CONCURRENT_BI_STREAMS.into());
+    t.max_concurrent_uni_streams(MAX_CONCURRENT_UNI_STREAMS.into());
+    t.stream_receive_window(STREAM_RECEIVE_WINDOW.into());
+    t.receive_window(CONNECTION_RECEIVE_WINDOW.into());
+    t
+}
+
+/// Wraps a rustls client configuration for QUIC, with [`transport_config`].
+pub fn quic_client_config(
+    tls: rustls::ClientConfig,
+) -> Result<quinn::ClientConfig, TransportError> {
+    let crypto = QuicClientConfig::try_from(tls)
+        .map_err(|e| TransportError::Tls(format!("client config unusable for quic: {e}")))?;
+    let mut cfg = quinn::ClientConfig::new(Arc::new(crypto));
+    cfg.transport_config(Arc::new(transport_config()));
+    Ok(cfg)
+}
+
+/// The default client configuration of our endpoints: our certificate, the role/name checking
+/// verifier, [`transport_config`].
+pub fn client_config(id: &Identity) -> Result<quinn::ClientConfig, TransportError> {
+    quic_client_config(id.client_tls_config()?)
+}
+
+/// The server configuration: client certificate required and chaining to our CA.
+pub fn server_config(id: &Identity) -> Result<quinn::ServerConfig, TransportError> {
+    let crypto = QuicServerConfig::try_from(id.server_tls_config()?)
+        .map_err(|e| TransportError::Tls(format!("server config unusable for quic: {e}")))?;
+    let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    cfg.transport_config(Arc::new(transport_config()));
+    Ok(cfg)
+}
+
+/// A server endpoint on `listen` that requires a client certificate chaining to our CA. It can
+/// also [`connect`] out (a master reaching other masters) with our identity.
+pub fn server_endpoint(
+    listen: SocketAddr,
+    id: &Identity,
+) -> Result<quinn::Endpoint, TransportError> {
+    let mut ep = quinn::Endpoint::server(server_config(id)?, listen).map_err(|source| {
+        TransportError::Bind {
+            addr: listen,
+            source,
+        }
+    })?;
+    ep.set_default_client_config(client_config(id)?);
+    Ok(ep)
+}
+
+/// A client endpoint on `0.0.0.0:0`, for IPv4 peers. See [`client_endpoint_for`].
+pub fn client_endpoint(id: &Identity) -> Result<quinn::Endpoint, TransportError> {
+    bind_client(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)), id)
+}
+
+/// A client endpoint able to reach `target`: `[::]:0` for an IPv6 target, else `0.0.0.0:0`.
+pub fn client_endpoint_for(
+    target: SocketAddr,
+    id: &Identity,
+) -> Result<quinn::Endpoint, TransportError> {
+    let local = match target {
+        SocketAddr::V4(_) => SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
+        SocketAddr::V6(_) => SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)),
+    };
+    bind_client(local, id)
+}
+
+fn bind_client(local: SocketAddr, id: &Identity) -> Result<quinn::Endpoint, TransportError> {
+    let mut ep = quinn::Endpoint::client(local).map_err(|source| TransportError::Bind {
+        addr: local,
+        source,
+    })?;
+    ep.set_default_client_config(client_config(id)?);
+    Ok(ep)
+}
+
+/// How error messages name a peer we are connecting to: "the master 'm1' at 10.0.0.1:5050".
+fn expected_peer(addr: SocketAddr, role: Role, name: Option<&str>) -> String {
+    match name {
+        Some(name) => format!("the {role} '{name}' at {addr}"),
+        None => format!("the {role} at {addr}"),
+    }
+}
+
+/// How error messages name the peer of an established connection.
+pub(crate) fn describe_peer(conn: &quinn::Connection) -> String {
+    match peer_identity(conn) {
+        Ok(id) => format!("the {} '{}' at {}", id.role, id.name, conn.remote_address()),
+        Err(_) => format!("the peer at {}", conn.remote_address()),
+    }
+}
+
+/// Connects and verifies that the server's certificate chains to our CA and carries role
+/// `expect_role` (and, if `expect_name` is `Some`, that exact name). The TLS server name is not
+/// checked against the address: peers are identified by their role/name SAN, not DNS, so
+/// `--master 127.0.0.1:5050` works.
+///
+/// In TLS 1.3 the client finishes its handshake before the server has checked the client's
+/// certificate. So when the server refuses *our* certificate (expired, another CA), `connect`
+/// may still succeed and the refusal arrives a round trip later: the first `recv` on a stream
+/// (or the next `open`/`send`) then fails with [`TransportError::CertificateRefused`]. Do not
+/// treat a successful `connect` as "the server accepted us".
+pub async fn connect(
+    ep: &quinn::Endpoint,
+    addr: SocketAddr,
+    expect_role: Role,
+    expect_name: Option<&str>,
+) -> Result<quinn::Connection, TransportError> {
+    connect_inner(ep, None, addr, expect_role, expect_name).await
+}
+
+/// [`connect`] with an explicit client configuration instead of the endpoint's default (tests
+/// use it to offer another ALPN).
+pub async fn connect_with_config(
+    ep: &quinn::Endpoint,
+    config: quinn::ClientConfig,
+    addr: SocketAddr,
+    expect_role: Role,
+    expect_name: Option<&str>,
+) -> Result<quinn::Connection, TransportError> {
+    connect_inner(ep, Some(config), addr, expect_role, expect_name).await
+}
+
+async fn connect_inner(
+    ep: &quinn::Endpoint,
+    config: Option<quinn::ClientConfig>,
+    addr: SocketAddr,
+    expect_role: Role,
+    expect_name: Option<&str>,
+) -> Result<quinn::Connection, TransportError> {
+    let peer = expected_peer(addr, expect_role, expect_name);
+    let server_name = expectation_server_name(expect_role, expect_name);
+    let connecting = match config {
+        Some(cfg) => ep.connect_with(cfg, addr, &server_name),
+        None => ep.connect(addr, &server_name),
+    }
+    .map_err(|e| TransportError::Connect {
+        addr,
+        reason: e.to_string(),
+    })?;
+    let conn = connecting
+        .await
+        .map_err(|e| connect_error(&peer, addr, e))?;
+    // The verifier already checked this; checking again here keeps the guarantee even if a
+    // caller-supplied configuration has another verifier.
+    let id = peer_identity(&conn)?;
+    if let Err(reason) = check_expected(&id, expect_role, expect_name) {
+        conn.close(0u32.into(), b"unexpected identity");
+        return Err(TransportError::PeerCertificate { peer, reason });
+    }
+    Ok(conn)
+}
+
+/// The verified identity of the peer of `conn` (either side): the role and name of its
+/// certificate's `corral://ROLE/NAME` SAN.
+pub fn peer_identity(conn: &quinn::Connection) -> Result<PeerIdentity, TransportError> {
+    let chain = conn
+        .peer_identity()
+        .and_then(|any| any.downcast::<Vec<CertificateDer<'static>>>().ok())
+        .ok_or(TransportError::NoPeerCertificate)?;
+    let leaf = chain.first().ok_or(TransportError::NoPeerCertificate)?;
+    Ok(certs::identity_from_cert_der(leaf)?)
+}
+
+/// Server side: completes the handshake of an incoming connection and returns it with the
+/// verified identity of the client. A client whose certificate is missing, expired or from
+/// another CA fails here with an error naming its address.
+pub async fn accept(
+    incoming: quinn::Incoming,
+) -> Result<(quinn::Connection, PeerIdentity), TransportError> {
+    let peer = format!("the client at {}", incoming.remote_address());
+    let conn = incoming.await.map_err(|e| connection_error(&peer, e))?;
+    let id = peer_identity(&conn)?;
+    Ok((conn, id))
+}
+
+/// Resolves `"host:port"` (a name or an IP) to one address, preferring the first the resolver
+/// returns. Errors name the address.
+pub async fn resolve(addr: &str) -> Result<SocketAddr, TransportError> {
+    if let Ok(sa) = addr.parse::<SocketAddr>() {
+        return Ok(sa);
+    }
+    let err = |reason: String| TransportError::Resolve {
+        addr: addr.to_owned(),
+        reason,
+    };
+    match addr.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() => {
+            port.parse::<u16>()
+                .map_err(|_| err(format!("'{port}' is not a port number")))?;
+        }
+        _ => return Err(err("expected HOST:PORT".into())),
+    }
+    let mut addrs = tokio::net::lookup_host(addr)
+        .await
+        .map_err(|e| err(e.to_string()))?;
+    addrs
+        .next()
+        .ok_or_else(|| err("the name has no addresses".into()))
+}

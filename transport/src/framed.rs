@@ -1,0 +1,280 @@
+//! Typed message streams: one bidirectional QUIC stream carries frames of [`proto::codec`] each
+//! way.
+
+use crate::endpoint::describe_peer;
+use crate::error::{connection_error, read_error, write_error, TransportError};
+use proto::codec::{decode_body, encode, frame_len};
+use proto::FRAME_HEADER_LEN;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+/// Application error code sent with STOP_SENDING when we refuse the rest of a stream because a
+/// frame header announced more than the maximum frame length.
+pub const STOP_FRAME_TOO_LARGE: u32 = 1;
+/// Body bytes reserved up front for a frame; the rest grows as bytes arrive, so a header that
+/// announces a large frame costs memory only when the peer actually sends it.
+const INITIAL_BODY_CAPACITY: usize = 64 << 10;
+
+/// The sending half of a framed stream.
+pub struct FramedSend<T> {
+    send: quinn::SendStream,
+    max_frame_len: usize,
+    buf: Vec<u8>,
+    peer: Arc<str>,
+    _msg: PhantomData<fn(&T)>,
+}
+
+/// The receiving half of a framed stream.
+pub struct FramedRecv<T> {
+    recv: quinn::RecvStream,
+    max_frame_len: usize,
+    peer: Arc<str>,
+    state: RecvState,
+    _msg: PhantomData<fn() -> T>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RecvState {
+    Open,
+    /// The peer finished the stream cleanly; `recv` keeps answering `Ok(None)`.
+    Ended,
+    /// Framing was lost (oversized header, truncated frame, stream error); `recv` keeps failing.
+    Failed,
+}
+
+impl<T> std::fmt::Debug for FramedSend<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FramedSend")
+            .field("stream", &self.send.id())
+            .field("peer", &self.peer)
+            .finish()
+    }
+}
+
+impl<T> std::fmt::Debug for FramedRecv<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FramedRecv")
+            .field("stream", &self.recv.id())
+            .field("peer", &self.peer)
+            .field("state", &self.state)
+            .finish()
+    }
+}
+
+impl<T: Serialize> FramedSend<T> {
+    /// Sends one message as one frame. Fails if the message encodes to more than the maximum
+    /// frame length (nothing is sent then), or if the stream or connection is gone.
+    pub async fn send(&mut self, msg: &T) -> Result<(), TransportError> {
+        self.buf.clear();
+        encode(msg, self.max_frame_len, &mut self.buf).map_err(|source| {
+            TransportError::Encode {
+                peer: self.peer.to_string(),
+                source,
+            }
+        })?;
+        let res = self.send.write_all(&self.buf).await;
+        // Do not keep a large buffer around after a one-off big message.
+        if self.buf.capacity() > INITIAL_BODY_CAPACITY {
+            self.buf = Vec::new();
+        }
+        res.map_err(|e| write_error(&self.peer, e))
+    }
+}
+
+impl<T> FramedSend<T> {
+    /// Ends the stream cleanly: the peer's `recv` answers `Ok(None)` after the last message.
+    /// Does not wait for delivery: quinn keeps sending while the connection lives (see
+    /// [`FramedSend::finish_and_wait`] before closing the connection).
+    pub async fn finish(mut self) -> Result<(), TransportError> {
+        self.send
+            .finish()
+            .map_err(|_| TransportError::StreamClosed {
+                peer: self.peer.to_string(),
+            })
+    }
+
+    /// Ends the stream and waits until the peer's QUIC stack has acknowledged every byte (or
+    /// refused the stream). Use it before closing a connection right after the last message.
+    pub async fn finish_and_wait(mut self) -> Result<(), TransportError> {
+        self.send
+            .finish()
+            .map_err(|_| TransportError::StreamClosed {
+                peer: self.peer.to_string(),
+            })?;
+        match self.send.stopped().await {
+            Ok(None) => Ok(()),
+            Ok(Some(code)) => Err(TransportError::StreamStopped {
+                peer: self.peer.to_string(),
+                code: code.into_inner(),
+            }),
+            Err(quinn::StoppedError::ConnectionLost(e)) => Err(connection_error(&self.peer, e)),
+            Err(quinn::StoppedError::ZeroRttRejected) => Err(TransportError::StreamClosed {
+                peer: self.peer.to_string(),
+            }),
+        }
+    }
+
+    /// Abandons the stream: unsent data is discarded and the peer's `recv` fails with
+    /// [`TransportError::StreamReset`] carrying `code`.
+    pub fn reset(mut self, code: u32) {
+        let _ = self.send.reset(code.into());
+    }
+
+    /// The QUIC stream id (for logs).
+    pub fn id(&self) -> quinn::StreamId {
+        self.send.id()
+    }
+}
+
+impl<T: DeserializeOwned> FramedRecv<T> {
+    /// The next message, or `Ok(None)` on a clean end of stream. A frame larger than the
+    /// maximum frame length is refused from its header, never buffered: the error is
+    /// [`TransportError::Decode`] with [`proto::DecodeError::FrameTooLarge`], and we stop the
+    /// stream. A stream that ends mid-frame is [`TransportError::Truncated`]. After either,
+    /// further calls fail. A complete frame whose body does not decode is
+    /// [`TransportError::Decode`] with [`proto::DecodeError::Malformed`]; framing is intact, so
+    /// the caller may go on reading. Nothing here panics on peer input, and the connection and
+    /// its other streams are unaffected by a bad stream.
+    pub async fn recv(&mut self) -> Result<Option<T>, TransportError> {
+        match self.state {
+            RecvState::Open => {}
+            RecvState::Ended => return Ok(None),
+            RecvState::Failed => {
+                return Err(TransportError::StreamClosed {
+                    peer: self.peer.to_string(),
+                })
+            }
+        }
+        let res = self.recv_frame().await;
+        match &res {
+            Ok(None) => self.state = RecvState::Ended,
+            Ok(Some(_)) | Err(TransportError::Decode { .. }) => {}
+            Err(_) => self.state = RecvState::Failed,
+        }
+        let body = res?;
+        let Some(body) = body else { return Ok(None) };
+        decode_body(&body)
+            .map(Some)
+            .map_err(|source| TransportError::Decode {
+                peer: self.peer.to_string(),
+                source,
+            })
+    }
+
+    /// Reads one frame's body.
+    async fn recv_frame(&mut self) -> Result<Option<Vec<u8>>, TransportError> {
+        let mut header = [0u8; FRAME_HEADER_LEN];
+        match self.recv.read_exact(&mut header).await {
+            Ok(()) => {}
+            Err(quinn::ReadExactError::FinishedEarly(0)) => return Ok(None),
+            Err(quinn::ReadExactError::FinishedEarly(got)) => {
+                return Err(TransportError::Truncated {
+                    peer: self.peer.to_string(),
+                    got,
+                    want: FRAME_HEADER_LEN,
+                })
+            }
+            Err(quinn::ReadExactError::ReadError(e)) => return Err(read_error(&self.peer, e)),
+        }
+        let len = match frame_len(header, self.max_frame_len) {
+            Ok(len) => len,
+            Err(source) => {
+                // Framing is lost; tell the peer we will not read the rest.
+                let _ = self.recv.stop(STOP_FRAME_TOO_LARGE.into());
+                self.state = RecvState::Failed;
+                return Err(TransportError::Decode {
+                    peer: self.peer.to_string(),
+                    source,
+                });
+            }
+        };
+        let mut body = Vec::with_capacity(len.min(INITIAL_BODY_CAPACITY));
+        while body.len() < len {
+            match self.recv.read_chunk(len - body.len(), true).await {
+                Ok(Some(chunk)) => body.extend_from_slice(&chunk.bytes),
+                Ok(None) => {
+                    return Err(TransportError::Truncated {
+                        peer: self.peer.to_string(),
+                        got: FRAME_HEADER_LEN + body.len(),
+                        want: FRAME_HEADER_LEN + len,
+                    })
+                }
+                Err(e) => return Err(read_error(&self.peer, e)),
+            }
+        }
+        Ok(Some(body))
+    }
+}
+
+impl<T> FramedRecv<T> {
+    /// The QUIC stream id (for logs).
+    pub fn id(&self) -> quinn::StreamId {
+        self.recv.id()
+    }
+}
+
+/// Wraps the two halves of a bidirectional stream. Error messages call the other side "the
+/// peer"; [`open_framed`] and [`accept_framed`] name it from the connection instead.
+pub fn framed<S, R>(
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    max_frame_len: usize,
+) -> (FramedSend<S>, FramedRecv<R>) {
+    framed_named(send, recv, max_frame_len, Arc::from("the peer"))
+}
+
+fn framed_named<S, R>(
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    max_frame_len: usize,
+    peer: Arc<str>,
+) -> (FramedSend<S>, FramedRecv<R>) {
+    (
+        FramedSend {
+            send,
+            max_frame_len,
+            buf: Vec::new(),
+            peer: peer.clone(),
+            _msg: PhantomData,
+        },
+        FramedRecv {
+            recv,
+            max_frame_len,
+            peer,
+            state: RecvState::Open,
+            _msg: PhantomData,
+        },
+    )
+}
+
+/// Opens a bidirectional stream on `conn` and frames it. The peer sees the stream only once we
+/// send on it. If the server refused our certificate this (or the first `recv`) fails with
+/// [`TransportError::CertificateRefused`].
+pub async fn open_framed<S, R>(
+    conn: &quinn::Connection,
+    max_frame_len: usize,
+) -> Result<(FramedSend<S>, FramedRecv<R>), TransportError> {
+    let peer: Arc<str> = Arc::from(describe_peer(conn));
+    let (send, recv) = conn
+        .open_bi()
+        .await
+        .map_err(|e| connection_error(&peer, e))?;
+    Ok(framed_named(send, recv, max_frame_len, peer))
+}
+
+/// Accepts the next bidirectional stream the peer opens on `conn` and frames it. Fails when
+/// the connection ends (a peer's clean close is [`TransportError::ConnectionLost`] with its
+/// reason).
+pub async fn accept_framed<S, R>(
+    conn: &quinn::Connection,
+    max_frame_len: usize,
+) -> Result<(FramedSend<S>, FramedRecv<R>), TransportError> {
+    let peer: Arc<str> = Arc::from(describe_peer(conn));
+    let (send, recv) = conn
+        .accept_bi()
+        .await
+        .map_err(|e| connection_error(&peer, e))?;
+    Ok(framed_named(send, recv, max_frame_len, peer))
+}

@@ -1,0 +1,244 @@
+//! Framed streams against a peer that writes raw bytes: each bad stream gets its own error and
+//! the connection and its other streams keep working.
+
+use crate::support::*;
+use proto::DecodeError;
+use transport::{FramedRecv, FramedSend, Role, TransportError};
+
+struct Pair {
+    client: quinn::Connection,
+    server: quinn::Connection,
+    _eps: (quinn::Endpoint, quinn::Endpoint),
+    _pki: Pki,
+}
+
+async fn pair() -> Pair {
+    let pki = Pki::new();
+    let (sep, addr) = server(&pki.identity(Role::Master, "m1"));
+    let cep = transport::client_endpoint(&pki.identity(Role::Agent, "a1")).unwrap();
+    let (client, accepted) = tokio::join!(
+        transport::connect(&cep, addr, Role::Master, Some("m1")),
+        accept_one(&sep)
+    );
+    let client = client.unwrap();
+    let (server, _) = accepted.unwrap();
+    Pair {
+        client,
+        server,
+        _eps: (sep, cep),
+        _pki: pki,
+    }
+}
+
+/// Opens a raw stream on the client, writes `bytes`, optionally finishes it, and returns the
+/// server's framed view of it plus the client's raw send half.
+async fn raw_stream(
+    p: &Pair,
+    bytes: &[u8],
+    finish: bool,
+) -> (quinn::SendStream, FramedSend<Msg>, FramedRecv<Msg>) {
+    let (mut send, _recv) = p.client.open_bi().await.unwrap();
+    send.write_all(bytes).await.unwrap();
+    if finish {
+        send.finish().unwrap();
+    }
+    let (tx, rx) = transport::accept_framed::<Msg, Msg>(&p.server, MAX)
+        .await
+        .unwrap();
+    (send, tx, rx)
+}
+
+fn frame(body: &[u8]) -> Vec<u8> {
+    let mut out = (body.len() as u32).to_be_bytes().to_vec();
+    out.extend_from_slice(body);
+    out
+}
+
+async fn assert_connection_still_works(p: &Pair) {
+    let (mut tx, mut rx) = transport::open_framed::<Msg, Msg>(&p.client, MAX)
+        .await
+        .unwrap();
+    tx.send(&Msg::Text("still here".into())).await.unwrap();
+    tx.finish().await.unwrap();
+    let (mut stx, mut srx) = transport::accept_framed::<Msg, Msg>(&p.server, MAX)
+        .await
+        .unwrap();
+    assert_eq!(
+        srx.recv().await.unwrap(),
+        Some(Msg::Text("still here".into()))
+    );
+    assert_eq!(srx.recv().await.unwrap(), None);
+    stx.send(&Msg::Ping(7)).await.unwrap();
+    stx.finish().await.unwrap();
+    assert_eq!(rx.recv().await.unwrap(), Some(Msg::Ping(7)));
+    assert_eq!(rx.recv().await.unwrap(), None);
+    assert!(p.client.close_reason().is_none());
+    assert!(p.server.close_reason().is_none());
+}
+
+#[tokio::test]
+async fn garbage_body_is_a_decode_error_and_the_stream_stays_in_sync() {
+    within(async {
+        let p = pair().await;
+        // 0xc1 is never valid MessagePack.
+        let mut bytes = frame(&[0xc1, 0xc1, 0xc1]);
+        // Valid MessagePack of the wrong shape.
+        bytes.extend(frame(&rmp_serde::to_vec_named(&"not a Msg").unwrap()));
+        bytes.extend(frame(&rmp_serde::to_vec_named(&Msg::Ping(5)).unwrap()));
+        let (_send, _tx, mut rx) = raw_stream(&p, &bytes, true).await;
+        for _ in 0..2 {
+            let err = rx.recv().await.unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    TransportError::Decode {
+                        source: DecodeError::Malformed(_),
+                        ..
+                    }
+                ),
+                "{err:?}"
+            );
+            assert!(err.to_string().contains("the agent 'a1'"), "{err}");
+        }
+        assert_eq!(rx.recv().await.unwrap(), Some(Msg::Ping(5)));
+        assert_eq!(rx.recv().await.unwrap(), None);
+        assert_connection_still_works(&p).await;
+    })
+    .await
+}
+
+#[tokio::test]
+async fn truncated_frames_are_errors() {
+    within(async {
+        let p = pair().await;
+        // The body is cut short.
+        let mut bytes = 10u32.to_be_bytes().to_vec();
+        bytes.extend_from_slice(&[1, 2, 3]);
+        let (_s1, _t1, mut rx) = raw_stream(&p, &bytes, true).await;
+        let err = rx.recv().await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                TransportError::Truncated {
+                    got: 7,
+                    want: 14,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(
+            matches!(rx.recv().await, Err(TransportError::StreamClosed { .. })),
+            "a failed stream stays failed"
+        );
+
+        // The header itself is cut short.
+        let (_s2, _t2, mut rx) = raw_stream(&p, &[0, 0], true).await;
+        let err = rx.recv().await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                TransportError::Truncated {
+                    got: 2,
+                    want: 4,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert_connection_still_works(&p).await;
+    })
+    .await
+}
+
+#[tokio::test]
+async fn oversized_header_is_refused_without_waiting_for_the_body() {
+    within(async {
+        let p = pair().await;
+        // Announces MAX + 1 bytes and sends none of them, and does not finish: if recv waited
+        // for the body it would hang until the test deadline.
+        let header = ((MAX + 1) as u32).to_be_bytes();
+        let (send, _tx, mut rx) = raw_stream(&p, &header, false).await;
+        let err = rx.recv().await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                TransportError::Decode {
+                    source: DecodeError::FrameTooLarge { len, max },
+                    ..
+                } if len == MAX + 1 && max == MAX
+            ),
+            "{err:?}"
+        );
+        // The sender learns that we stopped reading.
+        let stopped = send.stopped().await.unwrap();
+        assert_eq!(
+            stopped,
+            Some(quinn::VarInt::from_u32(transport::STOP_FRAME_TOO_LARGE))
+        );
+        // A 4 GiB announcement is refused the same way.
+        let (_s, _t, mut rx) = raw_stream(&p, &u32::MAX.to_be_bytes(), false).await;
+        assert!(matches!(
+            rx.recv().await,
+            Err(TransportError::Decode {
+                source: DecodeError::FrameTooLarge { .. },
+                ..
+            })
+        ));
+        assert_connection_still_works(&p).await;
+    })
+    .await
+}
+
+#[tokio::test]
+async fn sending_an_oversized_message_fails_locally_and_sends_nothing() {
+    within(async {
+        let p = pair().await;
+        let (mut tx, _rx) = transport::open_framed::<Msg, Msg>(&p.client, MAX)
+            .await
+            .unwrap();
+        let err = tx.send(&Msg::Text("x".repeat(MAX * 2))).await.unwrap_err();
+        assert!(matches!(err, TransportError::Encode { .. }), "{err:?}");
+        tx.send(&Msg::Ping(1)).await.unwrap();
+        tx.finish().await.unwrap();
+        let (_stx, mut srx) = transport::accept_framed::<Msg, Msg>(&p.server, MAX)
+            .await
+            .unwrap();
+        assert_eq!(srx.recv().await.unwrap(), Some(Msg::Ping(1)));
+        assert_eq!(srx.recv().await.unwrap(), None);
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_reset_stream_and_a_closed_connection_are_reported() {
+    within(async {
+        let p = pair().await;
+        let (mut tx, _rx) = transport::open_framed::<Msg, Msg>(&p.client, MAX)
+            .await
+            .unwrap();
+        tx.send(&Msg::Ping(1)).await.unwrap();
+        let (_stx, mut srx) = transport::accept_framed::<Msg, Msg>(&p.server, MAX)
+            .await
+            .unwrap();
+        assert_eq!(srx.recv().await.unwrap(), Some(Msg::Ping(1)));
+        tx.reset(9);
+        let err = srx.recv().await.unwrap_err();
+        assert!(
+            matches!(err, TransportError::StreamReset { code: 9, .. }),
+            "{err:?}"
+        );
+
+        let (_tx2, mut rx2) = transport::open_framed::<Msg, Msg>(&p.client, MAX)
+            .await
+            .unwrap();
+        p.server.close(3u32.into(), b"bye");
+        let err = rx2.recv().await.unwrap_err();
+        assert!(
+            err.to_string().contains("the master 'm1' at")
+                && err.to_string().contains("closed by the peer (code 3: bye)"),
+            "{err}"
+        );
+    })
+    .await
+}
