@@ -239,7 +239,7 @@ fn make_runtime(config: &Config) -> Result<Runtime, AgentError> {
         default_pids_limit: config.default_pids_limit,
     };
     match isolation::Isolator::new(iso_config) {
-        Ok(iso) => Ok(Runtime::Isolated(iso)),
+        Ok(iso) => Ok(Runtime::Isolated(Box::new(iso))),
         Err(e) if config.isolation == IsolationMode::Auto => {
             tracing::warn!(error = %e, "cgroups cannot be managed here (run as root for isolation); \
                 running tasks as plain processes WITHOUT resource limits");

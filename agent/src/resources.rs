@@ -31,7 +31,7 @@ pub fn node_resources(
     override_names: &[&str],
 ) -> Resources {
     let disk_total = nix::sys::statvfs::statvfs(work_dir)
-        .map(|s| s.blocks() as u64 * s.fragment_size() as u64)
+        .map(|s| s.blocks().saturating_mul(s.fragment_size()))
         .unwrap_or(0);
     let mut r = Resources {
         cpus_milli: measured_cpus_milli,

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub enum Runtime {
-    Isolated(Isolator),
+    Isolated(Box<Isolator>),
     /// No limits are enforced.
     Plain,
 }
@@ -127,7 +127,7 @@ impl Handle {
 
     pub fn usage(&self) -> Option<proto::ResourceUsage> {
         match self {
-            Handle::Isolated(c) => c.usage().ok().map(|u| u.into()),
+            Handle::Isolated(c) => c.usage().ok(),
             Handle::Plain(_) => None,
         }
     }

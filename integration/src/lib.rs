@@ -289,6 +289,16 @@ impl Cluster {
             work.display().to_string(),
             "--hostname".into(),
             name.into(),
+            // Agents of concurrent tests must not share a cgroup subtree.
+            "--cgroup-parent".into(),
+            format!(
+                "{}-{name}",
+                self.dir
+                    .path()
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or("corral-it")
+            ),
         ];
         args.extend(self.certs.flags(name));
         args.extend(extra.iter().map(|s| s.to_string()));

@@ -1,1 +1,330 @@
-fn main() {}
+//! Launch benchmark (harness = false): prints a table of launches/s and p50/p99 latencies from
+//! spawn to running (the init reported the task exec'd), to exit (wait returned) and to deleted
+//! (cgroup and run dir removed), for `/bin/true` with a cgroup plus pid/mount/uts/ipc namespaces,
+//! and separately with a network namespace; then the same `/bin/true` through crun and runc (if
+//! installed) in a minimal bundle, `run` (create+start+wait+delete) per launch, and the ratio to
+//! crun. Also the init's resident memory while a task runs.
+//!
+//! `cargo bench -p isolation --bench launch` as root. `LAUNCH_BENCH_N` sets the iterations
+//! (default 300); `LAUNCH_BENCH_LEAK_N` (default 1000) the leak check launches.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use isolation::{ContainerSpec, Isolator, IsolatorConfig, NetworkNs};
+
+struct Stats {
+    name: String,
+    n: usize,
+    wall: Duration,
+    running: Vec<Duration>,
+    exited: Vec<Duration>,
+    deleted: Vec<Duration>,
+}
+
+fn pct(v: &[Duration], p: usize) -> Duration {
+    if v.is_empty() {
+        return Duration::ZERO;
+    }
+    let mut s = v.to_vec();
+    s.sort();
+    s[((s.len() * p) / 100).min(s.len() - 1)]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2}", d.as_secs_f64() * 1e3)
+}
+
+fn main() {
+    if !nix::unistd::geteuid().is_root() {
+        println!("SKIP launch bench: needs root");
+        return;
+    }
+    if let Err(e) = isolation::cgroup::detect(Path::new("/sys/fs/cgroup")) {
+        println!("SKIP launch bench: {e}");
+        return;
+    }
+    let n: usize = env_num("LAUNCH_BENCH_N", 300);
+    let leak_n: usize = env_num("LAUNCH_BENCH_LEAK_N", 1000);
+    let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    std::fs::create_dir_all(&base).expect("target tmp");
+    let dir = tempfile::tempdir_in(&base).expect("tempdir");
+    chmod755(dir.path());
+    let init = std::env::var_os("ISOLATION_TEST_INIT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_isolation-test-init")));
+    let mut cfg = IsolatorConfig::new(&init, vec!["__init".into()]);
+    cfg.cgroup_parent = Some(format!("corral-bench-{}", std::process::id()));
+    cfg.run_root = dir.path().join("run");
+    let iso = Isolator::new(cfg).expect("isolator");
+    let sandbox = dir.path().join("sandbox");
+    std::fs::create_dir_all(&sandbox).unwrap();
+    let mut spec = ContainerSpec::new(vec!["/bin/true".into()], &sandbox);
+    spec.env = vec![("PATH".into(), isolation::DEFAULT_PATH.into())];
+    spec.pids_limit = Some(64);
+    spec.memory_bytes = Some(64 << 20);
+    spec.cpus = Some(1.0);
+
+    println!("isolation launch benchmark: cgroup {:?}, {n} launches per row, kernel {}", iso.version(), kernel());
+    let mut rows = Vec::new();
+    rows.push(ours(&iso, "corral: cgroup+pid/mnt/uts/ipc", &spec, n));
+    let mut net = spec.clone();
+    net.namespaces.network = NetworkNs::Isolated;
+    rows.push(ours(&iso, "corral: ... + net ns", &net, n));
+
+    let bundle = dir.path().join("bundle");
+    let own_mem = own_memory_cgroup();
+    for rt in ["crun", "runc"] {
+        if which(rt).is_none() {
+            println!("({rt} not installed: apt-get install {rt})");
+            continue;
+        }
+        for with_net in [false, true] {
+            match make_bundle(&bundle, with_net, &own_mem, rt) {
+                Ok(()) => {}
+                Err(e) => {
+                    println!("({rt}: bundle: {e})");
+                    continue;
+                }
+            }
+            let label = format!("{rt}: run /bin/true{}", if with_net { " + net ns" } else { "" });
+            match oci(rt, &bundle, &label, n.min(100)) {
+                Ok(s) => rows.push(s),
+                Err(e) => println!("({label}: {e})"),
+            }
+        }
+        cleanup_oci_cgroups(&own_mem, rt);
+    }
+
+    println!();
+    println!(
+        "{:<34} {:>6} {:>9} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>9}",
+        "variant", "n", "launch/s", "p50 run", "p99 run", "p50 exit", "p99 exit", "p50 del", "p99 del", "crun/x"
+    );
+    let crun_p50 = |net: bool| {
+        rows.iter()
+            .find(|r| r.name.starts_with("crun") && r.name.contains("net") == net)
+            .map(|r| pct(&r.deleted, 50))
+    };
+    for r in &rows {
+        let ratio = crun_p50(r.name.contains("net"))
+            .map(|c| format!("{:.1}x", c.as_secs_f64() / pct(&r.deleted, 50).as_secs_f64()))
+            .unwrap_or_else(|| "-".into());
+        println!(
+            "{:<34} {:>6} {:>9.1} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>9}",
+            r.name,
+            r.n,
+            r.n as f64 / r.wall.as_secs_f64(),
+            ms(pct(&r.running, 50)),
+            ms(pct(&r.running, 99)),
+            ms(pct(&r.exited, 50)),
+            ms(pct(&r.exited, 99)),
+            ms(pct(&r.deleted, 50)),
+            ms(pct(&r.deleted, 99)),
+            ratio
+        );
+    }
+    println!("(times in ms from the start of launch; crun/runc rows: `run` = create+start+wait+delete, so run/exit/del are the same; crun/x = crun p50 total / this row's p50 total)");
+
+    // Resident memory of the per-task init while a task runs.
+    let mut sleeper = spec.clone();
+    sleeper.argv = vec![init.to_string_lossy().into_owned(), "sleep".into(), "5".into()];
+    let c = iso.launch("bench-rss", &sleeper).expect("launch sleeper");
+    std::thread::sleep(Duration::from_millis(200));
+    let (rss, pss) = mem_of(c.pid());
+    println!("\ninit (PID 1 per task) resident memory: VmRSS {rss} kB, Pss {pss} kB (Nomad's per-task executor: 14-20 MB)");
+    c.kill(Duration::ZERO).unwrap();
+    c.destroy().unwrap();
+
+    // Leak check over many launches.
+    let fds0 = count("/proc/self/fd");
+    let t = Instant::now();
+    for i in 0..leak_n {
+        let c = iso.launch(&format!("leak-{i}"), &spec).expect("launch");
+        c.wait().expect("wait");
+        c.destroy().expect("destroy");
+    }
+    let left: usize = iso.task_parents().values().map(|p| subdirs(p)).sum();
+    let zombies = zombie_children();
+    println!(
+        "\nleak check: {leak_n} launches in {:.1} s; cgroups left {left}, run dirs left {}, fds {fds0} -> {}, zombie children {zombies}",
+        t.elapsed().as_secs_f64(),
+        count(&dir.path().join("run").to_string_lossy()),
+        count("/proc/self/fd"),
+    );
+    iso.remove_task_parents().expect("remove task parents");
+}
+
+fn ours(iso: &Isolator, name: &str, spec: &ContainerSpec, n: usize) -> Stats {
+    for i in 0..10 {
+        let c = iso.launch(&format!("warm-{i}"), spec).expect("launch");
+        c.wait().unwrap();
+        c.destroy().unwrap();
+    }
+    let mut s = Stats { name: name.into(), n, wall: Duration::ZERO, running: vec![], exited: vec![], deleted: vec![] };
+    let wall = Instant::now();
+    for i in 0..n {
+        let t = Instant::now();
+        let c = iso.launch(&format!("b-{i}"), spec).expect("launch");
+        s.running.push(t.elapsed());
+        let e = c.wait().expect("wait");
+        assert!(e.success(), "{e:?}");
+        s.exited.push(t.elapsed());
+        c.destroy().expect("destroy");
+        s.deleted.push(t.elapsed());
+    }
+    s.wall = wall.elapsed();
+    s
+}
+
+fn oci(rt: &str, bundle: &Path, name: &str, n: usize) -> Result<Stats, String> {
+    let mut s = Stats { name: name.into(), n, wall: Duration::ZERO, running: vec![], exited: vec![], deleted: vec![] };
+    let run = |id: &str| -> Result<(), String> {
+        let out = Command::new(rt)
+            .args(["run", "--bundle"])
+            .arg(bundle)
+            .arg(id)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            let _ = Command::new(rt).args(["delete", "-f", id]).output();
+            return Err(format!("{} {}", out.status, String::from_utf8_lossy(&out.stderr).trim()));
+        }
+        Ok(())
+    };
+    for i in 0..3 {
+        run(&format!("corral-bench-warm-{i}"))?;
+    }
+    let wall = Instant::now();
+    for i in 0..n {
+        let t = Instant::now();
+        run(&format!("corral-bench-{i}"))?;
+        let d = t.elapsed();
+        s.running.push(d);
+        s.exited.push(d);
+        s.deleted.push(d);
+    }
+    s.wall = wall.elapsed();
+    Ok(s)
+}
+
+/// A bundle whose rootfs holds /bin/true and the libraries it needs; namespaces as ours.
+fn make_bundle(bundle: &Path, net: bool, own_mem: &str, rt: &str) -> Result<(), String> {
+    let _ = std::fs::remove_dir_all(bundle);
+    let rootfs = bundle.join("rootfs");
+    for d in ["bin", "lib/x86_64-linux-gnu", "lib64", "proc", "dev", "sys", "tmp"] {
+        std::fs::create_dir_all(rootfs.join(d)).map_err(|e| e.to_string())?;
+    }
+    std::fs::copy("/bin/true", rootfs.join("bin/true")).map_err(|e| e.to_string())?;
+    let ldd = Command::new("ldd").arg("/bin/true").output().map_err(|e| e.to_string())?;
+    for line in String::from_utf8_lossy(&ldd.stdout).lines() {
+        let path = line.split_whitespace().find(|w| w.starts_with('/'));
+        if let Some(p) = path {
+            let dst = rootfs.join(p.trim_start_matches('/'));
+            std::fs::create_dir_all(dst.parent().unwrap()).map_err(|e| e.to_string())?;
+            std::fs::copy(p, &dst).map_err(|e| format!("copy {p}: {e}"))?;
+        }
+    }
+    let out = Command::new("crun").arg("spec").current_dir(bundle).output().map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err("crun spec failed".into());
+    }
+    let path = bundle.join("config.json");
+    let mut cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+    cfg["process"]["args"] = serde_json::json!(["/bin/true"]);
+    cfg["process"]["terminal"] = serde_json::json!(false);
+    let mut ns = vec!["pid", "ipc", "uts", "mount"];
+    if net {
+        ns.push("network");
+    }
+    cfg["linux"]["namespaces"] = serde_json::json!(ns.iter().map(|t| serde_json::json!({"type": t})).collect::<Vec<_>>());
+    // Nested under our own cgroup, like ours; same limits.
+    cfg["linux"]["cgroupsPath"] = serde_json::json!(format!("{}/corral-bench-{rt}", own_mem.trim_end_matches('/')));
+    cfg["linux"]["resources"]["memory"] = serde_json::json!({"limit": 64u64 << 20});
+    cfg["linux"]["resources"]["pids"] = serde_json::json!({"limit": 64});
+    std::fs::write(&path, serde_json::to_vec_pretty(&cfg).unwrap()).map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+fn cleanup_oci_cgroups(own_mem: &str, rt: &str) {
+    for h in ["cpu", "cpuacct", "memory", "pids", "freezer", "cpuset", "devices", "blkio", "net_cls", "perf_event", "hugetlb", "systemd", "net_prio", "rdma", "misc", "unified"] {
+        let p = Path::new("/sys/fs/cgroup").join(h).join(own_mem.trim_start_matches('/')).join(format!("corral-bench-{rt}"));
+        let _ = std::fs::remove_dir(&p);
+    }
+}
+
+fn own_memory_cgroup() -> String {
+    std::fs::read_to_string("/proc/self/cgroup")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            let mut it = l.splitn(3, ':');
+            let (_, c, p) = (it.next()?, it.next()?, it.next()?);
+            (c.split(',').any(|c| c == "memory") || c.is_empty()).then(|| p.to_string())
+        })
+        .unwrap_or_else(|| "/".into())
+}
+
+fn mem_of(pid: i32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let rss = field_kb(&status, "VmRSS:");
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    (rss, field_kb(&rollup, "Pss:"))
+}
+
+fn field_kb(text: &str, key: &str) -> u64 {
+    text.lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn count(dir: &str) -> usize {
+    std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)
+}
+
+fn subdirs(p: &Path) -> usize {
+    std::fs::read_dir(p).map(|d| d.flatten().filter(|e| e.path().is_dir()).count()).unwrap_or(0)
+}
+
+fn zombie_children() -> usize {
+    let me = std::process::id().to_string();
+    std::fs::read_dir("/proc")
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+                .filter(|s| {
+                    let rest = s.rsplit(')').next().unwrap_or("");
+                    let f: Vec<&str> = rest.split_whitespace().collect();
+                    f.first() == Some(&"Z") && f.get(1) == Some(&me.as_str())
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+fn which(prog: &str) -> Option<PathBuf> {
+    std::env::var("PATH")
+        .unwrap_or_default()
+        .split(':')
+        .map(|d| Path::new(d).join(prog))
+        .find(|p| p.exists())
+        .or_else(|| ["/usr/sbin", "/usr/bin", "/sbin"].iter().map(|d| Path::new(d).join(prog)).find(|p| p.exists()))
+}
+
+fn chmod755(p: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755));
+}
+
+fn env_num(key: &str, default: usize) -> usize {
+    std::env::var(key).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn kernel() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string()
+}

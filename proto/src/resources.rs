@@ -99,7 +99,7 @@ pub fn parse_cpus(s: &str) -> Result<u64, ResourceParseError> {
         .trim()
         .parse()
         .map_err(|_| ResourceParseError::BadCpus(s.to_owned()))?;
-    if !v.is_finite() || v < 0.0 || v > 1.0e9 {
+    if !v.is_finite() || !(0.0..=1.0e9).contains(&v) {
         return Err(ResourceParseError::BadCpus(s.to_owned()));
     }
     Ok((v * 1000.0).round() as u64)

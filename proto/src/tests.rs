@@ -1,7 +1,7 @@
 use super::*;
 use crate::codec::{encode_to_vec, frame_len};
 use proptest::prelude::*;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::collections::BTreeMap;
 
 fn sample_task() -> TaskInfo {

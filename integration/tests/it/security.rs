@@ -118,6 +118,16 @@ fn certificates_without_trust_are_refused_at_the_handshake() {
         "{}",
         stderr(&out)
     );
+    // The CLI refuses to use it; a client that tries anyway is refused by the master itself.
+    let err = rt().block_on(attempt_unverified(
+        &c,
+        other.cert("intruder"),
+        other.key("intruder"),
+    ));
+    assert!(
+        err.contains("refused our certificate") && err.contains("CA"),
+        "{err}"
+    );
 
     // Expired.
     let now = time::OffsetDateTime::now_utc();
@@ -137,8 +147,14 @@ fn certificates_without_trust_are_refused_at_the_handshake() {
     let out = c.client("old", &["run", "--", "true"], T);
     assert_ne!(out.status.code(), Some(0));
     let err = stderr(&out).to_lowercase();
+    assert!(err.contains("expired"), "{err}");
+    let err = rt().block_on(attempt_unverified(
+        &c,
+        c.certs.cert("old"),
+        c.certs.key("old"),
+    ));
     assert!(
-        err.contains("expired") || err.contains("certificate"),
+        err.contains("refused our certificate") && err.contains("expired"),
         "{err}"
     );
 
@@ -187,6 +203,48 @@ fn certificates_without_trust_are_refused_at_the_handshake() {
         assert!(failed, "a client without a certificate was served");
     });
     assert_master_still_serves(&c);
+}
+
+/// Subscribes as a framework with a certificate the client side does not check, and returns
+/// the error the master's refusal produced.
+async fn attempt_unverified(
+    c: &Cluster,
+    cert: std::path::PathBuf,
+    key: std::path::PathBuf,
+) -> String {
+    let id = Identity::load_unverified(&TlsFiles {
+        ca: c.certs.ca(),
+        cert,
+        key,
+    })
+    .expect("load");
+    let ep = transport::client_endpoint_for(c.master_addr, &id).expect("endpoint");
+    let conn = match transport::connect(&ep, c.master_addr, Role::Master, None).await {
+        Ok(conn) => conn,
+        Err(e) => return e.to_string(),
+    };
+    let attempt = async {
+        let (mut tx, mut rx) =
+            transport::open_framed::<ClientFrame, ServerFrame>(&conn, proto::MAX_FRAME_LEN).await?;
+        let info = proto::FrameworkInfo {
+            id: None,
+            name: "intruder".into(),
+            roles: vec![],
+            failover_timeout_ms: 0,
+            capabilities: vec![],
+            version: proto::ProtocolVersion::CURRENT,
+        };
+        tx.send(&ClientFrame::Framework(proto::FrameworkCall::Subscribe {
+            info,
+        }))
+        .await?;
+        rx.recv().await
+    };
+    match tokio::time::timeout(Duration::from_secs(10), attempt).await {
+        Ok(Err(e)) => e.to_string(),
+        Ok(Ok(reply)) => panic!("the master served an untrusted certificate: {reply:?}"),
+        Err(_) => panic!("no answer within 10 s"),
+    }
 }
 
 /// Sends raw bytes on a fresh stream as operator `op` and returns what the master answered.

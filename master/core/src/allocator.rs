@@ -9,6 +9,7 @@
 //! goes to whoever is now furthest behind.
 
 use crate::config::AllocatorKind;
+use crate::fastmap::FastMap;
 use proto::{AgentId, FrameworkId, Resources};
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
@@ -49,7 +50,7 @@ pub struct AgentView<'a> {
 pub struct FrameworkView<'a> {
     pub id: &'a FrameworkId,
     pub roles: Vec<FrameworkRole<'a>>,
-    pub filters: &'a BTreeMap<AgentId, Filter>,
+    pub filters: &'a FastMap<AgentId, Filter>,
 }
 
 pub struct FrameworkRole<'a> {

@@ -30,6 +30,7 @@
 
 pub mod allocator;
 pub mod config;
+pub mod fastmap;
 mod master;
 pub mod registry;
 pub mod testing;

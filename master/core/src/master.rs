@@ -3,6 +3,7 @@
 
 use crate::allocator::{self, Allocator, ClusterView, Filter, FrameworkRole};
 use crate::config::{limits, MasterConfig};
+use crate::fastmap::{FastMap, FastSet};
 use crate::registry::{AgentMark, Registry, RegistryOp, TaskKey};
 use crate::timers::{TimerKey, Timers};
 use proto::{
@@ -57,7 +58,7 @@ struct AgentRt {
     offered: Resources,
     /// Launches proposed and not yet committed.
     pending: Resources,
-    offers: BTreeSet<OfferId>,
+    offers: FastSet<OfferId>,
     usage: BTreeMap<TaskKey, ResourceUsage>,
 }
 
@@ -66,10 +67,10 @@ struct FrameworkRt {
     session: Option<SessionId>,
     disconnected_at: Option<Instant>,
     suppressed: BTreeSet<String>,
-    filters: BTreeMap<AgentId, Filter>,
+    filters: FastMap<AgentId, Filter>,
     offered: BTreeMap<String, Resources>,
     pending: BTreeMap<String, Resources>,
-    offers: BTreeSet<OfferId>,
+    offers: FastSet<OfferId>,
     /// Since when the framework has wanted offers without getting one.
     wanting_since: Instant,
 }
@@ -80,10 +81,10 @@ impl FrameworkRt {
             session: None,
             disconnected_at: Some(now),
             suppressed: BTreeSet::new(),
-            filters: BTreeMap::new(),
+            filters: FastMap::default(),
             offered: BTreeMap::new(),
             pending: BTreeMap::new(),
-            offers: BTreeSet::new(),
+            offers: FastSet::default(),
             wanting_since: now,
         }
     }
@@ -94,6 +95,28 @@ struct OfferRt {
     agent_id: AgentId,
     role: String,
     resources: Resources,
+}
+
+/// One allocation decision, with what the offer needs from the agent's entry.
+struct Decision {
+    framework_id: FrameworkId,
+    agent_id: AgentId,
+    role: String,
+    resources: Resources,
+    hostname: String,
+    attributes: BTreeMap<String, String>,
+}
+
+/// `a += b` for scalars; ports only when `b` has any (framework totals are for shares and
+/// display; their port lists are informational).
+fn add_scalars_and_ports(a: &mut Resources, b: &Resources) {
+    if b.ports.is_empty() {
+        a.cpus_milli = a.cpus_milli.saturating_add(b.cpus_milli);
+        a.mem_bytes = a.mem_bytes.saturating_add(b.mem_bytes);
+        a.disk_bytes = a.disk_bytes.saturating_add(b.disk_bytes);
+    } else {
+        a.add_assign(b);
+    }
 }
 
 struct PendingLaunch {
@@ -130,9 +153,9 @@ pub struct Master {
     now: Instant,
     registry: Registry,
     sessions: BTreeMap<SessionId, Session>,
-    agents: BTreeMap<AgentId, AgentRt>,
+    agents: FastMap<AgentId, AgentRt>,
     frameworks: BTreeMap<FrameworkId, FrameworkRt>,
-    offers: BTreeMap<OfferId, OfferRt>,
+    offers: FastMap<OfferId, OfferRt>,
     pending_launches: BTreeMap<TaskKey, PendingLaunch>,
     /// Kills asked for while the agent was away; re-sent when it re-registers.
     kill_requested: BTreeMap<TaskKey, Option<u64>>,
@@ -246,9 +269,9 @@ impl Master {
             now: start,
             registry: Registry::default(),
             sessions: BTreeMap::new(),
-            agents: BTreeMap::new(),
+            agents: FastMap::default(),
             frameworks: BTreeMap::new(),
-            offers: BTreeMap::new(),
+            offers: FastMap::default(),
             pending_launches: BTreeMap::new(),
             kill_requested: BTreeMap::new(),
             forwarded: BTreeMap::new(),
@@ -598,7 +621,7 @@ impl Master {
                         .max(self.config.agent_unreachable_timeout),
                     offered: Resources::default(),
                     pending: Resources::default(),
-                    offers: BTreeSet::new(),
+                    offers: FastSet::default(),
                     usage: BTreeMap::new(),
                 },
             );
@@ -638,13 +661,19 @@ impl Master {
     }
 
     fn next_id(&mut self, kind: char) -> String {
+        use std::fmt::Write;
         let counter = match kind {
             'A' => &mut self.next_agent,
             'F' => &mut self.next_framework,
             _ => &mut self.next_offer,
         };
         *counter += 1;
-        format!("{}-{}{}", self.config.id_prefix, kind, *counter)
+        let mut id = String::with_capacity(self.config.id_prefix.len() + 22);
+        id.push_str(&self.config.id_prefix);
+        id.push('-');
+        id.push(kind);
+        let _ = write!(id, "{}", *counter);
+        id
     }
 
     fn refuse_duration(&self, filters: Option<&proto::Filters>) -> Duration {
@@ -762,10 +791,11 @@ impl Master {
     fn allocate(&mut self) {
         self.allocation_passes += 1;
         let now = self.now;
-        let mut decisions: Vec<(FrameworkId, AgentId, String, Resources)> = Vec::new();
+        let mut decisions: Vec<Decision> = Vec::new();
         {
             let mut total = Resources::default();
-            let mut agents = Vec::new();
+            let mut agents = Vec::with_capacity(self.registry.agents.len());
+            let mut entries = Vec::with_capacity(self.registry.agents.len());
             for (id, entry) in &self.registry.agents {
                 if !entry.reachable {
                     continue;
@@ -791,6 +821,7 @@ impl Master {
                     continue;
                 }
                 agents.push(allocator::AgentView { id, available });
+                entries.push(entry);
             }
             let mut frameworks = Vec::new();
             for (id, rt) in &self.frameworks {
@@ -847,39 +878,62 @@ impl Master {
                 role_weights: &self.config.role_weights,
                 min_allocatable: &self.config.min_allocatable,
             };
-            for a in self.allocator.allocate(now, &view) {
-                let (Some(fw), Some(agent)) =
-                    (view.frameworks.get(a.framework), view.agents.get(a.agent))
-                else {
+            let allocations = self.allocator.allocate(now, &view);
+            decisions.reserve(allocations.len());
+            for a in allocations {
+                let (Some(fw), Some(agent), Some(entry)) = (
+                    view.frameworks.get(a.framework),
+                    view.agents.get(a.agent),
+                    entries.get(a.agent),
+                ) else {
                     continue;
                 };
-                decisions.push((fw.id.clone(), agent.id.clone(), a.role, a.resources));
+                decisions.push(Decision {
+                    framework_id: fw.id.clone(),
+                    agent_id: agent.id.clone(),
+                    role: a.role,
+                    resources: a.resources,
+                    hostname: entry.info.hostname.clone(),
+                    attributes: entry.info.attributes.clone(),
+                });
             }
         }
         let mut by_framework: BTreeMap<FrameworkId, Vec<Offer>> = BTreeMap::new();
-        for (fw_id, agent_id, role, resources) in decisions {
+        for d in decisions {
+            let Decision {
+                framework_id: fw_id,
+                agent_id,
+                role,
+                resources,
+                hostname,
+                attributes,
+            } = d;
             let id = OfferId(self.next_id('O'));
-            let Some(entry) = self.registry.agents.get(&agent_id) else {
-                continue;
-            };
             let offer = Offer {
                 id,
                 framework_id: fw_id.clone(),
                 agent_id: agent_id.clone(),
-                hostname: entry.info.hostname.clone(),
+                hostname,
                 resources: resources.clone(),
-                attributes: entry.info.attributes.clone(),
+                attributes,
                 role: role.clone(),
             };
             if let Some(a) = self.agents.get_mut(&agent_id) {
-                a.offered.add_assign(&resources);
+                // Only whole free resources are offered: the agent had nothing offered before.
+                if a.offered.is_empty() {
+                    a.offered = resources.clone();
+                } else {
+                    a.offered.add_assign(&resources);
+                }
                 a.offers.insert(offer.id.clone());
             }
             if let Some(f) = self.frameworks.get_mut(&fw_id) {
-                f.offered
-                    .entry(role.clone())
-                    .or_default()
-                    .add_assign(&resources);
+                match f.offered.get_mut(&role) {
+                    Some(r) => add_scalars_and_ports(r, &resources),
+                    None => {
+                        f.offered.insert(role.clone(), resources.clone());
+                    }
+                }
                 f.offers.insert(offer.id.clone());
                 f.wanting_since = now;
             }
