@@ -224,11 +224,8 @@ impl Isolator {
             armed: true,
         };
         cgroup.apply(&limits)?;
-        let baseline = cgroup
-            .memory_report()
-            .ok()
-            .and_then(|r| r.oom_kill)
-            .unwrap_or(0);
+        // A new cgroup starts with oom_kill = 0; recorded so a re-attach compares the same way.
+        let baseline = 0;
         let (pid, pidfd) = self.start(id, spec, &user, &*cgroup, &run_dir, &mut guard)?;
         let start = start_time(pid).unwrap_or(0);
         guard.armed = false;

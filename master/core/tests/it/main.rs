@@ -4,6 +4,8 @@ mod basic;
 mod drf;
 mod lifecycle;
 mod offers;
+mod prop;
+mod scenarios;
 
 use master_core::testing::Sim;
 use master_core::MasterConfig;
