@@ -1,3 +1,4 @@
+use crate::checkpoint::{Checkpoints, Loaded, TaskCheckpoint, CHECKPOINT_VERSION};
 use crate::resources;
 use crate::runtime::{Handle, Runtime};
 use crate::updates::{RetryPolicy, StatusUpdates};
@@ -89,6 +90,7 @@ enum Event {
 }
 
 struct Task {
+    framework: FrameworkSummary,
     framework_id: FrameworkId,
     info: TaskInfo,
     state: TaskState,
@@ -114,6 +116,7 @@ struct Agent {
     tasks: BTreeMap<TaskId, Task>,
     finished: VecDeque<(TaskId, PathBuf)>,
     updates: StatusUpdates,
+    checkpoints: Checkpoints,
     events: mpsc::Sender<Event>,
     conn: Option<Connected>,
     generation: u64,
@@ -175,9 +178,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     };
     let mut opts = ClientOptions::new(config.masters.clone(), config.identity.clone());
     opts.connect_timeout = Duration::from_secs(10);
+    let checkpoints =
+        Checkpoints::open(&config.work_dir).map_err(|e| AgentError::Checkpoint(e.to_string()))?;
     let (events_tx, mut events_rx) = mpsc::channel(EVENT_QUEUE);
     let mut agent = Agent {
         updates: StatusUpdates::new(config.retry.clone()),
+        checkpoints,
         config,
         opts,
         runtime: Arc::new(runtime),
@@ -191,6 +197,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         reconnect_at: Some(Instant::now()),
         backoff: Duration::from_millis(200),
     };
+    agent.recover().await;
     let mut tick = tokio::time::interval(TICK);
     tokio::pin!(shutdown);
     loop {
@@ -231,6 +238,7 @@ fn make_runtime(config: &Config) -> Result<Runtime, AgentError> {
         cgroup_root: PathBuf::from("/sys/fs/cgroup"),
         cgroup_parent: config.cgroup_parent.clone(),
         run_root: config.work_dir.join("containers"),
+        sandbox_root: Some(config.work_dir.join("sandboxes")),
         init_program: config.init_program.clone(),
         init_args: config.init_args.clone(),
         default_user: config.default_user.clone(),
@@ -513,7 +521,122 @@ impl Agent {
             status,
             StatusUuid::new(uuid::Uuid::new_v4().to_string()),
         );
+        self.checkpoint(task_id);
         self.flush_updates().await;
+    }
+
+    fn task_key(framework_id: &FrameworkId, task_id: &TaskId) -> String {
+        format!("{framework_id}.{task_id}")
+    }
+
+    /// Writes the task's checkpoint (its state, container and unacknowledged updates).
+    fn checkpoint(&self, task_id: &TaskId) {
+        let Some(task) = self.tasks.get(task_id) else {
+            return;
+        };
+        if !valid_id(task_id.as_str()) || !valid_id(task.framework_id.as_str()) {
+            return;
+        }
+        let (next_seq, pending_updates) = self.updates.pending(task_id);
+        let cp = TaskCheckpoint {
+            version: CHECKPOINT_VERSION,
+            framework: task.framework.clone(),
+            info: task.info.clone(),
+            state: task.state,
+            sandbox: task.sandbox.clone(),
+            container: task.handle.as_ref().and_then(|h| h.record()),
+            kill_requested: task.kill_requested,
+            next_seq,
+            pending_updates,
+        };
+        if let Err(e) = self
+            .checkpoints
+            .save(&Self::task_key(&task.framework_id, task_id), &cp)
+        {
+            tracing::error!(task = %task_id, error = %e, "cannot checkpoint a task; it may be lost if the agent restarts");
+        }
+    }
+
+    /// Re-attaches to the tasks of the checkpoints on disk (after a restart or upgrade).
+    async fn recover(&mut self) {
+        let loaded = match self.checkpoints.load_all() {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read checkpoints; no task recovered");
+                return;
+            }
+        };
+        for Loaded { key, result } in loaded {
+            let cp = match result {
+                Ok(cp) => cp,
+                Err(e) => {
+                    tracing::error!(checkpoint = %key, error = %e, "skipping a corrupt checkpoint (moved aside to .corrupt)");
+                    continue;
+                }
+            };
+            let task_id = cp.info.task_id.clone();
+            self.updates.restore(
+                &cp.framework.id,
+                &task_id,
+                cp.next_seq,
+                cp.pending_updates.clone(),
+            );
+            let container = cp.container.clone();
+            self.tasks.insert(
+                task_id.clone(),
+                Task {
+                    framework_id: cp.framework.id.clone(),
+                    framework: cp.framework,
+                    info: cp.info,
+                    state: cp.state,
+                    sandbox: cp.sandbox,
+                    handle: None,
+                    kill_requested: cp.kill_requested,
+                },
+            );
+            if cp.state.is_terminal() {
+                tracing::info!(task = %task_id, state = %cp.state, "recovered an ended task with unacknowledged updates");
+                continue;
+            }
+            let Some(record) = container else {
+                self.update(&task_id, TaskState::Failed, |s| {
+                    s.reason = Some(StatusReason::AgentRestarted);
+                    s.message = Some(
+                        "the agent restarted while launching the task; it was not started"
+                            .to_owned(),
+                    );
+                })
+                .await;
+                continue;
+            };
+            match self.runtime.recover(&record) {
+                Ok(handle) => {
+                    tracing::info!(task = %task_id, pid = handle.pid(), "re-attached to a running task");
+                    if let Some(task) = self.tasks.get_mut(&task_id) {
+                        task.handle = Some(handle.clone());
+                    }
+                    self.checkpoint(&task_id);
+                    self.watch_exit(task_id, handle);
+                }
+                Err(e) => {
+                    self.update(&task_id, TaskState::Failed, |s| {
+                        s.reason = Some(StatusReason::AgentRestarted);
+                        s.message = Some(format!(
+                            "cannot re-attach to the task after an agent restart: {e}"
+                        ));
+                    })
+                    .await;
+                }
+            }
+        }
+    }
+
+    fn watch_exit(&self, task_id: TaskId, handle: Arc<Handle>) {
+        let events = self.events.clone();
+        tokio::task::spawn_blocking(move || {
+            let result = handle.wait();
+            let _ = events.blocking_send(Event::Exited { task_id, result });
+        });
     }
 
     async fn on_frame(&mut self, frame: ServerFrame) {
@@ -560,11 +683,15 @@ impl Agent {
                         .is_some_and(|t| t.state.is_terminal());
                     if ended && self.updates.forget_if_done(&task_id) {
                         if let Some(task) = self.tasks.remove(&task_id) {
+                            self.checkpoints
+                                .remove(&Self::task_key(&task.framework_id, &task_id));
                             self.finished.push_back((task_id, task.sandbox));
                             if self.finished.len() > MAX_FINISHED_TASKS {
                                 self.finished.pop_front();
                             }
                         }
+                    } else {
+                        self.checkpoint(&task_id);
                     }
                     self.flush_updates().await;
                 }
@@ -628,6 +755,7 @@ impl Agent {
             self.tasks.insert(
                 task_id.clone(),
                 Task {
+                    framework: framework.clone(),
                     framework_id: framework.id.clone(),
                     info: info.clone(),
                     state: TaskState::Staging,
@@ -786,16 +914,7 @@ impl Agent {
                     s.message = Some(format!("running as pid {pid}"));
                 })
                 .await;
-                let events = self.events.clone();
-                let id = task_id.clone();
-                let waiter = handle.clone();
-                tokio::task::spawn_blocking(move || {
-                    let result = waiter.wait();
-                    let _ = events.blocking_send(Event::Exited {
-                        task_id: id,
-                        result,
-                    });
-                });
+                self.watch_exit(task_id.clone(), handle);
                 if kill_now {
                     self.kill_task(&task_id, None).await;
                 }
@@ -890,6 +1009,10 @@ impl Agent {
             return;
         }
         task.kill_requested = true;
+        self.checkpoint(task_id);
+        let Some(task) = self.tasks.get(task_id) else {
+            return;
+        };
         let grace = grace
             .or(task.info.kill_grace_ms.map(Duration::from_millis))
             .unwrap_or(self.config.kill_grace);

@@ -7,6 +7,7 @@
 //! sends, checks that it fits, and reports what happened.
 
 mod agent;
+mod checkpoint;
 mod resources;
 mod runtime;
 mod updates;
@@ -25,6 +26,8 @@ pub enum AgentError {
     NotAnAgentCertificate(String),
     #[error("cannot set up isolation: {0}")]
     Isolation(String),
+    #[error("cannot use the checkpoint directory: {0}")]
+    Checkpoint(String),
     #[error("no master address given: pass --master HOST:PORT")]
     NoMasters,
 }

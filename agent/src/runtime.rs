@@ -34,6 +34,19 @@ impl Runtime {
         }
     }
 
+    /// Re-attaches to a container launched before the agent restarted.
+    pub fn recover(&self, record: &isolation::ContainerRecord) -> Result<Arc<Handle>, String> {
+        match self {
+            Runtime::Isolated(iso) => iso
+                .recover(record)
+                .map(|c| Arc::new(Handle::Isolated(c)))
+                .map_err(|e| e.to_string()),
+            Runtime::Plain => Err(
+                "this agent runs without isolation and cannot re-attach to containers".to_owned(),
+            ),
+        }
+    }
+
     pub fn launch(&self, id: &str, spec: &ContainerSpec) -> Result<Arc<Handle>, String> {
         match self {
             Runtime::Isolated(iso) => iso
@@ -122,6 +135,14 @@ impl Handle {
                 let _ = killpg(pg, Signal::SIGKILL);
                 Ok(())
             }
+        }
+    }
+
+    /// What the agent checkpoints to re-attach after a restart.
+    pub fn record(&self) -> Option<isolation::ContainerRecord> {
+        match self {
+            Handle::Isolated(c) => Some(c.record()),
+            Handle::Plain(_) => None,
         }
     }
 

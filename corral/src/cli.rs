@@ -160,6 +160,10 @@ pub struct AgentArgs {
     /// The hostname to advertise.
     #[arg(long)]
     pub hostname: Option<String>,
+    /// First resend of an unacknowledged status update after this many seconds (doubling, up
+    /// to 10 minutes). Default 10.
+    #[arg(long)]
+    pub status_update_retry_secs: Option<f64>,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -41,6 +41,7 @@ pub struct AgentFile {
     pub default_pids_limit: Option<u64>,
     pub hostname: Option<String>,
     pub kill_grace_secs: Option<f64>,
+    pub status_update_retry_secs: Option<f64>,
 }
 
 /// Reads a TOML file, or the defaults when no file was given.

@@ -233,6 +233,8 @@ pub struct Cluster {
     pub master_addr: SocketAddr,
     pub master: Daemon,
     pub agents: Vec<Daemon>,
+    agent_args: Vec<Vec<String>>,
+    retired: Vec<Daemon>,
 }
 
 impl Cluster {
@@ -274,6 +276,8 @@ impl Cluster {
             master_addr,
             master,
             agents: Vec::new(),
+            agent_args: Vec::new(),
+            retired: Vec::new(),
         }
     }
 
@@ -305,18 +309,69 @@ impl Cluster {
         let agent = Daemon::spawn(&format!("agent-{name}"), &args, self.dir.path());
         agent.wait_for_log("registered with master", Duration::from_secs(20));
         self.agents.push(agent);
+        self.agent_args.push(args);
         self.agents.len() - 1
     }
 
+    /// Starts agent `i` again with the same flags (after `kill` or `stop`), logging to a new file,
+    /// and waits until it registered.
+    pub fn restart_agent(&mut self, i: usize) {
+        self.agents[i].kill();
+        let generation = self.agents.len() + i;
+        let name = format!("{}-restart{generation}", self.agents[i].name);
+        let agent = Daemon::spawn(&name, &self.agent_args[i], self.dir.path());
+        agent.wait_for_log("registered with master", Duration::from_secs(20));
+        // Keep the old log for failure output.
+        let old = std::mem::replace(&mut self.agents[i], agent);
+        self.retired.push(old);
+    }
+
     /// Runs a `corral` client command against this cluster as `cert_name`.
-    pub fn client(&self, cert_name: &str, args: &[&str], timeout: Duration) -> Output {
+    /// The full argument list of a client command against this cluster as `cert_name`.
+    pub fn client_args(&self, cert_name: &str, args: &[&str]) -> Vec<String> {
         let mut full: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        // Flags go after the subcommand name.
         let mut flags = vec!["--master".to_string(), self.master_addr.to_string()];
         flags.extend(self.certs.flags(cert_name));
         full.splice(1..1, flags);
+        full
+    }
+
+    /// Starts a client command in the background (e.g. a long `corral run`).
+    pub fn spawn_client(&self, cert_name: &str, args: &[&str]) -> Child {
+        Command::new(corral_bin())
+            .args(self.client_args(cert_name, args))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .env_remove("RUST_LOG")
+            .spawn()
+            .expect("spawn corral client")
+    }
+
+    pub fn client(&self, cert_name: &str, args: &[&str], timeout: Duration) -> Output {
+        let full = self.client_args(cert_name, args);
         let refs: Vec<&str> = full.iter().map(String::as_str).collect();
         corral(&refs, &[], timeout)
+    }
+}
+
+/// Waits for a background client with a timeout and returns its output.
+pub fn wait_child(mut child: Child, timeout: Duration) -> Output {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match child.try_wait().expect("wait child") {
+            Some(_) => return child.wait_with_output().expect("collect output"),
+            None if Instant::now() > deadline => {
+                let _ = child.kill();
+                let out = child.wait_with_output().expect("collect output");
+                panic!(
+                    "client did not finish within {timeout:?}\nstdout:\n{}\nstderr:\n{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            None => std::thread::sleep(Duration::from_millis(20)),
+        }
     }
 }
 

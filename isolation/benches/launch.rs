@@ -66,7 +66,11 @@ fn main() {
     spec.memory_bytes = Some(64 << 20);
     spec.cpus = Some(1.0);
 
-    println!("isolation launch benchmark: cgroup {:?}, {n} launches per row, kernel {}", iso.version(), kernel());
+    println!(
+        "isolation launch benchmark: cgroup {:?}, {n} launches per row, kernel {}",
+        iso.version(),
+        kernel()
+    );
     let mut rows = Vec::new();
     rows.push(ours(&iso, "corral: cgroup+pid/mnt/uts/ipc", &spec, n));
     let mut net = spec.clone();
@@ -79,9 +83,19 @@ fn main() {
     if Path::new("/sys/fs/cgroup/unified").exists() {
         use nix::mount::{mount, umount2, MntFlags, MsFlags};
         let ok = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).is_ok()
-            && mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>).is_ok()
+            && mount(
+                None::<&str>,
+                "/",
+                None::<&str>,
+                MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+                None::<&str>,
+            )
+            .is_ok()
             && umount2("/sys/fs/cgroup/unified", MntFlags::MNT_DETACH).is_ok();
-        println!("(crun/runc run in a private mount namespace without /sys/fs/cgroup/unified: {})", if ok { "ok" } else { "failed" });
+        println!(
+            "(crun/runc run in a private mount namespace without /sys/fs/cgroup/unified: {})",
+            if ok { "ok" } else { "failed" }
+        );
     }
     let bundle = dir.path().join("bundle");
     let own_mem = own_memory_cgroup();
@@ -98,7 +112,10 @@ fn main() {
                     continue;
                 }
             }
-            let label = format!("{rt}: run /bin/true{}", if with_net { " + net ns" } else { "" });
+            let label = format!(
+                "{rt}: run /bin/true{}",
+                if with_net { " + net ns" } else { "" }
+            );
             match oci(rt, &bundle, &label, n.min(100)) {
                 Ok(s) => rows.push(s),
                 Err(e) => println!("({label}: {e})"),
@@ -110,7 +127,16 @@ fn main() {
     println!();
     println!(
         "{:<34} {:>6} {:>9} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>9}",
-        "variant", "n", "launch/s", "p50 run", "p99 run", "p50 exit", "p99 exit", "p50 del", "p99 del", "crun/x"
+        "variant",
+        "n",
+        "launch/s",
+        "p50 run",
+        "p99 run",
+        "p50 exit",
+        "p99 exit",
+        "p50 del",
+        "p99 del",
+        "crun/x"
     );
     let crun_p50 = |net: bool| {
         rows.iter()
@@ -119,7 +145,12 @@ fn main() {
     };
     for r in &rows {
         let ratio = crun_p50(r.name.contains("net"))
-            .map(|c| format!("{:.1}x", c.as_secs_f64() / pct(&r.deleted, 50).as_secs_f64()))
+            .map(|c| {
+                format!(
+                    "{:.1}x",
+                    c.as_secs_f64() / pct(&r.deleted, 50).as_secs_f64()
+                )
+            })
             .unwrap_or_else(|| "-".into());
         println!(
             "{:<34} {:>6} {:>9.1} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>9}",
@@ -139,7 +170,11 @@ fn main() {
 
     // Resident memory of the per-task init while a task runs.
     let mut sleeper = spec.clone();
-    sleeper.argv = vec![init.to_string_lossy().into_owned(), "sleep".into(), "5".into()];
+    sleeper.argv = vec![
+        init.to_string_lossy().into_owned(),
+        "sleep".into(),
+        "5".into(),
+    ];
     let c = iso.launch("bench-rss", &sleeper).expect("launch sleeper");
     std::thread::sleep(Duration::from_millis(200));
     let (rss, pss) = mem_of(c.pid());
@@ -172,7 +207,14 @@ fn ours(iso: &Isolator, name: &str, spec: &ContainerSpec, n: usize) -> Stats {
         c.wait().unwrap();
         c.destroy().unwrap();
     }
-    let mut s = Stats { name: name.into(), n, wall: Duration::ZERO, running: vec![], exited: vec![], deleted: vec![] };
+    let mut s = Stats {
+        name: name.into(),
+        n,
+        wall: Duration::ZERO,
+        running: vec![],
+        exited: vec![],
+        deleted: vec![],
+    };
     let wall = Instant::now();
     for i in 0..n {
         let t = Instant::now();
@@ -189,7 +231,14 @@ fn ours(iso: &Isolator, name: &str, spec: &ContainerSpec, n: usize) -> Stats {
 }
 
 fn oci(rt: &str, bundle: &Path, name: &str, n: usize) -> Result<Stats, String> {
-    let mut s = Stats { name: name.into(), n, wall: Duration::ZERO, running: vec![], exited: vec![], deleted: vec![] };
+    let mut s = Stats {
+        name: name.into(),
+        n,
+        wall: Duration::ZERO,
+        running: vec![],
+        exited: vec![],
+        deleted: vec![],
+    };
     let run = |id: &str| -> Result<(), String> {
         let out = Command::new(rt)
             .args(["run", "--bundle"])
@@ -200,7 +249,11 @@ fn oci(rt: &str, bundle: &Path, name: &str, n: usize) -> Result<Stats, String> {
             .map_err(|e| e.to_string())?;
         if !out.status.success() {
             let _ = Command::new(rt).args(["delete", "-f", id]).output();
-            return Err(format!("{} {}", out.status, String::from_utf8_lossy(&out.stderr).trim()));
+            return Err(format!(
+                "{} {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
         }
         Ok(())
     };
@@ -224,11 +277,22 @@ fn oci(rt: &str, bundle: &Path, name: &str, n: usize) -> Result<Stats, String> {
 fn make_bundle(bundle: &Path, net: bool, own_mem: &str, rt: &str) -> Result<(), String> {
     let _ = std::fs::remove_dir_all(bundle);
     let rootfs = bundle.join("rootfs");
-    for d in ["bin", "lib/x86_64-linux-gnu", "lib64", "proc", "dev", "sys", "tmp"] {
+    for d in [
+        "bin",
+        "lib/x86_64-linux-gnu",
+        "lib64",
+        "proc",
+        "dev",
+        "sys",
+        "tmp",
+    ] {
         std::fs::create_dir_all(rootfs.join(d)).map_err(|e| e.to_string())?;
     }
     std::fs::copy("/bin/true", rootfs.join("bin/true")).map_err(|e| e.to_string())?;
-    let ldd = Command::new("ldd").arg("/bin/true").output().map_err(|e| e.to_string())?;
+    let ldd = Command::new("ldd")
+        .arg("/bin/true")
+        .output()
+        .map_err(|e| e.to_string())?;
     for line in String::from_utf8_lossy(&ldd.stdout).lines() {
         let path = line.split_whitespace().find(|w| w.starts_with('/'));
         if let Some(p) = path {
@@ -237,22 +301,33 @@ fn make_bundle(bundle: &Path, net: bool, own_mem: &str, rt: &str) -> Result<(), 
             std::fs::copy(p, &dst).map_err(|e| format!("copy {p}: {e}"))?;
         }
     }
-    let out = Command::new("crun").arg("spec").current_dir(bundle).output().map_err(|e| e.to_string())?;
+    let out = Command::new("crun")
+        .arg("spec")
+        .current_dir(bundle)
+        .output()
+        .map_err(|e| e.to_string())?;
     if !out.status.success() {
         return Err("crun spec failed".into());
     }
     let path = bundle.join("config.json");
     let mut cfg: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&path).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+        serde_json::from_slice(&std::fs::read(&path).map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
     cfg["process"]["args"] = serde_json::json!(["/bin/true"]);
     cfg["process"]["terminal"] = serde_json::json!(false);
     let mut ns = vec!["pid", "ipc", "uts", "mount"];
     if net {
         ns.push("network");
     }
-    cfg["linux"]["namespaces"] = serde_json::json!(ns.iter().map(|t| serde_json::json!({"type": t})).collect::<Vec<_>>());
+    cfg["linux"]["namespaces"] = serde_json::json!(ns
+        .iter()
+        .map(|t| serde_json::json!({"type": t}))
+        .collect::<Vec<_>>());
     // Nested under our own cgroup, like ours; same limits.
-    cfg["linux"]["cgroupsPath"] = serde_json::json!(format!("{}/corral-bench-{rt}", own_mem.trim_end_matches('/')));
+    cfg["linux"]["cgroupsPath"] = serde_json::json!(format!(
+        "{}/corral-bench-{rt}",
+        own_mem.trim_end_matches('/')
+    ));
     cfg["linux"]["resources"]["memory"] = serde_json::json!({"limit": 64u64 << 20});
     cfg["linux"]["resources"]["pids"] = serde_json::json!({"limit": 64});
     std::fs::write(&path, serde_json::to_vec_pretty(&cfg).unwrap()).map_err(|e| e.to_string())?;
@@ -260,8 +335,28 @@ fn make_bundle(bundle: &Path, net: bool, own_mem: &str, rt: &str) -> Result<(), 
 }
 
 fn cleanup_oci_cgroups(own_mem: &str, rt: &str) {
-    for h in ["cpu", "cpuacct", "memory", "pids", "freezer", "cpuset", "devices", "blkio", "net_cls", "perf_event", "hugetlb", "systemd", "net_prio", "rdma", "misc", "unified"] {
-        let p = Path::new("/sys/fs/cgroup").join(h).join(own_mem.trim_start_matches('/')).join(format!("corral-bench-{rt}"));
+    for h in [
+        "cpu",
+        "cpuacct",
+        "memory",
+        "pids",
+        "freezer",
+        "cpuset",
+        "devices",
+        "blkio",
+        "net_cls",
+        "perf_event",
+        "hugetlb",
+        "systemd",
+        "net_prio",
+        "rdma",
+        "misc",
+        "unified",
+    ] {
+        let p = Path::new("/sys/fs/cgroup")
+            .join(h)
+            .join(own_mem.trim_start_matches('/'))
+            .join(format!("corral-bench-{rt}"));
         let _ = std::fs::remove_dir(&p);
     }
 }
@@ -298,7 +393,9 @@ fn count(dir: &str) -> usize {
 }
 
 fn subdirs(p: &Path) -> usize {
-    std::fs::read_dir(p).map(|d| d.flatten().filter(|e| e.path().is_dir()).count()).unwrap_or(0)
+    std::fs::read_dir(p)
+        .map(|d| d.flatten().filter(|e| e.path().is_dir()).count())
+        .unwrap_or(0)
 }
 
 fn zombie_children() -> usize {
@@ -323,7 +420,12 @@ fn which(prog: &str) -> Option<PathBuf> {
         .split(':')
         .map(|d| Path::new(d).join(prog))
         .find(|p| p.exists())
-        .or_else(|| ["/usr/sbin", "/usr/bin", "/sbin"].iter().map(|d| Path::new(d).join(prog)).find(|p| p.exists()))
+        .or_else(|| {
+            ["/usr/sbin", "/usr/bin", "/sbin"]
+                .iter()
+                .map(|d| Path::new(d).join(prog))
+                .find(|p| p.exists())
+        })
 }
 
 fn chmod755(p: &Path) {
@@ -332,9 +434,15 @@ fn chmod755(p: &Path) {
 }
 
 fn env_num(key: &str, default: usize) -> usize {
-    std::env::var(key).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(key)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn kernel() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string()
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .unwrap_or_default()
+        .trim()
+        .to_string()
 }

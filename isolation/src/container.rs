@@ -281,7 +281,14 @@ impl Container {
         let mut pause = Duration::from_millis(1);
         loop {
             if self.empty()? {
-                // Reap the init if it is our child so it does not linger as a zombie.
+                // A process leaves the cgroup late in exit(); wait until the init has fully
+                // exited, then reap it if it is our child so it does not linger as a zombie.
+                if let Some(fd) = &self.pidfd {
+                    let left = timeout
+                        .saturating_sub(start.elapsed())
+                        .max(Duration::from_millis(100));
+                    pidfd_readable(fd, left.as_millis().min(i32::MAX as u128) as i32)?;
+                }
                 let _ = self.try_wait();
                 return Ok(true);
             }

@@ -58,6 +58,9 @@ pub struct IsolatorConfig {
     pub allowed_users: Vec<String>,
     /// Whether uid 0 tasks are allowed at all.
     pub allow_root: bool,
+    /// When set, every working directory must be strictly inside it (the sandbox is chowned to
+    /// the task's user, so this keeps a bad spec from handing out a system directory).
+    pub sandbox_root: Option<PathBuf>,
     pub default_pids_limit: u64,
 }
 
@@ -73,6 +76,7 @@ impl IsolatorConfig {
             default_user: Some("nobody".into()),
             allowed_users: Vec::new(),
             allow_root: false,
+            sandbox_root: None,
             default_pids_limit: 4096,
         }
     }
@@ -92,8 +96,6 @@ pub struct Isolator {
     layout: Layout,
     /// Own cgroups after setup (for node resources).
     own: OwnCgroups,
-    /// Serialises nothing but the `recover`/`launch` id check against concurrent use of one id.
-    launching: Mutex<()>,
 }
 
 pub(crate) struct ResolvedUser {
@@ -159,7 +161,6 @@ impl Isolator {
             config,
             layout,
             own,
-            launching: Mutex::new(()),
         })
     }
 
@@ -211,11 +212,25 @@ impl Isolator {
         if !spec.cwd.is_absolute() || !spec.cwd.is_dir() {
             return Err(IsolationError::MissingWorkdir(spec.cwd.clone()));
         }
-        let cgroup = self.manager(id);
-        {
-            let _g = self.launching.lock().unwrap_or_else(|p| p.into_inner());
-            cgroup.create(id)?;
+        if let Some(root) = &self.config.sandbox_root {
+            // The sandbox is chowned to the task's user: never a directory outside the agent's.
+            if spec.cwd == *root
+                || !spec.cwd.starts_with(root)
+                || spec
+                    .cwd
+                    .components()
+                    .any(|c| c == std::path::Component::ParentDir)
+            {
+                return Err(IsolationError::InvalidSpec(format!(
+                    "working directory {} is not inside the sandbox root {}",
+                    spec.cwd.display(),
+                    root.display()
+                )));
+            }
         }
+        let cgroup = self.manager(id);
+        // mkdir is the atomic claim on the id: a second launch of the same id fails here.
+        cgroup.create(id)?;
         let run_dir = self.config.run_root.join(id);
         let mut guard = Cleanup {
             cgroup: &*cgroup,
@@ -268,9 +283,16 @@ impl Isolator {
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(IsolationError::io("create private tmp", &tmp, e)),
             }
-            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o1777))
+            // Through an O_NOFOLLOW fd: a task may have left a symlink named tmp in its sandbox.
+            let dir = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+                .open(&tmp)
+                .map_err(|e| IsolationError::io("open private tmp (not a directory?)", &tmp, e))?;
+            dir.set_permissions(std::fs::Permissions::from_mode(0o1777))
                 .map_err(|e| IsolationError::io("chmod", &tmp, e))?;
-            chown(&tmp, user)?;
+            std::os::unix::fs::fchown(&dir, Some(user.uid), Some(user.gid))
+                .map_err(|e| IsolationError::io("chown", &tmp, e))?;
             Some(tmp)
         } else {
             None
@@ -678,6 +700,7 @@ fn open_log(path: &Path, user: &ResolvedUser) -> Result<std::fs::File> {
         .append(true)
         .create(true)
         .mode(0o640)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(path)
         .map_err(|e| IsolationError::io("open", path, e))?;
     std::os::unix::fs::fchown(&f, Some(user.uid), Some(user.gid))

@@ -132,7 +132,17 @@ pub async fn agent(args: AgentArgs) -> Result<u8> {
         hostname,
         init_program: local::self_exe()?,
         init_args: vec!["__init".to_owned()],
-        retry: agent::RetryPolicy::default(),
+        retry: match args
+            .status_update_retry_secs
+            .or(file.status_update_retry_secs)
+        {
+            Some(secs) if secs.is_finite() && secs > 0.0 => agent::RetryPolicy {
+                initial: Duration::from_secs_f64(secs),
+                ..Default::default()
+            },
+            Some(secs) => bail!("invalid --status-update-retry-secs {secs}: must be positive"),
+            None => agent::RetryPolicy::default(),
+        },
         kill_grace: Duration::from_secs_f64(file.kill_grace_secs.unwrap_or(5.0).max(0.0)),
     };
     agent::run(config, shutdown_signal()).await?;

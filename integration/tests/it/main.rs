@@ -1,4 +1,5 @@
 //! Multi-process tests: real `corral` processes on loopback.
 
+mod agent_recovery;
 mod foundation;
 mod security;

@@ -44,21 +44,15 @@ impl V2Layout {
     /// (only the missing ones) and `<tasks>/cgroup.subtree_control`. Never writes ancestors.
     pub fn prepare(root: &Path, own: &str, parent: &str, self_pid: i32) -> Result<V2Layout> {
         let own_dir = join_cgroup(root, own);
-        let (base, supervisor) = if own_dir == root {
-            (root.to_path_buf(), root.to_path_buf())
+        let (base, supervisor, must_move) = if own_dir == root {
+            (root.to_path_buf(), root.to_path_buf(), false)
         } else if own_dir.file_name().is_some_and(|n| n == "supervisor") {
             let base = own_dir.parent().unwrap_or(root).to_path_buf();
-            (base, own_dir.clone())
+            (base, own_dir.clone(), false)
         } else {
-            let sup = own_dir.join("supervisor");
-            if let Err(e) = std::fs::create_dir(&sup) {
-                if e.kind() != std::io::ErrorKind::AlreadyExists {
-                    return Err(IsolationError::io("create cgroup", &sup, e));
-                }
-            }
-            write_file(&sup.join("cgroup.procs"), &self_pid.to_string())?;
-            (own_dir.clone(), sup)
+            (own_dir.clone(), own_dir.join("supervisor"), true)
         };
+        // Check before touching anything (no move into a useless hierarchy).
         let available = read_file(&base.join("cgroup.controllers"))?;
         for c in CONTROLLERS {
             if !available.split_whitespace().any(|a| a == c) {
@@ -67,6 +61,14 @@ impl V2Layout {
                     path: base.clone(),
                 });
             }
+        }
+        if must_move {
+            if let Err(e) = std::fs::create_dir(&supervisor) {
+                if e.kind() != std::io::ErrorKind::AlreadyExists {
+                    return Err(IsolationError::io("create cgroup", &supervisor, e));
+                }
+            }
+            write_file(&supervisor.join("cgroup.procs"), &self_pid.to_string())?;
         }
         enable_controllers(&base, base != root)?;
         let tasks = base.join(parent);

@@ -57,6 +57,7 @@ impl Env {
         cfg.cgroup_parent = Some(format!("corral-it-{}-{name}", std::process::id()));
         cfg.run_root = dir.path().join("run");
         cfg.default_pids_limit = 256;
+        cfg.sandbox_root = Some(dir.path().join("sandboxes"));
         tweak(&mut cfg);
         let iso = Isolator::new(cfg).expect("isolator");
         Some(Env { iso, dir, init })

@@ -122,7 +122,8 @@ fn fork_bomb_is_contained() {
     while Instant::now() < deadline {
         max_seen = max_seen.max(c.procs().unwrap().len());
         let t = Instant::now();
-        let st = std::process::Command::new("/bin/true")
+        let st = std::process::Command::new(crate::env::init_program())
+            .arg("true")
             .status()
             .expect("host can still fork");
         assert!(st.success());
@@ -242,6 +243,9 @@ fn kill_daemon(name: &str, pid_ns: bool) {
     assert!(c.try_wait().unwrap().is_none());
     // the daemon ignores SIGTERM: the grace period must end in SIGKILL
     c.kill(Duration::from_millis(300)).unwrap();
+    assert!(c.procs().unwrap().is_empty());
+    // Processes leave the cgroup late in exit(): give the last ones a moment to finish dying.
+    wait_dead(&procs);
     for p in &procs {
         assert!(!alive(*p) || is_zombie(*p), "process {p} survived kill");
     }
@@ -250,15 +254,7 @@ fn kill_daemon(name: &str, pid_ns: bool) {
     let paths: Vec<_> = c.cgroup_paths().into_values().collect();
     c.destroy().unwrap();
     // Without a pid namespace, killed orphans are zombies of the host's init for a moment.
-    let start = Instant::now();
-    while procs.iter().any(|p| alive(*p) && !is_zombie(*p))
-        || (procs.iter().any(|p| alive(*p)) && start.elapsed() < Duration::from_secs(2))
-    {
-        std::thread::sleep(Duration::from_millis(10));
-        if start.elapsed() > Duration::from_secs(2) {
-            break;
-        }
-    }
+    wait_dead(&procs);
     for p in &procs {
         assert!(
             !alive(*p) || is_zombie(*p),
@@ -266,6 +262,16 @@ fn kill_daemon(name: &str, pid_ns: bool) {
         );
     }
     assert_gone(&env, name, &paths);
+}
+
+/// Waits up to 2 s until none of `pids` is alive (zombies count as dead).
+fn wait_dead(pids: &[i32]) {
+    let start = Instant::now();
+    while pids.iter().any(|p| alive(*p) && !is_zombie(*p))
+        && start.elapsed() < Duration::from_secs(2)
+    {
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 fn is_zombie(pid: i32) -> bool {
@@ -330,15 +336,15 @@ fn unprivileged_task_is_confined() {
     }
 
     // cannot move itself out of its cgroup (into the parent, or the hierarchy's root) ...
-    let parents = env.iso.task_parents();
-    let parent = parents.values().next().unwrap();
-    let mut targets = vec![parent.join("cgroup.procs")];
-    if let Some(root_procs) = parent.ancestors().find(|p| {
-        p.parent()
-            .is_some_and(|pp| pp.ends_with("cgroup") || pp.ends_with("fs/cgroup"))
-    }) {
-        targets.push(root_procs.join("cgroup.procs"));
-    }
+    let (ctrl, parent) = env.iso.task_parents().into_iter().next().unwrap();
+    let hierarchy_root = match env.iso.version() {
+        isolation::CgroupVersion::V2 => std::path::PathBuf::from("/sys/fs/cgroup"),
+        isolation::CgroupVersion::V1 => std::path::Path::new("/sys/fs/cgroup").join(&ctrl),
+    };
+    let targets = vec![
+        parent.join("cgroup.procs"),
+        hierarchy_root.join("cgroup.procs"),
+    ];
     for t in targets {
         let (code, out) = run("escape", &["write", &t.to_string_lossy(), "0"]);
         assert_eq!(code, Some(1), "moved to {}: {out}", t.display());
@@ -457,6 +463,11 @@ fn bad_inputs_are_typed_errors_and_leak_nothing() {
     check("../x", base.clone(), &|e| {
         matches!(e, IsolationError::InvalidId(_))
     });
+    check(
+        "outside",
+        with(&|s| s.cwd = std::path::PathBuf::from("/")),
+        &|e| matches!(e, IsolationError::InvalidSpec(m) if m.contains("sandbox root")),
+    );
     check("emptyargv", with(&|s| s.argv.clear()), &|e| {
         matches!(e, IsolationError::InvalidSpec(_))
     });
@@ -630,4 +641,31 @@ fn procfs_mem_total() -> u64 {
         .parse()
         .unwrap();
     kb * 1024
+}
+
+#[test]
+fn forcing_an_unavailable_backend_is_a_clear_error() {
+    if let Some(why) = crate::env::skip_reason() {
+        eprintln!("SKIP forcing_an_unavailable_backend: {why}");
+        return;
+    }
+    let setup = isolation::cgroup::detect(std::path::Path::new("/sys/fs/cgroup")).unwrap();
+    let forced = match setup {
+        isolation::CgroupSetup::Unified => isolation::Backend::Cgroup1,
+        _ => isolation::Backend::Cgroup2,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = isolation::IsolatorConfig::new(crate::env::init_program(), vec!["__init".into()]);
+    cfg.backend = forced;
+    cfg.cgroup_parent = Some(format!("corral-it-{}-forced", std::process::id()));
+    cfg.run_root = dir.path().join("run");
+    let err = isolation::Isolator::new(cfg).unwrap_err();
+    eprintln!("forced {forced:?} on {setup:?}: {err}");
+    assert!(
+        matches!(
+            err,
+            IsolationError::BackendUnavailable { .. } | IsolationError::MissingController { .. }
+        ),
+        "{err:?}"
+    );
 }

@@ -506,17 +506,15 @@ impl Sim {
                     self.agent_update(session, &key, TaskState::Killed);
                 }
             }
-            MasterToAgent::ShutdownFramework { framework_id } => {
-                if agent.auto {
-                    let keys: Vec<TaskKey> = agent
-                        .tasks
-                        .keys()
-                        .filter(|k| k.framework_id == framework_id)
-                        .cloned()
-                        .collect();
-                    for k in keys {
-                        self.agent_update(session, &k, TaskState::Killed);
-                    }
+            MasterToAgent::ShutdownFramework { framework_id } if agent.auto => {
+                let keys: Vec<TaskKey> = agent
+                    .tasks
+                    .keys()
+                    .filter(|k| k.framework_id == framework_id)
+                    .cloned()
+                    .collect();
+                for k in keys {
+                    self.agent_update(session, &k, TaskState::Killed);
                 }
             }
             _ => {}

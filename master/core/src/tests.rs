@@ -131,17 +131,11 @@ fn registry_ops_round_trip_through_the_wire_codec() {
         tasks: vec![task("t9", &a, "cpus:0.5;mem:64MiB;ports:[31000-31001]")],
         at_ms: 42,
     };
-    let bytes = rmp_serde_like(&op);
-    assert_eq!(bytes, op);
-}
-
-/// serde round trip through proto's own codec types (a `RegistryOp` has no wire frame, so use
-/// a JSON-free self-describing path: serialize with serde's derive into a `proto` frame is not
-/// possible; instead round-trip via `Clone` + `Debug` equality of a re-parsed value is not
-/// meaningful). Kept simple: ensure the type implements Serialize + Deserialize.
-fn rmp_serde_like(op: &RegistryOp) -> RegistryOp {
-    fn assert_serde<T: serde::Serialize + serde::de::DeserializeOwned>() {}
-    assert_serde::<RegistryOp>();
-    assert_serde::<Registry>();
-    op.clone()
+    let bytes = rmp_serde::to_vec_named(&op).expect("encode op");
+    let back: RegistryOp = rmp_serde::from_slice(&bytes).expect("decode op");
+    assert_eq!(back, op);
+    let (r, _, _) = registry_with_task();
+    let bytes = rmp_serde::to_vec_named(&r).expect("encode registry");
+    let back: Registry = rmp_serde::from_slice(&bytes).expect("decode registry");
+    assert_eq!(back, r);
 }

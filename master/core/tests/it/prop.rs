@@ -39,7 +39,11 @@ fn check_safety(sim: &Sim) -> Result<(), TestCaseError> {
     sim.check_no_overcommit().map_err(TestCaseError::fail)?;
     for f in sim.frameworks.values() {
         for (task, states) in &f.terminal {
-            prop_assert!(states.len() <= 1, "task {task} of {} ended as {states:?}", f.name);
+            prop_assert!(
+                states.len() <= 1,
+                "task {task} of {} ended as {states:?}",
+                f.name
+            );
         }
     }
     Ok(())
@@ -71,7 +75,8 @@ fn run(events: Vec<Event>) -> Result<(), TestCaseError> {
             let mut info = framework_info(&format!("f{i}"), &[]);
             info.failover_timeout_ms = 30_000;
             if i == 0 {
-                info.capabilities.push(proto::FrameworkCapability::PartitionAware);
+                info.capabilities
+                    .push(proto::FrameworkCapability::PartitionAware);
             }
             let mut w = Workload::new(sizes[i], 1_000);
             w.per_offer = 2;
@@ -91,7 +96,11 @@ fn run(events: Vec<Event>) -> Result<(), TestCaseError> {
             Event::Reconnect(a) => agents[a] = sim.reconnect_agent(agents[a]),
             Event::Finish(a, t, ok) => {
                 if let Some(k) = live_task(&sim, agents[a], t) {
-                    let st = if ok { TaskState::Finished } else { TaskState::Failed };
+                    let st = if ok {
+                        TaskState::Finished
+                    } else {
+                        TaskState::Failed
+                    };
                     sim.agent_update(agents[a], &k, st);
                     sim.pump();
                 }
@@ -100,7 +109,8 @@ fn run(events: Vec<Event>) -> Result<(), TestCaseError> {
                 let mut info = framework_info(&format!("f{f}"), &[]);
                 info.failover_timeout_ms = 30_000;
                 if f == 0 {
-                    info.capabilities.push(proto::FrameworkCapability::PartitionAware);
+                    info.capabilities
+                        .push(proto::FrameworkCapability::PartitionAware);
                 }
                 if sim.open.contains(&fws[f]) {
                     fws[f] = sim.reconnect_framework(fws[f], info);
@@ -122,7 +132,10 @@ fn run(events: Vec<Event>) -> Result<(), TestCaseError> {
             }
             Event::Revive(f) => {
                 if sim.open.contains(&fws[f]) {
-                    sim.send(fws[f], ClientFrame::Framework(FrameworkCall::Revive { roles: vec![] }));
+                    sim.send(
+                        fws[f],
+                        ClientFrame::Framework(FrameworkCall::Revive { roles: vec![] }),
+                    );
                 }
             }
             Event::Drain(a, drain) => {
@@ -144,7 +157,10 @@ fn run(events: Vec<Event>) -> Result<(), TestCaseError> {
     sim.advance(Duration::from_secs(1));
     for f in fws.iter() {
         if sim.open.contains(f) {
-            sim.send(*f, ClientFrame::Framework(FrameworkCall::Suppress { roles: vec![] }));
+            sim.send(
+                *f,
+                ClientFrame::Framework(FrameworkCall::Suppress { roles: vec![] }),
+            );
         }
     }
     for round in 0..3 {

@@ -22,7 +22,9 @@ fn run_scenario(input: &str) -> Result<String, String> {
         let words: Vec<&str> = line.split_whitespace().collect();
         match words[..] {
             ["weight", role, w] => {
-                let w: f64 = w.parse().map_err(|_| format!("line {}: bad weight", n + 1))?;
+                let w: f64 = w
+                    .parse()
+                    .map_err(|_| format!("line {}: bad weight", n + 1))?;
                 config.role_weights.insert(role.to_owned(), w);
             }
             ["allocator", "drf"] => config.allocator = AllocatorKind::Drf,
@@ -73,7 +75,11 @@ fn run_scenario(input: &str) -> Result<String, String> {
         );
     }
     for r in &state.roles {
-        let _ = writeln!(out, "role {} weight={} share={:.3}", r.name, r.weight, r.dominant_share);
+        let _ = writeln!(
+            out,
+            "role {} weight={} share={:.3}",
+            r.name, r.weight, r.dominant_share
+        );
     }
     for a in &state.agents {
         let _ = writeln!(out, "agent {} used={}", a.hostname, a.used);

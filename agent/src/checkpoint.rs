@@ -1,0 +1,144 @@
+//! Durable records of what the agent runs, so that a restarted agent re-attaches to its tasks
+//! instead of losing or relaunching them. One JSON file per task under
+//! `WORK_DIR/meta/tasks/`, replaced atomically (write a temporary file, fsync, rename, fsync the
+//! directory) on every change: before a launch (intent), after it (the container record), on
+//! each status update and acknowledgement. A file that does not parse is moved aside to
+//! `*.corrupt` with an error in the log; the other tasks recover normally.
+
+use isolation::ContainerRecord;
+use proto::{FrameworkSummary, TaskInfo, TaskState, TaskStatus};
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Bumped when the checkpoint format changes incompatibly.
+pub const CHECKPOINT_VERSION: u32 = 1;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TaskCheckpoint {
+    pub version: u32,
+    pub framework: FrameworkSummary,
+    pub info: TaskInfo,
+    pub state: TaskState,
+    pub sandbox: PathBuf,
+    /// Set once the container exists; `None` means the launch had not completed.
+    pub container: Option<ContainerRecord>,
+    #[serde(default)]
+    pub kill_requested: bool,
+    /// Status updates not yet acknowledged, oldest first, and the next sequence number.
+    pub next_seq: u64,
+    pub pending_updates: Vec<TaskStatus>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("cannot write checkpoint {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot read checkpoint directory {path}: {source}")]
+    ReadDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+pub struct Checkpoints {
+    dir: PathBuf,
+}
+
+/// One checkpoint file found at start: its key and its content, or why it could not be used.
+pub struct Loaded {
+    pub key: String,
+    pub result: Result<TaskCheckpoint, String>,
+}
+
+impl Checkpoints {
+    pub fn open(work_dir: &Path) -> Result<Checkpoints, CheckpointError> {
+        let dir = work_dir.join("meta").join("tasks");
+        std::fs::create_dir_all(&dir).map_err(|source| CheckpointError::ReadDir {
+            path: dir.clone(),
+            source,
+        })?;
+        Ok(Checkpoints { dir })
+    }
+
+    fn path(&self, key: &str) -> PathBuf {
+        self.dir.join(format!("{key}.json"))
+    }
+
+    /// Atomically replaces the checkpoint of `key` (a validated, path-safe id).
+    pub fn save(&self, key: &str, cp: &TaskCheckpoint) -> Result<(), CheckpointError> {
+        let path = self.path(key);
+        let tmp = self.dir.join(format!(".{key}.json.tmp"));
+        let err = |source| CheckpointError::Write {
+            path: path.clone(),
+            source,
+        };
+        let bytes = serde_json::to_vec(cp).map_err(|e| err(std::io::Error::other(e)))?;
+        {
+            let mut f = std::fs::File::create(&tmp).map_err(err)?;
+            f.write_all(&bytes).map_err(err)?;
+            f.sync_all().map_err(err)?;
+        }
+        std::fs::rename(&tmp, &path).map_err(err)?;
+        std::fs::File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(err)?;
+        Ok(())
+    }
+
+    pub fn remove(&self, key: &str) {
+        let _ = std::fs::remove_file(self.path(key));
+    }
+
+    /// Every checkpoint on disk. Unreadable ones are renamed to `*.corrupt`.
+    pub fn load_all(&self) -> Result<Vec<Loaded>, CheckpointError> {
+        let entries = std::fs::read_dir(&self.dir).map_err(|source| CheckpointError::ReadDir {
+            path: self.dir.clone(),
+            source,
+        })?;
+        let mut out = Vec::new();
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            if name.starts_with('.') {
+                // A temporary file of an interrupted save: the previous version is intact.
+                let _ = std::fs::remove_file(&path);
+                continue;
+            }
+            let Some(key) = name.strip_suffix(".json") else {
+                continue;
+            };
+            let result = std::fs::read(&path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))
+                .and_then(|bytes| {
+                    serde_json::from_slice::<TaskCheckpoint>(&bytes)
+                        .map_err(|e| format!("{} is corrupt: {e}", path.display()))
+                })
+                .and_then(|cp| {
+                    if cp.version == CHECKPOINT_VERSION {
+                        Ok(cp)
+                    } else {
+                        Err(format!(
+                            "{} has checkpoint version {} (this agent reads {CHECKPOINT_VERSION})",
+                            path.display(),
+                            cp.version
+                        ))
+                    }
+                });
+            if result.is_err() {
+                let _ = std::fs::rename(&path, path.with_extension("corrupt"));
+            }
+            out.push(Loaded {
+                key: key.to_owned(),
+                result,
+            });
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+}
