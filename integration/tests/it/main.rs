@@ -3,3 +3,4 @@
 mod agent_recovery;
 mod foundation;
 mod security;
+mod status_updates;
