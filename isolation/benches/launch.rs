@@ -289,11 +289,12 @@ fn make_bundle(bundle: &Path, net: bool, own_mem: &str, rt: &str) -> Result<(), 
         std::fs::create_dir_all(rootfs.join(d)).map_err(|e| e.to_string())?;
     }
     std::fs::copy("/bin/true", rootfs.join("bin/true")).map_err(|e| e.to_string())?;
-    let ldd = Command::new("ldd")
-        .arg("/bin/true")
-        .output()
-        .map_err(|e| e.to_string())?;
-    for line in String::from_utf8_lossy(&ldd.stdout).lines() {
+    // Copy the libraries ldd lists (a static /bin/true, e.g. busybox in the VM, needs none).
+    let ldd = Command::new("ldd").arg("/bin/true").output();
+    let ldd_out = ldd
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    for line in ldd_out.lines() {
         let path = line.split_whitespace().find(|w| w.starts_with('/'));
         if let Some(p) = path {
             let dst = rootfs.join(p.trim_start_matches('/'));

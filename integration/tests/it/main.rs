@@ -2,5 +2,6 @@
 
 mod agent_recovery;
 mod foundation;
+mod offers;
 mod security;
 mod status_updates;

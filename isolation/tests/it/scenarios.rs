@@ -452,11 +452,6 @@ fn bad_inputs_are_typed_errors_and_leak_nothing() {
         with(&|s| s.user = Some("no-such-user-xyz".into())),
         &|e| matches!(e, IsolationError::UnknownUser(_)),
     );
-    check(
-        "notallowed",
-        with(&|s| s.user = Some("daemon".into())),
-        &|e| matches!(e, IsolationError::UserNotAllowed(_)),
-    );
     check("root", with(&|s| s.user = Some("root".into())), &|e| {
         matches!(e, IsolationError::RootNotAllowed(_))
     });
@@ -668,4 +663,27 @@ fn forcing_an_unavailable_backend_is_a_clear_error() {
         ),
         "{err:?}"
     );
+}
+
+#[test]
+fn user_policy_is_enforced() {
+    // Only root and nobody exist in the VM: make nobody a non-default user here.
+    let env = env_or_skip!("users", |c| {
+        c.default_user = None;
+        c.allowed_users = vec!["no-such-allowed-user".into()];
+    });
+    let mut spec = env.spec("users", &["true"]);
+    let err = env.iso.launch("nouser-default", &spec).unwrap_err();
+    assert!(matches!(err, IsolationError::NoUser), "{err:?}");
+    spec.user = Some("nobody".into());
+    let err = env.iso.launch("notallowed", &spec).unwrap_err();
+    assert!(
+        matches!(err, IsolationError::UserNotAllowed(ref u) if u == "nobody"),
+        "{err:?}"
+    );
+    spec.user = Some("root".into());
+    let err = env.iso.launch("root", &spec).unwrap_err();
+    assert!(matches!(err, IsolationError::RootNotAllowed(_)), "{err:?}");
+    assert_gone(&env, "notallowed", &[]);
+    assert_gone(&env, "root", &[]);
 }

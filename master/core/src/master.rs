@@ -228,6 +228,15 @@ fn call_name(frame: &ClientFrame) -> &'static str {
     }
 }
 
+/// The role a frame's kind belongs to, for refusal messages.
+fn required_role(frame: &ClientFrame) -> Role {
+    match frame {
+        ClientFrame::Agent(_) => Role::Agent,
+        ClientFrame::Framework(_) => Role::Framework,
+        ClientFrame::Operator(_) => Role::Operator,
+    }
+}
+
 /// The role-based call matrix.
 pub fn authorized(role: Role, frame: &ClientFrame) -> bool {
     matches!(
@@ -388,7 +397,12 @@ impl Master {
         };
         let role = s.peer.role;
         if !authorized(role, &frame) {
-            let msg = format!("a {} may not make the {} call", role, call_name(&frame));
+            let msg = format!(
+                "{} may not make the {} call: it needs a {} certificate",
+                s.peer,
+                call_name(&frame),
+                required_role(&frame)
+            );
             self.refuse(session, ErrorCode::Forbidden, msg);
             return;
         }

@@ -1,1 +1,125 @@
-//! tmp
+//! master-raft owns the masters' replicated registry: an openraft 0.9 cluster of masters whose
+//! log entries are [`RegistryOp`]s, a durable log store of our own on disk ([`LogStore`]), the
+//! state machine that applies each committed op with the pure [`Registry::apply`]
+//! ([`StateMachine`]), snapshots and log compaction, and raft RPCs between masters over
+//! mutually-authenticated QUIC ([`network`]). The master daemon uses it through one facade,
+//! [`ReplicatedRegistry`]. It knows nothing of agents, frameworks or offers: master-core decides,
+//! this crate only makes the decisions durable and identical on every master.
+//!
+//! # The contract with the daemon
+//!
+//! **Write path.** The core emits `Output::Propose(op)`; the daemon calls
+//! [`ReplicatedRegistry::propose`]. It succeeds only on the leader, once the op is committed (on a
+//! majority of masters, each fsynced) and applied locally; elsewhere it fails with
+//! [`ProposeError::NotLeader`] naming the leader when known. A failed propose may still commit
+//! later (the old leader may have replicated it before losing office), so the truth is the
+//! committed stream, never the propose result.
+//!
+//! **Committed ops.** [`StateMachine::apply`] runs on every master, in log order. The daemon
+//! sees them through a [`Subscription`]: [`ReplicatedRegistry::subscribe`] atomically returns the
+//! registry as of the last applied index *and* a bounded stream of every op applied after it, in
+//! order, exactly once ([`CommitEvent::Op`]). Together they are the whole history: nothing is
+//! missed or repeated between the copy and the stream. A new subscription replaces the previous
+//! one (whose stream then ends). A follower that is sent a snapshot instead of entries gets
+//! [`CommitEvent::Reset`] with the registry installed; it replaces everything before it.
+//!
+//! - On the leader the daemon feeds each `Op` to `Master::handle_committed`, and acts on it
+//!   (`RunTasks` after `TasksAdded`, ...).
+//! - A master that becomes leader calls [`ReplicatedRegistry::subscribe_as_leader`]: it first
+//!   waits until every entry committed by earlier leaders is applied here (openraft's read-index:
+//!   a heartbeat round to a quorum, then applied ≥ the new term's first entry), then subscribes, so
+//!   the daemon rebuilds its core with `Master::with_registry(registry)` from a complete registry.
+//! - On followers the daemon may ignore the ops, but it must keep draining the stream (or drop
+//!   the subscription).
+//!
+//! **Backpressure, and the one way to deadlock.** The stream holds
+//! [`COMMIT_CHANNEL_CAPACITY`] events. When it is full, `apply` waits, so raft stops applying and
+//! `propose` calls stop returning until the daemon receives again. The daemon must therefore
+//! never wait for a `propose` while not receiving from its subscription: run proposals as tasks
+//! (or futures in the same `select!`) and feed their results back as events.
+//!
+//! **Peers.** Raft RPCs travel on QUIC streams between masters. The client side checks that the
+//! peer's certificate names the master it meant to reach (`corral://master/NAME` with `NAME`
+//! from [`MasterNode::name`]); the server side accepts raft streams only from peers whose
+//! certificate role is `master` ([`network::serve_raft_connection`] and
+//! [`network::serve_raft_stream`] check it; the daemon should route every bidirectional stream of
+//! a connection whose peer role is `master` to them).
+//!
+//! **Durability.** An entry is reported appended only after `fdatasync` of the log file; votes
+//! are synced before `save_vote` returns. See [`log_store`] for the on-disk format and why it is
+//! our own.
+
+pub mod log_store;
+pub mod network;
+mod registry;
+pub mod state_machine;
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::io::Cursor;
+
+pub use log_store::{LogReader, LogStore, StoreError};
+pub use master_core::{Registry, RegistryOp};
+pub use registry::{
+    ClusterStatus, MembershipError, ProposeError, RaftConfig, RaftError, ReplicatedRegistry,
+};
+pub use state_machine::{CommitEvent, StateMachine, Subscription, COMMIT_CHANNEL_CAPACITY};
+
+/// A master as a raft member: where to reach it and who it must prove to be.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct MasterNode {
+    /// `host:port` of the master's QUIC endpoint.
+    pub addr: String,
+    /// The name in the master's certificate (`corral://master/NAME`). A peer at `addr` whose
+    /// certificate names another master is refused.
+    pub name: String,
+}
+
+impl MasterNode {
+    pub fn new(addr: impl Into<String>, name: impl Into<String>) -> Self {
+        MasterNode {
+            addr: addr.into(),
+            name: name.into(),
+        }
+    }
+}
+
+impl fmt::Display for MasterNode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "master '{}' at {}", self.name, self.addr)
+    }
+}
+
+/// What applying one entry answers to the proposer. The log index is in the
+/// `ClientWriteResponse`, so nothing else is needed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Applied;
+
+openraft::declare_raft_types!(
+    /// The openraft type configuration of the masters' registry.
+    pub TypeConfig:
+        D = RegistryOp,
+        R = Applied,
+        NodeId = u64,
+        Node = MasterNode,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = Cursor<Vec<u8>>,
+        AsyncRuntime = openraft::TokioRuntime,
+);
+
+/// A raft node of the registry.
+pub type Raft = openraft::Raft<TypeConfig>;
+/// A log entry.
+pub type Entry = openraft::Entry<TypeConfig>;
+/// A raft node id (each master has a distinct one, fixed for its life).
+pub type NodeId = u64;
+pub type LogId = openraft::LogId<NodeId>;
+pub type Vote = openraft::Vote<NodeId>;
+pub type StoredMembership = openraft::StoredMembership<NodeId, MasterNode>;
+pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, MasterNode>;
+pub type Snapshot = openraft::Snapshot<TypeConfig>;
+pub type StorageError = openraft::StorageError<NodeId>;
+pub type RaftMetrics = openraft::RaftMetrics<NodeId, MasterNode>;
+
+#[cfg(test)]
+mod tests;
