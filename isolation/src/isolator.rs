@@ -207,7 +207,7 @@ impl Isolator {
     /// (no cgroup, no process, no run dir).
     pub fn launch(&self, id: &str, spec: &ContainerSpec) -> Result<Container> {
         validate_id(id)?;
-        let limits = self.validate(spec)?;
+        let limits = validate_spec(spec, self.config.default_pids_limit)?;
         let user = self.resolve_user(spec.user.as_deref())?;
         if !spec.cwd.is_absolute() || !spec.cwd.is_dir() {
             return Err(IsolationError::MissingWorkdir(spec.cwd.clone()));
@@ -438,81 +438,6 @@ impl Isolator {
         }
     }
 
-    fn validate(&self, spec: &ContainerSpec) -> Result<Limits> {
-        if spec.argv.is_empty() || spec.argv[0].is_empty() {
-            return Err(IsolationError::InvalidSpec("argv is empty".into()));
-        }
-        if spec.argv.iter().any(|a| a.contains('\0')) {
-            return Err(IsolationError::InvalidSpec(
-                "argv contains a NUL byte".into(),
-            ));
-        }
-        for (k, v) in &spec.env {
-            if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
-                return Err(IsolationError::InvalidSpec(format!(
-                    "bad environment variable {k:?}"
-                )));
-            }
-        }
-        if let Some(c) = spec.cpus {
-            if !c.is_finite() || c <= 0.0 || c > 4096.0 {
-                return Err(IsolationError::InvalidLimit {
-                    name: "cpus",
-                    reason: format!("{c} is not in (0, 4096]"),
-                });
-            }
-        }
-        if spec.cpu_hard_limit && spec.cpus.is_none() {
-            return Err(IsolationError::InvalidLimit {
-                name: "cpus",
-                reason: "cpu_hard_limit needs cpus".into(),
-            });
-        }
-        let memory_bytes = match spec.memory_bytes {
-            Some(0) => {
-                return Err(IsolationError::InvalidLimit {
-                    name: "memory",
-                    reason: "0 bytes".into(),
-                })
-            }
-            Some(m) if m < MIN_MEMORY_BYTES => {
-                return Err(IsolationError::MemoryTooSmall {
-                    requested: m,
-                    minimum: MIN_MEMORY_BYTES,
-                })
-            }
-            Some(m) => Some(m.div_ceil(PAGE).saturating_mul(PAGE)),
-            None => None,
-        };
-        let pids_max = spec.pids_limit.unwrap_or(self.config.default_pids_limit);
-        if pids_max < MIN_PIDS {
-            return Err(IsolationError::InvalidLimit {
-                name: "pids",
-                reason: format!("{pids_max} is below {MIN_PIDS} (the init and the task)"),
-            });
-        }
-        if let Some(h) = &spec.hostname {
-            if !spec.namespaces.uts {
-                return Err(IsolationError::InvalidSpec(
-                    "hostname needs a uts namespace".into(),
-                ));
-            }
-            if h.is_empty() || h.len() > 64 || h.contains('\0') {
-                return Err(IsolationError::InvalidSpec(format!("bad hostname {h:?}")));
-            }
-        }
-        if spec.namespaces.pid && !spec.namespaces.mount {
-            // Without a mount namespace /proc would still show the host's processes.
-            tracing::debug!("pid namespace without mount namespace: /proc is the host's");
-        }
-        Ok(Limits {
-            cpus: spec.cpus,
-            cpu_hard_limit: spec.cpu_hard_limit,
-            memory_bytes,
-            pids_max,
-        })
-    }
-
     fn resolve_user(&self, requested: Option<&str>) -> Result<ResolvedUser> {
         let name = requested
             .or(self.config.default_user.as_deref())
@@ -610,6 +535,82 @@ impl Isolator {
             mem_bytes: total.mem_bytes.saturating_sub(reserved.mem_bytes),
         })
     }
+}
+
+/// Checks a spec and turns its limits into [`Limits`] (memory rounded up to whole pages).
+pub fn validate_spec(spec: &ContainerSpec, default_pids_limit: u64) -> Result<Limits> {
+    if spec.argv.is_empty() || spec.argv[0].is_empty() {
+        return Err(IsolationError::InvalidSpec("argv is empty".into()));
+    }
+    if spec.argv.iter().any(|a| a.contains('\0')) {
+        return Err(IsolationError::InvalidSpec(
+            "argv contains a NUL byte".into(),
+        ));
+    }
+    for (k, v) in &spec.env {
+        if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
+            return Err(IsolationError::InvalidSpec(format!(
+                "bad environment variable {k:?}"
+            )));
+        }
+    }
+    if let Some(c) = spec.cpus {
+        if !c.is_finite() || c <= 0.0 || c > 4096.0 {
+            return Err(IsolationError::InvalidLimit {
+                name: "cpus",
+                reason: format!("{c} is not in (0, 4096]"),
+            });
+        }
+    }
+    if spec.cpu_hard_limit && spec.cpus.is_none() {
+        return Err(IsolationError::InvalidLimit {
+            name: "cpus",
+            reason: "cpu_hard_limit needs cpus".into(),
+        });
+    }
+    let memory_bytes = match spec.memory_bytes {
+        Some(0) => {
+            return Err(IsolationError::InvalidLimit {
+                name: "memory",
+                reason: "0 bytes".into(),
+            })
+        }
+        Some(m) if m < MIN_MEMORY_BYTES => {
+            return Err(IsolationError::MemoryTooSmall {
+                requested: m,
+                minimum: MIN_MEMORY_BYTES,
+            })
+        }
+        Some(m) => Some(m.div_ceil(PAGE).saturating_mul(PAGE)),
+        None => None,
+    };
+    let pids_max = spec.pids_limit.unwrap_or(default_pids_limit);
+    if pids_max < MIN_PIDS {
+        return Err(IsolationError::InvalidLimit {
+            name: "pids",
+            reason: format!("{pids_max} is below {MIN_PIDS} (the init and the task)"),
+        });
+    }
+    if let Some(h) = &spec.hostname {
+        if !spec.namespaces.uts {
+            return Err(IsolationError::InvalidSpec(
+                "hostname needs a uts namespace".into(),
+            ));
+        }
+        if h.is_empty() || h.len() > 64 || h.contains('\0') {
+            return Err(IsolationError::InvalidSpec(format!("bad hostname {h:?}")));
+        }
+    }
+    if spec.namespaces.pid && !spec.namespaces.mount {
+        // Without a mount namespace /proc would still show the host's processes.
+        tracing::debug!("pid namespace without mount namespace: /proc is the host's");
+    }
+    Ok(Limits {
+        cpus: spec.cpus,
+        cpu_hard_limit: spec.cpu_hard_limit,
+        memory_bytes,
+        pids_max,
+    })
 }
 
 /// Undoes a failed launch: kills and reaps the init, removes the cgroup and the run dir.
@@ -722,3 +723,6 @@ pub fn validate_id(id: &str) -> Result<()> {
         Err(IsolationError::InvalidId(id.to_string()))
     }
 }
+
+#[cfg(test)]
+mod tests;

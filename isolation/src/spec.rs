@@ -45,8 +45,10 @@ pub struct ContainerSpec {
     pub argv: Vec<String>,
     /// The complete environment: nothing is inherited from the agent.
     pub env: Vec<(String, String)>,
-    /// The sandbox; must exist. It is chowned to the task's user, and `<cwd>/tmp` becomes the
-    /// task's private /tmp.
+    /// The sandbox; must exist (and be inside the isolator's `sandbox_root` when set). It is
+    /// chowned to the task's user, and `<cwd>/tmp` is bind-mounted on /tmp as the task's private
+    /// /tmp (mount namespace only; skipped when the sandbox itself is below /tmp, which the
+    /// mount would hide).
     pub cwd: PathBuf,
     pub stdout: PathBuf,
     pub stderr: PathBuf,

@@ -2,6 +2,7 @@
 
 mod agent_recovery;
 mod foundation;
+mod limits;
 mod offers;
 mod security;
 mod status_updates;

@@ -567,6 +567,34 @@ impl LogStore {
         Ok(())
     }
 
+    /// Writes entries at the end of the log and makes them readable (not yet synced).
+    fn append_records(&mut self, entries: impl IntoIterator<Item = Entry>) -> Result<(), StoreError> {
+        let mut buf = Vec::new();
+        let mut recs = Vec::new();
+        let mut max_index = None;
+        for e in entries {
+            max_index = max_index.max(Some(e.log_id.index));
+            let rec = Record::Entry(e);
+            encode_record(&rec, &mut buf)?;
+            recs.push(rec);
+        }
+        self.write(&buf)?;
+        if let Some(seg) = self.segments.back_mut() {
+            seg.max_index = seg.max_index.max(max_index);
+        }
+        for rec in recs {
+            self.apply(rec);
+        }
+        Ok(())
+    }
+
+    /// Appends and waits for the fsync (tests: openraft's callback cannot be built outside it).
+    #[cfg(test)]
+    pub(crate) async fn append_synced(&mut self, entries: Vec<Entry>) -> Result<(), StoreError> {
+        self.append_records(entries)?;
+        self.sync().await
+    }
+
     fn reader(&self) -> LogReader {
         LogReader {
             mem: self.mem.clone(),
@@ -771,22 +799,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut buf = Vec::new();
-        let mut recs = Vec::new();
-        let mut max_index = None;
-        for e in entries {
-            max_index = max_index.max(Some(e.log_id.index));
-            let rec = Record::Entry(e);
-            encode_record(&rec, &mut buf).map_err(write_err)?;
-            recs.push(rec);
-        }
-        self.write(&buf).map_err(write_err)?;
-        if let Some(seg) = self.segments.back_mut() {
-            seg.max_index = seg.max_index.max(max_index);
-        }
-        for rec in recs {
-            self.apply(rec);
-        }
+        self.append_records(entries).map_err(write_err)?;
         self.flush_tx
             .send(FlushReq {
                 file: self.file.clone(),

@@ -1,0 +1,450 @@
+//! Raft RPCs between masters over mutually-authenticated QUIC.
+//!
+//! **Client** ([`Network`], [`PeerClient`]): one QUIC connection per peer master, shared by
+//! every openraft client of that peer (replication, votes, heartbeats), made on first use and
+//! remade after a failure. Connecting checks that the peer's certificate chains to our CA *and*
+//! names the master we meant to reach (`transport::connect(.., Role::Master, Some(name))`), so a
+//! stale address now held by another master, or an agent, is refused. Each RPC is one
+//! bidirectional stream: one [`RaftRequest`] frame out, one [`RaftResponse`] frame back (proto's
+//! codec). A peer we cannot connect to is [`RPCError::Unreachable`] (openraft then backs off
+//! instead of retrying at once); an RPC that outlives its deadline is [`RPCError::Timeout`] and
+//! the connection is dropped so the next RPC reconnects.
+//!
+//! **Server** ([`serve_raft_connection`], [`serve_raft_stream`]): the daemon hands us every
+//! bidirectional stream of a connection whose peer certificate has role `master`; we refuse
+//! any other role (a second check: the daemon routes by role too). Requests on a stream are
+//! answered in order until the peer finishes it.
+
+use crate::{MasterNode, NodeId, Raft, SnapshotMeta, TypeConfig, Vote};
+use openraft::error::{
+    Fatal, NetworkError, RPCError, RaftError, RemoteError, ReplicationClosed, StreamingError,
+    Timeout, Unreachable,
+};
+use openraft::network::{RPCOption, RPCTypes, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+};
+use openraft::OptionalSend;
+use proto::{PeerIdentity, Role};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::future::Future;
+use std::io::Cursor;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::time::Instant;
+use transport::TransportError;
+
+/// Largest raft frame: the protocol's maximum (a snapshot must fit in one).
+pub const MAX_RAFT_FRAME: usize = proto::MAX_FRAME_LEN;
+
+/// A request from one master's raft to another's. One per stream from our client; a server
+/// answers any number in order.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum RaftRequest {
+    AppendEntries(AppendEntriesRequest<TypeConfig>),
+    Vote(VoteRequest<NodeId>),
+    /// The whole snapshot in one frame (the registry is at most tens of megabytes).
+    FullSnapshot {
+        vote: Vote,
+        meta: SnapshotMeta,
+        data: Vec<u8>,
+    },
+}
+
+/// The answer to a [`RaftRequest`]: the receiving raft's own result, or a refusal.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum RaftResponse {
+    AppendEntries(Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>),
+    Vote(Result<VoteResponse<NodeId>, RaftError<NodeId>>),
+    FullSnapshot(Result<SnapshotResponse<NodeId>, Fatal<NodeId>>),
+    /// The request was not handed to raft (the peer is not a master).
+    Refused(String),
+}
+
+/// Why serving raft to a peer stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("{peer} may not send raft messages: only masters take part in raft")]
+    NotAMaster { peer: PeerIdentity },
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+}
+
+/// Why an RPC failed before the peer's raft answered.
+#[derive(Debug, thiserror::Error)]
+enum CallError {
+    /// No connection could be made (down, refused, wrong certificate): back off.
+    #[error("{0}")]
+    Unreachable(String),
+    /// The connection failed mid-call, or the answer made no sense: retry.
+    #[error("{0}")]
+    Network(String),
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+}
+
+/// The openraft network factory: connections to the other masters.
+#[derive(Clone, Debug)]
+pub struct Network {
+    me: NodeId,
+    endpoint: quinn::Endpoint,
+    peers: Arc<Mutex<HashMap<NodeId, Arc<Peer>>>>,
+}
+
+#[derive(Debug)]
+struct Peer {
+    node: MasterNode,
+    /// The current connection, if any. Held while connecting so concurrent calls wait for one
+    /// handshake instead of racing several.
+    conn: tokio::sync::Mutex<Option<quinn::Connection>>,
+}
+
+impl Network {
+    /// A network for raft node `me` that connects out through `endpoint` (the master's QUIC
+    /// endpoint, whose default client configuration presents our certificate).
+    pub fn new(me: NodeId, endpoint: quinn::Endpoint) -> Network {
+        Network {
+            me,
+            endpoint,
+            peers: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// A client for `target` at `node`, sharing the connection with other clients of it.
+    pub fn client(&self, target: NodeId, node: &MasterNode) -> PeerClient {
+        let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        let peer = match peers.get(&target) {
+            Some(p) if p.node == *node => p.clone(),
+            _ => {
+                // New peer, or its address or name changed: start afresh.
+                let p = Arc::new(Peer {
+                    node: node.clone(),
+                    conn: tokio::sync::Mutex::new(None),
+                });
+                peers.insert(target, p.clone());
+                p
+            }
+        };
+        PeerClient {
+            me: self.me,
+            target,
+            peer,
+            endpoint: self.endpoint.clone(),
+        }
+    }
+
+    /// Closes every connection to peers (on shutdown, so they notice at once).
+    pub fn close_all(&self) {
+        let peers: Vec<Arc<Peer>> = {
+            let peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+            peers.values().cloned().collect()
+        };
+        for p in peers {
+            if let Ok(guard) = p.conn.try_lock() {
+                if let Some(c) = guard.as_ref() {
+                    c.close(0u32.into(), b"master shutting down");
+                }
+            }
+        }
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: NodeId, node: &MasterNode) -> PeerClient {
+        self.client(target, node)
+    }
+}
+
+/// RPCs to one peer master.
+#[derive(Debug)]
+pub struct PeerClient {
+    me: NodeId,
+    target: NodeId,
+    peer: Arc<Peer>,
+    endpoint: quinn::Endpoint,
+}
+
+impl PeerClient {
+    /// The connection to the peer, made if needed, by `deadline`.
+    async fn connection(&self, deadline: Instant) -> Result<quinn::Connection, CallError> {
+        let mut guard = match tokio::time::timeout_at(deadline, self.peer.conn.lock()).await {
+            Ok(g) => g,
+            Err(_) => {
+                return Err(CallError::Unreachable(format!(
+                    "still connecting to {}",
+                    self.peer.node
+                )))
+            }
+        };
+        if let Some(c) = guard.as_ref() {
+            if c.close_reason().is_none() {
+                return Ok(c.clone());
+            }
+        }
+        *guard = None;
+        let node = &self.peer.node;
+        let connect = async {
+            let addr = transport::resolve(&node.addr).await?;
+            transport::connect(&self.endpoint, addr, Role::Master, Some(&node.name)).await
+        };
+        match tokio::time::timeout_at(deadline, connect).await {
+            Ok(Ok(c)) => {
+                *guard = Some(c.clone());
+                Ok(c)
+            }
+            Ok(Err(e)) => Err(CallError::Unreachable(format!(
+                "cannot reach raft node {} ({node}): {e}",
+                self.target
+            ))),
+            Err(_) => Err(CallError::Unreachable(format!(
+                "no connection to raft node {} ({node}) within the rpc deadline",
+                self.target
+            ))),
+        }
+    }
+
+    /// Forgets `conn` if it is still the peer's connection, so the next call reconnects.
+    async fn forget(&self, conn: &quinn::Connection) {
+        let mut guard = self.peer.conn.lock().await;
+        if guard
+            .as_ref()
+            .is_some_and(|c| c.stable_id() == conn.stable_id())
+        {
+            *guard = None;
+        }
+    }
+
+    /// Sends one request on a fresh stream and reads the answer, within `ttl`.
+    async fn call(&self, req: &RaftRequest, ttl: Duration) -> Result<RaftResponse, CallError> {
+        let deadline = Instant::now() + ttl;
+        let conn = self.connection(deadline).await?;
+        let exchange = async {
+            let (mut tx, mut rx) =
+                transport::open_framed::<RaftRequest, RaftResponse>(&conn, MAX_RAFT_FRAME).await?;
+            tx.send(req).await?;
+            let resp = rx.recv().await?;
+            let _ = tx.finish().await;
+            Ok::<_, TransportError>(resp)
+        };
+        match tokio::time::timeout_at(deadline, exchange).await {
+            Ok(Ok(Some(RaftResponse::Refused(reason)))) => Err(CallError::Unreachable(format!(
+                "{} refused our raft request: {reason}",
+                self.peer.node
+            ))),
+            Ok(Ok(Some(resp))) => Ok(resp),
+            Ok(Ok(None)) => {
+                self.forget(&conn).await;
+                Err(CallError::Network(format!(
+                    "{} closed the raft stream without answering",
+                    self.peer.node
+                )))
+            }
+            Ok(Err(e)) => {
+                self.forget(&conn).await;
+                if e.is_certificate_refused() {
+                    Err(CallError::Unreachable(e.to_string()))
+                } else {
+                    Err(CallError::Network(e.to_string()))
+                }
+            }
+            Err(_) => {
+                self.forget(&conn).await;
+                Err(CallError::Timeout(ttl))
+            }
+        }
+    }
+
+    fn rpc_error<E: std::error::Error>(
+        &self,
+        e: CallError,
+        action: RPCTypes,
+    ) -> RPCError<NodeId, MasterNode, E> {
+        match e {
+            CallError::Unreachable(m) => RPCError::Unreachable(Unreachable::new(&msg_err(m))),
+            CallError::Network(m) => RPCError::Network(NetworkError::new(&msg_err(m))),
+            CallError::Timeout(timeout) => RPCError::Timeout(Timeout {
+                action,
+                id: self.me,
+                target: self.target,
+                timeout,
+            }),
+        }
+    }
+
+    fn unexpected(&self, what: &str, resp: &RaftResponse) -> CallError {
+        CallError::Network(format!(
+            "{} answered a {what} request with {}",
+            self.peer.node,
+            match resp {
+                RaftResponse::AppendEntries(_) => "an append-entries response",
+                RaftResponse::Vote(_) => "a vote response",
+                RaftResponse::FullSnapshot(_) => "a snapshot response",
+                RaftResponse::Refused(_) => "a refusal",
+            }
+        ))
+    }
+}
+
+/// An error carrying only a message (openraft's error types wrap any `std::error::Error`).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct MsgError(String);
+
+fn msg_err(m: String) -> MsgError {
+    MsgError(m)
+}
+
+impl RaftNetwork<TypeConfig> for PeerClient {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, MasterNode, RaftError<NodeId>>>
+    {
+        let req = RaftRequest::AppendEntries(rpc);
+        let resp = self
+            .call(&req, option.soft_ttl())
+            .await
+            .map_err(|e| self.rpc_error(e, RPCTypes::AppendEntries))?;
+        match resp {
+            RaftResponse::AppendEntries(Ok(r)) => Ok(r),
+            RaftResponse::AppendEntries(Err(e)) => Err(RPCError::RemoteError(
+                RemoteError::new_with_node(self.target, self.peer.node.clone(), e),
+            )),
+            other => Err(self.rpc_error(
+                self.unexpected("append-entries", &other),
+                RPCTypes::AppendEntries,
+            )),
+        }
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, MasterNode, RaftError<NodeId>>> {
+        let req = RaftRequest::Vote(rpc);
+        let resp = self
+            .call(&req, option.soft_ttl())
+            .await
+            .map_err(|e| self.rpc_error(e, RPCTypes::Vote))?;
+        match resp {
+            RaftResponse::Vote(Ok(r)) => Ok(r),
+            RaftResponse::Vote(Err(e)) => Err(RPCError::RemoteError(RemoteError::new_with_node(
+                self.target,
+                self.peer.node.clone(),
+                e,
+            ))),
+            other => Err(self.rpc_error(self.unexpected("vote", &other), RPCTypes::Vote)),
+        }
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: crate::Snapshot,
+        cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<NodeId>, StreamingError<TypeConfig, Fatal<NodeId>>> {
+        let req = RaftRequest::FullSnapshot {
+            vote,
+            meta: snapshot.meta,
+            data: snapshot.snapshot.into_inner(),
+        };
+        let resp = tokio::select! {
+            closed = cancel => return Err(StreamingError::Closed(closed)),
+            r = self.call(&req, option.soft_ttl()) => r,
+        };
+        let to_streaming = |e: CallError| -> StreamingError<TypeConfig, Fatal<NodeId>> {
+            match self.rpc_error::<Fatal<NodeId>>(e, RPCTypes::InstallSnapshot) {
+                RPCError::Timeout(t) => StreamingError::Timeout(t),
+                RPCError::Unreachable(u) => StreamingError::Unreachable(u),
+                RPCError::Network(n) => StreamingError::Network(n),
+                RPCError::PayloadTooLarge(p) => {
+                    StreamingError::Network(NetworkError::new(&msg_err(p.to_string())))
+                }
+                RPCError::RemoteError(r) => StreamingError::RemoteError(r),
+            }
+        };
+        match resp.map_err(to_streaming)? {
+            RaftResponse::FullSnapshot(Ok(r)) => Ok(r),
+            RaftResponse::FullSnapshot(Err(e)) => Err(StreamingError::RemoteError(
+                RemoteError::new_with_node(self.target, self.peer.node.clone(), e),
+            )),
+            other => Err(to_streaming(self.unexpected("snapshot", &other))),
+        }
+    }
+}
+
+/// Serves raft on an accepted connection: checks the peer is a master, then answers every
+/// bidirectional stream it opens (each in its own task; QUIC bounds how many are open at once)
+/// until the connection closes.
+pub async fn serve_raft_connection(raft: Raft, conn: quinn::Connection) -> Result<(), ServeError> {
+    let peer = transport::peer_identity(&conn)?;
+    if peer.role != Role::Master {
+        conn.close(1u32.into(), b"raft is for masters only");
+        return Err(ServeError::NotAMaster { peer });
+    }
+    loop {
+        let (send, recv) = match conn.accept_bi().await {
+            Ok(s) => s,
+            Err(quinn::ConnectionError::ApplicationClosed(_))
+            | Err(quinn::ConnectionError::LocallyClosed) => return Ok(()),
+            Err(e) => {
+                return Err(ServeError::Transport(TransportError::ConnectionLost {
+                    peer: format!("{peer} at {}", conn.remote_address()),
+                    reason: e.to_string(),
+                }))
+            }
+        };
+        let raft = raft.clone();
+        let peer = peer.clone();
+        tokio::spawn(async move {
+            if let Err(e) = serve_raft_stream(&raft, &peer, send, recv).await {
+                tracing::debug!(%peer, error = %e, "raft stream ended with an error");
+            }
+        });
+    }
+}
+
+/// Serves raft requests on one stream from `peer` (whose identity the caller took from the
+/// connection's verified certificate). Refuses any peer that is not a master.
+pub async fn serve_raft_stream(
+    raft: &Raft,
+    peer: &PeerIdentity,
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+) -> Result<(), ServeError> {
+    let (mut tx, mut rx) =
+        transport::framed::<RaftResponse, RaftRequest>(send, recv, MAX_RAFT_FRAME);
+    if peer.role != Role::Master {
+        let err = ServeError::NotAMaster { peer: peer.clone() };
+        let _ = tx.send(&RaftResponse::Refused(err.to_string())).await;
+        let _ = tx.finish().await;
+        return Err(err);
+    }
+    while let Some(req) = rx.recv().await? {
+        let resp = handle_request(raft, req).await;
+        tx.send(&resp).await?;
+    }
+    tx.finish().await?;
+    Ok(())
+}
+
+/// Hands one request to the local raft.
+pub async fn handle_request(raft: &Raft, req: RaftRequest) -> RaftResponse {
+    match req {
+        RaftRequest::AppendEntries(r) => RaftResponse::AppendEntries(raft.append_entries(r).await),
+        RaftRequest::Vote(r) => RaftResponse::Vote(raft.vote(r).await),
+        RaftRequest::FullSnapshot { vote, meta, data } => {
+            let snapshot = crate::Snapshot {
+                meta,
+                snapshot: Box::new(Cursor::new(data)),
+            };
+            RaftResponse::FullSnapshot(raft.install_full_snapshot(vote, snapshot).await)
+        }
+    }
+}

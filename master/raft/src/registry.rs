@@ -1,0 +1,436 @@
+//! [`ReplicatedRegistry`]: the facade the master daemon uses.
+
+use crate::log_store::{LogStore, StoreError};
+use crate::network::Network;
+use crate::state_machine::{SnapshotError, StateMachine, Subscription};
+use crate::{MasterNode, NodeId, Raft, RaftMetrics, Registry, RegistryOp};
+use openraft::error::{ClientWriteError, InitializeError, RaftError as OrRaftError};
+use openraft::{ServerState, SnapshotPolicy};
+use proto::Role;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// How a master takes part in raft.
+#[derive(Clone, Debug)]
+pub struct RaftConfig {
+    /// This master's raft id: distinct within the cluster and never reused for another master.
+    pub node_id: NodeId,
+    /// Where the log (`log/`) and the snapshot (`snapshot/`) live.
+    pub data_dir: PathBuf,
+    /// How often the leader sends heartbeats (and how long an append-entries RPC may take).
+    pub heartbeat: Duration,
+    /// A follower that hears no leader for a random time in `[election_min, election_max)`
+    /// starts an election.
+    pub election_min: Duration,
+    pub election_max: Duration,
+    /// Build a snapshot (and purge the log) every this many applied entries.
+    pub snapshot_every: u64,
+    /// Entries kept in the log after a snapshot, so a briefly lagging follower catches up from
+    /// the log rather than a whole snapshot.
+    pub keep_after_snapshot: u64,
+}
+
+impl RaftConfig {
+    /// The defaults, chosen for failover well under 3 s:
+    /// - heartbeat 150 ms: openraft also uses it as the append-entries deadline, so it must
+    ///   cover a QUIC round trip plus the follower's fsync (a few ms on SSDs) with room to spare;
+    /// - election timeout 400 to 800 ms, about 3 to 5 heartbeats: a leader must miss at least
+    ///   two heartbeats in a row before anyone stands, yet a dead leader is replaced within
+    ///   about a second (timeout, one vote round trip, the new leader's first commit).
+    ///
+    /// openraft 0.9 has no pre-vote. What pre-vote is for (a master cut off, then rejoining with
+    /// a higher term, deposing a healthy leader) is covered by its leader lease: a master that
+    /// heard from a leader within the election timeout rejects vote requests, so the rejoining
+    /// master cannot win and steps back to follower when it hears the leader.
+    pub fn new(node_id: NodeId, data_dir: impl Into<PathBuf>) -> RaftConfig {
+        RaftConfig {
+            node_id,
+            data_dir: data_dir.into(),
+            heartbeat: Duration::from_millis(150),
+            election_min: Duration::from_millis(400),
+            election_max: Duration::from_millis(800),
+            snapshot_every: 10_000,
+            keep_after_snapshot: 1_000,
+        }
+    }
+
+    fn openraft_config(&self) -> Result<openraft::Config, RaftError> {
+        let ms = |d: Duration| d.as_millis().min(u128::from(u64::MAX)) as u64;
+        let cfg = openraft::Config {
+            cluster_name: "corral-masters".into(),
+            heartbeat_interval: ms(self.heartbeat),
+            election_timeout_min: ms(self.election_min),
+            election_timeout_max: ms(self.election_max),
+            // A whole registry snapshot in one frame: allow seconds, not openraft's 200 ms.
+            install_snapshot_timeout: 10_000,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_every.max(1)),
+            max_in_snapshot_log_to_keep: self.keep_after_snapshot,
+            // A follower further behind than this gets a snapshot.
+            replication_lag_threshold: self
+                .snapshot_every
+                .saturating_add(self.keep_after_snapshot)
+                .max(1),
+            // Entries per append-entries RPC: large batches under load, each still a small
+            // frame (registry ops are a few hundred bytes).
+            max_payload_entries: 512,
+            // Purge whatever the snapshot policy allows: it happens once per snapshot and
+            // costs one record and one fsync here.
+            purge_batch_size: 1,
+            ..Default::default()
+        };
+        cfg.validate()
+            .map_err(|e| RaftError::Config(e.to_string()))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RaftError {
+    #[error("raft log: {0}")]
+    Log(#[from] StoreError),
+    #[error("raft snapshot: {0}")]
+    Snapshot(#[from] SnapshotError),
+    #[error("invalid raft configuration: {0}")]
+    Config(String),
+    #[error("this master is configured as '{configured}' but its certificate says it is {actual}")]
+    Identity { configured: String, actual: String },
+    #[error("cannot initialize the master cluster: {0}")]
+    Initialize(String),
+    #[error("raft stopped: {0}")]
+    Stopped(String),
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ProposeError {
+    /// This master does not lead; `leader` is the one it knows of, if any.
+    #[error("this master is not the leader{}", leader_hint(leader))]
+    NotLeader {
+        leader: Option<(NodeId, MasterNode)>,
+    },
+    #[error("raft stopped: {0}")]
+    Stopped(String),
+}
+
+fn leader_hint(leader: &Option<(NodeId, MasterNode)>) -> String {
+    match leader {
+        Some((id, node)) => format!("; the leader is raft node {id}, {node}"),
+        None => "; no leader is known".into(),
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum MembershipError {
+    #[error("this master is not the leader{}", leader_hint(leader))]
+    NotLeader {
+        leader: Option<(NodeId, MasterNode)>,
+    },
+    #[error("membership change refused: {0}")]
+    Refused(String),
+    #[error("raft stopped: {0}")]
+    Stopped(String),
+}
+
+/// What `corral state` shows about the masters.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    pub id: NodeId,
+    /// "leader", "follower", "candidate", "learner" or "shutdown".
+    pub role: String,
+    pub term: u64,
+    pub leader: Option<(NodeId, MasterNode)>,
+    pub voters: BTreeMap<NodeId, MasterNode>,
+    pub learners: BTreeMap<NodeId, MasterNode>,
+    pub last_log_index: Option<u64>,
+    pub last_applied_index: Option<u64>,
+    /// On the leader: entries each other member is behind our last log index.
+    pub lag: BTreeMap<NodeId, u64>,
+}
+
+/// The replicated registry of one master. See the crate doc for the contract. Clones share
+/// the same raft node (for running proposals as tasks).
+#[derive(Clone)]
+pub struct ReplicatedRegistry {
+    id: NodeId,
+    me: MasterNode,
+    raft: Raft,
+    sm: StateMachine,
+    network: Network,
+}
+
+impl std::fmt::Debug for ReplicatedRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReplicatedRegistry")
+            .field("id", &self.id)
+            .field("me", &self.me)
+            .finish_non_exhaustive()
+    }
+}
+
+fn leader_of(raft: &Raft, leader: Option<NodeId>) -> Option<(NodeId, MasterNode)> {
+    let id = leader?;
+    let m = raft.metrics();
+    let m = m.borrow();
+    let node = m.membership_config.membership().get_node(&id)?.clone();
+    Some((id, node))
+}
+
+impl ReplicatedRegistry {
+    /// Opens the log and snapshot in `cfg.data_dir` and starts raft. RPCs go out through
+    /// `endpoint` (the master's own endpoint, presenting `identity`); inbound raft streams must
+    /// be handed to [`crate::network::serve_raft_connection`] with [`Self::raft`]. A master
+    /// with data rejoins its cluster by itself; a new cluster needs [`Self::initialize`].
+    pub async fn start(
+        cfg: RaftConfig,
+        me: MasterNode,
+        identity: Arc<transport::Identity>,
+        endpoint: quinn::Endpoint,
+    ) -> Result<Self, RaftError> {
+        let ours = identity.peer();
+        if ours.role != Role::Master || ours.name != me.name {
+            return Err(RaftError::Identity {
+                configured: me.name.clone(),
+                actual: ours.to_string(),
+            });
+        }
+        let config = Arc::new(cfg.openraft_config()?);
+        let log_dir = cfg.data_dir.join("log");
+        let snap_dir = cfg.data_dir.join("snapshot");
+        let (log, sm) = tokio::task::spawn_blocking(move || {
+            let log = LogStore::open(&log_dir)?;
+            let sm = StateMachine::open(&snap_dir)?;
+            Ok::<_, RaftError>((log, sm))
+        })
+        .await
+        .map_err(|e| RaftError::Stopped(e.to_string()))??;
+        let network = Network::new(cfg.node_id, endpoint);
+        let raft = Raft::new(cfg.node_id, config, network.clone(), log, sm.clone())
+            .await
+            .map_err(|e| RaftError::Stopped(e.to_string()))?;
+        Ok(ReplicatedRegistry {
+            id: cfg.node_id,
+            me,
+            raft,
+            sm,
+            network,
+        })
+    }
+
+    /// Bootstraps a new cluster of `members` (which must include this master). Idempotent: a
+    /// master that already has a log (initialized before, or joined) answers `Ok`. Call it on
+    /// one master only, or on all with the same members; different member sets on different
+    /// masters would make two clusters.
+    pub async fn initialize(&self, members: BTreeMap<NodeId, MasterNode>) -> Result<(), RaftError> {
+        match self.raft.initialize(members).await {
+            Ok(()) => Ok(()),
+            Err(OrRaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
+            Err(e) => Err(RaftError::Initialize(e.to_string())),
+        }
+    }
+
+    /// Replicates `op`; returns its log index once it is committed and applied here. See the
+    /// crate doc: do not await this while not draining the subscription.
+    pub async fn propose(&self, op: RegistryOp) -> Result<u64, ProposeError> {
+        match self.raft.client_write(op).await {
+            Ok(resp) => Ok(resp.log_id.index),
+            Err(OrRaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Err(ProposeError::NotLeader {
+                    leader: f.leader_id.zip(f.leader_node),
+                })
+            }
+            Err(OrRaftError::APIError(e)) => Err(ProposeError::Stopped(e.to_string())),
+            Err(OrRaftError::Fatal(e)) => Err(ProposeError::Stopped(e.to_string())),
+        }
+    }
+
+    /// The registry as of the last applied entry, and a stream of every later committed op.
+    pub fn subscribe(&self) -> Subscription {
+        self.sm.subscribe()
+    }
+
+    /// For a master that just became leader: waits until every entry committed before its
+    /// term is applied here (a quorum round trip, then the apply), then subscribes. Fails with
+    /// `NotLeader` if leadership was lost meanwhile.
+    pub async fn subscribe_as_leader(&self) -> Result<Subscription, ProposeError> {
+        match self.raft.ensure_linearizable().await {
+            Ok(_) => Ok(self.sm.subscribe()),
+            Err(OrRaftError::APIError(e)) => {
+                let leader = self.leader();
+                tracing::debug!(error = %e, "not the leader after all");
+                Err(ProposeError::NotLeader { leader })
+            }
+            Err(OrRaftError::Fatal(e)) => Err(ProposeError::Stopped(e.to_string())),
+        }
+    }
+
+    /// A copy of the registry as of the last applied entry.
+    pub fn registry_snapshot(&self) -> Registry {
+        self.sm.registry().0
+    }
+
+    /// The last applied log index (0 before any entry).
+    pub fn applied_index(&self) -> u64 {
+        self.sm.registry().1
+    }
+
+    /// openraft's metrics (leader, term, membership, replication progress), updated live.
+    pub fn metrics(&self) -> watch::Receiver<RaftMetrics> {
+        self.raft.metrics()
+    }
+
+    /// The leader as this master knows it.
+    pub fn leader(&self) -> Option<(NodeId, MasterNode)> {
+        let leader = self.raft.metrics().borrow().current_leader;
+        leader_of(&self.raft, leader)
+    }
+
+    /// Whether this master currently leads.
+    pub fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow().current_leader == Some(self.id)
+    }
+
+    /// A summary for `corral state`.
+    pub fn status(&self) -> ClusterStatus {
+        let rx = self.raft.metrics();
+        let m = rx.borrow();
+        let membership = m.membership_config.membership();
+        let voter_ids: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let mut voters = BTreeMap::new();
+        let mut learners = BTreeMap::new();
+        for (id, node) in membership.nodes() {
+            if voter_ids.contains(id) {
+                voters.insert(*id, node.clone());
+            } else {
+                learners.insert(*id, node.clone());
+            }
+        }
+        let last = m.last_log_index.unwrap_or(0);
+        let lag = m
+            .replication
+            .as_ref()
+            .map(|r| {
+                r.iter()
+                    .filter(|(id, _)| **id != self.id)
+                    .map(|(id, matched)| (*id, last.saturating_sub(matched.map_or(0, |l| l.index))))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let leader = m
+            .current_leader
+            .and_then(|id| membership.get_node(&id).map(|n| (id, n.clone())));
+        ClusterStatus {
+            id: self.id,
+            role: match m.state {
+                ServerState::Leader => "leader",
+                ServerState::Follower => "follower",
+                ServerState::Candidate => "candidate",
+                ServerState::Learner => "learner",
+                ServerState::Shutdown => "shutdown",
+            }
+            .into(),
+            term: m.current_term,
+            leader,
+            voters,
+            learners,
+            last_log_index: m.last_log_index,
+            last_applied_index: m.last_applied.map(|l| l.index),
+            lag,
+        }
+    }
+
+    /// Adds a master as a voter: first as a learner, waiting until it has caught up, then
+    /// through a joint configuration to the new voter set. Leader only.
+    pub async fn add_master(&self, id: NodeId, node: MasterNode) -> Result<(), MembershipError> {
+        self.raft
+            .add_learner(id, node, true)
+            .await
+            .map_err(|e| self.membership_error(e))?;
+        let mut voters: BTreeSet<NodeId> = self
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .collect();
+        voters.insert(id);
+        self.raft
+            .change_membership(voters, false)
+            .await
+            .map_err(|e| self.membership_error(e))?;
+        Ok(())
+    }
+
+    /// Removes a master from the voters (and the cluster). Leader only. Removing the leader
+    /// itself is allowed: it steps down once the new configuration commits.
+    pub async fn remove_master(&self, id: NodeId) -> Result<(), MembershipError> {
+        let mut voters: BTreeSet<NodeId> = self
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .collect();
+        if !voters.remove(&id) {
+            return Err(MembershipError::Refused(format!(
+                "raft node {id} is not a voting master"
+            )));
+        }
+        if voters.is_empty() {
+            return Err(MembershipError::Refused(
+                "cannot remove the last master".into(),
+            ));
+        }
+        self.raft
+            .change_membership(voters, false)
+            .await
+            .map_err(|e| self.membership_error(e))?;
+        Ok(())
+    }
+
+    fn membership_error(
+        &self,
+        e: OrRaftError<NodeId, ClientWriteError<NodeId, MasterNode>>,
+    ) -> MembershipError {
+        match e {
+            OrRaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
+                MembershipError::NotLeader {
+                    leader: f.leader_id.zip(f.leader_node),
+                }
+            }
+            OrRaftError::APIError(ClientWriteError::ChangeMembershipError(c)) => {
+                MembershipError::Refused(c.to_string())
+            }
+            OrRaftError::Fatal(f) => MembershipError::Stopped(f.to_string()),
+        }
+    }
+
+    /// The raft node, for serving inbound raft streams.
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    /// This master's raft id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// This master as a raft member.
+    pub fn me(&self) -> &MasterNode {
+        &self.me
+    }
+
+    /// Stops raft (a leader simply stops sending heartbeats; the others elect a new one) and
+    /// closes the connections to the other masters. The data stays on disk. Clones of this
+    /// handle then answer every call with a `Stopped` error.
+    pub async fn shutdown(self) {
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft did not stop cleanly");
+        }
+        self.sm.unsubscribe();
+        self.network.close_all();
+    }
+}
