@@ -58,6 +58,9 @@ pub struct Config {
     pub init_args: Vec<String>,
     pub retry: RetryPolicy,
     pub kill_grace: Duration,
+    /// Kill every task and remove its container when the agent stops (throw-away clusters:
+    /// `corral run --local`, tests). Off for real agents, whose tasks outlive them.
+    pub cleanup_on_exit: bool,
 }
 
 enum Event {
@@ -210,12 +213,23 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             _ = &mut shutdown => break,
         }
     }
-    tracing::info!(
-        running = agent.tasks.len(),
-        "agent stopping; tasks keep running"
-    );
     if let Some(conn) = agent.conn.take() {
         conn.connection.close(0u32.into(), b"agent stopping");
+    }
+    if agent.config.cleanup_on_exit {
+        agent.destroy_all().await;
+    } else {
+        tracing::info!(
+            running = agent.tasks.len(),
+            "agent stopping; tasks keep running"
+        );
+    }
+    if let Runtime::Isolated(iso) = agent.runtime.as_ref() {
+        let live = agent.tasks.values().any(|t| t.handle.is_some());
+        if !live {
+            // Nothing runs: leave no empty cgroup behind. Fails harmlessly while containers exist.
+            let _ = iso.remove_task_parents();
+        }
     }
     Ok(())
 }
@@ -628,6 +642,25 @@ impl Agent {
                     .await;
                 }
             }
+        }
+    }
+
+    /// Kills and removes every container (for `cleanup_on_exit`).
+    async fn destroy_all(&mut self) {
+        let handles: Vec<(TaskId, Arc<Handle>)> = self
+            .tasks
+            .iter_mut()
+            .filter_map(|(id, t)| t.handle.take().map(|h| (id.clone(), h)))
+            .collect();
+        let grace = Duration::from_millis(500);
+        for (id, handle) in handles {
+            self.checkpoints
+                .remove(&Self::task_key(&self.tasks[&id].framework_id, &id));
+            let _ = tokio::task::spawn_blocking(move || {
+                let _ = handle.kill(grace);
+                destroy(handle);
+            })
+            .await;
         }
     }
 

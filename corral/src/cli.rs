@@ -164,6 +164,10 @@ pub struct AgentArgs {
     /// to 10 minutes). Default 10.
     #[arg(long)]
     pub status_update_retry_secs: Option<f64>,
+    /// Kill all tasks and remove their cgroups when the agent stops (for throw-away clusters
+    /// and tests; a real agent leaves its tasks running).
+    #[arg(long)]
+    pub cleanup_on_exit: bool,
 }
 
 #[derive(Args, Debug, Clone)]

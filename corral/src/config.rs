@@ -91,3 +91,36 @@ pub fn parse_role_weight(s: &str) -> Result<(String, f64)> {
     }
     Ok((role.trim().to_owned(), weight))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_sample_configs_parse() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../systemd");
+        let m: MasterFile = load(Some(&root.join("master.toml"))).expect("master.toml");
+        assert_eq!(m.listen.as_deref(), Some("0.0.0.0:5050"));
+        let a: AgentFile = load(Some(&root.join("agent.toml"))).expect("agent.toml");
+        assert_eq!(a.default_user.as_deref(), Some("nobody"));
+        assert_eq!(a.isolation.as_deref(), Some("auto"));
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_clear_errors() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("agent.toml");
+        std::fs::write(&p, "work_dri = \"/x\"\n").expect("write");
+        let e = load::<AgentFile>(Some(&p)).unwrap_err();
+        assert!(format!("{e:#}").contains("work_dri"), "{e:#}");
+        assert!(format!("{e:#}").contains("agent.toml"), "{e:#}");
+        let e = load::<AgentFile>(Some(&dir.path().join("missing.toml"))).unwrap_err();
+        assert!(format!("{e:#}").contains("missing.toml"), "{e:#}");
+        assert!(parse_role_weight("prod=-1").is_err());
+        assert_eq!(
+            parse_role_weight("prod=2").expect("ok"),
+            ("prod".to_owned(), 2.0)
+        );
+        assert_eq!(parse_attributes("rack:r1;zone:a").expect("ok").len(), 2);
+    }
+}

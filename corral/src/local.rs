@@ -149,6 +149,7 @@ impl LocalCluster {
                 max: Duration::from_secs(30),
             },
             kill_grace: Duration::from_secs(3),
+            cleanup_on_exit: true,
         };
         let (stop_agent, agent_rx) = oneshot::channel::<()>();
         let agent_task = tokio::spawn(async move {

@@ -222,7 +222,8 @@ impl Drop for Daemon {
         if std::thread::panicking() {
             eprintln!("---- log of {} ----\n{}", self.name, self.log_text());
         }
-        self.kill();
+        // SIGTERM first: test agents run with --cleanup-on-exit and remove their containers.
+        self.stop();
     }
 }
 
@@ -243,7 +244,7 @@ impl Cluster {
     pub fn start_master(extra_master_args: &[&str]) -> Cluster {
         let dir = tempfile::Builder::new()
             .prefix("corral-it-")
-            .tempdir()
+            .tempdir_in("/var/tmp")
             .expect("tempdir");
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
@@ -294,6 +295,7 @@ impl Cluster {
             "--hostname".into(),
             name.into(),
             // Agents of concurrent tests must not share a cgroup subtree.
+            "--cleanup-on-exit".into(),
             "--cgroup-parent".into(),
             format!(
                 "{}-{name}",

@@ -144,6 +144,7 @@ pub async fn agent(args: AgentArgs) -> Result<u8> {
             None => agent::RetryPolicy::default(),
         },
         kill_grace: Duration::from_secs_f64(file.kill_grace_secs.unwrap_or(5.0).max(0.0)),
+        cleanup_on_exit: args.cleanup_on_exit,
     };
     agent::run(config, shutdown_signal()).await?;
     Ok(0)

@@ -23,9 +23,11 @@ pub const EXIT_NOT_RUN: u8 = 125;
 
 pub async fn run(args: RunArgs) -> Result<u8> {
     if args.local {
+        // Not under /tmp: each task gets a private /tmp mounted over it, which would hide a
+        // sandbox below /tmp.
         let dir = tempfile::Builder::new()
             .prefix("corral-local-")
-            .tempdir()
+            .tempdir_in(local_state_dir())
             .context("cannot create a temporary directory for the local cluster")?;
         let listen = "127.0.0.1:0".parse().expect("valid literal address");
         let cluster = LocalCluster::start(dir.path(), listen, None, true).await?;
@@ -37,6 +39,16 @@ pub async fn run(args: RunArgs) -> Result<u8> {
     } else {
         let opts = client_options(&args.connect)?;
         run_task(opts, &args.task).await
+    }
+}
+
+/// Where `run --local` keeps its throw-away cluster: /var/tmp when writable, else the temp dir.
+fn local_state_dir() -> std::path::PathBuf {
+    let var_tmp = std::path::Path::new("/var/tmp");
+    if var_tmp.is_dir() && nix::unistd::access(var_tmp, nix::unistd::AccessFlags::W_OK).is_ok() {
+        var_tmp.to_path_buf()
+    } else {
+        std::env::temp_dir()
     }
 }
 

@@ -6,3 +6,4 @@ mod limits;
 mod offers;
 mod security;
 mod status_updates;
+mod systemd;
