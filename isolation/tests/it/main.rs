@@ -8,3 +8,4 @@
 
 mod env;
 mod scenarios;
+mod vm;
