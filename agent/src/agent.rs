@@ -26,6 +26,9 @@ const MAX_FINISHED_TASKS: usize = 1000;
 const MAX_LOG_CHUNK: u32 = 1 << 20;
 /// Housekeeping tick: heartbeats and status-update retries are checked this often.
 const TICK: Duration = Duration::from_millis(500);
+/// How often every container's limits are read back and restored if something changed them
+/// (systemd's daemon-reload is known to reset limits in delegated subtrees).
+const LIMIT_CHECK_INTERVAL: Duration = Duration::from_secs(30);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum IsolationMode {
@@ -125,6 +128,7 @@ struct Agent {
     generation: u64,
     reconnect_at: Option<Instant>,
     backoff: Duration,
+    next_limit_check: Instant,
 }
 
 /// Runs the agent until `shutdown` completes. Tasks keep running when the agent stops.
@@ -199,6 +203,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         generation: 0,
         reconnect_at: Some(Instant::now()),
         backoff: Duration::from_millis(200),
+        // Right after recovery: limits may have drifted while the agent was down.
+        next_limit_check: Instant::now(),
     };
     agent.recover().await;
     let mut tick = tokio::time::interval(TICK);
@@ -461,6 +467,10 @@ impl Agent {
 
     async fn housekeeping(&mut self) {
         let now = Instant::now();
+        if now >= self.next_limit_check {
+            self.next_limit_check = now + LIMIT_CHECK_INTERVAL;
+            self.check_limits();
+        }
         if self.conn.is_none() {
             if self.reconnect_at.is_some_and(|t| t <= now) {
                 self.reconnect_at = None;
@@ -662,6 +672,31 @@ impl Agent {
             })
             .await;
         }
+    }
+
+    /// Reads back every container's limits off the event loop; drift is restored and logged.
+    fn check_limits(&self) {
+        let handles: Vec<(TaskId, Arc<Handle>)> = self
+            .tasks
+            .iter()
+            .filter_map(|(id, t)| t.handle.clone().map(|h| (id.clone(), h)))
+            .collect();
+        if handles.is_empty() {
+            return;
+        }
+        tokio::task::spawn_blocking(move || {
+            for (task_id, handle) in handles {
+                match handle.check_limits() {
+                    Ok(drifts) => {
+                        for d in drifts {
+                            tracing::warn!(task = %task_id, file = %d.file.display(), expected = %d.expected,
+                                found = %d.found, "a task's limit was changed from outside; restored it");
+                        }
+                    }
+                    Err(e) => tracing::debug!(task = %task_id, error = %e, "cannot check limits"),
+                }
+            }
+        });
     }
 
     fn watch_exit(&self, task_id: TaskId, handle: Arc<Handle>) {

@@ -138,6 +138,14 @@ impl Handle {
         }
     }
 
+    /// Reads the limits back and restores any that changed.
+    pub fn check_limits(&self) -> Result<Vec<isolation::LimitDrift>, String> {
+        match self {
+            Handle::Isolated(c) => c.check_limits().map_err(|e| e.to_string()),
+            Handle::Plain(_) => Ok(Vec::new()),
+        }
+    }
+
     /// What the agent checkpoints to re-attach after a restart.
     pub fn record(&self) -> Option<isolation::ContainerRecord> {
         match self {

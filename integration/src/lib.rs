@@ -229,13 +229,15 @@ impl Drop for Daemon {
 
 /// One master and any number of agents, all real processes.
 pub struct Cluster {
-    pub dir: tempfile::TempDir,
+    // Fields drop in order: daemons first (agents before the master), the directory with their
+    // logs and state last.
+    pub agents: Vec<Daemon>,
+    retired: Vec<Daemon>,
+    pub master: Daemon,
     pub certs: Certs,
     pub master_addr: SocketAddr,
-    pub master: Daemon,
-    pub agents: Vec<Daemon>,
     agent_args: Vec<Vec<String>>,
-    retired: Vec<Daemon>,
+    pub dir: tempfile::TempDir,
 }
 
 impl Cluster {

@@ -106,3 +106,65 @@ fn a_corrupt_checkpoint_is_set_aside_and_the_agent_keeps_running() {
     let out = c.client("fw", &["run", "--", "true"], Duration::from_secs(60));
     assert_eq!(out.status.code(), Some(0), "stderr:\n{}", stderr(&out));
 }
+
+/// Finds the memory cgroup directory of the task whose id starts with `name` (v1 or v2).
+fn memory_limit_file(name: &str) -> Option<std::path::PathBuf> {
+    fn walk(dir: &std::path::Path, needle: &str, depth: usize) -> Option<std::path::PathBuf> {
+        if depth > 8 {
+            return None;
+        }
+        for e in std::fs::read_dir(dir).ok()?.flatten() {
+            let p = e.path();
+            if !p.is_dir() {
+                continue;
+            }
+            let n = e.file_name().to_string_lossy().into_owned();
+            if n.contains(needle) {
+                for f in ["memory.max", "memory.limit_in_bytes"] {
+                    if p.join(f).exists() {
+                        return Some(p.join(f));
+                    }
+                }
+            }
+            if let Some(found) = walk(&p, needle, depth + 1) {
+                return Some(found);
+            }
+        }
+        None
+    }
+    let root = std::path::Path::new("/sys/fs/cgroup");
+    let mem = if root.join("memory").is_dir() {
+        root.join("memory")
+    } else {
+        root.to_path_buf()
+    };
+    walk(&mem, &format!(".{name}-"), 0)
+}
+
+#[test]
+fn limits_changed_while_the_agent_was_down_are_restored_after_its_restart() {
+    if skip_unless_root("limits_changed_while_the_agent_was_down_are_restored_after_its_restart") {
+        return;
+    }
+    let mut c = Cluster::start_master(&[]);
+    let a = c.start_agent("a1", &["--resources", "cpus:2;mem:1GiB"]);
+    // A name no other run (or leftover) has.
+    let name = format!("drift{}", std::process::id());
+    let run = c.spawn_client(
+        "fw",
+        &["run", "--name", &name, "--mem", "64MiB", "--", "sleep 5"],
+    );
+    c.agents[a].wait_for_log("state=TASK_RUNNING", Duration::from_secs(30));
+    let file = memory_limit_file(&name).expect("the task's memory limit file");
+    let before = std::fs::read_to_string(&file).expect("read limit");
+    assert_eq!(before.trim(), (64u64 << 20).to_string());
+    c.agents[a].kill();
+    // Something else (systemd's daemon-reload, an operator) resets the limit meanwhile.
+    std::fs::write(&file, "33554432").expect("change the limit");
+    c.restart_agent(a);
+    c.agents[a].wait_for_log("restored it", Duration::from_secs(20));
+    let after = std::fs::read_to_string(&file).expect("read limit");
+    assert_eq!(after.trim(), before.trim(), "the agent restored the limit");
+    let out = wait_child(run, Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(0), "stderr:\n{}", stderr(&out));
+}

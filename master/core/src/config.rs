@@ -104,6 +104,9 @@ pub mod limits {
     pub const MAX_ROLES_PER_FRAMEWORK: usize = 64;
     /// Length of role names, framework names, ids chosen by clients.
     pub const MAX_NAME_LEN: usize = 256;
+    /// Acknowledged update uuids remembered (one per task) to answer an agent's resend of an
+    /// update whose acknowledgement it lost.
+    pub const MAX_ACKED_REMEMBERED: usize = 1_000_000;
     /// Outstanding `ReadLog` requests awaiting an agent's `LogChunk`.
     pub const MAX_PENDING_LOG_REQUESTS: usize = 1_024;
     /// Registry operations proposed and not yet committed.

@@ -161,6 +161,10 @@ pub struct Master {
     kill_requested: BTreeMap<TaskKey, Option<u64>>,
     /// The last status (by uuid) forwarded per task, and to which session.
     forwarded: BTreeMap<TaskKey, (StatusUuid, SessionId)>,
+    /// The last update uuid each framework acknowledged per task. An agent that lost the
+    /// acknowledgement (it restarted) resends that update; the master acknowledges it on the
+    /// framework's behalf instead of delivering it twice. Bounded by `limits::MAX_ACKED_REMEMBERED`.
+    acked: BTreeMap<TaskKey, StatusUuid>,
     log_requests: BTreeMap<u64, LogRequest>,
     in_flight: VecDeque<(RegistryOp, Then)>,
     timers: Timers,
@@ -284,6 +288,7 @@ impl Master {
             pending_launches: BTreeMap::new(),
             kill_requested: BTreeMap::new(),
             forwarded: BTreeMap::new(),
+            acked: BTreeMap::new(),
             log_requests: BTreeMap::new(),
             in_flight: VecDeque::new(),
             timers: Timers::default(),
@@ -1459,6 +1464,11 @@ impl Master {
         match live {
             Some((owner, last_uuid, last_seq, last_source)) if owner == *agent_id => {
                 if status.uuid.is_some() && status.uuid == last_uuid {
+                    if status.uuid.as_ref() == self.acked.get(&key) {
+                        // The framework acknowledged it; the agent lost that acknowledgement.
+                        self.ack_on_agent(agent_id, &key, status.uuid);
+                        return;
+                    }
                     // A resend: the framework has not acknowledged yet.
                     self.forward_status(&framework_id, status);
                     return;
@@ -1488,6 +1498,10 @@ impl Master {
                     .map(|t| t.status.uuid.clone());
                 if let Some(last_uuid) = completed {
                     if status.uuid.is_some() && status.uuid == last_uuid {
+                        if status.uuid.as_ref() == self.acked.get(&key) {
+                            self.ack_on_agent(agent_id, &key, status.uuid);
+                            return;
+                        }
                         self.forward_status(&framework_id, status);
                         return;
                     }
@@ -1697,6 +1711,12 @@ impl Master {
                 {
                     self.forwarded.remove(&key);
                 }
+                if self.acked.len() >= limits::MAX_ACKED_REMEMBERED
+                    && !self.acked.contains_key(&key)
+                {
+                    self.acked.pop_first();
+                }
+                self.acked.insert(key.clone(), uuid.clone());
                 self.ack_on_agent(&agent_id, &key, Some(uuid));
             }
             FrameworkCall::Reconcile { tasks } => {
@@ -1927,6 +1947,7 @@ impl Master {
         }
         self.kill_requested.retain(|k, _| k.framework_id != *id);
         self.forwarded.retain(|k, _| k.framework_id != *id);
+        self.acked.retain(|k, _| k.framework_id != *id);
         for a in agents {
             self.send_agent(
                 &a,

@@ -17,12 +17,13 @@
 //! from there. The snapshot policy bounds how many that is (entries since the last snapshot plus
 //! the ones kept after it), so reads never touch the disk.
 //!
-//! **Durability.** `append` writes the records to the segment (page cache) and returns: the
-//! entries are readable at once. A flusher thread then `fdatasync`s the segment and only then
-//! calls openraft's [`LogFlushed`] callback. Appends that arrive while an fsync runs are covered
-//! by the next one, so N concurrent proposals cost far fewer than N fsyncs (group commit).
-//! `save_vote`, `truncate` and `purge` wait for their fsync before returning. A segment is synced
-//! before the next one is created, so only the last segment can end in a torn record.
+//! **Durability.** `append` encodes the records, makes the entries readable in memory and
+//! hands the bytes to the log thread, which owns the files: it takes every pending request,
+//! writes them all, `fdatasync`s once, and only then calls openraft's [`LogFlushed`] callbacks.
+//! Appends that arrive while an fsync runs are covered by the next one, so N concurrent
+//! proposals cost far fewer than N fsyncs (group commit), and raft's task never blocks on the
+//! disk. `save_vote`, `truncate` and `purge` wait for their fsync before returning. A segment is
+//! synced before the next one is created, so only the last segment can end in a torn record.
 //!
 //! **Crash safety.** A record cut short by power loss fails its length or checksum; if it is at
 //! the end of the last segment it is dropped (it was never acknowledged) and the file is
@@ -41,6 +42,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::ops::RangeBounds;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::{mpsc, oneshot};
 
@@ -51,11 +53,12 @@ pub const DEFAULT_SEGMENT_BYTES: u64 = 16 << 20;
 /// Largest record accepted (an entry must also fit in one raft frame, so this matches the
 /// protocol's maximum frame).
 pub const MAX_RECORD_LEN: usize = proto::MAX_FRAME_LEN;
-/// Flush requests (one per append, vote, truncate or purge) waiting for the flusher thread.
-/// When full, `append` waits: openraft then stops handing us entries until the disk catches up.
-pub const FLUSH_QUEUE: usize = 4096;
-/// Most requests completed by one fsync.
-const MAX_FLUSH_BATCH: usize = 4096;
+/// Requests (one per append, vote, committed id, truncate or purge) waiting for the log
+/// thread. When full, `append` waits: openraft then stops handing us entries until the disk
+/// catches up.
+pub const IO_QUEUE: usize = 4096;
+/// Most requests written and completed by one fsync.
+const MAX_IO_BATCH: usize = 4096;
 const RECORD_HEADER_LEN: usize = 8;
 const SEGMENT_PREFIX: &str = "wal-";
 const SEGMENT_SUFFIX: &str = ".log";
@@ -80,8 +83,8 @@ pub enum StoreError {
     Encode(String),
     #[error("the raft log in {dir} failed an earlier write or fsync and accepts no more writes: {reason}", dir = dir.display())]
     Poisoned { dir: PathBuf, reason: String },
-    #[error("the log flusher thread of {dir} is gone", dir = dir.display())]
-    FlusherGone { dir: PathBuf },
+    #[error("the log thread of {dir} is gone", dir = dir.display())]
+    IoThreadGone { dir: PathBuf },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
@@ -306,37 +309,73 @@ impl Default for LogOptions {
     }
 }
 
-/// Completion of a flush request.
+/// Completion of a request to the log thread, after the fsync that covers it.
 enum Done {
     Log(LogFlushed<TypeConfig>),
     Wait(oneshot::Sender<io::Result<()>>),
 }
 
-struct FlushReq {
-    file: Arc<File>,
-    done: Done,
+impl Done {
+    fn complete(self, r: Result<(), String>) {
+        let r = r.map_err(io::Error::other);
+        match self {
+            Done::Log(cb) => cb.log_io_completed(r),
+            Done::Wait(tx) => {
+                let _ = tx.send(r);
+            }
+        }
+    }
+}
+
+/// What a write changes in the state a new segment's checkpoint records.
+#[derive(Clone, Copy, Debug)]
+enum CheckpointChange {
+    None,
+    Vote(Vote),
+    Committed(Option<LogId>),
+    Purged(LogId),
+}
+
+/// Work for the log thread, in the order the store was called.
+enum IoReq {
+    /// Append encoded records; complete `done` (if any) once they are synced.
+    Write {
+        buf: Vec<u8>,
+        max_index: Option<u64>,
+        change: CheckpointChange,
+        done: Option<Done>,
+    },
+    /// Delete the oldest segments whose entries are all at or below `upto`, once everything
+    /// written before (the purge record) is synced.
+    DeletePurged { upto: u64, done: Done },
 }
 
 type Poison = Arc<Mutex<Option<String>>>;
 
+fn read_poison(p: &Poison) -> Option<String> {
+    p.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+fn set_poison(p: &Poison, reason: &str) {
+    let mut g = p.lock().unwrap_or_else(|e| e.into_inner());
+    if g.is_none() {
+        *g = Some(reason.to_owned());
+    }
+}
+
 /// The log store handed to openraft. See the module doc.
 pub struct LogStore {
     dir: PathBuf,
-    opts: LogOptions,
     mem: Arc<Mutex<MemLog>>,
-    segments: VecDeque<Segment>,
-    /// The last segment, open for appending.
-    file: Arc<File>,
-    file_len: u64,
-    flush_tx: mpsc::Sender<FlushReq>,
+    io_tx: mpsc::Sender<IoReq>,
     poison: Poison,
+    segment_count: Arc<AtomicUsize>,
 }
 
 impl Debug for LogStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LogStore")
             .field("dir", &self.dir)
-            .field("segments", &self.segments.len())
             .finish_non_exhaustive()
     }
 }
@@ -378,13 +417,17 @@ impl LogStore {
                 max_index,
             });
         }
-
         if let Err(reason) = mem.validate() {
             return Err(StoreError::Inconsistent {
                 dir: dir.to_owned(),
                 reason,
             });
         }
+        let checkpoint = Checkpoint {
+            vote: mem.vote,
+            committed: mem.committed,
+            purged: mem.purged,
+        };
 
         let (file, file_len) = match segments.back() {
             Some(seg) => {
@@ -400,30 +443,37 @@ impl LogStore {
                     path: dir.join(segment_name(1)),
                     max_index: None,
                 };
-                let (f, len) = create_segment(dir, &seg.path, &mem)?;
+                let (f, len) = create_segment(dir, &seg.path, &checkpoint)?;
                 segments.push_back(seg);
                 (f, len)
             }
         };
 
-        let (flush_tx, flush_rx) = mpsc::channel(FLUSH_QUEUE);
+        let (io_tx, io_rx) = mpsc::channel(IO_QUEUE);
         let poison: Poison = Arc::new(Mutex::new(None));
-        let thread_poison = poison.clone();
-        let thread_dir = dir.to_owned();
+        let segment_count = Arc::new(AtomicUsize::new(segments.len()));
+        let writer = Writer {
+            dir: dir.to_owned(),
+            opts,
+            segments,
+            file,
+            file_len,
+            dirty: false,
+            checkpoint,
+            poison: poison.clone(),
+            segment_count: segment_count.clone(),
+        };
         std::thread::Builder::new()
-            .name("raft-log-flush".into())
-            .spawn(move || flusher(flush_rx, thread_poison, thread_dir))
+            .name("raft-log-io".into())
+            .spawn(move || writer.run(io_rx))
             .map_err(io_err(dir))?;
 
         Ok(LogStore {
             dir: dir.to_owned(),
-            opts,
             mem: Arc::new(Mutex::new(mem)),
-            segments,
-            file: Arc::new(file),
-            file_len,
-            flush_tx,
+            io_tx,
             poison,
+            segment_count,
         })
     }
 
@@ -434,141 +484,73 @@ impl LogStore {
 
     /// Number of segment files (for tests of compaction).
     pub fn segment_count(&self) -> usize {
-        self.segments.len()
+        self.segment_count.load(Ordering::Relaxed)
     }
 
     fn check_poison(&self) -> Result<(), StoreError> {
-        let p = self.poison.lock().unwrap_or_else(|e| e.into_inner());
-        match p.as_ref() {
+        match read_poison(&self.poison) {
             Some(reason) => Err(StoreError::Poisoned {
                 dir: self.dir.clone(),
-                reason: reason.clone(),
+                reason,
             }),
             None => Ok(()),
         }
     }
 
-    fn poison_with(&self, reason: String) {
-        let mut p = self.poison.lock().unwrap_or_else(|e| e.into_inner());
-        if p.is_none() {
-            *p = Some(reason);
-        }
-    }
-
-    /// Writes encoded records at the end of the log (starting a new segment first if the
-    /// current one is full). Not synced.
-    fn write(&mut self, buf: &[u8]) -> Result<(), StoreError> {
-        self.check_poison()?;
-        if self.file_len >= self.opts.segment_bytes {
-            self.roll()?;
-        }
-        // A small write into the page cache: microseconds, so it is done inline.
-        if let Err(e) = (&*self.file).write_all(buf) {
-            let path = self.current_path().to_owned();
-            self.poison_with(format!("write to {} failed: {e}", path.display()));
-            return Err(StoreError::Io { path, source: e });
-        }
-        self.file_len += buf.len() as u64;
-        Ok(())
-    }
-
-    fn current_path(&self) -> &Path {
-        match self.segments.back() {
-            Some(s) => &s.path,
-            None => &self.dir,
-        }
-    }
-
-    /// Syncs the current segment and starts the next one with a checkpoint.
-    fn roll(&mut self) -> Result<(), StoreError> {
-        let old = self.current_path().to_owned();
-        if let Err(e) = self.file.sync_data() {
-            self.poison_with(format!("fsync of {} failed: {e}", old.display()));
-            return Err(StoreError::Io {
-                path: old,
-                source: e,
-            });
-        }
-        let seq = self.segments.back().map_or(1, |s| s.seq + 1);
-        let path = self.dir.join(segment_name(seq));
-        let (file, len) = {
-            let mem = lock(&self.mem);
-            create_segment(&self.dir, &path, &mem)?
-        };
-        self.segments.push_back(Segment {
-            seq,
-            path,
-            max_index: None,
-        });
-        self.file = Arc::new(file);
-        self.file_len = len;
-        Ok(())
-    }
-
-    /// Asks the flusher for an fsync covering everything written so far and waits for it.
-    async fn sync(&self) -> Result<(), StoreError> {
-        let (tx, rx) = oneshot::channel();
-        self.flush_tx
-            .send(FlushReq {
-                file: self.file.clone(),
-                done: Done::Wait(tx),
-            })
-            .await
-            .map_err(|_| self.flusher_gone())?;
-        match rx.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(StoreError::Io {
-                path: self.current_path().to_owned(),
-                source: e,
-            }),
-            Err(_) => Err(self.flusher_gone()),
-        }
-    }
-
-    fn flusher_gone(&self) -> StoreError {
-        StoreError::FlusherGone {
+    fn io_gone(&self) -> StoreError {
+        StoreError::IoThreadGone {
             dir: self.dir.clone(),
         }
     }
 
-    /// Writes one record, applies it, and waits for its fsync.
-    async fn write_synced(&mut self, rec: Record) -> Result<(), StoreError> {
+    async fn send(&self, req: IoReq) -> Result<(), StoreError> {
+        self.check_poison()?;
+        self.io_tx.send(req).await.map_err(|_| self.io_gone())
+    }
+
+    async fn wait(&self, rx: oneshot::Receiver<io::Result<()>>) -> Result<(), StoreError> {
+        match rx.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(StoreError::Io {
+                path: self.dir.clone(),
+                source: e,
+            }),
+            Err(_) => Err(self.io_gone()),
+        }
+    }
+
+    /// Applies `rec` to the in-memory log and hands its bytes to the log thread.
+    async fn record(
+        &mut self,
+        rec: Record,
+        change: CheckpointChange,
+        done: Option<Done>,
+    ) -> Result<(), StoreError> {
         let mut buf = Vec::new();
         encode_record(&rec, &mut buf)?;
-        self.write(&buf)?;
-        self.apply(rec);
-        self.sync().await
-    }
-
-    fn apply(&self, rec: Record) {
+        self.check_poison()?;
         lock(&self.mem).apply(rec);
+        self.send(IoReq::Write {
+            buf,
+            max_index: None,
+            change,
+            done,
+        })
+        .await
     }
 
-    /// Deletes the oldest segments whose entries are all purged (never the current one).
-    fn delete_purged_segments(&mut self) -> Result<(), StoreError> {
-        let Some(purged) = lock(&self.mem).purged else {
-            return Ok(());
-        };
-        let mut deleted = false;
-        while self.segments.len() > 1 {
-            let Some(front) = self.segments.front() else {
-                break;
-            };
-            if front.max_index.is_some_and(|m| m > purged.index) {
-                break;
-            }
-            fs::remove_file(&front.path).map_err(io_err(&front.path))?;
-            self.segments.pop_front();
-            deleted = true;
-        }
-        if deleted {
-            sync_dir(&self.dir)?;
-        }
-        Ok(())
+    /// Writes one record and waits until it is synced.
+    async fn record_synced(&mut self, rec: Record, change: CheckpointChange) -> Result<(), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.record(rec, change, Some(Done::Wait(tx))).await?;
+        self.wait(rx).await
     }
 
-    /// Writes entries at the end of the log and makes them readable (not yet synced).
-    fn append_records(&mut self, entries: impl IntoIterator<Item = Entry>) -> Result<(), StoreError> {
+    /// Encodes entries and makes them readable; the bytes still have to go to the log thread.
+    fn prepare_entries(
+        &mut self,
+        entries: impl IntoIterator<Item = Entry>,
+    ) -> Result<(Vec<u8>, Option<u64>), StoreError> {
         let mut buf = Vec::new();
         let mut recs = Vec::new();
         let mut max_index = None;
@@ -578,27 +560,200 @@ impl LogStore {
             encode_record(&rec, &mut buf)?;
             recs.push(rec);
         }
-        self.write(&buf)?;
-        if let Some(seg) = self.segments.back_mut() {
-            seg.max_index = seg.max_index.max(max_index);
-        }
+        self.check_poison()?;
+        let mut mem = lock(&self.mem);
         for rec in recs {
-            self.apply(rec);
+            mem.apply(rec);
         }
-        Ok(())
+        Ok((buf, max_index))
     }
 
     /// Appends and waits for the fsync (tests: openraft's callback cannot be built outside it).
     #[cfg(test)]
     pub(crate) async fn append_synced(&mut self, entries: Vec<Entry>) -> Result<(), StoreError> {
-        self.append_records(entries)?;
-        self.sync().await
+        let (buf, max_index) = self.prepare_entries(entries)?;
+        let (tx, rx) = oneshot::channel();
+        self.send(IoReq::Write {
+            buf,
+            max_index,
+            change: CheckpointChange::None,
+            done: Some(Done::Wait(tx)),
+        })
+        .await?;
+        self.wait(rx).await
     }
 
     fn reader(&self) -> LogReader {
         LogReader {
             mem: self.mem.clone(),
         }
+    }
+}
+
+/// The state a segment's first record records.
+#[derive(Clone, Copy, Debug)]
+struct Checkpoint {
+    vote: Option<Vote>,
+    committed: Option<LogId>,
+    purged: Option<LogId>,
+}
+
+/// The log thread's side: the files. Everything that touches them runs on this one thread, in
+/// request order, so the async side never blocks on the disk (a `write` into a page that an
+/// fsync is writing back waits for that fsync on many devices).
+struct Writer {
+    dir: PathBuf,
+    opts: LogOptions,
+    segments: VecDeque<Segment>,
+    /// The last segment, open for appending.
+    file: File,
+    file_len: u64,
+    /// Written since the last fsync.
+    dirty: bool,
+    /// As of the last record written, for the next segment's first record.
+    checkpoint: Checkpoint,
+    poison: Poison,
+    segment_count: Arc<AtomicUsize>,
+}
+
+impl Writer {
+    /// Takes every pending request, writes them, fsyncs once, completes them all.
+    fn run(mut self, mut rx: mpsc::Receiver<IoReq>) {
+        let mut batch = Vec::new();
+        let mut done = Vec::new();
+        while let Some(first) = rx.blocking_recv() {
+            batch.push(first);
+            while batch.len() < MAX_IO_BATCH {
+                match rx.try_recv() {
+                    Ok(r) => batch.push(r),
+                    Err(_) => break,
+                }
+            }
+            let mut result = match read_poison(&self.poison) {
+                Some(reason) => Err(reason),
+                None => Ok(()),
+            };
+            for req in batch.drain(..) {
+                match req {
+                    IoReq::Write {
+                        buf,
+                        max_index,
+                        change,
+                        done: d,
+                    } => {
+                        if result.is_ok() {
+                            result = self.write(&buf, max_index, change);
+                        }
+                        done.extend(d);
+                    }
+                    IoReq::DeletePurged { upto, done: d } => {
+                        if result.is_ok() {
+                            result = self.sync().and_then(|()| self.delete_purged(upto));
+                        }
+                        done.push(d);
+                    }
+                }
+            }
+            if result.is_ok() {
+                result = self.sync();
+            }
+            if let Err(reason) = &result {
+                set_poison(&self.poison, reason);
+            }
+            for d in done.drain(..) {
+                d.complete(result.clone());
+            }
+        }
+    }
+
+    fn current_path(&self) -> PathBuf {
+        self.segments
+            .back()
+            .map_or_else(|| self.dir.clone(), |s| s.path.clone())
+    }
+
+    fn write(
+        &mut self,
+        buf: &[u8],
+        max_index: Option<u64>,
+        change: CheckpointChange,
+    ) -> Result<(), String> {
+        if self.file_len >= self.opts.segment_bytes {
+            self.roll()?;
+        }
+        if let Err(e) = self.file.write_all(buf) {
+            return Err(format!("write to {} failed: {e}", self.current_path().display()));
+        }
+        self.dirty = true;
+        self.file_len += buf.len() as u64;
+        if let Some(seg) = self.segments.back_mut() {
+            seg.max_index = seg.max_index.max(max_index);
+        }
+        match change {
+            CheckpointChange::None => {}
+            CheckpointChange::Vote(v) => self.checkpoint.vote = Some(v),
+            CheckpointChange::Committed(c) => self.checkpoint.committed = c,
+            CheckpointChange::Purged(p) => {
+                if self.checkpoint.purged.is_none_or(|old| old.index < p.index) {
+                    self.checkpoint.purged = Some(p);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn sync(&mut self) -> Result<(), String> {
+        if !self.dirty {
+            return Ok(());
+        }
+        self.file
+            .sync_data()
+            .map_err(|e| format!("fsync of {} failed: {e}", self.current_path().display()))?;
+        self.dirty = false;
+        Ok(())
+    }
+
+    /// Syncs the current segment and starts the next one with a checkpoint.
+    fn roll(&mut self) -> Result<(), String> {
+        self.sync()?;
+        let seq = self.segments.back().map_or(1, |s| s.seq + 1);
+        let path = self.dir.join(segment_name(seq));
+        let (file, len) =
+            create_segment(&self.dir, &path, &self.checkpoint).map_err(|e| e.to_string())?;
+        self.segments.push_back(Segment {
+            seq,
+            path,
+            max_index: None,
+        });
+        self.file = file;
+        self.file_len = len;
+        self.segment_count
+            .store(self.segments.len(), Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Deletes the oldest segments whose entries are all at or below `upto` (never the
+    /// current one). Everything written before is already synced.
+    fn delete_purged(&mut self, upto: u64) -> Result<(), String> {
+        let mut deleted = false;
+        while self.segments.len() > 1 {
+            let Some(front) = self.segments.front() else {
+                break;
+            };
+            if front.max_index.is_some_and(|m| m > upto) {
+                break;
+            }
+            fs::remove_file(&front.path)
+                .map_err(|e| format!("cannot delete {}: {e}", front.path.display()))?;
+            self.segments.pop_front();
+            deleted = true;
+        }
+        if deleted {
+            sync_dir(&self.dir).map_err(|e| e.to_string())?;
+        }
+        self.segment_count
+            .store(self.segments.len(), Ordering::Relaxed);
+        Ok(())
     }
 }
 
@@ -633,7 +788,9 @@ fn replay_segment(
                     return Err(StoreError::Corrupt {
                         path: path.to_owned(),
                         offset: off as u64,
-                        reason: format!("{reason} (in a segment that was synced before the next one was started)"),
+                        reason: format!(
+                            "{reason} (in a segment that was synced before the next one was started)"
+                        ),
                     });
                 }
                 if valid_record_follows(&data, off) {
@@ -663,14 +820,18 @@ fn replay_segment(
     Ok((max_index, off as u64))
 }
 
-/// Creates a segment holding a checkpoint of `mem`, synced with its directory entry.
-fn create_segment(dir: &Path, path: &Path, mem: &MemLog) -> Result<(File, u64), StoreError> {
+/// Creates a segment holding `checkpoint`, synced with its directory entry.
+fn create_segment(
+    dir: &Path,
+    path: &Path,
+    checkpoint: &Checkpoint,
+) -> Result<(File, u64), StoreError> {
     let mut buf = Vec::new();
     encode_record(
         &Record::Checkpoint {
-            vote: mem.vote,
-            committed: mem.committed,
-            purged: mem.purged,
+            vote: checkpoint.vote,
+            committed: checkpoint.committed,
+            purged: checkpoint.purged,
         },
         &mut buf,
     )?;
@@ -683,50 +844,6 @@ fn create_segment(dir: &Path, path: &Path, mem: &MemLog) -> Result<(File, u64), 
     f.sync_all().map_err(io_err(path))?;
     sync_dir(dir)?;
     Ok((f, buf.len() as u64))
-}
-
-/// The flusher thread: takes every pending request, fsyncs once, completes them all.
-fn flusher(mut rx: mpsc::Receiver<FlushReq>, poison: Poison, dir: PathBuf) {
-    let mut batch: Vec<FlushReq> = Vec::new();
-    while let Some(first) = rx.blocking_recv() {
-        batch.push(first);
-        while batch.len() < MAX_FLUSH_BATCH {
-            match rx.try_recv() {
-                Ok(r) => batch.push(r),
-                Err(_) => break,
-            }
-        }
-        let poisoned = poison.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let result: Result<(), String> = match poisoned {
-            Some(reason) => Err(reason),
-            None => {
-                let mut res = Ok(());
-                let mut synced: Vec<&Arc<File>> = Vec::new();
-                for req in &batch {
-                    if synced.iter().any(|f| Arc::ptr_eq(f, &req.file)) {
-                        continue;
-                    }
-                    if let Err(e) = req.file.sync_data() {
-                        let reason = format!("fsync in {} failed: {e}", dir.display());
-                        *poison.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason.clone());
-                        res = Err(reason);
-                        break;
-                    }
-                    synced.push(&req.file);
-                }
-                res
-            }
-        };
-        for req in batch.drain(..) {
-            let r = result.clone().map_err(io::Error::other);
-            match req.done {
-                Done::Log(cb) => cb.log_io_completed(r),
-                Done::Wait(tx) => {
-                    let _ = tx.send(r);
-                }
-            }
-        }
-    }
 }
 
 fn write_err(e: StoreError) -> StorageError {
@@ -768,7 +885,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
-        self.write_synced(Record::Vote(*vote))
+        self.record_synced(Record::Vote(*vote), CheckpointChange::Vote(*vote))
             .await
             .map_err(|e| StorageIOError::write_vote(AnyError::new(&e)).into())
     }
@@ -782,12 +899,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     /// flush, and a crash that loses it loses nothing else (it follows the entries it covers in
     /// the file, and a torn tail drops everything after the tear).
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        let rec = Record::Committed(committed);
-        let mut buf = Vec::new();
-        encode_record(&rec, &mut buf).map_err(write_err)?;
-        self.write(&buf).map_err(write_err)?;
-        self.apply(rec);
-        Ok(())
+        self.record(
+            Record::Committed(committed),
+            CheckpointChange::Committed(committed),
+            None,
+        )
+        .await
+        .map_err(write_err)
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
@@ -799,30 +917,41 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        self.append_records(entries).map_err(write_err)?;
-        self.flush_tx
-            .send(FlushReq {
-                file: self.file.clone(),
-                done: Done::Log(callback),
-            })
-            .await
-            .map_err(|_| write_err(self.flusher_gone()))
+        let (buf, max_index) = self.prepare_entries(entries).map_err(write_err)?;
+        self.send(IoReq::Write {
+            buf,
+            max_index,
+            change: CheckpointChange::None,
+            done: Some(Done::Log(callback)),
+        })
+        .await
+        .map_err(write_err)
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        self.write_synced(Record::Truncate {
-            since: log_id.index,
-        })
+        self.record_synced(
+            Record::Truncate {
+                since: log_id.index,
+            },
+            CheckpointChange::None,
+        )
         .await
         .map_err(write_err)
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         // The purge record must be durable before segments go: replay of the remaining ones
-        // starts from a checkpoint that may predate the purge.
-        self.write_synced(Record::Purge(log_id))
+        // starts from a checkpoint that may predate the purge. The log thread syncs it first.
+        self.record(Record::Purge(log_id), CheckpointChange::Purged(log_id), None)
             .await
             .map_err(write_err)?;
-        self.delete_purged_segments().map_err(write_err)
+        let (tx, rx) = oneshot::channel();
+        self.send(IoReq::DeletePurged {
+            upto: log_id.index,
+            done: Done::Wait(tx),
+        })
+        .await
+        .map_err(write_err)?;
+        self.wait(rx).await.map_err(write_err)
     }
 }
