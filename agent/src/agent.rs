@@ -1,14 +1,17 @@
+mod executors;
+
 use crate::checkpoint::{Checkpoints, Loaded, TaskCheckpoint, CHECKPOINT_VERSION};
 use crate::resources;
 use crate::runtime::{Handle, Runtime};
 use crate::updates::{RetryPolicy, StatusUpdates};
 use crate::AgentError;
+use executors::{ExecKey, Executor};
 use framework::{open_session, ClientOptions, Session};
 use isolation::{ContainerSpec, ExitInfo};
 use proto::{
-    AgentId, AgentInfo, AgentToMaster, ClientFrame, FrameworkId, FrameworkSummary, LogData,
-    LogStream, MasterToAgent, Resources, Role, ServerFrame, StatusReason, StatusSource, StatusUuid,
-    TaskId, TaskInfo, TaskReport, TaskState, TaskStatus,
+    AgentId, AgentInfo, AgentToMaster, ClientFrame, ExecutorId, FrameworkId, FrameworkSummary,
+    LogData, LogStream, MasterToAgent, Resources, Role, ServerFrame, StatusReason, StatusSource,
+    StatusUuid, TaskId, TaskInfo, TaskReport, TaskState, TaskStatus,
 };
 use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
@@ -93,6 +96,37 @@ enum Event {
         task_id: TaskId,
         result: Result<ExitInfo, String>,
     },
+    ExecutorLaunched {
+        key: ExecKey,
+        result: Result<Arc<Handle>, String>,
+    },
+    ExecutorExited {
+        key: ExecKey,
+        result: Result<ExitInfo, String>,
+    },
+    /// A connection on an executor's socket, not yet checked.
+    ExecutorConnection {
+        key: ExecKey,
+        stream: tokio::net::UnixStream,
+    },
+    ExecutorFrame {
+        key: ExecKey,
+        conn: u64,
+        msg: proto::ExecutorToAgent,
+    },
+    ExecutorClosed {
+        key: ExecKey,
+        conn: u64,
+        reason: String,
+    },
+    ExecutorKillTimeout {
+        key: ExecKey,
+        task_id: TaskId,
+    },
+    ExecutorShutdownTimeout {
+        key: ExecKey,
+        instance: u64,
+    },
 }
 
 struct Task {
@@ -101,8 +135,11 @@ struct Task {
     info: TaskInfo,
     state: TaskState,
     sandbox: PathBuf,
+    /// Command tasks only: an executor's tasks share the executor's container.
     handle: Option<Arc<Handle>>,
     kill_requested: bool,
+    /// The custom executor running the task; `None` for the command executor.
+    executor: Option<ExecutorId>,
 }
 
 struct Connected {
@@ -123,6 +160,9 @@ struct Agent {
     finished: VecDeque<(TaskId, PathBuf)>,
     updates: StatusUpdates,
     checkpoints: Checkpoints,
+    executors: BTreeMap<ExecKey, Executor>,
+    executor_checkpoints: Checkpoints,
+    executor_instances: u64,
     events: mpsc::Sender<Event>,
     conn: Option<Connected>,
     generation: u64,
@@ -187,10 +227,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     opts.connect_timeout = Duration::from_secs(10);
     let checkpoints =
         Checkpoints::open(&config.work_dir).map_err(|e| AgentError::Checkpoint(e.to_string()))?;
+    let executor_checkpoints = Checkpoints::open_executors(&config.work_dir)
+        .map_err(|e| AgentError::Checkpoint(e.to_string()))?;
     let (events_tx, mut events_rx) = mpsc::channel(EVENT_QUEUE);
     let mut agent = Agent {
         updates: StatusUpdates::new(config.retry.clone()),
         checkpoints,
+        executors: BTreeMap::new(),
+        executor_checkpoints,
+        executor_instances: 0,
         config,
         opts,
         runtime: Arc::new(runtime),
@@ -231,7 +276,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         );
     }
     if let Runtime::Isolated(iso) = agent.runtime.as_ref() {
-        let live = agent.tasks.values().any(|t| t.handle.is_some());
+        let live = agent.tasks.values().any(|t| t.handle.is_some()) || !agent.executors.is_empty();
         if !live {
             // Nothing runs: leave no empty cgroup behind. Fails harmlessly while containers exist.
             let _ = iso.remove_task_parents();
@@ -347,6 +392,21 @@ impl Agent {
             }
             Event::Launched { task_id, result } => self.on_launched(task_id, result).await,
             Event::Exited { task_id, result } => self.on_exited(task_id, result).await,
+            Event::ExecutorLaunched { key, result } => self.on_executor_launched(key, result).await,
+            Event::ExecutorExited { key, result } => self.on_executor_exited(key, result).await,
+            Event::ExecutorConnection { key, stream } => {
+                self.on_executor_connection(key, stream).await
+            }
+            Event::ExecutorFrame { key, conn, msg } => self.on_executor_frame(key, conn, msg).await,
+            Event::ExecutorClosed { key, conn, reason } => {
+                self.on_executor_closed(key, conn, reason)
+            }
+            Event::ExecutorKillTimeout { key, task_id } => {
+                self.on_executor_kill_timeout(key, task_id)
+            }
+            Event::ExecutorShutdownTimeout { key, instance } => {
+                self.on_executor_shutdown_timeout(key, instance)
+            }
         }
     }
 
@@ -572,6 +632,7 @@ impl Agent {
             kill_requested: task.kill_requested,
             next_seq,
             pending_updates,
+            executor_id: task.executor.clone(),
         };
         if let Err(e) = self
             .checkpoints
@@ -583,7 +644,13 @@ impl Agent {
 
     /// Re-attaches to the tasks of the checkpoints on disk (after a restart or upgrade).
     async fn recover(&mut self) {
-        let loaded = match self.checkpoints.load_all() {
+        self.recover_executors().await;
+        self.recover_tasks().await;
+        self.after_recovery();
+    }
+
+    async fn recover_tasks(&mut self) {
+        let loaded = match self.checkpoints.load_all::<TaskCheckpoint>() {
             Ok(l) => l,
             Err(e) => {
                 tracing::error!(error = %e, "cannot read checkpoints; no task recovered");
@@ -599,6 +666,7 @@ impl Agent {
                 }
             };
             let task_id = cp.info.task_id.clone();
+            let framework_id = cp.framework.id.clone();
             self.updates.restore(
                 &cp.framework.id,
                 &task_id,
@@ -616,10 +684,27 @@ impl Agent {
                     sandbox: cp.sandbox,
                     handle: None,
                     kill_requested: cp.kill_requested,
+                    executor: cp.executor_id.clone(),
                 },
             );
             if cp.state.is_terminal() {
                 tracing::info!(task = %task_id, state = %cp.state, "recovered an ended task with unacknowledged updates");
+                continue;
+            }
+            if let Some(executor_id) = cp.executor_id {
+                // The executor's container was re-attached (or not) by recover_executors; the
+                // executor reconnects and reports this task.
+                let key = (framework_id.clone(), executor_id.clone());
+                if !self.executors.contains_key(&key) {
+                    self.update(&task_id, TaskState::Failed, |s| {
+                        s.reason = Some(StatusReason::AgentRestarted);
+                        s.executor_id = Some(executor_id.clone());
+                        s.message = Some(format!(
+                            "the agent restarted and could not re-attach to executor {executor_id}"
+                        ));
+                    })
+                    .await;
+                }
                 continue;
             }
             let Some(record) = container else {
@@ -662,6 +747,7 @@ impl Agent {
             .iter_mut()
             .filter_map(|(id, t)| t.handle.take().map(|h| (id.clone(), h)))
             .collect();
+        self.destroy_executors().await;
         let grace = Duration::from_millis(500);
         for (id, handle) in handles {
             self.checkpoints
@@ -676,11 +762,14 @@ impl Agent {
 
     /// Reads back every container's limits off the event loop; drift is restored and logged.
     fn check_limits(&self) {
-        let handles: Vec<(TaskId, Arc<Handle>)> = self
-            .tasks
-            .iter()
-            .filter_map(|(id, t)| t.handle.clone().map(|h| (id.clone(), h)))
-            .collect();
+        let handles: Vec<(String, Arc<Handle>)> =
+            self.tasks
+                .iter()
+                .filter_map(|(id, t)| t.handle.clone().map(|h| (id.to_string(), h)))
+                .chain(self.executors.iter().filter_map(|((_, id), e)| {
+                    e.handle.clone().map(|h| (format!("executor {id}"), h))
+                }))
+                .collect();
         if handles.is_empty() {
             return;
         }
@@ -765,19 +854,30 @@ impl Agent {
                 }
             }
             MasterToAgent::ShutdownFramework { framework_id } => {
+                let keys: Vec<ExecKey> = self
+                    .executors
+                    .keys()
+                    .filter(|k| k.0 == framework_id)
+                    .cloned()
+                    .collect();
+                for key in keys {
+                    self.shutdown_executor(&key, "its framework is shutting down");
+                }
                 let ids: Vec<TaskId> = self
                     .tasks
                     .iter()
-                    .filter(|(_, t)| t.framework_id == framework_id)
+                    .filter(|(_, t)| t.framework_id == framework_id && t.executor.is_none())
                     .map(|(id, _)| id.clone())
                     .collect();
                 for id in ids {
                     self.kill_task(&id, None).await;
                 }
             }
-            MasterToAgent::FrameworkMessage { executor_id, .. } => {
-                tracing::debug!(%executor_id, "framework message for an executor this agent does not run");
-            }
+            MasterToAgent::FrameworkMessage {
+                framework_id,
+                executor_id,
+                data,
+            } => self.on_framework_message((framework_id, executor_id), data),
             MasterToAgent::ReadLog {
                 request_id,
                 task_id,
@@ -798,6 +898,10 @@ impl Agent {
             .values()
             .filter(|t| !t.state.is_terminal())
             .fold(Resources::default(), |acc, t| acc.add(&t.info.resources));
+        let used = self
+            .executors
+            .values()
+            .fold(used, |acc, e| acc.add(&e.info.resources));
         self.info.resources.saturating_sub(&used)
     }
 
@@ -807,6 +911,9 @@ impl Agent {
         executor: Option<proto::ExecutorInfo>,
         tasks: Vec<TaskInfo>,
     ) {
+        if let Some(executor) = executor {
+            return self.run_executor_tasks(framework, executor, tasks).await;
+        }
         for info in tasks {
             let task_id = info.task_id.clone();
             if self.tasks.contains_key(&task_id) {
@@ -830,6 +937,7 @@ impl Agent {
                     sandbox: sandbox.clone(),
                     handle: None,
                     kill_requested: false,
+                    executor: None,
                 },
             );
             let refuse = |reason: StatusReason, message: String| {
@@ -841,16 +949,6 @@ impl Agent {
             if !valid_id(task_id.as_str()) || !valid_id(framework.id.as_str()) {
                 let msg = "task and framework ids may use only letters, digits, '.', '_' and '-'"
                     .to_owned();
-                self.update(
-                    &task_id,
-                    TaskState::Error,
-                    refuse(StatusReason::TaskInvalid, msg),
-                )
-                .await;
-                continue;
-            }
-            if executor.is_some() {
-                let msg = "custom executors are not supported by this agent yet".to_owned();
                 self.update(
                     &task_id,
                     TaskState::Error,
@@ -1084,6 +1182,9 @@ impl Agent {
         let grace = grace
             .or(task.info.kill_grace_ms.map(Duration::from_millis))
             .unwrap_or(self.config.kill_grace);
+        if let Some(key) = Self::executor_key(task) {
+            return self.kill_executor_task(key, task_id, grace).await;
+        }
         match task.handle.clone() {
             Some(handle) => {
                 tracing::info!(task = %task_id, ?grace, "killing task");

@@ -1,12 +1,14 @@
 //! Durable records of what the agent runs, so that a restarted agent re-attaches to its tasks
 //! instead of losing or relaunching them. One JSON file per task under
-//! `WORK_DIR/meta/tasks/`, replaced atomically (write a temporary file, fsync, rename, fsync the
+//! `WORK_DIR/meta/tasks/` and one per custom executor under `WORK_DIR/meta/executors/`
+//! (its container, sandbox and socket), replaced atomically (write a temporary file, fsync, rename, fsync the
 //! directory) on every change: before a launch (intent), after it (the container record), on
 //! each status update and acknowledgement. A file that does not parse is moved aside to
 //! `*.corrupt` with an error in the log; the other tasks recover normally.
 
 use isolation::ContainerRecord;
-use proto::{FrameworkSummary, TaskInfo, TaskState, TaskStatus};
+use proto::{ExecutorId, ExecutorInfo, FrameworkSummary, TaskInfo, TaskState, TaskStatus};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -28,6 +30,45 @@ pub struct TaskCheckpoint {
     /// Status updates not yet acknowledged, oldest first, and the next sequence number.
     pub next_seq: u64,
     pub pending_updates: Vec<TaskStatus>,
+    /// The custom executor running the task (its container is the executor's); `None` for
+    /// the built-in command executor.
+    #[serde(default)]
+    pub executor_id: Option<ExecutorId>,
+}
+
+/// A custom executor: written before its launch (intent, `container: None`) and after it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ExecutorCheckpoint {
+    pub version: u32,
+    pub framework: FrameworkSummary,
+    pub info: ExecutorInfo,
+    pub sandbox: PathBuf,
+    /// The unix socket the agent listens on for this executor (re-created at the same path
+    /// after a restart, so the executor reconnects to it).
+    pub socket: PathBuf,
+    /// The uid and gid the executor runs as: only that user may connect to the socket.
+    pub uid: u32,
+    pub gid: u32,
+    pub container: Option<ContainerRecord>,
+    #[serde(default)]
+    pub shutting_down: bool,
+}
+
+/// What every checkpoint file carries to be checked on load.
+pub trait Versioned {
+    fn version(&self) -> u32;
+}
+
+impl Versioned for TaskCheckpoint {
+    fn version(&self) -> u32 {
+        self.version
+    }
+}
+
+impl Versioned for ExecutorCheckpoint {
+    fn version(&self) -> u32 {
+        self.version
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -49,14 +90,24 @@ pub struct Checkpoints {
 }
 
 /// One checkpoint file found at start: its key and its content, or why it could not be used.
-pub struct Loaded {
+pub struct Loaded<T = TaskCheckpoint> {
     pub key: String,
-    pub result: Result<TaskCheckpoint, String>,
+    pub result: Result<T, String>,
 }
 
 impl Checkpoints {
+    /// The task checkpoints (`WORK_DIR/meta/tasks`).
     pub fn open(work_dir: &Path) -> Result<Checkpoints, CheckpointError> {
-        let dir = work_dir.join("meta").join("tasks");
+        Checkpoints::open_kind(work_dir, "tasks")
+    }
+
+    /// The executor checkpoints (`WORK_DIR/meta/executors`).
+    pub fn open_executors(work_dir: &Path) -> Result<Checkpoints, CheckpointError> {
+        Checkpoints::open_kind(work_dir, "executors")
+    }
+
+    fn open_kind(work_dir: &Path, kind: &str) -> Result<Checkpoints, CheckpointError> {
+        let dir = work_dir.join("meta").join(kind);
         std::fs::create_dir_all(&dir).map_err(|source| CheckpointError::ReadDir {
             path: dir.clone(),
             source,
@@ -69,7 +120,7 @@ impl Checkpoints {
     }
 
     /// Atomically replaces the checkpoint of `key` (a validated, path-safe id).
-    pub fn save(&self, key: &str, cp: &TaskCheckpoint) -> Result<(), CheckpointError> {
+    pub fn save<T: Serialize>(&self, key: &str, cp: &T) -> Result<(), CheckpointError> {
         let path = self.path(key);
         let tmp = self.dir.join(format!(".{key}.json.tmp"));
         let err = |source| CheckpointError::Write {
@@ -94,7 +145,9 @@ impl Checkpoints {
     }
 
     /// Every checkpoint on disk. Unreadable ones are renamed to `*.corrupt`.
-    pub fn load_all(&self) -> Result<Vec<Loaded>, CheckpointError> {
+    pub fn load_all<T: DeserializeOwned + Versioned>(
+        &self,
+    ) -> Result<Vec<Loaded<T>>, CheckpointError> {
         let entries = std::fs::read_dir(&self.dir).map_err(|source| CheckpointError::ReadDir {
             path: self.dir.clone(),
             source,
@@ -116,17 +169,17 @@ impl Checkpoints {
             let result = std::fs::read(&path)
                 .map_err(|e| format!("cannot read {}: {e}", path.display()))
                 .and_then(|bytes| {
-                    serde_json::from_slice::<TaskCheckpoint>(&bytes)
+                    serde_json::from_slice::<T>(&bytes)
                         .map_err(|e| format!("{} is corrupt: {e}", path.display()))
                 })
                 .and_then(|cp| {
-                    if cp.version == CHECKPOINT_VERSION {
+                    if cp.version() == CHECKPOINT_VERSION {
                         Ok(cp)
                     } else {
                         Err(format!(
                             "{} has checkpoint version {} (this agent reads {CHECKPOINT_VERSION})",
                             path.display(),
-                            cp.version
+                            cp.version()
                         ))
                     }
                 });
@@ -142,3 +195,6 @@ impl Checkpoints {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -5,6 +5,25 @@
 //!
 //! Architecture invariant: the agent never decides what runs where; it runs what the master
 //! sends, checks that it fits, and reports what happened.
+//!
+//! Custom executors (`agent/executors.rs`): a launch group's executor runs in ONE container whose
+//! limits are the executor's resources plus those of the tasks launched with it; the agent hands
+//! it tasks over a unix socket (proto's `AgentToExecutor`/`ExecutorToAgent`, proto's codec) that
+//! only the executor's own container may use, and turns its updates into status updates. The
+//! executor's environment (nothing else is inherited; the executor's `CommandInfo.environment`
+//! is added last):
+//!
+//! | variable | value |
+//! |---|---|
+//! | `CORRAL_EXECUTOR_SOCKET` | the agent's unix socket for this executor (connect, then `Subscribe`) |
+//! | `CORRAL_EXECUTOR_ID`, `MESOS_EXECUTOR_ID` | the executor's id |
+//! | `CORRAL_FRAMEWORK_ID`, `MESOS_FRAMEWORK_ID` | its framework's id |
+//! | `CORRAL_AGENT_ID`, `MESOS_AGENT_ID` | the agent's id (once registered) |
+//! | `CORRAL_SANDBOX`, `MESOS_SANDBOX`, `HOME` | `WORK_DIR/sandboxes/FRAMEWORK/executors/EXECUTOR` (also the working directory) |
+//! | `PATH` | `/usr/local/bin:/usr/bin:/bin` |
+//!
+//! Each task gets `<sandbox>/tasks/TASK/` for its stdout/stderr (what `corral logs TASK` reads).
+//! `framework::executor` is the client library for executors.
 
 mod agent;
 mod checkpoint;

@@ -138,6 +138,14 @@ impl Handle {
         }
     }
 
+    /// Every process of the container (host pids); plain processes: just the first one.
+    pub fn procs(&self) -> Result<Vec<i32>, String> {
+        match self {
+            Handle::Isolated(c) => c.procs().map_err(|e| e.to_string()),
+            Handle::Plain(p) => Ok(vec![p.pid]),
+        }
+    }
+
     /// Reads the limits back and restores any that changed.
     pub fn check_limits(&self) -> Result<Vec<isolation::LimitDrift>, String> {
         match self {

@@ -2,7 +2,8 @@
 //! masters. It owns finding the leading master (trying each address, following `NotLeader`
 //! redirects), the framework session (subscribe, calls, events, re-subscribing with the same
 //! framework id after a lost connection) and one-shot operator calls. Everything runs over the
-//! mutually-authenticated QUIC transport; the caller supplies its certificate identity.
+//! mutually-authenticated QUIC transport; the caller supplies its certificate identity. It also
+//! holds the small blocking library custom executors use to talk to their agent ([`executor`]).
 //!
 //! ```no_run
 //! # async fn demo(opts: framework::ClientOptions) -> Result<(), framework::ClientError> {
@@ -22,9 +23,11 @@
 //! ```
 
 mod connect;
+pub mod executor;
 mod operator;
 mod scheduler;
 
 pub use connect::{open_session, ClientError, ClientOptions, Session};
+pub use executor::{Executor, ExecutorError, ExecutorEvent};
 pub use operator::{operator_call, read_log};
 pub use scheduler::{framework_info, Scheduler, SchedulerEvent};

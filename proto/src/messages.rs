@@ -754,3 +754,79 @@ pub struct MasterMember {
     #[serde(default)]
     pub lag: Option<u64>,
 }
+
+// ---------------------------------------------------------------------------------------------
+// Custom executors (the local channel between an agent and the executors it launched)
+// ---------------------------------------------------------------------------------------------
+//
+// An agent listens on one unix socket per custom executor (path in the executor's environment,
+// `CORRAL_EXECUTOR_SOCKET`) and accepts only the executor's own container on it. Frames use the
+// same codec as the network protocol. The executor sends `Subscribe` first (again after every
+// reconnection, e.g. when the agent restarted), then task updates; the agent answers
+// `Subscribed`, hands it tasks, and acknowledges each update once it is checkpointed.
+
+/// What an agent sends to one of its custom executors.
+// LaunchTask is large and the others small; see MasterToAgent.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum AgentToExecutor {
+    /// The answer to [`ExecutorToAgent::Subscribe`].
+    Subscribed {
+        agent_id: Option<AgentId>,
+        framework_id: FrameworkId,
+        executor_id: ExecutorId,
+    },
+    /// Run this task. `sandbox` is the task's own directory inside the executor's sandbox
+    /// (owned by the executor's user), where its stdout and stderr files belong.
+    LaunchTask { task: TaskInfo, sandbox: String },
+    /// Kill this task: SIGTERM, then SIGKILL after the grace period. The agent kills the whole
+    /// container if no terminal update arrives in time.
+    KillTask {
+        task_id: TaskId,
+        #[serde(default)]
+        grace_ms: Option<u64>,
+    },
+    /// The agent has recorded the executor's update of `task_id` to `state`; the executor need
+    /// not resend it after a reconnection.
+    Acknowledged { task_id: TaskId, state: TaskState },
+    /// A framework's message to the executor (best effort).
+    Message { data: Vec<u8> },
+    /// Kill every task and exit within `grace_ms`; the agent kills the container after that.
+    Shutdown { grace_ms: u64 },
+}
+
+/// A task state change reported by a custom executor.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ExecutorUpdate {
+    pub task_id: TaskId,
+    pub state: TaskState,
+    #[serde(default)]
+    pub reason: Option<StatusReason>,
+    #[serde(default)]
+    pub message: Option<String>,
+    #[serde(default)]
+    pub exit_code: Option<i32>,
+    #[serde(default)]
+    pub signal: Option<i32>,
+}
+
+/// What a custom executor sends to its agent.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum ExecutorToAgent {
+    /// First frame of every connection. After a reconnection `tasks` lists the tasks the
+    /// executor was given and still runs (or has not had a terminal update acknowledged for),
+    /// and `unacknowledged` the updates the agent may not have recorded.
+    Subscribe {
+        framework_id: FrameworkId,
+        executor_id: ExecutorId,
+        #[serde(default)]
+        tasks: Vec<TaskId>,
+        #[serde(default)]
+        unacknowledged: Vec<ExecutorUpdate>,
+    },
+    Update(ExecutorUpdate),
+    /// A message to the executor's framework (best effort).
+    Message {
+        data: Vec<u8>,
+    },
+}

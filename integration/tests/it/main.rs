@@ -1,6 +1,7 @@
 //! Multi-process tests: real `corral` processes on loopback.
 
 mod agent_recovery;
+mod executors;
 mod foundation;
 mod limits;
 mod offers;

@@ -9,16 +9,19 @@
 //! # The contract with the daemon
 //!
 //! **Write path.** The core emits `Output::Propose(op)`; the daemon calls
-//! [`ReplicatedRegistry::propose`]. It succeeds only on the leader, once the op is committed (on a
+//! [`ReplicatedRegistry::submit`] (which only waits for queue space and returns a [`Pending`]
+//! result), or [`ReplicatedRegistry::propose`] (submit, then wait). Ops enter the log in the
+//! order they were submitted; ops submitted while earlier ones are in flight are batched into
+//! one entry ([`Proposal`]). A proposal succeeds only on the leader, once committed (on a
 //! majority of masters, each fsynced) and applied locally; elsewhere it fails with
-//! [`ProposeError::NotLeader`] naming the leader when known. A failed propose may still commit
+//! [`ProposeError::NotLeader`] naming the leader when known. A failed proposal may still commit
 //! later (the old leader may have replicated it before losing office), so the truth is the
 //! committed stream, never the propose result.
 //!
 //! **Committed ops.** [`StateMachine::apply`] runs on every master, in log order. The daemon
 //! sees them through a [`Subscription`]: [`ReplicatedRegistry::subscribe`] atomically returns the
 //! registry as of the last applied index *and* a bounded stream of every op applied after it, in
-//! order, exactly once ([`CommitEvent::Op`]). Together they are the whole history: nothing is
+//! order, exactly once ([`CommitEvent::Op`]; ops batched in one entry share its index). Together they are the whole history: nothing is
 //! missed or repeated between the copy and the stream. A new subscription replaces the previous
 //! one (whose stream then ends). A follower that is sent a snapshot instead of entries gets
 //! [`CommitEvent::Reset`] with the registry installed; it replaces everything before it.
@@ -34,9 +37,10 @@
 //!
 //! **Backpressure, and the one way to deadlock.** The stream holds
 //! [`COMMIT_CHANNEL_CAPACITY`] events. When it is full, `apply` waits, so raft stops applying and
-//! `propose` calls stop returning until the daemon receives again. The daemon must therefore
-//! never wait for a `propose` while not receiving from its subscription: run proposals as tasks
-//! (or futures in the same `select!`) and feed their results back as events.
+//! proposals stop completing until the daemon receives again. The daemon must therefore never
+//! wait for a [`Pending`] result (or for `submit` when [`PROPOSE_QUEUE`] ops are queued) while
+//! not receiving from its subscription: keep the `Pending` futures in the same `select!` as the
+//! subscription (or in tasks) and feed their results back as events.
 //!
 //! **Peers.** Raft RPCs travel on QUIC streams between masters. The client side checks that the
 //! peer's certificate names the master it meant to reach (`corral://master/NAME` with `NAME`
@@ -61,7 +65,8 @@ use std::io::Cursor;
 pub use log_store::{LogReader, LogStore, StoreError};
 pub use master_core::{Registry, RegistryOp};
 pub use registry::{
-    ClusterStatus, MembershipError, ProposeError, RaftConfig, RaftError, ReplicatedRegistry,
+    ClusterStatus, MembershipError, Pending, ProposeError, RaftConfig, RaftError,
+    ReplicatedRegistry, MAX_BATCH_OPS, MAX_INFLIGHT_BATCHES, PROPOSE_QUEUE,
 };
 pub use state_machine::{CommitEvent, StateMachine, Subscription, COMMIT_CHANNEL_CAPACITY};
 
@@ -90,6 +95,14 @@ impl fmt::Display for MasterNode {
     }
 }
 
+/// One raft entry's payload: ops proposed together, applied in this order. Concurrent
+/// proposals are batched into one entry (see [`ReplicatedRegistry::submit`]): one append, one
+/// replication round and one fsync per master for many ops.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Proposal {
+    pub ops: Vec<RegistryOp>,
+}
+
 /// What applying one entry answers to the proposer. The log index is in the
 /// `ClientWriteResponse`, so nothing else is needed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,7 +111,7 @@ pub struct Applied;
 openraft::declare_raft_types!(
     /// The openraft type configuration of the masters' registry.
     pub TypeConfig:
-        D = RegistryOp,
+        D = Proposal,
         R = Applied,
         NodeId = u64,
         Node = MasterNode,

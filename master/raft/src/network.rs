@@ -17,8 +17,8 @@
 
 use crate::{MasterNode, NodeId, Raft, SnapshotMeta, TypeConfig, Vote};
 use openraft::error::{
-    Fatal, NetworkError, RPCError, RaftError, RemoteError, ReplicationClosed, StreamingError,
-    Timeout, Unreachable,
+    Fatal, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, ReplicationClosed,
+    StreamingError, Timeout, Unreachable,
 };
 use openraft::network::{RPCOption, RPCTypes, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
@@ -82,6 +82,9 @@ enum CallError {
     Network(String),
     #[error("no answer within {0:?}")]
     Timeout(Duration),
+    /// The request does not fit in one frame: openraft should send fewer entries.
+    #[error("{0}")]
+    TooLarge(String),
 }
 
 /// The openraft network factory: connections to the other masters.
@@ -242,6 +245,7 @@ impl PeerClient {
                     self.peer.node
                 )))
             }
+            Ok(Err(e @ TransportError::Encode { .. })) => Err(CallError::TooLarge(e.to_string())),
             Ok(Err(e)) => {
                 self.forget(&conn).await;
                 if e.is_certificate_refused() {
@@ -264,7 +268,9 @@ impl PeerClient {
     ) -> RPCError<NodeId, MasterNode, E> {
         match e {
             CallError::Unreachable(m) => RPCError::Unreachable(Unreachable::new(&msg_err(m))),
-            CallError::Network(m) => RPCError::Network(NetworkError::new(&msg_err(m))),
+            CallError::Network(m) | CallError::TooLarge(m) => {
+                RPCError::Network(NetworkError::new(&msg_err(m)))
+            }
             CallError::Timeout(timeout) => RPCError::Timeout(Timeout {
                 action,
                 id: self.me,
@@ -304,11 +310,19 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, MasterNode, RaftError<NodeId>>>
     {
+        let entries = rpc.entries.len() as u64;
         let req = RaftRequest::AppendEntries(rpc);
-        let resp = self
-            .call(&req, option.soft_ttl())
-            .await
-            .map_err(|e| self.rpc_error(e, RPCTypes::AppendEntries))?;
+        let resp = match self.call(&req, option.soft_ttl()).await {
+            Ok(r) => r,
+            // Half as many entries next time (one entry too large is reported unreachable by
+            // openraft itself).
+            Err(CallError::TooLarge(_)) => {
+                return Err(RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(
+                    (entries / 2).max(1),
+                )))
+            }
+            Err(e) => return Err(self.rpc_error(e, RPCTypes::AppendEntries)),
+        };
         match resp {
             RaftResponse::AppendEntries(Ok(r)) => Ok(r),
             RaftResponse::AppendEntries(Err(e)) => Err(RPCError::RemoteError(

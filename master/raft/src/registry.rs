@@ -3,16 +3,30 @@
 use crate::log_store::{LogStore, StoreError};
 use crate::network::Network;
 use crate::state_machine::{SnapshotError, StateMachine, Subscription};
-use crate::{MasterNode, NodeId, Raft, RaftMetrics, Registry, RegistryOp};
+use crate::{MasterNode, NodeId, Proposal, Raft, RaftMetrics, Registry, RegistryOp};
 use openraft::error::{ClientWriteError, InitializeError, RaftError as OrRaftError};
 use openraft::{ServerState, SnapshotPolicy};
 use proto::Role;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+use tokio::task::AbortHandle;
+
+/// Ops submitted and not yet in an entry; [`ReplicatedRegistry::submit`] waits when full.
+pub const PROPOSE_QUEUE: usize = 4096;
+/// Most ops batched into one entry (an entry must fit in one raft frame with its
+/// neighbours: registry ops are a few hundred bytes).
+pub const MAX_BATCH_OPS: usize = 256;
+/// Entries proposed and not yet applied at once. While all are in flight, new ops wait and
+/// then go into the next entry together: under load one entry carries many ops, while a lone
+/// op is proposed at once.
+pub const MAX_INFLIGHT_BATCHES: usize = 4;
 
 /// How a master takes part in raft.
 #[derive(Clone, Debug)]
@@ -74,9 +88,9 @@ impl RaftConfig {
                 .snapshot_every
                 .saturating_add(self.keep_after_snapshot)
                 .max(1),
-            // Entries per append-entries RPC: large batches under load, each still a small
-            // frame (registry ops are a few hundred bytes).
-            max_payload_entries: 512,
+            // Entries per append-entries RPC. An entry is a batch of up to MAX_BATCH_OPS ops,
+            // so 64 of them is already thousands of ops (a frame too large is split anyway).
+            max_payload_entries: 64,
             // Purge whatever the snapshot policy allows: it happens once per snapshot and
             // costs one record and one fsync here.
             purge_batch_size: 1,
@@ -121,6 +135,88 @@ fn leader_hint(leader: &Option<(NodeId, MasterNode)>) -> String {
     }
 }
 
+type ProposeResult = Result<u64, ProposeError>;
+
+/// An op waiting for the batcher.
+struct Submitted {
+    op: RegistryOp,
+    tx: oneshot::Sender<ProposeResult>,
+}
+
+/// The outcome of a submitted op: its log index once committed and applied here, or why not.
+#[derive(Debug)]
+pub struct Pending {
+    rx: oneshot::Receiver<ProposeResult>,
+}
+
+impl Future for Pending {
+    type Output = ProposeResult;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<ProposeResult> {
+        Pin::new(&mut self.rx).poll(cx).map(|r| {
+            r.unwrap_or_else(|_| Err(ProposeError::Stopped("raft stopped before answering".into())))
+        })
+    }
+}
+
+fn client_write_error(e: ClientWriteError<NodeId, MasterNode>) -> ProposeError {
+    match e {
+        ClientWriteError::ForwardToLeader(f) => ProposeError::NotLeader {
+            leader: f.leader_id.zip(f.leader_node),
+        },
+        ClientWriteError::ChangeMembershipError(c) => ProposeError::Stopped(c.to_string()),
+    }
+}
+
+/// Takes queued ops in order, batches whatever is waiting into one entry, and keeps at most
+/// [`MAX_INFLIGHT_BATCHES`] entries in flight. Entries reach raft in submit order, so the log
+/// holds the ops in submit order.
+async fn batcher(raft: Raft, mut rx: mpsc::Receiver<Submitted>) {
+    let inflight = Arc::new(Semaphore::new(MAX_INFLIGHT_BATCHES));
+    loop {
+        let Ok(permit) = inflight.clone().acquire_owned().await else {
+            return;
+        };
+        let Some(first) = rx.recv().await else {
+            return;
+        };
+        let mut ops = vec![first.op];
+        let mut txs = vec![first.tx];
+        while ops.len() < MAX_BATCH_OPS {
+            match rx.try_recv() {
+                Ok(s) => {
+                    ops.push(s.op);
+                    txs.push(s.tx);
+                }
+                Err(_) => break,
+            }
+        }
+        match raft.client_write_ff(Proposal { ops }).await {
+            Ok(resp) => {
+                tokio::spawn(async move {
+                    let r = match resp.await {
+                        Ok(Ok(w)) => Ok(w.log_id.index),
+                        Ok(Err(e)) => Err(client_write_error(e)),
+                        Err(_) => Err(ProposeError::Stopped(
+                            "raft stopped before the entry was applied".into(),
+                        )),
+                    };
+                    for tx in txs {
+                        let _ = tx.send(r.clone());
+                    }
+                    drop(permit);
+                });
+            }
+            Err(fatal) => {
+                let r = Err(ProposeError::Stopped(fatal.to_string()));
+                for tx in txs {
+                    let _ = tx.send(r.clone());
+                }
+            }
+        }
+    }
+}
+
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum MembershipError {
     #[error("this master is not the leader{}", leader_hint(leader))]
@@ -158,6 +254,8 @@ pub struct ReplicatedRegistry {
     raft: Raft,
     sm: StateMachine,
     network: Network,
+    proposals: mpsc::Sender<Submitted>,
+    batcher: AbortHandle,
 }
 
 impl std::fmt::Debug for ReplicatedRegistry {
@@ -209,12 +307,16 @@ impl ReplicatedRegistry {
         let raft = Raft::new(cfg.node_id, config, network.clone(), log, sm.clone())
             .await
             .map_err(|e| RaftError::Stopped(e.to_string()))?;
+        let (proposals, rx) = mpsc::channel(PROPOSE_QUEUE);
+        let batcher = tokio::spawn(batcher(raft.clone(), rx)).abort_handle();
         Ok(ReplicatedRegistry {
             id: cfg.node_id,
             me,
             raft,
             sm,
             network,
+            proposals,
+            batcher,
         })
     }
 
@@ -230,19 +332,21 @@ impl ReplicatedRegistry {
         }
     }
 
-    /// Replicates `op`; returns its log index once it is committed and applied here. See the
-    /// crate doc: do not await this while not draining the subscription.
+    /// Queues `op` for the log (waiting only while [`PROPOSE_QUEUE`] ops are queued) and
+    /// returns its outcome to await. Ops enter the log in submit order. See the crate doc for
+    /// why the daemon should not await the result while not draining its subscription.
+    pub async fn submit(&self, op: RegistryOp) -> Result<Pending, ProposeError> {
+        let (tx, rx) = oneshot::channel();
+        self.proposals
+            .send(Submitted { op, tx })
+            .await
+            .map_err(|_| ProposeError::Stopped("the proposal queue is closed".into()))?;
+        Ok(Pending { rx })
+    }
+
+    /// [`Self::submit`], then waits: the op's log index once it is committed and applied here.
     pub async fn propose(&self, op: RegistryOp) -> Result<u64, ProposeError> {
-        match self.raft.client_write(op).await {
-            Ok(resp) => Ok(resp.log_id.index),
-            Err(OrRaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                Err(ProposeError::NotLeader {
-                    leader: f.leader_id.zip(f.leader_node),
-                })
-            }
-            Err(OrRaftError::APIError(e)) => Err(ProposeError::Stopped(e.to_string())),
-            Err(OrRaftError::Fatal(e)) => Err(ProposeError::Stopped(e.to_string())),
-        }
+        self.submit(op).await?.await
     }
 
     /// The registry as of the last applied entry, and a stream of every later committed op.
@@ -427,6 +531,7 @@ impl ReplicatedRegistry {
     /// closes the connections to the other masters. The data stays on disk. Clones of this
     /// handle then answer every call with a `Stopped` error.
     pub async fn shutdown(self) {
+        self.batcher.abort();
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "raft did not stop cleanly");
         }

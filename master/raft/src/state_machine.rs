@@ -37,7 +37,8 @@ const MAX_SNAPSHOT_LEN: usize = 1 << 30;
 /// What the daemon learns, in log order, after subscribing.
 #[derive(Clone, Debug, PartialEq)]
 pub enum CommitEvent {
-    /// The op at `index` was committed and applied to the registry.
+    /// The op, in the entry at `index`, was committed and applied to the registry. Ops batched
+    /// in one entry share its index and come in their order within it.
     Op { index: u64, op: RegistryOp },
     /// A snapshot from the leader replaced the registry (this master had fallen too far
     /// behind for log entries): everything before is superseded by `registry` as of `index`.
@@ -48,7 +49,8 @@ pub enum CommitEvent {
 #[derive(Debug)]
 pub struct Subscription {
     pub registry: Registry,
-    /// The last applied log index the registry includes (0 before any entry).
+    /// The last applied log index the registry includes (0 before any entry); every event is
+    /// from a later entry.
     pub applied_index: u64,
     pub events: mpsc::Receiver<CommitEvent>,
 }
@@ -348,12 +350,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 st.last_applied = Some(entry.log_id);
                 match entry.payload {
                     EntryPayload::Blank => {}
-                    EntryPayload::Normal(op) => {
-                        st.registry.apply(&op);
-                        events.push(CommitEvent::Op {
-                            index: entry.log_id.index,
-                            op,
-                        });
+                    EntryPayload::Normal(proposal) => {
+                        for op in proposal.ops {
+                            st.registry.apply(&op);
+                            events.push(CommitEvent::Op {
+                                index: entry.log_id.index,
+                                op,
+                            });
+                        }
                     }
                     EntryPayload::Membership(m) => {
                         st.membership = StoredMembership::new(Some(entry.log_id), m);

@@ -2,7 +2,7 @@
 
 use crate::log_store::{LogOptions, LogStore, StoreError};
 use crate::state_machine::{CommitEvent, StateMachine};
-use crate::{Entry, LogId, RegistryOp, Vote};
+use crate::{Entry, LogId, Proposal, RegistryOp, Vote};
 use openraft::storage::{RaftLogReader, RaftLogStorage, RaftStateMachine};
 use openraft::{CommittedLeaderId, EntryPayload, RaftSnapshotBuilder};
 use proto::{FrameworkId, FrameworkInfo, ProtocolVersion};
@@ -32,7 +32,9 @@ fn fw_op(i: u64) -> RegistryOp {
 fn entry(term: u64, index: u64) -> Entry {
     Entry {
         log_id: log_id(term, index),
-        payload: EntryPayload::Normal(fw_op(index)),
+        payload: EntryPayload::Normal(Proposal {
+            ops: vec![fw_op(index)],
+        }),
     }
 }
 
@@ -79,7 +81,7 @@ async fn log_survives_reopen_with_vote_and_committed() {
     assert_eq!(state.last_purged_log_id, None);
     let got = store.try_get_log_entries(3..5).await.unwrap();
     assert_eq!(got.len(), 2);
-    assert!(matches!(&got[0].payload, EntryPayload::Normal(op) if *op == fw_op(3)));
+    assert!(matches!(&got[0].payload, EntryPayload::Normal(p) if p.ops == vec![fw_op(3)]));
 }
 
 #[tokio::test]

@@ -1,0 +1,436 @@
+//! Custom executors through real processes: a framework launches a launch group under the
+//! `test-executor` program (integration/src/bin/test-executor.rs), which the agent runs in one
+//! container with the group's limits and hands the tasks to over its unix socket.
+
+use framework::{ClientOptions, Scheduler, SchedulerEvent};
+use integration::{is_root, stderr, stdout, Cluster};
+use proto::{
+    CommandInfo, ExecutorId, ExecutorInfo, Filters, FrameworkCall, FrameworkEvent, Offer,
+    OfferOperation, Resources, StatusReason, StatusSource, TaskId, TaskInfo, TaskState, TaskStatus,
+};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+use transport::{Identity, TlsFiles};
+
+fn skip_unless_root(test: &str) -> bool {
+    if !is_root() {
+        eprintln!(
+            "skipping {test}: an executor's container needs cgroups, and its socket a user \
+             switch, which need root"
+        );
+        return true;
+    }
+    false
+}
+
+/// The test executor, built with this package's binaries.
+fn test_executor() -> String {
+    env!("CARGO_BIN_EXE_test-executor").to_owned()
+}
+
+fn options(c: &Cluster, name: &str) -> ClientOptions {
+    let id = Identity::load(&TlsFiles {
+        ca: c.certs.ca(),
+        cert: c.certs.cert(name),
+        key: c.certs.key(name),
+    })
+    .expect("identity");
+    ClientOptions::new(vec![c.master_addr.to_string()], Arc::new(id))
+}
+
+fn res(s: &str) -> Resources {
+    s.parse().expect("resources")
+}
+
+fn task(id: &str, offer: &Offer, cmd: &str) -> TaskInfo {
+    TaskInfo {
+        task_id: TaskId::new(id),
+        name: id.into(),
+        agent_id: offer.agent_id.clone(),
+        resources: res("cpus:0.1;mem:32MiB"),
+        command: CommandInfo::shell(cmd),
+        container: Default::default(),
+        kill_grace_ms: Some(1000),
+        labels: Default::default(),
+    }
+}
+
+fn executor(id: &str, program: &str) -> ExecutorInfo {
+    ExecutorInfo {
+        executor_id: ExecutorId::new(id),
+        command: CommandInfo::argv(vec![program.to_owned()]),
+        resources: res("cpus:0.1;mem:32MiB"),
+        container: Default::default(),
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+enum Got {
+    Offers(Vec<Offer>),
+    Update(TaskStatus),
+    Message(Vec<u8>),
+}
+
+/// The next offers, task update (acknowledged) or executor message; None at the deadline.
+async fn next(s: &mut Scheduler, deadline: Instant) -> Option<Got> {
+    loop {
+        let ev = tokio::time::timeout_at(deadline, s.next_event())
+            .await
+            .ok()??;
+        match ev {
+            SchedulerEvent::Framework(FrameworkEvent::Offers { offers }) => {
+                return Some(Got::Offers(offers))
+            }
+            SchedulerEvent::Framework(FrameworkEvent::Update { status }) => {
+                if let (Some(a), Some(u)) = (status.agent_id.clone(), status.uuid.clone()) {
+                    s.call(FrameworkCall::Acknowledge {
+                        agent_id: a,
+                        task_id: status.task_id.clone(),
+                        uuid: u,
+                    })
+                    .await
+                    .ok()?;
+                }
+                return Some(Got::Update(status));
+            }
+            SchedulerEvent::Framework(FrameworkEvent::Message { data, .. }) => {
+                return Some(Got::Message(data))
+            }
+            _ => {}
+        }
+    }
+}
+
+async fn decline_all(s: &mut Scheduler, offers: Vec<Offer>) {
+    for o in offers {
+        s.call(FrameworkCall::Decline {
+            offer_ids: vec![o.id],
+            filters: Some(Filters {
+                refuse_seconds: Some(60.0),
+            }),
+        })
+        .await
+        .expect("decline");
+    }
+}
+
+/// Subscribes, takes the first offer and launches `tasks` under `exec` with it.
+async fn launch_group(
+    c: &Cluster,
+    name: &str,
+    exec: ExecutorInfo,
+    tasks: impl FnOnce(&Offer) -> Vec<TaskInfo>,
+    deadline: Instant,
+) -> (Scheduler, Offer) {
+    let mut s = Scheduler::subscribe(options(c, "fw"), framework::framework_info(name))
+        .await
+        .expect("subscribe");
+    let offer = loop {
+        match next(&mut s, deadline).await {
+            Some(Got::Offers(mut o)) => break o.remove(0),
+            Some(_) => {}
+            None => panic!("no offer in time"),
+        }
+    };
+    s.call(FrameworkCall::Accept {
+        offer_ids: vec![offer.id.clone()],
+        operations: vec![OfferOperation::LaunchGroup {
+            executor: exec,
+            tasks: tasks(&offer),
+        }],
+        filters: Some(Filters {
+            refuse_seconds: Some(60.0),
+        }),
+    })
+    .await
+    .expect("accept");
+    (s, offer)
+}
+
+/// Collects updates until every task in `ids` is terminal; returns each task's updates.
+async fn until_terminal(
+    s: &mut Scheduler,
+    ids: &[&str],
+    deadline: Instant,
+) -> BTreeMap<String, Vec<TaskStatus>> {
+    let mut seen: BTreeMap<String, Vec<TaskStatus>> = BTreeMap::new();
+    loop {
+        let done = ids.iter().all(|id| {
+            seen.get(*id)
+                .is_some_and(|v| v.iter().any(|st| st.state.is_terminal()))
+        });
+        if done {
+            return seen;
+        }
+        match next(s, deadline).await {
+            Some(Got::Update(st)) => seen.entry(st.task_id.to_string()).or_default().push(st),
+            Some(Got::Offers(o)) => decline_all(s, o).await,
+            Some(Got::Message(_)) => {}
+            None => panic!("tasks {ids:?} did not all end in time; updates so far: {seen:#?}"),
+        }
+    }
+}
+
+fn terminal(updates: &BTreeMap<String, Vec<TaskStatus>>, id: &str) -> TaskStatus {
+    updates[id]
+        .iter()
+        .find(|s| s.state.is_terminal())
+        .cloned()
+        .expect("a terminal update")
+}
+
+#[test]
+fn a_custom_executor_runs_two_tasks_in_one_container() {
+    if skip_unless_root("a_custom_executor_runs_two_tasks_in_one_container") {
+        return;
+    }
+    transport::install_crypto_provider();
+    let mut c = Cluster::start_master(&[]);
+    let a = c.start_agent("a1", &["--resources", "cpus:2;mem:1GiB"]);
+    runtime().block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        let exec = executor("ex-echo", &test_executor());
+        let (mut s, _) = launch_group(
+            &c,
+            "executors",
+            exec,
+            |o| vec![task("one", o, "echo one"), task("two", o, "echo two")],
+            deadline,
+        )
+        .await;
+        let updates = until_terminal(&mut s, &["one", "two"], deadline).await;
+        for id in ["one", "two"] {
+            let end = terminal(&updates, id);
+            assert_eq!(end.state, TaskState::Finished, "{id}: {end:?}");
+            assert_eq!(end.source, StatusSource::Executor, "{id}: {end:?}");
+            assert_eq!(end.exit_code, Some(0), "{id}: {end:?}");
+            assert_eq!(end.executor_id, Some(ExecutorId::new("ex-echo")));
+            let states: Vec<TaskState> = updates[id].iter().map(|s| s.state).collect();
+            assert!(
+                states.contains(&TaskState::Running),
+                "{id} was reported running by its executor: {states:?}"
+            );
+        }
+    });
+    // Each task wrote to its own sandbox inside the executor's, which `corral logs` reads.
+    let out = c.client("fw", &["logs", "two"], Duration::from_secs(30));
+    assert!(out.status.success(), "logs: {}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), "two");
+    // With no task left, the agent shuts the executor down and removes its container.
+    c.agents[a].wait_for_log("executor exited", Duration::from_secs(30));
+}
+
+#[test]
+fn an_executor_relays_messages_and_kills_its_tasks() {
+    if skip_unless_root("an_executor_relays_messages_and_kills_its_tasks") {
+        return;
+    }
+    transport::install_crypto_provider();
+    let mut c = Cluster::start_master(&[]);
+    c.start_agent("a1", &["--resources", "cpus:2;mem:1GiB"]);
+    runtime().block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        let exec = executor("ex-talk", &test_executor());
+        let (mut s, offer) = launch_group(
+            &c,
+            "executor-talk",
+            exec,
+            |o| vec![task("sleeper", o, "sleep 120")],
+            deadline,
+        )
+        .await;
+        loop {
+            match next(&mut s, deadline).await {
+                Some(Got::Update(st)) if st.state == TaskState::Running => break,
+                Some(Got::Update(st)) if st.state.is_terminal() => panic!("ended early: {st:?}"),
+                Some(Got::Offers(o)) => decline_all(&mut s, o).await,
+                Some(_) => {}
+                None => panic!("the sleeper did not start in time"),
+            }
+        }
+        s.call(FrameworkCall::Message {
+            agent_id: offer.agent_id.clone(),
+            executor_id: ExecutorId::new("ex-talk"),
+            data: b"ping".to_vec(),
+        })
+        .await
+        .expect("message");
+        loop {
+            match next(&mut s, deadline).await {
+                Some(Got::Message(data)) => {
+                    assert_eq!(data, b"echo: ping".to_vec());
+                    break;
+                }
+                Some(Got::Offers(o)) => decline_all(&mut s, o).await,
+                Some(_) => {}
+                None => panic!("no answer from the executor in time"),
+            }
+        }
+        s.call(FrameworkCall::Kill {
+            task_id: TaskId::new("sleeper"),
+            agent_id: Some(offer.agent_id.clone()),
+            grace_ms: Some(1000),
+        })
+        .await
+        .expect("kill");
+        let updates = until_terminal(&mut s, &["sleeper"], deadline).await;
+        let end = terminal(&updates, "sleeper");
+        assert_eq!(end.state, TaskState::Killed, "{end:?}");
+        assert_eq!(
+            end.source,
+            StatusSource::Executor,
+            "the executor killed it: {end:?}"
+        );
+    });
+}
+
+#[test]
+fn a_memory_hog_in_an_executor_container_is_killed_and_reported() {
+    if skip_unless_root("a_memory_hog_in_an_executor_container_is_killed_and_reported") {
+        return;
+    }
+    transport::install_crypto_provider();
+    let mut c = Cluster::start_master(&[]);
+    c.start_agent("a1", &["--resources", "cpus:2;mem:2GiB"]);
+    runtime().block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        let exec = executor("ex-hog", &test_executor());
+        let (mut s, _) = launch_group(
+            &c,
+            "executor-hog",
+            exec,
+            |o| {
+                vec![
+                    task("idle", o, "sleep 120"),
+                    // 512 MiB in one buffer: far beyond the container's 96 MiB.
+                    task(
+                        "hog",
+                        o,
+                        "sleep 1; dd if=/dev/zero of=/dev/null bs=512M count=1",
+                    ),
+                ]
+            },
+            deadline,
+        )
+        .await;
+        let updates = until_terminal(&mut s, &["hog", "idle"], deadline).await;
+        for id in ["hog", "idle"] {
+            let end = terminal(&updates, id);
+            assert_eq!(end.state, TaskState::Failed, "{id}: {end:?}");
+            assert_eq!(end.reason, Some(StatusReason::MemoryLimit), "{id}: {end:?}");
+            let lim = end.limitation.clone().expect("a memory limitation");
+            // The executor's 32 MiB plus 32 MiB for each of the two tasks.
+            assert_eq!(lim.limit, 96 << 20, "{id}: {lim:?}");
+            let msg = end.message.clone().unwrap_or_default();
+            assert!(
+                msg.contains("memory limit") && msg.contains("ex-hog"),
+                "{id}: the message names the executor's container and its limit: {msg}"
+            );
+        }
+    });
+}
+
+#[test]
+fn a_missing_executor_program_fails_its_tasks_and_the_agent_keeps_serving() {
+    if skip_unless_root("a_missing_executor_program_fails_its_tasks_and_the_agent_keeps_serving") {
+        return;
+    }
+    transport::install_crypto_provider();
+    let mut c = Cluster::start_master(&[]);
+    let a = c.start_agent("a1", &["--resources", "cpus:2;mem:1GiB"]);
+    runtime().block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        let exec = executor("ex-missing", "/nonexistent/corral-test-executor");
+        let (mut s, _) = launch_group(
+            &c,
+            "executor-missing",
+            exec,
+            |o| vec![task("m1", o, "echo one"), task("m2", o, "echo two")],
+            deadline,
+        )
+        .await;
+        let updates = until_terminal(&mut s, &["m1", "m2"], deadline).await;
+        for id in ["m1", "m2"] {
+            let end = terminal(&updates, id);
+            assert_eq!(end.state, TaskState::Failed, "{id}: {end:?}");
+            assert_eq!(
+                end.reason,
+                Some(StatusReason::ContainerLaunchFailed),
+                "{id}: {end:?}"
+            );
+            let msg = end.message.clone().unwrap_or_default();
+            assert!(
+                msg.contains("ex-missing") && msg.contains("/nonexistent/corral-test-executor"),
+                "{id}: the message names the executor and its command: {msg}"
+            );
+        }
+        s.teardown().await.expect("teardown");
+    });
+    assert!(c.agents[a].is_running(), "the agent survived");
+    let out = c.client(
+        "fw2",
+        &["run", "--", "echo still serving"],
+        Duration::from_secs(60),
+    );
+    assert_eq!(out.status.code(), Some(0), "run: {}", stderr(&out));
+    assert!(stdout(&out).contains("still serving"), "{}", stdout(&out));
+}
+
+#[test]
+fn an_executor_and_its_task_survive_a_kill_9_of_the_agent() {
+    if skip_unless_root("an_executor_and_its_task_survive_a_kill_9_of_the_agent") {
+        return;
+    }
+    transport::install_crypto_provider();
+    let mut c = Cluster::start_master(&[]);
+    let a = c.start_agent("a1", &["--resources", "cpus:2;mem:1GiB"]);
+    let rt = runtime();
+    let (mut s, deadline) = rt.block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let exec = executor("ex-restart", &test_executor());
+        let (mut s, _) = launch_group(
+            &c,
+            "executor-restart",
+            exec,
+            |o| vec![task("survivor", o, "sleep 5; echo done")],
+            deadline,
+        )
+        .await;
+        loop {
+            match next(&mut s, deadline).await {
+                Some(Got::Update(st)) if st.state == TaskState::Running => break,
+                Some(Got::Update(st)) if st.state.is_terminal() => panic!("ended early: {st:?}"),
+                Some(Got::Offers(o)) => decline_all(&mut s, o).await,
+                Some(_) => {}
+                None => panic!("the task did not start in time"),
+            }
+        }
+        (s, deadline)
+    });
+    c.agents[a].kill();
+    std::thread::sleep(Duration::from_millis(500));
+    c.restart_agent(a);
+    c.agents[a].wait_for_log("re-attached to a running executor", Duration::from_secs(10));
+    // The executor reconnects to the socket the restarted agent listens on again.
+    c.agents[a].wait_for_log("executor subscribed", Duration::from_secs(30));
+    rt.block_on(async {
+        let updates = until_terminal(&mut s, &["survivor"], deadline).await;
+        let end = terminal(&updates, "survivor");
+        assert_eq!(end.state, TaskState::Finished, "{end:?}");
+        let finished = updates["survivor"]
+            .iter()
+            .filter(|st| st.state == TaskState::Finished)
+            .count();
+        assert_eq!(finished, 1, "reported once: {updates:#?}");
+    });
+    let out = c.client("fw", &["logs", "survivor"], Duration::from_secs(30));
+    assert_eq!(stdout(&out).trim(), "done", "the task ran once, to its end");
+}
