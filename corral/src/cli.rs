@@ -38,6 +38,14 @@ pub enum Command {
     Logs(LogsArgs),
     /// Kill a task.
     Kill(KillArgs),
+    /// Stop offering an agent's resources and let its tasks finish (maintenance).
+    Drain(AgentIdArgs),
+    /// Stop offering an agent's resources.
+    Deactivate(AgentIdArgs),
+    /// Offer a drained or deactivated agent's resources again.
+    Reactivate(AgentIdArgs),
+    /// End a framework: kill its tasks and forget it.
+    Teardown(TeardownArgs),
     /// (internal) The init process of a container.
     #[command(name = "__init", hide = true)]
     Init(InitArgs),
@@ -246,6 +254,20 @@ pub struct KillArgs {
     #[command(flatten)]
     pub connect: ConnectArgs,
     pub task_id: String,
+}
+
+#[derive(Args, Debug)]
+pub struct AgentIdArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    pub agent_id: String,
+}
+
+#[derive(Args, Debug)]
+pub struct TeardownArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    pub framework_id: String,
 }
 
 #[derive(Args, Debug)]

@@ -1,7 +1,7 @@
 //! `corral state`, `corral logs`, `corral kill`.
 
 use super::client_options;
-use crate::cli::{KillArgs, LogsArgs, StateArgs};
+use crate::cli::{AgentIdArgs, KillArgs, LogsArgs, StateArgs, TeardownArgs};
 use anyhow::{bail, Result};
 use proto::{format_size, ClusterState, LogStream, OperatorCall, OperatorReply, Resources, TaskId};
 use std::io::Write;
@@ -173,5 +173,58 @@ pub async fn kill(args: KillArgs) -> Result<u8> {
             Ok(0)
         }
         other => bail!("unexpected reply to KillTask: {other:?}"),
+    }
+}
+
+pub enum AgentOp {
+    Drain,
+    Deactivate,
+    Reactivate,
+}
+
+pub async fn agent_call(args: AgentIdArgs, op: AgentOp) -> Result<u8> {
+    let opts = client_options(&args.connect)?;
+    let agent_id = proto::AgentId::new(args.agent_id.clone());
+    let (call, what) = match op {
+        AgentOp::Drain => (
+            OperatorCall::DrainAgent {
+                agent_id: agent_id.clone(),
+            },
+            "draining",
+        ),
+        AgentOp::Deactivate => (
+            OperatorCall::DeactivateAgent {
+                agent_id: agent_id.clone(),
+            },
+            "deactivated",
+        ),
+        AgentOp::Reactivate => (
+            OperatorCall::ReactivateAgent {
+                agent_id: agent_id.clone(),
+            },
+            "active",
+        ),
+    };
+    match framework::operator_call(&opts, call).await? {
+        OperatorReply::Done => {
+            eprintln!("corral: agent {agent_id} is now {what}");
+            Ok(0)
+        }
+        other => bail!("unexpected reply: {other:?}"),
+    }
+}
+
+pub async fn teardown(args: TeardownArgs) -> Result<u8> {
+    let opts = client_options(&args.connect)?;
+    let framework_id = proto::FrameworkId::new(args.framework_id.clone());
+    let call = OperatorCall::TeardownFramework {
+        framework_id: framework_id.clone(),
+    };
+    match framework::operator_call(&opts, call).await? {
+        OperatorReply::Done => {
+            eprintln!("corral: framework {framework_id} torn down");
+            Ok(0)
+        }
+        other => bail!("unexpected reply: {other:?}"),
     }
 }

@@ -28,6 +28,14 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
                     Command::State(a) => clients::state(a).await,
                     Command::Logs(a) => clients::logs(a).await,
                     Command::Kill(a) => clients::kill(a).await,
+                    Command::Drain(a) => clients::agent_call(a, clients::AgentOp::Drain).await,
+                    Command::Deactivate(a) => {
+                        clients::agent_call(a, clients::AgentOp::Deactivate).await
+                    }
+                    Command::Reactivate(a) => {
+                        clients::agent_call(a, clients::AgentOp::Reactivate).await
+                    }
+                    Command::Teardown(a) => clients::teardown(a).await,
                     Command::Certs(_) | Command::Init(_) => unreachable!(),
                 }
             })

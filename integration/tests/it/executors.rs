@@ -66,6 +66,36 @@ fn executor(id: &str, program: &str) -> ExecutorInfo {
     }
 }
 
+/// The first `*.sock` file under `dir`.
+fn find_socket(dir: &std::path::Path) -> Option<std::path::PathBuf> {
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        let ft = entry.file_type().ok()?;
+        if ft.is_dir() {
+            if let Some(p) = find_socket(&path) {
+                return Some(p);
+            }
+        } else if path.extension().is_some_and(|e| e == "sock") {
+            return Some(path);
+        }
+    }
+    None
+}
+
+/// Runs the test executor outside the executor's container as `uid`, aimed at its socket.
+fn impostor(socket: &std::path::Path, uid: u32, offer: &Offer) -> std::process::Output {
+    use std::os::unix::process::CommandExt;
+    std::process::Command::new(test_executor())
+        .env_clear()
+        .env("CORRAL_EXECUTOR_SOCKET", socket)
+        .env("CORRAL_EXECUTOR_ID", "ex-talk")
+        .env("CORRAL_FRAMEWORK_ID", offer.framework_id.as_str())
+        .uid(uid)
+        .gid(65534)
+        .output()
+        .expect("run the impostor")
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -274,6 +304,22 @@ fn an_executor_relays_messages_and_kills_its_tasks() {
                 None => panic!("no answer from the executor in time"),
             }
         }
+        // Only the executor's own container may use its socket: the same program as the same
+        // user, but outside the container, is refused.
+        let socket = find_socket(&c.dir.path().join("agent-a1")).expect("the executor's socket");
+        for uid in [0u32, 65534] {
+            let out = impostor(&socket, uid, &offer);
+            assert!(
+                !out.status.success(),
+                "uid {uid} was let in: {}",
+                stderr(&out)
+            );
+        }
+        c.agents[0].wait_for_log("from another user", Duration::from_secs(10));
+        c.agents[0].wait_for_log(
+            "from a process outside the executor's container",
+            Duration::from_secs(10),
+        );
         s.call(FrameworkCall::Kill {
             task_id: TaskId::new("sleeper"),
             agent_id: Some(offer.agent_id.clone()),

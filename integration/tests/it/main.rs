@@ -5,6 +5,7 @@ mod executors;
 mod foundation;
 mod limits;
 mod offers;
+mod operator;
 mod security;
 mod status_updates;
 mod systemd;
