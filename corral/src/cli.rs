@@ -132,9 +132,13 @@ pub struct MasterArgs {
     /// This master's id among replicated masters.
     #[arg(long)]
     pub id: Option<u64>,
-    /// Another master, ID=HOST:PORT (repeatable).
+    /// Another master, ID=NAME@HOST:PORT (NAME: the name in its certificate), or ID=HOST:PORT
+    /// for a master named master-ID (repeatable).
     #[arg(long = "peer")]
     pub peers: Vec<String>,
+    /// The address other masters and clients reach this master at (default: --listen).
+    #[arg(long)]
+    pub advertise: Option<String>,
 }
 
 #[derive(Args, Debug)]

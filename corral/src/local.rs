@@ -111,6 +111,7 @@ impl LocalCluster {
                 ..Default::default()
             },
             max_frame_len: proto::MAX_FRAME_LEN,
+            raft: master::RaftSetup::default(),
         })?;
         let master_addr = server.local_addr();
         let (stop_master, master_rx) = oneshot::channel::<()>();

@@ -8,4 +8,5 @@
 
 mod server;
 
-pub use server::{Config, MasterError, MasterServer};
+pub use master_raft::MasterNode;
+pub use server::{Config, MasterError, MasterServer, RaftSetup};

@@ -1,15 +1,19 @@
 use master_core::{Master, Output, SessionId};
-use proto::{
-    ClientFrame, ClusterState, ErrorCode, ErrorReply, OperatorCall, OperatorReply, PeerIdentity,
-    Role, ServerFrame,
+use master_raft::{
+    network::serve_raft_connection, CommitEvent, MasterNode, ProposeError, RaftConfig, RegistryOp,
+    ReplicatedRegistry,
 };
-use std::collections::HashMap;
+use proto::{
+    ClientFrame, ClusterState, ErrorCode, ErrorReply, MasterMember, MastersState, OperatorCall,
+    OperatorReply, PeerIdentity, Role, ServerFrame,
+};
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{mpsc, watch};
 use transport::{FramedSend, Identity, TransportError};
 
@@ -24,6 +28,20 @@ const SNAPSHOT_INTERVAL: Duration = Duration::from_millis(100);
 const OPERATOR_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Concurrent client connections accepted; more are refused until some close.
 const MAX_CONNECTIONS: usize = 65_536;
+/// Failed proposals reported back to the core loop (only their count and kind matter).
+const PROPOSE_FAILURES: usize = 1024;
+
+/// How this master takes part in the replicated registry.
+#[derive(Clone, Debug, Default)]
+pub struct RaftSetup {
+    /// This master's raft id (1 for a single master).
+    pub id: u64,
+    /// The other masters: id → the name in its certificate and its address. Empty for a
+    /// single master (a one-voter cluster).
+    pub peers: BTreeMap<u64, MasterNode>,
+    /// The address others reach this master at (redirects, raft); the listen address if unset.
+    pub advertise: Option<String>,
+}
 
 /// Everything the master daemon needs to run.
 pub struct Config {
@@ -32,6 +50,7 @@ pub struct Config {
     pub identity: Arc<Identity>,
     pub core: master_core::MasterConfig,
     pub max_frame_len: usize,
+    pub raft: RaftSetup,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +67,8 @@ pub enum MasterError {
     },
     #[error("the certificate {0} is not a master certificate; issue one with `corral certs issue --role master`")]
     NotAMasterCertificate(String),
+    #[error("replicated registry: {0}")]
+    Raft(#[from] master_raft::RaftError),
 }
 
 enum Event {
@@ -65,12 +86,28 @@ enum Event {
     },
 }
 
+/// What stream tasks need to know about leadership without asking the core loop.
+#[derive(Default)]
+struct Leadership {
+    is_leader: AtomicBool,
+    /// The leader's address, when known.
+    leader: RwLock<Option<String>>,
+}
+
+impl Leadership {
+    fn leader(&self) -> Option<String> {
+        self.leader.read().ok().and_then(|l| l.clone())
+    }
+}
+
 /// Shared by all connection and stream tasks.
 struct Edge {
     events: mpsc::Sender<Event>,
     snapshot: watch::Receiver<Arc<ClusterState>>,
     next_session: AtomicU64,
     max_frame_len: usize,
+    leadership: Arc<Leadership>,
+    registry: ReplicatedRegistry,
 }
 
 /// A bound, not yet running, master.
@@ -107,26 +144,57 @@ impl MasterServer {
 
     /// Serves until `shutdown` completes.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), MasterError> {
+        let local = self.local_addr();
         let MasterServer { endpoint, config } = self;
+        let raft_id = config.raft.id.max(1);
+        let me = MasterNode::new(
+            config
+                .raft
+                .advertise
+                .clone()
+                .unwrap_or_else(|| local.to_string()),
+            config.identity.peer().name.clone(),
+        );
+        let mut members = config.raft.peers.clone();
+        members.insert(raft_id, me.clone());
+        let registry = ReplicatedRegistry::start(
+            RaftConfig::new(raft_id, config.data_dir.join("raft")),
+            me,
+            config.identity.clone(),
+            endpoint.clone(),
+        )
+        .await?;
+        // Idempotent: a master with a log (a restart, or a member that joined) keeps its cluster.
+        registry.initialize(members.clone()).await?;
         let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
         let (snapshot_tx, snapshot_rx) = watch::channel(Arc::new(ClusterState::default()));
+        let leadership = Arc::new(Leadership::default());
         let edge = Arc::new(Edge {
             events: events_tx,
             snapshot: snapshot_rx,
             next_session: AtomicU64::new(1),
             max_frame_len: config.max_frame_len,
+            leadership: leadership.clone(),
+            registry: registry.clone(),
         });
-        tracing::info!(listen = %endpoint.local_addr().map(|a| a.to_string()).unwrap_or_default(),
-            name = %config.identity.peer().name, "master serving");
-        let core = tokio::spawn(core_loop(config.core, events_rx, snapshot_tx));
+        tracing::info!(listen = %local, name = %config.identity.peer().name, raft_id,
+            masters = members.len(), "master serving");
+        let core = tokio::spawn(core_loop(
+            config.core,
+            events_rx,
+            snapshot_tx,
+            registry.clone(),
+            leadership,
+        ));
         let accept = accept_loop(endpoint.clone(), edge);
         tokio::select! {
             _ = accept => {}
             _ = shutdown => {}
         }
         tracing::info!("master shutting down");
-        endpoint.close(0u32.into(), b"master shutting down");
         core.abort();
+        endpoint.close(0u32.into(), b"master shutting down");
+        registry.shutdown().await;
         let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
         Ok(())
     }
@@ -166,6 +234,13 @@ async fn handle_connection(incoming: quinn::Incoming, edge: Arc<Edge>) {
         }
     };
     tracing::debug!(%remote, %peer, "connection accepted");
+    // Other masters speak raft on their connections; everyone else speaks the client protocol.
+    if peer.role == Role::Master {
+        if let Err(e) = serve_raft_connection(edge.registry.raft().clone(), conn).await {
+            tracing::debug!(%remote, %peer, error = %e, "raft connection ended");
+        }
+        return;
+    }
     loop {
         match conn.accept_bi().await {
             Ok((send, recv)) => {
@@ -219,20 +294,26 @@ async fn handle_stream(
     };
     // Reads are served from the published snapshot: they never wait for the core.
     if let ClientFrame::Operator(OperatorCall::GetState) = first {
-        if peer.role == Role::Operator {
-            let state = edge.snapshot.borrow().clone();
-            let _ = tx
-                .send(&ServerFrame::Operator(OperatorReply::State(Box::new(
-                    (*state).clone(),
-                ))))
-                .await;
-        } else {
+        if peer.role != Role::Operator {
             send_error(
                 &mut tx,
                 ErrorCode::Forbidden,
                 format!("{peer} may not read the cluster state: it needs an operator certificate"),
             )
             .await;
+        } else if !edge.leadership.is_leader.load(Ordering::Acquire) {
+            let _ = tx
+                .send(&ServerFrame::NotLeader {
+                    leader: edge.leadership.leader(),
+                })
+                .await;
+        } else {
+            let state = edge.snapshot.borrow().clone();
+            let _ = tx
+                .send(&ServerFrame::Operator(OperatorReply::State(Box::new(
+                    (*state).clone(),
+                ))))
+                .await;
         }
         let _ = tx.finish().await;
         return;
@@ -307,53 +388,236 @@ async fn handle_stream(
     let _ = edge.events.send(Event::Disconnected { session }).await;
 }
 
-/// The one task that owns the core. Everything the core does happens here, in event order.
+fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Submits proposals to raft in the order the core made them, without ever blocking the core
+/// loop (which must keep receiving commits, or raft stops applying). Only failures come back:
+/// success is seen as the committed op itself.
+async fn proposer(
+    registry: ReplicatedRegistry,
+    mut ops: mpsc::Receiver<RegistryOp>,
+    failures: mpsc::Sender<ProposeError>,
+) {
+    while let Some(op) = ops.recv().await {
+        match registry.submit(op).await {
+            Ok(pending) => {
+                let failures = failures.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = pending.await {
+                        let _ = failures.try_send(e);
+                    }
+                });
+            }
+            Err(e) => {
+                let _ = failures.try_send(e);
+            }
+        }
+    }
+}
+
+/// The core while this master leads.
+struct Leading {
+    master: Master,
+    commits: mpsc::Receiver<CommitEvent>,
+}
+
+/// The one task that owns the core. Everything the core does happens here, in event order. It
+/// runs a core only while this master leads; a follower answers clients with the leader's
+/// address.
 async fn core_loop(
     config: master_core::MasterConfig,
     mut events: mpsc::Receiver<Event>,
     snapshot: watch::Sender<Arc<ClusterState>>,
+    registry: ReplicatedRegistry,
+    leadership: Arc<Leadership>,
 ) {
-    let mut master = Master::new(config, Instant::now());
+    let mut metrics = registry.metrics();
+    let (ops_tx, ops_rx) = mpsc::channel(master_core::limits::MAX_IN_FLIGHT_PROPOSALS);
+    let (fail_tx, mut failures) = mpsc::channel(PROPOSE_FAILURES);
+    tokio::spawn(proposer(registry.clone(), ops_rx, fail_tx));
+    let mut leading: Option<Leading> = None;
+    // On a follower the commit stream is drained (raft waits when it is full).
+    let mut following = Some(registry.subscribe().events);
     let mut outboxes: HashMap<SessionId, mpsc::Sender<ServerFrame>> = HashMap::new();
     let mut publish = tokio::time::interval(SNAPSHOT_INTERVAL);
     publish.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let deadline = master
-            .poll_timeout()
+        // Leadership changes first.
+        let leader_addr = registry.leader().map(|(_, node)| node.addr);
+        if let Ok(mut l) = leadership.leader.write() {
+            *l = leader_addr.clone();
+        }
+        if registry.is_leader() && leading.is_none() {
+            match registry.subscribe_as_leader().await {
+                Ok(sub) => {
+                    let mut cfg = config.clone();
+                    cfg.id_prefix = format!(
+                        "{}{}",
+                        config.id_prefix,
+                        &uuid::Uuid::new_v4().simple().to_string()[..4]
+                    );
+                    cfg.wall_clock_at_start_ms = wall_ms();
+                    tracing::info!(
+                        agents = sub.registry.agents.len(),
+                        frameworks = sub.registry.frameworks.len(),
+                        "this master is the leader; serving from the replicated registry"
+                    );
+                    let master = Master::with_registry(cfg, Instant::now(), sub.registry);
+                    leading = Some(Leading {
+                        master,
+                        commits: sub.events,
+                    });
+                    following = None;
+                    leadership.is_leader.store(true, Ordering::Release);
+                }
+                Err(e) => tracing::warn!(error = %e, "won an election but cannot serve yet"),
+            }
+        } else if !registry.is_leader() && leading.is_some() {
+            tracing::warn!(leader = ?leader_addr, "this master lost its leadership; following");
+            step_down(
+                &mut leading,
+                &mut outboxes,
+                &leadership,
+                leader_addr.clone(),
+            );
+            following = Some(registry.subscribe().events);
+        }
+
+        let deadline = leading
+            .as_ref()
+            .and_then(|l| l.master.poll_timeout())
             .map(tokio::time::Instant::from_std)
             .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
         tokio::select! {
+            changed = metrics.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
             event = events.recv() => {
                 let Some(event) = event else { return };
                 let now = Instant::now();
-                match event {
-                    Event::Connected { session, peer, outbox } => {
+                match (&mut leading, event) {
+                    (Some(l), Event::Connected { session, peer, outbox }) => {
                         outboxes.insert(session, outbox);
-                        master.handle_connected(now, session, peer);
+                        l.master.handle_connected(now, session, peer);
                     }
-                    Event::Frame { session, frame } => master.handle_message(now, session, frame),
-                    Event::Disconnected { session } => {
+                    (Some(l), Event::Frame { session, frame }) => l.master.handle_message(now, session, frame),
+                    (Some(l), Event::Disconnected { session }) => {
                         if outboxes.remove(&session).is_some() {
-                            master.handle_disconnected(now, session);
+                            l.master.handle_disconnected(now, session);
                         }
+                    }
+                    (None, Event::Connected { outbox, .. }) => {
+                        // Not the leader: say who is; dropping the outbox ends the stream.
+                        let _ = outbox.try_send(ServerFrame::NotLeader { leader: leader_addr.clone() });
+                    }
+                    (None, _) => {}
+                }
+            }
+            commit = recv_commit(&mut leading) => {
+                let now = Instant::now();
+                match commit {
+                    Some(CommitEvent::Op { op, .. }) => {
+                        if let Some(l) = leading.as_mut() {
+                            l.master.handle_committed(now, op);
+                        }
+                    }
+                    Some(CommitEvent::Reset { registry: reg, .. }) => {
+                        // Only a follower installs snapshots; a leader that sees one steps down.
+                        tracing::warn!(agents = reg.agents.len(), "the leader's registry was replaced; stepping down");
+                        step_down(&mut leading, &mut outboxes, &leadership, leader_addr.clone());
+                        following = Some(registry.subscribe().events);
+                    }
+                    None => {
+                        step_down(&mut leading, &mut outboxes, &leadership, leader_addr.clone());
+                        following = Some(registry.subscribe().events);
                     }
                 }
             }
-            _ = tokio::time::sleep_until(deadline) => master.handle_timeout(Instant::now()),
+            _ = async {
+                match following.as_mut() {
+                    Some(rx) => { let _ = rx.recv().await; }
+                    None => std::future::pending::<()>().await,
+                }
+            } => {}
+            failure = failures.recv() => {
+                if let Some(e) = failure {
+                    tracing::warn!(error = %e, "a registry change was not committed");
+                }
+            }
+            _ = tokio::time::sleep_until(deadline) => {
+                if let Some(l) = leading.as_mut() {
+                    l.master.handle_timeout(Instant::now());
+                }
+            }
             _ = publish.tick() => {
-                if master.snapshot_dirty() {
-                    master.clear_snapshot_dirty();
-                    let _ = snapshot.send(Arc::new(master.snapshot()));
+                if let Some(l) = leading.as_mut() {
+                    l.master.set_masters_state(masters_state(&registry));
+                    if l.master.snapshot_dirty() {
+                        l.master.clear_snapshot_dirty();
+                        let _ = snapshot.send(Arc::new(l.master.snapshot()));
+                    }
                 }
             }
         }
-        drain_outputs(&mut master, &mut outboxes);
+        if let Some(l) = leading.as_mut() {
+            drain_outputs(&mut l.master, &mut outboxes, &ops_tx);
+        }
+    }
+}
+
+async fn recv_commit(leading: &mut Option<Leading>) -> Option<CommitEvent> {
+    match leading.as_mut() {
+        Some(l) => l.commits.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn step_down(
+    leading: &mut Option<Leading>,
+    outboxes: &mut HashMap<SessionId, mpsc::Sender<ServerFrame>>,
+    leadership: &Leadership,
+    leader: Option<String>,
+) {
+    leadership.is_leader.store(false, Ordering::Release);
+    *leading = None;
+    // Every client is told where the leader is and disconnected; they reconnect there.
+    for (_, outbox) in outboxes.drain() {
+        let _ = outbox.try_send(ServerFrame::NotLeader {
+            leader: leader.clone(),
+        });
+    }
+}
+
+/// Leader, term, members and lag, for `corral state`.
+fn masters_state(registry: &ReplicatedRegistry) -> MastersState {
+    let status = registry.status();
+    MastersState {
+        leader: status.leader.as_ref().map(|(_, n)| n.addr.clone()),
+        term: status.term,
+        members: status
+            .voters
+            .iter()
+            .map(|(id, node)| MasterMember {
+                id: *id,
+                address: node.addr.clone(),
+                is_leader: status.leader.as_ref().is_some_and(|(l, _)| l == id),
+                lag: status.lag.get(id).copied(),
+            })
+            .collect(),
     }
 }
 
 fn drain_outputs(
     master: &mut Master,
     outboxes: &mut HashMap<SessionId, mpsc::Sender<ServerFrame>>,
+    proposals: &mpsc::Sender<RegistryOp>,
 ) {
     let mut slow = Vec::new();
     while let Some(output) = master.poll_output() {
@@ -373,9 +637,16 @@ fn drain_outputs(
                     master.handle_disconnected(Instant::now(), session);
                 }
             }
-            // A single master is a one-voter cluster: an op is committed as soon as proposed.
-            // The replicated log replaces this with openraft (see ARCHITECTURE.md).
-            Output::Propose(op) => master.handle_committed(Instant::now(), op),
+            // Replicated through raft; the core acts when the op comes back committed. The
+            // channel holds as many ops as the core may have in flight, so this cannot fail
+            // while the proposer runs.
+            Output::Propose(op) => {
+                if proposals.try_send(op).is_err() {
+                    tracing::error!(
+                        "the proposal queue is full or closed; a registry change was dropped"
+                    );
+                }
+            }
         }
     }
     for session in slow {

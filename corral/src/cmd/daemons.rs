@@ -23,9 +23,6 @@ pub fn id_prefix() -> String {
 
 pub async fn master(args: MasterArgs) -> Result<u8> {
     let file: MasterFile = config::load(args.config.as_deref())?;
-    if !args.peers.is_empty() || args.id.is_some() {
-        bail!("replicated masters (--id/--peer) are not available yet: run a single master");
-    }
     let listen = config::required(args.listen.clone(), file.listen.clone(), "listen")?;
     let listen: SocketAddr = listen.parse().with_context(|| {
         format!("invalid --listen '{listen}': expected IP:PORT, e.g. 0.0.0.0:5050")
@@ -63,12 +60,28 @@ pub async fn master(args: MasterArgs) -> Result<u8> {
         let (role, w) = config::parse_role_weight(rw)?;
         core.role_weights.insert(role, w);
     }
+    let mut raft = master::RaftSetup {
+        id: args.id.unwrap_or(1),
+        peers: Default::default(),
+        advertise: args.advertise.clone(),
+    };
+    for p in &args.peers {
+        let (id, node) = parse_peer(p)?;
+        if id == raft.id {
+            bail!("--peer {p} has this master's own id {id}");
+        }
+        raft.peers.insert(id, node);
+    }
+    if !raft.peers.is_empty() && args.id.is_none() {
+        bail!("--peer needs --id N: every master of a replicated cluster has its own id");
+    }
     let server = master::MasterServer::bind(master::Config {
         listen,
         data_dir,
         identity,
         core,
         max_frame_len: proto::MAX_FRAME_LEN,
+        raft,
     })?;
     server.run(shutdown_signal()).await?;
     Ok(0)
@@ -148,6 +161,28 @@ pub async fn agent(args: AgentArgs) -> Result<u8> {
     };
     agent::run(config, shutdown_signal()).await?;
     Ok(0)
+}
+
+/// `ID=NAME@HOST:PORT`, or `ID=HOST:PORT` for a master whose certificate name is `master-ID`.
+pub fn parse_peer(s: &str) -> Result<(u64, master::MasterNode)> {
+    let Some((id, rest)) = s.split_once('=') else {
+        bail!("invalid --peer '{s}': expected ID=NAME@HOST:PORT (or ID=HOST:PORT)");
+    };
+    let id: u64 = id
+        .trim()
+        .parse()
+        .with_context(|| format!("invalid id in --peer '{s}'"))?;
+    if id == 0 {
+        bail!("invalid --peer '{s}': ids start at 1");
+    }
+    let (name, addr) = match rest.split_once('@') {
+        Some((n, a)) => (n.to_owned(), a.to_owned()),
+        None => (format!("master-{id}"), rest.to_owned()),
+    };
+    if !addr.contains(':') {
+        bail!("invalid --peer '{s}': the address needs a port, e.g. 10.0.0.2:5050");
+    }
+    Ok((id, master::MasterNode::new(addr, name)))
 }
 
 pub fn parse_isolation(s: Option<&str>) -> Result<agent::IsolationMode> {

@@ -18,11 +18,12 @@
 //! later (the old leader may have replicated it before losing office), so the truth is the
 //! committed stream, never the propose result.
 //!
-//! **Committed ops.** [`StateMachine::apply`] runs on every master, in log order. The daemon
+//! **Committed ops.** The state machine's `apply` runs on every master, in log order. The daemon
 //! sees them through a [`Subscription`]: [`ReplicatedRegistry::subscribe`] atomically returns the
 //! registry as of the last applied index *and* a bounded stream of every op applied after it, in
-//! order, exactly once ([`CommitEvent::Op`]; ops batched in one entry share its index). Together they are the whole history: nothing is
-//! missed or repeated between the copy and the stream. A new subscription replaces the previous
+//! order, exactly once ([`CommitEvent::Op`]; ops batched in one entry share its index).
+//! Together they are the whole history: nothing is missed or repeated between the copy and the
+//! stream. A new subscription replaces the previous
 //! one (whose stream then ends). A follower that is sent a snapshot instead of entries gets
 //! [`CommitEvent::Reset`] with the registry installed; it replaces everything before it.
 //!

@@ -7,7 +7,7 @@
 //!
 //! **Format.** The directory holds segments `wal-<seq>.log` (16 hex digits, increasing). Each
 //! is a sequence of records `[len: u32 LE][crc32(payload): u32 LE][payload]`, the payload a
-//! MessagePack [`Record`]. Every change is a record: an entry, a vote, the committed log id, a
+//! MessagePack `Record`. Every change is a record: an entry, a vote, the committed log id, a
 //! truncation, a purge. A segment starts with a checkpoint record (vote, committed, purged as of
 //! its creation), so older segments can be deleted once every entry in them is purged. Opening
 //! the log replays all segments in order with the same code that applies a record live, so the
@@ -106,7 +106,9 @@ enum Record {
     Vote(Vote),
     Committed(Option<LogId>),
     /// Entries at and after `since` are gone.
-    Truncate { since: u64 },
+    Truncate {
+        since: u64,
+    },
     /// Entries up to and including this id are gone (they are in a snapshot).
     Purge(LogId),
 }
@@ -273,7 +275,9 @@ fn segment_name(seq: u64) -> String {
 }
 
 fn parse_segment_name(name: &str) -> Option<u64> {
-    let hex = name.strip_prefix(SEGMENT_PREFIX)?.strip_suffix(SEGMENT_SUFFIX)?;
+    let hex = name
+        .strip_prefix(SEGMENT_PREFIX)?
+        .strip_suffix(SEGMENT_SUFFIX)?;
     if hex.len() != 16 {
         return None;
     }
@@ -540,7 +544,11 @@ impl LogStore {
     }
 
     /// Writes one record and waits until it is synced.
-    async fn record_synced(&mut self, rec: Record, change: CheckpointChange) -> Result<(), StoreError> {
+    async fn record_synced(
+        &mut self,
+        rec: Record,
+        change: CheckpointChange,
+    ) -> Result<(), StoreError> {
         let (tx, rx) = oneshot::channel();
         self.record(rec, change, Some(Done::Wait(tx))).await?;
         self.wait(rx).await
@@ -682,7 +690,10 @@ impl Writer {
             self.roll()?;
         }
         if let Err(e) = self.file.write_all(buf) {
-            return Err(format!("write to {} failed: {e}", self.current_path().display()));
+            return Err(format!(
+                "write to {} failed: {e}",
+                self.current_path().display()
+            ));
         }
         self.dirty = true;
         self.file_len += buf.len() as u64;
@@ -912,7 +923,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(lock(&self.mem).committed)
     }
 
-    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -942,9 +957,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         // The purge record must be durable before segments go: replay of the remaining ones
         // starts from a checkpoint that may predate the purge. The log thread syncs it first.
-        self.record(Record::Purge(log_id), CheckpointChange::Purged(log_id), None)
-            .await
-            .map_err(write_err)?;
+        self.record(
+            Record::Purge(log_id),
+            CheckpointChange::Purged(log_id),
+            None,
+        )
+        .await
+        .map_err(write_err)?;
         let (tx, rx) = oneshot::channel();
         self.send(IoReq::DeletePurged {
             upto: log_id.index,

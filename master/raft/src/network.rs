@@ -317,9 +317,9 @@ impl RaftNetwork<TypeConfig> for PeerClient {
             // Half as many entries next time (one entry too large is reported unreachable by
             // openraft itself).
             Err(CallError::TooLarge(_)) => {
-                return Err(RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(
-                    (entries / 2).max(1),
-                )))
+                return Err(RPCError::PayloadTooLarge(
+                    PayloadTooLarge::new_entries_hint((entries / 2).max(1)),
+                ))
             }
             Err(e) => return Err(self.rpc_error(e, RPCTypes::AppendEntries)),
         };

@@ -96,8 +96,7 @@ impl RaftConfig {
             purge_batch_size: 1,
             ..Default::default()
         };
-        cfg.validate()
-            .map_err(|e| RaftError::Config(e.to_string()))
+        cfg.validate().map_err(|e| RaftError::Config(e.to_string()))
     }
 }
 
@@ -154,7 +153,11 @@ impl Future for Pending {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<ProposeResult> {
         Pin::new(&mut self.rx).poll(cx).map(|r| {
-            r.unwrap_or_else(|_| Err(ProposeError::Stopped("raft stopped before answering".into())))
+            r.unwrap_or_else(|_| {
+                Err(ProposeError::Stopped(
+                    "raft stopped before answering".into(),
+                ))
+            })
         })
     }
 }

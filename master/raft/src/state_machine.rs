@@ -8,7 +8,7 @@
 //!
 //! A snapshot is the MessagePack registry. It is written to `snapshot.bin` atomically (a
 //! temporary file, fsync, rename, fsync of the directory) in the format of a log record: length,
-//! crc32, payload ([`StoredSnapshot`]: meta and data). A snapshot is only ever replaced by a
+//! crc32, payload (`StoredSnapshot`: meta and data). A snapshot is only ever replaced by a
 //! newer one, so a slow build cannot overwrite a newer installed snapshot.
 
 use crate::{
@@ -35,6 +35,9 @@ const SNAPSHOT_TMP: &str = "snapshot.bin.tmp";
 const MAX_SNAPSHOT_LEN: usize = 1 << 30;
 
 /// What the daemon learns, in log order, after subscribing.
+// `Op` is the common case and is handed on by value to the core; boxing it would cost an
+// allocation per committed op to shrink a variant that is rare (`Reset`).
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 pub enum CommitEvent {
     /// The op, in the entry at `index`, was committed and applied to the registry. Ops batched
@@ -143,10 +146,7 @@ impl StateMachine {
     /// A copy of the registry and the last applied index it includes.
     pub fn registry(&self) -> (Registry, u64) {
         let st = lock(&self.state);
-        (
-            st.registry.clone(),
-            st.last_applied.map_or(0, |l| l.index),
-        )
+        (st.registry.clone(), st.last_applied.map_or(0, |l| l.index))
     }
 
     /// Subscribes to committed events, replacing any previous subscription. See the crate doc.
@@ -187,7 +187,10 @@ fn read_snapshot_file(path: &Path) -> Result<Option<StoredSnapshot>, SnapshotErr
         reason,
     };
     if bytes.len() < 8 {
-        return Err(corrupt(format!("{} bytes, shorter than its header", bytes.len())));
+        return Err(corrupt(format!(
+            "{} bytes, shorter than its header",
+            bytes.len()
+        )));
     }
     let mut len4 = [0u8; 4];
     len4.copy_from_slice(&bytes[0..4]);
@@ -303,7 +306,10 @@ pub struct SnapshotBuilder {
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
         let data = rmp_serde::to_vec_named(&self.registry).map_err(|e| {
-            StorageIOError::write_snapshot(None, AnyError::new(&SnapshotError::Encode(e.to_string())))
+            StorageIOError::write_snapshot(
+                None,
+                AnyError::new(&SnapshotError::Encode(e.to_string())),
+            )
         })?;
         let seq = self.snapshots.seq.fetch_add(1, Ordering::Relaxed);
         let snapshot_id = match self.last_applied {
@@ -318,10 +324,9 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let stored = StoredSnapshot { meta, data };
         let meta = stored.meta.clone();
         let data = stored.data.clone();
-        self.snapshots
-            .save(stored)
-            .await
-            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), AnyError::new(&e)))?;
+        self.snapshots.save(stored).await.map_err(|e| {
+            StorageIOError::write_snapshot(Some(meta.signature()), AnyError::new(&e))
+        })?;
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(data)),

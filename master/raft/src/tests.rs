@@ -114,7 +114,10 @@ async fn purge_deletes_old_segments_and_survives_reopen() {
         assert!(before > 5, "small segments roll often, got {before}");
         store.purge(log_id(1, 50)).await.unwrap();
         let after = store.segment_count();
-        assert!(after < before, "purge deleted no segment ({before} -> {after})");
+        assert!(
+            after < before,
+            "purge deleted no segment ({before} -> {after})"
+        );
         assert_eq!(segments(dir.path()).len(), after);
         assert_eq!(indexes(&mut store).await, (51..=60).collect::<Vec<_>>());
     }
@@ -259,7 +262,12 @@ async fn snapshot_persists_and_installs_elsewhere() {
     let dir_b = tempfile::tempdir().unwrap();
     let mut a = StateMachine::open(dir_a.path()).unwrap();
     a.apply(entries(1, 1..=4)).await.unwrap();
-    let snap = a.get_snapshot_builder().await.build_snapshot().await.unwrap();
+    let snap = a
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
     assert_eq!(snap.meta.last_log_id, Some(log_id(1, 4)));
     let registry = a.registry().0;
     drop(a);
@@ -275,7 +283,9 @@ async fn snapshot_persists_and_installs_elsewhere() {
     let mut b = StateMachine::open(dir_b.path()).unwrap();
     b.apply(entries(1, 1..=1)).await.unwrap();
     let mut sub = b.subscribe();
-    b.install_snapshot(&current.meta, current.snapshot).await.unwrap();
+    b.install_snapshot(&current.meta, current.snapshot)
+        .await
+        .unwrap();
     match sub.events.recv().await {
         Some(CommitEvent::Reset { index, registry: r }) => {
             assert_eq!(index, 4);
@@ -292,7 +302,11 @@ async fn corrupt_snapshot_file_is_an_error_naming_it() {
     {
         let mut sm = StateMachine::open(dir.path()).unwrap();
         sm.apply(entries(1, 1..=2)).await.unwrap();
-        sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+        sm.get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
     }
     let path = dir.path().join("snapshot.bin");
     let mut data = fs::read(&path).unwrap();

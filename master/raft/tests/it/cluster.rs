@@ -91,7 +91,10 @@ async fn three_masters_replicate_fail_over_and_restart() {
     let mut prev = 0;
     for p in pending {
         let index = p.await.expect("committed");
-        assert!(index >= prev, "submitted later, logged earlier: {index} < {prev}");
+        assert!(
+            index >= prev,
+            "submitted later, logged earlier: {index} < {prev}"
+        );
         prev = index;
     }
     let last = last.max(prev);
@@ -100,7 +103,11 @@ async fn three_masters_replicate_fail_over_and_restart() {
     }
 
     // Followers refuse writes and name the leader; a second initialize is harmless.
-    let follower = c.masters.iter().find(|m| m.id != leader_id).expect("follower");
+    let follower = c
+        .masters
+        .iter()
+        .find(|m| m.id != leader_id)
+        .expect("follower");
     match follower.reg.propose(fw_op(99)).await {
         Err(ProposeError::NotLeader {
             leader: Some((id, node)),
@@ -111,7 +118,11 @@ async fn three_masters_replicate_fail_over_and_restart() {
         other => panic!("follower accepted a proposal: {other:?}"),
     }
     let members = c.masters.iter().map(|m| (m.id, m.node.clone())).collect();
-    follower.reg.initialize(members).await.expect("initialize again");
+    follower
+        .reg
+        .initialize(members)
+        .await
+        .expect("initialize again");
 
     // Everyone converges on the same registry.
     for m in &c.masters {
@@ -126,7 +137,12 @@ async fn three_masters_replicate_fail_over_and_restart() {
     assert_eq!(status.role, "leader");
     assert_eq!(status.leader.as_ref().map(|l| l.0), Some(leader_id));
     assert_eq!(status.voters.len(), 3);
-    let others: BTreeSet<NodeId> = c.masters.iter().map(|m| m.id).filter(|&i| i != leader_id).collect();
+    let others: BTreeSet<NodeId> = c
+        .masters
+        .iter()
+        .map(|m| m.id)
+        .filter(|&i| i != leader_id)
+        .collect();
     assert_eq!(status.lag.keys().copied().collect::<BTreeSet<_>>(), others);
 
     // The leader dies: the others elect a new one, which takes writes.
@@ -147,8 +163,10 @@ async fn three_masters_replicate_fail_over_and_restart() {
     let cfg = test_config(old_id, old_dir);
     let back = Master::start(&c.pki, cfg, &format!("m{old_id}"), old_addr).await;
     back.wait_applied(last).await;
-    back.wait("follows the new leader", |m| m.current_leader == Some(new_leader))
-        .await;
+    back.wait("follows the new leader", |m| {
+        m.current_leader == Some(new_leader)
+    })
+    .await;
     let reg = nl.reg.registry_snapshot();
     assert_eq!(reg.frameworks.len(), 80);
     assert_eq!(back.reg.registry_snapshot(), reg);
@@ -167,7 +185,12 @@ async fn lagging_master_catches_up_from_a_snapshot() {
     })
     .await;
     let leader_id = c.wait_leader(None).await;
-    let lagging_id = c.masters.iter().map(|m| m.id).find(|&i| i != leader_id).expect("follower");
+    let lagging_id = c
+        .masters
+        .iter()
+        .map(|m| m.id)
+        .find(|&i| i != leader_id)
+        .expect("follower");
     let lagging = c.remove(lagging_id);
     let lagging_last = lagging.metrics().last_log_index.unwrap_or(0);
     let (id, addr, dir) = lagging.stop().await;
@@ -210,7 +233,11 @@ async fn masters_are_added_and_removed() {
     // A fourth master starts empty and is added by the leader.
     let cfg = test_config(4, c.dirs.path().join("m4"));
     let m4 = Master::start(&c.pki, cfg, "m4", crate::support::localhost0()).await;
-    let follower = c.masters.iter().find(|m| m.id != leader_id).expect("follower");
+    let follower = c
+        .masters
+        .iter()
+        .find(|m| m.id != leader_id)
+        .expect("follower");
     assert!(matches!(
         follower.reg.add_master(4, m4.node.clone()).await,
         Err(master_raft::MembershipError::NotLeader { leader: Some(_) })

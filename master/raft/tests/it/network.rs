@@ -13,7 +13,13 @@ use std::time::Duration;
 async fn peer_whose_certificate_names_another_master_is_refused() {
     let pki = Pki::new();
     let dir = tempfile::tempdir().expect("tempdir");
-    let m2 = Master::start(&pki, test_config(2, dir.path().join("m2")), "m2", localhost0()).await;
+    let m2 = Master::start(
+        &pki,
+        test_config(2, dir.path().join("m2")),
+        "m2",
+        localhost0(),
+    )
+    .await;
 
     let id1 = pki.identity(Role::Master, "m1");
     let ep = transport::client_endpoint(&id1).expect("client endpoint");
@@ -48,7 +54,13 @@ async fn peer_whose_certificate_names_another_master_is_refused() {
 async fn non_master_may_not_send_raft_requests() {
     let pki = Pki::new();
     let dir = tempfile::tempdir().expect("tempdir");
-    let m2 = Master::start(&pki, test_config(2, dir.path().join("m2")), "m2", localhost0()).await;
+    let m2 = Master::start(
+        &pki,
+        test_config(2, dir.path().join("m2")),
+        "m2",
+        localhost0(),
+    )
+    .await;
 
     // An agent certificate chains to the same CA but has role "agent".
     let agent = pki.identity(Role::Agent, "a1");
@@ -68,6 +80,10 @@ async fn non_master_may_not_send_raft_requests() {
         !matches!(answer, Ok(Some(RaftResponse::Vote(_)))),
         "an agent got a vote answered: {answer:?}"
     );
-    assert_eq!(m2.metrics().vote, Vote::default(), "m2's raft saw the request");
+    assert_eq!(
+        m2.metrics().vote,
+        Vote::default(),
+        "m2's raft saw the request"
+    );
     m2.stop().await;
 }

@@ -68,12 +68,7 @@ pub fn test_config(id: NodeId, data_dir: PathBuf) -> RaftConfig {
 impl Master {
     /// Starts master `cfg.node_id` with the certificate of `cert_name` on `addr` (port 0 for
     /// any free port).
-    pub async fn start(
-        pki: &Pki,
-        cfg: RaftConfig,
-        cert_name: &str,
-        addr: SocketAddr,
-    ) -> Master {
+    pub async fn start(pki: &Pki, cfg: RaftConfig, cert_name: &str, addr: SocketAddr) -> Master {
         let identity = pki.identity(Role::Master, cert_name);
         let endpoint = transport::server_endpoint(addr, &identity).expect("bind");
         let addr = endpoint.local_addr().expect("local addr");
@@ -165,11 +160,7 @@ impl Cluster {
             .initialize(members)
             .await
             .expect("initialize");
-        let c = Cluster {
-            pki,
-            dirs,
-            masters,
-        };
+        let c = Cluster { pki, dirs, masters };
         c.wait_leader(None).await;
         c
     }
