@@ -143,6 +143,8 @@ struct Task {
 }
 
 struct Connected {
+    /// The master this session is with.
+    master: String,
     send: FramedSend<ClientFrame>,
     connection: quinn::Connection,
     _endpoint: quinn::Endpoint,
@@ -385,7 +387,9 @@ impl Agent {
             Event::Lost { generation, reason } => {
                 if generation == self.generation && self.conn.is_some() {
                     tracing::warn!(%reason, "lost the master; re-registering");
-                    self.conn = None;
+                    if let Some(conn) = self.conn.take() {
+                        self.opts.try_last(&conn.master);
+                    }
                     self.backoff = Duration::from_millis(200);
                     self.schedule_reconnect();
                 }
@@ -478,7 +482,7 @@ impl Agent {
             connection,
             send,
             mut recv,
-            ..
+            master,
         } = session;
         let generation = self.generation;
         let events = self.events.clone();
@@ -501,6 +505,7 @@ impl Agent {
             let _ = events.send(Event::Lost { generation, reason }).await;
         });
         self.conn = Some(Connected {
+            master,
             send,
             connection,
             _endpoint,

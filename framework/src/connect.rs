@@ -17,7 +17,21 @@ pub struct ClientOptions {
     pub max_frame_len: usize,
 }
 
+/// How long one QUIC handshake to a master may take before the next master is tried. A dead
+/// master answers nothing (QUIC would wait for its idle timeout), so this bounds failover.
+pub const CONNECT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a reachable master may take to answer the first request.
+pub const FIRST_REPLY_TIMEOUT: Duration = Duration::from_secs(15);
+
 impl ClientOptions {
+    /// After losing `master`, try the others first: it is the one most likely down.
+    pub fn try_last(&mut self, master: &str) {
+        if let Some(i) = self.masters.iter().position(|m| m == master) {
+            let m = self.masters.remove(i);
+            self.masters.push(m);
+        }
+    }
+
     pub fn new(masters: Vec<String>, identity: Arc<Identity>) -> Self {
         ClientOptions {
             masters,
@@ -139,11 +153,19 @@ async fn try_master(
 ) -> Result<(Session, ServerFrame), ClientError> {
     let sock = transport::resolve(addr).await?;
     let endpoint = transport::client_endpoint_for(sock, &opts.identity)?;
-    let connection = transport::connect(&endpoint, sock, Role::Master, None).await?;
+    let connection = tokio::time::timeout(
+        CONNECT_ATTEMPT_TIMEOUT,
+        transport::connect(&endpoint, sock, Role::Master, None),
+    )
+    .await
+    .map_err(|_| ClientError::Transport(TransportError::TimedOut { addr: sock }))??;
     let (mut send, mut recv) =
         transport::open_framed::<ClientFrame, ServerFrame>(&connection, opts.max_frame_len).await?;
     send.send(first).await?;
-    let reply = recv.recv().await?.ok_or(ClientError::Closed)?;
+    let reply = tokio::time::timeout(FIRST_REPLY_TIMEOUT, recv.recv())
+        .await
+        .map_err(|_| ClientError::Transport(TransportError::TimedOut { addr: sock }))??
+        .ok_or(ClientError::Closed)?;
     Ok((
         Session {
             _endpoint: endpoint,

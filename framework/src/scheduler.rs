@@ -204,6 +204,7 @@ async fn drive(
             }
             let mut opts = opts.clone();
             opts.connect_timeout = failover;
+            opts.try_last(&session.master);
             match subscribe_once(&opts, &info).await {
                 Ok((s, _)) => {
                     let master = s.master.clone();

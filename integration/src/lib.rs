@@ -234,9 +234,14 @@ pub struct Cluster {
     pub agents: Vec<Daemon>,
     retired: Vec<Daemon>,
     pub master: Daemon,
+    /// Masters 2..n of a replicated cluster (`start_replicated`).
+    pub other_masters: Vec<Daemon>,
     pub certs: Certs,
     pub master_addr: SocketAddr,
+    /// Every master's address, in id order.
+    pub master_addrs: Vec<SocketAddr>,
     agent_args: Vec<Vec<String>>,
+    master_args: Vec<Vec<String>>,
     pub dir: tempfile::TempDir,
 }
 
@@ -273,14 +278,135 @@ impl Cluster {
         args.extend(extra_master_args.iter().map(|s| s.to_string()));
         let master = Daemon::spawn("master", &args, dir.path());
         master.wait_for_log("master serving", Duration::from_secs(20));
+        let master_args = vec![args];
         Cluster {
             dir,
             certs,
             master_addr,
             master,
+            other_masters: Vec::new(),
+            master_addrs: vec![master_addr],
             agents: Vec::new(),
             agent_args: Vec::new(),
+            master_args,
             retired: Vec::new(),
+        }
+    }
+
+    /// Starts `n` replicated masters (ids 1..=n, certificate names m1..mn) and waits until one
+    /// leads.
+    pub fn start_replicated(n: usize) -> Cluster {
+        let dir = tempfile::Builder::new()
+            .prefix("corral-it-")
+            .tempdir_in("/var/tmp")
+            .expect("tempdir");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod");
+        let certs = Certs::new(&dir.path().join("certs"));
+        for (role, name) in [
+            ("framework", "fw"),
+            ("framework", "fw2"),
+            ("operator", "op"),
+        ] {
+            certs.issue(role, name);
+        }
+        let addrs: Vec<SocketAddr> = (0..n)
+            .map(|_| format!("127.0.0.1:{}", free_port()).parse().expect("addr"))
+            .collect();
+        let mut daemons = Vec::new();
+        let mut args_all = Vec::new();
+        for i in 0..n {
+            let name = format!("m{}", i + 1);
+            certs.issue("master", &name);
+            let mut args: Vec<String> = vec![
+                "master".into(),
+                "--id".into(),
+                (i + 1).to_string(),
+                "--listen".into(),
+                addrs[i].to_string(),
+                "--data-dir".into(),
+                dir.path().join(&name).display().to_string(),
+            ];
+            for (j, a) in addrs.iter().enumerate() {
+                if j != i {
+                    args.push("--peer".into());
+                    args.push(format!("{}=m{}@{a}", j + 1, j + 1));
+                }
+            }
+            args.extend(certs.flags(&name));
+            daemons.push(Daemon::spawn(&name, &args, dir.path()));
+            args_all.push(args);
+        }
+        for d in &daemons {
+            d.wait_for_log("master serving", Duration::from_secs(20));
+        }
+        let master = daemons.remove(0);
+        let c = Cluster {
+            agents: Vec::new(),
+            retired: Vec::new(),
+            master,
+            other_masters: daemons,
+            certs,
+            master_addr: addrs[0],
+            master_addrs: addrs,
+            agent_args: Vec::new(),
+            master_args: args_all,
+            dir,
+        };
+        c.wait_for_leader(Duration::from_secs(20));
+        c
+    }
+
+    /// `--master` value naming every master.
+    pub fn masters_flag(&self) -> String {
+        self.master_addrs
+            .iter()
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The daemon of master `i` (0-based id order).
+    pub fn master_daemon(&mut self, i: usize) -> &mut Daemon {
+        if i == 0 {
+            &mut self.master
+        } else {
+            &mut self.other_masters[i - 1]
+        }
+    }
+
+    /// Starts master `i` again with its flags (after a kill).
+    pub fn restart_master(&mut self, i: usize) {
+        let args = self.master_args[i].clone();
+        let name = format!("m{}-restart", i + 1);
+        let d = Daemon::spawn(&name, &args, self.dir.path());
+        d.wait_for_log("master serving", Duration::from_secs(20));
+        let old = std::mem::replace(self.master_daemon(i), d);
+        self.retired.push(old);
+    }
+
+    /// The leader's index (0-based) from `corral state`, waiting for one up to `timeout`.
+    pub fn wait_for_leader(&self, timeout: Duration) -> usize {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let out = self.client("op", &["state", "--json"], Duration::from_secs(30));
+            if out.status.success() {
+                let text = String::from_utf8_lossy(&out.stdout).into_owned();
+                if let Some(i) = self
+                    .master_addrs
+                    .iter()
+                    .position(|a| text.contains(&format!("\"leader\": \"{a}\"")))
+                {
+                    return i;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no leader within {timeout:?}: {}",
+                stderr(&out)
+            );
+            std::thread::sleep(Duration::from_millis(100));
         }
     }
 
@@ -291,7 +417,7 @@ impl Cluster {
         let mut args: Vec<String> = vec![
             "agent".into(),
             "--master".into(),
-            self.master_addr.to_string(),
+            self.masters_flag(),
             "--work-dir".into(),
             work.display().to_string(),
             "--hostname".into(),
@@ -334,7 +460,7 @@ impl Cluster {
     /// The full argument list of a client command against this cluster as `cert_name`.
     pub fn client_args(&self, cert_name: &str, args: &[&str]) -> Vec<String> {
         let mut full: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        let mut flags = vec!["--master".to_string(), self.master_addr.to_string()];
+        let mut flags = vec!["--master".to_string(), self.masters_flag()];
         flags.extend(self.certs.flags(cert_name));
         full.splice(1..1, flags);
         full

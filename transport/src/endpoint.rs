@@ -10,14 +10,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Each side sends a QUIC PING after this much silence, so an idle but healthy connection never
-/// reaches [`MAX_IDLE_TIMEOUT`] and NATs/conntrack keep the UDP mapping.
-pub const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(5);
-/// A connection that hears nothing (not even keep-alives) for this long is closed. With
-/// keep-alives every 5 s, 20 s means four lost PINGs in a row: a dead or partitioned peer is
-/// noticed within 20 s, well inside the master's agent-health window (Mesos: 15 s pings x 5
-/// misses = 75 s), and a short stall (GC pause, brief packet loss) does not kill the
-/// connection. It also bounds how long a handshake to an unreachable address can take.
-pub const MAX_IDLE_TIMEOUT: Duration = Duration::from_secs(20);
+/// reaches [`MAX_IDLE_TIMEOUT`] and NATs/conntrack keep the UDP mapping. One small packet a
+/// second per connection: 10,000 agents cost a master 10,000 tiny packets a second.
+pub const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(1);
+/// A connection that hears nothing (not even keep-alives) for this long is closed: four lost
+/// PINGs in a row. This is how an agent or framework notices a master that was killed (no
+/// close ever arrives) and moves to the new leader, so it bounds master failover; a short stall
+/// (a brief packet loss) does not kill the connection. It also bounds a handshake to an
+/// unreachable address (clients cut that shorter still).
+pub const MAX_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 /// Concurrent bidirectional streams a peer may open on one connection. Corral runs one stream
 /// per request or subscription, so a well-behaved peer needs a handful; 256 leaves room for
 /// bursts (status updates, parallel operator calls) while bounding the per-connection state a
@@ -51,7 +52,7 @@ pub fn install_crypto_provider() {
 pub fn transport_config() -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
     t.keep_alive_interval(Some(KEEP_ALIVE_INTERVAL));
-    // IdleTimeout is in milliseconds; 20 000 fits a u32.
+    // IdleTimeout is in milliseconds; it fits a u32.
     let idle_ms = MAX_IDLE_TIMEOUT.as_millis() as u32;
     t.max_idle_timeout(Some(quinn::VarInt::from_u32(idle_ms).into()));
     t.max_concurrent_bidi_streams(MAX_CONCURRENT_BI_STREAMS.into());

@@ -375,7 +375,9 @@ impl Agent {
             .user
             .clone()
             .or_else(|| self.config.default_user.clone());
-        let (uid, gid) = match (&user, nix::unistd::geteuid().is_root()) {
+        // Plain processes run as the agent's own user; containers as the task user.
+        let isolated = matches!(self.runtime.as_ref(), Runtime::Isolated(_));
+        let (uid, gid) = match (&user, isolated && nix::unistd::geteuid().is_root()) {
             (Some(name), true) => match nix::unistd::User::from_name(name) {
                 Ok(Some(u)) => (u.uid.as_raw(), u.gid.as_raw()),
                 _ => return Err(format!("unknown user {name:?}")),

@@ -480,3 +480,144 @@ fn an_executor_and_its_task_survive_a_kill_9_of_the_agent() {
     let out = c.client("fw", &["logs", "survivor"], Duration::from_secs(30));
     assert_eq!(stdout(&out).trim(), "done", "the task ran once, to its end");
 }
+
+#[test]
+fn a_custom_executor_runs_as_a_plain_process_without_isolation() {
+    // No cgroups and no user switch: runs as any user.
+    transport::install_crypto_provider();
+    let mut c = Cluster::start_master(&[]);
+    c.start_agent(
+        "a1",
+        &["--resources", "cpus:2;mem:1GiB", "--isolation", "none"],
+    );
+    runtime().block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        let exec = executor("ex-plain", &test_executor());
+        let (mut s, _) = launch_group(
+            &c,
+            "executor-plain",
+            exec,
+            |o| vec![task("p1", o, "echo one"), task("p2", o, "exit 3")],
+            deadline,
+        )
+        .await;
+        let updates = until_terminal(&mut s, &["p1", "p2"], deadline).await;
+        let p1 = terminal(&updates, "p1");
+        assert_eq!(p1.state, TaskState::Finished, "{p1:?}");
+        let p2 = terminal(&updates, "p2");
+        assert_eq!(p2.state, TaskState::Failed, "{p2:?}");
+        assert_eq!(p2.exit_code, Some(3), "{p2:?}");
+        assert_eq!(p2.reason, Some(StatusReason::CommandExited), "{p2:?}");
+    });
+}
+
+#[test]
+fn a_running_executor_takes_more_tasks_over_its_socket() {
+    if skip_unless_root("a_running_executor_takes_more_tasks_over_its_socket") {
+        return;
+    }
+    transport::install_crypto_provider();
+    let mut c = Cluster::start_master(&[]);
+    let a = c.start_agent("a1", &["--resources", "cpus:2;mem:1GiB"]);
+    runtime().block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        let exec = executor("ex-more", &test_executor());
+        let (mut s, _) = launch_group(
+            &c,
+            "executor-more",
+            exec.clone(),
+            |o| vec![task("first", o, "sleep 120")],
+            deadline,
+        )
+        .await;
+        loop {
+            match next(&mut s, deadline).await {
+                Some(Got::Update(st)) if st.state == TaskState::Running => break,
+                Some(Got::Update(st)) if st.state.is_terminal() => panic!("ended early: {st:?}"),
+                Some(Got::Offers(o)) => decline_all(&mut s, o).await,
+                Some(_) => {}
+                None => panic!("the first task did not start in time"),
+            }
+        }
+        s.call(FrameworkCall::Revive { roles: vec![] })
+            .await
+            .expect("revive");
+        let offer = loop {
+            match next(&mut s, deadline).await {
+                Some(Got::Offers(mut o)) => break o.remove(0),
+                Some(_) => {}
+                None => panic!("no second offer in time"),
+            }
+        };
+        s.call(FrameworkCall::Accept {
+            offer_ids: vec![offer.id.clone()],
+            operations: vec![OfferOperation::LaunchGroup {
+                executor: exec,
+                tasks: vec![task("later", &offer, "echo later")],
+            }],
+            filters: Some(Filters {
+                refuse_seconds: Some(60.0),
+            }),
+        })
+        .await
+        .expect("accept");
+        let updates = until_terminal(&mut s, &["later"], deadline).await;
+        let end = terminal(&updates, "later");
+        assert_eq!(end.state, TaskState::Finished, "{end:?}");
+        assert_eq!(end.source, StatusSource::Executor, "{end:?}");
+        s.call(FrameworkCall::Kill {
+            task_id: TaskId::new("first"),
+            agent_id: Some(offer.agent_id.clone()),
+            grace_ms: Some(1000),
+        })
+        .await
+        .expect("kill");
+        let updates = until_terminal(&mut s, &["first"], deadline).await;
+        assert_eq!(terminal(&updates, "first").state, TaskState::Killed);
+    });
+    let log = c.agents[a].log_text();
+    assert_eq!(
+        log.matches("launching executor").count(),
+        1,
+        "the second task went to the running executor:\n{log}"
+    );
+}
+
+#[test]
+fn tearing_down_a_framework_shuts_its_executor_down() {
+    if skip_unless_root("tearing_down_a_framework_shuts_its_executor_down") {
+        return;
+    }
+    transport::install_crypto_provider();
+    let mut c = Cluster::start_master(&[]);
+    let a = c.start_agent("a1", &["--resources", "cpus:2;mem:1GiB"]);
+    runtime().block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        let exec = executor("ex-down", &test_executor());
+        let (mut s, _) = launch_group(
+            &c,
+            "executor-down",
+            exec,
+            |o| vec![task("long", o, "sleep 300")],
+            deadline,
+        )
+        .await;
+        loop {
+            match next(&mut s, deadline).await {
+                Some(Got::Update(st)) if st.state == TaskState::Running => break,
+                Some(Got::Update(st)) if st.state.is_terminal() => panic!("ended early: {st:?}"),
+                Some(Got::Offers(o)) => decline_all(&mut s, o).await,
+                Some(_) => {}
+                None => panic!("the task did not start in time"),
+            }
+        }
+        s.teardown().await.expect("teardown");
+    });
+    c.agents[a].wait_for_log("its framework is shutting down", Duration::from_secs(20));
+    c.agents[a].wait_for_log("executor exited", Duration::from_secs(20));
+    let log = c.agents[a].log_text();
+    assert!(
+        log.contains("task=long state=TASK_KILLED"),
+        "the task was killed with its executor:\n{log}"
+    );
+}

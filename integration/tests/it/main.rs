@@ -3,6 +3,7 @@
 mod agent_recovery;
 mod executors;
 mod foundation;
+mod ha;
 mod limits;
 mod offers;
 mod operator;

@@ -92,29 +92,35 @@ fn decline(offer: Offer, refuse: f64) -> FrameworkCall {
     }
 }
 
-/// Waits until `task` reaches `state` (ignoring offers, which are declined for `refuse` s).
+/// Waits until `task` reaches `state` (declining offers meanwhile). Updates of other tasks
+/// that arrive while waiting are kept in `seen`, so waiting for one task never loses another's.
 async fn wait_state(
     s: &mut Scheduler,
+    seen: &mut std::collections::HashMap<String, Vec<TaskState>>,
     task: &str,
     state: TaskState,
     deadline: Instant,
-) -> TaskStatus {
+) {
     loop {
-        match next(s, deadline).await {
-            Some(Got::Update(st)) if st.task_id.as_str() == task && st.state == state => return st,
-            Some(Got::Update(st)) if st.task_id.as_str() == task && st.state.is_terminal() => {
-                panic!(
-                    "{task} ended in {:?} while waiting for {state:?}: {st:?}",
-                    st.state
-                )
+        if let Some(states) = seen.get(task) {
+            if states.contains(&state) {
+                return;
             }
+            if let Some(end) = states.iter().find(|st| st.is_terminal()) {
+                panic!("{task} ended in {end:?} while waiting for {state:?}");
+            }
+        }
+        match next(s, deadline).await {
+            Some(Got::Update(st)) => seen
+                .entry(st.task_id.as_str().to_owned())
+                .or_default()
+                .push(st.state),
             Some(Got::Offers(offers)) => {
                 for o in offers {
                     s.call(decline(o, 60.0)).await.expect("decline");
                 }
             }
-            Some(Got::Update(_)) => {}
-            None => panic!("{task} did not reach {state:?} in time"),
+            None => panic!("{task} did not reach {state:?} in time; seen: {seen:?}"),
         }
     }
 }
@@ -159,13 +165,18 @@ fn the_mesos_paper_example_runs_through_real_processes() {
         })
         .await
         .expect("accept f2");
-        wait_state(&mut f1, "t-2cpu", TaskState::Running, deadline).await;
-        wait_state(&mut f1, "t-1cpu", TaskState::Running, deadline).await;
-        wait_state(&mut f2, "t-f2", TaskState::Running, deadline).await;
+        let mut seen1 = std::collections::HashMap::new();
+        let mut seen2 = std::collections::HashMap::new();
+        wait_state(&mut f1, &mut seen1, "t-2cpu", TaskState::Running, deadline).await;
+        wait_state(&mut f1, &mut seen1, "t-1cpu", TaskState::Running, deadline).await;
+        wait_state(&mut f2, &mut seen2, "t-f2", TaskState::Running, deadline).await;
         // All three run at the same time: none has ended yet (t-2cpu sleeps 4 s).
         // A further task of framework 2 needs 2 cpus: it does not fit until t-2cpu ends.
         let mut launched_at = None;
-        let mut finished_at = None;
+        let mut finished_at = seen1
+            .get("t-2cpu")
+            .is_some_and(|v| v.contains(&TaskState::Finished))
+            .then(Instant::now);
         f2.call(FrameworkCall::Revive { roles: vec![] }).await.expect("revive");
         while launched_at.is_none() {
             tokio::select! {
@@ -194,7 +205,7 @@ fn the_mesos_paper_example_runs_through_real_processes() {
                 }
             }
         }
-        wait_state(&mut f2, "t-waits", TaskState::Finished, deadline).await;
+        wait_state(&mut f2, &mut seen2, "t-waits", TaskState::Finished, deadline).await;
         let _ = f1.teardown().await;
         let _ = f2.teardown().await;
     });

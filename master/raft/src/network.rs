@@ -98,10 +98,18 @@ pub struct Network {
 #[derive(Debug)]
 struct Peer {
     node: MasterNode,
-    /// The current connection, if any. Held while connecting so concurrent calls wait for one
-    /// handshake instead of racing several.
+    /// The current connection, if any.
     conn: tokio::sync::Mutex<Option<quinn::Connection>>,
+    /// A handshake is under way (at most one per peer).
+    connecting: std::sync::atomic::AtomicBool,
+    /// Woken when a handshake ends.
+    connected: tokio::sync::Notify,
 }
+
+/// How long one handshake to a peer master may take. It runs in its own task, apart from any
+/// RPC deadline: a heartbeat's deadline (150 ms) is shorter than a handshake on a loaded host,
+/// and cutting every handshake at an RPC deadline would never connect at all.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Network {
     /// A network for raft node `me` that connects out through `endpoint` (the master's QUIC
@@ -124,6 +132,8 @@ impl Network {
                 let p = Arc::new(Peer {
                     node: node.clone(),
                     conn: tokio::sync::Mutex::new(None),
+                    connecting: std::sync::atomic::AtomicBool::new(false),
+                    connected: tokio::sync::Notify::new(),
                 });
                 peers.insert(target, p.clone());
                 p
@@ -171,42 +181,71 @@ pub struct PeerClient {
 }
 
 impl PeerClient {
-    /// The connection to the peer, made if needed, by `deadline`.
+    /// The connection to the peer, made if needed, by `deadline`. The handshake runs in its own
+    /// task with [`CONNECT_TIMEOUT`]; a call whose deadline passes first fails as unreachable
+    /// while the handshake goes on for the next call.
     async fn connection(&self, deadline: Instant) -> Result<quinn::Connection, CallError> {
-        let mut guard = match tokio::time::timeout_at(deadline, self.peer.conn.lock()).await {
-            Ok(g) => g,
-            Err(_) => {
-                return Err(CallError::Unreachable(format!(
-                    "still connecting to {}",
-                    self.peer.node
-                )))
+        use std::sync::atomic::Ordering;
+        loop {
+            let notified = self.peer.connected.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let mut guard = self.peer.conn.lock().await;
+                if let Some(c) = guard.as_ref() {
+                    if c.close_reason().is_none() {
+                        return Ok(c.clone());
+                    }
+                    *guard = None;
+                }
             }
-        };
-        if let Some(c) = guard.as_ref() {
-            if c.close_reason().is_none() {
-                return Ok(c.clone());
+            if !self.peer.connecting.swap(true, Ordering::AcqRel) {
+                let peer = self.peer.clone();
+                let endpoint = self.endpoint.clone();
+                let target = self.target;
+                tokio::spawn(async move {
+                    let node = &peer.node;
+                    let connect = async {
+                        let addr = transport::resolve(&node.addr).await?;
+                        transport::connect(&endpoint, addr, Role::Master, Some(&node.name)).await
+                    };
+                    match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
+                        Ok(Ok(c)) => *peer.conn.lock().await = Some(c),
+                        Ok(Err(e)) => {
+                            tracing::debug!(target, %node, error = %e, "cannot reach a peer master")
+                        }
+                        Err(_) => {
+                            tracing::debug!(target, %node, "handshake with a peer master timed out")
+                        }
+                    }
+                    peer.connecting.store(false, Ordering::Release);
+                    peer.connected.notify_waiters();
+                });
+            }
+            tokio::select! {
+                _ = &mut notified => {
+                    let guard = self.peer.conn.lock().await;
+                    if let Some(c) = guard.as_ref().filter(|c| c.close_reason().is_none()) {
+                        return Ok(c.clone());
+                    }
+                    drop(guard);
+                    if Instant::now() >= deadline {
+                        break;
+                    }
+                    // The handshake failed: try again (the next loop starts a new one) unless
+                    // the deadline is near.
+                    tokio::time::sleep_until(deadline.min(Instant::now() + Duration::from_millis(50))).await;
+                    if Instant::now() >= deadline {
+                        break;
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => break,
             }
         }
-        *guard = None;
-        let node = &self.peer.node;
-        let connect = async {
-            let addr = transport::resolve(&node.addr).await?;
-            transport::connect(&self.endpoint, addr, Role::Master, Some(&node.name)).await
-        };
-        match tokio::time::timeout_at(deadline, connect).await {
-            Ok(Ok(c)) => {
-                *guard = Some(c.clone());
-                Ok(c)
-            }
-            Ok(Err(e)) => Err(CallError::Unreachable(format!(
-                "cannot reach raft node {} ({node}): {e}",
-                self.target
-            ))),
-            Err(_) => Err(CallError::Unreachable(format!(
-                "no connection to raft node {} ({node}) within the rpc deadline",
-                self.target
-            ))),
-        }
+        Err(CallError::Unreachable(format!(
+            "no connection to raft node {} ({}) within the rpc deadline",
+            self.target, self.peer.node
+        )))
     }
 
     /// Forgets `conn` if it is still the peer's connection, so the next call reconnects.
