@@ -10,3 +10,4 @@ mod operator;
 mod security;
 mod status_updates;
 mod systemd;
+mod tidy;
