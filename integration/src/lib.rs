@@ -56,23 +56,8 @@ pub fn corral(args: &[&str], env: &[(&str, &str)], timeout: Duration) -> Output 
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let mut child = cmd.spawn().expect("spawn corral");
-    let deadline = Instant::now() + timeout;
-    loop {
-        match child.try_wait().expect("wait corral") {
-            Some(_) => return child.wait_with_output().expect("collect output"),
-            None if Instant::now() > deadline => {
-                let _ = child.kill();
-                let out = child.wait_with_output().expect("collect output");
-                panic!(
-                    "corral {args:?} did not finish within {timeout:?}\nstdout:\n{}\nstderr:\n{}",
-                    String::from_utf8_lossy(&out.stdout),
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
-            None => std::thread::sleep(Duration::from_millis(20)),
-        }
-    }
+    let child = cmd.spawn().expect("spawn corral");
+    wait_child(child, timeout)
 }
 
 /// Certificates for a test cluster, made with `corral certs`.
@@ -476,6 +461,19 @@ impl Cluster {
             .env_remove("RUST_LOG")
             .spawn()
             .expect("spawn corral client")
+    }
+
+    /// Client options for the framework library, as the certificate `cert_name`, naming every
+    /// master.
+    pub fn client_options(&self, cert_name: &str) -> framework::ClientOptions {
+        let id = transport::Identity::load(&transport::TlsFiles {
+            ca: self.certs.ca(),
+            cert: self.certs.cert(cert_name),
+            key: self.certs.key(cert_name),
+        })
+        .expect("load the certificate identity");
+        let masters = self.master_addrs.iter().map(|a| a.to_string()).collect();
+        framework::ClientOptions::new(masters, std::sync::Arc::new(id))
     }
 
     pub fn client(&self, cert_name: &str, args: &[&str], timeout: Duration) -> Output {

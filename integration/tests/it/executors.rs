@@ -9,10 +9,8 @@ use proto::{
     OfferOperation, Resources, StatusReason, StatusSource, TaskId, TaskInfo, TaskState, TaskStatus,
 };
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
-use transport::{Identity, TlsFiles};
 
 fn skip_unless_root(test: &str) -> bool {
     if !is_root() {
@@ -31,13 +29,7 @@ fn test_executor() -> String {
 }
 
 fn options(c: &Cluster, name: &str) -> ClientOptions {
-    let id = Identity::load(&TlsFiles {
-        ca: c.certs.ca(),
-        cert: c.certs.cert(name),
-        key: c.certs.key(name),
-    })
-    .expect("identity");
-    ClientOptions::new(vec![c.master_addr.to_string()], Arc::new(id))
+    c.client_options(name)
 }
 
 fn res(s: &str) -> Resources {

@@ -7,19 +7,11 @@ use proto::{
     CommandInfo, Filters, FrameworkCall, FrameworkEvent, Offer, OfferOperation, Resources, TaskId,
     TaskInfo, TaskState, TaskStatus,
 };
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
-use transport::{Identity, TlsFiles};
 
 fn options(c: &Cluster, name: &str) -> ClientOptions {
-    let id = Identity::load(&TlsFiles {
-        ca: c.certs.ca(),
-        cert: c.certs.cert(name),
-        key: c.certs.key(name),
-    })
-    .expect("identity");
-    ClientOptions::new(vec![c.master_addr.to_string()], Arc::new(id))
+    c.client_options(name)
 }
 
 fn res(s: &str) -> Resources {

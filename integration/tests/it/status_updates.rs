@@ -7,18 +7,10 @@ use proto::{
     CommandInfo, FrameworkCall, FrameworkEvent, OfferOperation, TaskId, TaskInfo, TaskState,
     TaskStatus,
 };
-use std::sync::Arc;
 use std::time::Duration;
-use transport::{Identity, TlsFiles};
 
 fn options(c: &Cluster, name: &str) -> ClientOptions {
-    let id = Identity::load(&TlsFiles {
-        ca: c.certs.ca(),
-        cert: c.certs.cert(name),
-        key: c.certs.key(name),
-    })
-    .expect("identity");
-    ClientOptions::new(vec![c.master_addr.to_string()], Arc::new(id))
+    c.client_options(name)
 }
 
 async fn next_update(s: &mut Scheduler, within: Duration) -> Option<TaskStatus> {
