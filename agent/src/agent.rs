@@ -32,6 +32,8 @@ const TICK: Duration = Duration::from_millis(500);
 /// How often every container's limits are read back and restored if something changed them
 /// (systemd's daemon-reload is known to reset limits in delegated subtrees).
 const LIMIT_CHECK_INTERVAL: Duration = Duration::from_secs(30);
+/// How often old sandboxes are collected.
+const GC_INTERVAL: Duration = Duration::from_secs(60);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum IsolationMode {
@@ -67,6 +69,8 @@ pub struct Config {
     /// Kill every task and remove its container when the agent stops (throw-away clusters:
     /// `corral run --local`, tests). Off for real agents, whose tasks outlive them.
     pub cleanup_on_exit: bool,
+    /// When sandboxes of ended tasks are removed.
+    pub gc: crate::gc::GcPolicy,
 }
 
 enum Event {
@@ -171,6 +175,7 @@ struct Agent {
     reconnect_at: Option<Instant>,
     backoff: Duration,
     next_limit_check: Instant,
+    next_gc: Instant,
 }
 
 /// Runs the agent until `shutdown` completes. Tasks keep running when the agent stops.
@@ -252,6 +257,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         backoff: Duration::from_millis(200),
         // Right after recovery: limits may have drifted while the agent was down.
         next_limit_check: Instant::now(),
+        next_gc: Instant::now() + GC_INTERVAL,
     };
     agent.recover().await;
     let mut tick = tokio::time::interval(TICK);
@@ -536,6 +542,10 @@ impl Agent {
             self.next_limit_check = now + LIMIT_CHECK_INTERVAL;
             self.check_limits();
         }
+        if now >= self.next_gc {
+            self.next_gc = now + GC_INTERVAL;
+            self.collect_sandboxes();
+        }
         if self.conn.is_none() {
             if self.reconnect_at.is_some_and(|t| t <= now) {
                 self.reconnect_at = None;
@@ -763,6 +773,24 @@ impl Agent {
             })
             .await;
         }
+    }
+
+    /// Removes old sandboxes of ended tasks off the event loop (see `gc.rs`).
+    fn collect_sandboxes(&self) {
+        let live: std::collections::HashSet<PathBuf> = self
+            .tasks
+            .values()
+            .map(|t| t.sandbox.clone())
+            .chain(self.executors.values().map(|e| e.sandbox.clone()))
+            .collect();
+        let root = self.config.work_dir.join("sandboxes");
+        let policy = self.config.gc.clone();
+        tokio::task::spawn_blocking(move || {
+            let removed = crate::gc::collect(&root, &live, &policy);
+            if !removed.is_empty() {
+                tracing::info!(count = removed.len(), "removed old sandboxes");
+            }
+        });
     }
 
     /// Reads back every container's limits off the event loop; drift is restored and logged.

@@ -27,11 +27,13 @@
 
 mod agent;
 mod checkpoint;
+mod gc;
 mod resources;
 mod runtime;
 mod updates;
 
 pub use agent::{run, Config, IsolationMode};
+pub use gc::GcPolicy;
 pub use updates::{RetryPolicy, StatusUpdates};
 
 #[derive(Debug, thiserror::Error)]

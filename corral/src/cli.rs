@@ -180,6 +180,10 @@ pub struct AgentArgs {
     /// and tests; a real agent leaves its tasks running).
     #[arg(long)]
     pub cleanup_on_exit: bool,
+    /// Remove the sandbox of an ended task this many seconds after it last changed (default one
+    /// week); sooner while the disk is over `sandbox_gc_disk_percent` full.
+    #[arg(long)]
+    pub sandbox_gc_age_secs: Option<f64>,
 }
 
 #[derive(Args, Debug, Clone)]

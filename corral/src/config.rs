@@ -42,6 +42,8 @@ pub struct AgentFile {
     pub hostname: Option<String>,
     pub kill_grace_secs: Option<f64>,
     pub status_update_retry_secs: Option<f64>,
+    pub sandbox_gc_age_secs: Option<f64>,
+    pub sandbox_gc_disk_percent: Option<u8>,
 }
 
 /// Reads a TOML file, or the defaults when no file was given.

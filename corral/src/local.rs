@@ -151,6 +151,7 @@ impl LocalCluster {
             },
             kill_grace: Duration::from_secs(3),
             cleanup_on_exit: true,
+            gc: Default::default(),
         };
         let (stop_agent, agent_rx) = oneshot::channel::<()>();
         let agent_task = tokio::spawn(async move {

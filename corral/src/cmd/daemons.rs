@@ -158,6 +158,15 @@ pub async fn agent(args: AgentArgs) -> Result<u8> {
         },
         kill_grace: Duration::from_secs_f64(file.kill_grace_secs.unwrap_or(5.0).max(0.0)),
         cleanup_on_exit: args.cleanup_on_exit,
+        gc: agent::GcPolicy {
+            max_age: Duration::from_secs_f64(
+                args.sandbox_gc_age_secs
+                    .or(file.sandbox_gc_age_secs)
+                    .unwrap_or(7.0 * 24.0 * 3600.0)
+                    .max(0.0),
+            ),
+            disk_high_percent: file.sandbox_gc_disk_percent.unwrap_or(90).min(100),
+        },
     };
     agent::run(config, shutdown_signal()).await?;
     Ok(0)
