@@ -46,6 +46,9 @@ pub enum Command {
     Reactivate(AgentIdArgs),
     /// End a framework: kill its tasks and forget it.
     Teardown(TeardownArgs),
+    /// Add or remove replicated masters.
+    #[command(subcommand)]
+    Masters(MastersCommand),
     /// (internal) The init process of a container.
     #[command(name = "__init", hide = true)]
     Init(InitArgs),
@@ -139,6 +142,10 @@ pub struct MasterArgs {
     /// The address other masters and clients reach this master at (default: --listen).
     #[arg(long)]
     pub advertise: Option<String>,
+    /// Join an existing cluster: wait to be added with `corral masters add` instead of
+    /// bootstrapping a cluster from --peer.
+    #[arg(long)]
+    pub join: bool,
 }
 
 #[derive(Args, Debug)]
@@ -262,6 +269,22 @@ pub struct KillArgs {
     #[command(flatten)]
     pub connect: ConnectArgs,
     pub task_id: String,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum MastersCommand {
+    /// Add a master: ID=NAME@HOST:PORT (start it first with `corral master --join`).
+    Add {
+        #[command(flatten)]
+        connect: ConnectArgs,
+        member: String,
+    },
+    /// Remove master ID from the cluster.
+    Remove {
+        #[command(flatten)]
+        connect: ConnectArgs,
+        id: u64,
+    },
 }
 
 #[derive(Args, Debug)]

@@ -447,7 +447,13 @@ impl Cluster {
         let mut full: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         let mut flags = vec!["--master".to_string(), self.masters_flag()];
         flags.extend(self.certs.flags(cert_name));
-        full.splice(1..1, flags);
+        // Flags go after the (sub)subcommand name: `run ...`, `masters add ...`.
+        let at = if full.first().is_some_and(|c| c == "masters") {
+            2
+        } else {
+            1
+        };
+        full.splice(at..at, flags);
         full
     }
 

@@ -41,6 +41,9 @@ pub struct RaftSetup {
     pub peers: BTreeMap<u64, MasterNode>,
     /// The address others reach this master at (redirects, raft); the listen address if unset.
     pub advertise: Option<String>,
+    /// Join an existing cluster (added by `corral masters add` on its leader) instead of
+    /// bootstrapping one from `peers`.
+    pub join: bool,
 }
 
 /// Everything the master daemon needs to run.
@@ -165,7 +168,10 @@ impl MasterServer {
         )
         .await?;
         // Idempotent: a master with a log (a restart, or a member that joined) keeps its cluster.
-        registry.initialize(members.clone()).await?;
+        // A joining master waits to be added by the leader instead.
+        if !config.raft.join {
+            registry.initialize(members.clone()).await?;
+        }
         let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
         let (snapshot_tx, snapshot_rx) = watch::channel(Arc::new(ClusterState::default()));
         let leadership = Arc::new(Leadership::default());
@@ -315,6 +321,50 @@ async fn handle_stream(
                 ))))
                 .await;
         }
+        let _ = tx.finish().await;
+        return;
+    }
+    // Master membership is the replicated log's business, answered here on the leader.
+    if let ClientFrame::Operator(
+        call @ (OperatorCall::AddMaster { .. } | OperatorCall::RemoveMaster { .. }),
+    ) = &first
+    {
+        let reply = if peer.role != Role::Operator {
+            ServerFrame::Error(ErrorReply {
+                code: ErrorCode::Forbidden,
+                message: format!(
+                    "{peer} may not change the masters: it needs an operator certificate"
+                ),
+                fatal: true,
+            })
+        } else if !edge.leadership.is_leader.load(Ordering::Acquire) {
+            ServerFrame::NotLeader {
+                leader: edge.leadership.leader(),
+            }
+        } else {
+            let result = match call.clone() {
+                OperatorCall::AddMaster { id, name, address } => {
+                    tracing::info!(id, %name, %address, "adding a master");
+                    edge.registry
+                        .add_master(id, MasterNode::new(address, name))
+                        .await
+                }
+                OperatorCall::RemoveMaster { id } => {
+                    tracing::info!(id, "removing a master");
+                    edge.registry.remove_master(id).await
+                }
+                _ => unreachable!("matched above"),
+            };
+            match result {
+                Ok(()) => ServerFrame::Operator(OperatorReply::Done),
+                Err(e) => ServerFrame::Error(ErrorReply {
+                    code: ErrorCode::BadRequest,
+                    message: e.to_string(),
+                    fatal: true,
+                }),
+            }
+        };
+        let _ = tx.send(&reply).await;
         let _ = tx.finish().await;
         return;
     }

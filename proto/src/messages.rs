@@ -651,6 +651,19 @@ pub enum OperatorCall {
         offset: u64,
         max_len: u32,
     },
+    /// Add a master to the replicated registry (it catches up as a learner, then votes).
+    /// Handled by the leading master's daemon, not its core.
+    AddMaster {
+        id: u64,
+        /// The name in the new master's certificate.
+        name: String,
+        /// `host:port` it listens on.
+        address: String,
+    },
+    /// Remove a master from the replicated registry.
+    RemoveMaster {
+        id: u64,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

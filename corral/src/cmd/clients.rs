@@ -1,7 +1,7 @@
 //! `corral state`, `corral logs`, `corral kill`.
 
 use super::client_options;
-use crate::cli::{AgentIdArgs, KillArgs, LogsArgs, StateArgs, TeardownArgs};
+use crate::cli::{AgentIdArgs, KillArgs, LogsArgs, MastersCommand, StateArgs, TeardownArgs};
 use anyhow::{bail, Result};
 use proto::{format_size, ClusterState, LogStream, OperatorCall, OperatorReply, Resources, TaskId};
 use std::io::Write;
@@ -223,6 +223,39 @@ pub async fn teardown(args: TeardownArgs) -> Result<u8> {
     match framework::operator_call(&opts, call).await? {
         OperatorReply::Done => {
             eprintln!("corral: framework {framework_id} torn down");
+            Ok(0)
+        }
+        other => bail!("unexpected reply: {other:?}"),
+    }
+}
+
+pub async fn masters(cmd: MastersCommand) -> Result<u8> {
+    let (connect, call, what) = match cmd {
+        MastersCommand::Add { connect, member } => {
+            let (id, node) = super::daemons::parse_peer(&member)?;
+            let what = format!("master {id} ({node}) added");
+            (
+                connect,
+                OperatorCall::AddMaster {
+                    id,
+                    name: node.name,
+                    address: node.addr,
+                },
+                what,
+            )
+        }
+        MastersCommand::Remove { connect, id } => (
+            connect,
+            OperatorCall::RemoveMaster { id },
+            format!("master {id} removed"),
+        ),
+    };
+    let mut opts = client_options(&connect)?;
+    // Adding a learner waits until it caught up.
+    opts.connect_timeout = Duration::from_secs(60);
+    match framework::operator_call(&opts, call).await? {
+        OperatorReply::Done => {
+            eprintln!("corral: {what}");
             Ok(0)
         }
         other => bail!("unexpected reply: {other:?}"),

@@ -64,6 +64,7 @@ pub async fn master(args: MasterArgs) -> Result<u8> {
         id: args.id.unwrap_or(1),
         peers: Default::default(),
         advertise: args.advertise.clone(),
+        join: args.join,
     };
     for p in &args.peers {
         let (id, node) = parse_peer(p)?;

@@ -36,6 +36,7 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
                         clients::agent_call(a, clients::AgentOp::Reactivate).await
                     }
                     Command::Teardown(a) => clients::teardown(a).await,
+                    Command::Masters(m) => clients::masters(m).await,
                     Command::Certs(_) | Command::Init(_) => unreachable!(),
                 }
             })

@@ -91,3 +91,95 @@ fn all_masters_restarted_at_once_come_back_from_disk() {
     let out = wait_child(long, T);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }
+
+#[test]
+fn a_master_is_removed_and_another_added_while_tasks_launch() {
+    let mut c = Cluster::start_replicated(3);
+    c.start_agent("a1", &["--resources", "cpus:4;mem:2GiB"]);
+    let leader = c.wait_for_leader(T);
+    let victim = (0..3).find(|i| *i != leader).expect("a follower");
+    // Launch tasks continuously while the membership changes.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let args = c.client_args("fw", &["run", "--placement-timeout", "20", "--", "true"]);
+    let launcher = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let (mut ok, mut failed) = (0u32, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+                let out = integration::corral(&refs, &[], T);
+                if out.status.code() == Some(0) {
+                    ok += 1;
+                } else {
+                    failed.push(stderr(&out));
+                }
+            }
+            (ok, failed)
+        })
+    };
+    // Remove a follower and stop it.
+    let out = c.client("op", &["masters", "remove", &(victim + 1).to_string()], T);
+    assert!(out.status.success(), "remove: {}", stderr(&out));
+    c.master_daemon(victim).kill();
+    // Start a fourth master that joins, then add it.
+    c.certs.issue("master", "m4");
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", integration::free_port())
+        .parse()
+        .expect("addr");
+    let mut args: Vec<String> = vec![
+        "master".into(),
+        "--id".into(),
+        "4".into(),
+        "--join".into(),
+        "--listen".into(),
+        addr.to_string(),
+        "--data-dir".into(),
+        c.dir.path().join("m4").display().to_string(),
+    ];
+    args.extend(c.certs.flags("m4"));
+    let m4 = integration::Daemon::spawn("m4", &args, c.dir.path());
+    m4.wait_for_log("master serving", T);
+    c.other_masters.push(m4);
+    c.master_addrs.push(addr);
+    let out = c.client("op", &["masters", "add", &format!("4=m4@{addr}")], T);
+    assert!(out.status.success(), "add: {}", stderr(&out));
+    std::thread::sleep(Duration::from_secs(2));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed) = launcher.join().expect("launcher");
+    assert!(
+        ok >= 1,
+        "launches during the change: {ok} ok, failures: {failed:?}"
+    );
+    assert!(
+        failed.is_empty(),
+        "launches failed during the change: {failed:?}"
+    );
+    // The members are now the leader's old peers plus 4.
+    let out = c.client("op", &["state", "--json"], T);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let ids: Vec<u64> = v["masters"]["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .filter_map(|m| m["id"].as_u64())
+        .collect();
+    assert!(
+        ids.contains(&4) && !ids.contains(&((victim + 1) as u64)),
+        "members: {ids:?}"
+    );
+    // The new master counts: kill the leader; the other two (one of them m4) elect a new one.
+    let leader = c.wait_for_leader(T);
+    c.master_daemon(leader).kill();
+    let deadline = Instant::now() + T;
+    loop {
+        let out = c.client("fw2", &["run", "--placement-timeout", "5", "--", "true"], T);
+        if out.status.code() == Some(0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no launch after the leader of the new membership died: {}",
+            stderr(&out)
+        );
+    }
+}

@@ -228,6 +228,8 @@ fn call_name(frame: &ClientFrame) -> &'static str {
             OperatorCall::TeardownFramework { .. } => "operator TeardownFramework",
             OperatorCall::KillTask { .. } => "operator KillTask",
             OperatorCall::ReadLog { .. } => "operator ReadLog",
+            OperatorCall::AddMaster { .. } => "operator AddMaster",
+            OperatorCall::RemoveMaster { .. } => "operator RemoveMaster",
         },
     }
 }
@@ -2463,6 +2465,18 @@ impl Master {
             return;
         }
         match call {
+            // Membership is the replicated log's business: the daemon answers these before
+            // they reach the core.
+            OperatorCall::AddMaster { .. } | OperatorCall::RemoveMaster { .. } => {
+                self.send(
+                    session,
+                    err(
+                        ErrorCode::BadRequest,
+                        "master membership is changed by the daemon, not the core",
+                        true,
+                    ),
+                );
+            }
             OperatorCall::GetState => {
                 let state = self.snapshot();
                 self.send(
