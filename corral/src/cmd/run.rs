@@ -154,9 +154,21 @@ pub async fn run_task(opts: ClientOptions, task: &TaskArgs) -> Result<u8> {
     let mut launched = false;
     let mut largest: Option<Resources> = None;
     let mut last_state: Option<TaskState> = None;
+    let mut kill_sent = false;
     loop {
         let event = tokio::select! {
             e = sched.next_event() => e,
+            // Ctrl-C or SIGTERM: kill the task (every process of it) and report how it ended.
+            _ = super::shutdown_signal(), if !kill_sent => {
+                kill_sent = true;
+                if launched {
+                    eprintln!("corral: interrupted; killing task {task_id}");
+                    sched.call(FrameworkCall::Kill { task_id: task_id.clone(), agent_id: None, grace_ms: Some(2000) }).await?;
+                    continue;
+                }
+                let _ = sched.teardown().await;
+                return Ok(130);
+            }
             _ = tokio::time::sleep_until(deadline), if !launched => {
                 let seen = largest.map(|r| r.to_string()).unwrap_or_else(|| "none".to_owned());
                 eprintln!(

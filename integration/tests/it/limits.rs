@@ -32,7 +32,20 @@ echo "host_alive=$(echo yes)"
 $C -- "V=$V; $CG; echo task_procs=\$(ls /proc | grep -c '^[0-9]'); echo task_uid=\$(id -u); touch /etc/corral-was-here 2>/dev/null && echo etc_write=yes || echo etc_write=no; if [ $V = 2 ]; then root=/sys/fs/cgroup; else root=/sys/fs/cgroup/memory; fi; echo \$\$ > \$root/cgroup.procs 2>/dev/null && echo escape=yes || echo escape=no; if [ $V = 2 ]; then f=\$(cg memory)/memory.max; else f=\$(cg memory)/memory.limit_in_bytes; fi; echo 9999999999 > \$f 2>/dev/null && echo raise=yes || echo raise=no" > $T/ns.out 2>&1
 echo "ns_exit=$?"
 grep -E "^(task_procs|task_uid|etc_write|escape|raise)=" $T/ns.out || cat $T/ns.out
-# 5. nothing left behind.
+# 5. kill: Ctrl-C on corral run kills every process of the task, a double-forked daemon
+# included, and removes its cgroup.
+$CORRAL run --local --placement-timeout 60 --name killcheck -- "sh -c 'sh -c \"exec sleep 777\" & exit 0'; sleep 600" > $T/kill.out 2>&1 &
+runpid=$!
+i=0; while [ $i -lt 200 ] && ! grep -q TASK_RUNNING $T/kill.out; do sleep 0.1; i=$((i+1)); done
+sleep 0.5
+echo "daemons_before=$(ps -eo args | grep -c '^sleep 777')"
+kill -INT $runpid
+wait $runpid
+echo "kill_exit=$?"
+echo "daemons_after=$(ps -eo args | grep -c '^sleep 777')"
+grep -q TASK_KILLED $T/kill.out && echo "kill_reported=yes" || { echo "kill_reported=no"; cat $T/kill.out; }
+echo "kill_cgroups=$(find /sys/fs/cgroup -mindepth 1 -type d -name '*.killcheck-*' 2>/dev/null | wc -l)"
+# 6. nothing left behind.
 rm -rf "$T"
 echo "leftover_cgroups=$(find /sys/fs/cgroup -mindepth 1 -type d -name '*.limits-check-*' 2>/dev/null | wc -l)"
 "#;
@@ -72,6 +85,18 @@ fn check(out: &str) {
     assert_eq!(value(out, "escape"), "no", "{out}");
     assert_eq!(value(out, "raise"), "no", "{out}");
     assert_eq!(value(out, "leftover_cgroups"), "0", "{out}");
+    assert_eq!(
+        value(out, "daemons_before"),
+        "1",
+        "the double-forked daemon ran\n{out}"
+    );
+    assert_eq!(
+        value(out, "daemons_after"),
+        "0",
+        "the daemon survived the kill\n{out}"
+    );
+    assert_eq!(value(out, "kill_reported"), "yes", "{out}");
+    assert_eq!(value(out, "kill_cgroups"), "0", "{out}");
 }
 
 #[test]
