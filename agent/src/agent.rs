@@ -613,7 +613,7 @@ impl Agent {
         status.agent_id = self.agent_id.clone();
         status.timestamp_ms = wall_ms();
         f(&mut status);
-        tracing::info!(task = %task_id, state = %state, message = status.message.as_deref().unwrap_or(""), "task state");
+        let message = status.message.clone().unwrap_or_default();
         let framework_id = task.framework_id.clone();
         self.updates.record(
             &framework_id,
@@ -621,6 +621,8 @@ impl Agent {
             StatusUuid::new(uuid::Uuid::new_v4().to_string()),
         );
         self.checkpoint(task_id);
+        // Logged once durable: what the log says survives an agent crash.
+        tracing::info!(task = %task_id, state = %state, %message, "task state");
         self.flush_updates().await;
     }
 
@@ -1108,6 +1110,9 @@ impl Agent {
                     task.handle = Some(handle.clone());
                     task.kill_requested
                 };
+                // The container record is durable before anyone hears the task runs: an agent
+                // killed from here on re-attaches to it.
+                self.checkpoint(&task_id);
                 let pid = handle.pid();
                 self.update(&task_id, TaskState::Running, |s| {
                     s.message = Some(format!("running as pid {pid}"));

@@ -23,9 +23,25 @@ fn skip_unless_root(test: &str) -> bool {
     false
 }
 
-/// The test executor, built with this package's binaries.
+/// The test executor, built with this package's binaries, copied once to a place every task
+/// can see: containers get a private /tmp, and the build may live under /tmp (or under a
+/// directory the unprivileged task user cannot enter).
 fn test_executor() -> String {
-    env!("CARGO_BIN_EXE_test-executor").to_owned()
+    static COPY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    COPY.get_or_init(|| {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::path::PathBuf::from(format!(
+            "/var/tmp/corral-test-executor-{}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).expect("mkdir for the test executor");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let dst = dir.join("test-executor");
+        std::fs::copy(env!("CARGO_BIN_EXE_test-executor"), &dst).expect("copy the test executor");
+        std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        dst.display().to_string()
+    })
+    .clone()
 }
 
 fn options(c: &Cluster, name: &str) -> ClientOptions {
