@@ -428,6 +428,22 @@ impl Cluster {
         self.agents.len() - 1
     }
 
+    /// Starts agent `i` again with its flags with `(flag, value)` replaced or added, e.g. a
+    /// changed `--resources`, and waits until it registered.
+    pub fn restart_agent_with(&mut self, i: usize, changes: &[(&str, &str)]) {
+        for (flag, value) in changes {
+            let args = &mut self.agent_args[i];
+            match args.iter().position(|a| a == flag) {
+                Some(p) => args[p + 1] = value.to_string(),
+                None => {
+                    args.push(flag.to_string());
+                    args.push(value.to_string());
+                }
+            }
+        }
+        self.restart_agent(i);
+    }
+
     /// Starts agent `i` again with the same flags (after `kill` or `stop`), logging to a new file,
     /// and waits until it registered.
     pub fn restart_agent(&mut self, i: usize) {

@@ -168,3 +168,84 @@ fn limits_changed_while_the_agent_was_down_are_restored_after_its_restart() {
     let out = wait_child(run, Duration::from_secs(60));
     assert_eq!(out.status.code(), Some(0), "stderr:\n{}", stderr(&out));
 }
+
+#[test]
+fn changing_an_agents_resources_keeps_its_id_and_its_running_tasks() {
+    if skip_unless_root("changing_an_agents_resources_keeps_its_id_and_its_running_tasks") {
+        return;
+    }
+    let mut c = Cluster::start_master(&[]);
+    let a = c.start_agent(
+        "a1",
+        &["--resources", "cpus:2;mem:1GiB", "--attributes", "rack:r1"],
+    );
+    let run = c.spawn_client(
+        "fw",
+        &[
+            "run",
+            "--name",
+            "keeper",
+            "--cpus",
+            "1",
+            "--",
+            "sleep 4; echo kept",
+        ],
+    );
+    c.agents[a].wait_for_log("state=TASK_RUNNING", Duration::from_secs(30));
+    let id_before =
+        std::fs::read_to_string(c.dir.path().join("agent-a1/agent_id")).expect("agent id");
+    c.agents[a].kill();
+    // The operator grows the node and changes an attribute: the agent re-registers.
+    c.restart_agent_with(
+        a,
+        &[
+            ("--resources", "cpus:3;mem:2GiB"),
+            ("--attributes", "rack:r2"),
+        ],
+    );
+    let id_after =
+        std::fs::read_to_string(c.dir.path().join("agent-a1/agent_id")).expect("agent id");
+    assert_eq!(id_before, id_after, "the agent id is stable");
+    let out = wait_child(run, Duration::from_secs(60));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "the task kept running: {}",
+        stderr(&out)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("kept"));
+    let state = c.client("op", &["state", "--json"], Duration::from_secs(30));
+    let v: serde_json::Value = serde_json::from_slice(&state.stdout).expect("json");
+    assert_eq!(
+        v["agents"].as_array().map(|a| a.len()),
+        Some(1),
+        "one agent, not two: {v:#}"
+    );
+    assert_eq!(v["agents"][0]["total"]["cpus_milli"], 3000, "{v:#}");
+    assert_eq!(v["agents"][0]["attributes"]["rack"], "r2", "{v:#}");
+}
+
+#[test]
+fn an_unusable_work_directory_is_a_clear_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("not-a-dir");
+    std::fs::write(&file, b"x").expect("write");
+    let c = Cluster::start_master(&[]);
+    c.certs.issue("agent", "bad");
+    let mut args: Vec<String> = vec![
+        "agent".into(),
+        "--master".into(),
+        c.master_addr.to_string(),
+        "--work-dir".into(),
+        file.display().to_string(),
+    ];
+    args.extend(c.certs.flags("bad"));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = integration::corral(&refs, &[], Duration::from_secs(30));
+    assert_ne!(out.status.code(), Some(0));
+    let err = stderr(&out);
+    assert!(
+        err.contains("work directory") && err.contains("not-a-dir"),
+        "{err}"
+    );
+}
