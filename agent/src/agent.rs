@@ -52,6 +52,9 @@ pub struct Config {
     pub identity: Arc<Identity>,
     /// `--resources`: overrides the measured quantities it names.
     pub resources: Option<String>,
+    /// `--reserved`: kept for the system out of what is measured (default: Mesos's 1 GiB of
+    /// memory and 5 GiB of disk, or half on small nodes).
+    pub reserved: Option<Resources>,
     pub attributes: BTreeMap<String, String>,
     pub isolation: IsolationMode,
     /// Name of the agent's cgroup subtree for tasks (under its own cgroup); `corral` if unset.
@@ -219,6 +222,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         &config.work_dir,
         overrides.as_ref().map(|(r, _)| r),
         overrides.as_ref().map(|(_, n)| n.as_slice()).unwrap_or(&[]),
+        config.reserved.as_ref(),
     );
     let agent_id = load_agent_id(&config.work_dir);
     tracing::info!(resources = %total, runtime = %runtime.describe(), agent_id = ?agent_id.as_ref().map(|a| a.to_string()),

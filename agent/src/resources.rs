@@ -29,15 +29,25 @@ pub fn node_resources(
     work_dir: &Path,
     overrides: Option<&Resources>,
     override_names: &[&str],
+    reserved: Option<&Resources>,
 ) -> Resources {
     let disk_total = nix::sys::statvfs::statvfs(work_dir)
         .map(|s| s.blocks().saturating_mul(s.fragment_size()))
         .unwrap_or(0);
-    let mut r = Resources {
-        cpus_milli: measured_cpus_milli,
-        mem_bytes: reserve(measured_mem_bytes, 1 << 30, 2 << 30),
-        disk_bytes: reserve(disk_total, 5 << 30, 10 << 30),
-        ports: vec![DEFAULT_PORTS],
+    let mut r = match reserved {
+        // The operator's reservation for the system (kubelet's capacity - reserved).
+        Some(keep) => Resources {
+            cpus_milli: measured_cpus_milli.saturating_sub(keep.cpus_milli),
+            mem_bytes: measured_mem_bytes.saturating_sub(keep.mem_bytes),
+            disk_bytes: disk_total.saturating_sub(keep.disk_bytes),
+            ports: vec![DEFAULT_PORTS],
+        },
+        None => Resources {
+            cpus_milli: measured_cpus_milli,
+            mem_bytes: reserve(measured_mem_bytes, 1 << 30, 2 << 30),
+            disk_bytes: reserve(disk_total, 5 << 30, 10 << 30),
+            ports: vec![DEFAULT_PORTS],
+        },
     };
     if let Some(o) = overrides {
         for name in override_names {
@@ -68,4 +78,32 @@ pub fn procfs_cpus_and_memory() -> (u64, u64) {
         .unwrap_or(1);
     let mem = procfs::Meminfo::current().map(|m| m.mem_total).unwrap_or(0);
     (cpus * 1000, mem)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reservation_overrides_and_defaults() {
+        let dir = std::env::temp_dir();
+        let gib = 1u64 << 30;
+        // Mesos's defaults: 1 GiB of memory kept (half on a small node).
+        let r = node_resources(4000, 8 * gib, &dir, None, &[], None);
+        assert_eq!((r.cpus_milli, r.mem_bytes), (4000, 7 * gib));
+        assert_eq!(
+            node_resources(1000, gib, &dir, None, &[], None).mem_bytes,
+            gib / 2
+        );
+        // An explicit reservation replaces them.
+        let keep: Resources = "cpus:0.5;mem:2GiB".parse().expect("resources");
+        let r = node_resources(4000, 8 * gib, &dir, None, &[], Some(&keep));
+        assert_eq!((r.cpus_milli, r.mem_bytes), (3500, 6 * gib));
+        // --resources sets only what it names; the rest stays measured.
+        let spec = "cpus:2";
+        let o: Resources = spec.parse().expect("resources");
+        let r = node_resources(4000, 8 * gib, &dir, Some(&o), &named_resources(spec), None);
+        assert_eq!((r.cpus_milli, r.mem_bytes), (2000, 7 * gib));
+        assert_eq!(r.ports, vec![DEFAULT_PORTS]);
+    }
 }

@@ -164,6 +164,9 @@ pub struct AgentArgs {
     /// Override measured resources, e.g. 'cpus:4;mem:4GiB;disk:20GiB;ports:[31000-32000]'.
     #[arg(long)]
     pub resources: Option<String>,
+    /// Kept for the system out of the measured resources, e.g. 'cpus:0.5;mem:2GiB;disk:10GiB'.
+    #[arg(long)]
+    pub reserved: Option<String>,
     /// Attributes carried in offers, e.g. 'rack:r1;zone:a'.
     #[arg(long)]
     pub attributes: Option<String>,

@@ -30,6 +30,7 @@ pub struct AgentFile {
     pub cert: Option<PathBuf>,
     pub key: Option<PathBuf>,
     pub resources: Option<String>,
+    pub reserved: Option<String>,
     pub attributes: Option<String>,
     pub isolation: Option<String>,
     pub cgroup_parent: Option<String>,

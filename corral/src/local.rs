@@ -135,6 +135,7 @@ impl LocalCluster {
             work_dir: agent_work_dir.clone(),
             identity: certs.identity(&certs.agent)?,
             resources,
+            reserved: None,
             attributes: Default::default(),
             isolation: agent::IsolationMode::Auto,
             cgroup_parent: Some(format!("corral-local-{}", std::process::id())),

@@ -112,6 +112,13 @@ pub async fn agent(args: AgentArgs) -> Result<u8> {
         spec.parse::<proto::Resources>()
             .with_context(|| format!("invalid --resources '{spec}'"))?;
     }
+    let reserved = match args.reserved.as_deref().or(file.reserved.as_deref()) {
+        Some(spec) => Some(
+            spec.parse::<proto::Resources>()
+                .with_context(|| format!("invalid --reserved '{spec}'"))?,
+        ),
+        None => None,
+    };
     let attributes = match args.attributes.as_deref().or(file.attributes.as_deref()) {
         Some(a) => config::parse_attributes(a)?,
         None => Default::default(),
@@ -136,6 +143,7 @@ pub async fn agent(args: AgentArgs) -> Result<u8> {
         work_dir,
         identity,
         resources,
+        reserved,
         attributes,
         isolation,
         cgroup_parent: args.cgroup_parent.clone().or(file.cgroup_parent.clone()),
