@@ -125,9 +125,23 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn spawn(name: &str, args: &[String], log_dir: &Path) -> Daemon {
+        Self::spawn_in(None, name, args, log_dir)
+    }
+
+    /// Like [`Daemon::spawn`], inside network namespace `netns` when given (`ip netns exec`
+    /// execs corral itself, so the pid is corral's).
+    pub fn spawn_in(netns: Option<&str>, name: &str, args: &[String], log_dir: &Path) -> Daemon {
         let log = log_dir.join(format!("{name}.log"));
         let file = std::fs::File::create(&log).expect("create daemon log");
-        let child = Command::new(corral_bin())
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(corral_bin());
+                c
+            }
+            None => Command::new(corral_bin()),
+        };
+        let child = cmd
             .args(args)
             .stdin(Stdio::null())
             .stdout(file.try_clone().expect("clone log fd"))
@@ -227,6 +241,7 @@ pub struct Cluster {
     pub master_addrs: Vec<SocketAddr>,
     agent_args: Vec<Vec<String>>,
     master_args: Vec<Vec<String>>,
+    master_netns: Vec<Option<String>>,
     pub dir: tempfile::TempDir,
 }
 
@@ -265,6 +280,7 @@ impl Cluster {
         master.wait_for_log("master serving", Duration::from_secs(20));
         let master_args = vec![args];
         Cluster {
+            master_netns: vec![None],
             dir,
             certs,
             master_addr,
@@ -281,6 +297,12 @@ impl Cluster {
     /// Starts `n` replicated masters (ids 1..=n, certificate names m1..mn) and waits until one
     /// leads.
     pub fn start_replicated(n: usize) -> Cluster {
+        Self::start_replicated_on(n, None)
+    }
+
+    /// Like [`Cluster::start_replicated`], with master `i` in `lab`'s host `i` (its own network
+    /// namespace) when a lab is given.
+    pub fn start_replicated_on(n: usize, lab: Option<&NetLab>) -> Cluster {
         let dir = tempfile::Builder::new()
             .prefix("corral-it-")
             .tempdir_in("/var/tmp")
@@ -297,7 +319,13 @@ impl Cluster {
             certs.issue(role, name);
         }
         let addrs: Vec<SocketAddr> = (0..n)
-            .map(|_| format!("127.0.0.1:{}", free_port()).parse().expect("addr"))
+            .map(|i| match lab {
+                Some(l) => SocketAddr::new(l.hosts[i].ip.into(), 5050),
+                None => format!("127.0.0.1:{}", free_port()).parse().expect("addr"),
+            })
+            .collect();
+        let netns: Vec<Option<String>> = (0..n)
+            .map(|i| lab.map(|l| l.hosts[i].netns.clone()))
             .collect();
         let mut daemons = Vec::new();
         let mut args_all = Vec::new();
@@ -320,7 +348,12 @@ impl Cluster {
                 }
             }
             args.extend(certs.flags(&name));
-            daemons.push(Daemon::spawn(&name, &args, dir.path()));
+            daemons.push(Daemon::spawn_in(
+                netns[i].as_deref(),
+                &name,
+                &args,
+                dir.path(),
+            ));
             args_all.push(args);
         }
         for d in &daemons {
@@ -337,6 +370,7 @@ impl Cluster {
             master_addrs: addrs,
             agent_args: Vec::new(),
             master_args: args_all,
+            master_netns: netns,
             dir,
         };
         c.wait_for_leader(Duration::from_secs(20));
@@ -365,7 +399,8 @@ impl Cluster {
     pub fn restart_master(&mut self, i: usize) {
         let args = self.master_args[i].clone();
         let name = format!("m{}-restart", i + 1);
-        let d = Daemon::spawn(&name, &args, self.dir.path());
+        let netns = self.master_netns.get(i).cloned().flatten();
+        let d = Daemon::spawn_in(netns.as_deref(), &name, &args, self.dir.path());
         d.wait_for_log("master serving", Duration::from_secs(20));
         let old = std::mem::replace(self.master_daemon(i), d);
         self.retired.push(old);
@@ -502,6 +537,118 @@ impl Cluster {
         let full = self.client_args(cert_name, args);
         let refs: Vec<&str> = full.iter().map(String::as_str).collect();
         corral(&refs, &[], timeout)
+    }
+}
+
+/// Test hosts: network namespaces joined to a bridge in the root namespace by veth pairs, on
+/// a private /24 used only by this lab. Everything is removed on drop.
+pub struct NetLab {
+    pub bridge: String,
+    pub subnet: u8,
+    pub hosts: Vec<NetHost>,
+}
+
+pub struct NetHost {
+    pub netns: String,
+    /// The veth end in the root namespace (take it down to cut the host off).
+    pub link: String,
+    pub ip: std::net::Ipv4Addr,
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("run ip");
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl NetLab {
+    /// Whether this machine can make network namespaces (root and iproute2).
+    pub fn available() -> Result<(), String> {
+        if !is_root() {
+            return Err("network namespaces need root".into());
+        }
+        match Command::new("ip").arg("-V").output() {
+            Ok(o) if o.status.success() => Ok(()),
+            _ => Err("iproute2's `ip` is not installed".into()),
+        }
+    }
+
+    /// `n` hosts on 10.213.S.0/24 (S from the process id, so concurrent test processes differ).
+    pub fn new(n: usize) -> NetLab {
+        let subnet = (std::process::id() % 200 + 20) as u8;
+        let tag = format!("crl{subnet}");
+        let bridge = format!("{tag}br");
+        let _ = Command::new("ip").args(["link", "del", &bridge]).output();
+        ip(&["link", "add", "name", &bridge, "type", "bridge"]);
+        ip(&["link", "set", &bridge, "up"]);
+        ip(&[
+            "addr",
+            "add",
+            &format!("10.213.{subnet}.1/24"),
+            "dev",
+            &bridge,
+        ]);
+        let mut lab = NetLab {
+            bridge,
+            subnet,
+            hosts: Vec::new(),
+        };
+        for i in 0..n {
+            let netns = format!("{tag}h{i}");
+            let link = format!("{tag}h{i}a");
+            let peer = format!("{tag}h{i}b");
+            let addr = std::net::Ipv4Addr::new(10, 213, subnet, 10 + i as u8);
+            let _ = Command::new("ip").args(["netns", "del", &netns]).output();
+            ip(&["netns", "add", &netns]);
+            ip(&["link", "add", &link, "type", "veth", "peer", "name", &peer]);
+            ip(&["link", "set", &link, "master", &lab.bridge]);
+            ip(&["link", "set", &link, "up"]);
+            ip(&["link", "set", &peer, "netns", &netns]);
+            ip(&[
+                "netns",
+                "exec",
+                &netns,
+                "ip",
+                "addr",
+                "add",
+                &format!("{addr}/24"),
+                "dev",
+                &peer,
+            ]);
+            ip(&["netns", "exec", &netns, "ip", "link", "set", &peer, "up"]);
+            ip(&["netns", "exec", &netns, "ip", "link", "set", "lo", "up"]);
+            lab.hosts.push(NetHost {
+                netns,
+                link,
+                ip: addr,
+            });
+        }
+        lab
+    }
+
+    /// Cuts host `i` off (its link down) or heals it.
+    pub fn set_link(&self, i: usize, up: bool) {
+        ip(&[
+            "link",
+            "set",
+            &self.hosts[i].link,
+            if up { "up" } else { "down" },
+        ]);
+    }
+}
+
+impl Drop for NetLab {
+    fn drop(&mut self) {
+        for h in &self.hosts {
+            let _ = Command::new("ip").args(["netns", "del", &h.netns]).output();
+            let _ = Command::new("ip").args(["link", "del", &h.link]).output();
+        }
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .output();
     }
 }
 

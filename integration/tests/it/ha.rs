@@ -183,3 +183,92 @@ fn a_master_is_removed_and_another_added_while_tasks_launch() {
         );
     }
 }
+
+#[test]
+fn a_leader_cut_off_from_the_others_is_replaced_and_rejoins_as_a_follower() {
+    if let Err(why) = integration::NetLab::available() {
+        eprintln!("skipping a_leader_cut_off_from_the_others_is_replaced_and_rejoins_as_a_follower: {why}");
+        return;
+    }
+    // Three master hosts, each its own network namespace on a bridge; agent and clients in the
+    // root namespace.
+    let lab = integration::NetLab::new(3);
+    let mut c = Cluster::start_replicated_on(3, Some(&lab));
+    c.start_agent("a1", &["--resources", "cpus:2;mem:1GiB"]);
+    let markers = c.dir.path().join("markers");
+    std::fs::create_dir_all(&markers).expect("mkdir");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&markers, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let marker = markers.join("starts");
+    let cmd = format!("echo started >> {}; sleep 12; echo done", marker.display());
+    let long = c.spawn_client("fw", &["run", "--name", "partitioned", "--", &cmd]);
+    let deadline = Instant::now() + T;
+    while !task_running(&c, "partitioned") {
+        assert!(Instant::now() < deadline, "the task never ran");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let old = c.wait_for_leader(T);
+    lab.set_link(old, false);
+    // The majority elects a leader and serves.
+    let deadline = Instant::now() + T;
+    loop {
+        let out = c.client("fw2", &["run", "--placement-timeout", "5", "--", "true"], T);
+        if out.status.code() == Some(0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the majority did not serve: {}",
+            stderr(&out)
+        );
+    }
+    let new = c.wait_for_leader(T);
+    assert_ne!(new, old);
+    // The cut-off master accepts no writes: a client next to it cannot launch anything.
+    let mut args: Vec<String> = vec![
+        "netns".into(),
+        "exec".into(),
+        lab.hosts[old].netns.clone(),
+        integration::corral_bin().display().to_string(),
+        "run".into(),
+        "--master".into(),
+        c.master_addrs[old].to_string(),
+    ];
+    args.extend(c.certs.flags("fw2"));
+    args.extend([
+        "--placement-timeout".into(),
+        "3".into(),
+        "--".into(),
+        "true".into(),
+    ]);
+    let cut_off = std::process::Command::new("ip")
+        .args(&args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn a client in the cut-off namespace");
+    let out = wait_child(cut_off, T);
+    assert_ne!(
+        out.status.code(),
+        Some(0),
+        "the cut-off master accepted a launch: {}",
+        stderr(&out)
+    );
+    // Heal: the old leader rejoins as a follower.
+    lab.set_link(old, true);
+    c.master_daemon(old).wait_for_log("following", T);
+    // No task lost or run twice.
+    let out = wait_child(long, T);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert_eq!(err.matches("TASK_FINISHED").count(), 1, "{err}");
+    let starts = std::fs::read_to_string(&marker).expect("marker");
+    assert_eq!(
+        starts.lines().count(),
+        1,
+        "the task ran more than once: {starts:?}"
+    );
+    drop(c);
+    drop(lab);
+}
