@@ -430,3 +430,44 @@ fn resent_updates_reach_each_framework_session_once() {
     );
     assert!(acked_late);
 }
+
+#[test]
+fn a_new_leader_waits_for_agents_to_reregister_then_marks_the_missing_unreachable() {
+    let mut sim = sim();
+    let back = sim.add_agent("back", "cpus:2;mem:1GiB", true);
+    let gone = sim.add_agent("gone", "cpus:2;mem:1GiB", true);
+    sim.pump();
+    let (back_id, gone_id) = (sim.agent_id(back), sim.agent_id(gone));
+    // Failover: a new leader rebuilds its core from the replicated registry alone.
+    let config = master_core::MasterConfig {
+        id_prefix: "new".into(),
+        ..Default::default()
+    };
+    let timeout = config.agent_reregister_timeout;
+    let registry = sim.master.registry().clone();
+    sim.master = master_core::Master::with_registry(config, sim.now, registry);
+    let status = |sim: &Sim, id: &AgentId| {
+        sim.master
+            .snapshot()
+            .agents
+            .iter()
+            .find(|a| a.id == *id)
+            .map(|a| a.status)
+    };
+    // Both are still known, not yet written off.
+    assert_eq!(status(&sim, &gone_id), Some(proto::AgentStatus::Active));
+    sim.reconnect_agent(back);
+    sim.advance(timeout / 2);
+    assert_eq!(
+        status(&sim, &gone_id),
+        Some(proto::AgentStatus::Active),
+        "still within the bound"
+    );
+    sim.advance(timeout);
+    assert_eq!(status(&sim, &back_id), Some(proto::AgentStatus::Active));
+    assert_eq!(
+        status(&sim, &gone_id),
+        Some(proto::AgentStatus::Unreachable),
+        "an agent that never re-registered is unreachable after agent_reregister_timeout"
+    );
+}
