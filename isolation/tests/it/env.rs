@@ -46,8 +46,14 @@ impl Env {
             eprintln!("SKIP {name}: {why}");
             return None;
         }
-        // Not below /tmp: the task's private /tmp is mounted over it.
-        let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+        // Not below /tmp: the task's private /tmp is mounted over it (and the checkout itself may
+        // live under /tmp).
+        let target_tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+        let base = if target_tmp.starts_with("/tmp") {
+            PathBuf::from("/var/tmp/corral-isolation-it")
+        } else {
+            target_tmp
+        };
         std::fs::create_dir_all(&base).expect("target tmp dir");
         let dir = tempfile::tempdir_in(&base).expect("tempdir");
         // Sandboxes live below: the task user must be able to traverse it.
