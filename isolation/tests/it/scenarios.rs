@@ -194,6 +194,8 @@ fn hostname_and_private_tmp() {
         "task-42"
     );
 
+    // A probe left by an earlier, failed run would prove nothing.
+    let _ = std::fs::remove_file("/tmp/corral-private-tmp-probe");
     let spec = env.spec("tmp", &["create", "/tmp/corral-private-tmp-probe"]);
     let c = env.iso.launch("tmp", &spec).unwrap();
     assert!(c.wait().unwrap().success(), "{}", Env::stdout(&spec));
