@@ -11,11 +11,32 @@ pub struct Env {
     pub init: PathBuf,
 }
 
-/// The helper binary: `ISOLATION_TEST_INIT` (in a VM) or the one cargo built.
+/// The helper binary: `ISOLATION_TEST_INIT` (in a VM) or the one cargo built. Tasks run it
+/// too, and a task's /tmp is private: a build under /tmp is copied out of it once.
 pub fn init_program() -> PathBuf {
-    std::env::var_os("ISOLATION_TEST_INIT")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_isolation-test-init")))
+    static PROGRAM: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    PROGRAM
+        .get_or_init(|| {
+            let built = std::env::var_os("ISOLATION_TEST_INIT")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_isolation-test-init")));
+            if !built.starts_with("/tmp") {
+                return built;
+            }
+            let dir = PathBuf::from(format!(
+                "/var/tmp/corral-isolation-it/bin-{}",
+                std::process::id()
+            ));
+            std::fs::create_dir_all(&dir).expect("mkdir for the test init");
+            for d in [dir.parent().expect("parent"), dir.as_path()] {
+                std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+            }
+            let copy = dir.join("isolation-test-init");
+            std::fs::copy(&built, &copy).expect("copy the test init");
+            std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+            copy
+        })
+        .clone()
 }
 
 /// Why these tests cannot run here, if they cannot.
