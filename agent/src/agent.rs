@@ -1078,30 +1078,15 @@ impl Agent {
         for (k, v) in &info.command.environment {
             env.insert(k.clone(), v.clone());
         }
-        let r = &info.resources;
-        Ok(ContainerSpec {
+        Ok(container_spec(
             argv,
-            env: env.into_iter().collect(),
-            cwd: sandbox.to_path_buf(),
-            stdout: sandbox.join("stdout"),
-            stderr: sandbox.join("stderr"),
+            env,
+            sandbox,
             user,
-            cpus: (r.cpus_milli > 0).then(|| r.cpus()),
-            cpu_hard_limit: info.container.cpu_hard_limit.unwrap_or(true),
-            memory_bytes: (r.mem_bytes > 0).then_some(r.mem_bytes),
-            pids_limit: info.container.pids_limit,
-            namespaces: isolation::Namespaces {
-                pid: true,
-                mount: true,
-                uts: true,
-                ipc: true,
-                network: match info.container.network {
-                    proto::NetworkMode::Host => isolation::NetworkNs::Host,
-                    proto::NetworkMode::Isolated => isolation::NetworkNs::Isolated,
-                },
-            },
-            hostname: Some(self.config.hostname.clone()),
-        })
+            &info.resources,
+            &info.container,
+            &self.config.hostname,
+        ))
     }
 
     async fn on_launched(&mut self, task_id: TaskId, result: Result<Arc<Handle>, String>) {
@@ -1293,6 +1278,43 @@ impl Agent {
             data,
             eof,
         })
+    }
+}
+
+/// The container for a command: its argv and complete environment, the sandbox with its
+/// stdout and stderr files, the user, and limits from the resources (cpu weight and cap,
+/// memory, pids) in pid/mount/uts/ipc namespaces (and a network one when asked for).
+pub(crate) fn container_spec(
+    argv: Vec<String>,
+    env: BTreeMap<String, String>,
+    sandbox: &Path,
+    user: Option<String>,
+    r: &Resources,
+    container: &proto::ContainerSettings,
+    hostname: &str,
+) -> ContainerSpec {
+    ContainerSpec {
+        argv,
+        env: env.into_iter().collect(),
+        cwd: sandbox.to_path_buf(),
+        stdout: sandbox.join("stdout"),
+        stderr: sandbox.join("stderr"),
+        user,
+        cpus: (r.cpus_milli > 0).then(|| r.cpus()),
+        cpu_hard_limit: container.cpu_hard_limit.unwrap_or(true),
+        memory_bytes: (r.mem_bytes > 0).then_some(r.mem_bytes),
+        pids_limit: container.pids_limit,
+        namespaces: isolation::Namespaces {
+            pid: true,
+            mount: true,
+            uts: true,
+            ipc: true,
+            network: match container.network {
+                proto::NetworkMode::Host => isolation::NetworkNs::Host,
+                proto::NetworkMode::Isolated => isolation::NetworkNs::Isolated,
+            },
+        },
+        hostname: Some(hostname.to_owned()),
     }
 }
 

@@ -484,29 +484,15 @@ impl Agent {
         for (k, v) in &c.environment {
             env.insert(k.clone(), v.clone());
         }
-        Ok(ContainerSpec {
+        Ok(super::container_spec(
             argv,
-            env: env.into_iter().collect(),
-            cwd: sandbox.to_path_buf(),
-            stdout: sandbox.join("stdout"),
-            stderr: sandbox.join("stderr"),
+            env,
+            sandbox,
             user,
-            cpus: (r.cpus_milli > 0).then(|| r.cpus()),
-            cpu_hard_limit: info.container.cpu_hard_limit.unwrap_or(true),
-            memory_bytes: (r.mem_bytes > 0).then_some(r.mem_bytes),
-            pids_limit: info.container.pids_limit,
-            namespaces: isolation::Namespaces {
-                pid: true,
-                mount: true,
-                uts: true,
-                ipc: true,
-                network: match info.container.network {
-                    proto::NetworkMode::Host => isolation::NetworkNs::Host,
-                    proto::NetworkMode::Isolated => isolation::NetworkNs::Isolated,
-                },
-            },
-            hostname: Some(self.config.hostname.clone()),
-        })
+            r,
+            &info.container,
+            &self.config.hostname,
+        ))
     }
 
     pub(super) async fn on_executor_launched(
