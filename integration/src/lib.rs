@@ -245,18 +245,24 @@ pub struct Cluster {
     pub dir: tempfile::TempDir,
 }
 
+/// A cluster's directory (under /var/tmp: tasks get a private /tmp, and run as a user who must
+/// reach their sandboxes) and its CA.
+fn cluster_dir() -> (tempfile::TempDir, Certs) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::Builder::new()
+        .prefix("corral-it-")
+        .tempdir_in("/var/tmp")
+        .expect("tempdir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let certs = Certs::new(&dir.path().join("certs"));
+    (dir, certs)
+}
+
 impl Cluster {
     /// Starts a master with certificates for: master `m1`, frameworks `fw`, `fw2`, operator `op`,
     /// and an agent certificate per agent started later.
     pub fn start_master(extra_master_args: &[&str]) -> Cluster {
-        let dir = tempfile::Builder::new()
-            .prefix("corral-it-")
-            .tempdir_in("/var/tmp")
-            .expect("tempdir");
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
-            .expect("chmod");
-        let certs = Certs::new(&dir.path().join("certs"));
+        let (dir, certs) = cluster_dir();
         for (role, name) in [
             ("master", "m1"),
             ("framework", "fw"),
@@ -303,14 +309,7 @@ impl Cluster {
     /// Like [`Cluster::start_replicated`], with master `i` in `lab`'s host `i` (its own network
     /// namespace) when a lab is given.
     pub fn start_replicated_on(n: usize, lab: Option<&NetLab>) -> Cluster {
-        let dir = tempfile::Builder::new()
-            .prefix("corral-it-")
-            .tempdir_in("/var/tmp")
-            .expect("tempdir");
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
-            .expect("chmod");
-        let certs = Certs::new(&dir.path().join("certs"));
+        let (dir, certs) = cluster_dir();
         for (role, name) in [
             ("framework", "fw"),
             ("framework", "fw2"),
