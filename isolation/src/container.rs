@@ -75,7 +75,9 @@ pub struct Container {
     /// `None` when the init was already gone at recovery.
     pub(crate) pidfd: Option<OwnedFd>,
     pub(crate) run_dir: PathBuf,
-    pub(crate) limits: Limits,
+    /// The limits in force. Held while limits are checked or changed, so a drift check never
+    /// sees (and "restores") a half-done update.
+    pub(crate) limits: Mutex<Limits>,
     pub(crate) oom_baseline: u64,
     pub(crate) exit: Mutex<Option<ExitInfo>>,
 }
@@ -145,7 +147,7 @@ impl Container {
             pid: self.pid,
             pid_start_time: self.start_time,
             run_dir: self.run_dir.clone(),
-            limits: self.limits.clone(),
+            limits: self.limits(),
             oom_kill_baseline: self.oom_baseline,
         }
     }
@@ -229,7 +231,7 @@ impl Container {
         let limitation = match (oom_killed, report) {
             (true, Some(r)) => Some(proto::Limitation {
                 resource: proto::LimitedResource::Memory,
-                limit: r.limit.or(self.limits.memory_bytes).unwrap_or(0),
+                limit: r.limit.or(self.limits().memory_bytes).unwrap_or(0),
                 peak: r.peak,
                 events: r.events,
             }),
@@ -305,10 +307,68 @@ impl Container {
         self.cgroup.usage()
     }
 
+    /// The limits in force (as launched, or as last changed by [`Container::update_limits`]).
+    pub fn limits(&self) -> Limits {
+        self.limits
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Changes the limits of the running container (a custom executor's container grows and
+    /// shrinks with its tasks) and returns the limits now in force. `new` is validated like a
+    /// spec's limits (memory rounded up to whole pages). A limit can change in amount but not be
+    /// added or removed. Memory is never cut below what the container uses now that reclaim
+    /// cannot free (v2 would OOM-kill, v1 refuse): that is [`IsolationError::LimitBelowUsage`]
+    /// and nothing is written. If a write fails the old values are written back (best effort)
+    /// and the error names the file. [`Container::record`] and [`Container::check_limits`] use
+    /// the new limits from then on.
+    pub fn update_limits(&self, new: &Limits) -> Result<Limits> {
+        let new = crate::isolator::validate_limits(new)?;
+        let mut cur = self.limits.lock().unwrap_or_else(|p| p.into_inner());
+        if *cur == new {
+            return Ok(new);
+        }
+        let change = |reason: &str| IsolationError::LimitChange {
+            id: self.id.clone(),
+            reason: reason.to_owned(),
+        };
+        if cur.memory_bytes.is_some() != new.memory_bytes.is_some() {
+            return Err(change(
+                "a memory limit can change but not be added or removed",
+            ));
+        }
+        if cur.cpus.is_some() != new.cpus.is_some() || cur.cpu_hard_limit != new.cpu_hard_limit {
+            return Err(change("a cpu limit can change but not be added or removed"));
+        }
+        if let (Some(old), Some(limit)) = (cur.memory_bytes, new.memory_bytes) {
+            if limit < old {
+                let usage = self.cgroup.memory_working_set()?;
+                if usage > limit {
+                    return Err(IsolationError::LimitBelowUsage {
+                        id: self.id.clone(),
+                        limit,
+                        usage,
+                    });
+                }
+            }
+        }
+        if let Err(e) = self.cgroup.update(&cur, &new) {
+            if let Err(back) = self.cgroup.update(&new, &cur) {
+                tracing::warn!(container = %self.id, error = %back,
+                    "cannot restore limits after a failed change; the next drift check retries");
+            }
+            return Err(e);
+        }
+        *cur = new.clone();
+        Ok(new)
+    }
+
     /// Reads every limit file back, restores the ones that changed and returns what drifted.
     pub fn check_limits(&self) -> Result<Vec<LimitDrift>> {
+        let limits = self.limits.lock().unwrap_or_else(|p| p.into_inner());
         let mut drift = Vec::new();
-        for (file, expected) in self.cgroup.limit_files(&self.limits) {
+        for (file, expected) in self.cgroup.limit_files(&limits) {
             let found = read_file(&file)?.trim().to_string();
             if found != expected {
                 write_file(&file, &expected)?;

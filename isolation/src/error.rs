@@ -67,6 +67,13 @@ pub enum IsolationError {
     AlreadyExists(String),
     #[error("container record for {id} is invalid: {reason}")]
     BadRecord { id: String, reason: String },
+    #[error(
+        "cannot lower the memory limit of container {id} to {limit} bytes: it uses {usage} bytes \
+         now (lower it once the task that used them has ended)"
+    )]
+    LimitBelowUsage { id: String, limit: u64, usage: u64 },
+    #[error("cannot change the limits of container {id}: {reason}")]
+    LimitChange { id: String, reason: String },
     #[error("timed out after {seconds:.1} s waiting for {what}")]
     Timeout { what: String, seconds: f64 },
 }

@@ -195,6 +195,62 @@ impl Isolator {
         Ok(())
     }
 
+    /// The ids of every container this isolator's layout holds: the cgroups under the task
+    /// parents and the run dirs under the run root, whether or not anyone has a handle to them
+    /// (an agent that crashed between creating a container and checkpointing it leaves one
+    /// that only this listing finds).
+    pub fn container_ids(&self) -> Result<Vec<String>> {
+        let mut ids = std::collections::BTreeSet::new();
+        let mut dirs: Vec<PathBuf> = self.task_parents().into_values().collect();
+        dirs.push(self.config.run_root.clone());
+        for dir in dirs {
+            let entries = match std::fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(IsolationError::io("list", &dir, e)),
+            };
+            for entry in entries.flatten() {
+                let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
+                if let (true, Some(name)) = (is_dir, entry.file_name().to_str()) {
+                    if validate_id(name).is_ok() {
+                        ids.insert(name.to_owned());
+                    }
+                }
+            }
+        }
+        Ok(ids.into_iter().collect())
+    }
+
+    /// Ends the container `id` without a handle (or a record): SIGKILLs every process in its
+    /// cgroups, waits until they are empty, removes them and its run dir. A missing cgroup or
+    /// run dir is fine, so this also cleans up after a launch that was cut short.
+    pub fn destroy_by_id(&self, id: &str) -> Result<()> {
+        validate_id(id)?;
+        let cgroup = self.manager(id);
+        let start = Instant::now();
+        loop {
+            let procs = match cgroup.procs() {
+                Ok(p) => p,
+                // The cgroup is gone (or was never made): nothing runs.
+                Err(_) if cgroup.paths().values().all(|p| !p.exists()) => Vec::new(),
+                Err(e) => return Err(e),
+            };
+            if procs.is_empty() {
+                break;
+            }
+            if start.elapsed() > crate::container::KILL_TIMEOUT {
+                return Err(IsolationError::Timeout {
+                    what: format!("container {id} to exit after SIGKILL"),
+                    seconds: crate::container::KILL_TIMEOUT.as_secs_f64(),
+                });
+            }
+            cgroup.kill_all()?;
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        cgroup.remove()?;
+        remove_run_dir(&self.config.run_root.join(id))
+    }
+
     fn manager(&self, id: &str) -> Box<dyn CgroupManager> {
         match &self.layout {
             Layout::V1(l) => Box::new(l.manager(id)),
@@ -252,7 +308,7 @@ impl Isolator {
             start_time: start,
             pidfd: Some(pidfd),
             run_dir,
-            limits,
+            limits: Mutex::new(limits),
             oom_baseline: baseline,
             exit: Mutex::new(None),
         })
@@ -517,7 +573,7 @@ impl Isolator {
             start_time: saved.pid_start_time,
             pidfd,
             run_dir: saved.run_dir.clone(),
-            limits: saved.limits.clone(),
+            limits: Mutex::new(saved.limits.clone()),
             oom_baseline: saved.oom_kill_baseline,
             exit: Mutex::new(None),
         })
@@ -554,7 +610,32 @@ pub fn validate_spec(spec: &ContainerSpec, default_pids_limit: u64) -> Result<Li
             )));
         }
     }
-    if let Some(c) = spec.cpus {
+    let limits = validate_limits(&Limits {
+        cpus: spec.cpus,
+        cpu_hard_limit: spec.cpu_hard_limit,
+        memory_bytes: spec.memory_bytes,
+        pids_max: spec.pids_limit.unwrap_or(default_pids_limit),
+    })?;
+    if let Some(h) = &spec.hostname {
+        if !spec.namespaces.uts {
+            return Err(IsolationError::InvalidSpec(
+                "hostname needs a uts namespace".into(),
+            ));
+        }
+        if h.is_empty() || h.len() > 64 || h.contains('\0') {
+            return Err(IsolationError::InvalidSpec(format!("bad hostname {h:?}")));
+        }
+    }
+    if spec.namespaces.pid && !spec.namespaces.mount {
+        // Without a mount namespace /proc would still show the host's processes.
+        tracing::debug!("pid namespace without mount namespace: /proc is the host's");
+    }
+    Ok(limits)
+}
+
+/// Checks limits (at launch and when they change) and rounds memory up to whole pages.
+pub fn validate_limits(l: &Limits) -> Result<Limits> {
+    if let Some(c) = l.cpus {
         if !c.is_finite() || c <= 0.0 || c > 4096.0 {
             return Err(IsolationError::InvalidLimit {
                 name: "cpus",
@@ -562,13 +643,13 @@ pub fn validate_spec(spec: &ContainerSpec, default_pids_limit: u64) -> Result<Li
             });
         }
     }
-    if spec.cpu_hard_limit && spec.cpus.is_none() {
+    if l.cpu_hard_limit && l.cpus.is_none() {
         return Err(IsolationError::InvalidLimit {
             name: "cpus",
             reason: "cpu_hard_limit needs cpus".into(),
         });
     }
-    let memory_bytes = match spec.memory_bytes {
+    let memory_bytes = match l.memory_bytes {
         Some(0) => {
             return Err(IsolationError::InvalidLimit {
                 name: "memory",
@@ -584,30 +665,16 @@ pub fn validate_spec(spec: &ContainerSpec, default_pids_limit: u64) -> Result<Li
         Some(m) => Some(m.div_ceil(PAGE).saturating_mul(PAGE)),
         None => None,
     };
-    let pids_max = spec.pids_limit.unwrap_or(default_pids_limit);
+    let pids_max = l.pids_max;
     if pids_max < MIN_PIDS {
         return Err(IsolationError::InvalidLimit {
             name: "pids",
             reason: format!("{pids_max} is below {MIN_PIDS} (the init and the task)"),
         });
     }
-    if let Some(h) = &spec.hostname {
-        if !spec.namespaces.uts {
-            return Err(IsolationError::InvalidSpec(
-                "hostname needs a uts namespace".into(),
-            ));
-        }
-        if h.is_empty() || h.len() > 64 || h.contains('\0') {
-            return Err(IsolationError::InvalidSpec(format!("bad hostname {h:?}")));
-        }
-    }
-    if spec.namespaces.pid && !spec.namespaces.mount {
-        // Without a mount namespace /proc would still show the host's processes.
-        tracing::debug!("pid namespace without mount namespace: /proc is the host's");
-    }
     Ok(Limits {
-        cpus: spec.cpus,
-        cpu_hard_limit: spec.cpu_hard_limit,
+        cpus: l.cpus,
+        cpu_hard_limit: l.cpu_hard_limit,
         memory_bytes,
         pids_max,
     })

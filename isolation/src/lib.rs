@@ -30,8 +30,8 @@ pub use container::{Container, ContainerRecord, ExitInfo, LimitDrift, KILL_TIMEO
 pub use error::{IsolationError, Result};
 pub use init::{init_main, DEFAULT_PATH};
 pub use isolator::{
-    validate_id, validate_spec, Backend, Isolator, IsolatorConfig, MIN_MEMORY_BYTES, MIN_PIDS,
-    START_TIMEOUT,
+    validate_id, validate_limits, validate_spec, Backend, Isolator, IsolatorConfig,
+    MIN_MEMORY_BYTES, MIN_PIDS, START_TIMEOUT,
 };
 pub use node::{parse_cpu_max_milli, NodeResources, Reservation};
 pub use spec::{ContainerSpec, ExitStatus, InitSpec, Namespaces, NetworkNs};

@@ -18,6 +18,27 @@ fn main() {
         "true" => 0,
         "exit" => arg(0).parse().unwrap_or(1),
         "alloc" => alloc(arg(0).parse().unwrap_or(0)),
+        // Waits (up to a minute) until PATH exists, then allocates MIB: lets a test change the
+        // container's limits before the allocation.
+        "alloc-when" => {
+            let start = Instant::now();
+            while !std::path::Path::new(&arg(0)).exists() && start.elapsed().as_secs() < 60 {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            alloc(arg(1).parse().unwrap_or(0))
+        }
+        // Allocates MIB, says so, and holds it for SECS.
+        "hold" => {
+            let mut chunks = Vec::new();
+            for i in 0..arg(0).parse::<usize>().unwrap_or(0) {
+                chunks.push(vec![i as u8 | 1; 1 << 20]);
+            }
+            println!("holding {} MiB", chunks.len());
+            let _ = std::io::stdout().flush();
+            std::thread::sleep(Duration::from_secs_f64(arg(1).parse().unwrap_or(1.0)));
+            std::hint::black_box(&chunks);
+            0
+        }
         "spin" => spin(arg(0).parse().unwrap_or(1.0)),
         "sleep" => {
             std::thread::sleep(Duration::from_secs_f64(arg(0).parse().unwrap_or(1.0)));

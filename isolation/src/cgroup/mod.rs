@@ -143,6 +143,21 @@ pub trait CgroupManager: Send + Sync + Debug {
         }
         Ok(())
     }
+    /// The files [`CgroupManager::update`] writes to move a live cgroup from `old` to `new`, in
+    /// an order the kernel accepts at every step (v1: `memory.memsw.limit_in_bytes` must stay
+    /// at or above `memory.limit_in_bytes`, so a raise writes memsw first, a cut the limit first).
+    fn update_files(&self, old: &Limits, new: &Limits) -> Vec<(PathBuf, String)> {
+        let _ = old;
+        self.limit_files(new)
+    }
+    /// Changes the limits of a live cgroup from `old` to `new` ([`CgroupManager::update_files`]).
+    /// Stops at the first failed write and returns its error (naming the file).
+    fn update(&self, old: &Limits, new: &Limits) -> Result<()> {
+        for (path, value) in self.update_files(old, new) {
+            write_file(&path, &value)?;
+        }
+        Ok(())
+    }
     /// `cgroup.procs` of every hierarchy, opened for writing (O_CLOEXEC), so a forked child can
     /// join by writing "0" before exec.
     fn join_files(&self) -> Result<Vec<File>>;
@@ -162,6 +177,10 @@ pub trait CgroupManager: Send + Sync + Debug {
     fn kill_all(&self) -> Result<()>;
     /// cpu user/system/throttled, memory current/peak, pids current.
     fn usage(&self) -> Result<proto::ResourceUsage>;
+    /// Memory in use that reclaim cannot drop (usage minus inactive file cache, kubelet's
+    /// "working set"): a memory limit below it would make the kernel OOM-kill (v2) or refuse
+    /// (v1).
+    fn memory_working_set(&self) -> Result<u64>;
     fn memory_report(&self) -> Result<MemoryReport>;
     /// Removes the cgroup directories, retrying EBUSY; missing directories are fine.
     fn remove(&self) -> Result<()>;

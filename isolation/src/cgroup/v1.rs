@@ -197,6 +197,26 @@ impl CgroupManager for V1Manager {
         out
     }
 
+    fn update_files(&self, old: &Limits, new: &Limits) -> Vec<(PathBuf, String)> {
+        let mut files = self.limit_files(new);
+        // limit_files writes limit_in_bytes before memsw (right for a cut, and for a new cgroup,
+        // where both start unlimited). A raise must lift memsw first: the kernel refuses a
+        // limit above the current memsw with EINVAL.
+        let raise = matches!((old.memory_bytes, new.memory_bytes), (Some(o), Some(n)) if n > o);
+        if raise {
+            let limit = files
+                .iter()
+                .position(|(p, _)| p.ends_with("memory.limit_in_bytes"));
+            let memsw = files
+                .iter()
+                .position(|(p, _)| p.ends_with("memory.memsw.limit_in_bytes"));
+            if let (Some(l), Some(m)) = (limit, memsw) {
+                files.swap(l, m);
+            }
+        }
+        files
+    }
+
     fn join_files(&self) -> Result<Vec<File>> {
         self.unique_dirs()
             .into_iter()
@@ -263,6 +283,13 @@ impl CgroupManager for V1Manager {
             mem_peak_bytes: read_u64(&self.f("memory", "memory.max_usage_in_bytes")?).ok(),
             pids_current: read_u64(&self.f("pids", "pids.current")?)?,
         })
+    }
+
+    fn memory_working_set(&self) -> Result<u64> {
+        let usage = read_u64(&self.f("memory", "memory.usage_in_bytes")?)?;
+        let stat = parse_flat_keyed(&read_file(&self.f("memory", "memory.stat")?)?);
+        let inactive = stat.get("total_inactive_file").copied().unwrap_or(0);
+        Ok(usage.saturating_sub(inactive))
     }
 
     fn memory_report(&self) -> Result<MemoryReport> {

@@ -251,6 +251,13 @@ impl CgroupManager for V2Manager {
         })
     }
 
+    fn memory_working_set(&self) -> Result<u64> {
+        let usage = read_u64(&self.f("memory.current"))?;
+        let stat = parse_flat_keyed(&read_file(&self.f("memory.stat"))?);
+        let inactive = stat.get("inactive_file").copied().unwrap_or(0);
+        Ok(usage.saturating_sub(inactive))
+    }
+
     fn memory_report(&self) -> Result<MemoryReport> {
         let events = parse_flat_keyed(&read_file(&self.f("memory.events"))?);
         let limit = read_file(&self.f("memory.max"))?.trim().parse::<u64>().ok();

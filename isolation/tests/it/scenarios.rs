@@ -376,18 +376,22 @@ fn unprivileged_task_is_confined() {
     c.destroy().unwrap();
 }
 
+fn pids_max_file(c: &isolation::Container) -> std::path::PathBuf {
+    let paths = c.cgroup_paths();
+    paths
+        .get("pids")
+        .or(paths.get("unified"))
+        .expect("a pids cgroup")
+        .join("pids.max")
+}
+
 #[test]
 fn check_limits_restores_drift() {
     let env = env_or_skip!("drift");
     let mut spec = env.spec("drift", &["sleep", "30"]);
     spec.pids_limit = Some(50);
     let c = env.iso.launch("drift", &spec).unwrap();
-    let paths = c.cgroup_paths();
-    let pids_file = paths
-        .get("pids")
-        .or(paths.get("unified"))
-        .unwrap()
-        .join("pids.max");
+    let pids_file = pids_max_file(&c);
     std::fs::write(&pids_file, "1000").unwrap();
     let drift = c.check_limits().unwrap();
     assert_eq!(drift.len(), 1, "{drift:?}");
@@ -688,4 +692,191 @@ fn user_policy_is_enforced() {
     assert!(matches!(err, IsolationError::RootNotAllowed(_)), "{err:?}");
     assert_gone(&env, "notallowed", &[]);
     assert_gone(&env, "root", &[]);
+}
+
+/// The memory limit, the swap limit file's value (v1 memsw, v2 swap.max; None without swap
+/// accounting), pids.max and the cpu quota of a container, read from its cgroup files.
+fn limit_files(c: &isolation::Container) -> (u64, Option<String>, String, String) {
+    let paths = c.cgroup_paths();
+    let read = |ctrl: &str, v1: &str, v2: &str| -> Option<String> {
+        let (dir, name) = match paths.get("unified") {
+            Some(d) => (d, v2),
+            None => (paths.get(ctrl).expect("controller dir"), v1),
+        };
+        std::fs::read_to_string(dir.join(name))
+            .ok()
+            .map(|t| t.trim().to_owned())
+    };
+    let mem = read("memory", "memory.limit_in_bytes", "memory.max")
+        .expect("memory limit file")
+        .parse()
+        .expect("a number");
+    let swap = read("memory", "memory.memsw.limit_in_bytes", "memory.swap.max");
+    let pids = read("pids", "pids.max", "pids.max").expect("pids.max");
+    let cpu = match paths.get("unified") {
+        Some(_) => read("cpu", "", "cpu.max").expect("cpu.max"),
+        None => read("cpu", "cpu.cfs_quota_us", "").expect("cfs_quota_us"),
+    };
+    (mem, swap, pids, cpu)
+}
+
+#[test]
+fn update_limits_raises_a_running_container_and_the_task_gets_the_room() {
+    let env = env_or_skip!("update-raise");
+    let mut spec = env.spec("update-raise", &[]);
+    let go = spec.cwd.join("go");
+    spec.argv = vec![
+        env.init.display().to_string(),
+        "alloc-when".into(),
+        go.display().to_string(),
+        "80".into(),
+    ];
+    spec.memory_bytes = Some(32 << 20);
+    spec.pids_limit = Some(50);
+    spec.cpus = Some(0.5);
+    spec.cpu_hard_limit = true;
+    let c = env.iso.launch("update-raise", &spec).unwrap();
+    let v2 = c.version() == isolation::CgroupVersion::V2;
+    let (mem, swap, pids, cpu) = limit_files(&c);
+    assert_eq!((mem, pids.as_str()), (32 << 20, "50"));
+    assert_eq!(cpu, if v2 { "50000 100000" } else { "50000" });
+    let mut bigger = c.limits();
+    bigger.memory_bytes = Some(128 << 20);
+    bigger.pids_max = 100;
+    bigger.cpus = Some(1.0);
+    assert_eq!(c.update_limits(&bigger).unwrap(), bigger);
+    let (mem, swap_after, pids, cpu) = limit_files(&c);
+    assert_eq!((mem, pids.as_str()), (128 << 20, "100"));
+    assert_eq!(cpu, if v2 { "100000 100000" } else { "100000" });
+    match (v2, swap, swap_after) {
+        // v2: swap stays off.
+        (true, Some(_), Some(s)) => assert_eq!(s, "0"),
+        // v1: memsw was raised with (and before) the limit.
+        (false, Some(_), Some(s)) => assert_eq!(s, (128u64 << 20).to_string()),
+        (_, None, None) => eprintln!("no swap accounting on this kernel"),
+        other => panic!("swap file appeared or vanished: {other:?}"),
+    }
+    // The record (what the agent checkpoints) and the drift check use the new limits.
+    assert_eq!(c.record().limits, bigger);
+    assert!(c.check_limits().unwrap().is_empty(), "no false drift");
+    let pids_file = pids_max_file(&c);
+    std::fs::write(&pids_file, "1000").unwrap();
+    let drift = c.check_limits().unwrap();
+    assert_eq!(drift.len(), 1, "{drift:?}");
+    assert_eq!(std::fs::read_to_string(&pids_file).unwrap().trim(), "100");
+    // 80 MiB: far over the 32 MiB it started with, within the raised 128 MiB.
+    std::fs::write(&go, b"").unwrap();
+    let exit = c.wait().unwrap();
+    assert!(
+        exit.success() && !exit.oom_killed,
+        "the task did not get the raised limit: {exit:?}"
+    );
+    assert!(Env::stdout(&spec).contains("allocated 80 MiB"));
+    c.destroy().unwrap();
+}
+
+#[test]
+fn update_limits_never_cuts_memory_below_what_is_in_use() {
+    let env = env_or_skip!("update-lower");
+    let mut spec = env.spec("update-lower", &["hold", "48", "60"]);
+    spec.memory_bytes = Some(128 << 20);
+    spec.pids_limit = Some(50);
+    let c = env.iso.launch("update-lower", &spec).unwrap();
+    let start = Instant::now();
+    while !Env::stdout(&spec).contains("holding 48 MiB") {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "hold never started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let before = c.limits();
+    let mut cut = before.clone();
+    cut.memory_bytes = Some(32 << 20);
+    match c.update_limits(&cut) {
+        Err(IsolationError::LimitBelowUsage { limit, usage, .. }) => {
+            assert_eq!(limit, 32 << 20);
+            assert!(usage > 32 << 20, "{usage}");
+        }
+        other => panic!("a cut below use was not refused: {other:?}"),
+    }
+    assert!(
+        c.try_wait().unwrap().is_none(),
+        "the refused cut killed the task"
+    );
+    assert_eq!(c.limits(), before, "nothing changed");
+    assert_eq!(limit_files(&c).0, 128 << 20);
+    // A cut that leaves room works; v1 cuts the limit before memsw.
+    let mut fits = before.clone();
+    fits.memory_bytes = Some(96 << 20);
+    fits.pids_max = 20;
+    c.update_limits(&fits).unwrap();
+    let (mem, swap, pids, _) = limit_files(&c);
+    assert_eq!((mem, pids.as_str()), (96 << 20, "20"));
+    if c.version() == isolation::CgroupVersion::V1 {
+        if let Some(s) = swap {
+            assert_eq!(s, (96u64 << 20).to_string());
+        }
+    }
+    assert!(c.check_limits().unwrap().is_empty());
+    // Bad changes are typed errors and change nothing.
+    let mut gone = fits.clone();
+    gone.memory_bytes = None;
+    assert!(matches!(
+        c.update_limits(&gone),
+        Err(IsolationError::LimitChange { .. })
+    ));
+    let mut few = fits.clone();
+    few.pids_max = 1;
+    assert!(matches!(
+        c.update_limits(&few),
+        Err(IsolationError::InvalidLimit { name: "pids", .. })
+    ));
+    assert_eq!(c.limits(), fits);
+    assert!(c.try_wait().unwrap().is_none(), "still running");
+    c.kill(Duration::ZERO).unwrap();
+    c.destroy().unwrap();
+}
+
+#[test]
+fn destroy_by_id_ends_a_container_nobody_holds() {
+    let env = env_or_skip!("orphan");
+    let mut spec = env.spec("orphan", &["daemon", "PIDFILE"]);
+    let pidfile = spec.cwd.join("daemon.pid");
+    spec.argv[2] = pidfile.to_string_lossy().into_owned();
+    let c = env.iso.launch("orphan", &spec).unwrap();
+    let start = Instant::now();
+    while !pidfile.exists() && start.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let procs = c.procs().unwrap();
+    assert!(procs.len() >= 3, "init, task, daemon: {procs:?}");
+    let pid = c.pid();
+    let paths: Vec<_> = c.cgroup_paths().into_values().collect();
+    // The handle is dropped without a record, as when an agent dies right after the clone.
+    drop(c);
+    assert_eq!(env.iso.container_ids().unwrap(), vec!["orphan".to_owned()]);
+    // A launch cut short before its cgroup existed leaves only a run dir.
+    std::fs::create_dir_all(env.dir.path().join("run").join("half")).unwrap();
+    assert_eq!(
+        env.iso.container_ids().unwrap(),
+        vec!["half".to_owned(), "orphan".to_owned()]
+    );
+    env.iso.destroy_by_id("orphan").unwrap();
+    env.iso.destroy_by_id("half").unwrap();
+    wait_dead(&procs);
+    for p in &procs {
+        assert!(!alive(*p) || is_zombie(*p), "process {p} survived");
+    }
+    // The init was this process's child: reap it.
+    let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+    assert_gone(&env, "orphan", &paths);
+    assert_gone(&env, "half", &[]);
+    assert!(env.iso.container_ids().unwrap().is_empty());
+    // Unknown ids are fine; bad ids are refused.
+    env.iso.destroy_by_id("never-was").unwrap();
+    assert!(matches!(
+        env.iso.destroy_by_id("../x"),
+        Err(IsolationError::InvalidId(_))
+    ));
 }
