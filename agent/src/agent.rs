@@ -544,6 +544,13 @@ impl Agent {
         let now = Instant::now();
         if now >= self.next_limit_check {
             self.next_limit_check = now + LIMIT_CHECK_INTERVAL;
+            // A cut refused earlier (memory still in use) is retried here.
+            let keys: Vec<ExecKey> = self.executors.keys().cloned().collect();
+            for key in keys {
+                if let Err(err) = self.resize_executor(&key).await {
+                    tracing::debug!(executor = %key.1, error = %err, "cannot set an executor's limits to its tasks");
+                }
+            }
             self.check_limits();
         }
         if now >= self.next_gc {
@@ -571,12 +578,22 @@ impl Agent {
         self.flush_updates().await;
     }
 
+    /// Each command task's container usage, and for an executor's live tasks the usage of the
+    /// executor's container, which they share (Mesos reports usage per executor too).
     async fn send_usage(&mut self) {
+        let mut per_executor: BTreeMap<ExecKey, Option<proto::ResourceUsage>> = BTreeMap::new();
+        for (key, e) in &self.executors {
+            per_executor.insert(key.clone(), e.handle.as_ref().and_then(|h| h.usage()));
+        }
         let tasks: Vec<proto::TaskUsage> = self
             .tasks
             .iter()
+            .filter(|(_, t)| !t.state.is_terminal())
             .filter_map(|(id, t)| {
-                let usage = t.handle.as_ref()?.usage()?;
+                let usage = match Self::executor_key(t) {
+                    Some(key) => per_executor.get(&key).cloned().flatten()?,
+                    None => t.handle.as_ref()?.usage()?,
+                };
                 Some(proto::TaskUsage {
                     framework_id: t.framework_id.clone(),
                     task_id: id.clone(),
@@ -628,6 +645,16 @@ impl Agent {
         // Logged once durable: what the log says survives an agent crash.
         tracing::info!(task = %task_id, state = %state, %message, "task state");
         self.flush_updates().await;
+        if state.is_terminal() {
+            // An executor's container shrinks once a task of it has ended.
+            let key = self.tasks.get(task_id).and_then(Self::executor_key);
+            if let Some(key) = key {
+                if let Err(err) = self.resize_executor(&key).await {
+                    tracing::warn!(executor = %key.1, error = %err,
+                        "cannot lower an executor's limits after its task ended; retried at the next limit check");
+                }
+            }
+        }
     }
 
     fn task_key(framework_id: &FrameworkId, task_id: &TaskId) -> String {
@@ -667,7 +694,58 @@ impl Agent {
     async fn recover(&mut self) {
         self.recover_executors().await;
         self.recover_tasks().await;
-        self.after_recovery();
+        self.destroy_orphans().await;
+        self.after_recovery().await;
+    }
+
+    /// Destroys every container under the agent's cgroup subtree (and run dir) that no
+    /// recovered task or executor holds: one cloned before its first checkpoint when the agent
+    /// died, or one whose re-attach failed. Nothing may run that the agent cannot account for.
+    async fn destroy_orphans(&mut self) {
+        let runtime = self.runtime.clone();
+        if !matches!(runtime.as_ref(), Runtime::Isolated(_)) {
+            return;
+        }
+        let held: std::collections::BTreeSet<String> = self
+            .tasks
+            .values()
+            .filter_map(|t| t.handle.as_ref()?.record())
+            .chain(
+                self.executors
+                    .values()
+                    .filter_map(|e| e.handle.as_ref()?.record()),
+            )
+            .map(|r| r.id)
+            .collect();
+        let result = tokio::task::spawn_blocking(move || {
+            let Runtime::Isolated(iso) = runtime.as_ref() else {
+                return Ok(Vec::new());
+            };
+            let mut done = Vec::new();
+            for id in iso.container_ids().map_err(|e| e.to_string())? {
+                if held.contains(&id) {
+                    continue;
+                }
+                let r = iso.destroy_by_id(&id).map_err(|e| e.to_string());
+                done.push((id, r));
+            }
+            Ok::<_, String>(done)
+        })
+        .await;
+        match result {
+            Ok(Ok(done)) => {
+                for (id, r) in done {
+                    match r {
+                        Ok(()) => tracing::warn!(container = %id,
+                            "destroyed a container that no checkpoint names (left by an agent crash)"),
+                        Err(e) => tracing::error!(container = %id, error = %e,
+                            "cannot destroy a container that no checkpoint names"),
+                    }
+                }
+            }
+            Ok(Err(e)) => tracing::error!(error = %e, "cannot list the agent's containers"),
+            Err(e) => tracing::error!(error = %e, "the orphan sweep did not complete"),
+        }
     }
 
     async fn recover_tasks(&mut self) {

@@ -203,6 +203,66 @@ impl Agent {
             .collect()
     }
 
+    /// What the executor's container should have: its own resources plus those of its live
+    /// tasks, and its pids limit (its own, or the agent's default) plus each live task's
+    /// explicit one.
+    fn executor_wanted(&self, key: &ExecKey) -> Option<(Resources, u64)> {
+        let e = self.executors.get(key)?;
+        let live = self.live_executor_tasks(key);
+        let tasks = live.iter().filter_map(|id| self.tasks.get(id));
+        let mut r = e.info.resources.clone();
+        let mut pids = e
+            .info
+            .container
+            .pids_limit
+            .unwrap_or(self.config.default_pids_limit);
+        for t in tasks {
+            r = r.add(&t.info.resources);
+            pids = pids.saturating_add(t.info.container.pids_limit.unwrap_or(0));
+        }
+        Some((r, pids))
+    }
+
+    /// Brings the executor's container limits to [`Self::executor_wanted`]: raised before a new
+    /// task is handed over, lowered after a task ended. Checkpoints the executor when they
+    /// changed, so a restarted agent restores (and drift-checks) the right values. A container
+    /// still launching is resized once it runs; plain processes have no limits.
+    pub(super) async fn resize_executor(&mut self, key: &ExecKey) -> Result<(), String> {
+        let Some((want, pids)) = self.executor_wanted(key) else {
+            return Ok(());
+        };
+        let Some(handle) = self.executors.get(key).and_then(|e| e.handle.clone()) else {
+            return Ok(());
+        };
+        let Handle::Isolated(c) = handle.as_ref() else {
+            return Ok(());
+        };
+        let old = c.limits();
+        let mut new = old.clone();
+        if want.cpus_milli > 0 {
+            new.cpus = Some(want.cpus());
+        }
+        if want.mem_bytes > 0 {
+            new.memory_bytes = Some(want.mem_bytes);
+        }
+        new.pids_max = pids;
+        let h = handle.clone();
+        let result = tokio::task::spawn_blocking(move || match h.as_ref() {
+            Handle::Isolated(c) => c.update_limits(&new).map_err(|e| e.to_string()),
+            Handle::Plain(_) => Ok(new),
+        })
+        .await
+        .map_err(|e| format!("the limit update did not complete: {e}"))?;
+        let applied = result?;
+        if applied != old {
+            tracing::info!(executor = %key.1, cpus = ?applied.cpus,
+                memory = %applied.memory_bytes.map(size).unwrap_or_else(|| "none".into()),
+                pids = applied.pids_max, "executor container limits changed");
+            self.checkpoint_executor(key);
+        }
+        Ok(())
+    }
+
     pub(super) fn checkpoint_executor(&self, key: &ExecKey) {
         let Some(e) = self.executors.get(key) else {
             return;
@@ -240,6 +300,12 @@ impl Agent {
             })
             .await;
         }
+    }
+
+    /// Fails tasks whose executor could not be started or made room for.
+    async fn fail_launch(&mut self, ids: &[TaskId], message: &str) {
+        let (state, reason) = (TaskState::Failed, StatusReason::ContainerLaunchFailed);
+        self.fail_tasks(ids, state, reason, message).await;
     }
 
     /// RunTasks with an executor: launch it (if not running) with the tasks, or hand the tasks
@@ -330,21 +396,23 @@ impl Agent {
             .await;
             return;
         }
-        if running.is_none() {
-            if let Err(msg) = self
-                .launch_executor(&key, &framework, &info, &exec_sandbox, &need)
+        let ready = if running.is_none() {
+            self.launch_executor(&key, &framework, &info, &exec_sandbox, &need)
                 .await
-            {
-                let msg = format!("cannot launch executor {}: {msg}", info.executor_id);
-                self.fail_tasks(
-                    &ids,
-                    TaskState::Failed,
-                    StatusReason::ContainerLaunchFailed,
-                    &msg,
+                .map_err(|msg| format!("cannot launch executor {}: {msg}", info.executor_id))
+        } else {
+            // The container grows before the executor hears of the new tasks.
+            self.resize_executor(&key).await.map_err(|err| {
+                format!(
+                    "cannot raise the limits of executor {}'s container for the new tasks: {err}",
+                    info.executor_id
                 )
-                .await;
-                return;
-            }
+            })
+        };
+        if let Err(msg) = ready {
+            tracing::warn!(executor = %info.executor_id, error = %msg, "cannot start tasks on an executor");
+            self.fail_launch(&ids, &msg).await;
+            return;
         }
         for id in &ids {
             let exec = Some(info.executor_id.clone());
@@ -404,7 +472,21 @@ impl Agent {
         let listener = bind_socket(&socket, uid, gid)?;
         let abort = spawn_listener(listener, key.clone(), self.events.clone());
         let spec = match self.executor_spec(framework, info, sandbox, &socket, user, limits) {
-            Ok(s) => s,
+            Ok(mut s) => {
+                let task_pids: u64 = self
+                    .tasks
+                    .values()
+                    .filter(|t| Self::executor_key(t).as_ref() == Some(key))
+                    .filter(|t| !t.state.is_terminal())
+                    .map(|t| t.info.container.pids_limit.unwrap_or(0))
+                    .fold(0u64, |a, b| a.saturating_add(b));
+                let own = info
+                    .container
+                    .pids_limit
+                    .unwrap_or(self.config.default_pids_limit);
+                s.pids_limit = Some(own.saturating_add(task_pids));
+                s
+            }
             Err(e) => {
                 abort.abort();
                 let _ = std::fs::remove_file(&socket);
@@ -511,6 +593,11 @@ impl Agent {
                 let shutting_down = e.shutting_down;
                 tracing::info!(executor = %key.1, pid = handle.pid(), "executor running");
                 self.checkpoint_executor(&key);
+                // Tasks given to it while it launched: the container grows before they are
+                // handed over (at its subscription).
+                if let Err(err) = self.resize_executor(&key).await {
+                    tracing::warn!(executor = %key.1, error = %err, "cannot set an executor's limits to its tasks");
+                }
                 self.watch_executor(key.clone(), handle.clone());
                 for stream in pending {
                     self.on_executor_connection(key.clone(), stream).await;
@@ -523,13 +610,7 @@ impl Agent {
                 tracing::warn!(executor = %key.1, error = %message, "cannot launch executor");
                 let ids = self.live_executor_tasks(&key);
                 let msg = format!("cannot launch executor {}: {message}", key.1);
-                self.fail_tasks(
-                    &ids,
-                    TaskState::Failed,
-                    StatusReason::ContainerLaunchFailed,
-                    &msg,
-                )
-                .await;
+                self.fail_launch(&ids, &msg).await;
                 self.forget_executor(&key);
             }
         }
@@ -1164,9 +1245,13 @@ impl Agent {
 
     /// After task recovery: executors left without a live task (or already shutting down)
     /// are shut down again.
-    pub(super) fn after_recovery(&mut self) {
+    pub(super) async fn after_recovery(&mut self) {
         let keys: Vec<ExecKey> = self.executors.keys().cloned().collect();
         for key in keys {
+            // The agent may have died between a limit change and its checkpoint.
+            if let Err(err) = self.resize_executor(&key).await {
+                tracing::warn!(executor = %key.1, error = %err, "cannot set a recovered executor's limits to its tasks");
+            }
             let shutting = self.executors.get(&key).is_some_and(|e| e.shutting_down);
             if shutting {
                 if let Some(e) = self.executors.get_mut(&key) {

@@ -44,6 +44,18 @@ fn test_executor() -> String {
     .clone()
 }
 
+/// A master and one agent `a1` with `resources`, for a test that needs root (else None, with
+/// the reason printed).
+fn root_cluster(test: &str, resources: &str) -> Option<(Cluster, usize)> {
+    if skip_unless_root(test) {
+        return None;
+    }
+    transport::install_crypto_provider();
+    let mut c = Cluster::start_master(&[]);
+    let a = c.start_agent("a1", &["--resources", resources]);
+    Some((c, a))
+}
+
 fn options(c: &Cluster, name: &str) -> ClientOptions {
     c.client_options(name)
 }
@@ -171,8 +183,34 @@ async fn launch_group(
     let mut s = Scheduler::subscribe(options(c, "fw"), framework::framework_info(name))
         .await
         .expect("subscribe");
+    let offer = accept_group(&mut s, exec, tasks, deadline).await;
+    (s, offer)
+}
+
+/// Subscribes, launches task `id` running `cmd` under `exec` and waits until it runs.
+async fn launch_running(
+    c: &Cluster,
+    name: &str,
+    exec: ExecutorInfo,
+    id: &str,
+    cmd: &str,
+    deadline: Instant,
+) -> (Scheduler, Offer) {
+    let (mut s, offer) = launch_group(c, name, exec, |o| vec![task(id, o, cmd)], deadline).await;
+    until_running(&mut s, id, deadline).await;
+    (s, offer)
+}
+
+/// Takes the next offer and launches `tasks` under `exec` with it (to a running executor, if
+/// `exec` runs already).
+async fn accept_group(
+    s: &mut Scheduler,
+    exec: ExecutorInfo,
+    tasks: impl FnOnce(&Offer) -> Vec<TaskInfo>,
+    deadline: Instant,
+) -> Offer {
     let offer = loop {
-        match next(&mut s, deadline).await {
+        match next(s, deadline).await {
             Some(Got::Offers(mut o)) => break o.remove(0),
             Some(_) => {}
             None => panic!("no offer in time"),
@@ -190,7 +228,43 @@ async fn launch_group(
     })
     .await
     .expect("accept");
-    (s, offer)
+    offer
+}
+
+/// Waits until task `id` is reported running (declining offers meanwhile); panics if a task
+/// ends first.
+async fn until_running(s: &mut Scheduler, id: &str, deadline: Instant) {
+    loop {
+        match next(s, deadline).await {
+            Some(Got::Update(st))
+                if st.task_id.as_str() == id && st.state == TaskState::Running =>
+            {
+                return
+            }
+            Some(Got::Update(st)) if st.state.is_terminal() => panic!("ended early: {st:?}"),
+            Some(Got::Offers(o)) => decline_all(s, o).await,
+            Some(_) => {}
+            None => panic!("task {id} did not start in time"),
+        }
+    }
+}
+
+/// Kills task `id` and returns its terminal update.
+async fn kill_and_wait(
+    s: &mut Scheduler,
+    offer: &Offer,
+    id: &str,
+    deadline: Instant,
+) -> TaskStatus {
+    s.call(FrameworkCall::Kill {
+        task_id: TaskId::new(id),
+        agent_id: Some(offer.agent_id.clone()),
+        grace_ms: Some(1000),
+    })
+    .await
+    .expect("kill");
+    let updates = until_terminal(s, &[id], deadline).await;
+    terminal(&updates, id)
 }
 
 /// Collects updates until every task in `ids` is terminal; returns each task's updates.
@@ -227,12 +301,12 @@ fn terminal(updates: &BTreeMap<String, Vec<TaskStatus>>, id: &str) -> TaskStatus
 
 #[test]
 fn a_custom_executor_runs_two_tasks_in_one_container() {
-    if skip_unless_root("a_custom_executor_runs_two_tasks_in_one_container") {
+    let Some((c, a)) = root_cluster(
+        "a_custom_executor_runs_two_tasks_in_one_container",
+        "cpus:2;mem:1GiB",
+    ) else {
         return;
-    }
-    transport::install_crypto_provider();
-    let mut c = Cluster::start_master(&[]);
-    let a = c.start_agent("a1", &["--resources", "cpus:2;mem:1GiB"]);
+    };
     runtime().block_on(async {
         let deadline = Instant::now() + Duration::from_secs(90);
         let exec = executor("ex-echo", &test_executor());
@@ -268,32 +342,17 @@ fn a_custom_executor_runs_two_tasks_in_one_container() {
 
 #[test]
 fn an_executor_relays_messages_and_kills_its_tasks() {
-    if skip_unless_root("an_executor_relays_messages_and_kills_its_tasks") {
+    let Some((c, _)) = root_cluster(
+        "an_executor_relays_messages_and_kills_its_tasks",
+        "cpus:2;mem:1GiB",
+    ) else {
         return;
-    }
-    transport::install_crypto_provider();
-    let mut c = Cluster::start_master(&[]);
-    c.start_agent("a1", &["--resources", "cpus:2;mem:1GiB"]);
+    };
     runtime().block_on(async {
         let deadline = Instant::now() + Duration::from_secs(90);
         let exec = executor("ex-talk", &test_executor());
-        let (mut s, offer) = launch_group(
-            &c,
-            "executor-talk",
-            exec,
-            |o| vec![task("sleeper", o, "sleep 120")],
-            deadline,
-        )
-        .await;
-        loop {
-            match next(&mut s, deadline).await {
-                Some(Got::Update(st)) if st.state == TaskState::Running => break,
-                Some(Got::Update(st)) if st.state.is_terminal() => panic!("ended early: {st:?}"),
-                Some(Got::Offers(o)) => decline_all(&mut s, o).await,
-                Some(_) => {}
-                None => panic!("the sleeper did not start in time"),
-            }
-        }
+        let (mut s, offer) =
+            launch_running(&c, "executor-talk", exec, "sleeper", "sleep 120", deadline).await;
         s.call(FrameworkCall::Message {
             agent_id: offer.agent_id.clone(),
             executor_id: ExecutorId::new("ex-talk"),
@@ -328,15 +387,7 @@ fn an_executor_relays_messages_and_kills_its_tasks() {
             "from a process outside the executor's container",
             Duration::from_secs(10),
         );
-        s.call(FrameworkCall::Kill {
-            task_id: TaskId::new("sleeper"),
-            agent_id: Some(offer.agent_id.clone()),
-            grace_ms: Some(1000),
-        })
-        .await
-        .expect("kill");
-        let updates = until_terminal(&mut s, &["sleeper"], deadline).await;
-        let end = terminal(&updates, "sleeper");
+        let end = kill_and_wait(&mut s, &offer, "sleeper", deadline).await;
         assert_eq!(end.state, TaskState::Killed, "{end:?}");
         assert_eq!(
             end.source,
@@ -348,12 +399,12 @@ fn an_executor_relays_messages_and_kills_its_tasks() {
 
 #[test]
 fn a_memory_hog_in_an_executor_container_is_killed_and_reported() {
-    if skip_unless_root("a_memory_hog_in_an_executor_container_is_killed_and_reported") {
+    let Some((c, _)) = root_cluster(
+        "a_memory_hog_in_an_executor_container_is_killed_and_reported",
+        "cpus:2;mem:2GiB",
+    ) else {
         return;
-    }
-    transport::install_crypto_provider();
-    let mut c = Cluster::start_master(&[]);
-    c.start_agent("a1", &["--resources", "cpus:2;mem:2GiB"]);
+    };
     runtime().block_on(async {
         let deadline = Instant::now() + Duration::from_secs(90);
         let exec = executor("ex-hog", &test_executor());
@@ -394,12 +445,12 @@ fn a_memory_hog_in_an_executor_container_is_killed_and_reported() {
 
 #[test]
 fn a_missing_executor_program_fails_its_tasks_and_the_agent_keeps_serving() {
-    if skip_unless_root("a_missing_executor_program_fails_its_tasks_and_the_agent_keeps_serving") {
+    let Some((mut c, a)) = root_cluster(
+        "a_missing_executor_program_fails_its_tasks_and_the_agent_keeps_serving",
+        "cpus:2;mem:1GiB",
+    ) else {
         return;
-    }
-    transport::install_crypto_provider();
-    let mut c = Cluster::start_master(&[]);
-    let a = c.start_agent("a1", &["--resources", "cpus:2;mem:1GiB"]);
+    };
     runtime().block_on(async {
         let deadline = Instant::now() + Duration::from_secs(90);
         let exec = executor("ex-missing", "/nonexistent/corral-test-executor");
@@ -440,33 +491,25 @@ fn a_missing_executor_program_fails_its_tasks_and_the_agent_keeps_serving() {
 
 #[test]
 fn an_executor_and_its_task_survive_a_kill_9_of_the_agent() {
-    if skip_unless_root("an_executor_and_its_task_survive_a_kill_9_of_the_agent") {
+    let Some((mut c, a)) = root_cluster(
+        "an_executor_and_its_task_survive_a_kill_9_of_the_agent",
+        "cpus:2;mem:1GiB",
+    ) else {
         return;
-    }
-    transport::install_crypto_provider();
-    let mut c = Cluster::start_master(&[]);
-    let a = c.start_agent("a1", &["--resources", "cpus:2;mem:1GiB"]);
+    };
     let rt = runtime();
     let (mut s, deadline) = rt.block_on(async {
         let deadline = Instant::now() + Duration::from_secs(120);
         let exec = executor("ex-restart", &test_executor());
-        let (mut s, _) = launch_group(
+        let (s, _) = launch_running(
             &c,
             "executor-restart",
             exec,
-            |o| vec![task("survivor", o, "sleep 5; echo done")],
+            "survivor",
+            "sleep 5; echo done",
             deadline,
         )
         .await;
-        loop {
-            match next(&mut s, deadline).await {
-                Some(Got::Update(st)) if st.state == TaskState::Running => break,
-                Some(Got::Update(st)) if st.state.is_terminal() => panic!("ended early: {st:?}"),
-                Some(Got::Offers(o)) => decline_all(&mut s, o).await,
-                Some(_) => {}
-                None => panic!("the task did not start in time"),
-            }
-        }
         (s, deadline)
     });
     c.agents[a].kill();
@@ -520,68 +563,138 @@ fn a_custom_executor_runs_as_a_plain_process_without_isolation() {
 }
 
 #[test]
-fn a_running_executor_takes_more_tasks_over_its_socket() {
-    if skip_unless_root("a_running_executor_takes_more_tasks_over_its_socket") {
+fn tearing_down_a_framework_shuts_its_executor_down() {
+    let Some((c, a)) = root_cluster(
+        "tearing_down_a_framework_shuts_its_executor_down",
+        "cpus:2;mem:1GiB",
+    ) else {
         return;
-    }
-    transport::install_crypto_provider();
-    let mut c = Cluster::start_master(&[]);
-    let a = c.start_agent("a1", &["--resources", "cpus:2;mem:1GiB"]);
+    };
     runtime().block_on(async {
         let deadline = Instant::now() + Duration::from_secs(90);
-        let exec = executor("ex-more", &test_executor());
-        let (mut s, _) = launch_group(
+        let exec = executor("ex-down", &test_executor());
+        let (s, _) = launch_running(&c, "executor-down", exec, "long", "sleep 300", deadline).await;
+        s.teardown().await.expect("teardown");
+    });
+    c.agents[a].wait_for_log("its framework is shutting down", Duration::from_secs(20));
+    c.agents[a].wait_for_log("executor exited", Duration::from_secs(20));
+    let log = c.agents[a].log_text();
+    assert!(
+        log.contains("task=long state=TASK_KILLED"),
+        "the task was killed with its executor:\n{log}"
+    );
+}
+
+/// The memory limit of the (one) executor container of agent `agent`, read from its cgroup
+/// file (found through the executor's checkpoint), and the limit that checkpoint records.
+fn executor_memory_limit(c: &Cluster, agent: &str) -> (u64, u64) {
+    let dir = c
+        .dir
+        .path()
+        .join(format!("agent-{agent}"))
+        .join("meta/executors");
+    let file = std::fs::read_dir(&dir)
+        .expect("executor checkpoints")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "json"))
+        .expect("an executor checkpoint");
+    let cp: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&file).expect("read checkpoint")).expect("JSON");
+    let cgroups = &cp["container"]["cgroups"];
+    let limit_file = match cgroups["unified"].as_str() {
+        Some(d) => std::path::Path::new(d).join("memory.max"),
+        None => std::path::Path::new(cgroups["memory"].as_str().expect("memory cgroup"))
+            .join("memory.limit_in_bytes"),
+    };
+    let limit = std::fs::read_to_string(&limit_file)
+        .expect("read the memory limit")
+        .trim()
+        .parse()
+        .expect("a number");
+    let recorded = cp["container"]["limits"]["memory_bytes"]
+        .as_u64()
+        .expect("recorded limit");
+    (limit, recorded)
+}
+
+/// Polls until the executor container's limit (file and checkpoint) is `want`.
+fn wait_memory_limit(c: &Cluster, agent: &str, want: u64, why: &str) {
+    let start = std::time::Instant::now();
+    loop {
+        let got = executor_memory_limit(c, agent);
+        if got == (want, want) {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{why}: (cgroup file, checkpoint) = {got:?}, want {want}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_running_executor_takes_more_tasks_and_its_container_grows_and_shrinks_with_them() {
+    let Some((c, a)) = root_cluster(
+        "a_running_executor_takes_more_tasks_and_its_container_grows_and_shrinks_with_them",
+        "cpus:2;mem:1GiB",
+    ) else {
+        return;
+    };
+    runtime().block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let exec = executor("ex-grow", &test_executor());
+        let (mut s, _) = launch_running(
             &c,
-            "executor-more",
+            "executor-grow",
             exec.clone(),
-            |o| vec![task("first", o, "sleep 120")],
+            "first",
+            "sleep 120",
             deadline,
         )
         .await;
-        loop {
-            match next(&mut s, deadline).await {
-                Some(Got::Update(st)) if st.state == TaskState::Running => break,
-                Some(Got::Update(st)) if st.state.is_terminal() => panic!("ended early: {st:?}"),
-                Some(Got::Offers(o)) => decline_all(&mut s, o).await,
-                Some(_) => {}
-                None => panic!("the first task did not start in time"),
-            }
-        }
+        // The executor's 32 MiB and the first task's 32 MiB.
+        wait_memory_limit(&c, "a1", 64 << 20, "executor + first task");
         s.call(FrameworkCall::Revive { roles: vec![] })
             .await
             .expect("revive");
-        let offer = loop {
-            match next(&mut s, deadline).await {
-                Some(Got::Offers(mut o)) => break o.remove(0),
-                Some(_) => {}
-                None => panic!("no second offer in time"),
-            }
-        };
-        s.call(FrameworkCall::Accept {
-            offer_ids: vec![offer.id.clone()],
-            operations: vec![OfferOperation::LaunchGroup {
-                executor: exec,
-                tasks: vec![task("later", &offer, "echo later")],
-            }],
-            filters: Some(Filters {
-                refuse_seconds: Some(60.0),
-            }),
-        })
-        .await
-        .expect("accept");
-        let updates = until_terminal(&mut s, &["later"], deadline).await;
-        let end = terminal(&updates, "later");
-        assert_eq!(end.state, TaskState::Finished, "{end:?}");
+        let offer = accept_group(
+            &mut s,
+            exec,
+            |o| {
+                let mut hog = task(
+                    "hog",
+                    o,
+                    "sleep 1; dd if=/dev/zero of=/dev/null bs=80M count=1",
+                );
+                hog.resources = res("cpus:0.1;mem:96MiB");
+                vec![hog]
+            },
+            deadline,
+        )
+        .await;
+        until_running(&mut s, "hog", deadline).await;
+        // Raised before the executor was handed the task.
+        assert_eq!(
+            executor_memory_limit(&c, "a1"),
+            (160 << 20, 160 << 20),
+            "executor + first + hog"
+        );
+        // 80 MiB: over the 64 MiB the container had, within the raised 160 MiB.
+        let updates = until_terminal(&mut s, &["hog"], deadline).await;
+        let end = terminal(&updates, "hog");
+        assert_eq!(
+            end.state,
+            TaskState::Finished,
+            "the hog got its room: {end:?}"
+        );
         assert_eq!(end.source, StatusSource::Executor, "{end:?}");
-        s.call(FrameworkCall::Kill {
-            task_id: TaskId::new("first"),
-            agent_id: Some(offer.agent_id.clone()),
-            grace_ms: Some(1000),
-        })
-        .await
-        .expect("kill");
-        let updates = until_terminal(&mut s, &["first"], deadline).await;
-        assert_eq!(terminal(&updates, "first").state, TaskState::Killed);
+        assert_eq!(end.exit_code, Some(0), "{end:?}");
+        // Lowered once the hog ended.
+        wait_memory_limit(&c, "a1", 64 << 20, "after the hog ended");
+        let end = kill_and_wait(&mut s, &offer, "first", deadline).await;
+        assert_eq!(end.state, TaskState::Killed, "{end:?}");
     });
     let log = c.agents[a].log_text();
     assert_eq!(
@@ -592,40 +705,58 @@ fn a_running_executor_takes_more_tasks_over_its_socket() {
 }
 
 #[test]
-fn tearing_down_a_framework_shuts_its_executor_down() {
-    if skip_unless_root("tearing_down_a_framework_shuts_its_executor_down") {
+fn an_executors_tasks_report_the_usage_of_its_container() {
+    let Some((c, _)) = root_cluster(
+        "an_executors_tasks_report_the_usage_of_its_container",
+        "cpus:2;mem:1GiB",
+    ) else {
         return;
-    }
-    transport::install_crypto_provider();
-    let mut c = Cluster::start_master(&[]);
-    let a = c.start_agent("a1", &["--resources", "cpus:2;mem:1GiB"]);
-    runtime().block_on(async {
+    };
+    let rt = runtime();
+    let (mut s, offer, deadline) = rt.block_on(async {
         let deadline = Instant::now() + Duration::from_secs(90);
-        let exec = executor("ex-down", &test_executor());
-        let (mut s, _) = launch_group(
-            &c,
-            "executor-down",
-            exec,
-            |o| vec![task("long", o, "sleep 300")],
-            deadline,
-        )
-        .await;
-        loop {
-            match next(&mut s, deadline).await {
-                Some(Got::Update(st)) if st.state == TaskState::Running => break,
-                Some(Got::Update(st)) if st.state.is_terminal() => panic!("ended early: {st:?}"),
-                Some(Got::Offers(o)) => decline_all(&mut s, o).await,
-                Some(_) => {}
-                None => panic!("the task did not start in time"),
-            }
-        }
-        s.teardown().await.expect("teardown");
+        let exec = executor("ex-usage", &test_executor());
+        let (s, offer) =
+            launch_running(&c, "executor-usage", exec, "busy", "sleep 120", deadline).await;
+        (s, offer, deadline)
     });
-    c.agents[a].wait_for_log("its framework is shutting down", Duration::from_secs(20));
-    c.agents[a].wait_for_log("executor exited", Duration::from_secs(20));
-    let log = c.agents[a].log_text();
+    // The usage is the executor container's: its init, the executor and the task's process.
+    let start = std::time::Instant::now();
+    let usage = loop {
+        let out = c.client("op", &["state", "--json"], Duration::from_secs(30));
+        assert!(out.status.success(), "state: {}", stderr(&out));
+        let state: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        let usage = state["tasks"].as_array().and_then(|ts| {
+            ts.iter()
+                .find(|t| t["id"].as_str() == Some("busy"))
+                .map(|t| t["usage"].clone())
+        });
+        if let Some(u) = usage.filter(|u| !u.is_null()) {
+            break u;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no usage for the executor's task:\n{state:#}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    };
     assert!(
-        log.contains("task=long state=TASK_KILLED"),
-        "the task was killed with its executor:\n{log}"
+        usage["pids_current"].as_u64().unwrap_or(0) >= 3,
+        "init, executor and task: {usage}"
     );
+    assert!(
+        usage["mem_current_bytes"].as_u64().unwrap_or(0) > 1 << 20,
+        "{usage}"
+    );
+    let out = c.client("op", &["state"], Duration::from_secs(30));
+    let line = stdout(&out)
+        .lines()
+        .find(|l| l.trim_start().starts_with("busy"))
+        .map(str::to_owned)
+        .unwrap_or_default();
+    assert!(line.contains("mem ") && line.contains("pids "), "{line}");
+    rt.block_on(async {
+        let end = kill_and_wait(&mut s, &offer, "busy", deadline).await;
+        assert_eq!(end.state, TaskState::Killed, "{end:?}");
+    });
 }
