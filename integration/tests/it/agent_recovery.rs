@@ -249,3 +249,73 @@ fn an_unusable_work_directory_is_a_clear_error() {
         "{err}"
     );
 }
+
+#[test]
+fn a_container_no_checkpoint_names_is_destroyed_when_the_agent_restarts() {
+    if skip_unless_root("a_container_no_checkpoint_names_is_destroyed_when_the_agent_restarts") {
+        return;
+    }
+    let mut c = Cluster::start_master(&[]);
+    let a = c.start_agent("a1", &["--resources", "cpus:2;mem:1GiB"]);
+    let run = c.spawn_client("fw", &["run", "--", "sleep 60"]);
+    c.agents[a].wait_for_log("state=TASK_RUNNING", Duration::from_secs(30));
+    c.agents[a].kill();
+    // What an agent killed between the clone and the first checkpoint leaves: a running
+    // container in its cgroup subtree and run dir that no checkpoint names. Made here through
+    // the isolation API with the agent's own layout (this process shares the agent's cgroup).
+    let work = c.dir.path().join("agent-a1");
+    let parent = format!(
+        "{}-a1",
+        c.dir
+            .path()
+            .file_name()
+            .and_then(|n| n.to_str())
+            .expect("name")
+    );
+    let mut cfg = isolation::IsolatorConfig::new(integration::corral_bin(), vec!["__init".into()]);
+    cfg.cgroup_parent = Some(parent);
+    cfg.run_root = work.join("containers");
+    cfg.sandbox_root = Some(work.join("sandboxes"));
+    let iso = isolation::Isolator::new(cfg).expect("the agent's isolator layout");
+    let sandbox = work.join("sandboxes/orphan");
+    std::fs::create_dir_all(&sandbox).expect("sandbox");
+    let spec = isolation::ContainerSpec::new(vec!["/bin/sleep".into(), "300".into()], sandbox);
+    let orphan = iso.launch("fw.orphan", &spec).expect("launch the orphan");
+    let pid = orphan.pid();
+    let cgroups: Vec<_> = orphan.cgroup_paths().into_values().collect();
+    drop(orphan);
+    assert!(
+        iso.container_ids().expect("ids").len() >= 2,
+        "task and orphan"
+    );
+
+    c.restart_agent(a);
+    c.agents[a].wait_for_log("re-attached to a running task", Duration::from_secs(10));
+    c.agents[a].wait_for_log(
+        "destroyed a container that no checkpoint names",
+        Duration::from_secs(20),
+    );
+    // Its init was this process's child: reap it, then nothing of it is left.
+    let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+    assert!(
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_err(),
+        "the orphan's init still runs"
+    );
+    for cg in &cgroups {
+        assert!(!cg.exists(), "cgroup {} left behind", cg.display());
+    }
+    assert!(
+        !work.join("containers/fw.orphan").exists(),
+        "the orphan's run dir is left"
+    );
+    // The checkpointed task was not touched.
+    let ids = iso.container_ids().expect("ids");
+    assert_eq!(ids.len(), 1, "only the real task is left: {ids:?}");
+    let mut run = run;
+    assert!(
+        run.try_wait().expect("try_wait").is_none(),
+        "the real task kept running"
+    );
+    let _ = run.kill();
+    let _ = run.wait();
+}
