@@ -1,5 +1,6 @@
 //! Multi-process tests: real `corral` processes on loopback.
 
+mod agent_input;
 mod agent_recovery;
 mod executors;
 mod foundation;
