@@ -696,6 +696,15 @@ impl Agent {
         self.recover_tasks().await;
         self.destroy_orphans().await;
         self.after_recovery().await;
+        let total = &self.info.resources;
+        let used = self.used_resources();
+        if !total.contains(&used) {
+            // --resources shrank below what runs: the tasks keep running (kubelet and Mesos do
+            // the same), the master sees the new total and offers nothing that is not free.
+            tracing::warn!(total = %total, running = %used,
+                "the running tasks use more than this agent now offers (its resources shrank); \
+                 they keep running, and nothing new fits until enough of them end");
+        }
     }
 
     /// Destroys every container under the agent's cgroup subtree (and run dir) that no
@@ -1009,17 +1018,21 @@ impl Agent {
         }
     }
 
-    fn free_resources(&self) -> Resources {
+    /// What live tasks and executors hold. It can exceed the total after `--resources` shrank
+    /// under running tasks; every use of it saturates.
+    fn used_resources(&self) -> Resources {
         let used = self
             .tasks
             .values()
             .filter(|t| !t.state.is_terminal())
             .fold(Resources::default(), |acc, t| acc.add(&t.info.resources));
-        let used = self
-            .executors
+        self.executors
             .values()
-            .fold(used, |acc, e| acc.add(&e.info.resources));
-        self.info.resources.saturating_sub(&used)
+            .fold(used, |acc, e| acc.add(&e.info.resources))
+    }
+
+    fn free_resources(&self) -> Resources {
+        self.info.resources.saturating_sub(&self.used_resources())
     }
 
     async fn run_tasks(

@@ -319,3 +319,91 @@ fn a_container_no_checkpoint_names_is_destroyed_when_the_agent_restarts() {
     let _ = run.kill();
     let _ = run.wait();
 }
+
+#[test]
+fn an_agent_restarted_with_less_than_its_tasks_use_keeps_them_and_offers_nothing_until_they_end() {
+    if skip_unless_root("an_agent_restarted_with_less_than_its_tasks_use_keeps_them") {
+        return;
+    }
+    let mut c = Cluster::start_master(&[]);
+    let a = c.start_agent("a1", &["--resources", "cpus:2;mem:1GiB"]);
+    let marker = marker_dir(&c).join("go");
+    let cmd = format!(
+        "while [ ! -e {} ]; do sleep 0.2; done; echo kept",
+        marker.display()
+    );
+    let big = c.spawn_client(
+        "fw",
+        &[
+            "run", "--name", "big", "--cpus", "1", "--mem", "512MiB", "--", &cmd,
+        ],
+    );
+    c.agents[a].wait_for_log("state=TASK_RUNNING", Duration::from_secs(30));
+    c.agents[a].kill();
+    // The operator shrinks the node below what already runs on it.
+    c.restart_agent_with(a, &[("--resources", "cpus:0.5;mem:256MiB")]);
+    c.agents[a].wait_for_log("re-attached to a running task", Duration::from_secs(10));
+    c.agents[a].wait_for_log(
+        "the running tasks use more than this agent now offers",
+        Duration::from_secs(10),
+    );
+    let state = |c: &Cluster| -> serde_json::Value {
+        let out = c.client("op", &["state", "--json"], Duration::from_secs(30));
+        assert!(out.status.success(), "state: {}", stderr(&out));
+        serde_json::from_slice(&out.stdout).expect("json")
+    };
+    let start = std::time::Instant::now();
+    loop {
+        let v = state(&c);
+        let agent = &v["agents"][0];
+        if agent["total"]["cpus_milli"] == 500 {
+            // The new total, and the running task still counted in full: nothing wrapped.
+            assert_eq!(agent["total"]["mem_bytes"], 256u64 << 20, "{v:#}");
+            assert_eq!(agent["used"]["cpus_milli"], 1000, "{v:#}");
+            assert_eq!(agent["used"]["mem_bytes"], 512u64 << 20, "{v:#}");
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the master never saw the new total: {v:#}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Nothing is free on the node: even a small task gets no offer.
+    let out = c.client(
+        "fw2",
+        &[
+            "run",
+            "--cpus",
+            "0.1",
+            "--mem",
+            "32MiB",
+            "--placement-timeout",
+            "3",
+            "--",
+            "true",
+        ],
+        Duration::from_secs(60),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(125),
+        "a task was placed on a node with nothing free: {}",
+        stderr(&out)
+    );
+    // The big task ran on to its end, once.
+    std::fs::write(&marker, b"").expect("marker");
+    let out = wait_child(big, Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("kept"));
+    // Then the smaller node is offered again, all of it.
+    let out = c.client(
+        "fw2",
+        &["run", "--cpus", "0.5", "--mem", "256MiB", "--", "echo fits"],
+        Duration::from_secs(60),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("fits"));
+    let v = state(&c);
+    assert_eq!(v["agents"][0]["used"]["cpus_milli"], 0, "{v:#}");
+}
