@@ -585,9 +585,9 @@ fn tearing_down_a_framework_shuts_its_executor_down() {
     );
 }
 
-/// The memory limit of the (one) executor container of agent `agent`, read from its cgroup
-/// file (found through the executor's checkpoint), and the limit that checkpoint records.
-fn executor_memory_limit(c: &Cluster, agent: &str) -> (u64, u64) {
+/// The memory limit file of the (one) executor container of agent `agent` (found through the
+/// executor's checkpoint) and the limit that checkpoint records.
+fn executor_memory_limit_file(c: &Cluster, agent: &str) -> (std::path::PathBuf, u64) {
     let dir = c
         .dir
         .path()
@@ -607,14 +607,20 @@ fn executor_memory_limit(c: &Cluster, agent: &str) -> (u64, u64) {
         None => std::path::Path::new(cgroups["memory"].as_str().expect("memory cgroup"))
             .join("memory.limit_in_bytes"),
     };
-    let limit = std::fs::read_to_string(&limit_file)
+    let recorded = cp["container"]["limits"]["memory_bytes"]
+        .as_u64()
+        .expect("recorded limit");
+    (limit_file, recorded)
+}
+
+/// The executor container's memory limit read from its cgroup file, and the checkpointed one.
+fn executor_memory_limit(c: &Cluster, agent: &str) -> (u64, u64) {
+    let (file, recorded) = executor_memory_limit_file(c, agent);
+    let limit = std::fs::read_to_string(&file)
         .expect("read the memory limit")
         .trim()
         .parse()
         .expect("a number");
-    let recorded = cp["container"]["limits"]["memory_bytes"]
-        .as_u64()
-        .expect("recorded limit");
     (limit, recorded)
 }
 
@@ -758,5 +764,57 @@ fn an_executors_tasks_report_the_usage_of_its_container() {
     rt.block_on(async {
         let end = kill_and_wait(&mut s, &offer, "busy", deadline).await;
         assert_eq!(end.state, TaskState::Killed, "{end:?}");
+    });
+}
+
+#[test]
+fn a_restarted_agent_restores_the_raised_limits_of_an_executors_container() {
+    let Some((mut c, a)) = root_cluster(
+        "a_restarted_agent_restores_the_raised_limits_of_an_executors_container",
+        "cpus:2;mem:1GiB",
+    ) else {
+        return;
+    };
+    let rt = runtime();
+    let (mut s, offer, deadline) = rt.block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let exec = executor("ex-keep", &test_executor());
+        let (mut s, _) = launch_running(
+            &c,
+            "executor-keep",
+            exec.clone(),
+            "one",
+            "sleep 120",
+            deadline,
+        )
+        .await;
+        s.call(FrameworkCall::Revive { roles: vec![] })
+            .await
+            .expect("revive");
+        let offer = accept_group(
+            &mut s,
+            exec,
+            |o| vec![task("two", o, "sleep 120")],
+            deadline,
+        )
+        .await;
+        until_running(&mut s, "two", deadline).await;
+        (s, offer, deadline)
+    });
+    // Launched with 64 MiB (executor + one), raised to 96 MiB for two.
+    wait_memory_limit(&c, "a1", 96 << 20, "executor + two tasks");
+    c.agents[a].kill();
+    // Something changes the limit while the agent is down.
+    let (file, _) = executor_memory_limit_file(&c, "a1");
+    std::fs::write(&file, (80u64 << 20).to_string()).expect("change the limit");
+    c.restart_agent(a);
+    c.agents[a].wait_for_log("re-attached to a running executor", Duration::from_secs(10));
+    // Restored to the raised value, not the launch value nor the changed one.
+    wait_memory_limit(&c, "a1", 96 << 20, "after the restart");
+    rt.block_on(async {
+        for id in ["one", "two"] {
+            let end = kill_and_wait(&mut s, &offer, id, deadline).await;
+            assert_eq!(end.state, TaskState::Killed, "{id}: {end:?}");
+        }
     });
 }
