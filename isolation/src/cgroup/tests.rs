@@ -68,8 +68,8 @@ fn v2_limit_files() {
     assert_eq!(f[1].1, "1000 100000");
 }
 
-#[test]
-fn v1_limit_files() {
+/// A v1 manager over plain directories, with swap accounting (a memsw file).
+fn v1_fixture() -> (tempfile::TempDir, v1::V1Manager) {
     let dir = tempfile::tempdir().unwrap();
     let mut dirs = BTreeMap::new();
     for c in ["cpu", "cpuacct", "memory", "pids"] {
@@ -78,7 +78,12 @@ fn v1_limit_files() {
         dirs.insert(c.to_string(), d);
     }
     std::fs::write(dir.path().join("memory/memory.memsw.limit_in_bytes"), "").unwrap();
-    let m = v1::V1Manager::new(dirs);
+    (dir, v1::V1Manager::new(dirs))
+}
+
+#[test]
+fn v1_limit_files() {
+    let (dir, m) = v1_fixture();
     let files: Vec<(String, String)> = m
         .limit_files(&limits(Some(1.5), true, Some(64 << 20)))
         .into_iter()
@@ -105,6 +110,33 @@ fn v1_limit_files() {
         .map(|(a, b)| (a.to_string(), b.to_string()))
         .collect();
     assert_eq!(files, want);
+}
+
+#[test]
+fn v1_updates_keep_memsw_at_or_above_the_limit() {
+    let (_dir, m) = v1_fixture();
+    let order = |old: u64, new: u64| -> Vec<String> {
+        m.update_files(
+            &limits(Some(1.0), true, Some(old)),
+            &limits(Some(1.0), true, Some(new)),
+        )
+        .into_iter()
+        .filter_map(|(p, _)| {
+            let name = p.file_name()?.to_string_lossy().into_owned();
+            name.contains("limit_in_bytes").then_some(name)
+        })
+        .collect()
+    };
+    assert_eq!(
+        order(64 << 20, 128 << 20),
+        ["memory.memsw.limit_in_bytes", "memory.limit_in_bytes"],
+        "a raise lifts memsw first"
+    );
+    assert_eq!(
+        order(128 << 20, 64 << 20),
+        ["memory.limit_in_bytes", "memory.memsw.limit_in_bytes"],
+        "a cut lowers the limit first"
+    );
 }
 
 /// A fixture tree shaped like a delegated v2 subtree (plain files stand in for cgroup files).
