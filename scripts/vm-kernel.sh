@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the cgroup v2 test VM needs on a Debian machine, idempotently:
-#   - qemu-system-x86 (qemu-system-x86_64), busybox-static, cpio (apt, only if missing)
+#   - qemu-system-x86 (qemu-system-x86_64), busybox-static, cpio, and for the rest of the
+#     suite systemd (systemd-analyze) and iproute2 (ip) (apt, only if missing)
 #   - the Debian cloud kernel, extracted to DIR/vmlinuz (default /var/cache/corral-vm)
 # Usage: scripts/vm-kernel.sh [DIR]      (run as root; the vmtest crate reads DIR/vmlinuz
 # or $CORRAL_VM_KERNEL)
@@ -33,6 +34,10 @@ elif ! dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'instal
     fi
 fi
 command -v cpio >/dev/null 2>&1 || missing+=(cpio)
+# Not for the VM, but for the rest of the suite: `systemd-analyze verify` of the units and
+# `ip netns` for the multi-host tests.
+command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 
 updated=0
 apt_update() {
@@ -48,7 +53,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
     log "installing ${missing[*]}"
     "${sudo_cmd[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
 else
-    log "qemu-system-x86_64, busybox (static) and cpio already present"
+    log "qemu-system-x86_64, busybox (static), cpio, systemd-analyze and ip already present"
 fi
 
 # 2. Kernel.
