@@ -9,16 +9,29 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Each side sends a QUIC PING after this much silence, so an idle but healthy connection never
-/// reaches [`MAX_IDLE_TIMEOUT`] and NATs/conntrack keep the UDP mapping. One small packet a
-/// second per connection: 10,000 agents cost a master 10,000 tiny packets a second.
+/// Between masters (raft links), each side sends a QUIC PING after this much silence, so an idle
+/// but healthy connection never reaches [`MAX_IDLE_TIMEOUT`] and NATs/conntrack keep the UDP
+/// mapping.
 pub const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(1);
-/// A connection that hears nothing (not even keep-alives) for this long is closed: four lost
-/// PINGs in a row. This is how an agent or framework notices a master that was killed (no
-/// close ever arrives) and moves to the new leader, so it bounds master failover; a short stall
-/// (a brief packet loss) does not kill the connection. It also bounds a handshake to an
-/// unreachable address (clients cut that shorter still).
+/// A raft link that hears nothing (not even keep-alives) for this long is closed: four lost
+/// PINGs in a row. Raft does not need the link to notice a dead peer quickly (an RPC deadline
+/// and the election timer do), so a brief stall on a busy master must not cost the link. It
+/// also bounds a handshake to an unreachable address.
 pub const MAX_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
+/// Agents, frameworks and operators (the client endpoints) send a PING after this much
+/// silence. The master answers each with an ACK. See [`CLIENT_IDLE_TIMEOUT`] for the cost.
+pub const CLIENT_KEEP_ALIVE_INTERVAL: Duration = Duration::from_millis(500);
+/// A client connection to a master that hears nothing for this long is closed. QUIC uses the
+/// smaller of both sides' idle timeouts, so this is what applies between a client and a master
+/// (the master's server configuration says [`MAX_IDLE_TIMEOUT`]). A killed master sends no
+/// close: this is how its agents and frameworks notice it and move to the new leader, so it
+/// bounds master failover (the election, about a second, runs meanwhile). QUIC restarts the
+/// idle timer when it sends the first PING after the last packet it heard, so a client notices
+/// 1.5 to 2 s after the master died. The cost: each connected client sends 2 PINGs a second and the
+/// master 2 ACKs, about 60-byte packets, so 10,000 agents cost the master 40,000 tiny packets
+/// (about 2.5 MB) a second, a few percent of one core; three missed PINGs in a row (with
+/// QUIC's own probes in between) are needed to drop a healthy connection on a LAN.
+pub const CLIENT_IDLE_TIMEOUT: Duration = Duration::from_millis(1500);
 /// Concurrent bidirectional streams a peer may open on one connection. Corral runs one stream
 /// per request or subscription, so a well-behaved peer needs a handful; 256 leaves room for
 /// bursts (status updates, parallel operator calls) while bounding the per-connection state a
@@ -36,7 +49,10 @@ pub const CONNECTION_RECEIVE_WINDOW: u32 = 8 << 20;
 
 // Keep-alives must fire several times within the idle timeout, or a healthy idle connection
 // would be dropped; stream limits must be non-zero and bounded.
-const _: () = assert!(KEEP_ALIVE_INTERVAL.as_secs() * 3 < MAX_IDLE_TIMEOUT.as_secs());
+const _: () = assert!(KEEP_ALIVE_INTERVAL.as_millis() * 3 < MAX_IDLE_TIMEOUT.as_millis());
+const _: () =
+    assert!(CLIENT_KEEP_ALIVE_INTERVAL.as_millis() * 3 <= CLIENT_IDLE_TIMEOUT.as_millis());
+const _: () = assert!(CLIENT_IDLE_TIMEOUT.as_millis() <= MAX_IDLE_TIMEOUT.as_millis());
 const _: () = assert!(MAX_CONCURRENT_BI_STREAMS > 0 && MAX_CONCURRENT_BI_STREAMS <= 1024);
 const _: () = assert!(STREAM_RECEIVE_WINDOW <= CONNECTION_RECEIVE_WINDOW);
 const _: () = assert!(MAX_IDLE_TIMEOUT.as_millis() < u32::MAX as u128);
@@ -48,12 +64,23 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-/// The QUIC transport parameters both sides use (see the constants for the reasons).
+/// The QUIC transport parameters of masters, both as servers and connecting to each other (see
+/// the constants for the reasons).
 pub fn transport_config() -> quinn::TransportConfig {
+    with_liveness(KEEP_ALIVE_INTERVAL, MAX_IDLE_TIMEOUT)
+}
+
+/// The QUIC transport parameters of client endpoints (agents, frameworks, operators): those of
+/// [`transport_config`] with [`CLIENT_KEEP_ALIVE_INTERVAL`] and [`CLIENT_IDLE_TIMEOUT`].
+pub fn client_transport_config() -> quinn::TransportConfig {
+    with_liveness(CLIENT_KEEP_ALIVE_INTERVAL, CLIENT_IDLE_TIMEOUT)
+}
+
+fn with_liveness(keep_alive: Duration, idle: Duration) -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
-    t.keep_alive_interval(Some(KEEP_ALIVE_INTERVAL));
-    // IdleTimeout is in milliseconds; it fits a u32.
-    let idle_ms = MAX_IDLE_TIMEOUT.as_millis() as u32;
+    t.keep_alive_interval(Some(keep_alive));
+    // IdleTimeout is in milliseconds; both constants fit a u32 (checked above).
+    let idle_ms = idle.as_millis() as u32;
     t.max_idle_timeout(Some(quinn::VarInt::from_u32(idle_ms).into()));
     t.max_concurrent_bidi_streams(MAX_CONCURRENT_BI_STREAMS.into());
     t.max_concurrent_uni_streams(MAX_CONCURRENT_UNI_STREAMS.into());
@@ -73,8 +100,9 @@ pub fn quic_client_config(
     Ok(cfg)
 }
 
-/// The default client configuration of our endpoints: our certificate, the role/name checking
-/// verifier, [`transport_config`].
+/// The client configuration of a master connecting to other masters: our certificate, the
+/// role/name checking verifier, [`transport_config`]. Client endpoints replace the transport
+/// configuration with [`client_transport_config`].
 pub fn client_config(id: &Identity) -> Result<quinn::ClientConfig, TransportError> {
     quic_client_config(id.client_tls_config()?)
 }
@@ -104,7 +132,8 @@ pub fn server_endpoint(
     Ok(ep)
 }
 
-/// A client endpoint on `0.0.0.0:0`, for IPv4 peers. See [`client_endpoint_for`].
+/// A client endpoint on `0.0.0.0:0`, for IPv4 peers, with [`client_transport_config`] (agents,
+/// frameworks, operators). See [`client_endpoint_for`].
 pub fn client_endpoint(id: &Identity) -> Result<quinn::Endpoint, TransportError> {
     bind_client(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)), id)
 }
@@ -126,7 +155,9 @@ fn bind_client(local: SocketAddr, id: &Identity) -> Result<quinn::Endpoint, Tran
         addr: local,
         source,
     })?;
-    ep.set_default_client_config(client_config(id)?);
+    let mut cfg = client_config(id)?;
+    cfg.transport_config(Arc::new(client_transport_config()));
+    ep.set_default_client_config(cfg);
     Ok(ep)
 }
 

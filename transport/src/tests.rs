@@ -119,6 +119,7 @@ fn application_close_reports_code_and_reason() {
 fn transport_config_builds() {
     // The relations between the limits are checked at compile time in endpoint.rs.
     let _ = transport_config();
+    let _ = client_transport_config();
 }
 
 #[tokio::test]

@@ -2,5 +2,6 @@
 
 mod framing;
 mod identity;
+mod liveness;
 mod mtls;
 mod support;

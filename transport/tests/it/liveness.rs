@@ -1,0 +1,86 @@
+//! How fast a client notices a master that went silent (killed: no close ever arrives), and
+//! that a healthy idle connection is kept alive.
+
+use crate::support::*;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::UdpSocket;
+use transport::{Role, CLIENT_IDLE_TIMEOUT, CLIENT_KEEP_ALIVE_INTERVAL, MAX_IDLE_TIMEOUT};
+
+/// A UDP relay for one client in front of `server`; clearing `open` drops every packet both
+/// ways, as if the server had been killed.
+async fn relay(server: SocketAddr, open: Arc<AtomicBool>) -> SocketAddr {
+    let front = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+    let back = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+    back.connect(server).await.unwrap();
+    let addr = front.local_addr().unwrap();
+    let client: Arc<std::sync::Mutex<Option<SocketAddr>>> = Default::default();
+    {
+        let (front, back, open, client) =
+            (front.clone(), back.clone(), open.clone(), client.clone());
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 65536];
+            while let Ok((n, from)) = front.recv_from(&mut buf).await {
+                *client.lock().unwrap() = Some(from);
+                if open.load(Ordering::Relaxed) {
+                    let _ = back.send(&buf[..n]).await;
+                }
+            }
+        });
+    }
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 65536];
+        while let Ok(n) = back.recv(&mut buf).await {
+            let to = *client.lock().unwrap();
+            if let Some(to) = to.filter(|_| open.load(Ordering::Relaxed)) {
+                let _ = front.send_to(&buf[..n], to).await;
+            }
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_client_notices_a_silent_master_within_the_client_idle_timeout() {
+    within(async {
+        let pki = Pki::new();
+        let (sep, server_addr) = server(&pki.identity(Role::Master, "m1"));
+        let open = Arc::new(AtomicBool::new(true));
+        let addr = relay(server_addr, open.clone()).await;
+        let _server = tokio::spawn(async move {
+            let (conn, _) = accept_one(&sep).await.unwrap();
+            conn.closed().await;
+        });
+        let cep = transport::client_endpoint(&pki.identity(Role::Agent, "a1")).unwrap();
+        let conn = transport::connect(&cep, addr, Role::Master, Some("m1"))
+            .await
+            .unwrap();
+        // The client's shorter idle timeout is the one both sides use.
+        assert!(CLIENT_IDLE_TIMEOUT < MAX_IDLE_TIMEOUT);
+        // Idle but healthy for longer than the idle timeout: the keep-alives hold it open.
+        tokio::time::sleep(CLIENT_IDLE_TIMEOUT * 2).await;
+        assert!(conn.close_reason().is_none(), "{:?}", conn.close_reason());
+        // The master goes silent.
+        open.store(false, Ordering::Relaxed);
+        let cut = Instant::now();
+        let reason = conn.closed().await;
+        let took = cut.elapsed();
+        assert!(
+            matches!(reason, quinn::ConnectionError::TimedOut),
+            "{reason:?}"
+        );
+        // The idle timer restarts when the first PING after the last packet heard goes out.
+        println!("a silent master noticed after {took:?}");
+        assert!(
+            took >= CLIENT_IDLE_TIMEOUT - Duration::from_millis(50)
+                && took
+                    <= CLIENT_IDLE_TIMEOUT
+                        + CLIENT_KEEP_ALIVE_INTERVAL
+                        + Duration::from_millis(300),
+            "noticed after {took:?}"
+        );
+    })
+    .await;
+}
