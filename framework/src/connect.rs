@@ -1,6 +1,7 @@
 //! Finding the leading master and opening a stream to it.
 
 use proto::{ClientFrame, ErrorCode, Role, ServerFrame};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use transport::{FramedRecv, FramedSend, Identity, TransportError};
@@ -8,8 +9,8 @@ use transport::{FramedRecv, FramedSend, Identity, TransportError};
 /// Where the masters are and who we are.
 #[derive(Clone)]
 pub struct ClientOptions {
-    /// Master addresses, `host:port`. The client tries them in order and follows redirects to
-    /// the leader.
+    /// Master addresses, `host:port`. The client dials them all at once and follows redirects
+    /// to the leader.
     pub masters: Vec<String>,
     pub identity: Arc<Identity>,
     /// How long to keep trying to reach a leader before giving up.
@@ -17,14 +18,16 @@ pub struct ClientOptions {
     pub max_frame_len: usize,
 }
 
-/// How long one QUIC handshake to a master may take before the next master is tried. A dead
-/// master answers nothing (QUIC would wait for its idle timeout), so this bounds failover.
+/// How long one QUIC handshake to a master may take before it is retried. A dead master answers
+/// nothing; the other masters are dialled at the same time, so this matters only when a
+/// follower's redirect names the dead master (before an election has replaced it).
 pub const CONNECT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a reachable master may take to answer the first request.
 pub const FIRST_REPLY_TIMEOUT: Duration = Duration::from_secs(15);
 
 impl ClientOptions {
-    /// After losing `master`, try the others first: it is the one most likely down.
+    /// After losing `master`, list it last: it is the one most likely down. (Every master is
+    /// dialled at once; the order only breaks ties.)
     pub fn try_last(&mut self, master: &str) {
         if let Some(i) = self.masters.iter().position(|m| m == master) {
             let m = self.masters.remove(i);
@@ -73,12 +76,32 @@ pub struct Session {
     pub master: String,
 }
 
-/// How many redirects to follow before concluding the masters disagree about the leader.
+/// How many redirects to masters outside `opts.masters` to follow before concluding the
+/// masters disagree about the leader.
 const MAX_REDIRECTS: usize = 8;
+/// The first retry of a master that answered "not the leader" (or could not be reached); it
+/// doubles per master up to [`MAX_RETRY_BACKOFF`], each wait jittered by ±25% so a fleet of
+/// clients does not poll in lockstep. Short, because during a failover a follower becomes the
+/// leader about a second after the old one died and the time until the next retry after that
+/// is failover time; a retry on an open connection is one stream and one small answer.
+const FIRST_RETRY_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_RETRY_BACKOFF: Duration = Duration::from_millis(500);
+
+/// What one attempt at one master gave back.
+type Attempt = (String, Result<(Session, ServerFrame), ClientError>);
 
 /// Opens a stream to the leader, sends `first`, and returns the session with the master's
-/// first answer. Follows `NotLeader` redirects and retries with backoff until
-/// `opts.connect_timeout` passes.
+/// first answer. Retries until `opts.connect_timeout` passes.
+///
+/// Every master is dialled at once (a dead one costs nothing while another answers); followers
+/// answer `NotLeader`, whose hint is dialled at once unless an attempt at it is already under
+/// way. The first master to answer otherwise wins and the other attempts are dropped. A master
+/// that said "not the leader" or could not be reached is retried after its own backoff
+/// ([`FIRST_RETRY_BACKOFF`] doubling to [`MAX_RETRY_BACKOFF`]), over the QUIC connection it
+/// already has when that is still open, so a retry is one stream, not a new handshake.
+///
+/// Sending `first` to every master is safe: only the leader acts on a request, and a deposed
+/// leader that still believes it leads cannot commit anything (and its session is dropped).
 pub async fn open_session(
     opts: &ClientOptions,
     first: &ClientFrame,
@@ -87,29 +110,70 @@ pub async fn open_session(
         return Err(ClientError::NoMasters);
     }
     let deadline = tokio::time::Instant::now() + opts.connect_timeout;
-    let mut backoff = Duration::from_millis(100);
     let mut last_error = String::from("no attempt made");
+    let mut attempts: tokio::task::JoinSet<Attempt> = tokio::task::JoinSet::new();
+    // Masters with an attempt under way.
+    let mut in_flight: HashSet<String> = HashSet::new();
+    // Masters waiting for their retry, with when; and each master's next backoff.
+    let mut retry_at: HashMap<String, tokio::time::Instant> = HashMap::new();
+    let mut backoff: HashMap<String, Duration> = HashMap::new();
+    // Open connections kept from attempts answered "not the leader", for their retries.
+    let mut open: HashMap<String, Reuse> = HashMap::new();
+    let mut redirects = 0;
+    let start = |attempts: &mut tokio::task::JoinSet<Attempt>,
+                 in_flight: &mut HashSet<String>,
+                 open: &mut HashMap<String, Reuse>,
+                 addr: String| {
+        in_flight.insert(addr.clone());
+        let reuse = open.remove(&addr);
+        let opts = opts.clone();
+        let first = first.clone();
+        attempts.spawn(async move {
+            let r = try_master(&opts, &addr, reuse, &first).await;
+            (addr, r)
+        });
+    };
+    for addr in &opts.masters {
+        if !in_flight.contains(addr) {
+            start(&mut attempts, &mut in_flight, &mut open, addr.clone());
+        }
+    }
     loop {
-        let mut candidates: Vec<String> = opts.masters.clone();
-        let mut redirects = 0;
-        while let Some(addr) = candidates.first().cloned() {
-            candidates.remove(0);
-            match try_master(opts, &addr, first).await {
+        let next_retry = retry_at.values().min().copied();
+        let wake = next_retry.map_or(deadline, |t| t.min(deadline));
+        let done = tokio::select! {
+            done = attempts.join_next(), if !attempts.is_empty() => done,
+            _ = tokio::time::sleep_until(wake) => None,
+        };
+        if let Some(done) = done {
+            let (addr, result) = match done {
+                Ok(attempt) => attempt,
+                // An attempt panicked or was cancelled: nothing to learn from it.
+                Err(e) => {
+                    last_error = format!("an attempt failed: {e}");
+                    continue;
+                }
+            };
+            in_flight.remove(&addr);
+            match result {
                 Ok((session, ServerFrame::NotLeader { leader })) => {
-                    drop(session);
                     last_error = format!("{addr} is not the leader");
-                    if let Some(leader) = leader {
-                        if redirects < MAX_REDIRECTS && leader != addr {
-                            redirects += 1;
-                            candidates.insert(0, leader);
+                    if session.connection.close_reason().is_none() {
+                        open.insert(addr.clone(), Reuse::from(session));
+                    }
+                    if let Some(leader) = leader.filter(|l| *l != addr && !in_flight.contains(l)) {
+                        let known = opts.masters.contains(&leader);
+                        if known || redirects < MAX_REDIRECTS {
+                            redirects += usize::from(!known);
+                            retry_at.remove(&leader);
+                            start(&mut attempts, &mut in_flight, &mut open, leader);
                         }
                     }
                 }
+                Ok((_, ServerFrame::Error(e))) if e.code == ErrorCode::Unavailable => {
+                    last_error = format!("{addr}: {}", e.message);
+                }
                 Ok((_, ServerFrame::Error(e))) => {
-                    if e.code == ErrorCode::Unavailable {
-                        last_error = format!("{addr}: {}", e.message);
-                        continue;
-                    }
                     return Err(ClientError::Refused {
                         code: e.code,
                         message: e.message,
@@ -123,18 +187,33 @@ pub async fn open_session(
                     }
                     tracing::debug!(master = %addr, error = %e, "master not reachable");
                     last_error = format!("{addr}: {e}");
+                    open.remove(&addr);
                 }
             }
+            if !in_flight.contains(&addr) {
+                let b = backoff.entry(addr.clone()).or_insert(FIRST_RETRY_BACKOFF);
+                let wait = b.mul_f64(0.75 + rand::random::<f64>() * 0.5);
+                retry_at.insert(addr, tokio::time::Instant::now() + wait);
+                *b = (*b * 2).min(MAX_RETRY_BACKOFF);
+            }
         }
-        if tokio::time::Instant::now() + backoff > deadline {
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
             return Err(ClientError::NoLeader {
                 tried: opts.masters.join(","),
                 timeout: opts.connect_timeout,
                 last: last_error,
             });
         }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(2));
+        let due: Vec<String> = retry_at
+            .iter()
+            .filter(|(_, t)| **t <= now)
+            .map(|(a, _)| a.clone())
+            .collect();
+        for addr in due {
+            retry_at.remove(&addr);
+            start(&mut attempts, &mut in_flight, &mut open, addr);
+        }
     }
 }
 
@@ -146,19 +225,41 @@ fn is_permanent(e: &ClientError) -> bool {
     }
 }
 
+/// An open connection to a master kept for the next attempt at it.
+struct Reuse {
+    endpoint: quinn::Endpoint,
+    connection: quinn::Connection,
+}
+
+impl From<Session> for Reuse {
+    fn from(s: Session) -> Reuse {
+        Reuse {
+            endpoint: s._endpoint,
+            connection: s.connection,
+        }
+    }
+}
+
 async fn try_master(
     opts: &ClientOptions,
     addr: &str,
+    reuse: Option<Reuse>,
     first: &ClientFrame,
 ) -> Result<(Session, ServerFrame), ClientError> {
     let sock = transport::resolve(addr).await?;
-    let endpoint = transport::client_endpoint_for(sock, &opts.identity)?;
-    let connection = tokio::time::timeout(
-        CONNECT_ATTEMPT_TIMEOUT,
-        transport::connect(&endpoint, sock, Role::Master, None),
-    )
-    .await
-    .map_err(|_| ClientError::Transport(TransportError::TimedOut { addr: sock }))??;
+    let (endpoint, connection) = match reuse.filter(|r| r.connection.close_reason().is_none()) {
+        Some(r) => (r.endpoint, r.connection),
+        None => {
+            let endpoint = transport::client_endpoint_for(sock, &opts.identity)?;
+            let connection = tokio::time::timeout(
+                CONNECT_ATTEMPT_TIMEOUT,
+                transport::connect(&endpoint, sock, Role::Master, None),
+            )
+            .await
+            .map_err(|_| ClientError::Transport(TransportError::TimedOut { addr: sock }))??;
+            (endpoint, connection)
+        }
+    };
     let (mut send, mut recv) =
         transport::open_framed::<ClientFrame, ServerFrame>(&connection, opts.max_frame_len).await?;
     send.send(first).await?;
