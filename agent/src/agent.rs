@@ -401,7 +401,11 @@ impl Agent {
                         self.opts.try_last(&conn.master);
                     }
                     self.backoff = Duration::from_millis(200);
-                    self.schedule_reconnect();
+                    // At once, not at the next tick: this is master failover time. Agents
+                    // notice a dead master spread over a keep-alive interval, and
+                    // `open_session` retries with backoff, so a fleet does not come in lockstep.
+                    self.reconnect_at = None;
+                    self.start_connect();
                 }
             }
             Event::Launched { task_id, result } => self.on_launched(task_id, result).await,
