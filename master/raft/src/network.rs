@@ -7,8 +7,8 @@
 //! stale address now held by another master, or an agent, is refused. Each RPC is one
 //! bidirectional stream: one [`RaftRequest`] frame out, one [`RaftResponse`] frame back (proto's
 //! codec). A peer we cannot connect to is [`RPCError::Unreachable`] (openraft then backs off
-//! instead of retrying at once); an RPC that outlives its deadline is [`RPCError::Timeout`] and
-//! the connection is dropped so the next RPC reconnects.
+//! instead of retrying at once); an RPC that outlives its deadline is [`RPCError::Timeout`], and
+//! the connection is dropped so the next RPC reconnects if the peer sent nothing during it.
 //!
 //! **Server** ([`serve_raft_connection`], [`serve_raft_stream`]): the daemon hands us every
 //! bidirectional stream of a connection whose peer certificate has role `master`; we refuse
@@ -263,6 +263,7 @@ impl PeerClient {
     async fn call(&self, req: &RaftRequest, ttl: Duration) -> Result<RaftResponse, CallError> {
         let deadline = Instant::now() + ttl;
         let conn = self.connection(deadline).await?;
+        let heard_before = conn.stats().udp_rx.datagrams;
         let exchange = async {
             let (mut tx, mut rx) =
                 transport::open_framed::<RaftRequest, RaftResponse>(&conn, MAX_RAFT_FRAME).await?;
@@ -294,7 +295,13 @@ impl PeerClient {
                 }
             }
             Err(_) => {
-                self.forget(&conn).await;
+                // A peer that sent nothing at all (not even an ACK of our request) during the
+                // call may be gone (a restarted master ignores the old connection): reconnect.
+                // One that did is alive but slow (a busy host, a long fsync): keep the
+                // connection, as a new handshake would only add to its load.
+                if conn.stats().udp_rx.datagrams == heard_before {
+                    self.forget(&conn).await;
+                }
                 Err(CallError::Timeout(ttl))
             }
         }

@@ -49,12 +49,16 @@ pub struct RaftConfig {
 }
 
 impl RaftConfig {
-    /// The defaults, chosen for failover well under 3 s:
+    /// The defaults, chosen for failover well under 3 s on a LAN:
     /// - heartbeat 150 ms: openraft also uses it as the append-entries deadline, so it must
-    ///   cover a QUIC round trip plus the follower's fsync (a few ms on SSDs) with room to spare;
-    /// - election timeout 400 to 800 ms, about 3 to 5 heartbeats: a leader must miss at least
-    ///   two heartbeats in a row before anyone stands, yet a dead leader is replaced within
-    ///   about a second (timeout, one vote round trip, the new leader's first commit).
+    ///   cover a QUIC round trip plus the follower's fsync (a few ms on SSDs) with room to spare.
+    ///   openraft ticks every 1.5 heartbeats (225 ms) and sends a heartbeat on each tick;
+    /// - election timeout 300 to 600 ms. openraft 0.9 picks each master's timeout once in that
+    ///   range, and a follower that has seen a leader waits the leader lease (the maximum,
+    ///   600 ms) on top, so a follower stands after 0.9 to 1.2 s without a heartbeat (checked
+    ///   on ticks): four missed heartbeats in a row, so a busy host (2 cores running builds and
+    ///   tests) does not depose a healthy leader, yet a dead leader is replaced about 1 to
+    ///   1.4 s after it died (timeout, one vote round trip, the new leader's first commit).
     ///
     /// openraft 0.9 has no pre-vote. What pre-vote is for (a master cut off, then rejoining with
     /// a higher term, deposing a healthy leader) is covered by its leader lease: a master that
@@ -65,8 +69,8 @@ impl RaftConfig {
             node_id,
             data_dir: data_dir.into(),
             heartbeat: Duration::from_millis(150),
-            election_min: Duration::from_millis(400),
-            election_max: Duration::from_millis(800),
+            election_min: Duration::from_millis(300),
+            election_max: Duration::from_millis(600),
             snapshot_every: 10_000,
             keep_after_snapshot: 1_000,
         }
