@@ -101,7 +101,8 @@ type Attempt = (String, Result<(Session, ServerFrame), ClientError>);
 /// already has when that is still open, so a retry is one stream, not a new handshake.
 ///
 /// Sending `first` to every master is safe: only the leader acts on a request, and a deposed
-/// leader that still believes it leads cannot commit anything (and its session is dropped).
+/// leader that still believes it leads commits nothing (what it does without a commit, such as
+/// forwarding a kill, is what the request asked anyway), and its session is dropped.
 pub async fn open_session(
     opts: &ClientOptions,
     first: &ClientFrame,
