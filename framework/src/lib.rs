@@ -27,7 +27,9 @@ pub mod executor;
 mod operator;
 mod scheduler;
 
-pub use connect::{open_session, ClientError, ClientOptions, Session};
+pub use connect::{
+    open_session, ClientError, ClientOptions, Session, CONNECT_ATTEMPT_TIMEOUT, FIRST_REPLY_TIMEOUT,
+};
 pub use executor::{Executor, ExecutorError, ExecutorEvent};
 pub use operator::{operator_call, read_log};
 pub use scheduler::{framework_info, Scheduler, SchedulerEvent};
