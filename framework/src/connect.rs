@@ -94,8 +94,8 @@ type Attempt = (String, Result<(Session, ServerFrame), ClientError>);
 /// first answer. Retries until `opts.connect_timeout` passes.
 ///
 /// Every master is dialled at once (a dead one costs nothing while another answers); followers
-/// answer `NotLeader`, whose hint is dialled at once unless an attempt at it is already under
-/// way. The first master to answer otherwise wins and the other attempts are dropped. A master
+/// answer `NotLeader`, whose hint is dialled at once unless an attempt at it is under way or it
+/// answered less than [`FIRST_RETRY_BACKOFF`] ago. The first master to answer otherwise wins and the other attempts are dropped. A master
 /// that said "not the leader" or could not be reached is retried after its own backoff
 /// ([`FIRST_RETRY_BACKOFF`] doubling to [`MAX_RETRY_BACKOFF`]), over the QUIC connection it
 /// already has when that is still open, so a retry is one stream, not a new handshake.
@@ -118,6 +118,8 @@ pub async fn open_session(
     // Masters waiting for their retry, with when; and each master's next backoff.
     let mut retry_at: HashMap<String, tokio::time::Instant> = HashMap::new();
     let mut backoff: HashMap<String, Duration> = HashMap::new();
+    // When each master last answered (or failed).
+    let mut answered_at: HashMap<String, tokio::time::Instant> = HashMap::new();
     // Open connections kept from attempts answered "not the leader", for their retries.
     let mut open: HashMap<String, Reuse> = HashMap::new();
     let mut redirects = 0;
@@ -156,6 +158,7 @@ pub async fn open_session(
                 }
             };
             in_flight.remove(&addr);
+            answered_at.insert(addr.clone(), tokio::time::Instant::now());
             match result {
                 Ok((session, ServerFrame::NotLeader { leader })) => {
                     last_error = format!("{addr} is not the leader");
@@ -166,8 +169,14 @@ pub async fn open_session(
                         let known = opts.masters.contains(&leader);
                         if known || redirects < MAX_REDIRECTS {
                             redirects += usize::from(!known);
-                            retry_at.remove(&leader);
-                            start(&mut attempts, &mut in_flight, &mut open, leader);
+                            // Try it now, but not sooner than the first backoff after its own
+                            // last answer: two masters naming each other make no tight loop.
+                            let now = tokio::time::Instant::now();
+                            let at = answered_at
+                                .get(&leader)
+                                .map_or(now, |t| (*t + FIRST_RETRY_BACKOFF).max(now));
+                            let slot = retry_at.entry(leader).or_insert(at);
+                            *slot = (*slot).min(at);
                         }
                     }
                 }

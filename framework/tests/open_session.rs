@@ -173,3 +173,28 @@ async fn no_leader_within_the_connect_timeout_is_an_error_naming_the_masters() {
         "took {took:?}"
     );
 }
+
+#[tokio::test]
+async fn two_masters_naming_each_other_are_not_polled_in_a_tight_loop() {
+    let pki = Pki::new();
+    let b_addr: Arc<std::sync::Mutex<Option<String>>> = Default::default();
+    let hint = b_addr.clone();
+    let (a, seen_a) = fake_master(&pki, "m1", move |_| ServerFrame::NotLeader {
+        leader: hint.lock().unwrap().clone(),
+    });
+    let a_hint = a.to_string();
+    let (b, seen_b) = fake_master(&pki, "m2", move |_| ServerFrame::NotLeader {
+        leader: Some(a_hint.clone()),
+    });
+    *b_addr.lock().unwrap() = Some(b.to_string());
+    let mut opts = options(&pki, &[a, b]);
+    opts.connect_timeout = Duration::from_secs(1);
+    let err = open_session(&opts, &first())
+        .await
+        .err()
+        .expect("no leader");
+    assert!(matches!(err, ClientError::NoLeader { .. }), "{err}");
+    // At most one request per master per first backoff (100 ms), not one per round trip.
+    let streams = seen_a.streams.load(Ordering::SeqCst) + seen_b.streams.load(Ordering::SeqCst);
+    assert!(streams <= 2 * 12, "{streams} requests in 1 s");
+}
