@@ -35,14 +35,15 @@ fn main() -> ExitCode {
 }
 
 /// Log to stderr, one line per event; the level comes from --log-level, else RUST_LOG, else
-/// info. Under journald (JOURNAL_STREAM set) timestamps are left to the journal.
+/// info (with quinn and openraft at warn: their info lines are per-connection and per-raft-step
+/// chatter, several a second on a quiet master). Under journald (JOURNAL_STREAM set) timestamps
+/// are left to the journal.
 fn init_logging(level: Option<&str>) {
     use tracing_subscriber::EnvFilter;
     let filter = match level {
         Some(l) => EnvFilter::new(l),
-        None => {
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,quinn=warn"))
-        }
+        None => EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| EnvFilter::new("info,quinn=warn,openraft=warn")),
     };
     use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
