@@ -10,7 +10,7 @@
 
 use crate::config::AllocatorKind;
 use crate::fastmap::FastMap;
-use proto::{AgentId, FrameworkId, Resources};
+use proto::{FrameworkId, Resources};
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
@@ -29,12 +29,16 @@ impl Filter {
     }
 }
 
+/// A framework's refusal filters, by agent index.
+pub type AgentFilters = FastMap<u32, Filter>;
+
 /// What the allocator sees.
 pub struct ClusterView<'a> {
     /// Total resources of all reachable agents: the denominator of every share.
     pub total: Resources,
-    /// Agents whose free resources may be offered (active, connected), with what is free.
-    pub agents: Vec<AgentView<'a>>,
+    /// Agents whose free resources may be offered (active, connected), with what is free, in
+    /// agent id order.
+    pub agents: Vec<AgentView>,
     /// Connected frameworks that want offers in at least one role.
     pub frameworks: Vec<FrameworkView<'a>>,
     pub role_weights: &'a BTreeMap<String, f64>,
@@ -42,15 +46,18 @@ pub struct ClusterView<'a> {
     pub min_allocatable: &'a Resources,
 }
 
-pub struct AgentView<'a> {
-    pub id: &'a AgentId,
+pub struct AgentView {
+    /// The agent's dense index in the master (the key of [`AgentFilters`]).
+    pub ix: u32,
     pub available: Resources,
 }
 
 pub struct FrameworkView<'a> {
     pub id: &'a FrameworkId,
+    /// The framework's dense index in the master.
+    pub ix: u32,
     pub roles: Vec<FrameworkRole<'a>>,
-    pub filters: &'a FastMap<AgentId, Filter>,
+    pub filters: &'a AgentFilters,
 }
 
 pub struct FrameworkRole<'a> {
@@ -61,14 +68,13 @@ pub struct FrameworkRole<'a> {
     pub wants_offers: bool,
 }
 
-/// One decision: `framework` (index into `view.frameworks`) gets `resources` of `agent` (index
-/// into `view.agents`) in `role`.
-#[derive(Clone, Debug, PartialEq)]
+/// One decision: `framework` (index into `view.frameworks`) gets all the free resources of
+/// `agent` (index into `view.agents`) in its role `role` (index into that framework's `roles`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Allocation {
     pub framework: usize,
     pub agent: usize,
-    pub role: String,
-    pub resources: Resources,
+    pub role: usize,
 }
 
 pub trait Allocator: Send {
@@ -188,8 +194,7 @@ impl Ord for Key {
     }
 }
 
-struct RoleState<'a> {
-    name: &'a str,
+struct RoleState {
     weight: f64,
     allocated: Resources,
     key: Key,
@@ -211,7 +216,7 @@ fn hierarchical(
 ) -> Vec<Allocation> {
     // Role states, keyed by name; shares count every framework's allocation, wanting or not.
     let mut role_index: BTreeMap<&str, usize> = BTreeMap::new();
-    let mut roles: Vec<RoleState<'_>> = Vec::new();
+    let mut roles: Vec<RoleState> = Vec::new();
     // Per framework and role: scalar allocation (mutable copy, ports ignored for shares).
     let mut fw_alloc: Vec<Vec<Resources>> = Vec::with_capacity(view.frameworks.len());
     for (fi, fw) in view.frameworks.iter().enumerate() {
@@ -219,7 +224,6 @@ fn hierarchical(
         for (ri, r) in fw.roles.iter().enumerate() {
             let idx = *role_index.entry(r.role).or_insert_with(|| {
                 roles.push(RoleState {
-                    name: r.role,
                     weight: role_weight(view.role_weights, r.role),
                     allocated: Resources::default(),
                     key: Key(0.0, 0),
@@ -243,7 +247,7 @@ fn hierarchical(
     for (rank, idx) in role_index.values().enumerate() {
         name_rank[*idx] = rank;
     }
-    let role_key = |r: &RoleState<'_>, rank: usize| -> Key {
+    let role_key = |r: &RoleState, rank: usize| -> Key {
         match order {
             RoleOrder::WeightedShare => {
                 Key(dominant_share(&r.allocated, &view.total) / r.weight, rank)
@@ -275,11 +279,13 @@ fn hierarchical(
         let mut chosen = None;
         'roles: for &(_, ri) in role_set.iter() {
             for &(fkey, fi, fri) in roles[ri].members.iter() {
-                let fw = &view.frameworks[fi];
-                if let Some(f) = fw.filters.get(agent.id) {
-                    if f.blocks(now, &agent.available) {
-                        continue;
-                    }
+                let filters = view.frameworks[fi].filters;
+                if !filters.is_empty()
+                    && filters
+                        .get(&agent.ix)
+                        .is_some_and(|f| f.blocks(now, &agent.available))
+                {
+                    continue;
                 }
                 chosen = Some((ri, fkey, fi, fri));
                 break 'roles;
@@ -291,8 +297,7 @@ fn hierarchical(
         out.push(Allocation {
             framework: fi,
             agent: ai,
-            role: roles[ri].name.to_owned(),
-            resources: agent.available.clone(),
+            role: fri,
         });
         // Update the framework's share within the role, and the role's share.
         let role = &mut roles[ri];

@@ -33,11 +33,12 @@ pub mod config;
 pub mod fastmap;
 mod master;
 pub mod registry;
+mod table;
 pub mod testing;
 mod timers;
 
 pub use allocator::{
-    Allocation, Allocator, ClusterView, DrfAllocator, Filter, StrictPriorityAllocator,
+    AgentFilters, Allocation, Allocator, ClusterView, DrfAllocator, Filter, StrictPriorityAllocator,
 };
 pub use config::{limits, AllocatorKind, MasterConfig};
 pub use master::{authorized, Master, Output, SessionId, Stats};

@@ -1,10 +1,11 @@
 //! The master state machine: sessions, offers, filters, timers and the reactions to committed
 //! registry operations. See the crate documentation for the event loop contract.
 
-use crate::allocator::{self, Allocator, ClusterView, Filter, FrameworkRole};
+use crate::allocator::{self, AgentFilters, Allocator, ClusterView, Filter, FrameworkRole};
 use crate::config::{limits, MasterConfig};
-use crate::fastmap::{FastMap, FastSet};
+use crate::fastmap::FastMap;
 use crate::registry::{AgentMark, Registry, RegistryOp, TaskKey};
+use crate::table::Table;
 use crate::timers::{TimerKey, Timers};
 use proto::{
     AgentId, AgentStatus, AgentToMaster, ClientFrame, ClusterState, ErrorCode, ErrorReply,
@@ -58,7 +59,8 @@ struct AgentRt {
     offered: Resources,
     /// Launches proposed and not yet committed.
     pending: Resources,
-    offers: FastSet<OfferId>,
+    /// Outstanding offers of this agent (numeric offer keys).
+    offers: BTreeSet<u64>,
     usage: BTreeMap<TaskKey, ResourceUsage>,
 }
 
@@ -67,10 +69,12 @@ struct FrameworkRt {
     session: Option<SessionId>,
     disconnected_at: Option<Instant>,
     suppressed: BTreeSet<String>,
-    filters: FastMap<AgentId, Filter>,
+    /// Refusal filters by agent index.
+    filters: AgentFilters,
     offered: BTreeMap<String, Resources>,
     pending: BTreeMap<String, Resources>,
-    offers: FastSet<OfferId>,
+    /// Outstanding offers of this framework (numeric offer keys).
+    offers: BTreeSet<u64>,
     /// Since when the framework has wanted offers without getting one.
     wanting_since: Instant,
 }
@@ -81,30 +85,23 @@ impl FrameworkRt {
             session: None,
             disconnected_at: Some(now),
             suppressed: BTreeSet::new(),
-            filters: FastMap::default(),
+            filters: AgentFilters::default(),
             offered: BTreeMap::new(),
             pending: BTreeMap::new(),
-            offers: FastSet::default(),
+            offers: BTreeSet::new(),
             wanting_since: now,
         }
     }
 }
 
+/// An outstanding offer. Keyed by the number in its id (`<prefix>-O<n>`); it names its framework
+/// and agent by their dense indexes, which stay valid while it exists (both rescind their
+/// offers before they go).
 struct OfferRt {
-    framework_id: FrameworkId,
-    agent_id: AgentId,
+    framework: u32,
+    agent: u32,
     role: String,
     resources: Resources,
-}
-
-/// One allocation decision, with what the offer needs from the agent's entry.
-struct Decision {
-    framework_id: FrameworkId,
-    agent_id: AgentId,
-    role: String,
-    resources: Resources,
-    hostname: String,
-    attributes: BTreeMap<String, String>,
 }
 
 /// `a += b` for scalars; ports only when `b` has any (framework totals are for shares and
@@ -117,6 +114,45 @@ fn add_scalars_and_ports(a: &mut Resources, b: &Resources) {
     } else {
         a.add_assign(b);
     }
+}
+
+/// What an agent has free: `total - used - offered - pending`, each quantity floored at zero.
+/// When nothing holds ports, the free ports are the agent's (the registry keeps them
+/// normalized), copied once instead of subtracted.
+fn free_resources(
+    total: &Resources,
+    used: &Resources,
+    offered: &Resources,
+    pending: &Resources,
+) -> Resources {
+    if used.ports.is_empty() && offered.ports.is_empty() && pending.ports.is_empty() {
+        return Resources {
+            cpus_milli: total
+                .cpus_milli
+                .saturating_sub(used.cpus_milli)
+                .saturating_sub(offered.cpus_milli)
+                .saturating_sub(pending.cpus_milli),
+            mem_bytes: total
+                .mem_bytes
+                .saturating_sub(used.mem_bytes)
+                .saturating_sub(offered.mem_bytes)
+                .saturating_sub(pending.mem_bytes),
+            disk_bytes: total
+                .disk_bytes
+                .saturating_sub(used.disk_bytes)
+                .saturating_sub(offered.disk_bytes)
+                .saturating_sub(pending.disk_bytes),
+            ports: total.ports.clone(),
+        };
+    }
+    let mut free = total.saturating_sub(used);
+    if !offered.is_empty() {
+        free = free.saturating_sub(offered);
+    }
+    if !pending.is_empty() {
+        free = free.saturating_sub(pending);
+    }
+    free
 }
 
 struct PendingLaunch {
@@ -153,9 +189,9 @@ pub struct Master {
     now: Instant,
     registry: Registry,
     sessions: BTreeMap<SessionId, Session>,
-    agents: FastMap<AgentId, AgentRt>,
-    frameworks: BTreeMap<FrameworkId, FrameworkRt>,
-    offers: FastMap<OfferId, OfferRt>,
+    agents: Table<AgentId, AgentRt>,
+    frameworks: Table<FrameworkId, FrameworkRt>,
+    offers: FastMap<u64, OfferRt>,
     pending_launches: BTreeMap<TaskKey, PendingLaunch>,
     /// Kills asked for while the agent was away; re-sent when it re-registers.
     kill_requested: BTreeMap<TaskKey, Option<u64>>,
@@ -284,8 +320,8 @@ impl Master {
             now: start,
             registry: Registry::default(),
             sessions: BTreeMap::new(),
-            agents: FastMap::default(),
-            frameworks: BTreeMap::new(),
+            agents: Table::default(),
+            frameworks: Table::default(),
             offers: FastMap::default(),
             pending_launches: BTreeMap::new(),
             kill_requested: BTreeMap::new(),
@@ -448,7 +484,7 @@ impl Master {
         self.tick(now);
         while let Some(key) = self.timers.pop_due(self.now) {
             match key {
-                TimerKey::Offer(id) => self.offer_timed_out(&id),
+                TimerKey::Offer(key) => self.offer_timed_out(key),
                 TimerKey::AgentSilence(id) => self.check_agent_silence(&id),
                 TimerKey::FrameworkFailover(id) => self.framework_failover_expired(&id),
                 TimerKey::LogRequest(id) => {
@@ -469,7 +505,7 @@ impl Master {
                     );
                 }
                 TimerKey::FilterExpiry(fw, agent) => {
-                    if let Some(rt) = self.frameworks.get_mut(&fw) {
+                    if let Some(rt) = self.frameworks.at_mut(fw) {
                         if rt.filters.get(&agent).is_some_and(|f| f.until <= self.now) {
                             rt.filters.remove(&agent);
                         }
@@ -642,7 +678,7 @@ impl Master {
                         .max(self.config.agent_unreachable_timeout),
                     offered: Resources::default(),
                     pending: Resources::default(),
-                    offers: FastSet::default(),
+                    offers: BTreeSet::new(),
                     usage: BTreeMap::new(),
                 },
             );
@@ -706,35 +742,73 @@ impl Master {
         }
     }
 
-    fn add_filter(&mut self, fw: &FrameworkId, agent: &AgentId, refused: Resources, d: Duration) {
+    /// Filters `refused` of agent `agent` (index) for framework `fw` (index) for `d`.
+    fn add_filter(&mut self, fw: u32, agent: u32, refused: Resources, d: Duration) {
         if d.is_zero() || refused.is_empty() {
             return;
         }
         let now = self.now;
-        if let Some(rt) = self.frameworks.get_mut(fw) {
+        if let Some(rt) = self.frameworks.at_mut(fw) {
             rt.filters.retain(|_, f| f.until > now);
             rt.filters.insert(
-                agent.clone(),
+                agent,
                 Filter {
                     until: now + d,
                     refused,
                 },
             );
             // Allocation is event-driven: the end of a filter is an event.
-            self.timers
-                .set(TimerKey::FilterExpiry(fw.clone(), agent.clone()), now + d);
+            self.timers.set(TimerKey::FilterExpiry(fw, agent), now + d);
         }
     }
 
     fn clear_filters(&mut self, fw: &FrameworkId) {
-        let agents: Vec<AgentId> = self
+        let Some(fix) = self.frameworks.ix(fw) else {
+            return;
+        };
+        let agents: Vec<u32> = self
             .frameworks
-            .get_mut(fw)
+            .at_mut(fix)
             .map(|rt| std::mem::take(&mut rt.filters).into_keys().collect())
             .unwrap_or_default();
         for a in agents {
-            self.timers.cancel(&TimerKey::FilterExpiry(fw.clone(), a));
+            self.timers.cancel(&TimerKey::FilterExpiry(fix, a));
         }
+    }
+
+    /// Forgets every framework's filter on agent `agent` (index), before the index is reused.
+    fn clear_agent_filters(&mut self, agent: u32) {
+        let mut cancelled = Vec::new();
+        for (fix, _, rt) in self.frameworks.iter() {
+            if rt.filters.contains_key(&agent) {
+                cancelled.push(fix);
+            }
+        }
+        for fix in cancelled {
+            if let Some(rt) = self.frameworks.at_mut(fix) {
+                rt.filters.remove(&agent);
+            }
+            self.timers.cancel(&TimerKey::FilterExpiry(fix, agent));
+        }
+    }
+
+    /// The numeric key of an offer id this master generated (`<prefix>-O<n>`), else `None`
+    /// (such an offer is unknown).
+    fn offer_key(&self, id: &OfferId) -> Option<u64> {
+        let digits =
+            id.0.strip_prefix(self.config.id_prefix.as_str())?
+                .strip_prefix("-O")?;
+        if digits.is_empty()
+            || digits.starts_with('0')
+            || !digits.bytes().all(|b| b.is_ascii_digit())
+        {
+            return None;
+        }
+        digits.parse().ok()
+    }
+
+    fn offer_id(&self, key: u64) -> OfferId {
+        OfferId(format!("{}-O{key}", self.config.id_prefix))
     }
 
     // -----------------------------------------------------------------------------------------
@@ -742,34 +816,34 @@ impl Master {
     // -----------------------------------------------------------------------------------------
 
     /// Removes an offer and returns its resources to the pool. Sends a Rescind when `notify`.
-    fn remove_offer(&mut self, id: &OfferId, notify: bool) -> Option<OfferRt> {
-        let offer = self.offers.remove(id)?;
-        self.timers.cancel(&TimerKey::Offer(id.clone()));
-        if let Some(a) = self.agents.get_mut(&offer.agent_id) {
+    fn remove_offer(&mut self, key: u64, notify: bool) -> Option<OfferRt> {
+        let offer = self.offers.remove(&key)?;
+        self.timers.cancel(&TimerKey::Offer(key));
+        if let Some(a) = self.agents.at_mut(offer.agent) {
             a.offered = a.offered.saturating_sub(&offer.resources);
-            a.offers.remove(id);
+            a.offers.remove(&key);
         }
         let mut session = None;
-        if let Some(f) = self.frameworks.get_mut(&offer.framework_id) {
+        let now = self.now;
+        if let Some(f) = self.frameworks.at_mut(offer.framework) {
             if let Some(r) = f.offered.get_mut(&offer.role) {
                 *r = r.saturating_sub(&offer.resources);
                 if r.is_empty() {
                     f.offered.remove(&offer.role);
                 }
             }
-            f.offers.remove(id);
+            f.offers.remove(&key);
             if f.offers.is_empty() {
-                f.wanting_since = self.now;
+                f.wanting_since = now;
             }
             session = f.session;
         }
         if notify {
             if let Some(s) = session {
+                let offer_id = self.offer_id(key);
                 self.send(
                     s,
-                    ServerFrame::Framework(FrameworkEvent::Rescind {
-                        offer_id: id.clone(),
-                    }),
+                    ServerFrame::Framework(FrameworkEvent::Rescind { offer_id }),
                 );
             }
         }
@@ -778,45 +852,54 @@ impl Master {
     }
 
     fn rescind_agent_offers(&mut self, agent: &AgentId) {
-        let ids: Vec<OfferId> = self
+        let keys: Vec<u64> = self
             .agents
             .get(agent)
-            .map(|a| a.offers.iter().cloned().collect())
+            .map(|a| a.offers.iter().copied().collect())
             .unwrap_or_default();
-        for id in ids {
-            self.remove_offer(&id, true);
+        for key in keys {
+            self.remove_offer(key, true);
         }
     }
 
     fn rescind_framework_offers(&mut self, fw: &FrameworkId, notify: bool) {
-        let ids: Vec<OfferId> = self
+        let keys: Vec<u64> = self
             .frameworks
             .get(fw)
-            .map(|f| f.offers.iter().cloned().collect())
+            .map(|f| f.offers.iter().copied().collect())
             .unwrap_or_default();
-        for id in ids {
-            self.remove_offer(&id, notify);
+        for key in keys {
+            self.remove_offer(key, notify);
         }
     }
 
-    fn offer_timed_out(&mut self, id: &OfferId) {
+    fn offer_timed_out(&mut self, key: u64) {
         // Rescind, and keep the hoarder away from these resources for the default refusal so
         // that another framework gets them first.
-        if let Some(o) = self.remove_offer(id, true) {
+        if let Some(o) = self.remove_offer(key, true) {
             let d = self.config.default_refuse;
-            self.add_filter(&o.framework_id, &o.agent_id, o.resources, d);
+            self.add_filter(o.framework, o.agent, o.resources, d);
         }
     }
 
     /// One allocation pass: build the view, ask the allocator, send the offers.
+    ///
+    /// The view lists agents in id order (the registry's, joined with the agent table's, which
+    /// shares that order) and frameworks in id order; each carries its dense index, so the
+    /// allocator checks filters and the bookkeeping below updates offers without touching a
+    /// string id. The only strings made per offer are the ones the `Offer` frame carries.
     fn allocate(&mut self) {
         self.allocation_passes += 1;
         let now = self.now;
-        let mut decisions: Vec<Decision> = Vec::new();
+        // (framework index, position in the view's frameworks, agent index, offer without id)
+        let mut made: Vec<(u32, usize, u32, Offer)> = Vec::new();
+        // The dense index of each framework in the view, by position.
+        let view_frameworks: Vec<u32>;
         {
             let mut total = Resources::default();
-            let mut agents = Vec::with_capacity(self.registry.agents.len());
-            let mut entries = Vec::with_capacity(self.registry.agents.len());
+            let mut agents = Vec::with_capacity(self.agents.len());
+            let mut entries = Vec::with_capacity(self.agents.len());
+            let mut table = self.agents.iter().peekable();
             for (id, entry) in &self.registry.agents {
                 if !entry.reachable {
                     continue;
@@ -825,27 +908,23 @@ impl Master {
                 total.cpus_milli = total.cpus_milli.saturating_add(r.cpus_milli);
                 total.mem_bytes = total.mem_bytes.saturating_add(r.mem_bytes);
                 total.disk_bytes = total.disk_bytes.saturating_add(r.disk_bytes);
-                let Some(rt) = self.agents.get(id) else {
+                // Both are in id order: advance the table to this id.
+                while table.next_if(|(_, k, _)| *k < id).is_some() {}
+                let Some((ix, _, rt)) = table.next_if(|(_, k, _)| *k == id) else {
                     continue;
                 };
                 if entry.mark != AgentMark::Active || rt.session.is_none() {
                     continue;
                 }
-                let mut available = r.saturating_sub(&entry.used);
-                if !rt.offered.is_empty() {
-                    available = available.saturating_sub(&rt.offered);
-                }
-                if !rt.pending.is_empty() {
-                    available = available.saturating_sub(&rt.pending);
-                }
+                let available = free_resources(r, &entry.used, &rt.offered, &rt.pending);
                 if available.is_empty() {
                     continue;
                 }
-                agents.push(allocator::AgentView { id, available });
+                agents.push(allocator::AgentView { ix, available });
                 entries.push(entry);
             }
             let mut frameworks = Vec::new();
-            for (id, rt) in &self.frameworks {
+            for (ix, id, rt) in self.frameworks.iter() {
                 if rt.session.is_none() {
                     continue;
                 }
@@ -884,6 +963,7 @@ impl Master {
                 if any_wants {
                     frameworks.push(allocator::FrameworkView {
                         id,
+                        ix,
                         roles,
                         filters: &rt.filters,
                     });
@@ -900,83 +980,95 @@ impl Master {
                 min_allocatable: &self.config.min_allocatable,
             };
             let allocations = self.allocator.allocate(now, &view);
-            decisions.reserve(allocations.len());
+            let ClusterView {
+                mut agents,
+                frameworks,
+                ..
+            } = view;
+            made.reserve(allocations.len());
             for a in allocations {
-                let (Some(fw), Some(agent), Some(entry)) = (
-                    view.frameworks.get(a.framework),
-                    view.agents.get(a.agent),
-                    entries.get(a.agent),
-                ) else {
+                let (Some(fw), Some(entry)) = (frameworks.get(a.framework), entries.get(a.agent))
+                else {
                     continue;
                 };
-                decisions.push(Decision {
-                    framework_id: fw.id.clone(),
-                    agent_id: agent.id.clone(),
-                    role: a.role,
-                    resources: a.resources,
-                    hostname: entry.info.hostname.clone(),
-                    attributes: entry.info.attributes.clone(),
-                });
+                let (Some(role), Some(agent)) = (fw.roles.get(a.role), agents.get_mut(a.agent))
+                else {
+                    continue;
+                };
+                // Each agent is offered whole, once per pass: move its free resources out.
+                let resources = std::mem::take(&mut agent.available);
+                if resources.is_empty() {
+                    continue;
+                }
+                let Some(agent_id) = self.agents.key(agent.ix) else {
+                    continue;
+                };
+                made.push((
+                    fw.ix,
+                    a.framework,
+                    agent.ix,
+                    Offer {
+                        id: OfferId(String::new()),
+                        framework_id: fw.id.clone(),
+                        agent_id: agent_id.clone(),
+                        hostname: entry.info.hostname.clone(),
+                        resources,
+                        attributes: entry.info.attributes.clone(),
+                        role: role.role.to_owned(),
+                    },
+                ));
             }
+            view_frameworks = frameworks.iter().map(|f| f.ix).collect();
         }
-        let mut by_framework: BTreeMap<FrameworkId, Vec<Offer>> = BTreeMap::new();
-        for d in decisions {
-            let Decision {
-                framework_id: fw_id,
-                agent_id,
-                role,
-                resources,
-                hostname,
-                attributes,
-            } = d;
-            let id = OfferId(self.next_id('O'));
-            let offer = Offer {
-                id,
-                framework_id: fw_id.clone(),
-                agent_id: agent_id.clone(),
-                hostname,
-                resources: resources.clone(),
-                attributes,
-                role: role.clone(),
-            };
-            if let Some(a) = self.agents.get_mut(&agent_id) {
+        let mut by_framework: Vec<Vec<Offer>> = Vec::new();
+        by_framework.resize_with(view_frameworks.len(), Vec::new);
+        for (fix, pos, aix, mut offer) in made {
+            self.next_offer += 1;
+            let key = self.next_offer;
+            offer.id = self.offer_id(key);
+            if let Some(a) = self.agents.at_mut(aix) {
                 // Only whole free resources are offered: the agent had nothing offered before.
                 if a.offered.is_empty() {
-                    a.offered = resources.clone();
+                    a.offered = offer.resources.clone();
                 } else {
-                    a.offered.add_assign(&resources);
+                    a.offered.add_assign(&offer.resources);
                 }
-                a.offers.insert(offer.id.clone());
+                a.offers.insert(key);
             }
-            if let Some(f) = self.frameworks.get_mut(&fw_id) {
-                match f.offered.get_mut(&role) {
-                    Some(r) => add_scalars_and_ports(r, &resources),
+            if let Some(f) = self.frameworks.at_mut(fix) {
+                match f.offered.get_mut(&offer.role) {
+                    Some(r) => add_scalars_and_ports(r, &offer.resources),
                     None => {
-                        f.offered.insert(role.clone(), resources.clone());
+                        f.offered
+                            .insert(offer.role.clone(), offer.resources.clone());
                     }
                 }
-                f.offers.insert(offer.id.clone());
+                f.offers.insert(key);
                 f.wanting_since = now;
             }
             self.offers.insert(
-                offer.id.clone(),
+                key,
                 OfferRt {
-                    framework_id: fw_id.clone(),
-                    agent_id,
-                    role,
-                    resources,
+                    framework: fix,
+                    agent: aix,
+                    role: offer.role.clone(),
+                    resources: offer.resources.clone(),
                 },
             );
             if let Some(t) = self.config.offer_timeout {
-                self.timers.set(TimerKey::Offer(offer.id.clone()), now + t);
+                self.timers.set(TimerKey::Offer(key), now + t);
             }
-            by_framework.entry(fw_id).or_default().push(offer);
+            if let Some(list) = by_framework.get_mut(pos) {
+                list.push(offer);
+            }
         }
-        for (fw_id, offers) in by_framework {
-            let Some(session) = self.frameworks.get(&fw_id).and_then(|f| f.session) else {
+        for (fix, mut offers) in view_frameworks.into_iter().zip(by_framework) {
+            if offers.is_empty() {
+                continue;
+            }
+            let Some(session) = self.frameworks.at(fix).and_then(|f| f.session) else {
                 continue;
             };
-            let mut offers = offers;
             while !offers.is_empty() {
                 let rest = if offers.len() > limits::MAX_OFFERS_PER_EVENT {
                     offers.split_off(limits::MAX_OFFERS_PER_EVENT)
@@ -1634,13 +1726,20 @@ impl Master {
                     return;
                 }
                 let d = self.refuse_duration(filters.as_ref());
+                let fix = self.frameworks.ix(&fw);
                 for id in offer_ids {
-                    let mine = self.offers.get(&id).is_some_and(|o| o.framework_id == fw);
+                    let Some(key) = self.offer_key(&id) else {
+                        continue;
+                    };
+                    let mine = self
+                        .offers
+                        .get(&key)
+                        .is_some_and(|o| Some(o.framework) == fix);
                     if !mine {
                         continue;
                     }
-                    if let Some(o) = self.remove_offer(&id, false) {
-                        self.add_filter(&fw, &o.agent_id, o.resources, d);
+                    if let Some(o) = self.remove_offer(key, false) {
+                        self.add_filter(o.framework, o.agent, o.resources, d);
                     }
                 }
             }
@@ -1958,7 +2057,7 @@ impl Master {
                 },
             );
         }
-        if let Some(rt) = self.frameworks.remove(id) {
+        if let Some((_, rt)) = self.frameworks.remove(id) {
             if let Some(s) = rt.session {
                 self.send(
                     s,
@@ -2151,16 +2250,18 @@ impl Master {
             return;
         }
         // Collect the offers: consume the valid ones of this framework.
+        let fix = self.frameworks.ix(fw);
         let mut seen = BTreeSet::new();
-        let mut mine: Vec<OfferId> = Vec::new();
+        let mut mine: Vec<u64> = Vec::new();
         let mut problem: Option<String> = None;
         for id in &offer_ids {
             if !seen.insert(id.clone()) {
                 problem.get_or_insert_with(|| format!("offer {id} is named twice"));
                 continue;
             }
-            match self.offers.get(id) {
-                Some(o) if o.framework_id == *fw => mine.push(id.clone()),
+            let key = self.offer_key(id);
+            match key.and_then(|k| self.offers.get(&k).map(|o| (k, o))) {
+                Some((k, o)) if Some(o.framework) == fix => mine.push(k),
                 Some(_) => {
                     problem
                         .get_or_insert_with(|| format!("offer {id} belongs to another framework"));
@@ -2172,12 +2273,15 @@ impl Master {
             }
         }
         let mut removed: Vec<OfferRt> = Vec::new();
-        for id in &mine {
-            if let Some(o) = self.remove_offer(id, false) {
+        for key in mine {
+            if let Some(o) = self.remove_offer(key, false) {
                 removed.push(o);
             }
         }
-        let Some(first) = removed.first() else {
+        let first = removed
+            .first()
+            .and_then(|o| Some((o, self.agents.key(o.agent)?.clone())));
+        let Some((first, agent_id)) = first else {
             let p = problem.unwrap_or_else(|| "no valid offers".into());
             self.reject_tasks(
                 fw,
@@ -2188,9 +2292,10 @@ impl Master {
             );
             return;
         };
-        let agent_id = first.agent_id.clone();
+        let agent_ix = first.agent;
+        let fw_ix = first.framework;
         let role = first.role.clone();
-        if removed.iter().any(|o| o.agent_id != agent_id) {
+        if removed.iter().any(|o| o.agent != agent_ix) {
             problem.get_or_insert_with(|| "offers span more than one agent".into());
         }
         if removed.iter().any(|o| o.role != role) {
@@ -2209,7 +2314,7 @@ impl Master {
                 &p,
             );
             for o in removed {
-                self.add_filter(fw, &o.agent_id, o.resources, refuse);
+                self.add_filter(o.framework, o.agent, o.resources, refuse);
             }
             return;
         }
@@ -2312,7 +2417,7 @@ impl Master {
             }
             self.launch(fw, &agent_id, &role, executor, accepted, need);
         }
-        self.add_filter(fw, &agent_id, remaining, refuse);
+        self.add_filter(fw_ix, agent_ix, remaining, refuse);
         self.request_allocation();
     }
 
@@ -2672,7 +2777,9 @@ impl Master {
                     });
                     self.drop_session(s);
                 }
-                self.agents.remove(&agent_id);
+                if let Some((ix, _)) = self.agents.remove(&agent_id) {
+                    self.clear_agent_filters(ix);
+                }
                 self.timers.cancel(&TimerKey::AgentSilence(agent_id));
             }
             RegistryOp::FrameworkAdded { framework_id, .. } => {
