@@ -202,7 +202,8 @@ struct RoleState {
     members: BTreeSet<(Key, usize, usize)>,
 }
 
-fn add_scalars(a: &mut Resources, b: &Resources) {
+/// `a += b` for cpus, memory and disk (ports are not a share).
+pub(crate) fn add_scalars(a: &mut Resources, b: &Resources) {
     a.cpus_milli = a.cpus_milli.saturating_add(b.cpus_milli);
     a.mem_bytes = a.mem_bytes.saturating_add(b.mem_bytes);
     a.disk_bytes = a.disk_bytes.saturating_add(b.disk_bytes);
@@ -263,8 +264,8 @@ fn hierarchical(
         }
     }
 
-    let mut out = Vec::new();
     let n = view.agents.len();
+    let mut out = Vec::with_capacity(n);
     if n == 0 || role_set.is_empty() {
         return out;
     }

@@ -71,6 +71,7 @@ struct FrameworkRt {
     suppressed: BTreeSet<String>,
     /// Refusal filters by agent index.
     filters: AgentFilters,
+    /// Cpus, memory and disk offered, per role (the ports offered are read from `offers`).
     offered: BTreeMap<String, Resources>,
     pending: BTreeMap<String, Resources>,
     /// Outstanding offers of this framework (numeric offer keys).
@@ -104,16 +105,34 @@ struct OfferRt {
     resources: Resources,
 }
 
-/// `a += b` for scalars; ports only when `b` has any (framework totals are for shares and
-/// display; their port lists are informational).
-fn add_scalars_and_ports(a: &mut Resources, b: &Resources) {
-    if b.ports.is_empty() {
-        a.cpus_milli = a.cpus_milli.saturating_add(b.cpus_milli);
-        a.mem_bytes = a.mem_bytes.saturating_add(b.mem_bytes);
-        a.disk_bytes = a.disk_bytes.saturating_add(b.disk_bytes);
-    } else {
-        a.add_assign(b);
+/// `a -= b` for cpus, memory and disk, floored at zero.
+fn sub_scalars(a: &mut Resources, b: &Resources) {
+    a.cpus_milli = a.cpus_milli.saturating_sub(b.cpus_milli);
+    a.mem_bytes = a.mem_bytes.saturating_sub(b.mem_bytes);
+    a.disk_bytes = a.disk_bytes.saturating_sub(b.disk_bytes);
+}
+
+/// `prefix-<kind><n>`, the form of every generated id, written without `format!`.
+fn make_id(prefix: &str, kind: char, n: u64) -> String {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    let mut v = n;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
     }
+    let mut id = String::with_capacity(prefix.len() + 2 + digits.len() - i);
+    id.push_str(prefix);
+    id.push('-');
+    id.push(kind);
+    for d in &digits[i..] {
+        id.push(char::from(*d));
+    }
+    id
 }
 
 /// What an agent has free: `total - used - offered - pending`, each quantity floored at zero.
@@ -718,19 +737,12 @@ impl Master {
     }
 
     fn next_id(&mut self, kind: char) -> String {
-        use std::fmt::Write;
         let counter = match kind {
             'A' => &mut self.next_agent,
-            'F' => &mut self.next_framework,
-            _ => &mut self.next_offer,
+            _ => &mut self.next_framework,
         };
         *counter += 1;
-        let mut id = String::with_capacity(self.config.id_prefix.len() + 22);
-        id.push_str(&self.config.id_prefix);
-        id.push('-');
-        id.push(kind);
-        let _ = write!(id, "{}", *counter);
-        id
+        make_id(&self.config.id_prefix, kind, *counter)
     }
 
     fn refuse_duration(&self, filters: Option<&proto::Filters>) -> Duration {
@@ -808,7 +820,7 @@ impl Master {
     }
 
     fn offer_id(&self, key: u64) -> OfferId {
-        OfferId(format!("{}-O{key}", self.config.id_prefix))
+        OfferId(make_id(&self.config.id_prefix, 'O', key))
     }
 
     // -----------------------------------------------------------------------------------------
@@ -827,7 +839,7 @@ impl Master {
         let now = self.now;
         if let Some(f) = self.frameworks.at_mut(offer.framework) {
             if let Some(r) = f.offered.get_mut(&offer.role) {
-                *r = r.saturating_sub(&offer.resources);
+                sub_scalars(r, &offer.resources);
                 if r.is_empty() {
                     f.offered.remove(&offer.role);
                 }
@@ -891,8 +903,10 @@ impl Master {
     fn allocate(&mut self) {
         self.allocation_passes += 1;
         let now = self.now;
-        // (framework index, position in the view's frameworks, agent index, offer without id)
-        let mut made: Vec<(u32, usize, u32, Offer)> = Vec::new();
+        // Offers per framework of the view (by position), and for each: (framework index,
+        // agent index, offer key, position, place in that framework's list).
+        let mut by_framework: Vec<Vec<Offer>>;
+        let mut made: Vec<(u32, u32, u64, usize, usize)> = Vec::new();
         // The dense index of each framework in the view, by position.
         let view_frameworks: Vec<u32>;
         {
@@ -923,7 +937,7 @@ impl Master {
                 agents.push(allocator::AgentView { ix, available });
                 entries.push(entry);
             }
-            let mut frameworks = Vec::new();
+            let mut frameworks = Vec::with_capacity(self.frameworks.len());
             for (ix, id, rt) in self.frameworks.iter() {
                 if rt.session.is_none() {
                     continue;
@@ -985,6 +999,13 @@ impl Master {
                 frameworks,
                 ..
             } = view;
+            let mut counts = vec![0usize; frameworks.len()];
+            for a in &allocations {
+                if let Some(c) = counts.get_mut(a.framework) {
+                    *c += 1;
+                }
+            }
+            by_framework = counts.into_iter().map(Vec::with_capacity).collect();
             made.reserve(allocations.len());
             for a in allocations {
                 let (Some(fw), Some(entry)) = (frameworks.get(a.framework), entries.get(a.agent))
@@ -1000,32 +1021,30 @@ impl Master {
                 if resources.is_empty() {
                     continue;
                 }
-                let Some(agent_id) = self.agents.key(agent.ix) else {
+                let (Some(agent_id), Some(list)) =
+                    (self.agents.key(agent.ix), by_framework.get_mut(a.framework))
+                else {
                     continue;
                 };
-                made.push((
-                    fw.ix,
-                    a.framework,
-                    agent.ix,
-                    Offer {
-                        id: OfferId(String::new()),
-                        framework_id: fw.id.clone(),
-                        agent_id: agent_id.clone(),
-                        hostname: entry.info.hostname.clone(),
-                        resources,
-                        attributes: entry.info.attributes.clone(),
-                        role: role.role.to_owned(),
-                    },
-                ));
+                self.next_offer += 1;
+                let key = self.next_offer;
+                made.push((fw.ix, agent.ix, key, a.framework, list.len()));
+                list.push(Offer {
+                    id: OfferId(make_id(&self.config.id_prefix, 'O', key)),
+                    framework_id: fw.id.clone(),
+                    agent_id: agent_id.clone(),
+                    hostname: entry.info.hostname.clone(),
+                    resources,
+                    attributes: entry.info.attributes.clone(),
+                    role: role.role.to_owned(),
+                });
             }
             view_frameworks = frameworks.iter().map(|f| f.ix).collect();
         }
-        let mut by_framework: Vec<Vec<Offer>> = Vec::new();
-        by_framework.resize_with(view_frameworks.len(), Vec::new);
-        for (fix, pos, aix, mut offer) in made {
-            self.next_offer += 1;
-            let key = self.next_offer;
-            offer.id = self.offer_id(key);
+        for (fix, aix, key, pos, i) in made {
+            let Some(offer) = by_framework.get(pos).and_then(|l| l.get(i)) else {
+                continue;
+            };
             if let Some(a) = self.agents.at_mut(aix) {
                 // Only whole free resources are offered: the agent had nothing offered before.
                 if a.offered.is_empty() {
@@ -1037,10 +1056,11 @@ impl Master {
             }
             if let Some(f) = self.frameworks.at_mut(fix) {
                 match f.offered.get_mut(&offer.role) {
-                    Some(r) => add_scalars_and_ports(r, &offer.resources),
+                    Some(r) => allocator::add_scalars(r, &offer.resources),
                     None => {
-                        f.offered
-                            .insert(offer.role.clone(), offer.resources.clone());
+                        let mut r = Resources::default();
+                        allocator::add_scalars(&mut r, &offer.resources);
+                        f.offered.insert(offer.role.clone(), r);
                     }
                 }
                 f.offers.insert(key);
@@ -1057,9 +1077,6 @@ impl Master {
             );
             if let Some(t) = self.config.offer_timeout {
                 self.timers.set(TimerKey::Offer(key), now + t);
-            }
-            if let Some(list) = by_framework.get_mut(pos) {
-                list.push(offer);
             }
         }
         for (fix, mut offers) in view_frameworks.into_iter().zip(by_framework) {
@@ -2947,7 +2964,16 @@ impl Master {
                     used.add_assign(p);
                 }
                 for o in r.offered.values() {
-                    offered.add_assign(o);
+                    allocator::add_scalars(&mut offered, o);
+                }
+                let ports: Vec<proto::PortRange> = r
+                    .offers
+                    .iter()
+                    .filter_map(|k| self.offers.get(k))
+                    .flat_map(|o| o.resources.ports.iter().copied())
+                    .collect();
+                if !ports.is_empty() {
+                    offered.ports = Resources::default().with_ports(ports).ports;
                 }
             }
             let roles = f.roles();
