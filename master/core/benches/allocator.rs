@@ -6,6 +6,10 @@
 //! queue the offers. Mesos 1.7 needs 1,060 ms per `allocate()` at 10,000 agents x 1,000
 //! frameworks (performance-anchors.md §2).
 //!
+//! Each size is built 3 times (`MASTER_CORE_BENCH_BUILDS`); the table gives min, median and max
+//! wall milliseconds per pass, and the median on-CPU milliseconds of the benchmark thread, which
+//! a busy shared machine disturbs much less than wall time.
+//!
 //! Run: `cargo bench -p master-core` (prints a table; no timing asserts).
 
 use master_core::{Master, MasterConfig, Output, SessionId};
@@ -51,16 +55,21 @@ impl Cluster {
         }
     }
 
-    /// Runs the pending allocation; returns (ms, offers made).
-    fn pass(&mut self) -> (f64, usize) {
+    /// Runs the pending allocation; returns (wall ms, on-CPU ms if known, offers made).
+    fn pass(&mut self) -> (f64, Option<f64>, usize) {
         let Some(at) = self.master.poll_timeout() else {
-            return (0.0, 0);
+            return (0.0, None, 0);
         };
         self.now = self.now.max(at);
+        let cpu0 = thread_cpu_ns();
         let t0 = std::time::Instant::now();
         self.master.handle_timeout(self.now);
         let ms = t0.elapsed().as_secs_f64() * 1000.0;
-        (ms, self.drain())
+        let cpu = match (cpu0, thread_cpu_ns()) {
+            (Some(a), Some(b)) => Some(b.saturating_sub(a) as f64 / 1e6),
+            _ => None,
+        };
+        (ms, cpu, self.drain())
     }
 
     fn respond(&mut self, launch_cpus: Option<u64>, refuse: f64) {
@@ -177,6 +186,13 @@ fn build(agents: usize, frameworks: usize) -> Cluster {
     c
 }
 
+/// Nanoseconds this thread has run on a CPU (Linux `schedstat`): unlike wall time, it does not
+/// count the time the scheduler gave to other processes of a shared machine.
+fn thread_cpu_ns() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    s.split_whitespace().next()?.parse().ok()
+}
+
 /// (min, median, max) of a non-empty list of milliseconds.
 fn stats(ms: &mut [f64]) -> (f64, f64, f64) {
     ms.sort_by(f64::total_cmp);
@@ -216,17 +232,17 @@ fn main() {
     const ROUNDS: usize = 5;
     println!("master-core allocation pass, DeclineOffers workload (weighted DRF)");
     println!(
-        "| agents | frameworks | pass | passes timed | offers per pass | ms min | ms median | ms max | Mesos 1.7 ms |"
+        "| agents | frameworks | pass | passes | offers per pass | ms min | ms median | ms max | on-CPU ms median | Mesos 1.7 ms |"
     );
-    println!("|---:|---:|---|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|");
     for &(agents, frameworks, mesos) in grid {
         let mesos_s = if mesos.is_nan() {
             "-".to_owned()
         } else {
             format!("{mesos:.0}")
         };
-        let mut first = Vec::new();
-        let mut after = Vec::new();
+        let (mut first, mut first_cpu) = (Vec::new(), Vec::new());
+        let (mut after, mut after_cpu) = (Vec::new(), Vec::new());
         let (mut first_offers, mut after_offers) = (0, 0);
         for _ in 0..builds.max(1) {
             let t0 = std::time::Instant::now();
@@ -236,24 +252,36 @@ fn main() {
                 t0.elapsed()
             );
             // Pass 1: the 8 free cpus of every agent, nothing filtered yet.
-            let (ms, offers) = c.pass();
+            let (ms, cpu, offers) = c.pass();
             first.push(ms);
+            first_cpu.extend(cpu);
             first_offers = offers;
             // Then rounds where every framework has declined what it got with a long filter.
             for _ in 0..ROUNDS {
                 c.respond(None, 1.0e9);
-                let (ms, offers) = c.pass();
+                let (ms, cpu, offers) = c.pass();
                 after.push(ms);
+                after_cpu.extend(cpu);
                 after_offers = offers;
             }
         }
-        for (name, ms, offers) in [
-            ("first (no filters)", &mut first, first_offers),
-            ("after declines", &mut after, after_offers),
+        for (name, ms, cpu, offers) in [
+            (
+                "first (no filters)",
+                &mut first,
+                &mut first_cpu,
+                first_offers,
+            ),
+            ("after declines", &mut after, &mut after_cpu, after_offers),
         ] {
             let (min, median, max) = stats(ms);
+            let cpu = if cpu.is_empty() {
+                "-".to_owned()
+            } else {
+                format!("{:.1}", stats(cpu).1)
+            };
             println!(
-                "| {agents} | {frameworks} | {name} | {} | {offers} | {min:.1} | {median:.1} | {max:.1} | {mesos_s} |",
+                "| {agents} | {frameworks} | {name} | {} | {offers} | {min:.1} | {median:.1} | {max:.1} | {cpu} | {mesos_s} |",
                 ms.len()
             );
         }

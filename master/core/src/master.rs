@@ -56,6 +56,7 @@ struct AgentRt {
     last_seen: Instant,
     /// How long the agent may be silent before it is unreachable (longer right after failover).
     silence_limit: Duration,
+    /// Cpus, memory and disk offered (the ports offered are read from `offers`).
     offered: Resources,
     /// Launches proposed and not yet committed.
     pending: Resources,
@@ -133,6 +134,20 @@ fn make_id(prefix: &str, kind: char, n: u64) -> String {
         id.push(char::from(*d));
     }
     id
+}
+
+/// The ports of `keys`' offers, normalized. Offers of one agent never overlap, so this is what
+/// the agent has offered; for a framework it is the union over its agents.
+fn offered_ports(offers: &FastMap<u64, OfferRt>, keys: &BTreeSet<u64>) -> Vec<proto::PortRange> {
+    let ports: Vec<proto::PortRange> = keys
+        .iter()
+        .filter_map(|k| offers.get(k))
+        .flat_map(|o| o.resources.ports.iter().copied())
+        .collect();
+    if ports.is_empty() {
+        return ports;
+    }
+    Resources::default().with_ports(ports).ports
 }
 
 /// What an agent has free: `total - used - offered - pending`, each quantity floored at zero.
@@ -233,6 +248,9 @@ pub struct Master {
     generation: u64,
     published_generation: u64,
     allocation_passes: u64,
+    /// The agents of the allocation view, kept between passes so that a pass reuses the buffer
+    /// (empty outside `allocate`).
+    view_agents: Vec<allocator::AgentView>,
 }
 
 /// Operator-visible counters.
@@ -358,6 +376,7 @@ impl Master {
             generation: 1,
             published_generation: 0,
             allocation_passes: 0,
+            view_agents: Vec::new(),
             config,
         };
         m.timers.set(
@@ -832,7 +851,7 @@ impl Master {
         let offer = self.offers.remove(&key)?;
         self.timers.cancel(&TimerKey::Offer(key));
         if let Some(a) = self.agents.at_mut(offer.agent) {
-            a.offered = a.offered.saturating_sub(&offer.resources);
+            sub_scalars(&mut a.offered, &offer.resources);
             a.offers.remove(&key);
         }
         let mut session = None;
@@ -911,7 +930,8 @@ impl Master {
         let view_frameworks: Vec<u32>;
         {
             let mut total = Resources::default();
-            let mut agents = Vec::with_capacity(self.agents.len());
+            let mut agents = std::mem::take(&mut self.view_agents);
+            agents.reserve(self.agents.len());
             let mut entries = Vec::with_capacity(self.agents.len());
             let mut table = self.agents.iter().peekable();
             for (id, entry) in &self.registry.agents {
@@ -930,7 +950,15 @@ impl Master {
                 if entry.mark != AgentMark::Active || rt.session.is_none() {
                     continue;
                 }
-                let available = free_resources(r, &entry.used, &rt.offered, &rt.pending);
+                let available = if rt.offers.is_empty() {
+                    free_resources(r, &entry.used, &rt.offered, &rt.pending)
+                } else {
+                    let offered = Resources {
+                        ports: offered_ports(&self.offers, &rt.offers),
+                        ..rt.offered.clone()
+                    };
+                    free_resources(r, &entry.used, &offered, &rt.pending)
+                };
                 if available.is_empty() {
                     continue;
                 }
@@ -984,6 +1012,8 @@ impl Master {
                 }
             }
             if agents.is_empty() || frameworks.is_empty() {
+                agents.clear();
+                self.view_agents = agents;
                 return;
             }
             let view = ClusterView {
@@ -1040,6 +1070,8 @@ impl Master {
                 });
             }
             view_frameworks = frameworks.iter().map(|f| f.ix).collect();
+            agents.clear();
+            self.view_agents = agents;
         }
         for (fix, aix, key, pos, i) in made {
             let Some(offer) = by_framework.get(pos).and_then(|l| l.get(i)) else {
@@ -1047,11 +1079,7 @@ impl Master {
             };
             if let Some(a) = self.agents.at_mut(aix) {
                 // Only whole free resources are offered: the agent had nothing offered before.
-                if a.offered.is_empty() {
-                    a.offered = offer.resources.clone();
-                } else {
-                    a.offered.add_assign(&offer.resources);
-                }
+                allocator::add_scalars(&mut a.offered, &offer.resources);
                 a.offers.insert(key);
             }
             if let Some(f) = self.frameworks.at_mut(fix) {
@@ -2917,7 +2945,12 @@ impl Master {
                 status,
                 total: a.info.resources.clone(),
                 used,
-                offered: rt.map(|r| r.offered.clone()).unwrap_or_default(),
+                offered: rt
+                    .map(|r| Resources {
+                        ports: offered_ports(&self.offers, &r.offers),
+                        ..r.offered.clone()
+                    })
+                    .unwrap_or_default(),
                 attributes: a.info.attributes.clone(),
                 version: a.info.software_version.clone(),
             });
@@ -2966,15 +2999,7 @@ impl Master {
                 for o in r.offered.values() {
                     allocator::add_scalars(&mut offered, o);
                 }
-                let ports: Vec<proto::PortRange> = r
-                    .offers
-                    .iter()
-                    .filter_map(|k| self.offers.get(k))
-                    .flat_map(|o| o.resources.ports.iter().copied())
-                    .collect();
-                if !ports.is_empty() {
-                    offered.ports = Resources::default().with_ports(ports).ports;
-                }
+                offered.ports = offered_ports(&self.offers, &r.offers);
             }
             let roles = f.roles();
             frameworks.push(proto::FrameworkState {

@@ -139,3 +139,80 @@ fn registry_ops_round_trip_through_the_wire_codec() {
     let back: Registry = rmp_serde::from_slice(&bytes).expect("decode registry");
     assert_eq!(back, r);
 }
+
+mod timers {
+    use crate::timers::{TimerKey, Timers};
+
+    fn drain(t: &mut Timers<u64>, now: u64) -> Vec<TimerKey> {
+        std::iter::from_fn(|| t.pop_due(now)).collect()
+    }
+
+    #[test]
+    fn fire_in_deadline_then_key_order_once_each() {
+        let mut t = Timers::<u64>::default();
+        t.set(TimerKey::Allocate, 0);
+        t.set(TimerKey::Offer(9), 0);
+        t.set(TimerKey::Offer(10), 0);
+        t.set(TimerKey::FilterExpiry(1, 2), 5);
+        t.set(TimerKey::Heartbeat, 1);
+        assert_eq!(t.next(), Some(0));
+        assert_eq!(
+            drain(&mut t, 0),
+            vec![TimerKey::Offer(9), TimerKey::Offer(10), TimerKey::Allocate]
+        );
+        assert_eq!(t.next(), Some(1));
+        assert_eq!(
+            drain(&mut t, 100),
+            vec![TimerKey::Heartbeat, TimerKey::FilterExpiry(1, 2)]
+        );
+        assert_eq!(t.next(), None);
+    }
+
+    #[test]
+    fn replaced_and_cancelled_deadlines_do_not_fire() {
+        let mut t = Timers::<u64>::default();
+        t.set(TimerKey::Offer(1), 1);
+        t.set(TimerKey::Offer(1), 3); // replaces
+        t.set(TimerKey::Offer(2), 2);
+        t.cancel(&TimerKey::Offer(2));
+        t.set_if_unset(TimerKey::Offer(1), 0); // already set: ignored
+        assert_eq!(t.next(), Some(3), "the top is always live");
+        assert!(drain(&mut t, 2).is_empty());
+        // Back to an earlier deadline after a later one: fires once, at the earlier one.
+        t.set(TimerKey::Offer(1), 1);
+        assert_eq!(drain(&mut t, 5), vec![TimerKey::Offer(1)]);
+        assert_eq!(t.next(), None);
+    }
+
+    #[test]
+    fn many_cancellations_stay_correct_through_compaction() {
+        let mut t = Timers::<u64>::default();
+        for i in 0..10_000u64 {
+            t.set(TimerKey::Offer(i), i);
+            if i % 10 != 0 {
+                t.cancel(&TimerKey::Offer(i));
+            }
+        }
+        let want: Vec<TimerKey> = (0..10_000u64)
+            .filter(|i| i % 10 == 0)
+            .map(TimerKey::Offer)
+            .collect();
+        assert_eq!(drain(&mut t, 50_000), want);
+    }
+}
+
+#[test]
+fn table_reuses_indexes_and_iterates_in_id_order() {
+    let mut t: crate::table::Table<String, u32> = crate::table::Table::default();
+    let b = t.insert("b".into(), 2);
+    let a = t.insert("a".into(), 1);
+    assert_eq!((b, a), (0, 1));
+    assert_eq!(t.remove(&"b".to_owned()), Some((0, 2)));
+    assert!(t.at(0).is_none() && t.key(0).is_none());
+    let c = t.insert("c".into(), 3);
+    assert_eq!(c, 0, "a freed index is reused");
+    let order: Vec<(u32, &str, u32)> = t.iter().map(|(i, k, v)| (i, k.as_str(), *v)).collect();
+    assert_eq!(order, vec![(1, "a", 1), (0, "c", 3)]);
+    assert_eq!(t.get(&"c".to_owned()), Some(&3));
+    assert_eq!(t.len(), 2);
+}

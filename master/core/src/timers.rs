@@ -32,14 +32,23 @@ pub(crate) enum TimerKey {
 /// Stale entries tolerated beyond the live ones before the heap is rebuilt.
 const COMPACT_SLACK: usize = 1_024;
 
-#[derive(Default)]
-pub(crate) struct Timers {
-    heap: BinaryHeap<Reverse<(Instant, TimerKey)>>,
-    by_key: FastMap<TimerKey, Instant>,
+/// Generic over the time type so that its tests need no clock; the master uses `Instant`.
+pub(crate) struct Timers<T = Instant> {
+    heap: BinaryHeap<Reverse<(T, TimerKey)>>,
+    by_key: FastMap<TimerKey, T>,
 }
 
-impl Timers {
-    pub fn set(&mut self, key: TimerKey, at: Instant) {
+impl<T> Default for Timers<T> {
+    fn default() -> Self {
+        Timers {
+            heap: BinaryHeap::new(),
+            by_key: FastMap::default(),
+        }
+    }
+}
+
+impl<T: Ord + Copy> Timers<T> {
+    pub fn set(&mut self, key: TimerKey, at: T) {
         if self.by_key.insert(key.clone(), at) == Some(at) {
             return; // the live heap entry already says this
         }
@@ -48,7 +57,7 @@ impl Timers {
     }
 
     /// Sets the deadline unless one is already set for this key.
-    pub fn set_if_unset(&mut self, key: TimerKey, at: Instant) {
+    pub fn set_if_unset(&mut self, key: TimerKey, at: T) {
         if !self.by_key.contains_key(&key) {
             self.set(key, at);
         }
@@ -60,12 +69,12 @@ impl Timers {
         }
     }
 
-    pub fn next(&self) -> Option<Instant> {
+    pub fn next(&self) -> Option<T> {
         self.heap.peek().map(|Reverse((at, _))| *at)
     }
 
     /// Removes and returns the earliest key due at or before `now`.
-    pub fn pop_due(&mut self, now: Instant) -> Option<TimerKey> {
+    pub fn pop_due(&mut self, now: T) -> Option<TimerKey> {
         let Reverse((at, _)) = self.heap.peek()?;
         if *at > now {
             return None;
@@ -76,7 +85,7 @@ impl Timers {
         Some(key)
     }
 
-    fn is_live(&self, at: Instant, key: &TimerKey) -> bool {
+    fn is_live(&self, at: T, key: &TimerKey) -> bool {
         self.by_key.get(key) == Some(&at)
     }
 

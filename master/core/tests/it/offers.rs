@@ -262,3 +262,72 @@ fn mesos_paper_example_leftover_goes_to_a_second_framework() {
         "the remaining <1 cpu, 1 GiB>"
     );
 }
+
+#[test]
+fn offer_ids_only_in_the_exact_generated_form_name_an_offer() {
+    let (mut sim, fw, a1, _a2) = setup_two_agents();
+    let offer = sim
+        .framework(fw)
+        .offers
+        .values()
+        .find(|o| o.agent_id == a1)
+        .cloned()
+        .unwrap();
+    let (prefix, n) = offer.id.as_str().rsplit_once("-O").unwrap();
+    // Same number, other spellings: unknown offers.
+    for bad in [
+        format!("{prefix}-O0{n}"),
+        format!("{prefix}-O+{n}"),
+        format!("x{prefix}-O{n}"),
+        format!("{prefix}-A{n}"),
+        format!("{prefix}-O"),
+    ] {
+        accept(
+            &mut sim,
+            fw,
+            vec![proto::OfferId::new(bad.clone())],
+            vec![task("t", &a1, "cpus:1;mem:1GiB")],
+        );
+        let s = last_status(&sim, fw);
+        assert_eq!(
+            (s.state, s.reason),
+            (TaskState::Lost, Some(StatusReason::InvalidOffers)),
+            "{bad}"
+        );
+        assert!(s.message.unwrap().contains("unknown"), "{bad}");
+    }
+    // The real id still works.
+    accept(
+        &mut sim,
+        fw,
+        vec![offer.id],
+        vec![task("t", &a1, "cpus:1;mem:1GiB")],
+    );
+    assert_eq!(last_status(&sim, fw).state, TaskState::Running);
+}
+
+#[test]
+fn a_removed_agents_filters_do_not_follow_its_index_to_a_new_agent() {
+    let mut sim = sim();
+    let old = sim.add_agent("old", "cpus:2;mem:2GiB", true);
+    let old_id = sim.agent_id(old);
+    let fw = sim.add_framework("f", &[], None);
+    sim.advance(Duration::from_millis(10));
+    decline(&mut sim, fw, 1000.0);
+    let now = sim.now;
+    sim.master.handle_committed(
+        now,
+        master_core::RegistryOp::AgentRemoved { agent_id: old_id },
+    );
+    sim.pump();
+    // The new agent takes the removed one's slot in the master's tables.
+    let new = sim.add_agent("new", "cpus:2;mem:2GiB", true);
+    sim.advance(Duration::from_millis(10));
+    let offers: Vec<_> = sim.framework(fw).offers.values().cloned().collect();
+    assert_eq!(
+        offers.len(),
+        1,
+        "the new agent is offered despite the old filter"
+    );
+    assert_eq!(offers[0].agent_id, sim.agent_id(new));
+}
