@@ -922,10 +922,12 @@ impl Master {
     fn allocate(&mut self) {
         self.allocation_passes += 1;
         let now = self.now;
-        // Offers per framework of the view (by position), and for each: (framework index,
-        // agent index, offer key, position, place in that framework's list).
+        // Offers per framework of the view (by position). `made` holds (agent index, offer key)
+        // of each, grouped by framework: those of position `p` start at `starts[p]`, in the
+        // order of `by_framework[p]`, so the bookkeeping below visits each framework once.
         let mut by_framework: Vec<Vec<Offer>>;
-        let mut made: Vec<(u32, u32, u64, usize, usize)> = Vec::new();
+        let mut made: Vec<(u32, u64)>;
+        let mut starts: Vec<usize>;
         // The dense index of each framework in the view, by position.
         let view_frameworks: Vec<u32>;
         {
@@ -973,14 +975,12 @@ impl Master {
                 let Some(entry) = self.registry.frameworks.get(id) else {
                     continue;
                 };
-                let names: Vec<&str> = if entry.info.roles.is_empty() {
-                    vec!["*"]
-                } else {
-                    entry.info.roles.iter().map(String::as_str).collect()
-                };
-                let mut roles = Vec::with_capacity(names.len());
+                // Roles as given, `["*"]` when none.
+                let n = entry.info.roles.len().max(1);
+                let mut roles = Vec::with_capacity(n);
                 let mut any_wants = false;
-                for role in names {
+                for i in 0..n {
+                    let role = entry.info.roles.get(i).map_or("*", String::as_str);
                     let mut allocated = Resources::default();
                     for part in [
                         entry.used.get(role),
@@ -1035,8 +1035,14 @@ impl Master {
                     *c += 1;
                 }
             }
+            starts = Vec::with_capacity(counts.len());
+            let mut sum = 0;
+            for c in &counts {
+                starts.push(sum);
+                sum += c;
+            }
+            made = vec![(0, 0); sum];
             by_framework = counts.into_iter().map(Vec::with_capacity).collect();
-            made.reserve(allocations.len());
             for a in allocations {
                 let (Some(fw), Some(entry)) = (frameworks.get(a.framework), entries.get(a.agent))
                 else {
@@ -1056,9 +1062,15 @@ impl Master {
                 else {
                     continue;
                 };
+                let Some(slot) = starts
+                    .get(a.framework)
+                    .and_then(|s| made.get_mut(s + list.len()))
+                else {
+                    continue;
+                };
                 self.next_offer += 1;
                 let key = self.next_offer;
-                made.push((fw.ix, agent.ix, key, a.framework, list.len()));
+                *slot = (agent.ix, key);
                 list.push(Offer {
                     id: OfferId(make_id(&self.config.id_prefix, 'O', key)),
                     framework_id: fw.id.clone(),
@@ -1073,16 +1085,16 @@ impl Master {
             agents.clear();
             self.view_agents = agents;
         }
-        for (fix, aix, key, pos, i) in made {
-            let Some(offer) = by_framework.get(pos).and_then(|l| l.get(i)) else {
+        for ((&fix, list), &start) in view_frameworks.iter().zip(&by_framework).zip(&starts) {
+            let Some(f) = self.frameworks.at_mut(fix) else {
                 continue;
             };
-            if let Some(a) = self.agents.at_mut(aix) {
-                // Only whole free resources are offered: the agent had nothing offered before.
-                allocator::add_scalars(&mut a.offered, &offer.resources);
-                a.offers.insert(key);
-            }
-            if let Some(f) = self.frameworks.at_mut(fix) {
+            let keys = made.get(start..).unwrap_or_default();
+            for (offer, &(aix, key)) in list.iter().zip(keys) {
+                if let Some(a) = self.agents.at_mut(aix) {
+                    allocator::add_scalars(&mut a.offered, &offer.resources);
+                    a.offers.insert(key);
+                }
                 match f.offered.get_mut(&offer.role) {
                     Some(r) => allocator::add_scalars(r, &offer.resources),
                     None => {
@@ -1093,18 +1105,18 @@ impl Master {
                 }
                 f.offers.insert(key);
                 f.wanting_since = now;
-            }
-            self.offers.insert(
-                key,
-                OfferRt {
-                    framework: fix,
-                    agent: aix,
-                    role: offer.role.clone(),
-                    resources: offer.resources.clone(),
-                },
-            );
-            if let Some(t) = self.config.offer_timeout {
-                self.timers.set(TimerKey::Offer(key), now + t);
+                self.offers.insert(
+                    key,
+                    OfferRt {
+                        framework: fix,
+                        agent: aix,
+                        role: offer.role.clone(),
+                        resources: offer.resources.clone(),
+                    },
+                );
+                if let Some(t) = self.config.offer_timeout {
+                    self.timers.set(TimerKey::Offer(key), now + t);
+                }
             }
         }
         for (fix, mut offers) in view_frameworks.into_iter().zip(by_framework) {
