@@ -189,6 +189,76 @@ fn free_resources(
     free
 }
 
+/// Agents and frameworks are admitted alike ([`Master::admit`]): a client may name the id it
+/// had, which must be well-formed, not removed, and its own (same certificate name); without
+/// one it gets a fresh id; a new id must fit the kind's named limit. What differs per kind:
+trait Admitted: Clone + std::fmt::Display {
+    /// For messages: "agent", "framework".
+    const KIND: &'static str;
+    /// The letter of generated ids (`<prefix>-A1`, `<prefix>-F1`).
+    const LETTER: char;
+    const LIMIT: usize;
+    /// What a client whose id was removed is told (after "KIND ID").
+    const REMOVED: &'static str;
+    fn generated(id: String) -> Self;
+    fn valid(id: &Self) -> bool;
+    fn known(registry: &Registry, id: &Self) -> bool;
+    fn removed(registry: &Registry, id: &Self) -> bool;
+    /// The certificate name a known id belongs to (`None`: unknown, or anyone may claim it).
+    fn owner<'r>(registry: &'r Registry, id: &Self) -> Option<&'r str>;
+    fn count(registry: &Registry) -> usize;
+}
+
+impl Admitted for AgentId {
+    const KIND: &'static str = "agent";
+    const LETTER: char = 'A';
+    const LIMIT: usize = limits::MAX_AGENTS;
+    const REMOVED: &'static str = "was removed from the cluster; start it afresh";
+    fn generated(id: String) -> Self {
+        AgentId(id)
+    }
+    fn valid(_: &Self) -> bool {
+        true
+    }
+    fn known(registry: &Registry, id: &Self) -> bool {
+        registry.agents.contains_key(id)
+    }
+    fn removed(registry: &Registry, id: &Self) -> bool {
+        registry.removed_agents.contains(id)
+    }
+    fn owner<'r>(registry: &'r Registry, id: &Self) -> Option<&'r str> {
+        registry.agents.get(id).map(|a| a.principal.as_str())
+    }
+    fn count(registry: &Registry) -> usize {
+        registry.agents.len()
+    }
+}
+
+impl Admitted for FrameworkId {
+    const KIND: &'static str = "framework";
+    const LETTER: char = 'F';
+    const LIMIT: usize = limits::MAX_FRAMEWORKS;
+    const REMOVED: &'static str = "was removed; subscribe without an id";
+    fn generated(id: String) -> Self {
+        FrameworkId(id)
+    }
+    fn valid(id: &Self) -> bool {
+        !id.0.is_empty() && id.0.len() <= limits::MAX_NAME_LEN
+    }
+    fn known(registry: &Registry, id: &Self) -> bool {
+        registry.frameworks.contains_key(id)
+    }
+    fn removed(registry: &Registry, id: &Self) -> bool {
+        registry.framework_removed(id)
+    }
+    fn owner<'r>(registry: &'r Registry, id: &Self) -> Option<&'r str> {
+        registry.frameworks.get(id)?.principal.as_deref()
+    }
+    fn count(registry: &Registry) -> usize {
+        registry.frameworks.len()
+    }
+}
+
 struct PendingLaunch {
     agent_id: AgentId,
     role: String,
@@ -1145,6 +1215,60 @@ impl Master {
     // Agents
     // -----------------------------------------------------------------------------------------
 
+    /// Admits an agent or a framework (see [`Admitted`]): the id it asked for, checked, or a
+    /// fresh one. `None` when refused; the session is closed then.
+    fn admit<I: Admitted>(
+        &mut self,
+        session: SessionId,
+        principal: &str,
+        requested: Option<I>,
+    ) -> Option<I> {
+        if self.in_flight_full() {
+            self.refuse(
+                session,
+                ErrorCode::Unavailable,
+                "master is overloaded".into(),
+            );
+            return None;
+        }
+        let kind = I::KIND;
+        let id = match requested {
+            Some(id) => {
+                if !I::valid(&id) {
+                    self.refuse(session, ErrorCode::BadRequest, format!("invalid {kind} id"));
+                    return None;
+                }
+                if I::removed(&self.registry, &id) {
+                    let msg = format!("{kind} {id} {}", I::REMOVED);
+                    self.refuse(session, ErrorCode::NotFound, msg);
+                    return None;
+                }
+                if let Some(owner) = I::owner(&self.registry, &id) {
+                    if owner != principal {
+                        let msg = format!(
+                            "{kind} {id} belongs to '{owner}', not to {kind} '{principal}'"
+                        );
+                        self.refuse(session, ErrorCode::Forbidden, msg);
+                        return None;
+                    }
+                }
+                id
+            }
+            None => loop {
+                let id = I::generated(self.next_id(I::LETTER));
+                if !I::known(&self.registry, &id) && !I::removed(&self.registry, &id) {
+                    break id;
+                }
+            },
+        };
+        if !I::known(&self.registry, &id) && I::count(&self.registry) >= I::LIMIT {
+            let msg = format!("cluster has too many {kind}s");
+            self.refuse(session, ErrorCode::Unavailable, msg);
+            return None;
+        }
+        Some(id)
+    }
+
     fn agent_message(&mut self, session: SessionId, msg: AgentToMaster) {
         let bound = match self.sessions.get(&session).map(|s| &s.kind) {
             Some(SessionKind::Agent(id)) => Some(id.clone()),
@@ -1266,56 +1390,9 @@ impl Master {
             );
             return;
         }
-        if self.in_flight_full() {
-            self.refuse(
-                session,
-                ErrorCode::Unavailable,
-                "master is overloaded".into(),
-            );
+        let Some(id) = self.admit(session, &principal, agent_id) else {
             return;
-        }
-        let id = match agent_id {
-            Some(id) => {
-                if self.registry.removed_agents.contains(&id) {
-                    self.refuse(
-                        session,
-                        ErrorCode::NotFound,
-                        format!("agent {id} was removed from the cluster; start it afresh"),
-                    );
-                    return;
-                }
-                if let Some(entry) = self.registry.agents.get(&id) {
-                    if entry.principal != principal {
-                        self.refuse(
-                            session,
-                            ErrorCode::Forbidden,
-                            format!(
-                                "agent {id} belongs to '{}', not to agent '{principal}'",
-                                entry.principal
-                            ),
-                        );
-                        return;
-                    }
-                }
-                id
-            }
-            None => loop {
-                let id = AgentId(self.next_id('A'));
-                if !self.registry.agents.contains_key(&id) {
-                    break id;
-                }
-            },
         };
-        if !self.registry.agents.contains_key(&id)
-            && self.registry.agents.len() >= limits::MAX_AGENTS
-        {
-            self.refuse(
-                session,
-                ErrorCode::Unavailable,
-                "cluster has too many agents".into(),
-            );
-            return;
-        }
         // A newer session for the same agent replaces the old one.
         if let Some(old) = self.agent_session(&id) {
             if old != session {
@@ -1939,65 +2016,9 @@ impl Master {
             );
             return;
         }
-        if self.in_flight_full() {
-            self.refuse(
-                session,
-                ErrorCode::Unavailable,
-                "master is overloaded".into(),
-            );
+        let Some(id) = self.admit(session, &principal, info.id.clone()) else {
             return;
-        }
-        let id = match &info.id {
-            Some(id) => {
-                if id.0.is_empty() || id.0.len() > limits::MAX_NAME_LEN {
-                    self.refuse(
-                        session,
-                        ErrorCode::BadRequest,
-                        "invalid framework id".into(),
-                    );
-                    return;
-                }
-                if self.registry.framework_removed(id) {
-                    self.refuse(
-                        session,
-                        ErrorCode::NotFound,
-                        format!("framework {id} was removed; subscribe without an id"),
-                    );
-                    return;
-                }
-                if let Some(entry) = self.registry.frameworks.get(id) {
-                    if let Some(p) = &entry.principal {
-                        if *p != principal {
-                            self.refuse(
-                                session,
-                                ErrorCode::Forbidden,
-                                format!("framework {id} belongs to '{p}', not to framework '{principal}'"),
-                            );
-                            return;
-                        }
-                    }
-                }
-                id.clone()
-            }
-            None => loop {
-                let id = FrameworkId(self.next_id('F'));
-                if !self.registry.frameworks.contains_key(&id)
-                    && !self.registry.framework_removed(&id)
-                {
-                    break id;
-                }
-            },
         };
-        if !self.registry.frameworks.contains_key(&id)
-            && self.registry.frameworks.len() >= limits::MAX_FRAMEWORKS
-        {
-            self.refuse(
-                session,
-                ErrorCode::Unavailable,
-                "cluster has too many frameworks".into(),
-            );
-            return;
-        }
         if let Some(old) = self.frameworks.get(&id).and_then(|f| f.session) {
             if old != session {
                 self.send(

@@ -471,3 +471,44 @@ fn a_new_leader_waits_for_agents_to_reregister_then_marks_the_missing_unreachabl
         "an agent that never re-registered is unreachable after agent_reregister_timeout"
     );
 }
+
+#[test]
+fn an_agent_id_is_bound_to_its_principal_and_a_removed_one_is_refused() {
+    let mut sim = sim();
+    let a = sim.add_agent("h1", "cpus:1;mem:1GiB", true);
+    let id = sim.agent_id(a);
+    let register = |agent_id: &AgentId| {
+        ClientFrame::Agent(proto::AgentToMaster::Register {
+            agent_id: Some(agent_id.clone()),
+            info: master_core::testing::agent_info("x", Default::default()),
+            tasks: vec![],
+        })
+    };
+    // Another certificate may not take the id.
+    let thief = sim.connect(Role::Agent, "h2");
+    sim.send(thief, register(&id));
+    let e = errors(&sim.take(thief));
+    assert_eq!(e[0].0, ErrorCode::Forbidden);
+    assert_eq!(
+        e[0].1,
+        format!("agent {id} belongs to 'h1', not to agent 'h2'")
+    );
+    assert!(sim.closed.contains_key(&thief));
+    // Once removed, the id is refused even to its owner.
+    let now = sim.now;
+    sim.master.handle_committed(
+        now,
+        master_core::RegistryOp::AgentRemoved {
+            agent_id: id.clone(),
+        },
+    );
+    sim.pump();
+    let again = sim.connect(Role::Agent, "h1");
+    sim.send(again, register(&id));
+    let e = errors(&sim.take(again));
+    assert_eq!(e[0].0, ErrorCode::NotFound);
+    assert_eq!(
+        e[0].1,
+        format!("agent {id} was removed from the cluster; start it afresh")
+    );
+}
