@@ -72,7 +72,8 @@ impl Cluster {
         (ms, cpu, self.drain())
     }
 
-    fn respond(&mut self, launch_cpus: Option<u64>, refuse: f64) {
+    /// Answers every offer received; returns how many.
+    fn respond(&mut self, launch_cpus: Option<u64>, refuse: f64) -> u64 {
         let offers = std::mem::take(&mut self.offers);
         let mut n = 0u64;
         for (fw, offers) in offers {
@@ -109,6 +110,7 @@ impl Cluster {
             }
         }
         self.drain();
+        n
     }
 }
 
@@ -226,13 +228,17 @@ fn main() {
     } else {
         &[(10_000, 1_000, 1_060.0), (50_000, 1_000, f64::NAN)]
     };
-    // Each size is built this many times (one first pass each), with `ROUNDS` decline rounds
-    // after each first pass. Timings on a shared machine are noisy: read the min and median.
+    // Each size is built this many times (one first pass each), each followed by decline rounds. Timings on a shared machine are noisy: read the min and median.
     let builds: usize = std::env::var("MASTER_CORE_BENCH_BUILDS")
         .ok()
         .and_then(|b| b.parse().ok())
         .unwrap_or(if quick { 1 } else { 3 });
-    const ROUNDS: usize = 5;
+    // `MASTER_CORE_BENCH_ROUNDS=N`: decline rounds after each first pass (with N >= frameworks,
+    // every framework ends up filtering every agent).
+    let rounds: usize = std::env::var("MASTER_CORE_BENCH_ROUNDS")
+        .ok()
+        .and_then(|b| b.parse().ok())
+        .unwrap_or(5);
     println!("master-core allocation pass, DeclineOffers workload (weighted DRF)");
     println!(
         "| agents | frameworks | pass | passes | offers per pass | ms min | ms median | ms max | on-CPU ms mean | Mesos 1.7 ms |"
@@ -260,9 +266,15 @@ fn main() {
             first_cpu.extend(cpu);
             first_offers = offers;
             // Then rounds where every framework has declined what it got with a long filter.
-            for _ in 0..ROUNDS {
-                c.respond(None, 1.0e9);
+            for _ in 0..rounds {
+                // Nothing declined: no allocation is due (the next deadline is another kind).
+                if c.respond(None, 1.0e9) == 0 {
+                    break;
+                }
                 let (ms, cpu, offers) = c.pass();
+                if std::env::var_os("MASTER_CORE_BENCH_TRACE").is_some() {
+                    eprintln!("  round: {ms:.1} ms, {offers} offers");
+                }
                 after.push(ms);
                 after_cpu.extend(cpu);
                 after_offers = offers;

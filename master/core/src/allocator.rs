@@ -9,28 +9,111 @@
 //! goes to whoever is now furthest behind.
 
 use crate::config::AllocatorKind;
-use crate::fastmap::FastMap;
-use proto::{FrameworkId, Resources};
+use proto::{FrameworkId, PortRange, Resources};
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
 /// "Do not offer `refused` (or less) of this agent to this framework before `until`."
 /// Matches Mesos: the filter does not apply when the agent has more free than was refused.
+///
+/// The refused quantities are held inline, with the first port range (offers mostly carry
+/// one), so that checking an agent's filters reads only its own filter map.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Filter {
     pub until: Instant,
-    pub refused: Resources,
+    cpus_milli: u64,
+    mem_bytes: u64,
+    disk_bytes: u64,
+    first_ports: Option<PortRange>,
+    more_ports: Vec<PortRange>,
 }
 
 impl Filter {
+    pub fn new(until: Instant, refused: Resources) -> Filter {
+        let mut ports = refused.ports.into_iter();
+        let first_ports = ports.next();
+        Filter {
+            until,
+            cpus_milli: refused.cpus_milli,
+            mem_bytes: refused.mem_bytes,
+            disk_bytes: refused.disk_bytes,
+            first_ports,
+            more_ports: ports.collect(),
+        }
+    }
+
+    /// True while the filter lasts and `available` fits in what was refused
+    /// (`refused.contains(available)`).
     pub fn blocks(&self, now: Instant, available: &Resources) -> bool {
-        now < self.until && self.refused.contains(available)
+        now < self.until
+            && self.cpus_milli >= available.cpus_milli
+            && self.mem_bytes >= available.mem_bytes
+            && self.disk_bytes >= available.disk_bytes
+            && available.ports.iter().all(|r| {
+                r.is_empty()
+                    || self
+                        .first_ports
+                        .iter()
+                        .chain(&self.more_ports)
+                        .any(|p| p.begin <= r.begin && r.end <= p.end)
+            })
     }
 }
 
-/// A framework's refusal filters, by agent index.
-pub type AgentFilters = FastMap<u32, Filter>;
+/// An agent's refusal filters, by framework index: one vector sorted by index, so that the
+/// frameworks an allocation pass checks for one agent are found by binary search in one small
+/// contiguous block.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AgentFilters {
+    sorted: Vec<(u32, Filter)>,
+}
+
+impl AgentFilters {
+    pub fn len(&self) -> usize {
+        self.sorted.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sorted.is_empty()
+    }
+
+    pub fn get(&self, framework: u32) -> Option<&Filter> {
+        filter_of(&self.sorted, framework)
+    }
+
+    /// The (framework index, filter) pairs, sorted by index: what the allocation view carries.
+    pub fn as_slice(&self) -> &[(u32, Filter)] {
+        &self.sorted
+    }
+
+    /// Sets the framework's filter (replacing any).
+    pub fn insert(&mut self, framework: u32, filter: Filter) {
+        match self.sorted.binary_search_by_key(&framework, |(k, _)| *k) {
+            Ok(i) => self.sorted[i].1 = filter,
+            Err(i) => self.sorted.insert(i, (framework, filter)),
+        }
+    }
+
+    pub fn remove(&mut self, framework: u32) -> Option<Filter> {
+        let i = self
+            .sorted
+            .binary_search_by_key(&framework, |(k, _)| *k)
+            .ok()?;
+        Some(self.sorted.remove(i).1)
+    }
+
+    /// (framework index, filter) in index order.
+    pub fn iter(&self) -> impl Iterator<Item = (u32, &Filter)> {
+        self.sorted.iter().map(|(k, f)| (*k, f))
+    }
+}
+
+/// The filter of `framework` in `filters` (sorted by framework index).
+pub fn filter_of(filters: &[(u32, Filter)], framework: u32) -> Option<&Filter> {
+    let i = filters.binary_search_by_key(&framework, |(k, _)| *k).ok()?;
+    filters.get(i).map(|(_, f)| f)
+}
 
 /// What the allocator sees.
 pub struct ClusterView<'a> {
@@ -38,7 +121,7 @@ pub struct ClusterView<'a> {
     pub total: Resources,
     /// Agents whose free resources may be offered (active, connected), with what is free, in
     /// agent id order.
-    pub agents: Vec<AgentView>,
+    pub agents: Vec<AgentView<'a>>,
     /// Connected frameworks that want offers in at least one role.
     pub frameworks: Vec<FrameworkView<'a>>,
     pub role_weights: &'a BTreeMap<String, f64>,
@@ -46,18 +129,20 @@ pub struct ClusterView<'a> {
     pub min_allocatable: &'a Resources,
 }
 
-pub struct AgentView {
-    /// The agent's dense index in the master (the key of [`AgentFilters`]).
+pub struct AgentView<'a> {
+    /// The agent's dense index in the master.
     pub ix: u32,
     pub available: Resources,
+    /// The agent's filters ([`AgentFilters::as_slice`]), copied into the view so that checking
+    /// them reads only the filters themselves.
+    pub filters: &'a [(u32, Filter)],
 }
 
 pub struct FrameworkView<'a> {
     pub id: &'a FrameworkId,
-    /// The framework's dense index in the master.
+    /// The framework's dense index in the master (the key of [`AgentFilters`]).
     pub ix: u32,
     pub roles: Vec<FrameworkRole<'a>>,
-    pub filters: &'a AgentFilters,
 }
 
 pub struct FrameworkRole<'a> {
@@ -269,6 +354,25 @@ fn hierarchical(
     if n == 0 || role_set.is_empty() {
         return out;
     }
+    // The frameworks that want offers, by master index (fixed for the pass): an agent whose
+    // filters block every one of them is skipped after one look at its own filters, instead
+    // of a walk through all the frameworks.
+    let slots = view
+        .frameworks
+        .iter()
+        .map(|f| f.ix as usize + 1)
+        .max()
+        .unwrap_or(0);
+    let mut wants = vec![false; slots];
+    let mut wanting = 0usize;
+    for f in &view.frameworks {
+        if f.roles.iter().any(|r| r.wants_offers) {
+            if let Some(w) = wants.get_mut(f.ix as usize) {
+                *w = true;
+                wanting += 1;
+            }
+        }
+    }
     // Rotate the starting agent each pass so that no agent is always first.
     let start = (pass as usize) % n;
     for step in 0..n {
@@ -277,13 +381,24 @@ fn hierarchical(
         if !allocatable(&agent.available, view.min_allocatable) {
             continue;
         }
+        let filters = agent.filters;
+        if !filters.is_empty() && filters.len() >= wanting {
+            let blocked = filters
+                .iter()
+                .filter(|(fw, f)| {
+                    wants.get(*fw as usize).copied().unwrap_or(false)
+                        && f.blocks(now, &agent.available)
+                })
+                .count();
+            if blocked >= wanting {
+                continue;
+            }
+        }
         let mut chosen = None;
         'roles: for &(_, ri) in role_set.iter() {
             for &(fkey, fi, fri) in roles[ri].members.iter() {
-                let filters = view.frameworks[fi].filters;
                 if !filters.is_empty()
-                    && filters
-                        .get(&agent.ix)
+                    && filter_of(filters, view.frameworks[fi].ix)
                         .is_some_and(|f| f.blocks(now, &agent.available))
                 {
                     continue;

@@ -62,6 +62,8 @@ struct AgentRt {
     pending: Resources,
     /// Outstanding offers of this agent (numeric offer keys).
     offers: BTreeSet<u64>,
+    /// Refusal filters on this agent, by framework index.
+    filters: AgentFilters,
     usage: BTreeMap<TaskKey, ResourceUsage>,
 }
 
@@ -70,8 +72,9 @@ struct FrameworkRt {
     session: Option<SessionId>,
     disconnected_at: Option<Instant>,
     suppressed: BTreeSet<String>,
-    /// Refusal filters by agent index.
-    filters: AgentFilters,
+    /// The agents (indexes) on which this framework has a refusal filter; the filters
+    /// themselves live with the agents.
+    filtered: BTreeSet<u32>,
     /// Cpus, memory and disk offered, per role (the ports offered are read from `offers`).
     offered: BTreeMap<String, Resources>,
     pending: BTreeMap<String, Resources>,
@@ -87,7 +90,7 @@ impl FrameworkRt {
             session: None,
             disconnected_at: Some(now),
             suppressed: BTreeSet::new(),
-            filters: AgentFilters::default(),
+            filtered: BTreeSet::new(),
             offered: BTreeMap::new(),
             pending: BTreeMap::new(),
             offers: BTreeSet::new(),
@@ -318,9 +321,6 @@ pub struct Master {
     generation: u64,
     published_generation: u64,
     allocation_passes: u64,
-    /// The agents of the allocation view, kept between passes so that a pass reuses the buffer
-    /// (empty outside `allocate`).
-    view_agents: Vec<allocator::AgentView>,
 }
 
 /// Operator-visible counters.
@@ -446,7 +446,6 @@ impl Master {
             generation: 1,
             published_generation: 0,
             allocation_passes: 0,
-            view_agents: Vec::new(),
             config,
         };
         m.timers.set(
@@ -613,9 +612,17 @@ impl Master {
                     );
                 }
                 TimerKey::FilterExpiry(fw, agent) => {
-                    if let Some(rt) = self.frameworks.at_mut(fw) {
-                        if rt.filters.get(&agent).is_some_and(|f| f.until <= self.now) {
-                            rt.filters.remove(&agent);
+                    let now = self.now;
+                    let expired =
+                        self.agents
+                            .at_mut(agent)
+                            .is_some_and(|a| match a.filters.get(fw) {
+                                Some(f) if f.until <= now => a.filters.remove(fw).is_some(),
+                                _ => false,
+                            });
+                    if expired {
+                        if let Some(rt) = self.frameworks.at_mut(fw) {
+                            rt.filtered.remove(&agent);
                         }
                     }
                     self.request_allocation();
@@ -787,6 +794,7 @@ impl Master {
                     offered: Resources::default(),
                     pending: Resources::default(),
                     offers: BTreeSet::new(),
+                    filters: AgentFilters::default(),
                     usage: BTreeMap::new(),
                 },
             );
@@ -849,45 +857,39 @@ impl Master {
             return;
         }
         let now = self.now;
-        if let Some(rt) = self.frameworks.at_mut(fw) {
-            rt.filters.retain(|_, f| f.until > now);
-            rt.filters.insert(
-                agent,
-                Filter {
-                    until: now + d,
-                    refused,
-                },
-            );
-            // Allocation is event-driven: the end of a filter is an event.
-            self.timers.set(TimerKey::FilterExpiry(fw, agent), now + d);
-        }
+        // One filter per (framework, agent); each is removed when its expiry fires.
+        let (Some(rt), Some(a)) = (self.frameworks.at_mut(fw), self.agents.at_mut(agent)) else {
+            return;
+        };
+        rt.filtered.insert(agent);
+        a.filters.insert(fw, Filter::new(now + d, refused));
+        // Allocation is event-driven: the end of a filter is an event.
+        self.timers.set(TimerKey::FilterExpiry(fw, agent), now + d);
     }
 
     fn clear_filters(&mut self, fw: &FrameworkId) {
         let Some(fix) = self.frameworks.ix(fw) else {
             return;
         };
-        let agents: Vec<u32> = self
+        let agents = self
             .frameworks
             .at_mut(fix)
-            .map(|rt| std::mem::take(&mut rt.filters).into_keys().collect())
+            .map(|rt| std::mem::take(&mut rt.filtered))
             .unwrap_or_default();
         for a in agents {
+            if let Some(rt) = self.agents.at_mut(a) {
+                rt.filters.remove(fix);
+            }
             self.timers.cancel(&TimerKey::FilterExpiry(fix, a));
         }
     }
 
-    /// Forgets every framework's filter on agent `agent` (index), before the index is reused.
-    fn clear_agent_filters(&mut self, agent: u32) {
-        let mut cancelled = Vec::new();
-        for (fix, _, rt) in self.frameworks.iter() {
-            if rt.filters.contains_key(&agent) {
-                cancelled.push(fix);
-            }
-        }
-        for fix in cancelled {
+    /// Forgets every filter on a removed agent (`filters`, by framework index) before its
+    /// index is reused.
+    fn clear_agent_filters(&mut self, agent: u32, filters: AgentFilters) {
+        for (fix, _) in filters.iter() {
             if let Some(rt) = self.frameworks.at_mut(fix) {
-                rt.filters.remove(&agent);
+                rt.filtered.remove(&agent);
             }
             self.timers.cancel(&TimerKey::FilterExpiry(fix, agent));
         }
@@ -1002,8 +1004,7 @@ impl Master {
         let view_frameworks: Vec<u32>;
         {
             let mut total = Resources::default();
-            let mut agents = std::mem::take(&mut self.view_agents);
-            agents.reserve(self.agents.len());
+            let mut agents = Vec::with_capacity(self.agents.len());
             let mut entries = Vec::with_capacity(self.agents.len());
             let mut table = self.agents.iter().peekable();
             for (id, entry) in &self.registry.agents {
@@ -1034,7 +1035,11 @@ impl Master {
                 if available.is_empty() {
                     continue;
                 }
-                agents.push(allocator::AgentView { ix, available });
+                agents.push(allocator::AgentView {
+                    ix,
+                    available,
+                    filters: rt.filters.as_slice(),
+                });
                 entries.push(entry);
             }
             let mut frameworks = Vec::with_capacity(self.frameworks.len());
@@ -1073,17 +1078,10 @@ impl Master {
                     });
                 }
                 if any_wants {
-                    frameworks.push(allocator::FrameworkView {
-                        id,
-                        ix,
-                        roles,
-                        filters: &rt.filters,
-                    });
+                    frameworks.push(allocator::FrameworkView { id, ix, roles });
                 }
             }
             if agents.is_empty() || frameworks.is_empty() {
-                agents.clear();
-                self.view_agents = agents;
                 return;
             }
             let view = ClusterView {
@@ -1152,8 +1150,6 @@ impl Master {
                 });
             }
             view_frameworks = frameworks.iter().map(|f| f.ix).collect();
-            agents.clear();
-            self.view_agents = agents;
         }
         for ((&fix, list), &start) in view_frameworks.iter().zip(&by_framework).zip(&starts) {
             let Some(f) = self.frameworks.at_mut(fix) else {
@@ -2855,8 +2851,8 @@ impl Master {
                     });
                     self.drop_session(s);
                 }
-                if let Some((ix, _)) = self.agents.remove(&agent_id) {
-                    self.clear_agent_filters(ix);
+                if let Some((ix, rt)) = self.agents.remove(&agent_id) {
+                    self.clear_agent_filters(ix, rt.filters);
                 }
                 self.timers.cancel(&TimerKey::AgentSilence(agent_id));
             }

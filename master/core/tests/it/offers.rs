@@ -331,3 +331,51 @@ fn a_removed_agents_filters_do_not_follow_its_index_to_a_new_agent() {
     );
     assert_eq!(offers[0].agent_id, sim.agent_id(new));
 }
+
+#[test]
+fn filters_of_every_framework_stop_offers_until_more_is_free_than_was_refused() {
+    let mut sim = sim();
+    let h = sim.add_agent("h", "cpus:4;mem:4GiB", true);
+    let a = sim.agent_id(h);
+    let f1 = sim.add_framework("f1", &[], None);
+    let f2 = sim.add_framework("f2", &[], None);
+    sim.advance(Duration::from_millis(10));
+    // f1 runs a task on half the agent and filters the rest for long.
+    let offer = sim.framework(f1).offers.values().next().unwrap().clone();
+    sim.frameworks.get_mut(&f1).unwrap().offers.clear();
+    sim.send(
+        f1,
+        ClientFrame::Framework(FrameworkCall::Accept {
+            offer_ids: vec![offer.id],
+            operations: vec![OfferOperation::Launch {
+                tasks: vec![task("t1", &a, "cpus:2;mem:2GiB")],
+            }],
+            filters: Some(Filters {
+                refuse_seconds: Some(1000.0),
+            }),
+        }),
+    );
+    sim.advance(Duration::from_millis(10));
+    // f2 declines the other half for long: now every framework filters the agent.
+    decline(&mut sim, f2, 1000.0);
+    sim.advance(Duration::from_secs(1));
+    assert!(sim.framework(f1).offers.is_empty() && sim.framework(f2).offers.is_empty());
+    // The task ends: more is free than either filter refused, so the agent is offered again.
+    let key = master_core::TaskKey {
+        framework_id: sim.framework_id(f1),
+        task_id: "t1".into(),
+    };
+    sim.agent_update(h, &key, TaskState::Finished);
+    sim.pump();
+    sim.advance(Duration::from_millis(10));
+    let offered: Vec<Resources> = [f1, f2]
+        .iter()
+        .flat_map(|f| {
+            sim.framework(*f)
+                .offers
+                .values()
+                .map(|o| o.resources.clone())
+        })
+        .collect();
+    assert_eq!(offered, vec![Resources::new(4000, 4 << 30)]);
+}
