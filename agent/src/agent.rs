@@ -1410,6 +1410,7 @@ pub(crate) fn container_spec(
             },
         },
         hostname: Some(hostname.to_owned()),
+        view: isolation::FsView::default(),
     }
 }
 

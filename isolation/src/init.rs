@@ -2,14 +2,16 @@
 //! `init_program init_args... <spec.json>`. It is single-threaded, so it may fork and allocate
 //! freely.
 //!
-//! Sequence: close stray fds, read the spec, `setsid`, make every mount rprivate, mount a private
-//! /proc (pid + mount namespace), bind `<sandbox>/tmp` on /tmp, set the hostname, bring `lo` up
+//! Sequence: close stray fds, read the spec, open the status file's directory, `setsid`, make
+//! every mount rprivate, mount a private /proc (pid + mount namespace), bind `<sandbox>/tmp` on
+//! /tmp, hide the spec's hidden directories and bind its visible paths back, make its read-only
+//! paths read-only (`view.rs`), set the hostname, bring `lo` up
 //! (isolated network), then fork the task. The task child drops the capability bounding set
 //! (non-root), switches user (setgroups/setgid/setuid), sets no_new_privs, enters the sandbox and
 //! execs, reporting a failure over a CLOEXEC pipe. The init then reports `ok <pid>` (or the
 //! failure) on fd 3 to the agent, forwards SIGTERM/SIGINT/SIGHUP/SIGQUIT/SIGUSR1/SIGUSR2 to the
 //! task's process group, reaps every zombie, and when the task exits writes its status atomically
-//! to the status file (so a restarted agent can still learn it) and exits with it (128 + signal
+//! to the status file through the directory fd (so a restarted agent can still learn it) and exits with it (128 + signal
 //! for a signal).
 
 use std::ffi::CString;
@@ -87,6 +89,10 @@ fn run(spec_path: &Path) -> Result<i32, String> {
     let spec: InitSpec = serde_json::from_str(&text)
         .map_err(|e| format!("parse spec {}: {e}", spec_path.display()))?;
 
+    // The status file's directory, held open: the task's view may hide it (the agent's work
+    // directory), and the init writes the status from inside that view.
+    let status_dir = open_status_dir(&spec.status_path)?;
+
     // Own session: the agent's terminal and process group signals do not reach the container.
     let _ = nix::unistd::setsid();
 
@@ -121,6 +127,7 @@ fn run(spec_path: &Path) -> Result<i32, String> {
                 .map_err(|e| format!("bind {} on /tmp: {e}", tmp.display()))?;
             }
         }
+        crate::view::apply(&spec.view)?;
     }
     if let Some(h) = &spec.hostname {
         nix::unistd::sethostname(h).map_err(|e| format!("sethostname {h:?}: {e}"))?;
@@ -199,7 +206,7 @@ fn run(spec_path: &Path) -> Result<i32, String> {
     close_ready();
 
     let status = supervise(task, &waitset);
-    write_status(&spec.status_path, &status);
+    write_status(&status_dir, &spec.status_path, &status);
     Ok(match status {
         ExitStatus { code: Some(c), .. } => c,
         ExitStatus {
@@ -249,13 +256,41 @@ fn supervise(task: Pid, waitset: &SigSet) -> ExitStatus {
     }
 }
 
-fn write_status(path: &Path, status: &ExitStatus) {
-    let tmp = path.with_extension("tmp");
+fn open_status_dir(status_path: &Path) -> Result<OwnedFd, String> {
+    let dir = status_path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    nix::fcntl::open(
+        dir,
+        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| format!("open status directory {}: {e}", dir.display()))
+}
+
+/// Writes the status next to the status file's final name and renames it into place, both
+/// relative to the directory opened at start.
+fn write_status(dir: &OwnedFd, path: &Path, status: &ExitStatus) {
+    let Some(name) = path.file_name() else {
+        return;
+    };
+    let tmp = Path::new(name).with_extension("tmp");
     let Ok(json) = serde_json::to_vec(status) else {
         return;
     };
-    if std::fs::write(&tmp, json).is_ok() {
-        let _ = std::fs::rename(&tmp, path);
+    use nix::fcntl::OFlag;
+    let Ok(fd) = nix::fcntl::openat(
+        dir,
+        &tmp,
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_TRUNC | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    ) else {
+        return;
+    };
+    let mut f = std::fs::File::from(fd);
+    if std::io::Write::write_all(&mut f, &json).is_ok() {
+        let _ = nix::fcntl::renameat(dir, &tmp, dir, Path::new(name));
     }
 }
 

@@ -19,7 +19,7 @@ use crate::container::{pidfd_open, remove_run_dir, start_time, Container, Contai
 use crate::error::{IsolationError, Result};
 use crate::launch::{fd_at_least_4, spawn, CloneRequest};
 use crate::node::{self, NodeResources, Reservation};
-use crate::spec::{ContainerSpec, InitSpec, NetworkNs};
+use crate::spec::{ContainerSpec, FsView, InitSpec, NetworkNs};
 
 /// Which cgroup backend to use.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -157,6 +157,9 @@ impl Isolator {
         };
         std::fs::create_dir_all(&config.run_root)
             .map_err(|e| IsolationError::io("create run root", &config.run_root, e))?;
+        // Init specs hold each task's environment: root's alone.
+        std::fs::set_permissions(&config.run_root, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| IsolationError::io("chmod run root", &config.run_root, e))?;
         Ok(Isolator {
             config,
             layout,
@@ -377,6 +380,15 @@ impl Isolator {
             pid_ns: spec.namespaces.pid,
             net_isolated: spec.namespaces.network == NetworkNs::Isolated,
             private_tmp,
+            view: FsView {
+                hidden: spec.view.hidden.clone(),
+                // The sandbox first: the task's working directory is always where it was.
+                visible: std::iter::once(spec.cwd.clone())
+                    .chain(spec.view.visible.iter().cloned())
+                    .filter(|_| !spec.view.hidden.is_empty())
+                    .collect(),
+                read_only: spec.view.read_only.clone(),
+            },
             status_path: run_dir.join("status"),
         };
         let spec_path = run_dir.join("spec.json");
@@ -624,6 +636,28 @@ pub fn validate_spec(spec: &ContainerSpec, default_pids_limit: u64) -> Result<Li
         }
         if h.is_empty() || h.len() > 64 || h.contains('\0') {
             return Err(IsolationError::InvalidSpec(format!("bad hostname {h:?}")));
+        }
+    }
+    for (what, paths) in [
+        ("hidden", &spec.view.hidden),
+        ("visible", &spec.view.visible),
+        ("read_only", &spec.view.read_only),
+    ] {
+        for p in paths {
+            let bad = !p.is_absolute()
+                || p.components().any(|c| c == std::path::Component::ParentDir)
+                || p.as_os_str().as_encoded_bytes().contains(&0);
+            if bad {
+                return Err(IsolationError::InvalidSpec(format!(
+                    "{what} path {:?} must be absolute, without '..' or NUL",
+                    p.display()
+                )));
+            }
+        }
+        if !paths.is_empty() && !spec.namespaces.mount {
+            return Err(IsolationError::InvalidSpec(format!(
+                "{what} paths need a mount namespace"
+            )));
         }
     }
     if spec.namespaces.pid && !spec.namespaces.mount {

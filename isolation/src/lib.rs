@@ -24,6 +24,7 @@ mod isolator;
 mod launch;
 mod node;
 mod spec;
+mod view;
 
 pub use cgroup::{CgroupManager, CgroupSetup, CgroupVersion, Limits, MemoryReport};
 pub use container::{Container, ContainerRecord, ExitInfo, LimitDrift, KILL_TIMEOUT};
@@ -34,7 +35,7 @@ pub use isolator::{
     MIN_MEMORY_BYTES, MIN_PIDS, START_TIMEOUT,
 };
 pub use node::{parse_cpu_max_milli, NodeResources, Reservation};
-pub use spec::{ContainerSpec, ExitStatus, InitSpec, Namespaces, NetworkNs};
+pub use spec::{ContainerSpec, ExitStatus, FsView, InitSpec, Namespaces, NetworkNs};
 
 /// Resource usage of a container (the wire type the agent reports).
 pub type Usage = proto::ResourceUsage;

@@ -37,6 +37,34 @@ impl Default for Namespaces {
     }
 }
 
+/// The task's view of the host's filesystem, set up in its mount namespace (every path
+/// absolute; non-empty lists need a mount namespace).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FsView {
+    /// Directories hidden from the task: an empty tmpfs, read-only and root-owned, is mounted
+    /// over each that exists (e.g. the agent's work directory). The sandbox (`cwd`) and every
+    /// `visible` path below a hidden one are then bind-mounted back at their own paths, so the
+    /// task still finds them where they were.
+    pub hidden: Vec<PathBuf>,
+    /// Paths below a hidden directory the task still sees besides its sandbox (a directory or
+    /// a file, e.g. a socket's directory), bound back at their own paths.
+    pub visible: Vec<PathBuf>,
+    /// Made read-only for the task, with every mount below them; skipped where they do not
+    /// exist.
+    pub read_only: Vec<PathBuf>,
+}
+
+impl Default for FsView {
+    /// Nothing hidden; `/sys/fs/cgroup` read-only.
+    fn default() -> Self {
+        FsView {
+            hidden: Vec::new(),
+            visible: Vec::new(),
+            read_only: vec![PathBuf::from("/sys/fs/cgroup")],
+        }
+    }
+}
+
 /// One container to launch.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ContainerSpec {
@@ -65,6 +93,9 @@ pub struct ContainerSpec {
     pub namespaces: Namespaces,
     /// Needs a UTS namespace.
     pub hostname: Option<String>,
+    /// What the task sees of the host's filesystem beyond /proc and /tmp.
+    #[serde(default)]
+    pub view: FsView,
 }
 
 impl ContainerSpec {
@@ -85,6 +116,7 @@ impl ContainerSpec {
             pids_limit: None,
             namespaces: Namespaces::default(),
             hostname: None,
+            view: FsView::default(),
         }
     }
 }
@@ -106,6 +138,9 @@ pub struct InitSpec {
     pub net_isolated: bool,
     /// Bind-mounted on /tmp (mount namespace only).
     pub private_tmp: Option<PathBuf>,
+    /// With the sandbox first among the visible paths when anything is hidden.
+    #[serde(default)]
+    pub view: FsView,
     /// Where the init writes the task's [`ExitStatus`] (atomically, by rename).
     pub status_path: PathBuf,
 }

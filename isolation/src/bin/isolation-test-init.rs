@@ -60,6 +60,24 @@ fn main() {
         "signal" => signal(arg(0).parse().unwrap_or(1)),
         "write" => try_write(&arg(0), &arg(1)),
         "create" => try_create(&arg(0)),
+        // Lists a directory's entries, sorted, one per line.
+        "ls" => match std::fs::read_dir(arg(0)) {
+            Ok(entries) => {
+                let mut names: Vec<String> = entries
+                    .flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect();
+                names.sort();
+                for n in names {
+                    println!("{n}");
+                }
+                0
+            }
+            Err(e) => {
+                println!("ls {}: {e}", arg(0));
+                1
+            }
+        },
         "id" => {
             // SAFETY: getuid/getgid cannot fail.
             let (u, g) = unsafe { (libc::getuid(), libc::getgid()) };

@@ -880,3 +880,198 @@ fn destroy_by_id_ends_a_container_nobody_holds() {
         Err(IsolationError::InvalidId(_))
     ));
 }
+
+/// Runs the helper with `args` as container `id` (and `user`) with `root` hidden but `visible`
+/// bound back; returns whether it succeeded, its output, and whether the init wrote the status
+/// file (its run dir is under the hidden root too).
+fn run_hidden(
+    env: &Env,
+    id: &str,
+    user: Option<&str>,
+    visible: &[std::path::PathBuf],
+    args: &[&str],
+) -> (bool, String, bool) {
+    let mut spec = env.spec(id, args);
+    spec.user = user.map(str::to_owned);
+    spec.view.hidden = vec![env.dir.path().to_path_buf()];
+    spec.view.visible = visible.to_vec();
+    let c = env.iso.launch(id, &spec).unwrap();
+    let ok = c.wait().unwrap().success();
+    let status_written = env.dir.path().join("run").join(id).join("status").exists();
+    c.destroy().unwrap();
+    (ok, Env::stdout(&spec), status_written)
+}
+
+#[test]
+fn hidden_directory_shows_only_the_sandbox_and_cgroups_are_read_only() {
+    let env = env_or_skip!("view", |c: &mut isolation::IsolatorConfig| {
+        c.allow_root = true
+    });
+    use std::os::unix::fs::PermissionsExt;
+    let root = env.dir.path().to_path_buf();
+    let world_readable = |p: &std::path::Path, text: &str| {
+        std::fs::write(p, text).unwrap();
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o644)).unwrap();
+    };
+    // Another tenant's sandbox, agent state beside the sandboxes, and a socket-like directory
+    // this task may see.
+    let other = env.sandbox("other");
+    world_readable(&other.join("secret"), "other's secret");
+    std::fs::create_dir_all(root.join("meta")).unwrap();
+    world_readable(&root.join("meta/state"), "agent state");
+    let shared = root.join("sockets/view-ls");
+    std::fs::create_dir_all(&shared).unwrap();
+    world_readable(&shared.join("hello"), "shared-ok");
+
+    // The hidden directory holds only the mount points of what was bound back.
+    let (ok, out, status) = run_hidden(
+        &env,
+        "view-ls",
+        None,
+        std::slice::from_ref(&shared),
+        &["ls", root.to_str().unwrap()],
+    );
+    assert!(ok, "{out}");
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        ["sandboxes", "sockets"],
+        "{out}"
+    );
+    assert!(
+        status,
+        "the init wrote no status file under the hidden directory"
+    );
+    let (ok, out, _) = run_hidden(
+        &env,
+        "view-ls2",
+        None,
+        &[],
+        &["ls", root.join("sandboxes").to_str().unwrap()],
+    );
+    assert!(ok, "{out}");
+    assert_eq!(out.trim(), "view-ls2", "other sandboxes are hidden: {out}");
+
+    // Nothing of the other tenant or the agent can be read, even though the files are 0644.
+    for path in [other.join("secret"), root.join("meta/state")] {
+        let (ok, out, _) = run_hidden(
+            &env,
+            "view-read",
+            None,
+            &[],
+            &["read", path.to_str().unwrap()],
+        );
+        assert!(
+            !ok && out.contains("No such file"),
+            "{}: {out}",
+            path.display()
+        );
+    }
+    // The visible path and the sandbox work at their own paths.
+    let (ok, out, _) = run_hidden(
+        &env,
+        "view-shared",
+        None,
+        std::slice::from_ref(&shared),
+        &["read", shared.join("hello").to_str().unwrap()],
+    );
+    assert!(ok && out.contains("shared-ok"), "{out}");
+    let mine = env.dir.path().join("sandboxes/view-own/mine");
+    let (ok, out, _) = run_hidden(
+        &env,
+        "view-own",
+        None,
+        &[],
+        &["create", mine.to_str().unwrap()],
+    );
+    assert!(ok, "{out}");
+    assert!(
+        mine.exists(),
+        "a file the task wrote in its sandbox is not on the host"
+    );
+
+    // Even root in the container cannot write the hidden tmpfs or the cgroup filesystem.
+    let probe = root.join("root-probe");
+    let (ok, out, _) = run_hidden(
+        &env,
+        "view-root",
+        Some("root"),
+        &[],
+        &["create", probe.to_str().unwrap()],
+    );
+    assert!(!ok && out.contains("Read-only file system"), "{out}");
+    assert!(!probe.exists());
+    let cg = std::path::Path::new("/sys/fs/cgroup");
+    if cg.is_dir() {
+        let target = cg.join("corral-view-probe");
+        let (ok, out, _) = run_hidden(
+            &env,
+            "view-cg",
+            Some("root"),
+            &[],
+            &["create", target.to_str().unwrap()],
+        );
+        assert!(!ok && out.contains("Read-only file system"), "{out}");
+        assert!(!target.exists());
+        // Every cgroup mount the task sees is read-only.
+        let (ok, info, _) = run_hidden(
+            &env,
+            "view-mi",
+            None,
+            &[],
+            &["read", "/proc/self/mountinfo"],
+        );
+        assert!(ok, "{info}");
+        // The topmost mount at each point (a bind stacks on the original, listed later).
+        let mut top = std::collections::BTreeMap::new();
+        for l in info.lines() {
+            if let Some(m) = l
+                .split(' ')
+                .nth(4)
+                .filter(|m| m.starts_with("/sys/fs/cgroup"))
+            {
+                top.insert(m.to_owned(), l);
+            }
+        }
+        assert!(!top.is_empty(), "{info}");
+        for l in top.values() {
+            let opts = l.split(' ').nth(5).unwrap_or("");
+            assert!(opts.split(',').any(|o| o == "ro"), "not read-only: {l}");
+        }
+        // The host's view is unchanged.
+        let host = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let host_top = host
+            .lines()
+            .rfind(|l| l.split(' ').nth(4) == Some("/sys/fs/cgroup"))
+            .expect("the host's /sys/fs/cgroup mount");
+        assert!(
+            host_top
+                .split(' ')
+                .nth(5)
+                .is_some_and(|o| o.starts_with("rw")),
+            "{host_top}"
+        );
+    }
+}
+
+#[test]
+fn hidden_paths_need_a_mount_namespace_and_absolute_paths() {
+    let env = env_or_skip!("view-bad");
+    let mut spec = env.spec("view-bad", &["true"]);
+    spec.view.hidden = vec!["relative".into()];
+    assert!(matches!(
+        env.iso.launch("view-bad", &spec),
+        Err(IsolationError::InvalidSpec(_))
+    ));
+    spec.view.hidden = vec![env.dir.path().join("x/../y")];
+    assert!(matches!(
+        env.iso.launch("view-bad", &spec),
+        Err(IsolationError::InvalidSpec(_))
+    ));
+    spec.view.hidden = vec![env.dir.path().to_path_buf()];
+    spec.namespaces.mount = false;
+    spec.view.read_only.clear();
+    assert!(matches!(
+        env.iso.launch("view-bad", &spec),
+        Err(IsolationError::InvalidSpec(_))
+    ));
+}
