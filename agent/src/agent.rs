@@ -196,6 +196,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         source,
     };
     std::fs::create_dir_all(config.work_dir.join("sandboxes")).map_err(work_dir_err)?;
+    restrict_work_dir(&config.work_dir).map_err(work_dir_err)?;
     check_writable(&config.work_dir).map_err(work_dir_err)?;
     let runtime = make_runtime(&config)?;
     let (cpus, mem) = match &runtime {
@@ -295,6 +296,46 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         }
     }
     Ok(())
+}
+
+/// The work directory is the agent's alone (0700): checkpoints, init specs and every sandbox
+/// live below it. Tasks reach their own sandbox through their mount namespace, where the work
+/// directory is hidden and only the sandbox is bound back (`container_spec`).
+fn restrict_work_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    std::fs::set_permissions(
+        dir.join("sandboxes"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+}
+
+/// Creates a sandbox (and its parents, root's 0755 below the 0700 work directory) owned by
+/// `owner` with mode 0750: the task's user and group only.
+pub(crate) fn create_sandbox(sandbox: &Path, owner: Option<(u32, u32)>) -> Result<(), String> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let err = |e: std::io::Error| format!("cannot create sandbox {}: {e}", sandbox.display());
+    if let Some(parent) = sandbox.parent() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(parent)
+            .map_err(err)?;
+    }
+    match std::fs::DirBuilder::new().mode(0o750).create(sandbox) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(err(e)),
+    }
+    // Never follow a link: only a directory the agent made is chowned and chmodded.
+    let md = std::fs::symlink_metadata(sandbox).map_err(err)?;
+    if !md.is_dir() {
+        return Err(format!("sandbox {} is not a directory", sandbox.display()));
+    }
+    if let Some((uid, gid)) = owner {
+        std::os::unix::fs::lchown(sandbox, Some(uid), Some(gid)).map_err(err)?;
+    }
+    std::fs::set_permissions(sandbox, std::fs::Permissions::from_mode(0o750)).map_err(err)
 }
 
 fn check_writable(dir: &Path) -> std::io::Result<()> {
@@ -1133,18 +1174,19 @@ impl Agent {
         info: &TaskInfo,
         sandbox: &Path,
     ) -> Result<ContainerSpec, String> {
-        std::fs::create_dir_all(sandbox)
-            .map_err(|e| format!("cannot create sandbox {}: {e}", sandbox.display()))?;
         let user = info
             .command
             .user
             .clone()
             .or_else(|| self.config.default_user.clone());
-        if let (Some(name), true) = (&user, nix::unistd::geteuid().is_root()) {
-            if let Ok(Some(u)) = nix::unistd::User::from_name(name) {
-                let _ = nix::unistd::chown(sandbox, Some(u.uid), Some(u.gid));
-            }
-        }
+        let owner = match (&user, nix::unistd::geteuid().is_root()) {
+            (Some(name), true) => nix::unistd::User::from_name(name)
+                .ok()
+                .flatten()
+                .map(|u| (u.uid.as_raw(), u.gid.as_raw())),
+            _ => None,
+        };
+        create_sandbox(sandbox, owner)?;
         let argv = if info.command.shell {
             vec![
                 "/bin/sh".to_owned(),
@@ -1180,7 +1222,7 @@ impl Agent {
             user,
             &info.resources,
             &info.container,
-            &self.config.hostname,
+            &self.config,
         ))
     }
 
@@ -1378,7 +1420,10 @@ impl Agent {
 
 /// The container for a command: its argv and complete environment, the sandbox with its
 /// stdout and stderr files, the user, and limits from the resources (cpu weight and cap,
-/// memory, pids) in pid/mount/uts/ipc namespaces (and a network one when asked for).
+/// memory, pids) in pid/mount/uts/ipc namespaces (and a network one when asked for). In its
+/// mount namespace the agent's work directory is hidden (other tenants' sandboxes, the
+/// checkpoints under `meta/`, the init specs) except the sandbox itself, at its own path, and
+/// `/sys/fs/cgroup` is read-only.
 pub(crate) fn container_spec(
     argv: Vec<String>,
     env: BTreeMap<String, String>,
@@ -1386,7 +1431,7 @@ pub(crate) fn container_spec(
     user: Option<String>,
     r: &Resources,
     container: &proto::ContainerSettings,
-    hostname: &str,
+    config: &Config,
 ) -> ContainerSpec {
     ContainerSpec {
         argv,
@@ -1409,8 +1454,12 @@ pub(crate) fn container_spec(
                 proto::NetworkMode::Isolated => isolation::NetworkNs::Isolated,
             },
         },
-        hostname: Some(hostname.to_owned()),
-        view: isolation::FsView::default(),
+        hostname: Some(config.hostname.clone()),
+        view: isolation::FsView {
+            hidden: vec![config.work_dir.clone()],
+            visible: Vec::new(),
+            read_only: vec![PathBuf::from("/sys/fs/cgroup")],
+        },
     }
 }
 

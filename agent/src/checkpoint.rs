@@ -4,7 +4,8 @@
 //! (its container, sandbox and socket), replaced atomically (write a temporary file, fsync, rename, fsync the
 //! directory) on every change: before a launch (intent), after it (the container record), on
 //! each status update and acknowledgement. A file that does not parse is moved aside to
-//! `*.corrupt` with an error in the log; the other tasks recover normally.
+//! `*.corrupt` with an error in the log; the other tasks recover normally. `meta/` and its
+//! directories are 0700 and every file 0600: they hold each task's command and environment.
 
 use isolation::ContainerRecord;
 use proto::{ExecutorId, ExecutorInfo, FrameworkSummary, TaskInfo, TaskState, TaskStatus};
@@ -107,11 +108,18 @@ impl Checkpoints {
     }
 
     fn open_kind(work_dir: &Path, kind: &str) -> Result<Checkpoints, CheckpointError> {
-        let dir = work_dir.join("meta").join(kind);
-        std::fs::create_dir_all(&dir).map_err(|source| CheckpointError::ReadDir {
-            path: dir.clone(),
-            source,
-        })?;
+        use std::os::unix::fs::PermissionsExt;
+        let meta = work_dir.join("meta");
+        let dir = meta.join(kind);
+        let err = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| CheckpointError::ReadDir { path, source }
+        };
+        std::fs::create_dir_all(&dir).map_err(err(&dir))?;
+        // Task definitions and their environment: the agent's alone.
+        for d in [&meta, &dir] {
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700)).map_err(err(d))?;
+        }
         Ok(Checkpoints { dir })
     }
 
@@ -129,7 +137,15 @@ impl Checkpoints {
         };
         let bytes = serde_json::to_vec(cp).map_err(|e| err(std::io::Error::other(e)))?;
         {
-            let mut f = std::fs::File::create(&tmp).map_err(err)?;
+            use std::os::unix::fs::OpenOptionsExt;
+            // 0600: a checkpoint holds the task's command and environment.
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)
+                .map_err(err)?;
             f.write_all(&bytes).map_err(err)?;
             f.sync_all().map_err(err)?;
         }

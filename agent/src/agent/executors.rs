@@ -4,8 +4,9 @@
 //!
 //! Layout: sandbox `WORK_DIR/sandboxes/FRAMEWORK/executors/EXECUTOR/` (owned by the executor's
 //! user), each task's directory `<sandbox>/tasks/TASK/` (its stdout/stderr, read by `corral
-//! logs`), and the socket `<sandbox>/executor.sock` (or `WORK_DIR/executor-sockets/<hash>.sock`
-//! when that path would not fit a unix socket address). The socket is owned by the executor's
+//! logs`), and the socket `<sandbox>/executor.sock` (or `WORK_DIR/executor-sockets/<hash>/sock`
+//! when that path would not fit a unix socket address; that directory is bound into the
+//! executor's container, where the rest of the work directory is hidden). The socket is owned by the executor's
 //! user with mode 0755 & ~umask, so only that user (and root) may connect; the agent also checks
 //! the peer's credentials (SO_PEERCRED): its uid must be the executor's, and its pid must be in
 //! the executor's container (its cgroup; plain mode: a descendant of the executor's process).
@@ -436,8 +437,6 @@ impl Agent {
         sandbox: &Path,
         limits: &Resources,
     ) -> Result<(), String> {
-        std::fs::create_dir_all(sandbox.join("tasks"))
-            .map_err(|e| format!("cannot create sandbox {}: {e}", sandbox.display()))?;
         let user = info
             .command
             .user
@@ -455,13 +454,21 @@ impl Agent {
                 nix::unistd::getegid().as_raw(),
             ),
         };
+        // The sandbox is the executor's (its user's, 0750); its tasks' directories live below.
+        let owner = (isolated && nix::unistd::geteuid().is_root()).then_some((uid, gid));
+        super::create_sandbox(sandbox, owner)?;
+        std::fs::create_dir_all(sandbox.join("tasks"))
+            .map_err(|e| format!("cannot create sandbox {}: {e}", sandbox.display()))?;
         let mut socket = sandbox.join("executor.sock");
         if socket.as_os_str().len() > MAX_SOCKET_PATH {
+            // A directory of its own, which its container sees (the rest of the work directory
+            // is hidden from it); the same length as the sandbox-free `<hash>.sock`.
             socket = self
                 .config
                 .work_dir
                 .join("executor-sockets")
-                .join(format!("{}.sock", short_hash(&key_str(key))));
+                .join(short_hash(&key_str(key)))
+                .join("sock");
         }
         if socket.as_os_str().len() > MAX_SOCKET_PATH {
             return Err(format!(
@@ -566,15 +573,13 @@ impl Agent {
         for (k, v) in &c.environment {
             env.insert(k.clone(), v.clone());
         }
-        Ok(super::container_spec(
-            argv,
-            env,
-            sandbox,
-            user,
-            r,
-            &info.container,
-            &self.config.hostname,
-        ))
+        let mut spec =
+            super::container_spec(argv, env, sandbox, user, r, &info.container, &self.config);
+        // A socket outside the sandbox: its own directory is bound back into the container.
+        if let Some(dir) = socket.parent().filter(|d| !d.starts_with(sandbox)) {
+            spec.view.visible.push(dir.to_owned());
+        }
+        Ok(spec)
     }
 
     pub(super) async fn on_executor_launched(

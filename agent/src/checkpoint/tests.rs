@@ -91,3 +91,20 @@ fn a_task_checkpoint_from_before_executors_still_loads() {
     assert_eq!(back.executor_id, None);
     assert_eq!(back.next_seq, 3);
 }
+
+#[test]
+fn checkpoints_are_the_agents_alone() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A file left readable by an older agent is replaced by a private one on the next save.
+    std::fs::create_dir_all(dir.path().join("meta/executors")).expect("mkdir");
+    let old = dir.path().join("meta/executors/fw.ex.json");
+    std::fs::write(&old, b"{}").expect("write");
+    std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let cps = Checkpoints::open_executors(dir.path()).expect("open");
+    cps.save("fw.ex", &executor_cp()).expect("save");
+    let mode = |p: &Path| std::fs::metadata(p).expect("metadata").permissions().mode() & 0o7777;
+    assert_eq!(mode(&dir.path().join("meta")), 0o700);
+    assert_eq!(mode(&dir.path().join("meta/executors")), 0o700);
+    assert_eq!(mode(&old), 0o600);
+}

@@ -279,7 +279,9 @@ fn a_container_no_checkpoint_names_is_destroyed_when_the_agent_restarts() {
     let iso = isolation::Isolator::new(cfg).expect("the agent's isolator layout");
     let sandbox = work.join("sandboxes/orphan");
     std::fs::create_dir_all(&sandbox).expect("sandbox");
-    let spec = isolation::ContainerSpec::new(vec!["/bin/sleep".into(), "300".into()], sandbox);
+    let mut spec = isolation::ContainerSpec::new(vec!["/bin/sleep".into(), "300".into()], sandbox);
+    // As the agent's own specs: the (0700) work directory hidden, the sandbox bound back.
+    spec.view.hidden = vec![work.clone()];
     let orphan = iso.launch("fw.orphan", &spec).expect("launch the orphan");
     let pid = orphan.pid();
     let cgroups: Vec<_> = orphan.cgroup_paths().into_values().collect();

@@ -341,6 +341,41 @@ fn a_custom_executor_runs_two_tasks_in_one_container() {
 }
 
 #[test]
+fn an_executor_whose_socket_lives_outside_its_sandbox_still_reaches_it() {
+    let Some((c, _)) = root_cluster(
+        "an_executor_whose_socket_lives_outside_its_sandbox_still_reaches_it",
+        "cpus:2;mem:1GiB",
+    ) else {
+        return;
+    };
+    // A sandbox path this long leaves no room for a unix socket address in it: the socket goes
+    // to a directory of its own under the work directory, which the container (where the work
+    // directory is hidden) gets bound in.
+    let id = format!("ex-{}", "l".repeat(48));
+    runtime().block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        let exec = executor(&id, &test_executor());
+        let (mut s, _) = launch_group(
+            &c,
+            "executor-long",
+            exec,
+            |o| vec![task("far", o, "echo far")],
+            deadline,
+        )
+        .await;
+        let updates = until_terminal(&mut s, &["far"], deadline).await;
+        let end = terminal(&updates, "far");
+        assert_eq!(end.state, TaskState::Finished, "{end:?}");
+        assert_eq!(end.source, StatusSource::Executor, "{end:?}");
+    });
+    let work = c.dir.path().join("agent-a1");
+    assert!(
+        work.join("executor-sockets").is_dir(),
+        "the socket was not moved out of the sandbox"
+    );
+}
+
+#[test]
 fn an_executor_relays_messages_and_kills_its_tasks() {
     let Some((c, _)) = root_cluster(
         "an_executor_relays_messages_and_kills_its_tasks",
@@ -372,8 +407,19 @@ fn an_executor_relays_messages_and_kills_its_tasks() {
             }
         }
         // Only the executor's own container may use its socket: the same program as the same
-        // user, but outside the container, is refused.
-        let socket = find_socket(&c.dir.path().join("agent-a1")).expect("the executor's socket");
+        // user, but outside the container, is refused. The work directory (0700) keeps any
+        // other user's process from even reaching the socket's path...
+        let work = c.dir.path().join("agent-a1");
+        let socket = find_socket(&work).expect("the executor's socket");
+        let out = impostor(&socket, 65534, &offer);
+        assert!(
+            !out.status.success(),
+            "reached the socket: {}",
+            stderr(&out)
+        );
+        // ...and were the path reachable, the agent's peer checks refuse it.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&work, std::fs::Permissions::from_mode(0o755)).expect("chmod");
         for uid in [0u32, 65534] {
             let out = impostor(&socket, uid, &offer);
             assert!(
@@ -382,6 +428,7 @@ fn an_executor_relays_messages_and_kills_its_tasks() {
                 stderr(&out)
             );
         }
+        std::fs::set_permissions(&work, std::fs::Permissions::from_mode(0o700)).expect("chmod");
         c.agents[0].wait_for_log("from another user", Duration::from_secs(10));
         c.agents[0].wait_for_log(
             "from a process outside the executor's container",

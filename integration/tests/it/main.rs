@@ -11,4 +11,5 @@ mod operator;
 mod security;
 mod status_updates;
 mod systemd;
+mod tenancy;
 mod tidy;
