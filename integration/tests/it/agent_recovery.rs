@@ -406,6 +406,17 @@ fn an_agent_restarted_with_less_than_its_tasks_use_keeps_them_and_offers_nothing
     );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("fits"));
-    let v = state(&c);
-    assert_eq!(v["agents"][0]["used"]["cpus_milli"], 0, "{v:#}");
+    // State is served from a snapshot republished every 100 ms: wait for it to show the end.
+    let start = std::time::Instant::now();
+    loop {
+        let v = state(&c);
+        if v["agents"][0]["used"]["cpus_milli"] == 0 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the finished task's resources were never freed: {v:#}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
