@@ -23,7 +23,7 @@ done
 install -D -m 0644 "$here/corral-master.service" "$dest/etc/systemd/system/corral-master.service"
 install -D -m 0644 "$here/corral-agent.service" "$dest/etc/systemd/system/corral-agent.service"
 install -d -m 0700 "$dest/var/lib/corral/master"
-install -d -m 0755 "$dest/var/lib/corral/agent"
+install -d -m 0711 "$dest/var/lib/corral/agent"
 if [ -z "$dest" ] && command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
     systemctl daemon-reload
     systemctl enable corral-master.service corral-agent.service

@@ -199,6 +199,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     restrict_work_dir(&config.work_dir).map_err(work_dir_err)?;
     check_writable(&config.work_dir).map_err(work_dir_err)?;
     let runtime = make_runtime(&config)?;
+    if matches!(runtime, Runtime::Isolated(_)) {
+        warn_about_shared_dirs(&config.work_dir);
+    }
     let (cpus, mem) = match &runtime {
         Runtime::Isolated(iso) => match iso.node_resources(&Default::default()) {
             Ok(n) => (n.cpus_milli, n.mem_bytes),
@@ -298,27 +301,77 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     Ok(())
 }
 
-/// The work directory is the agent's alone (0700): checkpoints, init specs and every sandbox
-/// live below it. Tasks reach their own sandbox through their mount namespace, where the work
-/// directory is hidden and only the sandbox is bound back (`container_spec`).
+/// Modes of the work directory: others may traverse the way to a sandbox (the work dir,
+/// `sandboxes/` and `sandboxes/FRAMEWORK` are 0711: a task started by an older agent, which has
+/// no view, still reaches its sandbox by its path) but list nothing; the agent's state
+/// (`meta/`, `containers/`) is 0700 and `agent_id` 0600. Each sandbox is 0750, its task user's.
+/// Tasks of this agent see none of it: the work directory is hidden in their mount namespace
+/// and only their sandbox is bound back (`container_spec`). Applied at every start, so a work
+/// directory an older agent made is tightened.
 fn restrict_work_dir(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
-    std::fs::set_permissions(
-        dir.join("sandboxes"),
-        std::fs::Permissions::from_mode(0o755),
-    )
+    let set = |p: &Path, mode: u32| -> std::io::Result<()> {
+        match std::fs::symlink_metadata(p) {
+            Ok(md) if md.file_type().is_symlink() => Err(std::io::Error::other(format!(
+                "{} is a symbolic link",
+                p.display()
+            ))),
+            Ok(_) => std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        }
+    };
+    set(dir, 0o711)?;
+    set(&dir.join("meta"), 0o700)?;
+    set(&dir.join("containers"), 0o700)?;
+    set(&dir.join("agent_id"), 0o600)?;
+    let sockets = dir.join("executor-sockets");
+    set(&sockets, 0o711)?;
+    let sandboxes = dir.join("sandboxes");
+    set(&sandboxes, 0o711)?;
+    for fw in std::fs::read_dir(&sandboxes)?.flatten() {
+        if !fw.file_type()?.is_dir() {
+            continue;
+        }
+        set(&fw.path(), 0o711)?;
+        // Sandboxes of tasks an older agent started (0755 then): no access for others. The
+        // task's user owns each, so this keeps every task reaching its own.
+        for sb in std::fs::read_dir(fw.path())?.flatten() {
+            if sb.file_type()?.is_dir() {
+                tighten_sandbox(&sb.path());
+            }
+        }
+    }
+    Ok(())
 }
 
-/// Creates a sandbox (and its parents, root's 0755 below the 0700 work directory) owned by
-/// `owner` with mode 0750: the task's user and group only.
+/// Clears a sandbox's access for others, through an `O_NOFOLLOW` directory fd.
+fn tighten_sandbox(sandbox: &Path) {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let Ok(f) = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_DIRECTORY | nix::libc::O_NOFOLLOW)
+        .open(sandbox)
+    else {
+        return;
+    };
+    if let Ok(md) = f.metadata() {
+        let mode = md.permissions().mode() & 0o7777;
+        if mode & 0o007 != 0 {
+            let _ = f.set_permissions(std::fs::Permissions::from_mode(mode & !0o007));
+        }
+    }
+}
+
+/// Creates a sandbox (and its parents, root's 0711 below the work directory: traversable,
+/// not listable) owned by `owner` with mode 0750: the task's user and group only.
 pub(crate) fn create_sandbox(sandbox: &Path, owner: Option<(u32, u32)>) -> Result<(), String> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     let err = |e: std::io::Error| format!("cannot create sandbox {}: {e}", sandbox.display());
     if let Some(parent) = sandbox.parent() {
         std::fs::DirBuilder::new()
             .recursive(true)
-            .mode(0o755)
+            .mode(0o711)
             .create(parent)
             .map_err(err)?;
     }
@@ -382,9 +435,17 @@ fn load_agent_id(work_dir: &Path) -> Option<AgentId> {
 }
 
 fn save_agent_id(work_dir: &Path, id: &AgentId) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     let tmp = work_dir.join("agent_id.tmp");
-    std::fs::write(&tmp, id.as_str())?;
-    std::fs::File::open(&tmp)?.sync_all()?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(id.as_str().as_bytes())?;
+    f.sync_all()?;
     std::fs::rename(&tmp, work_dir.join("agent_id"))
 }
 
@@ -1418,12 +1479,35 @@ impl Agent {
     }
 }
 
+/// Every task gets a private tmpfs here (`FsView::private_shm`).
+const SHM: &str = "/dev/shm";
+/// Shared directories every task gets a private one of, from its sandbox
+/// (`FsView::private_dirs`: `<sandbox>/var-tmp`), like `/tmp`.
+const PRIVATE_DIRS: [&str; 1] = ["/var/tmp"];
+
+/// Warns about a work directory whose tasks would share what should be private: a sandbox
+/// below /tmp, /var/tmp or /dev/shm is hidden by that private mount, which is then skipped.
+fn warn_about_shared_dirs(work_dir: &Path) {
+    for d in ["/tmp", SHM].iter().chain(PRIVATE_DIRS.iter()) {
+        if work_dir.starts_with(d) {
+            tracing::warn!(work_dir = %work_dir.display(), dir = d,
+                "the work directory is below {d}: tasks share {d} with the host; use another work directory");
+        }
+    }
+    for d in [SHM].iter().chain(PRIVATE_DIRS.iter()) {
+        if !Path::new(d).is_dir() {
+            tracing::warn!(dir = d, "{d} is missing: tasks get no private {d}");
+        }
+    }
+}
+
 /// The container for a command: its argv and complete environment, the sandbox with its
 /// stdout and stderr files, the user, and limits from the resources (cpu weight and cap,
 /// memory, pids) in pid/mount/uts/ipc namespaces (and a network one when asked for). In its
 /// mount namespace the agent's work directory is hidden (other tenants' sandboxes, the
-/// checkpoints under `meta/`, the init specs) except the sandbox itself, at its own path, and
-/// `/sys/fs/cgroup` is read-only.
+/// checkpoints under `meta/`, the init specs) except the sandbox itself, at its own path,
+/// `/sys/fs/cgroup` is read-only, and `/dev/shm` (a tmpfs) and `/var/tmp`
+/// (`<sandbox>/var-tmp`) are the task's own, like `/tmp`.
 pub(crate) fn container_spec(
     argv: Vec<String>,
     env: BTreeMap<String, String>,
@@ -1459,6 +1543,12 @@ pub(crate) fn container_spec(
             hidden: vec![config.work_dir.clone()],
             visible: Vec::new(),
             read_only: vec![PathBuf::from("/sys/fs/cgroup")],
+            private_shm: Path::new(SHM).is_dir(),
+            private_dirs: PRIVATE_DIRS
+                .iter()
+                .map(PathBuf::from)
+                .filter(|d| d.is_dir())
+                .collect(),
         },
     }
 }

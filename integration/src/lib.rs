@@ -39,6 +39,20 @@ pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
+/// Where tests keep clusters and programs tasks run: reachable by the unprivileged task user,
+/// and never below /tmp, /var/tmp or /dev/shm, which a task sees a private one of (as root:
+/// `/var/lib/corral-it`, 0755; otherwise tasks are plain processes and /var/tmp will do).
+pub fn scratch_dir() -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    if !is_root() {
+        return std::path::PathBuf::from("/var/tmp");
+    }
+    let dir = std::path::PathBuf::from("/var/lib/corral-it");
+    std::fs::create_dir_all(&dir).expect("create /var/lib/corral-it");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    dir
+}
+
 /// A free UDP port on loopback (QUIC listens on UDP).
 pub fn free_port() -> u16 {
     let s = UdpSocket::bind("127.0.0.1:0").expect("bind an ephemeral UDP port");
@@ -245,13 +259,13 @@ pub struct Cluster {
     pub dir: tempfile::TempDir,
 }
 
-/// A cluster's directory (under /var/tmp: tasks get a private /tmp, and run as a user who must
-/// reach their sandboxes) and its CA.
+/// A cluster's directory (under `scratch_dir`: tasks get a private /tmp and /var/tmp, and run
+/// as a user who must reach their sandboxes) and its CA.
 fn cluster_dir() -> (tempfile::TempDir, Certs) {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::Builder::new()
         .prefix("corral-it-")
-        .tempdir_in("/var/tmp")
+        .tempdir_in(scratch_dir())
         .expect("tempdir");
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
     let certs = Certs::new(&dir.path().join("certs"));

@@ -4,7 +4,8 @@
 //!
 //! Sequence: close stray fds, read the spec, open the status file's directory, `setsid`, make
 //! every mount rprivate, mount a private /proc (pid + mount namespace), bind `<sandbox>/tmp` on
-//! /tmp, hide the spec's hidden directories and bind its visible paths back, make its read-only
+//! /tmp and each private directory's source on it (`<sandbox>/var-tmp` on /var/tmp), mount a
+//! tmpfs on /dev/shm (private shm), hide the spec's hidden directories and bind its visible paths back, make its read-only
 //! paths read-only (`view.rs`), set the hostname, bring `lo` up
 //! (isolated network), then fork the task. The task child drops the capability bounding set
 //! (non-root), switches user (setgroups/setgid/setuid), sets no_new_privs, enters the sandbox and
@@ -126,6 +127,28 @@ fn run(spec_path: &Path) -> Result<i32, String> {
                 )
                 .map_err(|e| format!("bind {} on /tmp: {e}", tmp.display()))?;
             }
+        }
+        for (source, target) in &spec.private_dirs {
+            mount(
+                Some(source.as_path()),
+                target.as_path(),
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )
+            .map_err(|e| format!("bind {} on {}: {e}", source.display(), target.display()))?;
+        }
+        if spec.view.private_shm {
+            // Its pages are charged to the memory cgroup of the process that writes them: the
+            // task's. The mount ends with the namespace, when the task's last process exits.
+            mount(
+                Some("shm"),
+                "/dev/shm",
+                Some("tmpfs"),
+                MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+                Some("mode=1777"),
+            )
+            .map_err(|e| format!("mount a tmpfs on /dev/shm: {e}"))?;
         }
         crate::view::apply(&spec.view)?;
     }

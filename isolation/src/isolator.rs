@@ -337,25 +337,40 @@ impl Isolator {
         // A sandbox below /tmp would be hidden by its own bind mount: no private /tmp then.
         let private_tmp = if mount_ns && !spec.cwd.starts_with("/tmp") {
             let tmp = spec.cwd.join("tmp");
-            match std::fs::create_dir(&tmp) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(IsolationError::io("create private tmp", &tmp, e)),
-            }
-            // Through an O_NOFOLLOW fd: a task may have left a symlink named tmp in its sandbox.
-            let dir = std::fs::OpenOptions::new()
-                .read(true)
-                .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
-                .open(&tmp)
-                .map_err(|e| IsolationError::io("open private tmp (not a directory?)", &tmp, e))?;
-            dir.set_permissions(std::fs::Permissions::from_mode(0o1777))
-                .map_err(|e| IsolationError::io("chmod", &tmp, e))?;
-            std::os::unix::fs::fchown(&dir, Some(user.uid), Some(user.gid))
-                .map_err(|e| IsolationError::io("chown", &tmp, e))?;
+            private_dir(&tmp, user)?;
             Some(tmp)
         } else {
             None
         };
+        let mut private_dirs = Vec::new();
+        for target in &spec.view.private_dirs {
+            if spec.cwd.starts_with(target) {
+                tracing::warn!(sandbox = %spec.cwd.display(), dir = %target.display(),
+                    "the sandbox is below a private directory, which the task shares with the host");
+                continue;
+            }
+            if !target.is_dir() {
+                return Err(IsolationError::InvalidSpec(format!(
+                    "private directory {} is not a directory",
+                    target.display()
+                )));
+            }
+            let source = FsView::private_dir_source(&spec.cwd, target);
+            private_dir(&source, user)?;
+            private_dirs.push((source, target.clone()));
+        }
+        let shm = Path::new("/dev/shm");
+        // A sandbox below /dev/shm would be hidden by the tmpfs.
+        let private_shm = spec.view.private_shm && !spec.cwd.starts_with(shm);
+        if spec.view.private_shm && !private_shm {
+            tracing::warn!(sandbox = %spec.cwd.display(),
+                "the sandbox is below /dev/shm, which the task shares with the host");
+        }
+        if private_shm && !shm.is_dir() {
+            return Err(IsolationError::InvalidSpec(
+                "a private /dev/shm needs a directory /dev/shm".into(),
+            ));
+        }
         let stdout = open_log(&spec.stdout, user)?;
         let stderr = if spec.stderr == spec.stdout {
             stdout
@@ -380,6 +395,7 @@ impl Isolator {
             pid_ns: spec.namespaces.pid,
             net_isolated: spec.namespaces.network == NetworkNs::Isolated,
             private_tmp,
+            private_dirs,
             view: FsView {
                 hidden: spec.view.hidden.clone(),
                 // The sandbox first: the task's working directory is always where it was.
@@ -388,6 +404,8 @@ impl Isolator {
                     .filter(|_| !spec.view.hidden.is_empty())
                     .collect(),
                 read_only: spec.view.read_only.clone(),
+                private_shm,
+                private_dirs: Vec::new(),
             },
             status_path: run_dir.join("status"),
         };
@@ -642,6 +660,7 @@ pub fn validate_spec(spec: &ContainerSpec, default_pids_limit: u64) -> Result<Li
         ("hidden", &spec.view.hidden),
         ("visible", &spec.view.visible),
         ("read_only", &spec.view.read_only),
+        ("private", &spec.view.private_dirs),
     ] {
         for p in paths {
             let bad = !p.is_absolute()
@@ -657,6 +676,22 @@ pub fn validate_spec(spec: &ContainerSpec, default_pids_limit: u64) -> Result<Li
         if !paths.is_empty() && !spec.namespaces.mount {
             return Err(IsolationError::InvalidSpec(format!(
                 "{what} paths need a mount namespace"
+            )));
+        }
+    }
+    if spec.view.private_shm && !spec.namespaces.mount {
+        return Err(IsolationError::InvalidSpec(
+            "a private /dev/shm needs a mount namespace".into(),
+        ));
+    }
+    let mut names = std::collections::BTreeSet::new();
+    for p in &spec.view.private_dirs {
+        // `/tmp` is private already; each name is one directory of the sandbox.
+        let name = FsView::private_dir_source(Path::new(""), p);
+        if name.as_os_str().is_empty() || name == Path::new("tmp") || !names.insert(name) {
+            return Err(IsolationError::InvalidSpec(format!(
+                "private directory {} is /, /tmp or listed twice",
+                p.display()
             )));
         }
     }
@@ -790,6 +825,26 @@ fn read_ready(fd: OwnedFd, timeout: Duration) -> Result<String> {
 fn cstring(bytes: &[u8], what: &str) -> Result<CString> {
     CString::new(bytes)
         .map_err(|_| IsolationError::InvalidSpec(format!("{what} contains a NUL byte")))
+}
+
+/// Creates (or keeps) the sandbox directory `dir` that is bound on a shared directory (/tmp,
+/// /var/tmp): mode 1777, the task user's. Through an O_NOFOLLOW fd: a task may have left a
+/// symlink of that name in its sandbox.
+fn private_dir(dir: &Path, user: &ResolvedUser) -> Result<()> {
+    match std::fs::create_dir(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(IsolationError::io("create private directory", dir, e)),
+    }
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+        .open(dir)
+        .map_err(|e| IsolationError::io("open private directory (not a directory?)", dir, e))?;
+    f.set_permissions(std::fs::Permissions::from_mode(0o1777))
+        .map_err(|e| IsolationError::io("chmod", dir, e))?;
+    std::os::unix::fs::fchown(&f, Some(user.uid), Some(user.gid))
+        .map_err(|e| IsolationError::io("chown", dir, e))
 }
 
 fn chown(path: &Path, user: &ResolvedUser) -> Result<()> {

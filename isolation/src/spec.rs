@@ -52,6 +52,35 @@ pub struct FsView {
     /// Made read-only for the task, with every mount below them; skipped where they do not
     /// exist.
     pub read_only: Vec<PathBuf>,
+    /// A private tmpfs on `/dev/shm` (mode 1777, nosuid, nodev) instead of the host's, so
+    /// POSIX shared memory and named semaphores are the task's own. Its pages are charged to
+    /// the container's memory cgroup (they count against `memory_bytes`) and are freed when the
+    /// task's last process exits. `/dev/shm` must exist.
+    #[serde(default)]
+    pub private_shm: bool,
+    /// Shared host directories (e.g. `/var/tmp`) replaced, like `/tmp`, by a directory of the
+    /// sandbox bound on them: `<sandbox>/<name>`, where `name` is the path without its leading
+    /// `/` and with every other `/` turned into `-` (`/var/tmp` → `<sandbox>/var-tmp`), created
+    /// by `launch` (mode 1777, the task's user's). Each must exist; skipped (with a warning)
+    /// when the sandbox is below it, which the mount would hide.
+    #[serde(default)]
+    pub private_dirs: Vec<PathBuf>,
+}
+
+impl FsView {
+    /// The sandbox directory bound on the private directory `target` (see `private_dirs`).
+    pub fn private_dir_source(sandbox: &std::path::Path, target: &std::path::Path) -> PathBuf {
+        let mut name = std::ffi::OsString::new();
+        for c in target.components() {
+            if let std::path::Component::Normal(part) = c {
+                if !name.is_empty() {
+                    name.push("-");
+                }
+                name.push(part);
+            }
+        }
+        sandbox.join(name)
+    }
 }
 
 impl Default for FsView {
@@ -61,6 +90,8 @@ impl Default for FsView {
             hidden: Vec::new(),
             visible: Vec::new(),
             read_only: vec![PathBuf::from("/sys/fs/cgroup")],
+            private_shm: false,
+            private_dirs: Vec::new(),
         }
     }
 }
@@ -93,7 +124,8 @@ pub struct ContainerSpec {
     pub namespaces: Namespaces,
     /// Needs a UTS namespace.
     pub hostname: Option<String>,
-    /// What the task sees of the host's filesystem beyond /proc and /tmp.
+    /// What the task sees of the host's filesystem beyond /proc and /tmp: hidden, visible and
+    /// read-only paths, a private /dev/shm and private directories.
     #[serde(default)]
     pub view: FsView,
 }
@@ -138,6 +170,10 @@ pub struct InitSpec {
     pub net_isolated: bool,
     /// Bind-mounted on /tmp (mount namespace only).
     pub private_tmp: Option<PathBuf>,
+    /// `(source, target)`: each source directory bind-mounted on its target (mount namespace
+    /// only), after /tmp.
+    #[serde(default)]
+    pub private_dirs: Vec<(PathBuf, PathBuf)>,
     /// With the sandbox first among the visible paths when anything is hidden.
     #[serde(default)]
     pub view: FsView,

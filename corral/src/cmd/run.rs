@@ -23,8 +23,8 @@ pub const EXIT_NOT_RUN: u8 = 125;
 
 pub async fn run(args: RunArgs) -> Result<u8> {
     if args.local {
-        // Not under /tmp: each task gets a private /tmp mounted over it, which would hide a
-        // sandbox below /tmp.
+        // Not under /tmp or /var/tmp: each task gets a private one mounted over it, which
+        // would hide a sandbox below it.
         let dir = tempfile::Builder::new()
             .prefix("corral-local-")
             .tempdir_in(local_state_dir())
@@ -42,8 +42,20 @@ pub async fn run(args: RunArgs) -> Result<u8> {
     }
 }
 
-/// Where `run --local` keeps its throw-away cluster: /var/tmp when writable, else the temp dir.
+/// Where `run --local` keeps its throw-away cluster. As root (tasks in containers, with a
+/// private /tmp and /var/tmp): `/var/lib/corral-local` (0755, so the task user reaches its
+/// sandbox).
+/// Otherwise tasks are plain processes: /var/tmp when writable, else the temp dir.
 fn local_state_dir() -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    if nix::unistd::geteuid().is_root() {
+        let dir = std::path::PathBuf::from("/var/lib/corral-local");
+        if std::fs::create_dir_all(&dir).is_ok()
+            && std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).is_ok()
+        {
+            return dir;
+        }
+    }
     let var_tmp = std::path::Path::new("/var/tmp");
     if var_tmp.is_dir() && nix::unistd::access(var_tmp, nix::unistd::AccessFlags::W_OK).is_ok() {
         var_tmp.to_path_buf()

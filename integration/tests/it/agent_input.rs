@@ -103,7 +103,7 @@ fn a_launch_larger_than_the_agents_free_resources_is_refused_and_nothing_else_ch
     transport::install_crypto_provider();
     let dir = tempfile::Builder::new()
         .prefix("corral-it-input-")
-        .tempdir_in("/var/tmp")
+        .tempdir_in(integration::scratch_dir())
         .expect("tempdir");
     {
         use std::os::unix::fs::PermissionsExt;

@@ -24,16 +24,14 @@ fn skip_unless_root(test: &str) -> bool {
 }
 
 /// The test executor, built with this package's binaries, copied once to a place every task
-/// can see: containers get a private /tmp, and the build may live under /tmp (or under a
-/// directory the unprivileged task user cannot enter).
+/// can see: containers get a private /tmp and /var/tmp, and the build may live under /tmp (or
+/// under a directory the unprivileged task user cannot enter).
 fn test_executor() -> String {
     static COPY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     COPY.get_or_init(|| {
         use std::os::unix::fs::PermissionsExt;
-        let dir = std::path::PathBuf::from(format!(
-            "/var/tmp/corral-test-executor-{}",
-            std::process::id()
-        ));
+        let dir =
+            integration::scratch_dir().join(format!("corral-test-executor-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("mkdir for the test executor");
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
         let dst = dir.join("test-executor");

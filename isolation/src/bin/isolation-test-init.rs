@@ -59,6 +59,13 @@ fn main() {
         },
         "signal" => signal(arg(0).parse().unwrap_or(1)),
         "write" => try_write(&arg(0), &arg(1)),
+        // Writes MIB MiB to PATH (1 MiB at a time), says how far it got, then sleeps
+        // SECS.
+        "fill" => fill(
+            &arg(0),
+            arg(1).parse().unwrap_or(0),
+            arg(2).parse().unwrap_or(0.0),
+        ),
         "create" => try_create(&arg(0)),
         // Lists a directory's entries, sorted, one per line.
         "ls" => match std::fs::read_dir(arg(0)) {
@@ -117,6 +124,30 @@ fn main() {
     };
     let _ = std::io::stdout().flush();
     std::process::exit(code);
+}
+
+fn fill(path: &str, mib: usize, hold: f64) -> i32 {
+    let mut f = match std::fs::File::create(path) {
+        Ok(f) => f,
+        Err(e) => {
+            println!("create {path}: {e}");
+            return 1;
+        }
+    };
+    let chunk = vec![0x5au8; 1 << 20];
+    for i in 0..mib {
+        if let Err(e) = f.write_all(&chunk) {
+            println!("fill stopped at {i} MiB: {e}");
+            return 1;
+        }
+        if i % 8 == 0 {
+            let _ = std::io::stdout().flush();
+        }
+    }
+    println!("filled {mib} MiB");
+    let _ = std::io::stdout().flush();
+    std::thread::sleep(Duration::from_secs_f64(hold));
+    0
 }
 
 /// Allocates and touches `mib` MiB, then sleeps a little so an OOM kill can land.

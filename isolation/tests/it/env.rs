@@ -12,7 +12,8 @@ pub struct Env {
 }
 
 /// The helper binary: `ISOLATION_TEST_INIT` (in a VM) or the one cargo built. Tasks run it
-/// too, and a task's /tmp is private: a build under /tmp is copied out of it once.
+/// too, and a task's /tmp (and /var/tmp) may be private: a build under /tmp is copied out of it
+/// once.
 pub fn init_program() -> PathBuf {
     static PROGRAM: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     PROGRAM
@@ -24,7 +25,7 @@ pub fn init_program() -> PathBuf {
                 return built;
             }
             let dir = PathBuf::from(format!(
-                "/var/tmp/corral-isolation-it/bin-{}",
+                "/var/lib/corral-isolation-it/bin-{}",
                 std::process::id()
             ));
             std::fs::create_dir_all(&dir).expect("mkdir for the test init");
@@ -67,11 +68,11 @@ impl Env {
             eprintln!("SKIP {name}: {why}");
             return None;
         }
-        // Not below /tmp: the task's private /tmp is mounted over it (and the checkout itself may
-        // live under /tmp).
+        // Not below /tmp (or /var/tmp): the task's private /tmp is mounted over it (and the
+        // checkout itself may live under /tmp).
         let target_tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
         let base = if target_tmp.starts_with("/tmp") {
-            PathBuf::from("/var/tmp/corral-isolation-it")
+            PathBuf::from("/var/lib/corral-isolation-it")
         } else {
             target_tmp
         };

@@ -1075,3 +1075,173 @@ fn hidden_paths_need_a_mount_namespace_and_absolute_paths() {
         Err(IsolationError::InvalidSpec(_))
     ));
 }
+
+/// `/var/tmp` exists on every host; the busybox VM has none until a test makes it.
+fn ensure_var_tmp() {
+    use std::os::unix::fs::PermissionsExt;
+    let p = std::path::Path::new("/var/tmp");
+    if !p.exists() {
+        std::fs::create_dir_all(p).unwrap();
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    }
+}
+
+/// A spec with a private /dev/shm and a private /var/tmp.
+fn private_spec(env: &Env, tag: &str, args: &[&str]) -> ContainerSpec {
+    let mut spec = env.spec(tag, args);
+    spec.view.private_shm = true;
+    spec.view.private_dirs = vec!["/var/tmp".into()];
+    spec
+}
+
+#[test]
+fn tasks_of_the_same_user_get_their_own_dev_shm_and_var_tmp() {
+    let env = env_or_skip!("shm");
+    ensure_var_tmp();
+    let shm_probe = format!("/dev/shm/corral-shm-probe-{}", std::process::id());
+    let var_probe = format!("/var/tmp/corral-var-tmp-probe-{}", std::process::id());
+    for p in [&shm_probe, &var_probe] {
+        let _ = std::fs::remove_file(p);
+    }
+    // Task A (nobody) writes in both and stays up; its files are only in its own view.
+    let a = private_spec(&env, "shm-a", &["fill", &shm_probe, "1", "60"]);
+    let ca = env.iso.launch("shm-a", &a).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !Env::stdout(&a).contains("filled 1 MiB") {
+        assert!(
+            Instant::now() < deadline,
+            "A never wrote: {}",
+            Env::stdout(&a)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let a_var = private_spec(&env, "shm-a-var", &["create", &var_probe]);
+    let c = env.iso.launch("shm-a-var", &a_var).unwrap();
+    assert!(c.wait().unwrap().success(), "{}", Env::stdout(&a_var));
+    c.destroy().unwrap();
+    assert!(
+        a_var.cwd.join("var-tmp").join(&var_probe[9..]).exists(),
+        "not in <sandbox>/var-tmp"
+    );
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let md = std::fs::metadata(a_var.cwd.join("var-tmp")).unwrap();
+    let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+    assert_eq!(md.uid(), nobody.uid.as_raw(), "var-tmp is the task user's");
+    assert_eq!(md.permissions().mode() & 0o7777, 0o1777);
+
+    // Neither file reached the host, and task B (same user) sees neither.
+    assert!(
+        !std::path::Path::new(&shm_probe).exists(),
+        "A's shm file is on the host"
+    );
+    assert!(
+        !std::path::Path::new(&var_probe).exists(),
+        "A's /var/tmp file is on the host"
+    );
+    for (tag, path) in [("shm-b1", &shm_probe), ("shm-b2", &var_probe)] {
+        let b = private_spec(&env, tag, &["read", path]);
+        let c = env.iso.launch(tag, &b).unwrap();
+        let exit = c.wait().unwrap();
+        c.destroy().unwrap();
+        let out = Env::stdout(&b);
+        assert!(
+            !exit.success() && out.contains("No such file"),
+            "{path}: {out}"
+        );
+    }
+    // B's /dev/shm is an empty tmpfs mounted nosuid,nodev, writable by its user.
+    let b = private_spec(&env, "shm-b3", &["read", "/proc/self/mountinfo"]);
+    let c = env.iso.launch("shm-b3", &b).unwrap();
+    assert!(c.wait().unwrap().success());
+    c.destroy().unwrap();
+    let info = Env::stdout(&b);
+    let shm = info
+        .lines()
+        .rfind(|l| l.split(' ').nth(4) == Some("/dev/shm"))
+        .unwrap_or_else(|| panic!("no /dev/shm mount:\n{info}"));
+    let opts = shm.split(' ').nth(5).unwrap_or("");
+    assert!(opts.contains("nosuid") && opts.contains("nodev"), "{shm}");
+    assert!(shm.contains(" - tmpfs "), "{shm}");
+    let b = private_spec(&env, "shm-b4", &["ls", "/dev/shm"]);
+    let c = env.iso.launch("shm-b4", &b).unwrap();
+    assert!(c.wait().unwrap().success());
+    c.destroy().unwrap();
+    assert_eq!(Env::stdout(&b), "", "B's /dev/shm is not empty");
+
+    ca.kill(Duration::from_millis(100)).unwrap();
+    let _ = ca.wait();
+    ca.destroy().unwrap();
+}
+
+#[test]
+fn filling_a_private_dev_shm_cannot_escape_the_memory_limit() {
+    let env = env_or_skip!("shm-fill");
+    ensure_var_tmp();
+    let limit: u64 = 64 << 20;
+    let probe = format!("/dev/shm/corral-shm-fill-{}", std::process::id());
+    let _ = std::fs::remove_file(&probe);
+    let mut spec = private_spec(&env, "shm-fill", &["fill", &probe, "256", "0"]);
+    spec.memory_bytes = Some(limit);
+    let c = env.iso.launch("shm-fill", &spec).unwrap();
+    let exit = c.wait().unwrap();
+    let out = Env::stdout(&spec);
+    // The kernel's highest charge of the container, whatever stopped the writer.
+    let mut peak = None;
+    for dir in c.cgroup_paths().values() {
+        for f in ["memory.peak", "memory.max_usage_in_bytes"] {
+            if let Ok(v) = std::fs::read_to_string(dir.join(f)) {
+                peak = v.trim().parse::<u64>().ok().or(peak);
+            }
+        }
+    }
+    c.destroy().unwrap();
+    assert!(!exit.success(), "256 MiB fit in a 64 MiB container: {out}");
+    assert!(!out.contains("filled 256"), "{out}");
+    assert!(
+        exit.oom_killed || out.contains("No space left") || out.contains("Cannot allocate memory"),
+        "neither OOM-killed nor refused: {exit:?} {out}"
+    );
+    let peak = peak.expect("the container's memory peak");
+    println!(
+        "shm fill: oom_killed={} peak={peak} limit={limit} {}",
+        exit.oom_killed,
+        out.trim()
+    );
+    assert!(peak <= limit, "peak {peak} above the limit {limit}");
+    // The pages died with the container: nothing was written to the host's /dev/shm.
+    assert!(
+        !std::path::Path::new(&probe).exists(),
+        "the task's shm file outlived it on the host"
+    );
+}
+
+#[test]
+fn private_directories_are_checked() {
+    let env = env_or_skip!("priv-bad");
+    let mut spec = env.spec("priv-bad", &["true"]);
+    for bad in ["/", "/tmp", "relative", "/no/such/dir-corral"] {
+        spec.view.private_dirs = vec![bad.into()];
+        assert!(
+            matches!(
+                env.iso.launch("priv-bad", &spec),
+                Err(IsolationError::InvalidSpec(_))
+            ),
+            "{bad}"
+        );
+    }
+    ensure_var_tmp();
+    spec.view.private_dirs = vec!["/var/tmp".into(), "/var//tmp/".into()];
+    assert!(matches!(
+        env.iso.launch("priv-bad", &spec),
+        Err(IsolationError::InvalidSpec(_))
+    ));
+    spec.view.private_dirs.clear();
+    spec.view.private_shm = true;
+    spec.namespaces.mount = false;
+    spec.view.read_only.clear();
+    assert!(matches!(
+        env.iso.launch("priv-bad", &spec),
+        Err(IsolationError::InvalidSpec(_))
+    ));
+    assert_gone(&env, "priv-bad", &[]);
+}
