@@ -98,7 +98,7 @@ fn the_installer_lays_out_files_under_destdir() {
     assert_eq!(mode("etc/systemd/system/corral-master.service"), 0o644);
     assert_eq!(mode("etc/systemd/system/corral-agent.service"), 0o644);
     assert_eq!(mode("var/lib/corral/master"), 0o700);
-    assert_eq!(mode("var/lib/corral/agent"), 0o755);
+    assert_eq!(mode("var/lib/corral/agent"), 0o711);
     // An edited config survives a second install.
     std::fs::write(d.join("etc/corral/agent.toml"), "# mine\n").expect("edit");
     let out = Command::new(repo().join("systemd/install.sh"))
