@@ -682,6 +682,10 @@ pub struct ClusterState {
     pub masters: MastersState,
     #[serde(default)]
     pub roles: Vec<RoleState>,
+    /// Removed frameworks kept for post-mortems, oldest first (a bounded number, as Mesos's
+    /// `completed_frameworks`); their terminal tasks are in `tasks`.
+    #[serde(default)]
+    pub completed_frameworks: Vec<CompletedFrameworkState>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -719,6 +723,18 @@ pub struct FrameworkState {
     pub offered: Resources,
     #[serde(default)]
     pub suppressed: bool,
+}
+
+/// A framework that was removed (torn down, past its failover timeout, or a finished
+/// `corral run`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CompletedFrameworkState {
+    pub id: FrameworkId,
+    pub name: String,
+    pub principal: String,
+    pub roles: Vec<String>,
+    /// Wall-clock milliseconds when it was removed.
+    pub removed_at_ms: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

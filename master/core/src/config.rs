@@ -86,8 +86,12 @@ pub mod limits {
     pub const MAX_SESSIONS: usize = 200_000;
     /// Non-terminal tasks in the cluster.
     pub const MAX_LIVE_TASKS: usize = 2_000_000;
-    /// Terminal tasks kept per framework for reconciliation and `corral state`.
+    /// Terminal tasks kept per framework (live or completed) for reconciliation and `corral state`
+    /// (Mesos `--max_completed_tasks_per_framework`).
     pub const MAX_COMPLETED_TASKS_PER_FRAMEWORK: usize = 1_000;
+    /// Removed frameworks kept, with their completed tasks, for `corral state` (Mesos
+    /// `--max_completed_frameworks`).
+    pub const MAX_COMPLETED_FRAMEWORKS: usize = 50;
     /// Removed framework ids remembered (re-subscribing with one is refused).
     pub const MAX_REMOVED_FRAMEWORKS: usize = 1_000;
     /// Offer ids in one accept or decline.

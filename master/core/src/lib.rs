@@ -42,7 +42,7 @@ pub use allocator::{
 };
 pub use config::{limits, AllocatorKind, MasterConfig};
 pub use master::{authorized, Master, Output, SessionId, Stats};
-pub use registry::{AgentMark, Registry, RegistryOp, TaskKey};
+pub use registry::{AgentMark, CompletedFramework, Registry, RegistryOp, TaskKey};
 
 #[cfg(test)]
 mod tests;

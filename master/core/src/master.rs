@@ -4,7 +4,7 @@
 use crate::allocator::{self, AgentFilters, Allocator, ClusterView, Filter, FrameworkRole};
 use crate::config::{limits, MasterConfig};
 use crate::fastmap::FastMap;
-use crate::registry::{AgentMark, Registry, RegistryOp, TaskKey};
+use crate::registry::{AgentMark, Registry, RegistryOp, TaskEntry, TaskKey};
 use crate::table::Table;
 use crate::timers::{TimerKey, Timers};
 use proto::{
@@ -3062,22 +3062,24 @@ impl Master {
                     framework_id: fw_id.clone(),
                     task_id: t.info.task_id.clone(),
                 };
-                tasks.push(proto::TaskSummary {
-                    id: t.info.task_id.clone(),
-                    name: t.info.name.clone(),
-                    framework_id: fw_id.clone(),
-                    agent_id: t.agent_id.clone(),
-                    state: t.state,
-                    resources: t.info.resources.clone(),
-                    reason: t.status.reason,
-                    message: t.status.message.clone(),
-                    exit_code: t.status.exit_code,
-                    limitation: t.status.limitation.clone(),
-                    usage: self
-                        .agents
-                        .get(&t.agent_id)
-                        .and_then(|a| a.usage.get(&key).cloned()),
-                });
+                let usage = self
+                    .agents
+                    .get(&t.agent_id)
+                    .and_then(|a| a.usage.get(&key).cloned());
+                tasks.push(task_summary(fw_id, t, usage));
+            }
+        }
+        let mut completed_frameworks = Vec::with_capacity(self.registry.completed_frameworks.len());
+        for c in &self.registry.completed_frameworks {
+            completed_frameworks.push(proto::CompletedFrameworkState {
+                id: c.framework_id.clone(),
+                name: c.info.name.clone(),
+                principal: c.principal.clone().unwrap_or_default(),
+                roles: c.roles(),
+                removed_at_ms: c.removed_at_ms,
+            });
+            for t in &c.tasks {
+                tasks.push(task_summary(&c.framework_id, t, None));
             }
         }
         ClusterState {
@@ -3086,6 +3088,27 @@ impl Master {
             tasks,
             masters: self.masters.clone(),
             roles,
+            completed_frameworks,
         }
+    }
+}
+
+fn task_summary(
+    framework_id: &FrameworkId,
+    t: &TaskEntry,
+    usage: Option<ResourceUsage>,
+) -> proto::TaskSummary {
+    proto::TaskSummary {
+        id: t.info.task_id.clone(),
+        name: t.info.name.clone(),
+        framework_id: framework_id.clone(),
+        agent_id: t.agent_id.clone(),
+        state: t.state,
+        resources: t.info.resources.clone(),
+        reason: t.status.reason,
+        message: t.status.message.clone(),
+        exit_code: t.status.exit_code,
+        limitation: t.status.limitation.clone(),
+        usage,
     }
 }

@@ -60,7 +60,8 @@ pub enum RegistryOp {
         /// agent's task report, which the first subscriber with that id claims.
         principal: Option<String>,
     },
-    /// The framework is gone: its live tasks become TASK_KILLED (reason FrameworkRemoved).
+    /// The framework is gone: its live tasks become TASK_KILLED (reason FrameworkRemoved), and
+    /// it moves with its terminal tasks to the bounded `completed_frameworks`.
     FrameworkRemoved {
         framework_id: FrameworkId,
         at_ms: u64,
@@ -116,11 +117,7 @@ pub struct FrameworkEntry {
 impl FrameworkEntry {
     /// Roles as the framework gave them, `["*"]` when empty.
     pub fn roles(&self) -> Vec<String> {
-        if self.info.roles.is_empty() {
-            vec!["*".to_owned()]
-        } else {
-            self.info.roles.clone()
-        }
+        roles_or_default(&self.info)
     }
 
     pub fn partition_aware(&self) -> bool {
@@ -149,6 +146,34 @@ pub struct TaskEntry {
     pub status: TaskStatus,
 }
 
+/// A removed framework kept for post-mortems (`corral state`, Mesos's `completed_frameworks`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CompletedFramework {
+    pub framework_id: FrameworkId,
+    pub info: FrameworkInfo,
+    pub principal: Option<String>,
+    /// When the `FrameworkRemoved` op was proposed (wall-clock ms).
+    pub removed_at_ms: u64,
+    /// Its terminal tasks, oldest first, at most `MAX_COMPLETED_TASKS_PER_FRAMEWORK`; the tasks
+    /// the removal killed come last.
+    pub tasks: VecDeque<TaskEntry>,
+}
+
+impl CompletedFramework {
+    /// Roles as the framework gave them, `["*"]` when empty.
+    pub fn roles(&self) -> Vec<String> {
+        roles_or_default(&self.info)
+    }
+}
+
+fn roles_or_default(info: &FrameworkInfo) -> Vec<String> {
+    if info.roles.is_empty() {
+        vec!["*".to_owned()]
+    } else {
+        info.roles.clone()
+    }
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Registry {
     pub agents: BTreeMap<AgentId, AgentEntry>,
@@ -158,6 +183,10 @@ pub struct Registry {
     /// Removed agent ids, oldest first (bounded).
     pub removed_agents: VecDeque<AgentId>,
     pub live_tasks: usize,
+    /// Removed frameworks with their terminal tasks, oldest first, at most
+    /// `MAX_COMPLETED_FRAMEWORKS`. Absent from snapshots written before it existed.
+    #[serde(default)]
+    pub completed_frameworks: VecDeque<CompletedFramework>,
 }
 
 impl Registry {
@@ -293,7 +322,18 @@ impl Registry {
                     status.timestamp_ms = *at_ms;
                     self.set_task_status(framework_id, &status);
                 }
-                self.frameworks.remove(framework_id);
+                if let Some(fw) = self.frameworks.remove(framework_id) {
+                    if self.completed_frameworks.len() >= limits::MAX_COMPLETED_FRAMEWORKS {
+                        self.completed_frameworks.pop_front();
+                    }
+                    self.completed_frameworks.push_back(CompletedFramework {
+                        framework_id: framework_id.clone(),
+                        info: fw.info,
+                        principal: fw.principal,
+                        removed_at_ms: *at_ms,
+                        tasks: fw.completed,
+                    });
+                }
                 push_bounded(&mut self.removed_frameworks, framework_id.clone());
             }
             RegistryOp::TasksAdded {

@@ -1,8 +1,9 @@
 //! Unit tests: the tidy rules and the registry's pure apply.
 
+use crate::config::limits;
 use crate::registry::{Registry, RegistryOp, TaskKey};
 use crate::testing::{agent_info, framework_info, task};
-use proto::{AgentId, FrameworkId, StatusSource, TaskState, TaskStatus};
+use proto::{AgentId, FrameworkId, StatusReason, StatusSource, TaskState, TaskStatus};
 
 /// The core reads no clock and no randomness (style.md habit 2).
 #[test]
@@ -118,6 +119,197 @@ fn apply_is_deterministic_and_ignores_unknown_ids() {
     assert_eq!(r1, r2);
     assert_eq!(r1.live_tasks, 0);
     assert!(r1.agents.values().all(|a| a.used.is_empty()));
+}
+
+/// Adds framework `id` with tasks `t1`, `t2` on agent `a1`, finishes `t1` (FAILED at the memory
+/// limit) and removes the framework, which kills `t2`.
+fn add_run_and_remove(r: &mut Registry, id: &str, at_ms: u64) {
+    let a = AgentId::new("a1");
+    let f = FrameworkId::new(id);
+    r.apply(&RegistryOp::FrameworkAdded {
+        framework_id: f.clone(),
+        info: framework_info(id, &["web"]),
+        principal: Some(id.into()),
+    });
+    r.apply(&RegistryOp::TasksAdded {
+        framework_id: f.clone(),
+        agent_id: a.clone(),
+        role: "web".into(),
+        executor: None,
+        tasks: vec![
+            task("t1", &a, "cpus:0.5;mem:32MiB"),
+            task("t2", &a, "cpus:0.5;mem:32MiB"),
+        ],
+        at_ms,
+    });
+    let mut failed = TaskStatus::new("t1".into(), TaskState::Failed, StatusSource::Executor);
+    failed.reason = Some(StatusReason::MemoryLimit);
+    failed.limitation = Some(proto::Limitation {
+        resource: proto::LimitedResource::Memory,
+        limit: 32 << 20,
+        peak: Some(32 << 20),
+        events: [("oom_kill".to_owned(), 1)].into_iter().collect(),
+    });
+    r.apply(&RegistryOp::TaskStateChanged {
+        framework_id: f.clone(),
+        status: failed,
+    });
+    r.apply(&RegistryOp::FrameworkRemoved {
+        framework_id: f,
+        at_ms: at_ms + 1,
+    });
+}
+
+#[test]
+fn a_removed_framework_is_kept_with_its_tasks_the_killed_ones_last() {
+    let (mut r, _, _) = registry_with_task();
+    add_run_and_remove(&mut r, "f2", 10);
+    assert!(!r.frameworks.contains_key(&FrameworkId::new("f2")));
+    assert_eq!(r.completed_frameworks.len(), 1);
+    let c = &r.completed_frameworks[0];
+    assert_eq!(c.framework_id, FrameworkId::new("f2"));
+    assert_eq!(c.principal.as_deref(), Some("f2"));
+    assert_eq!(c.removed_at_ms, 11);
+    assert_eq!(c.roles(), vec!["web".to_owned()]);
+    let tasks: Vec<_> = c
+        .tasks
+        .iter()
+        .map(|t| (t.info.task_id.as_str().to_owned(), t.state, t.status.reason))
+        .collect();
+    assert_eq!(
+        tasks,
+        vec![
+            (
+                "t1".to_owned(),
+                TaskState::Failed,
+                Some(StatusReason::MemoryLimit)
+            ),
+            (
+                "t2".to_owned(),
+                TaskState::Killed,
+                Some(StatusReason::FrameworkRemoved)
+            ),
+        ]
+    );
+    let lim = c.tasks[0]
+        .status
+        .limitation
+        .as_ref()
+        .expect("limitation kept");
+    assert_eq!((lim.limit, lim.events["oom_kill"]), (32 << 20, 1));
+    assert_eq!(c.tasks[1].status.timestamp_ms, 11);
+    // Its resources are freed and its id stays refused.
+    assert_eq!(r.live_tasks, 1);
+    assert_eq!(r.agents[&AgentId::new("a1")].used.cpus_milli, 1000);
+    r.apply(&RegistryOp::FrameworkAdded {
+        framework_id: FrameworkId::new("f2"),
+        info: framework_info("again", &[]),
+        principal: Some("f2".into()),
+    });
+    assert!(!r.frameworks.contains_key(&FrameworkId::new("f2")));
+    // Removing it again, or a status for it, changes nothing.
+    let before = r.clone();
+    r.apply(&RegistryOp::FrameworkRemoved {
+        framework_id: FrameworkId::new("f2"),
+        at_ms: 99,
+    });
+    r.apply(&RegistryOp::TaskStateChanged {
+        framework_id: FrameworkId::new("f2"),
+        status: TaskStatus::new("t2".into(), TaskState::Finished, StatusSource::Executor),
+    });
+    assert_eq!(r, before);
+}
+
+#[test]
+fn completed_frameworks_are_bounded_oldest_dropped_first() {
+    let (mut r, _, _) = registry_with_task();
+    let n = limits::MAX_COMPLETED_FRAMEWORKS + 7;
+    for i in 0..n {
+        add_run_and_remove(&mut r, &format!("g{i}"), i as u64 * 10);
+    }
+    assert_eq!(
+        r.completed_frameworks.len(),
+        limits::MAX_COMPLETED_FRAMEWORKS
+    );
+    let ids: Vec<String> = r
+        .completed_frameworks
+        .iter()
+        .map(|c| c.framework_id.as_str().to_owned())
+        .collect();
+    let want: Vec<String> = (7..n).map(|i| format!("g{i}")).collect();
+    assert_eq!(ids, want, "oldest first, the first 7 dropped");
+    assert!(r.completed_frameworks.iter().all(|c| c.tasks.len() == 2));
+    // A dropped one is still refused: the removed-id list is longer.
+    assert!(r.framework_removed(&FrameworkId::new("g0")));
+    const { assert!(limits::MAX_REMOVED_FRAMEWORKS >= limits::MAX_COMPLETED_FRAMEWORKS) };
+}
+
+#[test]
+fn a_completed_frameworks_tasks_stay_bounded() {
+    let (mut r, f, a) = registry_with_task();
+    let n = limits::MAX_COMPLETED_TASKS_PER_FRAMEWORK + 3;
+    let tasks: Vec<_> = (0..n)
+        .map(|i| task(&format!("x{i}"), &a, "cpus:0.001;mem:1MiB"))
+        .collect();
+    r.apply(&RegistryOp::TasksAdded {
+        framework_id: f.clone(),
+        agent_id: a,
+        role: "*".into(),
+        executor: None,
+        tasks,
+        at_ms: 0,
+    });
+    for i in 0..3 {
+        r.apply(&RegistryOp::TaskStateChanged {
+            framework_id: f.clone(),
+            status: TaskStatus::new(
+                format!("x{i}").as_str().into(),
+                TaskState::Finished,
+                StatusSource::Executor,
+            ),
+        });
+    }
+    r.apply(&RegistryOp::FrameworkRemoved {
+        framework_id: f,
+        at_ms: 1,
+    });
+    let c = &r.completed_frameworks[0];
+    assert_eq!(c.tasks.len(), limits::MAX_COMPLETED_TASKS_PER_FRAMEWORK);
+    assert!(
+        c.tasks.iter().all(|t| t.state == TaskState::Killed),
+        "the newest (the killed) are kept"
+    );
+    assert_eq!(r.live_tasks, 0);
+}
+
+#[test]
+fn completed_frameworks_survive_a_snapshot_and_an_old_snapshot_loads() {
+    let (mut r, _, _) = registry_with_task();
+    add_run_and_remove(&mut r, "f2", 10);
+    let bytes = rmp_serde::to_vec_named(&r).expect("encode registry");
+    let back: Registry = rmp_serde::from_slice(&bytes).expect("decode registry");
+    assert_eq!(back, r);
+    // The registry as it was before completed frameworks existed.
+    #[derive(serde::Serialize)]
+    struct OldRegistry<'a> {
+        agents: &'a std::collections::BTreeMap<AgentId, crate::registry::AgentEntry>,
+        frameworks: &'a std::collections::BTreeMap<FrameworkId, crate::registry::FrameworkEntry>,
+        removed_frameworks: &'a std::collections::VecDeque<FrameworkId>,
+        removed_agents: &'a std::collections::VecDeque<AgentId>,
+        live_tasks: usize,
+    }
+    let old = OldRegistry {
+        agents: &r.agents,
+        frameworks: &r.frameworks,
+        removed_frameworks: &r.removed_frameworks,
+        removed_agents: &r.removed_agents,
+        live_tasks: r.live_tasks,
+    };
+    let bytes = rmp_serde::to_vec_named(&old).expect("encode old registry");
+    let back: Registry = rmp_serde::from_slice(&bytes).expect("an old snapshot loads");
+    assert!(back.completed_frameworks.is_empty());
+    assert_eq!(back.frameworks, r.frameworks);
+    assert!(back.framework_removed(&FrameworkId::new("f2")));
 }
 
 #[test]

@@ -512,3 +512,104 @@ fn an_agent_id_is_bound_to_its_principal_and_a_removed_one_is_refused() {
         format!("agent {id} was removed from the cluster; start it afresh")
     );
 }
+
+/// A torn-down framework stays in the snapshot as completed, with its tasks (the one that failed
+/// at its memory limit keeps its forensics; the one the teardown killed says so), and a master
+/// restored from the registry shows the same.
+#[test]
+fn a_removed_framework_and_its_tasks_stay_in_the_snapshot() {
+    let mut sim = sim();
+    let agent = sim.add_agent("h", "cpus:4;mem:4GiB", true);
+    let fw = sim.add_framework("f", &["web"], Some(Workload::new("cpus:1;mem:1GiB", 2)));
+    sim.advance(Duration::from_secs(1));
+    assert_eq!(sim.framework(fw).running(), 2);
+    let fw_id = sim.framework_id(fw);
+    let agent_id = sim.agent_id(agent);
+    let mut status = proto::TaskStatus::new(
+        "f-t1".into(),
+        TaskState::Failed,
+        proto::StatusSource::Executor,
+    );
+    status.agent_id = Some(agent_id.clone());
+    status.reason = Some(StatusReason::MemoryLimit);
+    status.exit_code = Some(137);
+    status.uuid = Some(proto::StatusUuid("oom-1".into()));
+    status.seq = 100;
+    status.limitation = Some(proto::Limitation {
+        resource: proto::LimitedResource::Memory,
+        limit: 32 << 20,
+        peak: Some(33 << 20),
+        events: [("oom_kill".to_owned(), 1)].into_iter().collect(),
+    });
+    sim.send(
+        agent,
+        ClientFrame::Agent(proto::AgentToMaster::StatusUpdate {
+            framework_id: fw_id.clone(),
+            status,
+        }),
+    );
+    sim.advance(Duration::from_millis(20));
+    assert_eq!(
+        sim.framework(fw).tasks[&TaskId::new("f-t1")],
+        TaskState::Failed
+    );
+    let op = sim.connect(Role::Operator, "admin");
+    sim.send(
+        op,
+        ClientFrame::Operator(OperatorCall::TeardownFramework {
+            framework_id: fw_id.clone(),
+        }),
+    );
+    sim.advance(Duration::from_millis(20));
+    let snap = sim.master.snapshot();
+    assert!(snap.frameworks.is_empty(), "no longer a live framework");
+    assert_eq!(snap.completed_frameworks.len(), 1);
+    let c = &snap.completed_frameworks[0];
+    assert_eq!(
+        (c.id.clone(), c.name.as_str(), c.roles.clone()),
+        (fw_id.clone(), "f", vec!["web".to_owned()])
+    );
+    let tasks: Vec<_> = snap
+        .tasks
+        .iter()
+        .map(|t| (t.id.as_str(), t.framework_id.clone(), t.state, t.reason))
+        .collect();
+    assert_eq!(
+        tasks,
+        vec![
+            (
+                "f-t1",
+                fw_id.clone(),
+                TaskState::Failed,
+                Some(StatusReason::MemoryLimit)
+            ),
+            (
+                "f-t2",
+                fw_id.clone(),
+                TaskState::Killed,
+                Some(StatusReason::FrameworkRemoved)
+            ),
+        ]
+    );
+    let lim = snap.tasks[0].limitation.as_ref().expect("limitation");
+    assert_eq!((lim.limit, lim.peak), (32 << 20, Some(33 << 20)));
+    assert_eq!(snap.tasks[0].exit_code, Some(137));
+    assert!(snap.tasks.iter().all(|t| t.usage.is_none()));
+
+    // A master restored from a snapshot of the registry shows the same.
+    let bytes = rmp_serde::to_vec_named(sim.master.registry()).expect("encode");
+    let registry: master_core::Registry = rmp_serde::from_slice(&bytes).expect("decode");
+    let restored = master_core::Master::with_registry(Default::default(), sim.now, registry);
+    let again = restored.snapshot();
+    assert_eq!(again.completed_frameworks, snap.completed_frameworks);
+    assert_eq!(again.tasks, snap.tasks);
+
+    // The id stays refused.
+    let mut info = framework_info("f", &[]);
+    info.id = Some(fw_id.clone());
+    let s = sim.connect(Role::Framework, "f");
+    sim.send(s, ClientFrame::Framework(FrameworkCall::Subscribe { info }));
+    sim.advance(Duration::from_millis(20));
+    assert!(sim.master.registry().frameworks.is_empty());
+    assert!(sim.closed.contains_key(&s) || !errors(&sim.take(s)).is_empty());
+}
