@@ -3,9 +3,18 @@
 use super::client_options;
 use crate::cli::{AgentIdArgs, KillArgs, LogsArgs, MastersCommand, StateArgs, TeardownArgs};
 use anyhow::{bail, Result};
-use proto::{format_size, ClusterState, LogStream, OperatorCall, OperatorReply, Resources, TaskId};
+use proto::{
+    format_size, ClusterState, FrameworkId, LogStream, OperatorCall, OperatorReply, Resources,
+    StatusReason, TaskId, TaskSummary,
+};
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Terminal tasks the text output shows per framework, the most recent (`--json` has them all).
+const COMPLETED_TASKS_SHOWN_PER_FRAMEWORK: usize = 5;
+/// Completed frameworks the text output shows, the most recently removed.
+const COMPLETED_FRAMEWORKS_SHOWN: usize = 10;
 
 pub async fn state(args: StateArgs) -> Result<u8> {
     let opts = client_options(&args.connect)?;
@@ -16,7 +25,10 @@ pub async fn state(args: StateArgs) -> Result<u8> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&*state)?);
     } else {
-        print!("{}", render(&state));
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        print!("{}", render(&state, now_ms));
     }
     Ok(0)
 }
@@ -25,8 +37,71 @@ fn res(r: &Resources) -> String {
     format!("{:.2} cpu, {}", r.cpus(), format_size(r.mem_bytes))
 }
 
-/// The human-readable `corral state`.
-pub fn render(s: &ClusterState) -> String {
+/// How long ago `at_ms` was, compactly.
+fn ago(now_ms: u64, at_ms: u64) -> String {
+    let secs = now_ms.saturating_sub(at_ms) / 1000;
+    match secs {
+        0..=119 => format!("{secs}s ago"),
+        120..=7_199 => format!("{}m ago", secs / 60),
+        7_200..=172_799 => format!("{}h ago", secs / 3600),
+        _ => format!("{}d ago", secs / 86_400),
+    }
+}
+
+fn reason_text(r: StatusReason) -> &'static str {
+    match r {
+        StatusReason::CommandExited => "command exited",
+        StatusReason::MemoryLimit => "memory limit",
+        StatusReason::PidsLimit => "pids limit",
+        StatusReason::KilledByFramework => "killed by framework",
+        StatusReason::KilledByOperator => "killed by operator",
+        StatusReason::Reconciliation => "reconciliation",
+        StatusReason::AgentUnreachable => "agent unreachable",
+        StatusReason::AgentRemoved => "agent removed",
+        StatusReason::AgentRestarted => "agent restarted",
+        StatusReason::FrameworkRemoved => "framework removed",
+        StatusReason::InvalidOffers => "invalid offers",
+        StatusReason::TaskInvalid => "task invalid",
+        StatusReason::TaskUnauthorized => "task unauthorized",
+        StatusReason::ExecutorTerminated => "executor terminated",
+        StatusReason::ContainerLaunchFailed => "container launch failed",
+        StatusReason::ResourcesUnavailable => "resources unavailable",
+        StatusReason::AgentDraining => "agent draining",
+    }
+}
+
+/// The tasks the text output lists: every live task, and the last
+/// `COMPLETED_TASKS_SHOWN_PER_FRAMEWORK` terminal ones of each live framework and of each
+/// completed framework shown. Keeps the snapshot's order.
+fn shown_tasks<'a>(
+    s: &'a ClusterState,
+    completed_shown: &BTreeSet<&FrameworkId>,
+) -> Vec<&'a TaskSummary> {
+    let live_fw: BTreeSet<&FrameworkId> = s.frameworks.iter().map(|f| &f.id).collect();
+    let mut terminal: BTreeMap<&FrameworkId, usize> = BTreeMap::new();
+    for t in s.tasks.iter().filter(|t| t.state.is_terminal()) {
+        *terminal.entry(&t.framework_id).or_default() += 1;
+    }
+    let mut seen: BTreeMap<&FrameworkId, usize> = BTreeMap::new();
+    s.tasks
+        .iter()
+        .filter(|t| {
+            if !t.state.is_terminal() {
+                return true;
+            }
+            let fw = &t.framework_id;
+            if !live_fw.contains(fw) && !completed_shown.contains(fw) {
+                return false;
+            }
+            let n = seen.entry(fw).or_default();
+            *n += 1;
+            *n + COMPLETED_TASKS_SHOWN_PER_FRAMEWORK > terminal[fw]
+        })
+        .collect()
+}
+
+/// The human-readable `corral state`; `now_ms` (wall clock) dates completed frameworks.
+pub fn render(s: &ClusterState, now_ms: u64) -> String {
     let mut out = String::new();
     let m = &s.masters;
     out.push_str(&format!(
@@ -80,6 +155,28 @@ pub fn render(s: &ClusterState) -> String {
             res(&f.offered)
         ));
     }
+    let completed = &s.completed_frameworks;
+    let skip = completed.len().saturating_sub(COMPLETED_FRAMEWORKS_SHOWN);
+    let completed_shown: BTreeSet<&FrameworkId> = completed[skip..].iter().map(|c| &c.id).collect();
+    if !completed.is_empty() {
+        out.push_str(&format!("\nCOMPLETED FRAMEWORKS ({})\n", completed.len()));
+        out.push_str(&format!(
+            "  {:<22} {:<20} {:<12} {}\n",
+            "ID", "NAME", "ROLES", "REMOVED"
+        ));
+        if skip > 0 {
+            out.push_str(&format!("  ({skip} older not shown; --json lists them)\n"));
+        }
+        for c in &completed[skip..] {
+            out.push_str(&format!(
+                "  {:<22} {:<20} {:<12} {}\n",
+                c.id.as_str(),
+                c.name,
+                c.roles.join(","),
+                ago(now_ms, c.removed_at_ms)
+            ));
+        }
+    }
     if !s.roles.is_empty() {
         out.push_str(&format!("\nROLES ({})\n", s.roles.len()));
         for r in &s.roles {
@@ -89,13 +186,31 @@ pub fn render(s: &ClusterState) -> String {
             ));
         }
     }
-    out.push_str(&format!("\nTASKS ({})\n", s.tasks.len()));
+    let shown = shown_tasks(s, &completed_shown);
+    let live = s.tasks.iter().filter(|t| !t.state.is_terminal()).count();
+    out.push_str(&format!(
+        "\nTASKS ({} live, {} completed)\n",
+        live,
+        s.tasks.len() - live
+    ));
+    if shown.len() < s.tasks.len() {
+        out.push_str(&format!(
+            "  (the last {COMPLETED_TASKS_SHOWN_PER_FRAMEWORK} completed per framework shown; \
+             --json lists all {})\n",
+            s.tasks.len()
+        ));
+    }
     out.push_str(&format!(
         "  {:<28} {:<22} {:<22} {:<16} {}\n",
         "ID", "FRAMEWORK", "AGENT", "STATE", "DETAIL"
     ));
-    for t in &s.tasks {
+    for t in shown {
         let mut detail = String::new();
+        if let Some(r) = t.reason {
+            if t.state.is_terminal() {
+                detail.push_str(&format!("[{}] ", reason_text(r)));
+            }
+        }
         if let Some(u) = &t.usage {
             detail.push_str(&format!(
                 "mem {} pids {} cpu {:.1}s ",
@@ -259,5 +374,89 @@ pub async fn masters(cmd: MastersCommand) -> Result<u8> {
             Ok(0)
         }
         other => bail!("unexpected reply: {other:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proto::{
+        AgentId, CompletedFrameworkState, Limitation, LimitedResource, TaskState, TaskSummary,
+    };
+
+    fn task(id: &str, fw: &str, state: TaskState) -> TaskSummary {
+        TaskSummary {
+            id: TaskId::new(id),
+            name: id.to_owned(),
+            framework_id: FrameworkId::new(fw),
+            agent_id: AgentId::new("a1"),
+            state,
+            resources: Resources::default(),
+            reason: None,
+            message: None,
+            exit_code: None,
+            limitation: None,
+            usage: None,
+        }
+    }
+
+    fn completed(id: &str, removed_at_ms: u64) -> CompletedFrameworkState {
+        CompletedFrameworkState {
+            id: FrameworkId::new(id),
+            name: "corral-run".into(),
+            principal: "fw".into(),
+            roles: vec!["*".into()],
+            removed_at_ms,
+        }
+    }
+
+    #[test]
+    fn completed_tasks_show_their_reason_and_limitation_without_flooding() {
+        let mut s = ClusterState::default();
+        let mut oom = task("hog", "c0", TaskState::Failed);
+        oom.reason = Some(StatusReason::MemoryLimit);
+        oom.limitation = Some(Limitation {
+            resource: LimitedResource::Memory,
+            limit: 32 << 20,
+            peak: Some(32 << 20),
+            events: Default::default(),
+        });
+        s.tasks.push(oom);
+        s.completed_frameworks.push(completed("c0", 40_000));
+        // An older completed framework with many tasks: only its last few are listed.
+        for i in 0..20 {
+            s.tasks
+                .push(task(&format!("old-{i:02}"), "c1", TaskState::Finished));
+        }
+        s.completed_frameworks.push(completed("c1", 50_000));
+        for i in 0..COMPLETED_FRAMEWORKS_SHOWN {
+            s.completed_frameworks
+                .push(completed(&format!("n{i}"), 60_000));
+        }
+        let text = render(&s, 100_000);
+        assert!(text.contains("COMPLETED FRAMEWORKS (12)"), "{text}");
+        assert!(text.contains("2 older not shown"), "{text}");
+        assert!(!text.contains("  c0 "), "{text}");
+        assert!(!text.contains("hog"), "c0 is not among the shown: {text}");
+        assert!(!text.contains("old-"), "c1 is not among the shown: {text}");
+        assert!(text.contains("TASKS (0 live, 21 completed)"), "{text}");
+
+        s.completed_frameworks.truncate(2);
+        let text = render(&s, 100_000);
+        assert!(text.contains("  c0 ") && text.contains("60s ago"), "{text}");
+        let hog = text
+            .lines()
+            .find(|l| l.trim_start().starts_with("hog"))
+            .expect("the OOM-killed task is listed");
+        assert!(hog.contains("TASK_FAILED"), "{hog}");
+        assert!(hog.contains("[memory limit]"), "{hog}");
+        assert!(hog.contains("limit 32MiB peak 32MiB"), "{hog}");
+        let old: Vec<&str> = text.lines().filter(|l| l.contains("old-")).collect();
+        assert_eq!(old.len(), COMPLETED_TASKS_SHOWN_PER_FRAMEWORK, "{text}");
+        assert!(
+            old[old.len() - 1].contains("old-19"),
+            "the most recent: {text}"
+        );
+        assert!(text.contains("--json lists all 21"), "{text}");
     }
 }
