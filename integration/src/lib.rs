@@ -551,6 +551,34 @@ impl Cluster {
         let refs: Vec<&str> = full.iter().map(String::as_str).collect();
         corral(&refs, &[], timeout)
     }
+
+    /// `corral state --json` as the operator `op`.
+    pub fn state_json(&self) -> serde_json::Value {
+        let out = self.client("op", &["state", "--json"], Duration::from_secs(60));
+        assert!(out.status.success(), "state: {}", stderr(&out));
+        serde_json::from_slice(&out.stdout).expect("state is JSON")
+    }
+
+    /// Polls the published state (refreshed every 100 ms) until `pred` holds; fails after 20 s
+    /// naming `what`.
+    pub fn wait_state(
+        &self,
+        what: &str,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let s = self.state_json();
+            if pred(&s) {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "state never showed {what}:\n{s:#}"
+            );
+            std::thread::sleep(Duration::from_millis(150));
+        }
+    }
 }
 
 /// Test hosts: network namespaces joined to a bridge in the root namespace by veth pairs, on

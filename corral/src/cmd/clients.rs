@@ -223,14 +223,17 @@ pub fn render(s: &ClusterState, now_ms: u64) -> String {
             detail.push_str(&format!("exit {code} "));
         }
         if let Some(l) = &t.limitation {
+            // The forensics say what the agent's message would (`--json` has both).
             detail.push_str(&format!(
                 "{:?} limit {} peak {} ",
                 l.resource,
                 format_size(l.limit),
                 l.peak.map(format_size).unwrap_or_else(|| "-".into())
             ));
-        }
-        if let Some(m) = &t.message {
+            for (k, v) in l.events.iter().filter(|(_, v)| **v > 0) {
+                detail.push_str(&format!("{k}={v} "));
+            }
+        } else if let Some(m) = &t.message {
             detail.push_str(m);
         }
         out.push_str(&format!(
@@ -419,8 +422,11 @@ mod tests {
             resource: LimitedResource::Memory,
             limit: 32 << 20,
             peak: Some(32 << 20),
-            events: Default::default(),
+            events: [("oom_kill".to_owned(), 1), ("failcnt".to_owned(), 0)]
+                .into_iter()
+                .collect(),
         });
+        oom.message = Some("killed by the kernel".into());
         s.tasks.push(oom);
         s.completed_frameworks.push(completed("c0", 40_000));
         // An older completed framework with many tasks: only its last few are listed.
@@ -450,7 +456,11 @@ mod tests {
             .expect("the OOM-killed task is listed");
         assert!(hog.contains("TASK_FAILED"), "{hog}");
         assert!(hog.contains("[memory limit]"), "{hog}");
-        assert!(hog.contains("limit 32MiB peak 32MiB"), "{hog}");
+        assert!(hog.contains("limit 32MiB peak 32MiB oom_kill=1"), "{hog}");
+        assert!(
+            !hog.contains("failcnt") && !hog.contains("killed by"),
+            "{hog}"
+        );
         let old: Vec<&str> = text.lines().filter(|l| l.contains("old-")).collect();
         assert_eq!(old.len(), COMPLETED_TASKS_SHOWN_PER_FRAMEWORK, "{text}");
         assert!(

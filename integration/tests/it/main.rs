@@ -8,6 +8,7 @@ mod ha;
 mod limits;
 mod offers;
 mod operator;
+mod post_mortem;
 mod security;
 mod status_updates;
 mod systemd;

@@ -1,35 +1,9 @@
 //! Operator commands through real processes: drain, deactivate, reactivate, teardown, kill, logs.
 
 use integration::{stderr, stdout, wait_child, Cluster};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const T: Duration = Duration::from_secs(60);
-
-fn state(c: &Cluster) -> serde_json::Value {
-    let out = c.client("op", &["state", "--json"], T);
-    assert!(out.status.success(), "state: {}", stderr(&out));
-    serde_json::from_slice(&out.stdout).expect("state is JSON")
-}
-
-/// Polls the published state (refreshed every 100 ms) until `pred` holds.
-fn wait_state(
-    c: &Cluster,
-    what: &str,
-    pred: impl Fn(&serde_json::Value) -> bool,
-) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let s = state(c);
-        if pred(&s) {
-            return s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "state never showed {what}:\n{s:#}"
-        );
-        std::thread::sleep(Duration::from_millis(150));
-    }
-}
 
 fn task_state(s: &serde_json::Value, prefix: &str) -> Option<String> {
     s["tasks"].as_array()?.iter().find_map(|t| {
@@ -44,13 +18,13 @@ fn task_state(s: &serde_json::Value, prefix: &str) -> Option<String> {
 fn drain_and_reactivate_an_agent() {
     let mut c = Cluster::start_master(&[]);
     c.start_agent("a1", &["--resources", "cpus:2;mem:1GiB"]);
-    let s = wait_state(&c, "the agent", |s| {
+    let s = c.wait_state("the agent", |s| {
         s["agents"].as_array().is_some_and(|a| a.len() == 1)
     });
     let agent_id = s["agents"][0]["id"].as_str().expect("agent id").to_owned();
     let out = c.client("op", &["drain", &agent_id], T);
     assert!(out.status.success(), "{}", stderr(&out));
-    wait_state(&c, "Draining", |s| s["agents"][0]["status"] == "Draining");
+    c.wait_state("Draining", |s| s["agents"][0]["status"] == "Draining");
     // No offers come from a draining agent.
     let out = c.client("fw", &["run", "--placement-timeout", "3", "--", "true"], T);
     assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
@@ -60,9 +34,7 @@ fn drain_and_reactivate_an_agent() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let out = c.client("op", &["deactivate", &agent_id], T);
     assert!(out.status.success(), "{}", stderr(&out));
-    wait_state(&c, "Deactivated", |s| {
-        s["agents"][0]["status"] == "Deactivated"
-    });
+    c.wait_state("Deactivated", |s| s["agents"][0]["status"] == "Deactivated");
     // Unknown ids are a clear error.
     let out = c.client("op", &["drain", "no-such-agent"], T);
     assert_ne!(out.status.code(), Some(0));
@@ -83,7 +55,7 @@ fn kill_a_task_and_read_its_logs() {
             "echo before-kill; sleep 60",
         ],
     );
-    let s = wait_state(&c, "a running task", |s| {
+    let s = c.wait_state("a running task", |s| {
         task_state(s, "victim").as_deref() == Some("Running")
     });
     let id = s["tasks"][0]["id"].as_str().expect("task id").to_owned();
@@ -109,7 +81,7 @@ fn teardown_a_framework_kills_its_tasks() {
     let mut c = Cluster::start_master(&[]);
     c.start_agent("a1", &["--resources", "cpus:2;mem:1GiB"]);
     let run = c.spawn_client("fw", &["run", "--name", "doomed", "--", "sleep 60"]);
-    let s = wait_state(&c, "a running task", |s| {
+    let s = c.wait_state("a running task", |s| {
         task_state(s, "doomed").as_deref() == Some("Running")
     });
     let fid = s["tasks"][0]["framework_id"]
@@ -120,7 +92,19 @@ fn teardown_a_framework_kills_its_tasks() {
     assert!(out.status.success(), "{}", stderr(&out));
     let out = wait_child(run, T);
     assert_ne!(out.status.code(), Some(0), "{}", stderr(&out));
-    wait_state(&c, "the framework gone", |s| {
+    let s = c.wait_state("the framework gone", |s| {
         s["frameworks"].as_array().is_some_and(|f| f.is_empty())
     });
+    // It is kept as completed, with the task the teardown killed.
+    assert_eq!(s["completed_frameworks"][0]["id"], fid.as_str(), "{s:#}");
+    let t = &s["tasks"][0];
+    assert_eq!(
+        (&t["framework_id"], &t["state"], &t["reason"]),
+        (
+            &serde_json::json!(fid),
+            &serde_json::json!("Killed"),
+            &serde_json::json!("FrameworkRemoved")
+        ),
+        "{s:#}"
+    );
 }
