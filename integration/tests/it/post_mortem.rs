@@ -106,7 +106,11 @@ fn an_oom_killed_run_stays_in_state_after_its_framework_is_gone() {
     );
 
     // A later run adds a second completed framework after the first; both stay.
-    let out = c.client("fw", &["run", "--name", "fine", "--", "true"], T);
+    let out = c.client(
+        "fw",
+        &["run", "--name", "fine", "--", "echo fine-output"],
+        T,
+    );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let s = c.wait_state("two completed frameworks", |s| {
         completed_ids(s).len() == 2
@@ -118,4 +122,15 @@ fn an_oom_killed_run_stays_in_state_after_its_framework_is_gone() {
         "oldest first: {s:#}"
     );
     assert!(find_task(&s, "hog").is_some(), "{s:#}");
+    // Its output can still be read.
+    let id = find_task(&s, "fine")
+        .and_then(|t| t["id"].as_str())
+        .expect("id");
+    let out = c.client("op", &["logs", id], T);
+    assert!(
+        stdout(&out).contains("fine-output"),
+        "logs: {} {}",
+        stdout(&out),
+        stderr(&out)
+    );
 }

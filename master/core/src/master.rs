@@ -2614,18 +2614,31 @@ impl Master {
     // Operators
     // -----------------------------------------------------------------------------------------
 
-    /// Finds the live (or completed) tasks with this id that `peer` may act on.
+    /// Finds the live (or completed) tasks with this id that `peer` may act on, those of
+    /// removed frameworks last.
     fn find_tasks(&self, peer: &PeerIdentity, task_id: &TaskId) -> Vec<TaskKey> {
+        let may = |principal: &Option<String>| {
+            peer.role != Role::Framework || principal.as_deref() == Some(peer.name.as_str())
+        };
         let mut out = Vec::new();
         for (fw_id, fw) in &self.registry.frameworks {
-            if peer.role == Role::Framework && fw.principal.as_deref() != Some(peer.name.as_str()) {
-                continue;
-            }
             let key = TaskKey {
                 framework_id: fw_id.clone(),
                 task_id: task_id.clone(),
             };
-            if self.registry.task_or_completed(&key).is_some() {
+            if may(&fw.principal) && self.registry.task_or_completed(&key).is_some() {
+                out.push(key);
+            }
+        }
+        for c in self.registry.completed_frameworks.iter().rev() {
+            let key = TaskKey {
+                framework_id: c.framework_id.clone(),
+                task_id: task_id.clone(),
+            };
+            if may(&c.principal)
+                && !out.contains(&key)
+                && self.registry.completed_framework_task(&key).is_some()
+            {
                 out.push(key);
             }
         }
@@ -2729,6 +2742,7 @@ impl Master {
                 let found = self.find_tasks(&peer, &task_id).into_iter().find_map(|k| {
                     self.registry
                         .task_or_completed(&k)
+                        .or_else(|| self.registry.completed_framework_task(&k))
                         .map(|t| t.agent_id.clone())
                 });
                 let Some(agent_id) = found else {

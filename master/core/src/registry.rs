@@ -208,6 +208,19 @@ impl Registry {
         })
     }
 
+    /// The most recent terminal task with this key of a removed framework (for post-mortems:
+    /// `corral state`, `corral logs`).
+    pub fn completed_framework_task(&self, key: &TaskKey) -> Option<&TaskEntry> {
+        self.completed_frameworks
+            .iter()
+            .rev()
+            .find(|c| c.framework_id == key.framework_id)?
+            .tasks
+            .iter()
+            .rev()
+            .find(|t| t.info.task_id == key.task_id)
+    }
+
     pub fn framework_removed(&self, id: &FrameworkId) -> bool {
         self.removed_frameworks.contains(id)
     }

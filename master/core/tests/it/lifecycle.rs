@@ -23,6 +23,15 @@ fn one_task_cluster(partition_aware: bool) -> (Sim, u64, u64) {
     (sim, agent, fw)
 }
 
+fn read_stdout_of_f_t1() -> ClientFrame {
+    ClientFrame::Operator(OperatorCall::ReadLog {
+        task_id: "f-t1".into(),
+        stream: proto::LogStream::Stdout,
+        offset: 0,
+        max_len: 100,
+    })
+}
+
 fn errors(frames: &[ServerFrame]) -> Vec<(ErrorCode, String, bool)> {
     frames
         .iter()
@@ -337,15 +346,7 @@ fn operator_drain_stops_offers_and_teardown_kills() {
 fn read_log_is_routed_to_the_agent_and_back() {
     let (mut sim, agent, _fw) = one_task_cluster(false);
     let op = sim.connect(Role::Operator, "admin");
-    sim.send(
-        op,
-        ClientFrame::Operator(OperatorCall::ReadLog {
-            task_id: "f-t1".into(),
-            stream: proto::LogStream::Stdout,
-            offset: 0,
-            max_len: 100,
-        }),
-    );
+    sim.send(op, read_stdout_of_f_t1());
     let req = sim.agents[&agent]
         .received
         .iter()
@@ -603,6 +604,22 @@ fn a_removed_framework_and_its_tasks_stay_in_the_snapshot() {
     let again = restored.snapshot();
     assert_eq!(again.completed_frameworks, snap.completed_frameworks);
     assert_eq!(again.tasks, snap.tasks);
+
+    // Its tasks' logs can still be read (the agent keeps the sandboxes), by the operator and
+    // by the framework's principal, not by another framework.
+    for peer in [op, sim.connect(Role::Framework, "f")] {
+        let before = sim.agents[&agent].received.len();
+        sim.send(peer, read_stdout_of_f_t1());
+        sim.advance(Duration::from_millis(1));
+        let sent = sim.agents[&agent].received[before..].iter().any(
+            |m| matches!(m, MasterToAgent::ReadLog { task_id, .. } if task_id.as_str() == "f-t1"),
+        );
+        assert!(sent, "ReadLog routed to the agent");
+    }
+    let other = sim.connect(Role::Framework, "g");
+    sim.send(other, read_stdout_of_f_t1());
+    let e = errors(&sim.take(other));
+    assert_eq!(e[0].0, ErrorCode::NotFound, "{e:?}");
 
     // The id stays refused.
     let mut info = framework_info("f", &[]);
