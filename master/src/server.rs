@@ -1,7 +1,7 @@
 use master_core::{Master, Output, SessionId};
 use master_raft::{
-    network::serve_raft_connection, CommitEvent, MasterNode, ProposeError, RaftConfig, RegistryOp,
-    ReplicatedRegistry,
+    network::serve_raft_connection, CommitEvent, MasterNode, MembershipError, ProposeError,
+    RaftConfig, RegistryOp, ReplicatedRegistry,
 };
 use proto::{
     ClientFrame, ClusterState, ErrorCode, ErrorReply, MasterMember, MastersState, OperatorCall,
@@ -357,6 +357,13 @@ async fn handle_stream(
             };
             match result {
                 Ok(()) => ServerFrame::Operator(OperatorReply::Done),
+                // Leadership moved while the change waited: send the client on to the new
+                // leader, which `open_session` follows, rather than failing the call.
+                Err(MembershipError::NotLeader { leader }) => ServerFrame::NotLeader {
+                    leader: leader
+                        .map(|(_, node)| node.addr)
+                        .or_else(|| edge.leadership.leader()),
+                },
                 Err(e) => ServerFrame::Error(ErrorReply {
                     code: ErrorCode::BadRequest,
                     message: e.to_string(),
