@@ -72,6 +72,8 @@ pub enum MasterError {
     NotAMasterCertificate(String),
     #[error("replicated registry: {0}")]
     Raft(#[from] master_raft::RaftError),
+    #[error("the replicated registry stopped: {reason} (check that {data_dir} has free space and is writable, then restart this master)")]
+    Stopped { data_dir: PathBuf, reason: String },
 }
 
 enum Event {
@@ -193,16 +195,36 @@ impl MasterServer {
             leadership,
         ));
         let accept = accept_loop(endpoint.clone(), edge);
-        tokio::select! {
-            _ = accept => {}
-            _ = shutdown => {}
+        let data_dir = config.data_dir.clone();
+        let failed = tokio::select! {
+            _ = accept => None,
+            _ = shutdown => None,
+            reason = registry.fatal() => Some(reason),
+        };
+        match &failed {
+            // Raft stops for good on a storage error (a full or failing disk). Serving on
+            // would keep every client waiting on changes that can never commit, and keep
+            // them from the other masters: stop instead, so clients fail over, and systemd
+            // restarts this master once the disk is fixed (the log drops a torn tail on open).
+            Some(reason) => tracing::error!(data_dir = %data_dir.display(), %reason,
+                "the replicated registry stopped (is the data directory full or failing?); this master stops"),
+            None => tracing::info!("master shutting down"),
         }
-        tracing::info!("master shutting down");
         core.abort();
-        endpoint.close(0u32.into(), b"master shutting down");
+        endpoint.close(
+            0u32.into(),
+            if failed.is_some() {
+                b"master stopped: its registry cannot be written"
+            } else {
+                b"master shutting down"
+            },
+        );
         registry.shutdown().await;
         let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
-        Ok(())
+        match failed {
+            Some(reason) => Err(MasterError::Stopped { data_dir, reason }),
+            None => Ok(()),
+        }
     }
 }
 

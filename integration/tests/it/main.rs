@@ -2,6 +2,7 @@
 
 mod agent_input;
 mod agent_recovery;
+mod disk;
 mod executors;
 mod foundation;
 mod ha;

@@ -391,6 +391,22 @@ impl ReplicatedRegistry {
         self.raft.metrics()
     }
 
+    /// Completes when raft has stopped on a fatal error (the log or the snapshot store could
+    /// not be written: a full or failing disk), with the reason. Raft then serves nothing
+    /// more: the daemon must stop, or it would keep clients waiting on proposals that can
+    /// never commit. Never completes while raft runs.
+    pub async fn fatal(&self) -> String {
+        let mut rx = self.raft.metrics();
+        loop {
+            if let Err(fatal) = &rx.borrow_and_update().running_state {
+                return fatal.to_string();
+            }
+            if rx.changed().await.is_err() {
+                return "raft stopped".into();
+            }
+        }
+    }
+
     /// The leader as this master knows it.
     pub fn leader(&self) -> Option<(NodeId, MasterNode)> {
         let leader = self.raft.metrics().borrow().current_leader;
