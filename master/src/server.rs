@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{mpsc, watch};
-use transport::{FramedSend, Identity, TransportError};
+use transport::{FramedSend, Identity, RecvBudget, TransportError};
 
 /// Events from stream tasks to the core loop.
 const EVENT_QUEUE: usize = 8192;
@@ -30,6 +30,12 @@ const OPERATOR_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_CONNECTIONS: usize = 65_536;
 /// Failed proposals reported back to the core loop (only their count and kind matter).
 const PROPOSE_FAILURES: usize = 1024;
+/// Bytes of partly received large frames (over 64 KiB) that all clients together may hold.
+/// Each connection may also hold at most one maximal frame's worth: without these, one client
+/// announcing a maximal frame on each of its 256 streams and never finishing them would make
+/// the master hold 16 GiB. A client that waits for budget is held by QUIC flow control; small
+/// frames (heartbeats, status updates, most calls) never wait.
+const INBOUND_FRAME_BUDGET: usize = 1 << 30;
 
 /// How this master takes part in the replicated registry.
 #[derive(Clone, Debug, Default)]
@@ -113,6 +119,8 @@ struct Edge {
     max_frame_len: usize,
     leadership: Arc<Leadership>,
     registry: ReplicatedRegistry,
+    /// Shared by every client stream (see [`INBOUND_FRAME_BUDGET`]).
+    frame_budget: RecvBudget,
 }
 
 /// A bound, not yet running, master.
@@ -184,6 +192,7 @@ impl MasterServer {
             max_frame_len: config.max_frame_len,
             leadership: leadership.clone(),
             registry: registry.clone(),
+            frame_budget: RecvBudget::new(INBOUND_FRAME_BUDGET.max(config.max_frame_len)),
         });
         tracing::info!(listen = %local, name = %config.identity.peer().name, raft_id,
             masters = members.len(), "master serving");
@@ -269,12 +278,16 @@ async fn handle_connection(incoming: quinn::Incoming, edge: Arc<Edge>) {
         }
         return;
     }
+    let budget = RecvBudget::new(edge.max_frame_len);
     loop {
         match conn.accept_bi().await {
             Ok((send, recv)) => {
                 let edge = edge.clone();
                 let peer = peer.clone();
-                tokio::spawn(async move { handle_stream(send, recv, peer, remote, edge).await });
+                let budget = budget.clone();
+                tokio::spawn(
+                    async move { handle_stream(send, recv, peer, remote, edge, budget).await },
+                );
             }
             Err(e) => {
                 tracing::debug!(%remote, %peer, error = %e, "connection closed");
@@ -307,9 +320,13 @@ async fn handle_stream(
     peer: PeerIdentity,
     remote: SocketAddr,
     edge: Arc<Edge>,
+    connection_budget: RecvBudget,
 ) {
-    let (mut tx, mut rx) =
+    let (mut tx, rx) =
         transport::framed::<ServerFrame, ClientFrame>(send, recv, edge.max_frame_len);
+    let mut rx = rx
+        .with_budget(connection_budget)
+        .with_budget(edge.frame_budget.clone());
     let first = match rx.recv().await {
         Ok(Some(f)) => f,
         Ok(None) => return,

@@ -32,6 +32,9 @@ pub struct FramedRecv<T> {
     max_frame_len: usize,
     peer: Arc<str>,
     state: RecvState,
+    /// Budgets a frame larger than [`INITIAL_BODY_CAPACITY`] takes its length from, in order,
+    /// while its body is buffered.
+    budgets: Vec<RecvBudget>,
     _msg: PhantomData<fn() -> T>,
 }
 
@@ -190,6 +193,15 @@ impl<T: DeserializeOwned> FramedRecv<T> {
                 });
             }
         };
+        // A large body is buffered only within the budgets (a peer announcing large frames
+        // on many streams and never completing them would otherwise hold max_frame_len per
+        // stream); until they have room, we do not read and QUIC flow control holds the peer.
+        let mut permits = Vec::new();
+        if len > INITIAL_BODY_CAPACITY {
+            for budget in &self.budgets {
+                permits.push(budget.take(len).await);
+            }
+        }
         let mut body = Vec::with_capacity(len.min(INITIAL_BODY_CAPACITY));
         while body.len() < len {
             match self.recv.read_chunk(len - body.len(), true).await {
@@ -209,6 +221,14 @@ impl<T: DeserializeOwned> FramedRecv<T> {
 }
 
 impl<T> FramedRecv<T> {
+    /// Buffers frame bodies larger than 64 KiB only within `budget` (shared with other streams,
+    /// e.g. those of one connection, or of a whole server). Several budgets are taken in the
+    /// order they were added. Smaller frames need no budget: QUIC's stream limit bounds them.
+    pub fn with_budget(mut self, budget: RecvBudget) -> Self {
+        self.budgets.push(budget);
+        self
+    }
+
     /// The QUIC stream id (for logs).
     pub fn id(&self) -> quinn::StreamId {
         self.recv.id()
@@ -244,6 +264,7 @@ fn framed_named<S, R>(
             max_frame_len,
             peer,
             state: RecvState::Open,
+            budgets: Vec::new(),
             _msg: PhantomData,
         },
     )
@@ -277,4 +298,35 @@ pub async fn accept_framed<S, R>(
         .await
         .map_err(|e| connection_error(&peer, e))?;
     Ok(framed_named(send, recv, max_frame_len, peer))
+}
+
+/// Bytes that partly received frames of a group of streams may hold at once (see
+/// [`FramedRecv::with_budget`]). A frame takes its length (at most the whole budget) from the
+/// moment its header arrives until its body is complete or the stream fails.
+#[derive(Clone, Debug)]
+pub struct RecvBudget {
+    bytes: Arc<tokio::sync::Semaphore>,
+    capacity: u32,
+}
+
+impl RecvBudget {
+    /// A budget of `capacity` bytes (at most 4 GiB - 1; a frame's length fits in a u32).
+    pub fn new(capacity: usize) -> RecvBudget {
+        let capacity = u32::try_from(capacity).unwrap_or(u32::MAX).max(1);
+        RecvBudget {
+            bytes: Arc::new(tokio::sync::Semaphore::new(capacity as usize)),
+            capacity,
+        }
+    }
+
+    /// Bytes free now.
+    pub fn available(&self) -> usize {
+        self.bytes.available_permits()
+    }
+
+    async fn take(&self, len: usize) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let n = u32::try_from(len).unwrap_or(u32::MAX).min(self.capacity);
+        // Closed never: the semaphore is never closed.
+        self.bytes.clone().acquire_many_owned(n).await.ok()
+    }
 }

@@ -26,7 +26,7 @@ pub use endpoint::{
 };
 pub use error::TransportError;
 pub use framed::{
-    accept_framed, framed, open_framed, FramedRecv, FramedSend, STOP_FRAME_TOO_LARGE,
+    accept_framed, framed, open_framed, FramedRecv, FramedSend, RecvBudget, STOP_FRAME_TOO_LARGE,
 };
 pub use proto::{PeerIdentity, Role};
 pub use tls::{expectation_server_name, parse_expectation, Identity, TlsFiles};

@@ -37,15 +37,7 @@ async fn raw_stream(
     bytes: &[u8],
     finish: bool,
 ) -> (quinn::SendStream, FramedSend<Msg>, FramedRecv<Msg>) {
-    let (mut send, _recv) = p.client.open_bi().await.unwrap();
-    send.write_all(bytes).await.unwrap();
-    if finish {
-        send.finish().unwrap();
-    }
-    let (tx, rx) = transport::accept_framed::<Msg, Msg>(&p.server, MAX)
-        .await
-        .unwrap();
-    (send, tx, rx)
+    raw_stream_max(p, MAX, bytes, finish).await
 }
 
 fn frame(body: &[u8]) -> Vec<u8> {
@@ -239,6 +231,73 @@ async fn a_reset_stream_and_a_closed_connection_are_reported() {
                 && err.to_string().contains("closed by the peer (code 3: bye)"),
             "{err}"
         );
+    })
+    .await
+}
+
+/// [`raw_stream`] with a maximum frame length of `max`.
+async fn raw_stream_max(
+    p: &Pair,
+    max: usize,
+    bytes: &[u8],
+    finish: bool,
+) -> (quinn::SendStream, FramedSend<Msg>, FramedRecv<Msg>) {
+    let (mut send, _recv) = p.client.open_bi().await.unwrap();
+    send.write_all(bytes).await.unwrap();
+    if finish {
+        send.finish().unwrap();
+    }
+    let (tx, rx) = transport::accept_framed::<Msg, Msg>(&p.server, max)
+        .await
+        .unwrap();
+    (send, tx, rx)
+}
+
+/// A peer that announces large frames on many streams and never completes them holds no more
+/// than the budget: the next large frame is not buffered (the peer is held by flow control)
+/// until budget frees, and small frames never wait.
+#[tokio::test]
+async fn large_frames_are_buffered_only_within_the_budget() {
+    within(async {
+        let p = pair().await;
+        const BIG: usize = 200 << 10;
+        let budget = transport::RecvBudget::new(300 << 10);
+        let encoded = |text: String| {
+            let mut out = Vec::new();
+            proto::encode(&Msg::Text(text), usize::MAX, &mut out).unwrap();
+            out
+        };
+        let big = encoded("x".repeat(BIG));
+        // Stream A: a large frame's header and half of its body, left incomplete.
+        let half = big.len() / 2;
+        let (mut send_a, _ta, rx_a) = raw_stream_max(&p, 1 << 20, &big[..half], false).await;
+        let mut rx_a = rx_a.with_budget(budget.clone());
+        let a = tokio::spawn(async move { rx_a.recv().await });
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        assert_eq!(
+            budget.available(),
+            (300 << 10) - (big.len() - 4),
+            "the incomplete frame holds its length"
+        );
+        // Stream B: a complete large frame does not fit beside it and waits.
+        let (_sb, _tb, rx_b) = raw_stream_max(&p, 1 << 20, &big, true).await;
+        let mut rx_b = rx_b.with_budget(budget.clone());
+        let mut b = tokio::spawn(async move { rx_b.recv().await });
+        let waited = tokio::time::timeout(std::time::Duration::from_millis(500), &mut b).await;
+        assert!(
+            waited.is_err(),
+            "a large frame was buffered beyond the budget"
+        );
+        // A small frame on stream C does not wait.
+        let (_sc, _tc, rx_c) = raw_stream_max(&p, 1 << 20, &encoded("small".into()), true).await;
+        let mut rx_c = rx_c.with_budget(budget.clone());
+        assert_eq!(rx_c.recv().await.unwrap(), Some(Msg::Text("small".into())));
+        // A completes; then B gets its turn; the whole budget is free again.
+        send_a.write_all(&big[half..]).await.unwrap();
+        send_a.finish().unwrap();
+        assert_eq!(a.await.unwrap().unwrap(), Some(Msg::Text("x".repeat(BIG))));
+        assert_eq!(b.await.unwrap().unwrap(), Some(Msg::Text("x".repeat(BIG))));
+        assert_eq!(budget.available(), 300 << 10);
     })
     .await
 }
