@@ -67,6 +67,18 @@ pub(super) struct ExecConn {
     id: u64,
     outbox: mpsc::Sender<AgentToExecutor>,
     subscribed: bool,
+    /// The connection's reader and writer tasks: aborted (closing the socket) when the
+    /// connection is replaced or dropped, so a connection the agent no longer listens to holds
+    /// no task, buffer or file descriptor.
+    io: [tokio::task::AbortHandle; 2],
+}
+
+impl Drop for ExecConn {
+    fn drop(&mut self) {
+        for task in &self.io {
+            task.abort();
+        }
+    }
 }
 
 fn key_str(key: &ExecKey) -> String {
@@ -772,13 +784,8 @@ impl Agent {
         e.next_conn += 1;
         let id = e.next_conn;
         let (outbox, mut rx) = mpsc::channel::<AgentToExecutor>(EXECUTOR_OUTBOX);
-        e.conn = Some(ExecConn {
-            id,
-            outbox,
-            subscribed: false,
-        });
         let (mut read, mut write) = stream.into_split();
-        tokio::spawn(async move {
+        let writer = tokio::spawn(async move {
             while let Some(msg) = rx.recv().await {
                 let frame = match proto::codec::encode_to_vec(&msg, MAX_EXECUTOR_FRAME) {
                     Ok(f) => f,
@@ -793,7 +800,7 @@ impl Agent {
             }
         });
         let events = self.events.clone();
-        tokio::spawn(async move {
+        let reader = tokio::spawn(async move {
             let mut buf: Vec<u8> = Vec::new();
             let mut chunk = vec![0u8; 64 * 1024];
             let reason = 'read: loop {
@@ -827,6 +834,13 @@ impl Agent {
                     reason,
                 })
                 .await;
+        });
+        // Replacing the previous connection aborts its tasks (ExecConn's Drop).
+        e.conn = Some(ExecConn {
+            id,
+            outbox,
+            subscribed: false,
+            io: [reader.abort_handle(), writer.abort_handle()],
         });
     }
 

@@ -23,7 +23,28 @@ struct Running {
     kill_at: Option<Instant>,
 }
 
+/// `test-executor hoard N`: (run as a task inside an executor's container) opens N
+/// connections to the executor's socket, keeps them open, says so on stdout and sleeps: a
+/// misbehaving process the agent must not keep a task and a descriptor for per connection.
+fn hoard(n: usize) -> ! {
+    let socket = std::env::var_os("CORRAL_EXECUTOR_SOCKET").unwrap_or_default();
+    let mut held = Vec::new();
+    for _ in 0..n {
+        match std::os::unix::net::UnixStream::connect(&socket) {
+            Ok(s) => held.push(s),
+            Err(e) => eprintln!("test-executor hoard: connect: {e}"),
+        }
+    }
+    println!("hoarded {}", held.len());
+    std::thread::sleep(Duration::from_secs(600));
+    std::process::exit(0)
+}
+
 fn main() {
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) == Some("hoard") {
+        hoard(argv.get(2).and_then(|n| n.parse().ok()).unwrap_or(100));
+    }
     let mut exec = match Executor::connect_from_env() {
         Ok(e) => e,
         Err(e) => {

@@ -863,3 +863,78 @@ fn a_restarted_agent_restores_the_raised_limits_of_an_executors_container() {
         }
     });
 }
+
+/// Socket descriptors the process `pid` holds.
+fn socket_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.flatten()
+                .filter(|e| {
+                    std::fs::read_link(e.path())
+                        .is_ok_and(|l| l.to_string_lossy().starts_with("socket:"))
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// The first file under `dir` whose path ends with `suffix`.
+fn find_file(dir: &std::path::Path, suffix: &str) -> Option<std::path::PathBuf> {
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        if entry.file_type().ok()?.is_dir() {
+            if let Some(p) = find_file(&path, suffix) {
+                return Some(p);
+            }
+        } else if path.to_string_lossy().ends_with(suffix) {
+            return Some(path);
+        }
+    }
+    None
+}
+
+/// A process in an executor's container that opens connection after connection to its socket
+/// (each replacing the last) costs the agent nothing per connection: a replaced connection's
+/// reader and writer end and its descriptor closes, and the executor reconnects and goes on.
+#[test]
+fn connections_an_executor_replaces_are_closed_by_the_agent() {
+    let Some((c, a)) = root_cluster(
+        "connections_an_executor_replaces_are_closed_by_the_agent",
+        "cpus:2;mem:1GiB",
+    ) else {
+        return;
+    };
+    const HOARD: usize = 200;
+    let agent_pid = c.agents[a].pid();
+    runtime().block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        let exec = executor("ex-hoard", &test_executor());
+        let before = socket_fds(agent_pid);
+        let cmd = format!("{} hoard {HOARD}", test_executor());
+        let (mut s, offer) = launch_running(&c, "hoard", exec, "hoard", &cmd, deadline).await;
+        // Wait until the hoarder holds its connections.
+        let out = loop {
+            let text = find_file(c.dir.path(), "tasks/hoard/stdout")
+                .and_then(|p| std::fs::read_to_string(p).ok())
+                .unwrap_or_default();
+            if text.contains("hoarded") {
+                break text;
+            }
+            assert!(Instant::now() < deadline, "the hoarder did not connect");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert!(out.contains(&format!("hoarded {HOARD}")), "{out}");
+        // The agent catches up with the connections (they queue behind one another).
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let held = socket_fds(agent_pid);
+        assert!(
+            held < before + 20,
+            "the agent holds {held} sockets (before: {before}) while a task holds {HOARD} \
+             connections to its executor's socket"
+        );
+        // The executor reconnected and still works: its task is killed and reported.
+        let end = kill_and_wait(&mut s, &offer, "hoard", deadline).await;
+        assert_eq!(end.state, TaskState::Killed, "{end:?}");
+    });
+    assert!(c.agents[a].log_text().contains("executor subscribed"));
+}
