@@ -136,20 +136,26 @@ impl Checkpoints {
             source,
         };
         let bytes = serde_json::to_vec(cp).map_err(|e| err(std::io::Error::other(e)))?;
-        {
+        let written = {
             use std::os::unix::fs::OpenOptionsExt;
             // 0600: a checkpoint holds the task's command and environment.
-            let mut f = std::fs::OpenOptions::new()
+            std::fs::OpenOptions::new()
                 .write(true)
                 .create(true)
                 .truncate(true)
                 .mode(0o600)
                 .open(&tmp)
-                .map_err(err)?;
-            f.write_all(&bytes).map_err(err)?;
-            f.sync_all().map_err(err)?;
+                .and_then(|mut f| {
+                    f.write_all(&bytes)?;
+                    f.sync_all()
+                })
+        };
+        if let Err(e) = written.and_then(|()| std::fs::rename(&tmp, &path)) {
+            // A full disk: the previous checkpoint stays as it was, and the partial temporary
+            // file must not hold on to what little space is left.
+            let _ = std::fs::remove_file(&tmp);
+            return Err(err(e));
         }
-        std::fs::rename(&tmp, &path).map_err(err)?;
         std::fs::File::open(&self.dir)
             .and_then(|d| d.sync_all())
             .map_err(err)?;

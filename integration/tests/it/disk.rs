@@ -1,55 +1,8 @@
 //! Full disks: a master whose data directory fills up, an agent whose work directory does. Each
 //! test mounts a small tmpfs (root only) and unmounts it afterwards.
 
-use integration::{is_root, Certs, Daemon};
-use std::path::{Path, PathBuf};
+use integration::{is_root, Certs, Daemon, Tmpfs};
 use std::time::{Duration, Instant};
-
-/// A small tmpfs mounted at a directory, unmounted on drop.
-struct Tmpfs {
-    path: PathBuf,
-}
-
-impl Tmpfs {
-    fn mount(path: &Path, size: &str) -> Tmpfs {
-        std::fs::create_dir_all(path).expect("mkdir for the tmpfs");
-        let out = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(path)
-            .output()
-            .expect("run mount");
-        assert!(
-            out.status.success(),
-            "mount a tmpfs at {}: {}",
-            path.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Tmpfs {
-            path: path.to_owned(),
-        }
-    }
-
-    /// Writes a file until the filesystem is full; returns its path.
-    fn fill(&self) -> PathBuf {
-        use std::io::Write;
-        let path = self.path.join("filler");
-        let mut f = std::fs::File::create(&path).expect("create the filler");
-        let block = vec![0u8; 4096];
-        while f.write_all(&block).is_ok() {}
-        let _ = f.sync_all();
-        path
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        // Lazy: a daemon still holding a file there must not make the unmount fail.
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.path)
-            .status();
-    }
-}
 
 fn skip_unless_root(test: &str) -> bool {
     if !is_root() {
