@@ -46,6 +46,11 @@ pub struct RaftConfig {
     /// Entries kept in the log after a snapshot, so a briefly lagging follower catches up from
     /// the log rather than a whole snapshot.
     pub keep_after_snapshot: u64,
+    /// How long a master being added (`add_master`) has to acknowledge the log as a learner
+    /// before it would become a voter. One that does not is not added: a voter that cannot be
+    /// reached would leave the cluster without a majority (a single master could then commit
+    /// nothing at all).
+    pub add_master_catch_up: Duration,
 }
 
 impl RaftConfig {
@@ -73,6 +78,7 @@ impl RaftConfig {
             election_max: Duration::from_millis(600),
             snapshot_every: 10_000,
             keep_after_snapshot: 1_000,
+            add_master_catch_up: Duration::from_secs(10),
         }
     }
 
@@ -263,6 +269,7 @@ pub struct ReplicatedRegistry {
     network: Network,
     proposals: mpsc::Sender<Submitted>,
     batcher: AbortHandle,
+    add_master_catch_up: Duration,
 }
 
 impl std::fmt::Debug for ReplicatedRegistry {
@@ -324,6 +331,7 @@ impl ReplicatedRegistry {
             network,
             proposals,
             batcher,
+            add_master_catch_up: cfg.add_master_catch_up,
         })
     }
 
@@ -470,10 +478,29 @@ impl ReplicatedRegistry {
     /// Adds a master as a voter: first as a learner, waiting until it has caught up, then
     /// through a joint configuration to the new voter set. Leader only.
     pub async fn add_master(&self, id: NodeId, node: MasterNode) -> Result<(), MembershipError> {
+        // Not `blocking`: openraft 0.9 may answer at once for a learner that never answered
+        // (seen with an unreachable address), and the voter change below would then take the
+        // majority away. Wait here for the learner's own acknowledgement instead.
         self.raft
-            .add_learner(id, node, true)
+            .add_learner(id, node.clone(), false)
             .await
             .map_err(|e| self.membership_error(e))?;
+        if !self.learner_caught_up(id).await {
+            let learner = BTreeSet::from([id]);
+            if let Err(e) = self
+                .raft
+                .change_membership(openraft::ChangeMembers::RemoveNodes(learner), false)
+                .await
+            {
+                tracing::warn!(id, error = %e, "cannot remove a master that did not catch up");
+            }
+            return Err(MembershipError::Refused(format!(
+                "raft node {id} ({node}) did not catch up with the log within {:?}; it was not \
+                 added. Start it first (`corral master --join`) and check that this master \
+                 reaches it at {}",
+                self.add_master_catch_up, node.addr
+            )));
+        }
         let mut voters: BTreeSet<NodeId> = self
             .raft
             .metrics()
@@ -488,6 +515,31 @@ impl ReplicatedRegistry {
             .await
             .map_err(|e| self.membership_error(e))?;
         Ok(())
+    }
+
+    /// Whether learner `id` acknowledges the log as of now within the catch-up time.
+    async fn learner_caught_up(&self, id: NodeId) -> bool {
+        let mut rx = self.raft.metrics();
+        let target = rx.borrow().last_log_index;
+        let acked = async {
+            loop {
+                let matched = rx
+                    .borrow_and_update()
+                    .replication
+                    .as_ref()
+                    .and_then(|r| r.get(&id).copied().flatten())
+                    .map(|l| l.index);
+                if matched.is_some() && matched >= target {
+                    return true;
+                }
+                if rx.changed().await.is_err() {
+                    return false;
+                }
+            }
+        };
+        tokio::time::timeout(self.add_master_catch_up, acked)
+            .await
+            .unwrap_or(false)
     }
 
     /// Removes a master from the voters (and the cluster). Leader only. Removing the leader

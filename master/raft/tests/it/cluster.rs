@@ -274,3 +274,45 @@ async fn masters_are_added_and_removed() {
         m.stop().await;
     }
 }
+
+/// A master that cannot be reached (a typo in its address, or not started yet) is refused with
+/// a clear error and does not become a voter: a single master would otherwise need it for a
+/// majority and commit nothing more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_master_is_not_added_and_the_cluster_keeps_committing() {
+    let c = Cluster::start(1, |cfg| {
+        cfg.add_master_catch_up = std::time::Duration::from_secs(2)
+    })
+    .await;
+    let leader_id = c.wait_leader(None).await;
+    let leader = c.master(leader_id);
+    propose_all(&leader.reg, 0..3).await;
+    let err = tokio::time::timeout(
+        WAIT,
+        leader
+            .reg
+            .add_master(2, master_raft::MasterNode::new("127.0.0.1:1", "m2")),
+    )
+    .await
+    .expect("adding an unreachable master answers (the cluster is not stuck)")
+    .expect_err("an unreachable master is refused");
+    let msg = err.to_string();
+    assert!(
+        matches!(err, master_raft::MembershipError::Refused(_))
+            && msg.contains("did not catch up")
+            && msg.contains("127.0.0.1:1"),
+        "{msg}"
+    );
+    let status = leader.reg.status();
+    let voters: BTreeSet<NodeId> = status.voters.keys().copied().collect();
+    assert_eq!(voters, BTreeSet::from([leader_id]));
+    assert!(status.learners.is_empty(), "{:?}", status.learners);
+    // Still a majority of one: proposals commit.
+    let committed = tokio::time::timeout(WAIT, propose_all(&leader.reg, 3..6))
+        .await
+        .expect("the cluster still commits");
+    assert_eq!(committed.len(), 3);
+    for m in c.masters {
+        m.stop().await;
+    }
+}
