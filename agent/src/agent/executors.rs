@@ -150,6 +150,17 @@ fn spawn_listener(
     .abort_handle()
 }
 
+/// How far along a task's life a state is: an executor may only move a task forward.
+fn progress(state: TaskState) -> u8 {
+    match state {
+        TaskState::Staging => 0,
+        TaskState::Starting => 1,
+        TaskState::Running => 2,
+        TaskState::Killing => 3,
+        _ => 4,
+    }
+}
+
 /// Whether `pid` is `ancestor` or one of its descendants (plain mode has no cgroup to check).
 fn descends_from(pid: i32, ancestor: i32) -> bool {
     let mut p = pid;
@@ -1013,6 +1024,15 @@ impl Agent {
             return;
         }
         if task.state.is_terminal() || task.state == u.state {
+            self.send_executor(key, ack);
+            return;
+        }
+        if progress(u.state) <= progress(task.state) {
+            // Back and forth (RUNNING, STARTING, RUNNING...) would make every update a
+            // checkpoint (an fsync on the agent's loop) and a status update for the framework:
+            // a task's state only moves forward.
+            tracing::warn!(executor = %key.1, task = %u.task_id, from = %task.state, to = %u.state,
+                "an executor moved a task's state backwards; ignored");
             self.send_executor(key, ack);
             return;
         }

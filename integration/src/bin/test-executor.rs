@@ -78,6 +78,23 @@ fn main() {
                 }
                 None => eprintln!("test-executor: kill of unknown task {task_id}"),
             },
+            // "flap TASK N": N updates of TASK alternating STARTING and RUNNING (a misbehaving
+            // executor), then the answer "flapped".
+            Some(ExecutorEvent::Message { data }) if data.starts_with(b"flap ") => {
+                let text = String::from_utf8_lossy(&data).into_owned();
+                let mut words = text.split_whitespace().skip(1);
+                let id = TaskId::new(words.next().unwrap_or_default());
+                let n: usize = words.next().and_then(|n| n.parse().ok()).unwrap_or(10);
+                for i in 0..n {
+                    let state = if i % 2 == 0 {
+                        TaskState::Starting
+                    } else {
+                        TaskState::Running
+                    };
+                    let _ = exec.update(&id, state, None);
+                }
+                let _ = exec.send_message(b"flapped".to_vec());
+            }
             Some(ExecutorEvent::Message { data }) => {
                 let mut reply = b"echo: ".to_vec();
                 reply.extend_from_slice(&data);

@@ -229,6 +229,17 @@ async fn accept_group(
     offer
 }
 
+/// Sends `data` to executor `executor_id` on the offer's agent.
+async fn message(s: &mut Scheduler, offer: &Offer, executor_id: &str, data: &[u8]) {
+    s.call(FrameworkCall::Message {
+        agent_id: offer.agent_id.clone(),
+        executor_id: ExecutorId::new(executor_id),
+        data: data.to_vec(),
+    })
+    .await
+    .expect("message");
+}
+
 /// Waits until task `id` is reported running (declining offers meanwhile); panics if a task
 /// ends first.
 async fn until_running(s: &mut Scheduler, id: &str, deadline: Instant) {
@@ -386,13 +397,7 @@ fn an_executor_relays_messages_and_kills_its_tasks() {
         let exec = executor("ex-talk", &test_executor());
         let (mut s, offer) =
             launch_running(&c, "executor-talk", exec, "sleeper", "sleep 120", deadline).await;
-        s.call(FrameworkCall::Message {
-            agent_id: offer.agent_id.clone(),
-            executor_id: ExecutorId::new("ex-talk"),
-            data: b"ping".to_vec(),
-        })
-        .await
-        .expect("message");
+        message(&mut s, &offer, "ex-talk", b"ping").await;
         loop {
             match next(&mut s, deadline).await {
                 Some(Got::Message(data)) => {
@@ -937,4 +942,51 @@ fn connections_an_executor_replaces_are_closed_by_the_agent() {
         assert_eq!(end.state, TaskState::Killed, "{end:?}");
     });
     assert!(c.agents[a].log_text().contains("executor subscribed"));
+}
+
+/// An executor that sends a task's states back and forth (STARTING, RUNNING, STARTING...) is
+/// not followed: the task's state only moves forward, so the framework sees no update of it
+/// and the agent writes no checkpoint per flip.
+#[test]
+fn an_executor_cannot_move_a_task_backwards() {
+    let Some((c, _)) = root_cluster(
+        "an_executor_cannot_move_a_task_backwards",
+        "cpus:2;mem:1GiB",
+    ) else {
+        return;
+    };
+    runtime().block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        let exec = executor("ex-flap", &test_executor());
+        let (mut s, offer) =
+            launch_running(&c, "executor-flap", exec, "flapper", "sleep 120", deadline).await;
+        message(&mut s, &offer, "ex-flap", b"flap flapper 40").await;
+        let mut seen = Vec::new();
+        // Updates for a while after the executor's answer (each is acknowledged).
+        let quiet = loop {
+            match next(&mut s, deadline).await {
+                Some(Got::Message(data)) if data == b"flapped" => {
+                    break Instant::now() + Duration::from_secs(2);
+                }
+                Some(Got::Update(st)) => seen.push(st.state),
+                Some(Got::Offers(o)) => decline_all(&mut s, o).await,
+                Some(_) => {}
+                None => panic!("no answer from the executor in time"),
+            }
+        };
+        while let Some(got) = next(&mut s, quiet).await {
+            match got {
+                Got::Update(st) => seen.push(st.state),
+                Got::Offers(o) => decline_all(&mut s, o).await,
+                Got::Message(_) => {}
+            }
+        }
+        assert!(
+            seen.is_empty(),
+            "the framework was sent the executor's flips: {seen:?}"
+        );
+        let end = kill_and_wait(&mut s, &offer, "flapper", deadline).await;
+        assert_eq!(end.state, TaskState::Killed, "{end:?}");
+    });
+    c.agents[0].wait_for_log("moved a task's state backwards", Duration::from_secs(10));
 }
