@@ -4,6 +4,7 @@ use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -89,10 +90,26 @@ pub fn parse_role_weight(s: &str) -> Result<(String, f64)> {
         .trim()
         .parse()
         .with_context(|| format!("invalid weight in --role-weight '{s}'"))?;
-    if !(weight.is_finite() && weight > 0.0) {
-        bail!("invalid --role-weight '{s}': the weight must be a positive number");
-    }
+    check_role_weight(role.trim(), weight)?;
     Ok((role.trim().to_owned(), weight))
+}
+
+/// A role's weight must be a positive number (from a flag or the config file).
+pub fn check_role_weight(role: &str, weight: f64) -> Result<()> {
+    if !(weight.is_finite() && weight > 0.0) {
+        bail!("invalid weight {weight} for role '{role}': the weight must be a positive number");
+    }
+    Ok(())
+}
+
+/// A positive number of seconds (flag `--what`, or the config file) as a duration. Zero,
+/// negative, NaN, infinite or beyond what a duration holds is an error, never a panic.
+pub fn seconds(what: &str, secs: f64) -> Result<Duration> {
+    if !(secs.is_finite() && secs > 0.0) {
+        bail!("invalid --{what} {secs}: must be a positive number of seconds");
+    }
+    Duration::try_from_secs_f64(secs)
+        .map_err(|_| anyhow::anyhow!("invalid --{what} {secs}: too many seconds"))
 }
 
 #[cfg(test)]

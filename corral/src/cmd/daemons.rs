@@ -42,18 +42,22 @@ pub async fn master(args: MasterArgs) -> Result<u8> {
         ..Default::default()
     };
     if let Some(secs) = args.offer_timeout_secs.or(file.offer_timeout_secs) {
-        core.offer_timeout = (secs > 0.0).then(|| Duration::from_secs_f64(secs));
+        // Zero or less: offers never time out.
+        core.offer_timeout = match secs {
+            s if s.is_nan() || s > 0.0 => Some(config::seconds("offer-timeout-secs", s)?),
+            _ => None,
+        };
     }
     if let Some(secs) = args.agent_timeout_secs.or(file.agent_timeout_secs) {
-        if !(secs.is_finite() && secs > 0.0) {
-            bail!("invalid --agent-timeout-secs {secs}: must be positive");
-        }
-        core.agent_unreachable_timeout = Duration::from_secs_f64(secs);
+        core.agent_unreachable_timeout = config::seconds("agent-timeout-secs", secs)?;
     }
     match args.allocator.as_deref().or(file.allocator.as_deref()) {
         None | Some("drf") => core.allocator = master_core::AllocatorKind::Drf,
         Some("priority") => core.allocator = master_core::AllocatorKind::StrictPriority,
         Some(other) => bail!("unknown --allocator '{other}': expected drf or priority"),
+    }
+    for (role, w) in &file.role_weights {
+        config::check_role_weight(role, *w)?;
     }
     core.role_weights = file.role_weights.clone();
     for rw in &args.role_weights {

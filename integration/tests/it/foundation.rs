@@ -161,3 +161,39 @@ fn bad_flags_get_clear_errors() {
         stderr(&out)
     );
 }
+
+/// Out-of-range numbers in a master's flags are clear errors, not a panic: seconds beyond what
+/// a duration holds, infinite or NaN.
+#[test]
+fn a_master_refuses_out_of_range_timeouts_with_a_clear_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs = integration::Certs::new(&dir.path().join("certs"));
+    certs.issue("master", "m1");
+    let data = dir.path().join("data").display().to_string();
+    for (flag, value) in [
+        ("--offer-timeout-secs", "1e300"),
+        ("--offer-timeout-secs", "inf"),
+        ("--offer-timeout-secs", "NaN"),
+        ("--agent-timeout-secs", "1e300"),
+        ("--agent-timeout-secs", "-1"),
+    ] {
+        let mut args: Vec<String> = ["master", "--listen", "127.0.0.1:0", "--data-dir", &data]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        args.extend(certs.flags("m1"));
+        args.push(format!("{flag}={value}"));
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = corral(&refs, &[], Duration::from_secs(20));
+        let err = stderr(&out);
+        assert!(
+            !out.status.success() && out.status.code() != Some(101) && !err.contains("panicked"),
+            "{flag} {value}: {:?}\n{err}",
+            out.status
+        );
+        assert!(
+            err.contains(&flag[2..]),
+            "{flag} {value}: the error names the flag: {err}"
+        );
+    }
+}
