@@ -112,6 +112,14 @@ pub fn seconds(what: &str, secs: f64) -> Result<Duration> {
         .map_err(|_| anyhow::anyhow!("invalid --{what} {secs}: too many seconds"))
 }
 
+/// Like [`seconds`], and zero is allowed.
+pub fn seconds_or_zero(what: &str, secs: f64) -> Result<Duration> {
+    if secs == 0.0 {
+        return Ok(Duration::ZERO);
+    }
+    seconds(what, secs)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,7 +6,7 @@ use crate::config::{self, AgentFile, MasterFile};
 use crate::local;
 use anyhow::{bail, Context, Result};
 use std::net::SocketAddr;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 pub fn wall_ms() -> u64 {
     SystemTime::now()
@@ -162,22 +162,24 @@ pub async fn agent(args: AgentArgs) -> Result<u8> {
             .status_update_retry_secs
             .or(file.status_update_retry_secs)
         {
-            Some(secs) if secs.is_finite() && secs > 0.0 => agent::RetryPolicy {
-                initial: Duration::from_secs_f64(secs),
+            Some(secs) => agent::RetryPolicy {
+                initial: config::seconds("status-update-retry-secs", secs)?,
                 ..Default::default()
             },
-            Some(secs) => bail!("invalid --status-update-retry-secs {secs}: must be positive"),
             None => agent::RetryPolicy::default(),
         },
-        kill_grace: Duration::from_secs_f64(file.kill_grace_secs.unwrap_or(5.0).max(0.0)),
+        kill_grace: config::seconds_or_zero(
+            "kill-grace-secs",
+            file.kill_grace_secs.unwrap_or(5.0),
+        )?,
         cleanup_on_exit: args.cleanup_on_exit,
         gc: agent::GcPolicy {
-            max_age: Duration::from_secs_f64(
+            max_age: config::seconds_or_zero(
+                "sandbox-gc-age-secs",
                 args.sandbox_gc_age_secs
                     .or(file.sandbox_gc_age_secs)
-                    .unwrap_or(7.0 * 24.0 * 3600.0)
-                    .max(0.0),
-            ),
+                    .unwrap_or(7.0 * 24.0 * 3600.0),
+            )?,
             disk_high_percent: file.sandbox_gc_disk_percent.unwrap_or(90).min(100),
         },
     };

@@ -144,6 +144,8 @@ fn describe(status: &TaskStatus) -> String {
 
 pub async fn run_task(opts: ClientOptions, task: &TaskArgs) -> Result<u8> {
     let want = task_resources(task)?;
+    let placement_timeout =
+        crate::config::seconds("placement-timeout", task.placement_timeout.max(0.1))?;
     let name = task.name.clone().unwrap_or_else(|| "corral-run".to_owned());
     let mut info = framework::framework_info(&name);
     info.failover_timeout_ms = 60_000;
@@ -161,8 +163,9 @@ pub async fn run_task(opts: ClientOptions, task: &TaskArgs) -> Result<u8> {
         pids_limit: task.pids,
         cpu_hard_limit: None,
     };
-    let placement_timeout = Duration::from_secs_f64(task.placement_timeout.max(0.1));
-    let deadline = tokio::time::Instant::now() + placement_timeout;
+    let deadline = tokio::time::Instant::now()
+        .checked_add(placement_timeout)
+        .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(100 * 365 * 86_400));
     let mut launched = false;
     let mut largest: Option<Resources> = None;
     let mut last_state: Option<TaskState> = None;

@@ -196,4 +196,44 @@ fn a_master_refuses_out_of_range_timeouts_with_a_clear_error() {
             "{flag} {value}: the error names the flag: {err}"
         );
     }
+    // The agent's and `corral run`'s too.
+    certs.issue("agent", "a1");
+    certs.issue("framework", "fw");
+    let work = dir.path().join("work").display().to_string();
+    let agent = [
+        "agent",
+        "--master",
+        "127.0.0.1:9",
+        "--work-dir",
+        work.as_str(),
+    ];
+    for (cert, words, flag) in [
+        ("a1", &agent[..], "--status-update-retry-secs=1e300"),
+        ("a1", &agent[..], "--sandbox-gc-age-secs=inf"),
+        (
+            "fw",
+            &["run", "--master", "127.0.0.1:9"][..],
+            "--placement-timeout=1e300",
+        ),
+    ] {
+        let mut args: Vec<String> = words.iter().map(|s| s.to_string()).collect();
+        args.extend(certs.flags(cert));
+        args.push(flag.to_owned());
+        if cert == "fw" {
+            args.extend(["--".to_owned(), "true".to_owned()]);
+        }
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = corral(&refs, &[], Duration::from_secs(20));
+        let err = stderr(&out);
+        let name = flag
+            .trim_start_matches("--")
+            .split('=')
+            .next()
+            .unwrap_or_default();
+        assert!(
+            !out.status.success() && out.status.code() != Some(101) && err.contains(name),
+            "{flag}: {:?}\n{err}",
+            out.status
+        );
+    }
 }
