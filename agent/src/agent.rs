@@ -466,6 +466,32 @@ fn valid_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
+/// For a task that outlived OOM kills (policy kill-process): how many of its processes the
+/// kernel's OOM killer killed at which limit.
+pub(crate) fn oom_note(exit: &ExitInfo, memory_limit: u64) -> Option<String> {
+    let lim = exit.limitation.as_ref()?;
+    if exit.oom_kills == 0 && !exit.oom_killed {
+        return None;
+    }
+    let limit = if lim.limit > 0 {
+        lim.limit
+    } else {
+        memory_limit
+    };
+    let peak = lim
+        .peak
+        .map(|p| format!(", peak {}", size(p)))
+        .unwrap_or_default();
+    let n = exit.oom_kills;
+    Some(format!(
+        "the OOM killer killed {n} process{} of the task at its memory limit of {}{peak} \
+         (OOM policy {})",
+        if n == 1 { "" } else { "es" },
+        size(limit),
+        exit.oom_policy.as_str()
+    ))
+}
+
 fn size(bytes: u64) -> String {
     proto::format_size(bytes)
 }
@@ -1370,6 +1396,13 @@ impl Agent {
                         format!("killed by signal {sig}"),
                     )
                 };
+                // Under kill-process the task may end well (or fail on its own) after the OOM
+                // killer took some of its processes: the outcome is the main process's, and the
+                // status says what the kernel killed (`limitation` carries the counters).
+                let message = match oom_note(&exit, memory_limit) {
+                    Some(note) if !exit.oom_killed => format!("{message}; {note}"),
+                    _ => message,
+                };
                 self.update(&task_id, state, |s| {
                     s.reason = Some(reason);
                     s.message = Some(message);
@@ -1527,6 +1560,7 @@ pub(crate) fn container_spec(
         cpus: (r.cpus_milli > 0).then(|| r.cpus()),
         cpu_hard_limit: container.cpu_hard_limit.unwrap_or(true),
         memory_bytes: (r.mem_bytes > 0).then_some(r.mem_bytes),
+        oom_policy: container.oom_policy.unwrap_or_default(),
         pids_limit: container.pids_limit,
         namespaces: isolation::Namespaces {
             pid: true,
@@ -1571,4 +1605,37 @@ fn destroy(mut handle: Arc<Handle>) {
         }
     }
     tracing::warn!("a container handle is still in use; its cgroup is left for the next cleanup");
+}
+
+#[cfg(test)]
+mod oom_policy_tests {
+    use super::*;
+
+    fn exit(code: Option<i32>, oom_killed: bool, kills: u64) -> ExitInfo {
+        ExitInfo {
+            code,
+            signal: code.is_none().then_some(9),
+            oom_killed,
+            oom_kills: kills,
+            oom_policy: proto::OomPolicy::KillProcess,
+            limitation: (kills > 0).then(|| proto::Limitation {
+                resource: proto::LimitedResource::Memory,
+                limit: 64 << 20,
+                peak: Some(64 << 20),
+                events: [("oom_kill".to_owned(), kills)].into_iter().collect(),
+            }),
+        }
+    }
+
+    #[test]
+    fn the_note_names_the_kills_the_limit_and_the_policy() {
+        let note = oom_note(&exit(Some(0), false, 2), 1).expect("a note");
+        assert!(note.contains("killed 2 processes"), "{note}");
+        assert!(note.contains("64MiB"), "{note}");
+        assert!(note.contains("kill-process"), "{note}");
+        assert!(oom_note(&exit(Some(0), false, 1), 1)
+            .unwrap()
+            .contains("killed 1 process of"));
+        assert_eq!(oom_note(&exit(Some(0), false, 0), 1), None);
+    }
 }

@@ -16,6 +16,8 @@ pub enum Runtime {
 }
 
 /// A running task's process, however it was launched.
+// Held in an `Arc` and never moved by value in bulk: the size difference costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Handle {
     Isolated(Container),
     Plain(PlainProcess),
@@ -110,6 +112,8 @@ impl Handle {
                     code: status.code(),
                     signal: status.signal(),
                     oom_killed: false,
+                    oom_kills: 0,
+                    oom_policy: Default::default(),
                     limitation: None,
                 })
             }

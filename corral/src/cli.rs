@@ -213,6 +213,13 @@ pub struct TaskArgs {
     /// Run in a new network namespace with only loopback.
     #[arg(long)]
     pub isolated_network: bool,
+    /// What an OOM kill at the memory limit ends: `kill-task` (every process of the task; it
+    /// fails with reason MemoryLimit) or `kill-process` (only the process the kernel chose;
+    /// the task goes on while its main process lives, and its final status still reports the
+    /// OOM kills).
+    #[arg(long, value_name = "POLICY", default_value = "kill-task",
+        value_parser = clap::builder::PossibleValuesParser::new(["kill-task", "kill-process"]))]
+    pub oom_policy: String,
     /// Give up if no agent can place the task within this many seconds.
     #[arg(long, default_value_t = 30.0)]
     pub placement_timeout: f64,

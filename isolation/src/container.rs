@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::cgroup::{read_file, write_file, CgroupManager, CgroupVersion, Limits};
 use crate::error::{IsolationError, Result};
 use crate::spec::ExitStatus;
+use proto::OomPolicy;
 
 /// How long `kill` and `destroy` wait for a SIGKILLed cgroup to empty.
 pub const KILL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -44,9 +45,18 @@ pub struct ExitInfo {
     pub code: Option<i32>,
     /// The signal that killed the task (or the init, e.g. SIGKILL from `kill` or the OOM killer).
     pub signal: Option<i32>,
-    /// The kernel's OOM killer killed a process of this container.
+    /// The OOM killer ended the task. `KillTask`: it killed any process of the container (the
+    /// rest died with it). `KillProcess`: it killed a process and the task's main process died
+    /// of SIGKILL (the init reported it so, or died itself).
     pub oom_killed: bool,
-    /// Set for an OOM kill: the memory limit, peak and the kernel's counters.
+    /// Processes of the container the kernel's OOM killer killed since launch (0 when the
+    /// kernel keeps no count). Under `KillProcess` it can be non-zero for a task that ended
+    /// well: workers were killed and the main process went on.
+    pub oom_kills: u64,
+    /// The policy the container ran under.
+    pub oom_policy: OomPolicy,
+    /// Set when the OOM killer ran in the container (`oom_killed`, or `oom_kills > 0` under
+    /// `KillProcess`): the memory limit, peak and the kernel's counters.
     pub limitation: Option<proto::Limitation>,
 }
 
@@ -79,6 +89,8 @@ pub struct Container {
     /// sees (and "restores") a half-done update.
     pub(crate) limits: Mutex<Limits>,
     pub(crate) oom_baseline: u64,
+    /// `wait` killed the container on an OOM event (v1 under `KillTask`).
+    pub(crate) oom_group_killed: std::sync::atomic::AtomicBool,
     pub(crate) exit: Mutex<Option<ExitInfo>>,
 }
 
@@ -99,6 +111,33 @@ pub(crate) fn start_time(pid: i32) -> Option<u64> {
         .stat()
         .ok()
         .map(|s| s.starttime)
+}
+
+/// Blocks until `pidfd` or `event` is readable; returns whether `event` is.
+fn pidfd_or_event(pidfd: &OwnedFd, event: &OwnedFd) -> Result<bool> {
+    let mut p = [
+        libc::pollfd {
+            fd: pidfd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+        libc::pollfd {
+            fd: event.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+    ];
+    loop {
+        // SAFETY: poll on an array of two valid pollfds, its length passed with it.
+        let n = unsafe { libc::poll(p.as_mut_ptr(), p.len() as libc::nfds_t, -1) };
+        if n >= 0 {
+            return Ok(p[1].revents != 0);
+        }
+        let e = Errno::last();
+        if e != Errno::EINTR {
+            return Err(IsolationError::sys("poll(pidfd, oom eventfd)", e));
+        }
+    }
 }
 
 fn pidfd_readable(fd: &OwnedFd, timeout_ms: i32) -> Result<bool> {
@@ -154,14 +193,70 @@ impl Container {
 
     /// Blocks until the container's init has exited and returns how the task ended. Works for a
     /// recovered container that is not a child of this process (pidfd + status file).
+    ///
+    /// Under `OomPolicy::KillTask` on cgroup v1, which has no `memory.oom.group`, it also makes
+    /// the container one OOM unit: when the kernel reports an OOM in the container's memory
+    /// cgroup (or had killed a process before the wait began) it kills every process of it.
     pub fn wait(&self) -> Result<ExitInfo> {
+        let oom_event = self.oom_watch();
         loop {
             if let Some(e) = self.try_wait()? {
                 return Ok(e);
             }
-            if let Some(fd) = &self.pidfd {
-                pidfd_readable(fd, -1)?;
+            match (&self.pidfd, &oom_event) {
+                (Some(fd), Some(event)) => {
+                    if pidfd_or_event(fd, event)? {
+                        let mut buf = [0u8; 8];
+                        // Drains the counter (non-blocking; the event may fire again).
+                        let _ = nix::unistd::read(event, &mut buf);
+                        self.kill_oom_unit();
+                    }
+                }
+                (Some(fd), None) => {
+                    pidfd_readable(fd, -1)?;
+                }
+                (None, _) => {}
             }
+        }
+    }
+
+    /// The v1 OOM eventfd when this container must be killed whole on an OOM, after killing it
+    /// already if an OOM kill happened before the event was registered.
+    fn oom_watch(&self) -> Option<OwnedFd> {
+        if self.limits().oom_policy != OomPolicy::KillTask || self.pidfd.is_none() {
+            return None;
+        }
+        let event = match self.cgroup.oom_eventfd() {
+            Ok(e) => e?,
+            Err(e) => {
+                tracing::warn!(container = %self.id, error = %e,
+                    "cannot watch for OOM events: an OOM kill ends only the process the kernel chose");
+                return None;
+            }
+        };
+        if self.oom_kills_since_launch() > 0 {
+            self.kill_oom_unit();
+        }
+        Some(event)
+    }
+
+    fn oom_kills_since_launch(&self) -> u64 {
+        self.cgroup
+            .memory_report()
+            .ok()
+            .and_then(|r| r.oom_kill)
+            .map_or(0, |k| k.saturating_sub(self.oom_baseline))
+    }
+
+    /// SIGKILLs every process of the container after an OOM (the caller's wait reaps the init).
+    fn kill_oom_unit(&self) {
+        use std::sync::atomic::Ordering;
+        if !self.oom_group_killed.swap(true, Ordering::SeqCst) {
+            tracing::info!(container = %self.id,
+                "OOM in the container: killing all of it (OOM policy kill-task)");
+        }
+        if let Err(e) = self.cgroup.kill_all() {
+            tracing::warn!(container = %self.id, error = %e, "cannot kill the container after an OOM");
         }
     }
 
@@ -216,19 +311,30 @@ impl Container {
     }
 
     fn exit_info(&self, status: ExitStatus) -> ExitInfo {
+        let policy = self.limits().oom_policy;
         let report = self.cgroup.memory_report().ok();
-        let oom_killed = match &report {
+        let sigkilled = status.signal == Some(Signal::SIGKILL as i32);
+        let oom_kills = report
+            .as_ref()
+            .and_then(|r| r.oom_kill)
+            .map_or(0, |k| k.saturating_sub(self.oom_baseline));
+        let oom_ran = match &report {
             Some(r) => match r.oom_kill {
-                Some(k) => k > self.oom_baseline,
+                Some(_) => oom_kills > 0,
                 // Kernels without an oom_kill counter: the limit was hit and the task was killed.
-                None => {
-                    r.events.get("failcnt").copied().unwrap_or(0) > 0
-                        && status.signal == Some(Signal::SIGKILL as i32)
-                }
+                None => r.events.get("failcnt").copied().unwrap_or(0) > 0 && sigkilled,
             },
             None => false,
+        } || self
+            .oom_group_killed
+            .load(std::sync::atomic::Ordering::SeqCst);
+        let oom_killed = match policy {
+            OomPolicy::KillTask => oom_ran,
+            // Only the main process's own death ends the task: it died of SIGKILL (the init
+            // reported it, or the init itself died) while the OOM killer was at work.
+            OomPolicy::KillProcess => oom_ran && sigkilled,
         };
-        let limitation = match (oom_killed, report) {
+        let limitation = match (oom_ran, report) {
             (true, Some(r)) => Some(proto::Limitation {
                 resource: proto::LimitedResource::Memory,
                 limit: r.limit.or(self.limits().memory_bytes).unwrap_or(0),
@@ -241,6 +347,8 @@ impl Container {
             code: status.code,
             signal: status.signal,
             oom_killed,
+            oom_kills,
+            oom_policy: policy,
             limitation,
         }
     }

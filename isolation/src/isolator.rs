@@ -313,6 +313,7 @@ impl Isolator {
             run_dir,
             limits: Mutex::new(limits),
             oom_baseline: baseline,
+            oom_group_killed: Default::default(),
             exit: Mutex::new(None),
         })
     }
@@ -605,6 +606,7 @@ impl Isolator {
             run_dir: saved.run_dir.clone(),
             limits: Mutex::new(saved.limits.clone()),
             oom_baseline: saved.oom_kill_baseline,
+            oom_group_killed: Default::default(),
             exit: Mutex::new(None),
         })
     }
@@ -645,6 +647,7 @@ pub fn validate_spec(spec: &ContainerSpec, default_pids_limit: u64) -> Result<Li
         cpu_hard_limit: spec.cpu_hard_limit,
         memory_bytes: spec.memory_bytes,
         pids_max: spec.pids_limit.unwrap_or(default_pids_limit),
+        oom_policy: spec.oom_policy,
     })?;
     if let Some(h) = &spec.hostname {
         if !spec.namespaces.uts {
@@ -746,6 +749,7 @@ pub fn validate_limits(l: &Limits) -> Result<Limits> {
         cpu_hard_limit: l.cpu_hard_limit,
         memory_bytes,
         pids_max,
+        oom_policy: l.oom_policy,
     })
 }
 

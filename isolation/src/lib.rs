@@ -35,6 +35,7 @@ pub use isolator::{
     MIN_MEMORY_BYTES, MIN_PIDS, START_TIMEOUT,
 };
 pub use node::{parse_cpu_max_milli, NodeResources, Reservation};
+pub use proto::OomPolicy;
 pub use spec::{ContainerSpec, ExitStatus, FsView, InitSpec, Namespaces, NetworkNs};
 
 /// Resource usage of a container (the wire type the agent reports).

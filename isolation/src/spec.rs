@@ -117,8 +117,12 @@ pub struct ContainerSpec {
     pub cpus: Option<f64>,
     /// Also cap at `cpus` with a CFS quota (`cpu.max`, v1 `cpu.cfs_quota_us`).
     pub cpu_hard_limit: bool,
-    /// Hard memory limit (`memory.max`; swap 0; the task is one OOM unit).
+    /// Hard memory limit (`memory.max`; swap 0; OOM kills as `oom_policy` says).
     pub memory_bytes: Option<u64>,
+    /// What an OOM kill ends: the whole container (default) or only the process the kernel
+    /// chose (see [`proto::OomPolicy`]).
+    #[serde(default)]
+    pub oom_policy: proto::OomPolicy,
     /// `pids.max`; `None`: the isolator's default. Counts the init too.
     pub pids_limit: Option<u64>,
     pub namespaces: Namespaces,
@@ -145,6 +149,7 @@ impl ContainerSpec {
             cpus: None,
             cpu_hard_limit: false,
             memory_bytes: None,
+            oom_policy: proto::OomPolicy::KillTask,
             pids_limit: None,
             namespaces: Namespaces::default(),
             hostname: None,

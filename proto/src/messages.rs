@@ -239,6 +239,49 @@ pub struct ContainerSettings {
     /// Hard-cap the cpu at the task's cpus (cpu.max) in addition to the weight. Default true.
     #[serde(default)]
     pub cpu_hard_limit: Option<bool>,
+    /// What the kernel's OOM killer takes when the container hits its memory limit;
+    /// [`OomPolicy::KillTask`] when `None`. For an executor's container, the executor's setting
+    /// applies (its tasks' settings do not change the shared container).
+    #[serde(default)]
+    pub oom_policy: Option<OomPolicy>,
+}
+
+/// What an OOM kill at a container's memory limit ends.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum OomPolicy {
+    /// The container is one OOM unit: any OOM kill ends every process of it and the task
+    /// fails with `MemoryLimit` (cgroup v2 `memory.oom.group = 1`; on v1 the agent kills the
+    /// rest of the container when the kernel reports an OOM).
+    #[default]
+    KillTask,
+    /// Only the process the kernel chose dies (`memory.oom.group = 0`). The task goes on while
+    /// its main process lives; its terminal status still carries the OOM counters
+    /// (`limitation`) when any process was OOM-killed. Fits multi-process servers (php-fpm,
+    /// nginx workers) whose master replaces a lost worker.
+    KillProcess,
+}
+
+impl OomPolicy {
+    /// `kill-task` / `kill-process`, as `corral run --oom-policy` spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OomPolicy::KillTask => "kill-task",
+            OomPolicy::KillProcess => "kill-process",
+        }
+    }
+}
+
+impl std::str::FromStr for OomPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "kill-task" => Ok(OomPolicy::KillTask),
+            "kill-process" => Ok(OomPolicy::KillProcess),
+            other => Err(format!(
+                "unknown OOM policy {other:?}: expected kill-task or kill-process"
+            )),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -247,3 +247,35 @@ proptest! {
         prop_assert_eq!(d.add(&b), a);
     }
 }
+
+#[test]
+fn container_settings_without_an_oom_policy_decode_as_the_default() {
+    #[derive(serde::Serialize)]
+    struct OldSettings {
+        network: NetworkMode,
+        pids_limit: Option<u64>,
+        cpu_hard_limit: Option<bool>,
+    }
+    let old = OldSettings {
+        network: NetworkMode::Host,
+        pids_limit: Some(64),
+        cpu_hard_limit: None,
+    };
+    let bytes = rmp_serde::to_vec_named(&old).unwrap();
+    let new: ContainerSettings = rmp_serde::from_slice(&bytes).unwrap();
+    assert_eq!(new.oom_policy, None);
+    assert_eq!(new.oom_policy.unwrap_or_default(), OomPolicy::KillTask);
+    let mut with = new.clone();
+    with.oom_policy = Some(OomPolicy::KillProcess);
+    let back: ContainerSettings =
+        rmp_serde::from_slice(&rmp_serde::to_vec_named(&with).unwrap()).unwrap();
+    assert_eq!(back, with);
+}
+
+#[test]
+fn oom_policies_parse_as_the_cli_spells_them() {
+    for p in [OomPolicy::KillTask, OomPolicy::KillProcess] {
+        assert_eq!(p.as_str().parse::<OomPolicy>(), Ok(p));
+    }
+    assert!("kill-all".parse::<OomPolicy>().is_err());
+}

@@ -21,14 +21,19 @@
 //! acknowledged) and is acknowledged to the executor once checkpointed.
 //!
 //! When the container ends, every task still live ends too: `TASK_FAILED` with reason
-//! `MemoryLimit` and the limitation if the container hit its memory limit (the container is one
-//! OOM unit: on cgroup v1, where the kernel kills only one process, the agent kills the rest),
-//! else `TASK_KILLED` if a kill was asked, else `TASK_FAILED` with `ExecutorTerminated`.
+//! `MemoryLimit` and the limitation if the OOM killer ended the container (under the executor's
+//! OOM policy `KillTask`, the default, the container is one OOM unit: on cgroup v1, where the
+//! kernel kills only one process, the agent kills the rest; under `KillProcess` only the
+//! executor's own death of an OOM kill counts, and a task the kernel killed is reported by the
+//! executor), else `TASK_KILLED` if a kill was asked, else `TASK_FAILED` with
+//! `ExecutorTerminated`.
 
 use super::*;
 use crate::checkpoint::ExecutorCheckpoint;
 use isolation::CgroupManager;
-use proto::{AgentToExecutor, ExecutorId, ExecutorInfo, ExecutorToAgent, ExecutorUpdate};
+use proto::{
+    AgentToExecutor, ExecutorId, ExecutorInfo, ExecutorToAgent, ExecutorUpdate, OomPolicy,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
@@ -1052,9 +1057,13 @@ impl Agent {
             return;
         }
         let kill_requested = task.kill_requested;
-        if u.state.is_terminal() && u.state != TaskState::Finished {
-            // A task killed by the OOM killer: the container is one OOM unit (as v2's
-            // memory.oom.group makes it); the exit path reports the limit for every task.
+        let whole_unit = self.executors.get(key).is_some_and(|e| {
+            e.info.container.oom_policy.unwrap_or_default() == OomPolicy::KillTask
+        });
+        if u.state.is_terminal() && u.state != TaskState::Finished && whole_unit {
+            // A task killed by the OOM killer: under kill-task the container is one OOM unit
+            // (as v2's memory.oom.group makes it); the exit path reports the limit for every
+            // task. Under kill-process the executor's report stands.
             let handle = self.executors.get(key).and_then(|e| e.handle.clone());
             if let Some(h) = handle {
                 let oom = tokio::task::spawn_blocking(move || oom_killed_now(&h))

@@ -162,6 +162,11 @@ pub async fn run_task(opts: ClientOptions, task: &TaskArgs) -> Result<u8> {
         },
         pids_limit: task.pids,
         cpu_hard_limit: None,
+        oom_policy: Some(
+            task.oom_policy
+                .parse::<proto::OomPolicy>()
+                .map_err(anyhow::Error::msg)?,
+        ),
     };
     let deadline = tokio::time::Instant::now()
         .checked_add(placement_timeout)

@@ -19,6 +19,18 @@ export V
 $C --mem 64MiB -- 'dd if=/dev/zero of=/dev/null bs=256M count=1' > $T/oom.out 2>&1
 echo "oom_exit=$?"
 grep -q "memory limit" $T/oom.out && echo "oom_reported=yes" || { echo "oom_reported=no"; cat $T/oom.out; }
+# 1b. OOM policy: the task's shell starts a memory hog, waits for it and goes on. kill-process:
+# only the hog dies, the task finishes and its status still shows the OOM kill; kill-task (the
+# default): the whole task dies with the memory-limit reason.
+HOG='dd if=/dev/zero of=/dev/null bs=256M count=1 & wait; sleep 1; echo survived'
+$C --mem 64MiB --oom-policy kill-process -- "$HOG" > $T/oomp.out 2>&1
+echo "oomp_exit=$?"
+grep -q '^survived' $T/oomp.out && echo "oomp_survived=yes" || echo "oomp_survived=no"
+grep -q 'TASK_FINISHED.*oom_kill=[1-9]' $T/oomp.out && echo "oomp_evidence=yes" || { echo "oomp_evidence=no"; cat $T/oomp.out; }
+$C --mem 64MiB --oom-policy kill-task -- "$HOG" > $T/oomt.out 2>&1
+echo "oomt_exit=$?"
+grep -q '^survived' $T/oomt.out && echo "oomt_survived=yes" || echo "oomt_survived=no"
+grep -q "memory limit" $T/oomt.out && echo "oomt_reported=yes" || { echo "oomt_reported=no"; cat $T/oomt.out; }
 # 2. cpu: a busy loop under 0.5 cpus for 3 s, measured from the task's own cgroup counters.
 $C --cpus 0.5 -- "V=$V; $CG; $CPU; a=\$(usage); timeout 3 sh -c 'while :; do :; done'; b=\$(usage); echo cpu_used_usec=\$((b-a))" > $T/cpu.out 2>&1
 echo "cpu_exit=$?"
@@ -62,6 +74,12 @@ fn value(console: &str, key: &str) -> String {
 fn check(out: &str) {
     assert_eq!(value(out, "oom_exit"), "137", "{out}");
     assert_eq!(value(out, "oom_reported"), "yes", "{out}");
+    assert_eq!(value(out, "oomp_exit"), "0", "{out}");
+    assert_eq!(value(out, "oomp_survived"), "yes", "{out}");
+    assert_eq!(value(out, "oomp_evidence"), "yes", "{out}");
+    assert_eq!(value(out, "oomt_exit"), "137", "{out}");
+    assert_eq!(value(out, "oomt_survived"), "no", "{out}");
+    assert_eq!(value(out, "oomt_reported"), "yes", "{out}");
     assert_eq!(value(out, "cpu_exit"), "0", "{out}");
     let used: f64 = value(out, "cpu_used_usec").parse().expect("number");
     let rate = used / 3e6;

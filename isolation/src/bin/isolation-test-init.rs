@@ -39,6 +39,21 @@ fn main() {
             std::hint::black_box(&chunks);
             0
         }
+        // A multi-process task: a child allocates MIB (`alloc`), the parent waits for it, says
+        // how it ended, lingers a second (a server's master going on) and exits 0.
+        "hog-child" => {
+            let status = std::process::Command::new("/proc/self/exe")
+                .args(["alloc", &arg(0)])
+                .status();
+            match status {
+                Ok(s) => println!("child ended: {s}"),
+                Err(e) => println!("child not started: {e}"),
+            }
+            let _ = std::io::stdout().flush();
+            std::thread::sleep(Duration::from_secs(1));
+            println!("survived");
+            0
+        }
         "spin" => spin(arg(0).parse().unwrap_or(1.0)),
         "sleep" => {
             std::thread::sleep(Duration::from_secs_f64(arg(0).parse().unwrap_or(1.0)));

@@ -25,6 +25,7 @@ use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use proto::OomPolicy;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{IsolationError, Result};
@@ -94,6 +95,11 @@ pub struct Limits {
     pub memory_bytes: Option<u64>,
     /// Maximum number of processes (threads count too), the init included.
     pub pids_max: u64,
+    /// Whole-container or single-process OOM kills (v2 `memory.oom.group`; v1: whether
+    /// [`crate::Container::wait`] kills the rest of the container on an OOM event). Records
+    /// written before the field existed read as the old behaviour, `KillTask`.
+    #[serde(default)]
+    pub oom_policy: OomPolicy,
 }
 
 /// CFS period used for hard CPU caps (Mesos' 100 ms).
@@ -182,6 +188,12 @@ pub trait CgroupManager: Send + Sync + Debug {
     /// (v1).
     fn memory_working_set(&self) -> Result<u64>;
     fn memory_report(&self) -> Result<MemoryReport>;
+    /// An eventfd that becomes readable when the kernel's OOM killer runs in the cgroup (v1:
+    /// registered through `cgroup.event_control` on `memory.oom_control`). `None` where the
+    /// backend has no such event or needs none (v2 kills the group itself).
+    fn oom_eventfd(&self) -> Result<Option<OwnedFd>> {
+        Ok(None)
+    }
     /// Removes the cgroup directories, retrying EBUSY; missing directories are fine.
     fn remove(&self) -> Result<()>;
 }

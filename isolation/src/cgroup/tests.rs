@@ -30,6 +30,7 @@ fn flat_keyed_and_lists() {
 
 fn limits(cpus: Option<f64>, hard: bool, mem: Option<u64>) -> Limits {
     Limits {
+        oom_policy: Default::default(),
         cpus,
         cpu_hard_limit: hard,
         memory_bytes: mem,

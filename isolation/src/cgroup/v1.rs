@@ -311,6 +311,28 @@ impl CgroupManager for V1Manager {
         })
     }
 
+    fn oom_eventfd(&self) -> Result<Option<OwnedFd>> {
+        use std::os::fd::{AsRawFd, FromRawFd};
+        let mem = self.dir("memory")?;
+        let control = mem.join("memory.oom_control");
+        let oom_control =
+            File::open(&control).map_err(|e| IsolationError::io("open", &control, e))?;
+        // SAFETY: eventfd(2) with integer arguments; a non-negative result is a new fd we own.
+        let raw = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if raw < 0 {
+            return Err(IsolationError::sys("eventfd", nix::errno::Errno::last()));
+        }
+        // SAFETY: see above; `raw` is ours and not owned elsewhere.
+        let efd = unsafe { OwnedFd::from_raw_fd(raw) };
+        // The kernel takes its own references: memory.oom_control may be closed afterwards, and
+        // closing the eventfd unregisters the event.
+        write_file(
+            &mem.join("cgroup.event_control"),
+            &format!("{} {}", efd.as_raw_fd(), oom_control.as_raw_fd()),
+        )?;
+        Ok(Some(efd))
+    }
+
     fn remove(&self) -> Result<()> {
         let mut first_err = None;
         for d in self.unique_dirs() {

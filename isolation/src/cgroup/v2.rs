@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
+use proto::OomPolicy;
 
 use super::{
     join_cgroup, mkdir_new, open_procs_for_join, parse_flat_keyed, procs_in_subtree, read_file,
@@ -197,8 +198,13 @@ impl CgroupManager for V2Manager {
                 out.push((self.f("memory.swap.max"), "0".into()));
             }
         }
-        // The whole task is one OOM unit: a kill takes every process (and the init with it).
-        out.push((self.f("memory.oom.group"), "1".into()));
+        // KillTask: the whole task is one OOM unit, a kill takes every process (and the init
+        // with it). KillProcess: only the process the kernel picks.
+        let group = match l.oom_policy {
+            OomPolicy::KillTask => "1",
+            OomPolicy::KillProcess => "0",
+        };
+        out.push((self.f("memory.oom.group"), group.into()));
         out.push((self.f("pids.max"), l.pids_max.to_string()));
         out
     }

@@ -48,13 +48,7 @@ fn oom_is_reported_as_memory_limitation() {
     let exit = c.wait().unwrap();
     assert!(exit.oom_killed, "not reported as OOM: {exit:?}");
     assert_ne!(exit.code, Some(0), "{exit:?}");
-    let lim = exit.limitation.clone().expect("a limitation");
-    assert_eq!(lim.resource, proto::LimitedResource::Memory);
-    assert_eq!(lim.limit, 64 << 20);
-    assert!(
-        lim.events.get("oom_kill").copied().unwrap_or(0) >= 1,
-        "{lim:?}"
-    );
+    assert_oom_evidence_at_64mib(&exit);
     assert!(
         !Env::stdout(&spec).contains("allocated 256"),
         "the allocation completed"
@@ -62,6 +56,95 @@ fn oom_is_reported_as_memory_limitation() {
     let paths: Vec<_> = c.cgroup_paths().into_values().collect();
     c.destroy().unwrap();
     assert_gone(&env, "oom", &paths);
+}
+
+/// A memory limitation of 64 MiB with at least one OOM kill counted.
+fn assert_oom_evidence_at_64mib(exit: &isolation::ExitInfo) {
+    let lim = exit.limitation.clone().expect("a memory limitation");
+    assert_eq!(lim.resource, proto::LimitedResource::Memory);
+    assert_eq!(lim.limit, 64 << 20);
+    assert!(
+        lim.events.get("oom_kill").copied().unwrap_or(0) >= 1,
+        "{lim:?}"
+    );
+}
+
+fn destroy_and_check_gone(env: &Env, c: isolation::Container, id: &str) {
+    let paths: Vec<_> = c.cgroup_paths().into_values().collect();
+    c.destroy().unwrap();
+    assert_gone(env, id, &paths);
+}
+
+/// A task whose main process starts a memory hog and goes on (php-fpm's master and a worker).
+fn hog_child_spec(env: &Env, tag: &str, policy: isolation::OomPolicy) -> ContainerSpec {
+    let mut spec = env.spec(tag, &["hog-child", "256"]);
+    spec.memory_bytes = Some(64 << 20);
+    spec.oom_policy = policy;
+    spec
+}
+
+#[test]
+fn oom_policy_kill_task_ends_the_whole_container() {
+    let env = env_or_skip!("oom-task");
+    let spec = hog_child_spec(&env, "oom-task", isolation::OomPolicy::KillTask);
+    let c = env.iso.launch("oom-task", &spec).unwrap();
+    let exit = c.wait().unwrap();
+    let out = Env::stdout(&spec);
+    assert!(exit.oom_killed, "not reported as OOM: {exit:?} {out}");
+    assert_eq!(exit.oom_policy, isolation::OomPolicy::KillTask);
+    assert_eq!(
+        (exit.code, exit.signal),
+        (None, Some(9)),
+        "the main process was not killed with its child: {out}"
+    );
+    assert!(!out.contains("survived"), "the main process went on: {out}");
+    let lim = exit.limitation.clone().expect("a limitation");
+    assert_eq!(lim.limit, 64 << 20);
+    destroy_and_check_gone(&env, c, "oom-task");
+}
+
+#[test]
+fn oom_policy_kill_process_kills_only_the_hog_and_keeps_the_evidence() {
+    let env = env_or_skip!("oom-proc");
+    let spec = hog_child_spec(&env, "oom-proc", isolation::OomPolicy::KillProcess);
+    let c = env.iso.launch("oom-proc", &spec).unwrap();
+    if c.version() == isolation::CgroupVersion::V2 {
+        let group = c.cgroup_paths()["unified"].join("memory.oom.group");
+        assert_eq!(std::fs::read_to_string(group).unwrap().trim(), "0");
+    }
+    let exit = c.wait().unwrap();
+    let out = Env::stdout(&spec);
+    assert_eq!(
+        (exit.code, exit.signal),
+        (Some(0), None),
+        "the main process did not survive: {exit:?} {out}"
+    );
+    assert!(out.contains("child ended: signal: 9"), "{out}");
+    assert!(out.contains("survived"), "{out}");
+    assert!(
+        !exit.oom_killed,
+        "the task was not ended by the OOM killer: {exit:?}"
+    );
+    assert!(exit.success(), "{exit:?}");
+    assert_eq!(exit.oom_policy, isolation::OomPolicy::KillProcess);
+    assert!(exit.oom_kills >= 1, "{exit:?}");
+    assert_oom_evidence_at_64mib(&exit);
+    destroy_and_check_gone(&env, c, "oom-proc");
+}
+
+#[test]
+fn oom_policy_kill_process_main_process_killed_is_a_memory_limit() {
+    let env = env_or_skip!("oom-main");
+    let mut spec = env.spec("oom-main", &["alloc", "256"]);
+    spec.memory_bytes = Some(64 << 20);
+    spec.oom_policy = isolation::OomPolicy::KillProcess;
+    let c = env.iso.launch("oom-main", &spec).unwrap();
+    let exit = c.wait().unwrap();
+    assert!(exit.oom_killed, "not reported as OOM: {exit:?}");
+    assert_eq!(exit.signal, Some(9), "{exit:?}");
+    assert!(exit.oom_kills >= 1, "{exit:?}");
+    assert!(exit.limitation.is_some());
+    c.destroy().unwrap();
 }
 
 #[test]
@@ -72,8 +155,8 @@ fn ordinary_crash_is_not_oom() {
     let c = env.iso.launch("crash", &spec).unwrap();
     let exit = c.wait().unwrap();
     assert_eq!(
-        (exit.code, exit.signal, exit.oom_killed),
-        (Some(3), None, false)
+        (exit.code, exit.signal, exit.oom_killed, exit.oom_kills),
+        (Some(3), None, false, 0)
     );
     assert!(exit.limitation.is_none());
     c.destroy().unwrap();
