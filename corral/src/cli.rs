@@ -146,6 +146,14 @@ pub struct MasterArgs {
     /// bootstrapping a cluster from --peer.
     #[arg(long)]
     pub join: bool,
+    /// Seconds between the raft leader's heartbeats to the other masters (default 0.15).
+    #[arg(long, value_name = "SECS")]
+    pub raft_heartbeat_secs: Option<f64>,
+    /// A follower that hears no leader for a random time in MIN-MAX seconds stands for
+    /// election (default 0.3-0.6). Raise it (and the heartbeat) on WAN links or busy hosts; a
+    /// dead leader is then replaced more slowly. MIN must be at least 3 heartbeats.
+    #[arg(long, value_name = "MIN-MAX")]
+    pub raft_election_timeout_secs: Option<String>,
 }
 
 #[derive(Args, Debug)]

@@ -19,6 +19,9 @@ pub struct MasterFile {
     #[serde(default)]
     pub role_weights: BTreeMap<String, f64>,
     pub agent_timeout_secs: Option<f64>,
+    pub raft_heartbeat_secs: Option<f64>,
+    /// `"MIN-MAX"` seconds, as the flag.
+    pub raft_election_timeout_secs: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -120,6 +123,82 @@ pub fn seconds_or_zero(what: &str, secs: f64) -> Result<Duration> {
     seconds(what, secs)
 }
 
+const HEARTBEAT_FLAG: &str = "raft-heartbeat-secs";
+const ELECTION_FLAG: &str = "raft-election-timeout-secs";
+
+/// A raft timer of `secs` seconds (flag `--what`) in whole milliseconds (openraft's unit):
+/// at least 1 ms and at most [`master::MAX_RAFT_TIMER`].
+fn raft_timer(what: &str, secs: f64) -> Result<Duration> {
+    let d = seconds(what, secs)?;
+    if d > master::MAX_RAFT_TIMER {
+        bail!(
+            "invalid --{what} {secs}: at most {} seconds (an hour)",
+            master::MAX_RAFT_TIMER.as_secs()
+        );
+    }
+    let ms = Duration::from_millis(d.as_millis() as u64);
+    if ms.is_zero() {
+        bail!("invalid --{what} {secs}: at least 0.001 seconds (raft counts milliseconds)");
+    }
+    Ok(ms)
+}
+
+/// The raft heartbeat and election timeout (`MIN-MAX` seconds) from the flags or the file;
+/// `None` where neither sets one (the master's defaults). Checked together with the defaults
+/// of what is not set.
+#[allow(clippy::type_complexity)]
+pub fn raft_timing(
+    heartbeat_secs: Option<f64>,
+    election_secs: Option<&str>,
+) -> Result<(Option<Duration>, Option<(Duration, Duration)>)> {
+    let heartbeat = heartbeat_secs
+        .map(|s| raft_timer(HEARTBEAT_FLAG, s))
+        .transpose()?;
+    let election = match election_secs {
+        None => None,
+        Some(range) => {
+            let usage = || {
+                anyhow::anyhow!(
+                    "invalid --{ELECTION_FLAG} '{range}': expected MIN-MAX seconds, e.g. 1.5-3"
+                )
+            };
+            let (min, max) = range.trim().split_once('-').ok_or_else(usage)?;
+            let min: f64 = min.trim().parse().map_err(|_| usage())?;
+            let max: f64 = max.trim().parse().map_err(|_| usage())?;
+            let (min, max) = (
+                raft_timer(ELECTION_FLAG, min)?,
+                raft_timer(ELECTION_FLAG, max)?,
+            );
+            if min >= max {
+                bail!(
+                    "invalid --{ELECTION_FLAG} '{range}': MIN must be below MAX (each follower \
+                     picks its timeout in between, so that they do not all stand at once)"
+                );
+            }
+            Some((min, max))
+        }
+    };
+    let hb = heartbeat.unwrap_or(master::DEFAULT_HEARTBEAT);
+    let (min, max) = election.unwrap_or(master::DEFAULT_ELECTION_TIMEOUT);
+    let n = master::MIN_ELECTION_HEARTBEATS;
+    if min < hb.saturating_mul(n) {
+        let default = |given: bool| if given { "" } else { " (the default)" };
+        bail!(
+            "--{ELECTION_FLAG} {}-{}{} is too short for --{HEARTBEAT_FLAG} {}{}: its minimum \
+             must be at least {n} heartbeats ({} s), because a follower must miss several \
+             heartbeats before it stands for election (it waits MAX, then a random time in \
+             MIN-MAX), or one late heartbeat (a busy host, a slow link) deposes a healthy leader",
+            min.as_secs_f64(),
+            max.as_secs_f64(),
+            default(election.is_some()),
+            hb.as_secs_f64(),
+            default(heartbeat.is_some()),
+            hb.saturating_mul(n).as_secs_f64(),
+        );
+    }
+    Ok((heartbeat, election))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,5 +229,51 @@ mod tests {
             ("prod".to_owned(), 2.0)
         );
         assert_eq!(parse_attributes("rack:r1;zone:a").expect("ok").len(), 2);
+    }
+
+    #[test]
+    fn raft_timing_is_checked_naming_the_flag() {
+        let ms = Duration::from_millis;
+        assert_eq!(raft_timing(None, None).expect("defaults"), (None, None));
+        assert_eq!(
+            raft_timing(Some(0.5), Some(" 2 - 4 ")).expect("WAN"),
+            (Some(ms(500)), Some((ms(2000), ms(4000))))
+        );
+        // One without the other is checked against the other's default.
+        assert!(raft_timing(Some(0.1), None).is_ok());
+        let e = format!("{:#}", raft_timing(Some(0.5), None).unwrap_err());
+        assert!(
+            e.contains("(the default)") && e.contains("2 heartbeats"),
+            "{e}"
+        );
+        assert!(raft_timing(None, Some("1-2")).is_ok());
+        assert!(raft_timing(Some(1.0), Some("2-4")).is_ok());
+        for (hb, range, flag, says) in [
+            (Some(0.0), None, HEARTBEAT_FLAG, "positive"),
+            (Some(-1.0), None, HEARTBEAT_FLAG, "positive"),
+            (Some(f64::NAN), None, HEARTBEAT_FLAG, "positive"),
+            (Some(1e300), None, HEARTBEAT_FLAG, "too many"),
+            (Some(3601.0), None, HEARTBEAT_FLAG, "an hour"),
+            (Some(0.0001), None, HEARTBEAT_FLAG, "0.001"),
+            (None, Some("2"), ELECTION_FLAG, "MIN-MAX"),
+            (None, Some("a-b"), ELECTION_FLAG, "MIN-MAX"),
+            (None, Some("0-1"), ELECTION_FLAG, "positive"),
+            (None, Some("1-1e300"), ELECTION_FLAG, "too many"),
+            (None, Some("1-4000"), ELECTION_FLAG, "an hour"),
+            (None, Some("2-1"), ELECTION_FLAG, "below MAX"),
+            (None, Some("1-1.0001"), ELECTION_FLAG, "below MAX"),
+            (
+                Some(1.0),
+                Some("1.999-4"),
+                ELECTION_FLAG,
+                "several heartbeats",
+            ),
+        ] {
+            let e = format!("{:#}", raft_timing(hb, range).unwrap_err());
+            assert!(
+                e.contains(flag) && e.contains(says),
+                "{hb:?} {range:?}: {e}"
+            );
+        }
     }
 }

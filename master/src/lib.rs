@@ -8,5 +8,8 @@
 
 mod server;
 
-pub use master_raft::MasterNode;
+pub use master_raft::{
+    MasterNode, DEFAULT_ELECTION_TIMEOUT, DEFAULT_HEARTBEAT, MAX_RAFT_TIMER,
+    MIN_ELECTION_HEARTBEATS,
+};
 pub use server::{Config, MasterError, MasterServer, RaftSetup};

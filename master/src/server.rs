@@ -50,6 +50,26 @@ pub struct RaftSetup {
     /// Join an existing cluster (added by `corral masters add` on its leader) instead of
     /// bootstrapping one from `peers`.
     pub join: bool,
+    /// The leader's heartbeat interval; `None`: [`master_raft::DEFAULT_HEARTBEAT`].
+    pub heartbeat: Option<Duration>,
+    /// A follower that hears no leader for a random time in this range stands for election;
+    /// `None`: [`master_raft::DEFAULT_ELECTION_TIMEOUT`].
+    pub election_timeout: Option<(Duration, Duration)>,
+}
+
+impl RaftSetup {
+    /// The raft configuration of master `id` keeping its raft state in `dir`.
+    pub fn raft_config(&self, id: u64, dir: PathBuf) -> RaftConfig {
+        let mut cfg = RaftConfig::new(id, dir);
+        if let Some(hb) = self.heartbeat {
+            cfg.heartbeat = hb;
+        }
+        if let Some((min, max)) = self.election_timeout {
+            cfg.election_min = min;
+            cfg.election_max = max;
+        }
+        cfg
+    }
 }
 
 /// Everything the master daemon needs to run.
@@ -171,7 +191,9 @@ impl MasterServer {
         let mut members = config.raft.peers.clone();
         members.insert(raft_id, me.clone());
         let registry = ReplicatedRegistry::start(
-            RaftConfig::new(raft_id, config.data_dir.join("raft")),
+            config
+                .raft
+                .raft_config(raft_id, config.data_dir.join("raft")),
             me,
             config.identity.clone(),
             endpoint.clone(),
@@ -749,5 +771,41 @@ fn drain_outputs(
         if outboxes.remove(&session).is_some() {
             master.handle_disconnected(Instant::now(), session);
         }
+    }
+}
+
+#[cfg(test)]
+mod raft_setup_tests {
+    use super::*;
+
+    #[test]
+    fn the_timers_set_override_the_defaults_and_only_those() {
+        let dir = PathBuf::from("/nonexistent");
+        let d = RaftSetup::default().raft_config(1, dir.clone());
+        assert_eq!(d.heartbeat, master_raft::DEFAULT_HEARTBEAT);
+        let setup = RaftSetup {
+            heartbeat: Some(Duration::from_millis(500)),
+            election_timeout: Some((Duration::from_secs(2), Duration::from_secs(4))),
+            ..Default::default()
+        };
+        let c = setup.raft_config(2, dir.clone());
+        assert_eq!(
+            (c.node_id, c.heartbeat, c.election_min, c.election_max),
+            (
+                2,
+                Duration::from_millis(500),
+                Duration::from_secs(2),
+                Duration::from_secs(4)
+            )
+        );
+        let only_hb = RaftSetup {
+            heartbeat: Some(Duration::from_millis(50)),
+            ..Default::default()
+        }
+        .raft_config(1, dir);
+        assert_eq!(
+            (only_hb.election_min, only_hb.election_max),
+            master_raft::DEFAULT_ELECTION_TIMEOUT
+        );
     }
 }

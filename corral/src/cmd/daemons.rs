@@ -28,6 +28,12 @@ pub async fn master(args: MasterArgs) -> Result<u8> {
         format!("invalid --listen '{listen}': expected IP:PORT, e.g. 0.0.0.0:5050")
     })?;
     let data_dir = config::required(args.data_dir.clone(), file.data_dir.clone(), "data-dir")?;
+    let (heartbeat, election_timeout) = config::raft_timing(
+        args.raft_heartbeat_secs.or(file.raft_heartbeat_secs),
+        args.raft_election_timeout_secs
+            .as_deref()
+            .or(file.raft_election_timeout_secs.as_deref()),
+    )?;
     let identity = load_identity(
         &args.tls,
         (
@@ -69,6 +75,8 @@ pub async fn master(args: MasterArgs) -> Result<u8> {
         peers: Default::default(),
         advertise: args.advertise.clone(),
         join: args.join,
+        heartbeat,
+        election_timeout,
     };
     for p in &args.peers {
         let (id, node) = parse_peer(p)?;

@@ -162,14 +162,84 @@ fn bad_flags_get_clear_errors() {
     );
 }
 
-/// Out-of-range numbers in a master's flags are clear errors, not a panic: seconds beyond what
-/// a duration holds, infinite or NaN.
-#[test]
-fn a_master_refuses_out_of_range_timeouts_with_a_clear_error() {
+/// A scratch directory with a master certificate m1, and the master's data dir in it.
+fn master_scratch() -> (tempfile::TempDir, integration::Certs, String) {
     let dir = tempfile::tempdir().expect("tempdir");
     let certs = integration::Certs::new(&dir.path().join("certs"));
     certs.issue("master", "m1");
     let data = dir.path().join("data").display().to_string();
+    (dir, certs, data)
+}
+
+/// Runs `corral master` (certificate m1) with `extra` flags, asserts it exits with an error
+/// rather than a panic, and returns its stderr.
+fn master_refuses(certs: &integration::Certs, data: &str, extra: &[String]) -> String {
+    let mut args: Vec<String> = ["master", "--listen", "127.0.0.1:0", "--data-dir", data]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    args.extend(certs.flags("m1"));
+    args.extend(extra.iter().cloned());
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = corral(&refs, &[], Duration::from_secs(20));
+    let err = stderr(&out);
+    assert!(
+        !out.status.success() && out.status.code() != Some(101) && !err.contains("panicked"),
+        "{extra:?}: {:?}\n{err}",
+        out.status
+    );
+    err
+}
+
+/// Raft timers that cannot work are refused before the master starts, naming the flag (or the
+/// config key) and saying why; never a panic.
+#[test]
+fn a_master_refuses_unworkable_raft_timers_naming_the_flag() {
+    let (dir, certs, data) = master_scratch();
+    let file = dir.path().join("master.toml");
+    std::fs::write(&file, "raft_election_timeout_secs = \"3-1\"\n").expect("write");
+    let file = file.display().to_string();
+    let hb = "--raft-heartbeat-secs";
+    let el = "--raft-election-timeout-secs";
+    for (flags, says) in [
+        (vec![format!("{hb}=0")], "positive"),
+        (vec![format!("{hb}=-1")], "positive"),
+        (vec![format!("{hb}=1e300")], "too many"),
+        (vec![format!("{hb}=inf")], "positive"),
+        (vec![format!("{hb}=7200")], "an hour"),
+        (vec![format!("{hb}=0.0001")], "0.001"),
+        // The heartbeat alone, against the default election timeout (0.3-0.6 s).
+        (vec![format!("{hb}=1")], "several heartbeats"),
+        (vec![format!("{el}=2")], "MIN-MAX"),
+        (vec![format!("{el}=0-1")], "positive"),
+        (vec![format!("{el}=2-1")], "below MAX"),
+        (vec![format!("{el}=1-1e300")], "too many"),
+        (vec![format!("{el}=1-4000")], "an hour"),
+        (
+            vec![format!("{hb}=1"), format!("{el}=1.5-4")],
+            "several heartbeats",
+        ),
+        // From the config file: named the same way.
+        (vec!["--config".to_owned(), file.clone()], "below MAX"),
+    ] {
+        let err = master_refuses(&certs, &data, &flags);
+        let named = if flags.iter().any(|f| f.starts_with(el) || f == "--config") {
+            &el[2..]
+        } else {
+            &hb[2..]
+        };
+        assert!(
+            err.contains(named) && err.contains(says),
+            "{flags:?}: the error names {named} and says '{says}': {err}"
+        );
+    }
+}
+
+/// Out-of-range numbers in a master's flags are clear errors, not a panic: seconds beyond what
+/// a duration holds, infinite or NaN.
+#[test]
+fn a_master_refuses_out_of_range_timeouts_with_a_clear_error() {
+    let (dir, certs, data) = master_scratch();
     for (flag, value) in [
         ("--offer-timeout-secs", "1e300"),
         ("--offer-timeout-secs", "inf"),
@@ -177,20 +247,7 @@ fn a_master_refuses_out_of_range_timeouts_with_a_clear_error() {
         ("--agent-timeout-secs", "1e300"),
         ("--agent-timeout-secs", "-1"),
     ] {
-        let mut args: Vec<String> = ["master", "--listen", "127.0.0.1:0", "--data-dir", &data]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        args.extend(certs.flags("m1"));
-        args.push(format!("{flag}={value}"));
-        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        let out = corral(&refs, &[], Duration::from_secs(20));
-        let err = stderr(&out);
-        assert!(
-            !out.status.success() && out.status.code() != Some(101) && !err.contains("panicked"),
-            "{flag} {value}: {:?}\n{err}",
-            out.status
-        );
+        let err = master_refuses(&certs, &data, &[format!("{flag}={value}")]);
         assert!(
             err.contains(&flag[2..]),
             "{flag} {value}: the error names the flag: {err}"

@@ -272,3 +272,24 @@ fn a_leader_cut_off_from_the_others_is_replaced_and_rejoins_as_a_follower() {
     drop(c);
     drop(lab);
 }
+
+/// The raft timers from the config file and the flags (flags winning) are the ones openraft
+/// runs with: the master logs the configuration it handed to openraft.
+#[test]
+fn raft_timers_from_the_file_and_flags_reach_openraft() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("master.toml");
+    std::fs::write(
+        &file,
+        "raft_heartbeat_secs = 0.2\nraft_election_timeout_secs = \"1-2.5\"\n",
+    )
+    .expect("write");
+    let file = file.display().to_string();
+    let c = Cluster::start_master(&["--config", &file, "--raft-election-timeout-secs", "1.5-3"]);
+    c.master.wait_for_log(
+        "heartbeat_ms=200 election_timeout_min_ms=1500 election_timeout_max_ms=3000",
+        Duration::from_secs(10),
+    );
+    // And the master serves as usual: a one-voter cluster elects itself at once.
+    c.wait_for_leader(T);
+}

@@ -67,7 +67,8 @@ pub use log_store::{LogReader, LogStore, StoreError};
 pub use master_core::{Registry, RegistryOp};
 pub use registry::{
     ClusterStatus, MembershipError, Pending, ProposeError, RaftConfig, RaftError,
-    ReplicatedRegistry, MAX_BATCH_OPS, MAX_INFLIGHT_BATCHES, PROPOSE_QUEUE,
+    ReplicatedRegistry, DEFAULT_ELECTION_TIMEOUT, DEFAULT_HEARTBEAT, MAX_BATCH_OPS,
+    MAX_INFLIGHT_BATCHES, MAX_RAFT_TIMER, MIN_ELECTION_HEARTBEATS, PROPOSE_QUEUE,
 };
 pub use state_machine::{CommitEvent, StateMachine, Subscription, COMMIT_CHANNEL_CAPACITY};
 

@@ -28,6 +28,22 @@ pub const MAX_BATCH_OPS: usize = 256;
 /// op is proposed at once.
 pub const MAX_INFLIGHT_BATCHES: usize = 4;
 
+/// The default heartbeat interval (see [`RaftConfig::new`]).
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_millis(150);
+/// The default election timeout range (see [`RaftConfig::new`]).
+pub const DEFAULT_ELECTION_TIMEOUT: (Duration, Duration) =
+    (Duration::from_millis(300), Duration::from_millis(600));
+/// The shortest election timeout minimum, in heartbeats. A follower must miss several
+/// heartbeats in a row before it stands, or one late heartbeat (a busy host, a lost packet)
+/// deposes a healthy leader. A follower that has seen a leader waits the leader lease (the
+/// election timeout maximum) plus its timeout (at least the minimum), so with the minimum at
+/// two heartbeats it stands only after more than four missed heartbeats (the defaults: 0.9 s
+/// or more, six heartbeats).
+pub const MIN_ELECTION_HEARTBEATS: u32 = 2;
+/// No raft timer may be longer than this: beyond it a dead leader would go unnoticed for hours,
+/// which is a typo rather than a choice.
+pub const MAX_RAFT_TIMER: Duration = Duration::from_secs(3600);
+
 /// How a master takes part in raft.
 #[derive(Clone, Debug)]
 pub struct RaftConfig {
@@ -73,16 +89,46 @@ impl RaftConfig {
         RaftConfig {
             node_id,
             data_dir: data_dir.into(),
-            heartbeat: Duration::from_millis(150),
-            election_min: Duration::from_millis(300),
-            election_max: Duration::from_millis(600),
+            heartbeat: DEFAULT_HEARTBEAT,
+            election_min: DEFAULT_ELECTION_TIMEOUT.0,
+            election_max: DEFAULT_ELECTION_TIMEOUT.1,
             snapshot_every: 10_000,
             keep_after_snapshot: 1_000,
             add_master_catch_up: Duration::from_secs(10),
         }
     }
 
+    /// Checks the timers (openraft counts whole milliseconds): the heartbeat at least 1 ms, the
+    /// election timeout at least [`MIN_ELECTION_HEARTBEATS`] heartbeats, its minimum below its
+    /// maximum, and none beyond [`MAX_RAFT_TIMER`]. The daemon checks its flags the same way
+    /// first, naming them; this guards every other caller (openraft would panic on a zero tick).
+    pub fn check_timing(&self) -> Result<(), RaftError> {
+        let bad = |why: String| Err(RaftError::Config(why));
+        let (hb, min, max) = (self.heartbeat, self.election_min, self.election_max);
+        if hb < Duration::from_millis(1) {
+            return bad(format!("heartbeat {hb:?}: must be at least 1 ms"));
+        }
+        if max > MAX_RAFT_TIMER {
+            return bad(format!(
+                "election timeout {max:?}: at most {MAX_RAFT_TIMER:?}"
+            ));
+        }
+        if min >= max || min.as_millis() >= max.as_millis() {
+            return bad(format!(
+                "election timeout {min:?}-{max:?}: the minimum must be below the maximum"
+            ));
+        }
+        if min < hb.saturating_mul(MIN_ELECTION_HEARTBEATS) {
+            return bad(format!(
+                "election timeout minimum {min:?} is under {MIN_ELECTION_HEARTBEATS} heartbeats \
+                 ({hb:?} each): a follower must miss several heartbeats before it stands"
+            ));
+        }
+        Ok(())
+    }
+
     fn openraft_config(&self) -> Result<openraft::Config, RaftError> {
+        self.check_timing()?;
         let ms = |d: Duration| d.as_millis().min(u128::from(u64::MAX)) as u64;
         let cfg = openraft::Config {
             cluster_name: "corral-masters".into(),
@@ -308,6 +354,12 @@ impl ReplicatedRegistry {
             });
         }
         let config = Arc::new(cfg.openraft_config()?);
+        tracing::info!(
+            heartbeat_ms = config.heartbeat_interval,
+            election_timeout_min_ms = config.election_timeout_min,
+            election_timeout_max_ms = config.election_timeout_max,
+            "raft timing"
+        );
         let log_dir = cfg.data_dir.join("log");
         let snap_dir = cfg.data_dir.join("snapshot");
         let (log, sm) = tokio::task::spawn_blocking(move || {
@@ -612,5 +664,63 @@ impl ReplicatedRegistry {
         }
         self.sm.unsubscribe();
         self.network.close_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(hb: u64, min: u64, max: u64) -> RaftConfig {
+        let mut c = RaftConfig::new(1, "/nonexistent");
+        c.heartbeat = Duration::from_millis(hb);
+        c.election_min = Duration::from_millis(min);
+        c.election_max = Duration::from_millis(max);
+        c
+    }
+
+    #[test]
+    fn the_timers_reach_openraft() {
+        let d = RaftConfig::new(1, "/nonexistent")
+            .openraft_config()
+            .expect("defaults");
+        assert_eq!(
+            (
+                d.heartbeat_interval,
+                d.election_timeout_min,
+                d.election_timeout_max
+            ),
+            (150, 300, 600)
+        );
+        let c = cfg(1000, 5000, 10_000)
+            .openraft_config()
+            .expect("WAN timing");
+        assert_eq!(
+            (
+                c.heartbeat_interval,
+                c.election_timeout_min,
+                c.election_timeout_max
+            ),
+            (1000, 5000, 10_000)
+        );
+    }
+
+    #[test]
+    fn bad_timers_are_errors_not_panics() {
+        for (hb, min, max, says) in [
+            (0, 300, 600, "at least 1 ms"),
+            (150, 600, 600, "below the maximum"),
+            (150, 700, 600, "below the maximum"),
+            (150, 299, 600, "2 heartbeats"),
+            (150, 300, 3_600_001, "at most"),
+        ] {
+            let e = cfg(hb, min, max).openraft_config().unwrap_err().to_string();
+            assert!(e.contains(says), "{hb} {min}-{max}: {e}");
+        }
+        // Sub-millisecond differences vanish in openraft's whole milliseconds.
+        let mut c = cfg(100, 300, 300);
+        c.election_max += Duration::from_micros(500);
+        assert!(c.openraft_config().is_err());
+        assert!(cfg(100, 300, 3_600_000).openraft_config().is_ok());
     }
 }
