@@ -208,6 +208,25 @@ mod tests {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../systemd");
         let m: MasterFile = load(Some(&root.join("master.toml"))).expect("master.toml");
         assert_eq!(m.listen.as_deref(), Some("0.0.0.0:5050"));
+        // The commented raft keys, uncommented, are the defaults and pass the checks.
+        let text = std::fs::read_to_string(root.join("master.toml")).expect("master.toml");
+        let raft: String = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# raft_"))
+            .map(|l| format!("raft_{}\n", l.split(" #").next().unwrap_or(l)))
+            .collect();
+        let r: MasterFile = toml::from_str(&raft).expect(&raft);
+        assert_eq!(
+            raft_timing(
+                r.raft_heartbeat_secs,
+                r.raft_election_timeout_secs.as_deref()
+            )
+            .expect("sample raft timers"),
+            (
+                Some(master::DEFAULT_HEARTBEAT),
+                Some(master::DEFAULT_ELECTION_TIMEOUT)
+            )
+        );
         let a: AgentFile = load(Some(&root.join("agent.toml"))).expect("agent.toml");
         assert_eq!(a.default_user.as_deref(), Some("nobody"));
         assert_eq!(a.isolation.as_deref(), Some("auto"));

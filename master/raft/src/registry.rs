@@ -85,6 +85,10 @@ impl RaftConfig {
     /// a higher term, deposing a healthy leader) is covered by its leader lease: a master that
     /// heard from a leader within the election timeout rejects vote requests, so the rejoining
     /// master cannot win and steps back to follower when it hears the leader.
+    ///
+    /// Sysadmins change the timers with `corral master --raft-heartbeat-secs` and
+    /// `--raft-election-timeout-secs MIN-MAX` (WAN links, busy hosts); [`Self::check_timing`]
+    /// says what is allowed.
     pub fn new(node_id: NodeId, data_dir: impl Into<PathBuf>) -> RaftConfig {
         RaftConfig {
             node_id,
