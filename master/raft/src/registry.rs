@@ -396,6 +396,15 @@ impl ReplicatedRegistry {
     /// one master only, or on all with the same members; different member sets on different
     /// masters would make two clusters.
     pub async fn initialize(&self, members: BTreeMap<NodeId, MasterNode>) -> Result<(), RaftError> {
+        // A restarted master has a log: asking openraft anyway would only make it log an error.
+        if self
+            .raft
+            .is_initialized()
+            .await
+            .map_err(|e| RaftError::Initialize(e.to_string()))?
+        {
+            return Ok(());
+        }
         match self.raft.initialize(members).await {
             Ok(()) => Ok(()),
             Err(OrRaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
