@@ -179,6 +179,58 @@ struct Agent {
     backoff: Duration,
     next_limit_check: Instant,
     next_gc: Instant,
+    pressure: PressureReader,
+}
+
+/// Reads the node's pressure (PSI) for each usage report. The kernel's support is probed once at
+/// start (and logged); a read that fails later is logged once until reads work again.
+struct PressureReader {
+    available: bool,
+    failing: bool,
+}
+
+impl PressureReader {
+    fn probe() -> PressureReader {
+        let dir = std::path::Path::new(isolation::PROC_PRESSURE);
+        let available = match isolation::read_node_pressure(dir) {
+            Ok(Some(_)) => true,
+            Ok(None) => {
+                tracing::info!(
+                    "the kernel reports no pressure stall information ({} missing or PSI off, \
+                     e.g. psi=0): offers carry no node pressure",
+                    dir.display()
+                );
+                false
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read node pressure; will retry with each usage report");
+                true
+            }
+        };
+        PressureReader {
+            available,
+            failing: false,
+        }
+    }
+
+    fn read(&mut self) -> Option<proto::NodePressure> {
+        if !self.available {
+            return None;
+        }
+        match isolation::read_node_pressure(std::path::Path::new(isolation::PROC_PRESSURE)) {
+            Ok(p) => {
+                self.failing = false;
+                p
+            }
+            Err(e) => {
+                if !self.failing {
+                    tracing::warn!(error = %e, "cannot read node pressure; usage reports go without it");
+                }
+                self.failing = true;
+                None
+            }
+        }
+    }
 }
 
 /// Runs the agent until `shutdown` completes. Tasks keep running when the agent stops.
@@ -266,6 +318,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         // Right after recovery: limits may have drifted while the agent was down.
         next_limit_check: Instant::now(),
         next_gc: Instant::now() + GC_INTERVAL,
+        pressure: PressureReader::probe(),
     };
     agent.recover().await;
     let mut tick = tokio::time::interval(TICK);
@@ -711,7 +764,8 @@ impl Agent {
     }
 
     /// Each command task's container usage, and for an executor's live tasks the usage of the
-    /// executor's container, which they share (Mesos reports usage per executor too).
+    /// executor's container, which they share (Mesos reports usage per executor too); with the
+    /// node's pressure, sent even when no task runs.
     async fn send_usage(&mut self) {
         let mut per_executor: BTreeMap<ExecKey, Option<proto::ResourceUsage>> = BTreeMap::new();
         for (key, e) in &self.executors {
@@ -733,8 +787,9 @@ impl Agent {
                 })
             })
             .collect();
-        if !tasks.is_empty() {
-            self.send(AgentToMaster::Usage { tasks }).await;
+        let pressure = self.pressure.read();
+        if !tasks.is_empty() || pressure.is_some() {
+            self.send(AgentToMaster::Usage { tasks, pressure }).await;
         }
     }
 

@@ -74,6 +74,12 @@ pub enum IsolationError {
     LimitBelowUsage { id: String, limit: u64, usage: u64 },
     #[error("cannot change the limits of container {id}: {reason}")]
     LimitChange { id: String, reason: String },
+    #[error("cannot parse {path}: {source}")]
+    Pressure {
+        path: PathBuf,
+        #[source]
+        source: crate::pressure::PressureParseError,
+    },
     #[error("timed out after {seconds:.1} s waiting for {what}")]
     Timeout { what: String, seconds: f64 },
 }

@@ -4,7 +4,8 @@
 //! mount, uts, ipc, optionally network), the in-container init ([`init_main`], PID 1: private
 //! /proc and /tmp, hostname, privilege drop, signal forwarding, reaping, status file), observing
 //! (exit, OOM kill as a memory limitation, usage), killing every process of a task, re-attaching
-//! after an agent restart, cleanup, and the node resources the agent may offer.
+//! after an agent restart, cleanup, and the node resources the agent may offer and the node's
+//! pressure (PSI, [`read_node_pressure`]).
 //!
 //! **Architecture invariant:** only this crate writes under the cgroup filesystem, and only inside
 //! the agent's own cgroup (nested under the process's own cgroup in each hierarchy; never a
@@ -23,6 +24,7 @@ mod init;
 mod isolator;
 mod launch;
 mod node;
+mod pressure;
 mod spec;
 mod view;
 
@@ -35,6 +37,9 @@ pub use isolator::{
     MIN_MEMORY_BYTES, MIN_PIDS, START_TIMEOUT,
 };
 pub use node::{parse_cpu_max_milli, NodeResources, Reservation};
+pub use pressure::{
+    parse_pressure, read_node_pressure, Pressure, PressureLine, PressureParseError, PROC_PRESSURE,
+};
 pub use proto::OomPolicy;
 pub use spec::{ContainerSpec, ExitStatus, FsView, InitSpec, Namespaces, NetworkNs};
 

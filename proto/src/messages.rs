@@ -107,9 +107,12 @@ pub enum AgentToMaster {
         framework_id: FrameworkId,
         status: TaskStatus,
     },
-    /// Periodic resource usage of the agent's tasks.
+    /// Periodic resource usage of the agent's tasks, and the node's pressure (PSI) when the
+    /// kernel reports it.
     Usage {
         tasks: Vec<TaskUsage>,
+        #[serde(default)]
+        pressure: Option<NodePressure>,
     },
     /// An answer to [`MasterToAgent::ReadLog`].
     LogChunk {
@@ -489,6 +492,50 @@ pub struct ResourceUsage {
     pub pids_current: u64,
 }
 
+/// How much the node's work stalls for lack of CPU, memory or IO (Linux pressure stall
+/// information, `/proc/pressure/{cpu,memory,io}`), averaged over the last 10 seconds.
+///
+/// Fixed-point like [`Resources`]: each value is hundredths of a percent of wall-clock time
+/// (`41` = 0.41 %, `10000` = 100 %), exactly the kernel's two decimals. `some` is the share of
+/// time at least one runnable task was stalled, `full` the share all non-idle tasks were
+/// (throughput lost). System-wide CPU `full` is not reported: the kernel sets it to zero or
+/// leaves it out.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodePressure {
+    #[serde(default)]
+    pub cpu_some_avg10: u32,
+    #[serde(default)]
+    pub memory_some_avg10: u32,
+    #[serde(default)]
+    pub memory_full_avg10: u32,
+    #[serde(default)]
+    pub io_some_avg10: u32,
+    #[serde(default)]
+    pub io_full_avg10: u32,
+}
+
+impl NodePressure {
+    /// The largest value any field can have: 100 %.
+    pub const MAX: u32 = 10_000;
+
+    /// Every value clamped to [`NodePressure::MAX`] (a peer's message is not trusted).
+    pub fn clamped(self) -> NodePressure {
+        let c = |v: u32| v.min(Self::MAX);
+        NodePressure {
+            cpu_some_avg10: c(self.cpu_some_avg10),
+            memory_some_avg10: c(self.memory_some_avg10),
+            memory_full_avg10: c(self.memory_full_avg10),
+            io_some_avg10: c(self.io_some_avg10),
+            io_full_avg10: c(self.io_full_avg10),
+        }
+    }
+
+    /// A value as a percentage, `"0.41"`.
+    pub fn percent(v: u32) -> String {
+        format!("{}.{:02}", v / 100, v % 100)
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TaskUsage {
     pub framework_id: FrameworkId,
@@ -629,6 +676,10 @@ pub struct Offer {
     /// The role the resources are allocated to.
     #[serde(default)]
     pub role: String,
+    /// The agent's latest reported pressure (soft state: `None` when the kernel has no PSI, the
+    /// agent has not reported yet, or the master took office since).
+    #[serde(default)]
+    pub pressure: Option<NodePressure>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -751,6 +802,9 @@ pub struct AgentState {
     pub attributes: BTreeMap<String, String>,
     #[serde(default)]
     pub version: String,
+    /// The agent's latest reported pressure (see [`Offer::pressure`]).
+    #[serde(default)]
+    pub pressure: Option<NodePressure>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

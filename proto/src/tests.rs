@@ -176,6 +176,53 @@ fn newer_peer_reads_messages_missing_new_fields() {
     assert_eq!(st.limitation, None);
 }
 
+// A usage report as an agent before pressure sent it.
+#[derive(Serialize)]
+enum PastAgentToMaster {
+    Usage { tasks: Vec<TaskUsage> },
+}
+
+#[derive(Serialize)]
+enum PastClientFrame {
+    Agent(PastAgentToMaster),
+}
+
+#[test]
+fn usage_pressure_is_optional_both_ways() {
+    let past = PastClientFrame::Agent(PastAgentToMaster::Usage { tasks: vec![] });
+    let bytes = encode_to_vec(&past, MAX_FRAME_LEN).unwrap();
+    let (now, _): (ClientFrame, usize) = decode(&bytes, MAX_FRAME_LEN).unwrap().unwrap();
+    assert_eq!(
+        now,
+        ClientFrame::Agent(AgentToMaster::Usage {
+            tasks: vec![],
+            pressure: None
+        })
+    );
+    let pressure = NodePressure {
+        cpu_some_avg10: 1,
+        memory_some_avg10: 41,
+        memory_full_avg10: 12,
+        io_some_avg10: 120,
+        io_full_avg10: 10_000,
+    };
+    let frame = ClientFrame::Agent(AgentToMaster::Usage {
+        tasks: vec![],
+        pressure: Some(pressure),
+    });
+    let bytes = encode_to_vec(&frame, MAX_FRAME_LEN).unwrap();
+    let (back, _): (ClientFrame, usize) = decode(&bytes, MAX_FRAME_LEN).unwrap().unwrap();
+    assert_eq!(back, frame);
+    assert_eq!(NodePressure::percent(41), "0.41");
+    assert_eq!(NodePressure::percent(10_000), "100.00");
+    let wild = NodePressure {
+        io_full_avg10: u32::MAX,
+        ..pressure
+    };
+    assert_eq!(wild.clamped().io_full_avg10, NodePressure::MAX);
+    assert_eq!(wild.clamped().memory_some_avg10, 41);
+}
+
 #[test]
 fn resources_parse_and_arithmetic() {
     let r: Resources = "cpus:4;mem:4GiB;disk:20GiB;ports:[31000-32000]"

@@ -4,8 +4,8 @@ use super::client_options;
 use crate::cli::{AgentIdArgs, KillArgs, LogsArgs, MastersCommand, StateArgs, TeardownArgs};
 use anyhow::{bail, Result};
 use proto::{
-    format_size, ClusterState, FrameworkId, LogStream, OperatorCall, OperatorReply, Resources,
-    StatusReason, TaskId, TaskSummary,
+    format_size, ClusterState, FrameworkId, LogStream, NodePressure, OperatorCall, OperatorReply,
+    Resources, StatusReason, TaskId, TaskSummary,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
@@ -31,6 +31,19 @@ pub async fn state(args: StateArgs) -> Result<u8> {
         print!("{}", render(&state, now_ms));
     }
     Ok(0)
+}
+
+/// A node's pressure in one column: the `some` averages over 10 s (`--json` has `full` too).
+fn psi(p: Option<&NodePressure>) -> String {
+    match p {
+        Some(p) => format!(
+            "psi cpu {}% mem {}% io {}%",
+            NodePressure::percent(p.cpu_some_avg10),
+            NodePressure::percent(p.memory_some_avg10),
+            NodePressure::percent(p.io_some_avg10)
+        ),
+        None => "-".to_owned(),
+    }
 }
 
 fn res(r: &Resources) -> String {
@@ -125,18 +138,19 @@ pub fn render(s: &ClusterState, now_ms: u64) -> String {
     }
     out.push_str(&format!("\nAGENTS ({})\n", s.agents.len()));
     out.push_str(&format!(
-        "  {:<22} {:<20} {:<12} {:<22} {:<22} {:<22}\n",
-        "ID", "HOSTNAME", "STATUS", "TOTAL", "USED", "OFFERED"
+        "  {:<22} {:<20} {:<12} {:<22} {:<22} {:<22} {}\n",
+        "ID", "HOSTNAME", "STATUS", "TOTAL", "USED", "OFFERED", "PRESSURE"
     ));
     for a in &s.agents {
         out.push_str(&format!(
-            "  {:<22} {:<20} {:<12} {:<22} {:<22} {:<22}\n",
+            "  {:<22} {:<20} {:<12} {:<22} {:<22} {:<22} {}\n",
             a.id.as_str(),
             a.hostname,
             format!("{:?}", a.status),
             res(&a.total),
             res(&a.used),
-            res(&a.offered)
+            res(&a.offered),
+            psi(a.pressure.as_ref())
         ));
     }
     out.push_str(&format!("\nFRAMEWORKS ({})\n", s.frameworks.len()));
@@ -411,6 +425,44 @@ mod tests {
             roles: vec!["*".into()],
             removed_at_ms,
         }
+    }
+
+    #[test]
+    fn agents_show_their_pressure() {
+        let agent = |id: &str, pressure| proto::AgentState {
+            id: AgentId::new(id),
+            hostname: "node".into(),
+            status: proto::AgentStatus::Active,
+            total: Resources::default(),
+            used: Resources::default(),
+            offered: Resources::default(),
+            attributes: BTreeMap::new(),
+            version: String::new(),
+            pressure,
+        };
+        let mut s = ClusterState::default();
+        let hot = NodePressure {
+            cpu_some_avg10: 250,
+            memory_some_avg10: 41,
+            memory_full_avg10: 10,
+            io_some_avg10: 1200,
+            io_full_avg10: 700,
+        };
+        s.agents.push(agent("a1", Some(hot)));
+        s.agents.push(agent("a2", None));
+        let text = render(&s, 0);
+        let line = |id: &str| {
+            text.lines()
+                .find(|l| l.trim_start().starts_with(id))
+                .unwrap_or_default()
+                .to_owned()
+        };
+        assert!(text.contains("PRESSURE"), "{text}");
+        assert!(
+            line("a1").ends_with("psi cpu 2.50% mem 0.41% io 12.00%"),
+            "{text}"
+        );
+        assert!(line("a2").ends_with(" -"), "{text}");
     }
 
     #[test]

@@ -10,9 +10,9 @@ use crate::timers::{TimerKey, Timers};
 use proto::{
     AgentId, AgentStatus, AgentToMaster, ClientFrame, ClusterState, ErrorCode, ErrorReply,
     ExecutorInfo, FrameworkCall, FrameworkEvent, FrameworkId, FrameworkInfo, FrameworkSummary,
-    MasterToAgent, MastersState, Offer, OfferId, OfferOperation, OperatorCall, OperatorReply,
-    PeerIdentity, ReconcileTask, ResourceUsage, Resources, Role, ServerFrame, StatusReason,
-    StatusSource, StatusUuid, TaskId, TaskInfo, TaskReport, TaskState, TaskStatus,
+    MasterToAgent, MastersState, NodePressure, Offer, OfferId, OfferOperation, OperatorCall,
+    OperatorReply, PeerIdentity, ReconcileTask, ResourceUsage, Resources, Role, ServerFrame,
+    StatusReason, StatusSource, StatusUuid, TaskId, TaskInfo, TaskReport, TaskState, TaskStatus,
 };
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -65,6 +65,9 @@ struct AgentRt {
     /// Refusal filters on this agent, by framework index.
     filters: AgentFilters,
     usage: BTreeMap<TaskKey, ResourceUsage>,
+    /// The node's pressure from the agent's latest usage report (never replicated: a new
+    /// leader knows it from the next report).
+    pressure: Option<NodePressure>,
 }
 
 /// Soft state of a framework.
@@ -796,6 +799,7 @@ impl Master {
                     offers: BTreeSet::new(),
                     filters: AgentFilters::default(),
                     usage: BTreeMap::new(),
+                    pressure: None,
                 },
             );
             let at = self.now
@@ -1147,6 +1151,7 @@ impl Master {
                     resources,
                     attributes: entry.info.attributes.clone(),
                     role: role.role.to_owned(),
+                    pressure: self.agents.at(agent.ix).and_then(|a| a.pressure),
                 });
             }
             view_frameworks = frameworks.iter().map(|f| f.ix).collect();
@@ -1302,7 +1307,7 @@ impl Master {
                 framework_id,
                 status,
             } => self.agent_status_update(&agent_id, framework_id, status),
-            AgentToMaster::Usage { tasks } => {
+            AgentToMaster::Usage { tasks, pressure } => {
                 let Some(entry) = self.registry.agents.get(&agent_id) else {
                     return;
                 };
@@ -1318,6 +1323,7 @@ impl Master {
                 }
                 if let Some(a) = self.agents.get_mut(&agent_id) {
                     a.usage = usage;
+                    a.pressure = pressure.map(NodePressure::clamped);
                 }
             }
             AgentToMaster::LogChunk { request_id, result } => {
@@ -2996,6 +3002,7 @@ impl Master {
                     .unwrap_or_default(),
                 attributes: a.info.attributes.clone(),
                 version: a.info.software_version.clone(),
+                pressure: rt.and_then(|r| r.pressure),
             });
         }
         let mut frameworks = Vec::new();

@@ -379,3 +379,66 @@ fn filters_of_every_framework_stop_offers_until_more_is_free_than_was_refused() 
         .collect();
     assert_eq!(offered, vec![Resources::new(4000, 4 << 30)]);
 }
+
+#[test]
+fn reported_pressure_rides_on_the_next_offer_and_in_the_snapshot() {
+    use proto::{AgentToMaster, NodePressure};
+    let mut sim = sim();
+    let hot = sim.add_agent("hot", "cpus:2;mem:2GiB", true);
+    sim.add_agent("cool", "cpus:2;mem:2GiB", true);
+    let fw = sim.add_framework("f", &[], None);
+    sim.advance(Duration::from_millis(10));
+    let hot_id = sim.agent_id(hot);
+    let offers: Vec<_> = sim.framework(fw).offers.values().cloned().collect();
+    assert_eq!(offers.len(), 2);
+    assert!(
+        offers.iter().all(|o| o.pressure.is_none()),
+        "nothing reported yet"
+    );
+
+    let pressure = NodePressure {
+        cpu_some_avg10: 250,
+        memory_some_avg10: 41,
+        memory_full_avg10: 10,
+        io_some_avg10: 1200,
+        io_full_avg10: u32::MAX, // a peer's nonsense is clamped to 100 %
+    };
+    let usage = |pressure| {
+        ClientFrame::Agent(AgentToMaster::Usage {
+            tasks: vec![],
+            pressure,
+        })
+    };
+    sim.send(hot, usage(Some(pressure)));
+    let want = NodePressure {
+        io_full_avg10: NodePressure::MAX,
+        ..pressure
+    };
+    let state = sim.master.snapshot();
+    let by_id = |s: &proto::ClusterState, id: &proto::AgentId| {
+        s.agents
+            .iter()
+            .find(|a| &a.id == id)
+            .map(|a| a.pressure)
+            .expect("agent in the snapshot")
+    };
+    assert_eq!(by_id(&state, &hot_id), Some(want));
+    assert_eq!(
+        state.agents.iter().filter(|a| a.pressure.is_none()).count(),
+        1,
+        "the other agent reported nothing"
+    );
+
+    decline(&mut sim, fw, 0.0);
+    sim.advance(Duration::from_millis(1_000));
+    let offers: Vec<_> = sim.framework(fw).offers.values().cloned().collect();
+    assert_eq!(offers.len(), 2, "both agents re-offered");
+    for o in &offers {
+        let expected = (o.agent_id == hot_id).then_some(want);
+        assert_eq!(o.pressure, expected, "{}", o.agent_id);
+    }
+
+    // A report without pressure (PSI became unreadable) clears it.
+    sim.send(hot, usage(None));
+    assert_eq!(by_id(&sim.master.snapshot(), &hot_id), None);
+}
