@@ -294,3 +294,43 @@ fn a_master_refuses_out_of_range_timeouts_with_a_clear_error() {
         );
     }
 }
+
+#[test]
+fn state_shows_the_agents_node_pressure() {
+    let mut c = Cluster::start_master(&[]);
+    c.start_agent("a1", &["--resources", "cpus:2;mem:1GiB"]);
+    let agent_pressure = |s: &serde_json::Value| s["agents"][0]["pressure"].clone();
+    if std::fs::read_to_string("/proc/pressure/memory").is_err() {
+        // PSI off in this kernel: the agent still registers and reports, without pressure.
+        eprintln!("skipping the pressure check: this kernel has no readable /proc/pressure");
+        let s = c.wait_state("agent a1", |s| s["agents"][0]["hostname"] == "a1");
+        assert!(agent_pressure(&s).is_null(), "{s:#}");
+        return;
+    }
+    // Sent with the usage report at every agent heartbeat, even with no task running.
+    let s = c.wait_state("the agent's pressure", |s| agent_pressure(s).is_object());
+    let p = agent_pressure(&s);
+    for key in [
+        "cpu_some_avg10",
+        "memory_some_avg10",
+        "memory_full_avg10",
+        "io_some_avg10",
+        "io_full_avg10",
+    ] {
+        let v = p[key].as_u64();
+        assert!(
+            v.is_some_and(|v| v <= 10_000),
+            "{key}: hundredths of a percent, at most 100 %: {p:#}"
+        );
+    }
+    let out = c.client("op", &["state"], RUN_TIMEOUT);
+    let text = stdout(&out);
+    let line = text
+        .lines()
+        .find(|l| l.contains(" a1 "))
+        .unwrap_or_default();
+    assert!(
+        line.contains("psi cpu ") && line.contains("% mem ") && line.contains("% io "),
+        "{text}"
+    );
+}
