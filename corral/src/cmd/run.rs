@@ -142,6 +142,9 @@ fn describe(status: &TaskStatus) -> String {
     line
 }
 
+/// How often `corral run` launches again a task the cluster reports was never started.
+const MAX_RELAUNCHES: u32 = 3;
+
 pub async fn run_task(opts: ClientOptions, task: &TaskArgs) -> Result<u8> {
     let want = task_resources(task)?;
     let placement_timeout =
@@ -153,7 +156,7 @@ pub async fn run_task(opts: ClientOptions, task: &TaskArgs) -> Result<u8> {
         .await
         .context("cannot subscribe to the master")?;
     let uuid = uuid::Uuid::new_v4().simple().to_string();
-    let task_id = TaskId::new(format!("{}-{}", sanitize(&name), &uuid[..8]));
+    let mut task_id = TaskId::new(format!("{}-{}", sanitize(&name), &uuid[..8]));
     let container = ContainerSettings {
         network: if task.isolated_network {
             NetworkMode::Isolated
@@ -168,9 +171,15 @@ pub async fn run_task(opts: ClientOptions, task: &TaskArgs) -> Result<u8> {
                 .map_err(anyhow::Error::msg)?,
         ),
     };
-    let deadline = tokio::time::Instant::now()
-        .checked_add(placement_timeout)
-        .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(100 * 365 * 86_400));
+    let placement_deadline = || {
+        tokio::time::Instant::now()
+            .checked_add(placement_timeout)
+            .unwrap_or_else(|| {
+                tokio::time::Instant::now() + Duration::from_secs(100 * 365 * 86_400)
+            })
+    };
+    let mut deadline = placement_deadline();
+    let mut relaunches = 0;
     let mut launched = false;
     let mut largest: Option<Resources> = None;
     let mut last_state: Option<TaskState> = None;
@@ -273,8 +282,28 @@ pub async fn run_task(opts: ClientOptions, task: &TaskArgs) -> Result<u8> {
                 if last_state == Some(status.state) {
                     continue;
                 }
+                let started = last_state.is_some_and(|s| s != TaskState::Staging);
                 last_state = Some(status.state);
                 eprintln!("corral: {}", describe(&status));
+                // The cluster says the task never reached its agent (say a leader changed between
+                // committing the launch and sending it, and the agent re-registered without
+                // it): nothing ran, so launching it again, under a new id, is safe (Mesos's
+                // TASK_DROPPED contract).
+                if !started
+                    && matches!(status.state, TaskState::Dropped | TaskState::Gone)
+                    && relaunches < MAX_RELAUNCHES
+                {
+                    relaunches += 1;
+                    let uuid = uuid::Uuid::new_v4().simple().to_string();
+                    let next = TaskId::new(format!("{}-{}", sanitize(&name), &uuid[..8]));
+                    eprintln!("corral: task {task_id} never started; launching it again as {next}");
+                    task_id = next;
+                    launched = false;
+                    last_state = None;
+                    deadline = placement_deadline();
+                    sched.call(FrameworkCall::Revive { roles: vec![] }).await?;
+                    continue;
+                }
                 if status.state.is_terminal() {
                     if matches!(
                         status.state,

@@ -420,3 +420,42 @@ fn an_agent_restarted_with_less_than_its_tasks_use_keeps_them_and_offers_nothing
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+#[test]
+fn a_launch_that_never_reached_its_agent_is_launched_again_by_corral_run() {
+    if skip_unless_root("a_launch_that_never_reached_its_agent_is_launched_again_by_corral_run") {
+        return;
+    }
+    let mut c = Cluster::start_master(&[]);
+    let a = c.start_agent("a1", &["--resources", "cpus:2;mem:1GiB"]);
+    // A stopped agent reads nothing: the launch the master sends it dies with the process.
+    let pid = nix::unistd::Pid::from_raw(c.agents[a].pid() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).expect("SIGSTOP the agent");
+    let marker = marker_dir(&c).join("starts");
+    let cmd = format!("echo started >> {}; echo ran", marker.display());
+    let run = c.spawn_client("fw", &["run", "--", &cmd]);
+    // The launch is committed (so in the state) before the master sends it to the agent.
+    c.wait_state("the launch committed", |v| {
+        v["tasks"].as_array().is_some_and(|t| !t.is_empty())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    c.agents[a].kill();
+    c.restart_agent(a);
+    // The agent re-registers without the task: the master reports it gone, and `corral run`
+    // launches it again under a new id, which runs once.
+    let out = wait_child(run, Duration::from_secs(60));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "stderr:\n{err}");
+    assert!(
+        err.contains("never started; launching it again"),
+        "stderr:\n{err}"
+    );
+    assert_eq!(count(&err, "TASK_FINISHED"), 1, "stderr:\n{err}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ran"));
+    let starts = std::fs::read_to_string(&marker).expect("marker");
+    assert_eq!(
+        starts.lines().count(),
+        1,
+        "started more than once: {starts:?}"
+    );
+}
