@@ -3,7 +3,7 @@
 
 use integration::{is_root, stderr, wait_child, Cluster};
 use std::os::unix::fs::PermissionsExt;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 fn skip_unless_root(test: &str) -> bool {
     if !is_root() {
@@ -36,7 +36,6 @@ fn a_task_survives_kill_9_of_its_agent_and_finishes_once() {
     let run = c.spawn_client("fw", &["run", "--", &cmd]);
     c.agents[a].wait_for_log("state=TASK_RUNNING", Duration::from_secs(30));
     c.agents[a].kill();
-    std::thread::sleep(Duration::from_millis(500));
     c.restart_agent(a);
     c.agents[a].wait_for_log("re-attached to a running task", Duration::from_secs(10));
     let out = wait_child(run, Duration::from_secs(60));
@@ -71,12 +70,21 @@ fn a_task_that_ends_while_its_agent_is_down_is_reported_after_the_restart() {
         ],
     );
     let marker = marker_dir(&c).join("starts");
-    let cmd = format!("echo started >> {}; sleep 2; exit 4", marker.display());
+    let ended = marker_dir(&c).join("ended");
+    let cmd = format!(
+        "echo started >> {}; sleep 2; echo ended > {}; exit 4",
+        marker.display(),
+        ended.display()
+    );
     let run = c.spawn_client("fw", &["run", "--", &cmd]);
     c.agents[a].wait_for_log("state=TASK_RUNNING", Duration::from_secs(30));
     c.agents[a].kill();
-    // Longer than the task and than several status-update retries.
-    std::thread::sleep(Duration::from_secs(5));
+    // The task ends while its agent is down.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ended.exists() {
+        assert!(Instant::now() < deadline, "the task never ended");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     c.restart_agent(a);
     let out = wait_child(run, Duration::from_secs(60));
     let err = stderr(&out);
@@ -354,7 +362,7 @@ fn an_agent_restarted_with_less_than_its_tasks_use_keeps_them_and_offers_nothing
         assert!(out.status.success(), "state: {}", stderr(&out));
         serde_json::from_slice(&out.stdout).expect("json")
     };
-    let start = std::time::Instant::now();
+    let start = Instant::now();
     loop {
         let v = state(&c);
         let agent = &v["agents"][0];
@@ -407,7 +415,7 @@ fn an_agent_restarted_with_less_than_its_tasks_use_keeps_them_and_offers_nothing
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("fits"));
     // State is served from a snapshot republished every 100 ms: wait for it to show the end.
-    let start = std::time::Instant::now();
+    let start = Instant::now();
     loop {
         let v = state(&c);
         if v["agents"][0]["used"]["cpus_milli"] == 0 {
@@ -438,7 +446,7 @@ fn a_launch_that_never_reached_its_agent_is_launched_again_by_corral_run() {
     c.wait_state("the launch committed", |v| {
         v["tasks"].as_array().is_some_and(|t| !t.is_empty())
     });
-    std::thread::sleep(Duration::from_millis(300));
+    // Sent or not, the launch dies with the stopped agent.
     c.agents[a].kill();
     c.restart_agent(a);
     // The agent re-registers without the task: the master reports it gone, and `corral run`

@@ -88,19 +88,28 @@ fn state_shows_agents_frameworks_and_tasks_as_json() {
         RUN_TIMEOUT,
     );
     assert_eq!(out.status.code(), Some(0), "stderr:\n{}", stderr(&out));
-    // The snapshot is republished within 100 ms of a change.
-    std::thread::sleep(Duration::from_millis(300));
-    let out = c.client("op", &["state", "--json"], RUN_TIMEOUT);
-    assert!(out.status.success(), "stderr:\n{}", stderr(&out));
-    let json = stdout(&out);
-    for key in [
+    // The snapshot is republished within 100 ms of a change: poll until it shows the agent.
+    let keys = [
         "\"agents\"",
         "\"frameworks\"",
         "\"tasks\"",
         "\"masters\"",
         "\"a1\"",
-    ] {
-        assert!(json.contains(key), "missing {key} in:\n{json}");
+    ];
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = c.client("op", &["state", "--json"], RUN_TIMEOUT);
+        assert!(out.status.success(), "stderr:\n{}", stderr(&out));
+        let json = stdout(&out);
+        let missing: Vec<&str> = keys.into_iter().filter(|k| !json.contains(k)).collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "missing {missing:?} in:\n{json}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
     }
     let out = c.client("op", &["state"], RUN_TIMEOUT);
     assert!(stdout(&out).contains("AGENTS (1)"), "{}", stdout(&out));

@@ -58,6 +58,16 @@ pub fn skip_reason() -> Option<String> {
     None
 }
 
+/// Says why a test does not run. Where the tests must run (CI sets `CORRAL_REQUIRE_VM=1`; the
+/// VM guest sets `CORRAL_IN_VM=1`) a skip is a failure, not a message.
+pub fn skip(test: &str, why: &str) {
+    let required = ["CORRAL_REQUIRE_VM", "CORRAL_IN_VM"]
+        .iter()
+        .any(|v| std::env::var(v).is_ok_and(|x| x == "1"));
+    assert!(!required, "{test} cannot run here: {why}");
+    eprintln!("skipping {test}: {why}");
+}
+
 impl Env {
     pub fn new(name: &str) -> Option<Env> {
         Env::with(name, |_| {})
@@ -65,7 +75,7 @@ impl Env {
 
     pub fn with(name: &str, tweak: impl FnOnce(&mut IsolatorConfig)) -> Option<Env> {
         if let Some(why) = skip_reason() {
-            eprintln!("SKIP {name}: {why}");
+            skip(name, &why);
             return None;
         }
         // Not below /tmp (or /var/tmp): the task's private /tmp is mounted over it (and the

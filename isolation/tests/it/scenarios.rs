@@ -633,7 +633,7 @@ fn recover_an_exited_container_reads_the_status_file() {
 #[test]
 fn shell_command_with_explicit_environment() {
     if !std::path::Path::new("/bin/sh").exists() {
-        eprintln!("SKIP shell: no /bin/sh");
+        crate::env::skip("shell", "no /bin/sh");
         return;
     }
     let env = env_or_skip!("shell");
@@ -730,7 +730,7 @@ fn procfs_mem_total() -> u64 {
 #[test]
 fn forcing_an_unavailable_backend_is_a_clear_error() {
     if let Some(why) = crate::env::skip_reason() {
-        eprintln!("SKIP forcing_an_unavailable_backend: {why}");
+        crate::env::skip("forcing_an_unavailable_backend", &why);
         return;
     }
     let setup = isolation::cgroup::detect(std::path::Path::new("/sys/fs/cgroup")).unwrap();

@@ -273,12 +273,17 @@ async fn large_frames_are_buffered_only_within_the_budget() {
         let (mut send_a, _ta, rx_a) = raw_stream_max(&p, 1 << 20, &big[..half], false).await;
         let mut rx_a = rx_a.with_budget(budget.clone());
         let a = tokio::spawn(async move { rx_a.recv().await });
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        assert_eq!(
-            budget.available(),
-            (300 << 10) - (big.len() - 4),
-            "the incomplete frame holds its length"
-        );
+        // Poll until the receiver has read the header and taken the frame's length.
+        let want = (300 << 10) - (big.len() - 4);
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while budget.available() != want {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the incomplete frame holds its length: available {} (want {want})",
+                budget.available()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
         // Stream B: a complete large frame does not fit beside it and waits.
         let (_sb, _tb, rx_b) = raw_stream_max(&p, 1 << 20, &big, true).await;
         let mut rx_b = rx_b.with_budget(budget.clone());
