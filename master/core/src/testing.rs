@@ -2,9 +2,16 @@
 //! deadline ([`Master::poll_timeout`]); agents and frameworks are sessions driven in memory, with
 //! optional scripted behaviour (agents run what they are told and report it; frameworks launch a
 //! workload from their offers); every `Propose` is committed at once, in order, as the
-//! single-master daemon does. No threads, no sleeps.
+//! single-master daemon does, unless `auto_commit` is off. No threads, no sleeps.
+//!
+//! Failover ([`Sim::leader_change`], in `testing/failover.rs`): the harness keeps the registry
+//! as the replicated log has it (`replicated`), so a leader change can drop the proposals not
+//! yet committed, commit some the deposed leader never saw committed, rebuild the core with
+//! [`Master::with_registry`] and reconnect every session, as the daemon and its clients do.
 
-use crate::{Master, MasterConfig, Output, RegistryOp, SessionId, TaskKey};
+mod failover;
+
+use crate::{Master, MasterConfig, Output, Registry, RegistryOp, SessionId, TaskKey};
 use proto::{
     AgentId, AgentInfo, AgentToMaster, ClientFrame, CommandInfo, Filters, FrameworkCall,
     FrameworkEvent, FrameworkId, FrameworkInfo, MasterToAgent, Offer, OfferId, OfferOperation,
@@ -59,10 +66,20 @@ pub struct SimFramework {
     pub tasks: BTreeMap<TaskId, TaskState>,
     /// Every distinct terminal state seen per task (must never exceed one).
     pub terminal: BTreeMap<TaskId, BTreeSet<TaskState>>,
+    /// Non-terminal updates received after a terminal one for the same task id (must stay
+    /// empty unless the test reuses the id of a task refused at launch).
+    pub after_terminal: Vec<TaskStatus>,
     /// Every update received, in order.
     pub updates: Vec<TaskStatus>,
     pub auto_ack: bool,
     pub errors: Vec<String>,
+    /// What it subscribes with (its id is added when it re-subscribes).
+    pub info: Option<FrameworkInfo>,
+    /// Ids of the tasks it asked to launch.
+    pub accepted: BTreeSet<TaskId>,
+    /// On a re-subscription, reconcile every task it launched and has no terminal state for
+    /// (as `corral run` and Mesos frameworks do after a lost connection).
+    pub reconcile_on_resubscribe: bool,
 }
 
 impl SimFramework {
@@ -96,6 +113,20 @@ pub struct SimAgent {
     pub received: Vec<MasterToAgent>,
 }
 
+impl SimAgent {
+    /// The tasks it reports when it (re-)registers: every task it received a `RunTasks` for.
+    fn reports(&self) -> Vec<TaskReport> {
+        self.tasks
+            .iter()
+            .map(|(k, (t, st))| TaskReport {
+                framework_id: k.framework_id.clone(),
+                task: t.clone(),
+                state: *st,
+            })
+            .collect()
+    }
+}
+
 pub struct Sim {
     pub master: Master,
     pub now: Instant,
@@ -106,8 +137,19 @@ pub struct Sim {
     pub open: BTreeSet<SessionId>,
     pub agents: BTreeMap<SessionId, SimAgent>,
     pub frameworks: BTreeMap<SessionId, SimFramework>,
-    /// Every op committed, in order.
+    /// Every op committed, in order (those a deposed leader never saw included).
     pub committed: Vec<RegistryOp>,
+    /// The registry as the replicated log has it: `committed` applied in order. A new leader
+    /// starts from it.
+    pub replicated: Registry,
+    /// Every task a committed `TasksAdded` added, with its agent.
+    pub launches: BTreeMap<TaskKey, AgentId>,
+    /// `RunTasks` received per task, by any agent (more than one is a task run twice).
+    pub runs: BTreeMap<TaskKey, u32>,
+    /// Leader changes so far (each new leader gets its own id prefix, as in the daemon).
+    pub leader_changes: u64,
+    /// Proposals lost with a deposed leader.
+    pub dropped: Vec<RegistryOp>,
     /// When false, proposals wait in `held` until [`Sim::commit_held`].
     pub auto_commit: bool,
     pub held: VecDeque<RegistryOp>,
@@ -117,13 +159,18 @@ pub struct Sim {
     next_heartbeat: Instant,
     /// Keep at most this many frames per inbox (oldest dropped): long runs stay bounded.
     pub inbox_cap: usize,
+    /// Who connected each session (to reconnect it after a leader change).
+    peers: BTreeMap<SessionId, PeerIdentity>,
+    /// The first leader's configuration; later leaders differ in id prefix and wall clock.
+    config: MasterConfig,
+    start: Instant,
 }
 
 impl Sim {
     pub fn new(config: MasterConfig, start: Instant) -> Sim {
         let heartbeat_every = config.agent_heartbeat_interval;
         Sim {
-            master: Master::new(config, start),
+            master: Master::new(config.clone(), start),
             now: start,
             next_session: 0,
             inbox: BTreeMap::new(),
@@ -132,6 +179,11 @@ impl Sim {
             agents: BTreeMap::new(),
             frameworks: BTreeMap::new(),
             committed: Vec::new(),
+            replicated: Registry::default(),
+            launches: BTreeMap::new(),
+            runs: BTreeMap::new(),
+            leader_changes: 0,
+            dropped: Vec::new(),
             auto_commit: true,
             held: VecDeque::new(),
             inputs: VecDeque::new(),
@@ -139,6 +191,9 @@ impl Sim {
             heartbeat_every,
             next_heartbeat: start + heartbeat_every,
             inbox_cap: 10_000,
+            peers: BTreeMap::new(),
+            config,
+            start,
         }
     }
 
@@ -146,14 +201,12 @@ impl Sim {
         self.next_session += 1;
         let s = self.next_session;
         self.open.insert(s);
-        self.master.handle_connected(
-            self.now,
-            s,
-            PeerIdentity {
-                role,
-                name: name.to_owned(),
-            },
-        );
+        let peer = PeerIdentity {
+            role,
+            name: name.to_owned(),
+        };
+        self.peers.insert(s, peer.clone());
+        self.master.handle_connected(self.now, s, peer);
         self.pump();
         s
     }
@@ -220,15 +273,7 @@ impl Sim {
         };
         agent.heartbeats = true;
         let name = agent.name.clone();
-        let reports: Vec<TaskReport> = agent
-            .tasks
-            .iter()
-            .map(|(k, (t, st))| TaskReport {
-                framework_id: k.framework_id.clone(),
-                task: t.clone(),
-                state: *st,
-            })
-            .collect();
+        let reports = agent.reports();
         let info = agent_info(&name, agent.resources.clone());
         let id = agent.agent_id.clone();
         let unacked: Vec<(FrameworkId, TaskStatus)> = agent
@@ -282,6 +327,7 @@ impl Sim {
                 name: name.to_owned(),
                 workload,
                 auto_ack: true,
+                info: Some(info.clone()),
                 ..Default::default()
             },
         );
@@ -299,6 +345,7 @@ impl Sim {
         let name = fw.name.clone();
         let mut info = info;
         info.id = fw.framework_id.clone();
+        fw.info = Some(info.clone());
         let s = self.connect(Role::Framework, &name);
         self.frameworks.insert(s, fw);
         self.send(s, ClientFrame::Framework(FrameworkCall::Subscribe { info }));
@@ -358,9 +405,44 @@ impl Sim {
             let Some(op) = self.held.pop_front() else {
                 break;
             };
-            self.committed.push(op.clone());
-            self.master.handle_committed(self.now, op);
+            self.commit(op, true);
             self.pump();
+        }
+    }
+
+    /// Commits `op` to the replicated log; the leader learns of it when `leader_sees`.
+    fn commit(&mut self, op: RegistryOp, leader_sees: bool) {
+        let mut added = Vec::new();
+        if let RegistryOp::TasksAdded {
+            framework_id,
+            agent_id,
+            tasks,
+            ..
+        } = &op
+        {
+            for t in tasks {
+                let key = TaskKey {
+                    framework_id: framework_id.clone(),
+                    task_id: t.task_id.clone(),
+                };
+                if self.replicated.task(&key).is_none() {
+                    added.push((key, agent_id.clone()));
+                }
+            }
+        }
+        self.replicated.apply(&op);
+        for (key, agent_id) in added {
+            if self
+                .replicated
+                .task(&key)
+                .is_some_and(|t| t.agent_id == agent_id)
+            {
+                self.launches.insert(key, agent_id);
+            }
+        }
+        self.committed.push(op.clone());
+        if leader_sees {
+            self.master.handle_committed(self.now, op);
         }
     }
 
@@ -381,8 +463,7 @@ impl Sim {
             }
             if self.auto_commit {
                 if let Some(op) = self.held.pop_front() {
-                    self.committed.push(op.clone());
-                    self.master.handle_committed(self.now, op);
+                    self.commit(op, true);
                     continue;
                 }
             }
@@ -484,6 +565,14 @@ impl Sim {
                         framework_id: framework.id.clone(),
                         task_id: t.task_id.clone(),
                     };
+                    *self.runs.entry(key.clone()).or_default() += 1;
+                    // A real agent refuses a task id it already runs; keep the first.
+                    let Some(agent) = self.agents.get_mut(&session) else {
+                        return;
+                    };
+                    if agent.tasks.contains_key(&key) {
+                        continue;
+                    }
                     agent.tasks.insert(key.clone(), (t, TaskState::Staging));
                     keys.push(key);
                 }
@@ -526,7 +615,13 @@ impl Sim {
             return;
         };
         match ev {
-            FrameworkEvent::Subscribed { framework_id, .. } => fw.framework_id = Some(framework_id),
+            FrameworkEvent::Subscribed { framework_id, .. } => {
+                let again = fw.framework_id.as_ref() == Some(&framework_id);
+                fw.framework_id = Some(framework_id);
+                if again && fw.reconcile_on_resubscribe {
+                    self.reconcile_open_tasks(session);
+                }
+            }
             FrameworkEvent::Offers { offers } => {
                 fw.offers_received += offers.len() as u64;
                 for o in offers {
@@ -539,6 +634,9 @@ impl Sim {
                 fw.offers.remove(&offer_id);
             }
             FrameworkEvent::Update { status } => {
+                if !status.state.is_terminal() && fw.terminal.contains_key(&status.task_id) {
+                    fw.after_terminal.push(status.clone());
+                }
                 fw.tasks.insert(status.task_id.clone(), status.state);
                 if status.state.is_terminal() {
                     fw.terminal
@@ -590,6 +688,8 @@ impl Sim {
                 };
                 left = rest;
                 fw.launched += 1;
+                fw.accepted
+                    .insert(TaskId(format!("{}-t{}", fw.name, fw.launched)));
                 tasks.push(TaskInfo {
                     task_id: TaskId(format!("{}-t{}", fw.name, fw.launched)),
                     name: format!("{} task {}", fw.name, fw.launched),

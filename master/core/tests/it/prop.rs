@@ -1,7 +1,16 @@
-//! Seeded random event sequences (proptest): safety after every event, then a liveness phase.
+//! Seeded random event sequences (proptest, which prints the failing case and keeps its seed in
+//! `proptest-regressions/`): safety after every event, then a liveness phase.
+//! Events include leader changes: raft stops committing for a while (`Hold`), some proposals
+//! commit (`Commit`), and the leader is deposed (`LeaderChange`) with some of the pending
+//! proposals committed unseen and the rest lost; the core is rebuilt from the replicated
+//! registry and every session reconnects (frameworks reconcile their open tasks, as real ones
+//! do).
 //! Safety: no agent is over-committed (offered + used <= total); no task ever shows a framework
-//! two different terminal states. Liveness: once every agent is back and every task is
-//! finished, no task is left live and each ended in exactly one terminal state.
+//! two different terminal states; no task is sent to agents twice. Liveness: once every agent
+//! and framework is back and the cluster has quiesced (timers run, `agent_reregister_timeout`
+//! passed), every committed launch reached its agent or its framework got a terminal status for
+//! it; once every task is finished, no task is left live and each ended in exactly one terminal
+//! state.
 
 use crate::sim;
 use master_core::testing::{framework_info, Sim, Workload};
@@ -20,6 +29,17 @@ enum Event {
     Kill(usize, usize),
     Revive(usize),
     Drain(usize, bool),
+    /// Raft stops committing: proposals wait.
+    Hold,
+    /// The next n waiting proposals commit (0: commit resumes for good).
+    Commit(usize),
+    /// The leader is deposed: n of the waiting proposals commit unseen, the rest are lost;
+    /// clients reconnect after `ms` (frameworks first when the flag is set).
+    LeaderChange {
+        committed_unseen: usize,
+        frameworks_first: bool,
+        ms: u64,
+    },
 }
 
 fn event() -> impl Strategy<Value = Event> {
@@ -32,11 +52,19 @@ fn event() -> impl Strategy<Value = Event> {
         1 => (0usize..3, 0usize..8).prop_map(|(f, t)| Event::Kill(f, t)),
         1 => (0usize..3).prop_map(Event::Revive),
         1 => (0usize..3, any::<bool>()).prop_map(|(a, d)| Event::Drain(a, d)),
+        1 => Just(Event::Hold),
+        1 => (0usize..4).prop_map(Event::Commit),
+        1 => (0usize..6, any::<bool>(), 0u64..3_000).prop_map(|(n, f, ms)| Event::LeaderChange {
+            committed_unseen: n,
+            frameworks_first: f,
+            ms,
+        }),
     ]
 }
 
 fn check_safety(sim: &Sim) -> Result<(), TestCaseError> {
     sim.check_no_overcommit().map_err(TestCaseError::fail)?;
+    sim.check_no_double_run().map_err(TestCaseError::fail)?;
     for f in sim.frameworks.values() {
         for (task, states) in &f.terminal {
             prop_assert!(
@@ -45,6 +73,12 @@ fn check_safety(sim: &Sim) -> Result<(), TestCaseError> {
                 f.name
             );
         }
+        prop_assert!(
+            f.after_terminal.is_empty(),
+            "{} got updates after a terminal one: {:?}",
+            f.name,
+            f.after_terminal
+        );
     }
     Ok(())
 }
@@ -80,10 +114,14 @@ fn run(events: Vec<Event>) -> Result<(), TestCaseError> {
             }
             let mut w = Workload::new(sizes[i], 1_000);
             w.per_offer = 2;
-            sim.add_framework_with(&format!("f{i}"), info, Some(w))
+            let s = sim.add_framework_with(&format!("f{i}"), info, Some(w));
+            if let Some(f) = sim.frameworks.get_mut(&s) {
+                f.reconcile_on_resubscribe = true;
+            }
+            s
         })
         .collect();
-    let op = sim.connect(Role::Operator, "admin");
+    let mut op = sim.connect(Role::Operator, "admin");
     check_safety(&sim)?;
     for e in events {
         match e {
@@ -147,14 +185,43 @@ fn run(events: Vec<Event>) -> Result<(), TestCaseError> {
                 };
                 sim.send(op, ClientFrame::Operator(call));
             }
+            Event::Hold => sim.auto_commit = false,
+            Event::Commit(0) => {
+                sim.auto_commit = true;
+                sim.pump();
+            }
+            Event::Commit(n) => sim.commit_held(n),
+            Event::LeaderChange {
+                committed_unseen,
+                frameworks_first,
+                ms,
+            } => {
+                let open = sim.depose_leader(committed_unseen);
+                sim.auto_commit = true;
+                sim.advance(Duration::from_millis(ms));
+                let moved = sim.reconnect_after_failover(&open, frameworks_first);
+                for s in agents.iter_mut().chain(fws.iter_mut()).chain([&mut op]) {
+                    *s = moved.get(s).copied().unwrap_or(*s);
+                }
+            }
         }
         check_safety(&sim)?;
     }
-    // Liveness: everyone back, every task finishes.
+    // Liveness: everyone back, the cluster quiesces, every committed launch is accounted for.
+    sim.auto_commit = true;
+    sim.pump();
     for a in agents.iter_mut() {
         *a = sim.reconnect_agent(*a);
     }
-    sim.advance(Duration::from_secs(1));
+    for f in fws.iter_mut() {
+        if !sim.open.contains(f) {
+            *f = sim.resubscribe(*f);
+        }
+    }
+    sim.quiesce();
+    check_safety(&sim)?;
+    sim.check_launches_resolved().map_err(TestCaseError::fail)?;
+    // Every task finishes.
     for f in fws.iter() {
         if sim.open.contains(f) {
             sim.send(
@@ -173,6 +240,7 @@ fn run(events: Vec<Event>) -> Result<(), TestCaseError> {
         sim.advance(Duration::from_secs(1 + round));
         check_safety(&sim)?;
     }
+    sim.check_launches_resolved().map_err(TestCaseError::fail)?;
     prop_assert_eq!(sim.master.registry().live_tasks, 0, "every task ended");
     for f in sim.frameworks.values() {
         for (task, state) in &f.tasks {
