@@ -72,6 +72,9 @@ pub struct SimFramework {
     /// Every update received, in order.
     pub updates: Vec<TaskStatus>,
     pub auto_ack: bool,
+    /// Acknowledgements not sent yet (updates received while `auto_ack` was off), for
+    /// [`Sim::acknowledge_all`].
+    pub unacked: Vec<FrameworkCall>,
     pub errors: Vec<String>,
     /// What it subscribes with (its id is added when it re-subscribes).
     pub info: Option<FrameworkInfo>,
@@ -107,8 +110,11 @@ pub struct SimAgent {
     /// Sends heartbeats when true (false simulates a partition).
     pub heartbeats: bool,
     pub tasks: BTreeMap<TaskKey, (TaskInfo, TaskState)>,
-    /// Updates sent and not acknowledged, resent on re-registration.
+    /// The update of each task sent and not acknowledged, resent on re-registration.
     pub unacked: BTreeMap<TaskKey, TaskStatus>,
+    /// Later updates of a task waiting for the acknowledgement of its `unacked` one: a task's
+    /// updates leave one at a time, in order, as from a real agent.
+    pub queued: BTreeMap<TaskKey, VecDeque<TaskStatus>>,
     pub seq: u64,
     pub received: Vec<MasterToAgent>,
 }
@@ -159,6 +165,10 @@ pub struct Sim {
     next_heartbeat: Instant,
     /// Keep at most this many frames per inbox (oldest dropped): long runs stay bounded.
     pub inbox_cap: usize,
+    /// Agents resend their unacknowledged updates this often (at their heartbeats), as real
+    /// agents do with backoff; `None`: only when they re-register.
+    pub resend_unacked: Option<Duration>,
+    last_resend: Instant,
     /// Who connected each session (to reconnect it after a leader change).
     peers: BTreeMap<SessionId, PeerIdentity>,
     /// The first leader's configuration; later leaders differ in id prefix and wall clock.
@@ -191,6 +201,8 @@ impl Sim {
             heartbeat_every,
             next_heartbeat: start + heartbeat_every,
             inbox_cap: 10_000,
+            resend_unacked: None,
+            last_resend: start,
             peers: BTreeMap::new(),
             config,
             start,
@@ -242,6 +254,7 @@ impl Sim {
                 heartbeats: true,
                 tasks: BTreeMap::new(),
                 unacked: BTreeMap::new(),
+                queued: BTreeMap::new(),
                 seq: 0,
                 received: Vec::new(),
             },
@@ -276,11 +289,6 @@ impl Sim {
         let reports = agent.reports();
         let info = agent_info(&name, agent.resources.clone());
         let id = agent.agent_id.clone();
-        let unacked: Vec<(FrameworkId, TaskStatus)> = agent
-            .unacked
-            .iter()
-            .map(|(k, s)| (k.framework_id.clone(), s.clone()))
-            .collect();
         let s = self.connect(Role::Agent, &name);
         self.agents.insert(s, agent);
         self.send(
@@ -291,16 +299,24 @@ impl Sim {
                 tasks: reports,
             }),
         );
-        for (framework_id, status) in unacked {
-            self.send(
-                s,
-                ClientFrame::Agent(AgentToMaster::StatusUpdate {
-                    framework_id,
-                    status,
-                }),
-            );
-        }
+        self.resend_updates(s);
+        self.pump();
         s
+    }
+
+    /// Queues a resend of every update the agent on `session` sent and has no
+    /// acknowledgement for.
+    fn resend_updates(&mut self, session: SessionId) {
+        let Some(agent) = self.agents.get(&session) else {
+            return;
+        };
+        for (k, status) in &agent.unacked {
+            let frame = ClientFrame::Agent(AgentToMaster::StatusUpdate {
+                framework_id: k.framework_id.clone(),
+                status: status.clone(),
+            });
+            self.inputs.push_back((session, frame));
+        }
     }
 
     /// Subscribes a framework; with a workload it launches tasks from its offers by itself.
@@ -342,6 +358,8 @@ impl Sim {
             return old;
         };
         fw.offers.clear();
+        // Acknowledgements it had not sent are lost with the connection.
+        fw.unacked.clear();
         let name = fw.name.clone();
         let mut info = info;
         info.id = fw.framework_id.clone();
@@ -366,6 +384,19 @@ impl Sim {
             .unwrap_or_else(|| EMPTY.get_or_init(SimFramework::default))
     }
 
+    /// The framework on `session` acknowledges every update it holds an acknowledgement for.
+    pub fn acknowledge_all(&mut self, session: SessionId) {
+        let acks = match self.frameworks.get_mut(&session) {
+            Some(f) => std::mem::take(&mut f.unacked),
+            None => return,
+        };
+        for ack in acks {
+            self.inputs
+                .push_back((session, ClientFrame::Framework(ack)));
+        }
+        self.pump();
+    }
+
     /// Advances virtual time by `d`, firing every deadline on the way (and agent heartbeats).
     pub fn advance(&mut self, d: Duration) {
         let target = self.now + d;
@@ -380,6 +411,12 @@ impl Sim {
             self.now = self.now.max(next);
             if self.next_heartbeat <= self.now {
                 self.next_heartbeat = self.now + self.heartbeat_every;
+                let resend = self
+                    .resend_unacked
+                    .is_some_and(|d| self.now >= self.last_resend + d);
+                if resend {
+                    self.last_resend = self.now;
+                }
                 let beating: Vec<SessionId> = self
                     .agents
                     .iter()
@@ -389,6 +426,9 @@ impl Sim {
                 for s in beating {
                     self.inputs
                         .push_back((s, ClientFrame::Agent(AgentToMaster::Heartbeat)));
+                    if resend {
+                        self.resend_updates(s);
+                    }
                 }
             }
             self.master.handle_timeout(self.now);
@@ -522,6 +562,14 @@ impl Sim {
         status.uuid = Some(uuid);
         status.seq = agent.seq;
         let _ = info;
+        if agent.unacked.contains_key(key) {
+            agent
+                .queued
+                .entry(key.clone())
+                .or_default()
+                .push_back(status);
+            return;
+        }
         agent.unacked.insert(key.clone(), status.clone());
         self.inputs.push_back((
             session,
@@ -553,6 +601,18 @@ impl Sim {
                 };
                 if agent.unacked.get(&key).and_then(|s| s.uuid.as_ref()) == Some(&uuid) {
                     agent.unacked.remove(&key);
+                    let next = agent.queued.get_mut(&key).and_then(VecDeque::pop_front);
+                    if agent.queued.get(&key).is_some_and(VecDeque::is_empty) {
+                        agent.queued.remove(&key);
+                    }
+                    if let Some(status) = next {
+                        agent.unacked.insert(key.clone(), status.clone());
+                        let frame = ClientFrame::Agent(AgentToMaster::StatusUpdate {
+                            framework_id: key.framework_id,
+                            status,
+                        });
+                        self.inputs.push_back((session, frame));
+                    }
                 }
             }
             MasterToAgent::RunTasks {
@@ -644,16 +704,17 @@ impl Sim {
                         .or_default()
                         .insert(status.state);
                 }
-                if fw.auto_ack {
-                    if let (Some(uuid), Some(agent_id)) = (&status.uuid, &status.agent_id) {
-                        self.inputs.push_back((
-                            session,
-                            ClientFrame::Framework(FrameworkCall::Acknowledge {
-                                agent_id: agent_id.clone(),
-                                task_id: status.task_id.clone(),
-                                uuid: uuid.clone(),
-                            }),
-                        ));
+                if let (Some(uuid), Some(agent_id)) = (&status.uuid, &status.agent_id) {
+                    let ack = FrameworkCall::Acknowledge {
+                        agent_id: agent_id.clone(),
+                        task_id: status.task_id.clone(),
+                        uuid: uuid.clone(),
+                    };
+                    if fw.auto_ack {
+                        self.inputs
+                            .push_back((session, ClientFrame::Framework(ack)));
+                    } else if fw.unacked.len() < 10_000 {
+                        fw.unacked.push(ack);
                     }
                 }
                 if let Some(fw) = self.frameworks.get_mut(&session) {

@@ -29,6 +29,9 @@ enum Event {
     Kill(usize, usize),
     Revive(usize),
     Drain(usize, bool),
+    /// A framework stops acknowledging updates (false), or acknowledges what it holds and
+    /// resumes (true).
+    Acks(usize, bool),
     /// Raft stops committing: proposals wait.
     Hold,
     /// The next n waiting proposals commit (0: commit resumes for good).
@@ -52,6 +55,7 @@ fn event() -> impl Strategy<Value = Event> {
         1 => (0usize..3, 0usize..8).prop_map(|(f, t)| Event::Kill(f, t)),
         1 => (0usize..3).prop_map(Event::Revive),
         1 => (0usize..3, any::<bool>()).prop_map(|(a, d)| Event::Drain(a, d)),
+        1 => (0usize..3, any::<bool>()).prop_map(|(f, on)| Event::Acks(f, on)),
         1 => Just(Event::Hold),
         1 => (0usize..4).prop_map(Event::Commit),
         1 => (0usize..6, any::<bool>(), 0u64..3_000).prop_map(|(n, f, ms)| Event::LeaderChange {
@@ -100,6 +104,7 @@ fn live_task(sim: &Sim, agent: u64, n: usize) -> Option<TaskKey> {
 
 fn run(events: Vec<Event>) -> Result<(), TestCaseError> {
     let mut sim = sim();
+    sim.resend_unacked = Some(Duration::from_secs(10));
     let mut agents: Vec<u64> = (0..3)
         .map(|i| sim.add_agent(&format!("h{i}"), "cpus:4;mem:4GiB", true))
         .collect();
@@ -185,6 +190,14 @@ fn run(events: Vec<Event>) -> Result<(), TestCaseError> {
                 };
                 sim.send(op, ClientFrame::Operator(call));
             }
+            Event::Acks(f, on) => {
+                if let Some(x) = sim.frameworks.get_mut(&fws[f]) {
+                    x.auto_ack = on;
+                }
+                if on {
+                    sim.acknowledge_all(fws[f]);
+                }
+            }
             Event::Hold => sim.auto_commit = false,
             Event::Commit(0) => {
                 sim.auto_commit = true;
@@ -218,6 +231,12 @@ fn run(events: Vec<Event>) -> Result<(), TestCaseError> {
             *f = sim.resubscribe(*f);
         }
     }
+    for f in &fws {
+        if let Some(x) = sim.frameworks.get_mut(f) {
+            x.auto_ack = true;
+        }
+        sim.acknowledge_all(*f);
+    }
     sim.quiesce();
     check_safety(&sim)?;
     sim.check_launches_resolved().map_err(TestCaseError::fail)?;
@@ -242,6 +261,16 @@ fn run(events: Vec<Event>) -> Result<(), TestCaseError> {
     }
     sim.check_launches_resolved().map_err(TestCaseError::fail)?;
     prop_assert_eq!(sim.master.registry().live_tasks, 0, "every task ended");
+    sim.advance(Duration::from_secs(20));
+    for a in sim.agents.values() {
+        prop_assert!(
+            a.unacked.is_empty() && a.queued.is_empty(),
+            "agent {} still waits for acknowledgements: {:?}, queued {:?}",
+            a.name,
+            a.unacked,
+            a.queued
+        );
+    }
     for f in sim.frameworks.values() {
         for (task, state) in &f.tasks {
             if state.is_terminal() {
