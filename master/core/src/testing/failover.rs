@@ -185,6 +185,52 @@ impl Sim {
         Ok(())
     }
 
+    /// The agents and the registry agree: every task a registered agent runs is live on it in
+    /// the registry, and every live task of the registry runs on its agent. Holds once every
+    /// agent is back and the cluster has quiesced.
+    pub fn check_agents_agree(&self) -> Result<(), String> {
+        let registry = self.master.registry();
+        let mut running: BTreeSet<(&crate::TaskKey, &proto::AgentId)> = BTreeSet::new();
+        for a in self.agents.values() {
+            let Some(id) = &a.agent_id else {
+                continue;
+            };
+            for (key, (_, state)) in &a.tasks {
+                if state.is_terminal() {
+                    continue;
+                }
+                if registry.task(key).is_none_or(|t| t.agent_id != *id) {
+                    return Err(format!(
+                        "agent {} runs task {} of framework {}, which the registry does not have \
+                         live there ({:?})",
+                        a.name,
+                        key.task_id,
+                        key.framework_id,
+                        registry.task_or_completed(key).map(|t| t.state.name())
+                    ));
+                }
+                running.insert((key, id));
+            }
+        }
+        for (framework_id, f) in &registry.frameworks {
+            for (task_id, t) in &f.tasks {
+                let key = crate::TaskKey {
+                    framework_id: framework_id.clone(),
+                    task_id: task_id.clone(),
+                };
+                if !running.contains(&(&key, &t.agent_id)) {
+                    return Err(format!(
+                        "the registry has task {task_id} of framework {framework_id} {} on agent \
+                         {}, which does not run it",
+                        t.state.name(),
+                        t.agent_id
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// No task was sent to an agent (`RunTasks`) more than once.
     pub fn check_no_double_run(&self) -> Result<(), String> {
         match self.runs.iter().find(|(_, n)| **n > 1) {

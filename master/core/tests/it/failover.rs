@@ -77,6 +77,23 @@ fn used(sim: &Sim, agent: &AgentId) -> Resources {
         .unwrap_or_default()
 }
 
+/// One agent and a framework whose launch of `f-t1` is proposed and not committed yet.
+fn launch_awaiting_commit(partition_aware: bool) -> (Sim, u64, u64, TaskKey) {
+    let mut sim = sim();
+    let agent = sim.add_agent("h", "cpus:4;mem:4GiB", true);
+    let w = Workload::new("cpus:1;mem:1GiB", 1);
+    let fw = framework(&mut sim, "f", partition_aware, Some(w));
+    sim.auto_commit = false;
+    sim.advance(Duration::from_millis(20));
+    let k = key(&sim, fw, "f-t1");
+    let held: Vec<&RegistryOp> = sim.held.iter().collect();
+    assert!(
+        matches!(held[..], [RegistryOp::TasksAdded { ref tasks, .. }] if tasks[0].task_id == k.task_id),
+        "the launch awaits its commit: {held:?}"
+    );
+    (sim, agent, fw, k)
+}
+
 /// The leader commits `TasksAdded` but is deposed before it learns so: no `RunTasks` goes out.
 /// The new leader has the task in its registry on an agent that re-registers without it, so
 /// the task is gone (TASK_GONE, or TASK_LOST without the partition-aware capability) — exactly
@@ -88,18 +105,7 @@ fn a_failover_between_the_commit_of_a_launch_and_its_run_tasks_ends_the_task_onc
         [(false, false), (false, true), (true, false), (true, true)]
     {
         let case = format!("partition_aware={partition_aware} frameworks_first={frameworks_first}");
-        let mut sim = sim();
-        let agent = sim.add_agent("h", "cpus:4;mem:4GiB", true);
-        let w = Workload::new("cpus:1;mem:1GiB", 1);
-        let fw = framework(&mut sim, "f", partition_aware, Some(w));
-        sim.auto_commit = false;
-        sim.advance(Duration::from_millis(20));
-        let k = key(&sim, fw, "f-t1");
-        assert!(
-            matches!(sim.held.front(), Some(RegistryOp::TasksAdded { tasks, .. }) if tasks[0].task_id == k.task_id),
-            "{case}: the launch awaits its commit: {:?}",
-            sim.held
-        );
+        let (mut sim, agent, fw, k) = launch_awaiting_commit(partition_aware);
         let agent_id = sim.agent_id(agent);
 
         let moved = sim.leader_change(1, frameworks_first);
@@ -137,14 +143,7 @@ fn a_failover_between_the_commit_of_a_launch_and_its_run_tasks_ends_the_task_onc
 #[test]
 fn a_launch_lost_with_the_deposed_leader_runs_nowhere_and_reconciliation_says_so() {
     for partition_aware in [false, true] {
-        let mut sim = sim();
-        let agent = sim.add_agent("h", "cpus:4;mem:4GiB", true);
-        let w = Workload::new("cpus:1;mem:1GiB", 1);
-        let fw = framework(&mut sim, "f", partition_aware, Some(w));
-        sim.auto_commit = false;
-        sim.advance(Duration::from_millis(20));
-        assert_eq!(sim.held.len(), 1, "the launch awaits its commit");
-        let k = key(&sim, fw, "f-t1");
+        let (mut sim, agent, fw, k) = launch_awaiting_commit(partition_aware);
 
         let moved = sim.leader_change(0, false);
         let (agent, fw) = (moved[&agent], moved[&fw]);

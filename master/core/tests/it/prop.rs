@@ -29,6 +29,8 @@ enum Event {
     Kill(usize, usize),
     Revive(usize),
     Drain(usize, bool),
+    /// The operator tears a framework down.
+    Teardown(usize),
     /// A framework stops acknowledging updates (false), or acknowledges what it holds and
     /// resumes (true).
     Acks(usize, bool),
@@ -57,6 +59,8 @@ fn event() -> impl Strategy<Value = Event> {
         1 => (0usize..3, any::<bool>()).prop_map(|(a, d)| Event::Drain(a, d)),
         1 => (0usize..3, any::<bool>()).prop_map(|(f, on)| Event::Acks(f, on)),
         1 => Just(Event::Hold),
+        // Rare: a torn-down framework is gone for the rest of the run.
+        1 => (0usize..12).prop_map(Event::Teardown),
         1 => (0usize..4).prop_map(Event::Commit),
         1 => (0usize..6, any::<bool>(), 0u64..3_000).prop_map(|(n, f, ms)| Event::LeaderChange {
             committed_unseen: n,
@@ -198,6 +202,15 @@ fn run(events: Vec<Event>) -> Result<(), TestCaseError> {
                     sim.acknowledge_all(fws[f]);
                 }
             }
+            Event::Teardown(f) => {
+                if let Some(s) = fws.get(f).copied() {
+                    let framework_id = sim.framework_id(s);
+                    sim.send(
+                        op,
+                        ClientFrame::Operator(OperatorCall::TeardownFramework { framework_id }),
+                    );
+                }
+            }
             Event::Hold => sim.auto_commit = false,
             Event::Commit(0) => {
                 sim.auto_commit = true;
@@ -240,6 +253,7 @@ fn run(events: Vec<Event>) -> Result<(), TestCaseError> {
     sim.quiesce();
     check_safety(&sim)?;
     sim.check_launches_resolved().map_err(TestCaseError::fail)?;
+    sim.check_agents_agree().map_err(TestCaseError::fail)?;
     // Every task finishes.
     for f in fws.iter() {
         if sim.open.contains(f) {
