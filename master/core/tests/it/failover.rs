@@ -374,3 +374,63 @@ fn a_failover_while_an_update_awaits_its_acknowledgement_redelivers_it_and_acks_
         check_all(&sim);
     }
 }
+
+/// An agent cut off across a failover does not re-register: the new leader gives it
+/// `agent_reregister_timeout`, then its task is TASK_UNREACHABLE (partition-aware) or
+/// TASK_LOST. When it comes back, the partition-aware framework's task is running again; the
+/// other's is killed on the agent, and its framework keeps its one terminal state.
+#[test]
+fn an_agent_away_across_a_failover_is_unreachable_after_the_reregister_timeout_then_rejoins() {
+    for partition_aware in [false, true] {
+        let case = format!("partition_aware={partition_aware}");
+        let mut sim = sim();
+        let agent = sim.add_agent("h", "cpus:4;mem:4GiB", true);
+        let w = Workload::new("cpus:1;mem:1GiB", 1);
+        let fw = framework(&mut sim, "f", partition_aware, Some(w));
+        sim.advance(Duration::from_millis(20));
+        let k = key(&sim, fw, "f-t1");
+        assert_eq!(
+            sim.framework(fw).tasks.get(&k.task_id),
+            Some(&TaskState::Running)
+        );
+        sim.agents.get_mut(&agent).expect("agent").heartbeats = false;
+
+        let moved = sim.leader_change(0, false);
+        assert!(!moved.contains_key(&agent), "{case}: the agent stays away");
+        let fw = moved[&fw];
+        let timeout = sim.master.config().agent_reregister_timeout;
+        sim.advance(timeout - Duration::from_secs(1));
+        assert_eq!(
+            sim.framework(fw).tasks.get(&k.task_id),
+            Some(&TaskState::Running),
+            "{case}: still within the bound"
+        );
+        sim.advance(Duration::from_secs(2));
+        let away = if partition_aware {
+            TaskState::Unreachable
+        } else {
+            TaskState::Lost
+        };
+        assert_eq!(
+            sim.framework(fw).tasks.get(&k.task_id),
+            Some(&away),
+            "{case}"
+        );
+
+        let agent = sim.reconnect_agent(agent);
+        sim.quiesce();
+        let (framework_sees, agent_runs) = if partition_aware {
+            (TaskState::Running, TaskState::Running)
+        } else {
+            (TaskState::Lost, TaskState::Killed)
+        };
+        assert_eq!(
+            sim.framework(fw).tasks.get(&k.task_id),
+            Some(&framework_sees),
+            "{case}"
+        );
+        assert_eq!(sim.agents[&agent].tasks[&k].1, agent_runs, "{case}");
+        sim.check_agents_agree().expect("agents and registry agree");
+        check_all(&sim);
+    }
+}
