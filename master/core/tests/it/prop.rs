@@ -1,16 +1,17 @@
-//! Seeded random event sequences (proptest, which prints the failing case and keeps its seed in
-//! `proptest-regressions/`): safety after every event, then a liveness phase.
+//! Seeded random event sequences (proptest, which prints the failing case, shrunk, and keeps
+//! its seed in `proptest-regressions/`): safety after every event, then a liveness phase.
 //! Events include leader changes: raft stops committing for a while (`Hold`), some proposals
 //! commit (`Commit`), and the leader is deposed (`LeaderChange`) with some of the pending
 //! proposals committed unseen and the rest lost; the core is rebuilt from the replicated
-//! registry and every session reconnects (frameworks reconcile their open tasks, as real ones
-//! do).
+//! registry and the sessions reconnect (some only later; frameworks reconcile their open tasks,
+//! as real ones do). Frameworks may also hold back acknowledgements, fail over or be torn down.
 //! Safety: no agent is over-committed (offered + used <= total); no task ever shows a framework
-//! two different terminal states; no task is sent to agents twice. Liveness: once every agent
-//! and framework is back and the cluster has quiesced (timers run, `agent_reregister_timeout`
-//! passed), every committed launch reached its agent or its framework got a terminal status for
-//! it; once every task is finished, no task is left live and each ended in exactly one terminal
-//! state.
+//! two different terminal states, or a non-terminal one after a terminal one; no task is sent
+//! to agents twice. Liveness: once every agent and framework is back and the cluster has
+//! quiesced (timers run, `agent_reregister_timeout` passed), every committed launch reached its
+//! agent or its framework got a terminal status for it, and agents and registry agree on what
+//! runs where; once every task is finished, no task is left live, each ended in exactly one
+//! terminal state and every agent's updates are acknowledged.
 
 use crate::sim;
 use master_core::testing::{framework_info, Sim, Workload};
@@ -40,10 +41,13 @@ enum Event {
     Commit(usize),
     /// The leader is deposed: n of the waiting proposals commit unseen, the rest are lost;
     /// clients reconnect after `ms` (frameworks first when the flag is set).
+    /// Bit i of `stay_away` keeps agent i (bits 0-2) or framework i - 3 (bits 3-5) away
+    /// until a `Reconnect` or `FrameworkFailover` event brings it back.
     LeaderChange {
         committed_unseen: usize,
         frameworks_first: bool,
         ms: u64,
+        stay_away: u8,
     },
 }
 
@@ -62,11 +66,18 @@ fn event() -> impl Strategy<Value = Event> {
         // Rare: a torn-down framework is gone for the rest of the run.
         1 => (0usize..12).prop_map(Event::Teardown),
         1 => (0usize..4).prop_map(Event::Commit),
-        1 => (0usize..6, any::<bool>(), 0u64..3_000).prop_map(|(n, f, ms)| Event::LeaderChange {
-            committed_unseen: n,
-            frameworks_first: f,
-            ms,
-        }),
+        1 => (
+            0usize..6,
+            any::<bool>(),
+            0u64..3_000,
+            prop_oneof![3 => Just(0u8), 1 => 0u8..64],
+        )
+            .prop_map(|(n, f, ms, away)| Event::LeaderChange {
+                committed_unseen: n,
+                frameworks_first: f,
+                ms,
+                stay_away: away,
+            }),
     ]
 }
 
@@ -161,6 +172,9 @@ fn run(events: Vec<Event>) -> Result<(), TestCaseError> {
                 }
                 if sim.open.contains(&fws[f]) {
                     fws[f] = sim.reconnect_framework(fws[f], info);
+                } else if sim.leader_changes > 0 {
+                    // Back after staying away from a new leader.
+                    fws[f] = sim.resubscribe(fws[f]);
                 }
             }
             Event::Kill(f, t) => {
@@ -221,8 +235,17 @@ fn run(events: Vec<Event>) -> Result<(), TestCaseError> {
                 committed_unseen,
                 frameworks_first,
                 ms,
+                stay_away,
             } => {
-                let open = sim.depose_leader(committed_unseen);
+                let mut open = sim.depose_leader(committed_unseen);
+                let away: Vec<u64> = agents
+                    .iter()
+                    .chain(fws.iter())
+                    .enumerate()
+                    .filter(|(i, _)| stay_away & (1 << i) != 0)
+                    .map(|(_, s)| *s)
+                    .collect();
+                open.retain(|s| !away.contains(s));
                 sim.auto_commit = true;
                 sim.advance(Duration::from_millis(ms));
                 let moved = sim.reconnect_after_failover(&open, frameworks_first);
@@ -296,7 +319,7 @@ fn run(events: Vec<Event>) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
     #[test]
     fn random_event_sequences_keep_the_invariants(events in prop::collection::vec(event(), 1..60)) {
         run(events)?;
