@@ -25,8 +25,8 @@
 //! [`Master::snapshot_dirty`] and answers `GetState` from the published copy, so reads never
 //! wait on allocation.
 //!
-//! The [`testing`] module holds `Sim`, a harness with a virtual clock used by the tests and the
-//! benchmark.
+//! The [`testing`] module holds `Sim`, a harness with a virtual clock and simulated leader
+//! changes (`Sim::leader_change`), used by the tests.
 
 pub mod allocator;
 pub mod config;

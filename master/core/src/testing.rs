@@ -2,9 +2,16 @@
 //! deadline ([`Master::poll_timeout`]); agents and frameworks are sessions driven in memory, with
 //! optional scripted behaviour (agents run what they are told and report it; frameworks launch a
 //! workload from their offers); every `Propose` is committed at once, in order, as the
-//! single-master daemon does. No threads, no sleeps.
+//! single-master daemon does, unless `auto_commit` is off. No threads, no sleeps.
+//!
+//! Failover ([`Sim::leader_change`], in `testing/failover.rs`): the harness keeps the registry
+//! as the replicated log has it (`replicated`), so a leader change can drop the proposals not
+//! yet committed, commit some the deposed leader never saw committed, rebuild the core with
+//! [`Master::with_registry`] and reconnect every session, as the daemon and its clients do.
 
-use crate::{Master, MasterConfig, Output, RegistryOp, SessionId, TaskKey};
+mod failover;
+
+use crate::{Master, MasterConfig, Output, Registry, RegistryOp, SessionId, TaskKey};
 use proto::{
     AgentId, AgentInfo, AgentToMaster, ClientFrame, CommandInfo, Filters, FrameworkCall,
     FrameworkEvent, FrameworkId, FrameworkInfo, MasterToAgent, Offer, OfferId, OfferOperation,
@@ -59,10 +66,23 @@ pub struct SimFramework {
     pub tasks: BTreeMap<TaskId, TaskState>,
     /// Every distinct terminal state seen per task (must never exceed one).
     pub terminal: BTreeMap<TaskId, BTreeSet<TaskState>>,
+    /// Non-terminal updates received after a terminal one for the same task id (must stay
+    /// empty unless the test reuses the id of a task refused at launch).
+    pub after_terminal: Vec<TaskStatus>,
     /// Every update received, in order.
     pub updates: Vec<TaskStatus>,
     pub auto_ack: bool,
+    /// Acknowledgements not sent yet (updates received while `auto_ack` was off), for
+    /// [`Sim::acknowledge_all`].
+    pub unacked: Vec<FrameworkCall>,
     pub errors: Vec<String>,
+    /// What it subscribes with (its id is added when it re-subscribes).
+    pub info: Option<FrameworkInfo>,
+    /// Ids of the tasks it asked to launch.
+    pub accepted: BTreeSet<TaskId>,
+    /// On a re-subscription, reconcile every task it launched and has no terminal state for
+    /// (as `corral run` and Mesos frameworks do after a lost connection).
+    pub reconcile_on_resubscribe: bool,
 }
 
 impl SimFramework {
@@ -90,10 +110,27 @@ pub struct SimAgent {
     /// Sends heartbeats when true (false simulates a partition).
     pub heartbeats: bool,
     pub tasks: BTreeMap<TaskKey, (TaskInfo, TaskState)>,
-    /// Updates sent and not acknowledged, resent on re-registration.
+    /// The update of each task sent and not acknowledged, resent on re-registration.
     pub unacked: BTreeMap<TaskKey, TaskStatus>,
+    /// Later updates of a task waiting for the acknowledgement of its `unacked` one: a task's
+    /// updates leave one at a time, in order, as from a real agent.
+    pub queued: BTreeMap<TaskKey, VecDeque<TaskStatus>>,
     pub seq: u64,
     pub received: Vec<MasterToAgent>,
+}
+
+impl SimAgent {
+    /// The tasks it reports when it (re-)registers: every task it received a `RunTasks` for.
+    fn reports(&self) -> Vec<TaskReport> {
+        self.tasks
+            .iter()
+            .map(|(k, (t, st))| TaskReport {
+                framework_id: k.framework_id.clone(),
+                task: t.clone(),
+                state: *st,
+            })
+            .collect()
+    }
 }
 
 pub struct Sim {
@@ -106,8 +143,19 @@ pub struct Sim {
     pub open: BTreeSet<SessionId>,
     pub agents: BTreeMap<SessionId, SimAgent>,
     pub frameworks: BTreeMap<SessionId, SimFramework>,
-    /// Every op committed, in order.
+    /// Every op committed, in order (those a deposed leader never saw included).
     pub committed: Vec<RegistryOp>,
+    /// The registry as the replicated log has it: `committed` applied in order. A new leader
+    /// starts from it.
+    pub replicated: Registry,
+    /// Every task a committed `TasksAdded` added, with its agent.
+    pub launches: BTreeMap<TaskKey, AgentId>,
+    /// `RunTasks` received per task, by any agent (more than one is a task run twice).
+    pub runs: BTreeMap<TaskKey, u32>,
+    /// Leader changes so far (each new leader gets its own id prefix, as in the daemon).
+    pub leader_changes: u64,
+    /// Proposals lost with a deposed leader.
+    pub dropped: Vec<RegistryOp>,
     /// When false, proposals wait in `held` until [`Sim::commit_held`].
     pub auto_commit: bool,
     pub held: VecDeque<RegistryOp>,
@@ -117,13 +165,22 @@ pub struct Sim {
     next_heartbeat: Instant,
     /// Keep at most this many frames per inbox (oldest dropped): long runs stay bounded.
     pub inbox_cap: usize,
+    /// Agents resend their unacknowledged updates this often (at their heartbeats), as real
+    /// agents do with backoff; `None`: only when they re-register.
+    pub resend_unacked: Option<Duration>,
+    last_resend: Instant,
+    /// Who connected each session (to reconnect it after a leader change).
+    peers: BTreeMap<SessionId, PeerIdentity>,
+    /// The first leader's configuration; later leaders differ in id prefix and wall clock.
+    config: MasterConfig,
+    start: Instant,
 }
 
 impl Sim {
     pub fn new(config: MasterConfig, start: Instant) -> Sim {
         let heartbeat_every = config.agent_heartbeat_interval;
         Sim {
-            master: Master::new(config, start),
+            master: Master::new(config.clone(), start),
             now: start,
             next_session: 0,
             inbox: BTreeMap::new(),
@@ -132,6 +189,11 @@ impl Sim {
             agents: BTreeMap::new(),
             frameworks: BTreeMap::new(),
             committed: Vec::new(),
+            replicated: Registry::default(),
+            launches: BTreeMap::new(),
+            runs: BTreeMap::new(),
+            leader_changes: 0,
+            dropped: Vec::new(),
             auto_commit: true,
             held: VecDeque::new(),
             inputs: VecDeque::new(),
@@ -139,6 +201,11 @@ impl Sim {
             heartbeat_every,
             next_heartbeat: start + heartbeat_every,
             inbox_cap: 10_000,
+            resend_unacked: None,
+            last_resend: start,
+            peers: BTreeMap::new(),
+            config,
+            start,
         }
     }
 
@@ -146,14 +213,12 @@ impl Sim {
         self.next_session += 1;
         let s = self.next_session;
         self.open.insert(s);
-        self.master.handle_connected(
-            self.now,
-            s,
-            PeerIdentity {
-                role,
-                name: name.to_owned(),
-            },
-        );
+        let peer = PeerIdentity {
+            role,
+            name: name.to_owned(),
+        };
+        self.peers.insert(s, peer.clone());
+        self.master.handle_connected(self.now, s, peer);
         self.pump();
         s
     }
@@ -189,6 +254,7 @@ impl Sim {
                 heartbeats: true,
                 tasks: BTreeMap::new(),
                 unacked: BTreeMap::new(),
+                queued: BTreeMap::new(),
                 seq: 0,
                 received: Vec::new(),
             },
@@ -220,22 +286,9 @@ impl Sim {
         };
         agent.heartbeats = true;
         let name = agent.name.clone();
-        let reports: Vec<TaskReport> = agent
-            .tasks
-            .iter()
-            .map(|(k, (t, st))| TaskReport {
-                framework_id: k.framework_id.clone(),
-                task: t.clone(),
-                state: *st,
-            })
-            .collect();
+        let reports = agent.reports();
         let info = agent_info(&name, agent.resources.clone());
         let id = agent.agent_id.clone();
-        let unacked: Vec<(FrameworkId, TaskStatus)> = agent
-            .unacked
-            .iter()
-            .map(|(k, s)| (k.framework_id.clone(), s.clone()))
-            .collect();
         let s = self.connect(Role::Agent, &name);
         self.agents.insert(s, agent);
         self.send(
@@ -246,16 +299,24 @@ impl Sim {
                 tasks: reports,
             }),
         );
-        for (framework_id, status) in unacked {
-            self.send(
-                s,
-                ClientFrame::Agent(AgentToMaster::StatusUpdate {
-                    framework_id,
-                    status,
-                }),
-            );
-        }
+        self.resend_updates(s);
+        self.pump();
         s
+    }
+
+    /// Queues a resend of every update the agent on `session` sent and has no
+    /// acknowledgement for.
+    fn resend_updates(&mut self, session: SessionId) {
+        let Some(agent) = self.agents.get(&session) else {
+            return;
+        };
+        for (k, status) in &agent.unacked {
+            let frame = ClientFrame::Agent(AgentToMaster::StatusUpdate {
+                framework_id: k.framework_id.clone(),
+                status: status.clone(),
+            });
+            self.inputs.push_back((session, frame));
+        }
     }
 
     /// Subscribes a framework; with a workload it launches tasks from its offers by itself.
@@ -282,6 +343,7 @@ impl Sim {
                 name: name.to_owned(),
                 workload,
                 auto_ack: true,
+                info: Some(info.clone()),
                 ..Default::default()
             },
         );
@@ -296,9 +358,12 @@ impl Sim {
             return old;
         };
         fw.offers.clear();
+        // Acknowledgements it had not sent are lost with the connection.
+        fw.unacked.clear();
         let name = fw.name.clone();
         let mut info = info;
         info.id = fw.framework_id.clone();
+        fw.info = Some(info.clone());
         let s = self.connect(Role::Framework, &name);
         self.frameworks.insert(s, fw);
         self.send(s, ClientFrame::Framework(FrameworkCall::Subscribe { info }));
@@ -319,6 +384,19 @@ impl Sim {
             .unwrap_or_else(|| EMPTY.get_or_init(SimFramework::default))
     }
 
+    /// The framework on `session` acknowledges every update it holds an acknowledgement for.
+    pub fn acknowledge_all(&mut self, session: SessionId) {
+        let acks = match self.frameworks.get_mut(&session) {
+            Some(f) => std::mem::take(&mut f.unacked),
+            None => return,
+        };
+        for ack in acks {
+            self.inputs
+                .push_back((session, ClientFrame::Framework(ack)));
+        }
+        self.pump();
+    }
+
     /// Advances virtual time by `d`, firing every deadline on the way (and agent heartbeats).
     pub fn advance(&mut self, d: Duration) {
         let target = self.now + d;
@@ -333,6 +411,12 @@ impl Sim {
             self.now = self.now.max(next);
             if self.next_heartbeat <= self.now {
                 self.next_heartbeat = self.now + self.heartbeat_every;
+                let resend = self
+                    .resend_unacked
+                    .is_some_and(|d| self.now >= self.last_resend + d);
+                if resend {
+                    self.last_resend = self.now;
+                }
                 let beating: Vec<SessionId> = self
                     .agents
                     .iter()
@@ -342,6 +426,9 @@ impl Sim {
                 for s in beating {
                     self.inputs
                         .push_back((s, ClientFrame::Agent(AgentToMaster::Heartbeat)));
+                    if resend {
+                        self.resend_updates(s);
+                    }
                 }
             }
             self.master.handle_timeout(self.now);
@@ -358,9 +445,44 @@ impl Sim {
             let Some(op) = self.held.pop_front() else {
                 break;
             };
-            self.committed.push(op.clone());
-            self.master.handle_committed(self.now, op);
+            self.commit(op, true);
             self.pump();
+        }
+    }
+
+    /// Commits `op` to the replicated log; the leader learns of it when `leader_sees`.
+    fn commit(&mut self, op: RegistryOp, leader_sees: bool) {
+        let mut added = Vec::new();
+        if let RegistryOp::TasksAdded {
+            framework_id,
+            agent_id,
+            tasks,
+            ..
+        } = &op
+        {
+            for t in tasks {
+                let key = TaskKey {
+                    framework_id: framework_id.clone(),
+                    task_id: t.task_id.clone(),
+                };
+                if self.replicated.task(&key).is_none() {
+                    added.push((key, agent_id.clone()));
+                }
+            }
+        }
+        self.replicated.apply(&op);
+        for (key, agent_id) in added {
+            if self
+                .replicated
+                .task(&key)
+                .is_some_and(|t| t.agent_id == agent_id)
+            {
+                self.launches.insert(key, agent_id);
+            }
+        }
+        self.committed.push(op.clone());
+        if leader_sees {
+            self.master.handle_committed(self.now, op);
         }
     }
 
@@ -381,8 +503,7 @@ impl Sim {
             }
             if self.auto_commit {
                 if let Some(op) = self.held.pop_front() {
-                    self.committed.push(op.clone());
-                    self.master.handle_committed(self.now, op);
+                    self.commit(op, true);
                     continue;
                 }
             }
@@ -441,6 +562,14 @@ impl Sim {
         status.uuid = Some(uuid);
         status.seq = agent.seq;
         let _ = info;
+        if agent.unacked.contains_key(key) {
+            agent
+                .queued
+                .entry(key.clone())
+                .or_default()
+                .push_back(status);
+            return;
+        }
         agent.unacked.insert(key.clone(), status.clone());
         self.inputs.push_back((
             session,
@@ -472,6 +601,18 @@ impl Sim {
                 };
                 if agent.unacked.get(&key).and_then(|s| s.uuid.as_ref()) == Some(&uuid) {
                     agent.unacked.remove(&key);
+                    let next = agent.queued.get_mut(&key).and_then(VecDeque::pop_front);
+                    if agent.queued.get(&key).is_some_and(VecDeque::is_empty) {
+                        agent.queued.remove(&key);
+                    }
+                    if let Some(status) = next {
+                        agent.unacked.insert(key.clone(), status.clone());
+                        let frame = ClientFrame::Agent(AgentToMaster::StatusUpdate {
+                            framework_id: key.framework_id,
+                            status,
+                        });
+                        self.inputs.push_back((session, frame));
+                    }
                 }
             }
             MasterToAgent::RunTasks {
@@ -484,6 +625,14 @@ impl Sim {
                         framework_id: framework.id.clone(),
                         task_id: t.task_id.clone(),
                     };
+                    *self.runs.entry(key.clone()).or_default() += 1;
+                    // A real agent refuses a task id it already runs; keep the first.
+                    let Some(agent) = self.agents.get_mut(&session) else {
+                        return;
+                    };
+                    if agent.tasks.contains_key(&key) {
+                        continue;
+                    }
                     agent.tasks.insert(key.clone(), (t, TaskState::Staging));
                     keys.push(key);
                 }
@@ -526,7 +675,13 @@ impl Sim {
             return;
         };
         match ev {
-            FrameworkEvent::Subscribed { framework_id, .. } => fw.framework_id = Some(framework_id),
+            FrameworkEvent::Subscribed { framework_id, .. } => {
+                let again = fw.framework_id.as_ref() == Some(&framework_id);
+                fw.framework_id = Some(framework_id);
+                if again && fw.reconcile_on_resubscribe {
+                    self.reconcile_open_tasks(session);
+                }
+            }
             FrameworkEvent::Offers { offers } => {
                 fw.offers_received += offers.len() as u64;
                 for o in offers {
@@ -539,6 +694,9 @@ impl Sim {
                 fw.offers.remove(&offer_id);
             }
             FrameworkEvent::Update { status } => {
+                if !status.state.is_terminal() && fw.terminal.contains_key(&status.task_id) {
+                    fw.after_terminal.push(status.clone());
+                }
                 fw.tasks.insert(status.task_id.clone(), status.state);
                 if status.state.is_terminal() {
                     fw.terminal
@@ -546,16 +704,17 @@ impl Sim {
                         .or_default()
                         .insert(status.state);
                 }
-                if fw.auto_ack {
-                    if let (Some(uuid), Some(agent_id)) = (&status.uuid, &status.agent_id) {
-                        self.inputs.push_back((
-                            session,
-                            ClientFrame::Framework(FrameworkCall::Acknowledge {
-                                agent_id: agent_id.clone(),
-                                task_id: status.task_id.clone(),
-                                uuid: uuid.clone(),
-                            }),
-                        ));
+                if let (Some(uuid), Some(agent_id)) = (&status.uuid, &status.agent_id) {
+                    let ack = FrameworkCall::Acknowledge {
+                        agent_id: agent_id.clone(),
+                        task_id: status.task_id.clone(),
+                        uuid: uuid.clone(),
+                    };
+                    if fw.auto_ack {
+                        self.inputs
+                            .push_back((session, ClientFrame::Framework(ack)));
+                    } else if fw.unacked.len() < 10_000 {
+                        fw.unacked.push(ack);
                     }
                 }
                 if let Some(fw) = self.frameworks.get_mut(&session) {
@@ -590,6 +749,8 @@ impl Sim {
                 };
                 left = rest;
                 fw.launched += 1;
+                fw.accepted
+                    .insert(TaskId(format!("{}-t{}", fw.name, fw.launched)));
                 tasks.push(TaskInfo {
                     task_id: TaskId(format!("{}-t{}", fw.name, fw.launched)),
                     name: format!("{} task {}", fw.name, fw.launched),

@@ -2,6 +2,7 @@
 
 mod basic;
 mod drf;
+mod failover;
 mod lifecycle;
 mod offers;
 mod prop;
