@@ -13,5 +13,6 @@ mod post_mortem;
 mod security;
 mod status_updates;
 mod systemd;
+mod systemd_vm;
 mod tenancy;
 mod tidy;
