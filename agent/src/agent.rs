@@ -1101,11 +1101,13 @@ impl Agent {
         });
     }
 
+    /// Waits for the task's end on a blocking thread until the agent stops (`Handle::watch`).
     fn watch_exit(&self, task_id: TaskId, handle: Arc<Handle>) {
         let events = self.events.clone();
         tokio::task::spawn_blocking(move || {
-            let result = handle.wait();
-            let _ = events.blocking_send(Event::Exited { task_id, result });
+            if let Some(result) = handle.watch(&events) {
+                let _ = events.blocking_send(Event::Exited { task_id, result });
+            }
         });
     }
 

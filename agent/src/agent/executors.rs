@@ -652,8 +652,9 @@ impl Agent {
     fn watch_executor(&self, key: ExecKey, handle: Arc<Handle>) {
         let events = self.events.clone();
         tokio::task::spawn_blocking(move || {
-            let result = handle.wait();
-            let _ = events.blocking_send(Event::ExecutorExited { key, result });
+            if let Some(result) = handle.watch(&events) {
+                let _ = events.blocking_send(Event::ExecutorExited { key, result });
+            }
         });
     }
 
