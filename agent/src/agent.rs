@@ -59,6 +59,8 @@ pub struct Config {
     pub isolation: IsolationMode,
     /// Name of the agent's cgroup subtree for tasks (under its own cgroup); `corral` if unset.
     pub cgroup_parent: Option<String>,
+    /// Whose cgroup the task cgroups live under (`cgroup_driver.rs`).
+    pub cgroup_driver: crate::CgroupDriver,
     pub default_user: Option<String>,
     pub allowed_users: Vec<String>,
     pub allow_root: bool,
@@ -457,10 +459,15 @@ fn make_runtime(config: &Config) -> Result<Runtime, AgentError> {
         IsolationMode::Cgroup2 => isolation::Backend::Cgroup2,
         IsolationMode::Cgroup1 => isolation::Backend::Cgroup1,
     };
+    let cgroup_root = PathBuf::from("/sys/fs/cgroup");
+    let v2 = backend != isolation::Backend::Cgroup1;
+    let (cgroup_base, why) = crate::cgroup_driver::resolve(config.cgroup_driver, &cgroup_root, v2)
+        .map_err(AgentError::Isolation)?;
     let iso_config = isolation::IsolatorConfig {
         backend,
-        cgroup_root: PathBuf::from("/sys/fs/cgroup"),
+        cgroup_root,
         cgroup_parent: config.cgroup_parent.clone(),
+        cgroup_base: cgroup_base.clone(),
         run_root: config.work_dir.join("containers"),
         sandbox_root: Some(config.work_dir.join("sandboxes")),
         init_program: config.init_program.clone(),
@@ -471,7 +478,10 @@ fn make_runtime(config: &Config) -> Result<Runtime, AgentError> {
         default_pids_limit: config.default_pids_limit,
     };
     match isolation::Isolator::new(iso_config) {
-        Ok(iso) => Ok(Runtime::Isolated(Box::new(iso))),
+        Ok(iso) => {
+            crate::cgroup_driver::log_layout(cgroup_base.as_deref(), &why, &iso.task_parents());
+            Ok(Runtime::Isolated(Box::new(iso)))
+        }
         Err(e) if config.isolation == IsolationMode::Auto => {
             tracing::warn!(error = %e, "cgroups cannot be managed here (run as root for isolation); \
                 running tasks as plain processes WITHOUT resource limits");

@@ -26,6 +26,7 @@
 //! `framework::executor` is the client library for executors.
 
 mod agent;
+mod cgroup_driver;
 mod checkpoint;
 mod gc;
 mod resources;
@@ -33,6 +34,7 @@ mod runtime;
 mod updates;
 
 pub use agent::{run, Config, IsolationMode};
+pub use cgroup_driver::CgroupDriver;
 pub use gc::GcPolicy;
 pub use updates::{RetryPolicy, StatusUpdates};
 
