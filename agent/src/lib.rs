@@ -32,6 +32,7 @@ mod gc;
 mod resources;
 mod runtime;
 mod updates;
+mod workdir;
 
 pub use agent::{run, Config, IsolationMode};
 pub use cgroup_driver::CgroupDriver;
@@ -51,6 +52,9 @@ pub enum AgentError {
     Isolation(String),
     #[error("cannot use the checkpoint directory: {0}")]
     Checkpoint(String),
+    /// The default task user cannot reach the work directory's sandboxes.
+    #[error("{0}")]
+    Unreachable(String),
     #[error("no master address given: pass --master HOST:PORT")]
     NoMasters,
 }

@@ -484,7 +484,7 @@ impl Agent {
         };
         // The sandbox is the executor's (its user's, 0750); its tasks' directories live below.
         let owner = (isolated && nix::unistd::geteuid().is_root()).then_some((uid, gid));
-        super::create_sandbox(sandbox, owner)?;
+        crate::workdir::create_sandbox(sandbox, owner)?;
         std::fs::create_dir_all(sandbox.join("tasks"))
             .map_err(|e| format!("cannot create sandbox {}: {e}", sandbox.display()))?;
         let mut socket = sandbox.join("executor.sock");

@@ -2,7 +2,9 @@
 //! a new agent re-attaches them), and an agent whose work directory the task user cannot reach
 //! refuses to start.
 
-use integration::{is_root, Cluster};
+use integration::{corral, is_root, scratch_dir, stderr, Certs, Cluster};
+use std::os::unix::fs::PermissionsExt;
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 fn skip_unless_root(test: &str, why: &str) -> bool {
@@ -86,4 +88,85 @@ fn sigterm_ends_the_agent_within_seconds_and_a_new_agent_reports_the_task_once()
 
     c.restart_agent(a);
     crate::agent_recovery::reattached_and_finished_once(&c, a, run, &marker);
+}
+
+/// A temporary directory under `scratch_dir` that the task user may enter.
+fn traversable_dir() -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix("corral-it-")
+        .tempdir_in(scratch_dir())
+        .expect("tempdir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    dir
+}
+
+/// `corral agent` with certificates and a master address (nothing listens there: these agents
+/// must not get that far), run to its end.
+fn agent_exit(
+    dir: &std::path::Path,
+    work_dir: &std::path::Path,
+    extra: &[&str],
+) -> (Output, Duration) {
+    let certs = Certs::new(&dir.join("certs"));
+    certs.issue("agent", "a1");
+    let mut args: Vec<String> = vec![
+        "agent".into(),
+        "--master".into(),
+        format!("127.0.0.1:{}", integration::free_port()),
+        "--work-dir".into(),
+        work_dir.display().to_string(),
+        "--cgroup-parent".into(),
+        format!("corral-it-stop-{}", std::process::id()),
+    ];
+    args.extend(certs.flags("a1"));
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let started = Instant::now();
+    let out = corral(&refs, &[], Duration::from_secs(30));
+    (out, started.elapsed())
+}
+
+#[test]
+fn an_agent_whose_work_dir_the_task_user_cannot_reach_refuses_to_start() {
+    let test = "an_agent_whose_work_dir_the_task_user_cannot_reach_refuses_to_start";
+    if skip_unless_root(test, "tasks run as nobody only under an agent") {
+        return;
+    }
+    let dir = traversable_dir();
+    // What `mktemp -d` makes.
+    let locked = dir.path().join("locked");
+    std::fs::create_dir(&locked).expect("mkdir");
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    let (out, took) = agent_exit(dir.path(), &locked.join("work"), &[]);
+    let err = stderr(&out);
+    eprintln!("the agent exited {took:?} after its start: {err}");
+    assert!(!out.status.success(), "the agent started:\n{err}");
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    let locked = locked.canonicalize().expect("canonical");
+    assert!(
+        err.contains(&format!("{} (mode 0700", locked.display())),
+        "{err}"
+    );
+    assert!(err.contains("task user nobody"), "{err}");
+}
+
+#[test]
+fn the_systemd_cgroup_driver_is_refused_where_systemd_cannot_hold_the_tasks() {
+    let test = "the_systemd_cgroup_driver_is_refused_where_systemd_cannot_hold_the_tasks";
+    if skip_unless_root(test, "the agent manages cgroups") {
+        return;
+    }
+    if std::path::Path::new("/run/systemd/system").is_dir() {
+        eprintln!("skipping {test}: systemd is the init here, and may hold the tasks");
+        return;
+    }
+    let dir = traversable_dir();
+    let (out, _) = agent_exit(
+        dir.path(),
+        &dir.path().join("work"),
+        &["--cgroup-driver", "systemd"],
+    );
+    let err = stderr(&out);
+    assert!(!out.status.success(), "the agent started:\n{err}");
+    assert!(err.contains("--cgroup-driver systemd: "), "{err}");
 }
