@@ -2,6 +2,7 @@
 
 mod agent_input;
 mod agent_recovery;
+mod agent_stop;
 mod disk;
 mod executors;
 mod foundation;
