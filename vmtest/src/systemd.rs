@@ -14,6 +14,9 @@
 //! bash: `mark() { echo "@@SYSVM $*@@"; }`), which [`SystemdOutput::markers`] returns in order
 //! for the host to assert on.
 //! The guest's glibc is bookworm's, so a binary built on a bookworm host runs as is.
+//!
+//! Cost on a 2-core host without KVM: building the image about 3 min once (mmdebstrap), then
+//! each run boots in about 25 s; `integration/tests/it/systemd_vm.rs` takes 80-95 s in all.
 
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
