@@ -136,6 +136,7 @@ pub fn scope_command(plan: &ScopePlan) -> Vec<String> {
         "TasksMax=infinity",
         "--quiet",
         "--collect",
+        "--no-ask-password",
         "--",
         "sleep",
         "infinity",
@@ -210,6 +211,10 @@ pub fn resolve(
             .ok()
             .and_then(|o| o.unified),
     };
+    if driver == CgroupDriver::Auto && !nix::unistd::geteuid().is_root() {
+        // Only root manages cgroups (the isolator will say so); no polkit round trip.
+        return Ok((None, "not root".to_owned()));
+    }
     match choose(driver, &host)? {
         Layout::Own(why) => Ok((None, why.to_owned())),
         Layout::Scope(plan) => match ensure_scope(&plan, cgroup_root) {
@@ -350,7 +355,8 @@ mod tests {
         assert_eq!(
             scope_command(&p).join(" "),
             "systemd-run --scope --unit=corral-agent-tasks.scope --slice=system.slice \
-             -p Delegate=yes -p TasksMax=infinity --quiet --collect -- sleep infinity"
+             -p Delegate=yes -p TasksMax=infinity --quiet --collect --no-ask-password \
+             -- sleep infinity"
         );
     }
 

@@ -2,7 +2,7 @@
 //! a new agent re-attaches them), and an agent whose work directory the task user cannot reach
 //! refuses to start.
 
-use integration::{corral, is_root, scratch_dir, stderr, Certs, Cluster};
+use integration::{corral, is_root, scratch_dir, stderr, wait_child, Certs, Cluster};
 use std::os::unix::fs::PermissionsExt;
 use std::process::Output;
 use std::time::{Duration, Instant};
@@ -32,6 +32,35 @@ fn pids_with_arg(needle: &str) -> Vec<i32> {
     out
 }
 
+/// Starts agent "a1" as in production: its tasks outlive it (no `--cleanup-on-exit`).
+fn production_agent(c: &mut Cluster, extra: &[&str]) -> usize {
+    let mut args = vec!["--resources", "cpus:2;mem:1GiB"];
+    args.extend_from_slice(extra);
+    let a = c.start_agent("a1", &args);
+    c.keep_tasks_on_stop(a);
+    c.restart_agent(a);
+    a
+}
+
+/// SIGTERMs agent `a` and waits until it exited, failing after 5 s; returns how long it took.
+fn sigterm_and_wait(c: &mut Cluster, a: usize) -> Duration {
+    let stopped_at = Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(c.agents[a].pid() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("SIGTERM the agent");
+    while c.agents[a].is_running() {
+        assert!(
+            stopped_at.elapsed() < Duration::from_secs(5),
+            "the agent still runs 5 s after SIGTERM; its log:\n{}",
+            c.agents[a].log_text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    stopped_at.elapsed()
+}
+
 #[test]
 fn sigterm_ends_the_agent_within_seconds_and_a_new_agent_reports_the_task_once() {
     let test = "sigterm_ends_the_agent_within_seconds_and_a_new_agent_reports_the_task_once";
@@ -39,10 +68,7 @@ fn sigterm_ends_the_agent_within_seconds_and_a_new_agent_reports_the_task_once()
         return;
     }
     let mut c = Cluster::start_master(&[]);
-    let a = c.start_agent("a1", &["--resources", "cpus:2;mem:1GiB"]);
-    // A production agent: its tasks outlive it.
-    c.keep_tasks_on_stop(a);
-    c.restart_agent(a);
+    let a = production_agent(&mut c, &[]);
     let marker = crate::agent_recovery::marker_dir(&c).join("starts");
     // A sleep length no other process uses, to find the task's process on the host.
     let nap = format!("14.{}", std::process::id());
@@ -58,21 +84,7 @@ fn sigterm_ends_the_agent_within_seconds_and_a_new_agent_reports_the_task_once()
         std::thread::sleep(Duration::from_millis(50));
     }
 
-    let stopped_at = Instant::now();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(c.agents[a].pid() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .expect("SIGTERM the agent");
-    while c.agents[a].is_running() {
-        assert!(
-            stopped_at.elapsed() < Duration::from_secs(5),
-            "the agent still runs 5 s after SIGTERM; its log:\n{}",
-            c.agents[a].log_text()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let took = stopped_at.elapsed();
+    let took = sigterm_and_wait(&mut c, a);
     eprintln!("the agent exited {took:?} after SIGTERM");
     assert!(
         c.agents[a]
@@ -169,4 +181,39 @@ fn the_systemd_cgroup_driver_is_refused_where_systemd_cannot_hold_the_tasks() {
     let err = stderr(&out);
     assert!(!out.status.success(), "the agent started:\n{err}");
     assert!(err.contains("--cgroup-driver systemd: "), "{err}");
+}
+
+#[test]
+fn a_kill_cut_short_by_the_agents_stop_is_finished_by_the_next_agent() {
+    let test = "a_kill_cut_short_by_the_agents_stop_is_finished_by_the_next_agent";
+    if skip_unless_root(test, "tasks that outlive their agent run in cgroups") {
+        return;
+    }
+    let mut c = Cluster::start_master(&[]);
+    let slow = c.dir.path().join("slow-kill.toml");
+    std::fs::write(&slow, "kill_grace_secs = 60\n").expect("write");
+    let a = production_agent(&mut c, &["--config", slow.to_str().expect("utf-8")]);
+    // The task ignores SIGTERM: only the SIGKILL after the grace period ends it.
+    let nap = format!("90.{}", std::process::id());
+    let cmd = format!("trap '' TERM; sleep {nap}");
+    let run = c.spawn_client("fw", &["run", "--name", "stubborn", "--", &cmd]);
+    let s = c.wait_state("a running task", |s| s["tasks"][0]["state"] == "Running");
+    let id = s["tasks"][0]["id"].as_str().expect("task id").to_owned();
+    let out = c.client("op", &["kill", &id], Duration::from_secs(30));
+    assert!(out.status.success(), "{}", stderr(&out));
+    c.agents[a].wait_for_log("killing task", Duration::from_secs(10));
+
+    // The agent stops within its 60 s grace period: the kill is cut short.
+    sigterm_and_wait(&mut c, a);
+    assert!(!pids_with_arg(&nap).is_empty(), "the task is already gone");
+
+    // The next agent (with a short grace) finishes the kill, which the master sends again when
+    // the agent re-registers with the task.
+    let quick = c.dir.path().join("quick-kill.toml");
+    std::fs::write(&quick, "kill_grace_secs = 1\n").expect("write");
+    c.restart_agent_with(a, &[("--config", quick.to_str().expect("utf-8"))]);
+    let out = wait_child(run, Duration::from_secs(40));
+    let err = stderr(&out);
+    assert!(err.contains("TASK_KILLED"), "stderr:\n{err}");
+    assert!(pids_with_arg(&nap).is_empty(), "the task still runs");
 }
