@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Runs Corral's whole test suite. On a fresh Debian machine (as root) it first installs what the
-# tests need: qemu, busybox and a cgroup-v2 kernel for the VM suite. Without root, the root-only
-# tests (real cgroups, the VM) skip with a message saying why.
+# tests need: qemu, busybox and a cgroup-v2 kernel for the VM suite, and the Debian image with
+# systemd as PID 1 for the real-systemd test (built once, cached under /var/cache/corral-vm).
+# Without root, the root-only tests (real cgroups, the VMs) skip with a message saying why.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if [ "$(id -u)" = 0 ]; then
     scripts/vm-kernel.sh
+    scripts/systemd-vm-image.sh
 else
     echo "test.sh: not root: not installing packages; cgroup and VM tests will skip" >&2
 fi

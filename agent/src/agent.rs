@@ -4,6 +4,7 @@ use crate::checkpoint::{Checkpoints, Loaded, TaskCheckpoint, CHECKPOINT_VERSION}
 use crate::resources;
 use crate::runtime::{Handle, Runtime};
 use crate::updates::{RetryPolicy, StatusUpdates};
+use crate::workdir;
 use crate::AgentError;
 use executors::{ExecKey, Executor};
 use framework::{open_session, ClientOptions, Session};
@@ -59,6 +60,8 @@ pub struct Config {
     pub isolation: IsolationMode,
     /// Name of the agent's cgroup subtree for tasks (under its own cgroup); `corral` if unset.
     pub cgroup_parent: Option<String>,
+    /// Whose cgroup the task cgroups live under (`cgroup_driver.rs`).
+    pub cgroup_driver: crate::CgroupDriver,
     pub default_user: Option<String>,
     pub allowed_users: Vec<String>,
     pub allow_root: bool,
@@ -248,9 +251,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         source,
     };
     std::fs::create_dir_all(config.work_dir.join("sandboxes")).map_err(work_dir_err)?;
-    restrict_work_dir(&config.work_dir).map_err(work_dir_err)?;
-    check_writable(&config.work_dir).map_err(work_dir_err)?;
+    workdir::restrict_work_dir(&config.work_dir).map_err(work_dir_err)?;
+    workdir::check_writable(&config.work_dir).map_err(work_dir_err)?;
     let runtime = make_runtime(&config)?;
+    if let (Runtime::Isolated(iso), Some(user)) = (&runtime, &config.default_user) {
+        if let Err(e) = workdir::check_reachable(&config.work_dir.join("sandboxes"), user) {
+            let _ = iso.remove_task_parents();
+            return Err(AgentError::Unreachable(e));
+        }
+    }
     if matches!(runtime, Runtime::Isolated(_)) {
         warn_about_shared_dirs(&config.work_dir);
     }
@@ -354,102 +363,6 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     Ok(())
 }
 
-/// Modes of the work directory: others may traverse the way to a sandbox (the work dir,
-/// `sandboxes/` and `sandboxes/FRAMEWORK` are 0711: a task started by an older agent, which has
-/// no view, still reaches its sandbox by its path) but list nothing; the agent's state
-/// (`meta/`, `containers/`) is 0700 and `agent_id` 0600. Each sandbox is 0750, its task user's.
-/// Tasks of this agent see none of it: the work directory is hidden in their mount namespace
-/// and only their sandbox is bound back (`container_spec`). Applied at every start, so a work
-/// directory an older agent made is tightened.
-fn restrict_work_dir(dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let set = |p: &Path, mode: u32| -> std::io::Result<()> {
-        match std::fs::symlink_metadata(p) {
-            Ok(md) if md.file_type().is_symlink() => Err(std::io::Error::other(format!(
-                "{} is a symbolic link",
-                p.display()
-            ))),
-            Ok(_) => std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e),
-        }
-    };
-    set(dir, 0o711)?;
-    set(&dir.join("meta"), 0o700)?;
-    set(&dir.join("containers"), 0o700)?;
-    set(&dir.join("agent_id"), 0o600)?;
-    let sockets = dir.join("executor-sockets");
-    set(&sockets, 0o711)?;
-    let sandboxes = dir.join("sandboxes");
-    set(&sandboxes, 0o711)?;
-    for fw in std::fs::read_dir(&sandboxes)?.flatten() {
-        if !fw.file_type()?.is_dir() {
-            continue;
-        }
-        set(&fw.path(), 0o711)?;
-        // Sandboxes of tasks an older agent started (0755 then): no access for others. The
-        // task's user owns each, so this keeps every task reaching its own.
-        for sb in std::fs::read_dir(fw.path())?.flatten() {
-            if sb.file_type()?.is_dir() {
-                tighten_sandbox(&sb.path());
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Clears a sandbox's access for others, through an `O_NOFOLLOW` directory fd.
-fn tighten_sandbox(sandbox: &Path) {
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let Ok(f) = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::libc::O_DIRECTORY | nix::libc::O_NOFOLLOW)
-        .open(sandbox)
-    else {
-        return;
-    };
-    if let Ok(md) = f.metadata() {
-        let mode = md.permissions().mode() & 0o7777;
-        if mode & 0o007 != 0 {
-            let _ = f.set_permissions(std::fs::Permissions::from_mode(mode & !0o007));
-        }
-    }
-}
-
-/// Creates a sandbox (and its parents, root's 0711 below the work directory: traversable,
-/// not listable) owned by `owner` with mode 0750: the task's user and group only.
-pub(crate) fn create_sandbox(sandbox: &Path, owner: Option<(u32, u32)>) -> Result<(), String> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    let err = |e: std::io::Error| format!("cannot create sandbox {}: {e}", sandbox.display());
-    if let Some(parent) = sandbox.parent() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o711)
-            .create(parent)
-            .map_err(err)?;
-    }
-    match std::fs::DirBuilder::new().mode(0o750).create(sandbox) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(err(e)),
-    }
-    // Never follow a link: only a directory the agent made is chowned and chmodded.
-    let md = std::fs::symlink_metadata(sandbox).map_err(err)?;
-    if !md.is_dir() {
-        return Err(format!("sandbox {} is not a directory", sandbox.display()));
-    }
-    if let Some((uid, gid)) = owner {
-        std::os::unix::fs::lchown(sandbox, Some(uid), Some(gid)).map_err(err)?;
-    }
-    std::fs::set_permissions(sandbox, std::fs::Permissions::from_mode(0o750)).map_err(err)
-}
-
-fn check_writable(dir: &Path) -> std::io::Result<()> {
-    let probe = dir.join(".write-test");
-    std::fs::write(&probe, b"ok")?;
-    std::fs::remove_file(&probe)
-}
-
 fn make_runtime(config: &Config) -> Result<Runtime, AgentError> {
     let backend = match config.isolation {
         IsolationMode::None => return Ok(Runtime::Plain),
@@ -457,10 +370,15 @@ fn make_runtime(config: &Config) -> Result<Runtime, AgentError> {
         IsolationMode::Cgroup2 => isolation::Backend::Cgroup2,
         IsolationMode::Cgroup1 => isolation::Backend::Cgroup1,
     };
+    let cgroup_root = PathBuf::from("/sys/fs/cgroup");
+    let v2 = backend != isolation::Backend::Cgroup1;
+    let (cgroup_base, why) = crate::cgroup_driver::resolve(config.cgroup_driver, &cgroup_root, v2)
+        .map_err(AgentError::Isolation)?;
     let iso_config = isolation::IsolatorConfig {
         backend,
-        cgroup_root: PathBuf::from("/sys/fs/cgroup"),
+        cgroup_root,
         cgroup_parent: config.cgroup_parent.clone(),
+        cgroup_base: cgroup_base.clone(),
         run_root: config.work_dir.join("containers"),
         sandbox_root: Some(config.work_dir.join("sandboxes")),
         init_program: config.init_program.clone(),
@@ -471,7 +389,10 @@ fn make_runtime(config: &Config) -> Result<Runtime, AgentError> {
         default_pids_limit: config.default_pids_limit,
     };
     match isolation::Isolator::new(iso_config) {
-        Ok(iso) => Ok(Runtime::Isolated(Box::new(iso))),
+        Ok(iso) => {
+            crate::cgroup_driver::log_layout(cgroup_base.as_deref(), &why, &iso.task_parents());
+            Ok(Runtime::Isolated(Box::new(iso)))
+        }
         Err(e) if config.isolation == IsolationMode::Auto => {
             tracing::warn!(error = %e, "cgroups cannot be managed here (run as root for isolation); \
                 running tasks as plain processes WITHOUT resource limits");
@@ -1101,11 +1022,13 @@ impl Agent {
         });
     }
 
+    /// Waits for the task's end on a blocking thread until the agent stops (`Handle::watch`).
     fn watch_exit(&self, task_id: TaskId, handle: Arc<Handle>) {
         let events = self.events.clone();
         tokio::task::spawn_blocking(move || {
-            let result = handle.wait();
-            let _ = events.blocking_send(Event::Exited { task_id, result });
+            if let Some(result) = handle.watch(&events) {
+                let _ = events.blocking_send(Event::Exited { task_id, result });
+            }
         });
     }
 
@@ -1328,7 +1251,12 @@ impl Agent {
                 .map(|u| (u.uid.as_raw(), u.gid.as_raw())),
             _ => None,
         };
-        create_sandbox(sandbox, owner)?;
+        workdir::create_sandbox(sandbox, owner)?;
+        if let (Some(name), Some(_)) = (&user, owner) {
+            if let Err(e) = workdir::check_reachable(sandbox, name) {
+                tracing::warn!(task = %info.task_id, "{e}");
+            }
+        }
         let argv = if info.command.shell {
             vec![
                 "/bin/sh".to_owned(),

@@ -26,13 +26,16 @@
 //! `framework::executor` is the client library for executors.
 
 mod agent;
+mod cgroup_driver;
 mod checkpoint;
 mod gc;
 mod resources;
 mod runtime;
 mod updates;
+mod workdir;
 
 pub use agent::{run, Config, IsolationMode};
+pub use cgroup_driver::CgroupDriver;
 pub use gc::GcPolicy;
 pub use updates::{RetryPolicy, StatusUpdates};
 
@@ -49,6 +52,9 @@ pub enum AgentError {
     Isolation(String),
     #[error("cannot use the checkpoint directory: {0}")]
     Checkpoint(String),
+    /// The default task user cannot reach the work directory's sandboxes.
+    #[error("{0}")]
+    Unreachable(String),
     #[error("no master address given: pass --master HOST:PORT")]
     NoMasters,
 }

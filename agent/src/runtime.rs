@@ -97,27 +97,48 @@ impl Handle {
         }
     }
 
-    /// Blocks until the task ends.
-    pub fn wait(&self) -> Result<ExitInfo, String> {
+    /// Blocks until the task ends, or returns `Ok(None)` soon after `keep_waiting` says no (at
+    /// most [`isolation::WAIT_RECHECK`] later): the agent is stopping and its tasks outlive it,
+    /// so no thread may stay blocked on one (the runtime's shutdown would wait for it).
+    pub fn wait_while(&self, keep_waiting: &dyn Fn() -> bool) -> Result<Option<ExitInfo>, String> {
         match self {
-            Handle::Isolated(c) => c.wait().map_err(|e| e.to_string()),
+            Handle::Isolated(c) => c.wait_while(keep_waiting).map_err(|e| e.to_string()),
             Handle::Plain(p) => {
-                let child = p.child.lock().map_err(|_| "poisoned".to_owned())?.take();
-                let Some(mut child) = child else {
+                let mut guard = p.child.lock().map_err(|_| "poisoned".to_owned())?;
+                let Some(child) = guard.as_mut() else {
                     return Err("already waited".to_owned());
                 };
-                let status = child.wait().map_err(|e| e.to_string())?;
+                let status = loop {
+                    if let Some(s) = child.try_wait().map_err(|e| e.to_string())? {
+                        break s;
+                    }
+                    if !keep_waiting() {
+                        return Ok(None);
+                    }
+                    std::thread::sleep(isolation::WAIT_RECHECK);
+                };
+                guard.take();
                 use std::os::unix::process::ExitStatusExt;
-                Ok(ExitInfo {
+                Ok(Some(ExitInfo {
                     code: status.code(),
                     signal: status.signal(),
                     oom_killed: false,
                     oom_kills: 0,
                     oom_policy: Default::default(),
                     limitation: None,
-                })
+                }))
             }
         }
+    }
+
+    /// The task's end, or `None` once `events` is closed: the agent's event loop stopped and
+    /// dropped its receiver, so the watching thread returns and the stopping agent's runtime
+    /// does not wait for a task that outlives it.
+    pub fn watch<T>(
+        &self,
+        events: &tokio::sync::mpsc::Sender<T>,
+    ) -> Option<Result<ExitInfo, String>> {
+        self.wait_while(&|| !events.is_closed()).transpose()
     }
 
     /// SIGTERM, then SIGKILL after `grace`, to every process of the task. Blocks.

@@ -187,6 +187,11 @@ pub struct AgentArgs {
     /// Name of the cgroup subtree (under the agent's own cgroup) that holds task cgroups.
     #[arg(long)]
     pub cgroup_parent: Option<String>,
+    /// auto | systemd | cgroupfs: keep task cgroups in a delegated systemd scope next to the
+    /// agent's unit (systemd), or below the agent's own cgroup (cgroupfs). Default auto: the
+    /// scope under systemd on pure cgroup v2.
+    #[arg(long)]
+    pub cgroup_driver: Option<String>,
     /// The hostname to advertise.
     #[arg(long)]
     pub hostname: Option<String>,

@@ -38,6 +38,7 @@ pub struct AgentFile {
     pub attributes: Option<String>,
     pub isolation: Option<String>,
     pub cgroup_parent: Option<String>,
+    pub cgroup_driver: Option<String>,
     pub default_user: Option<String>,
     #[serde(default)]
     pub allowed_users: Vec<String>,

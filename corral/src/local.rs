@@ -139,6 +139,7 @@ impl LocalCluster {
             attributes: Default::default(),
             isolation: agent::IsolationMode::Auto,
             cgroup_parent: Some(format!("corral-local-{}", std::process::id())),
+            cgroup_driver: agent::CgroupDriver::Cgroupfs,
             default_user: is_root.then(|| "nobody".to_owned()),
             allowed_users: vec![],
             allow_root: false,

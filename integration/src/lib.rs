@@ -492,6 +492,12 @@ impl Cluster {
         self.restart_agent(i);
     }
 
+    /// Makes agent `i` leave its tasks running when it stops (drops `--cleanup-on-exit` from its
+    /// flags), as a production agent does; takes effect at its next (re)start.
+    pub fn keep_tasks_on_stop(&mut self, i: usize) {
+        self.agent_args[i].retain(|a| a != "--cleanup-on-exit");
+    }
+
     /// Starts agent `i` again with the same flags (after `kill` or `stop`), logging to a new file,
     /// and waits until it registered.
     pub fn restart_agent(&mut self, i: usize) {

@@ -113,8 +113,12 @@ pub(crate) fn start_time(pid: i32) -> Option<u64> {
         .map(|s| s.starttime)
 }
 
-/// Blocks until `pidfd` or `event` is readable; returns whether `event` is.
-fn pidfd_or_event(pidfd: &OwnedFd, event: &OwnedFd) -> Result<bool> {
+/// How often [`Container::wait_while`] asks whether to go on waiting.
+pub const WAIT_RECHECK: Duration = Duration::from_millis(200);
+
+/// Blocks until `pidfd` or `event` is readable (or `timeout_ms` passed, -1: never); returns
+/// whether `event` is.
+fn pidfd_or_event(pidfd: &OwnedFd, event: &OwnedFd, timeout_ms: i32) -> Result<bool> {
     let mut p = [
         libc::pollfd {
             fd: pidfd.as_raw_fd(),
@@ -129,7 +133,7 @@ fn pidfd_or_event(pidfd: &OwnedFd, event: &OwnedFd) -> Result<bool> {
     ];
     loop {
         // SAFETY: poll on an array of two valid pollfds, its length passed with it.
-        let n = unsafe { libc::poll(p.as_mut_ptr(), p.len() as libc::nfds_t, -1) };
+        let n = unsafe { libc::poll(p.as_mut_ptr(), p.len() as libc::nfds_t, timeout_ms) };
         if n >= 0 {
             return Ok(p[1].revents != 0);
         }
@@ -198,14 +202,38 @@ impl Container {
     /// the container one OOM unit: when the kernel reports an OOM in the container's memory
     /// cgroup (or had killed a process before the wait began) it kills every process of it.
     pub fn wait(&self) -> Result<ExitInfo> {
+        loop {
+            // `keep_waiting` always says yes: only an exit (or an error) ends the wait.
+            if let Some(e) = self.wait_inner(&|| true, -1)? {
+                return Ok(e);
+            }
+        }
+    }
+
+    /// Like [`Container::wait`], but gives up (`Ok(None)`) as soon as `keep_waiting` returns
+    /// false; it is asked at least every [`WAIT_RECHECK`]. A daemon that stops uses it so that no
+    /// thread of it stays blocked on a task that outlives it (the task keeps running; a later
+    /// [`Isolator::recover`](crate::Isolator::recover) re-attaches).
+    pub fn wait_while(&self, keep_waiting: &dyn Fn() -> bool) -> Result<Option<ExitInfo>> {
+        self.wait_inner(keep_waiting, WAIT_RECHECK.as_millis() as i32)
+    }
+
+    fn wait_inner(
+        &self,
+        keep_waiting: &dyn Fn() -> bool,
+        timeout_ms: i32,
+    ) -> Result<Option<ExitInfo>> {
         let oom_event = self.oom_watch();
         loop {
             if let Some(e) = self.try_wait()? {
-                return Ok(e);
+                return Ok(Some(e));
+            }
+            if !keep_waiting() {
+                return Ok(None);
             }
             match (&self.pidfd, &oom_event) {
                 (Some(fd), Some(event)) => {
-                    if pidfd_or_event(fd, event)? {
+                    if pidfd_or_event(fd, event, timeout_ms)? {
                         let mut buf = [0u8; 8];
                         // Drains the counter (non-blocking; the event may fire again).
                         let _ = nix::unistd::read(event, &mut buf);
@@ -213,9 +241,10 @@ impl Container {
                     }
                 }
                 (Some(fd), None) => {
-                    pidfd_readable(fd, -1)?;
+                    pidfd_readable(fd, timeout_ms)?;
                 }
-                (None, _) => {}
+                // No pidfd (a kernel without pidfd_open): poll the status file.
+                (None, _) => std::thread::sleep(WAIT_RECHECK),
             }
         }
     }

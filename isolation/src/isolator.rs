@@ -46,6 +46,13 @@ pub struct IsolatorConfig {
     pub cgroup_root: PathBuf,
     /// Relative name under the agent's own cgroup for the task cgroups (default `corral`).
     pub cgroup_parent: Option<String>,
+    /// cgroup v2 only: build the layout under this cgroup (a path as in `/proc/self/cgroup`,
+    /// e.g. a delegated systemd scope `/system.slice/corral-agent-tasks.scope`) instead of the
+    /// process's own; its processes (the scope's holder) move into `<it>/supervisor` and the
+    /// process itself stays in its own cgroup (`V2Layout::prepare_delegated`). Who creates
+    /// that cgroup, and when to ask for it, is the caller's policy.
+    #[serde(default)]
+    pub cgroup_base: Option<String>,
     /// Per-container run directories (`<run_root>/<id>/{spec.json,status}`).
     pub run_root: PathBuf,
     /// The in-namespace init (the corral binary).
@@ -70,6 +77,7 @@ impl IsolatorConfig {
             backend: Backend::Auto,
             cgroup_root: PathBuf::from("/sys/fs/cgroup"),
             cgroup_parent: None,
+            cgroup_base: None,
             run_root: PathBuf::from("/run/corral/containers"),
             init_program: init_program.into(),
             init_args,
@@ -140,8 +148,23 @@ impl Isolator {
             }
             (Backend::Auto | Backend::Cgroup1, CgroupSetup::Hybrid | CgroupSetup::Legacy) => None,
         };
-        let (layout, own) = match use_v2 {
-            Some(v2root) => {
+        let (layout, own) = match (use_v2, &config.cgroup_base) {
+            (Some(v2root), Some(base)) => {
+                let l = V2Layout::prepare_delegated(&v2root, base, &parent)?;
+                // Node resources are bounded by the base's limits (and its ancestors'), where
+                // the tasks run, not by the process's own cgroup.
+                let own = OwnCgroups {
+                    unified: Some(base.clone()),
+                    ..own
+                };
+                (Layout::V2(l), own)
+            }
+            (None, Some(base)) => {
+                return Err(unavailable(&format!(
+                    "the delegated cgroup {base} needs cgroup v2, and the isolator uses v1 here"
+                )))
+            }
+            (Some(v2root), None) => {
                 let own_path =
                     own.unified
                         .clone()
@@ -153,7 +176,7 @@ impl Isolator {
                 let own = OwnCgroups::read_self()?;
                 (Layout::V2(l), own)
             }
-            None => (Layout::V1(V1Layout::prepare(root, &own, &parent)?), own),
+            (None, None) => (Layout::V1(V1Layout::prepare(root, &own, &parent)?), own),
         };
         std::fs::create_dir_all(&config.run_root)
             .map_err(|e| IsolationError::io("create run root", &config.run_root, e))?;

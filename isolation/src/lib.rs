@@ -29,7 +29,7 @@ mod spec;
 mod view;
 
 pub use cgroup::{CgroupManager, CgroupSetup, CgroupVersion, Limits, MemoryReport};
-pub use container::{Container, ContainerRecord, ExitInfo, LimitDrift, KILL_TIMEOUT};
+pub use container::{Container, ContainerRecord, ExitInfo, LimitDrift, KILL_TIMEOUT, WAIT_RECHECK};
 pub use error::{IsolationError, Result};
 pub use init::{init_main, DEFAULT_PATH};
 pub use isolator::{

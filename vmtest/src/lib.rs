@@ -14,6 +14,9 @@
 //! the kernel's messages on the first. When it exits, every process left is killed and `/init`
 //! prints an end marker with the exit code, then powers the VM off.
 //!
+//! A second guest, Debian with a real systemd as PID 1 booted from a cached disk image, runs
+//! shell jobs for the systemd integration test: see [`systemd`].
+//!
 //! Typical use from a test that must run in the guest:
 //!
 //! ```no_run
@@ -30,12 +33,13 @@
 
 mod cpio;
 mod guest;
+mod qemu;
+pub mod systemd;
 
-use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, BufWriter, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ExitStatus};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -75,10 +79,7 @@ impl Default for VmConfig {
     /// The kernel from [`find_kernel`] (or [`DEFAULT_KERNEL`]), 512 MiB, 2 CPUs, and a timeout of
     /// 90 s or `$CORRAL_VM_TIMEOUT_SECS`.
     fn default() -> Self {
-        let timeout = std::env::var(TIMEOUT_ENV)
-            .ok()
-            .and_then(|s| s.trim().parse::<u64>().ok())
-            .map_or(Duration::from_secs(90), Duration::from_secs);
+        let timeout = qemu::timeout_from_env(TIMEOUT_ENV, Duration::from_secs(90));
         Self {
             kernel: find_kernel().unwrap_or_else(|| PathBuf::from(DEFAULT_KERNEL)),
             memory_mib: 512,
@@ -173,6 +174,8 @@ pub enum VmError {
     QemuNotFound,
     #[error("vm kernel {0} not found (run scripts/vm-kernel.sh or set {KERNEL_ENV})")]
     KernelNotFound(PathBuf),
+    #[error("systemd vm image {0} not found (run scripts/systemd-vm-image.sh or set CORRAL_SYSTEMD_VM_IMAGE)")]
+    SystemdImageNotFound(PathBuf),
     #[error("no busybox found in /bin, /usr/bin or ${BUSYBOX_ENV} (install busybox-static)")]
     BusyboxNotFound,
     #[error(
@@ -241,16 +244,7 @@ pub fn qemu_available() -> bool {
 /// Why the VM cannot run here (missing qemu, kernel or static busybox), for a clear skip
 /// message; `None` if it can.
 pub fn unavailable_reason() -> Option<String> {
-    let mut missing = Vec::new();
-    if !qemu_available() {
-        missing.push(VmError::QemuNotFound.to_string());
-    }
-    if find_kernel().is_none() {
-        let path = std::env::var_os(KERNEL_ENV)
-            .filter(|p| !p.is_empty())
-            .map_or_else(|| PathBuf::from(DEFAULT_KERNEL), PathBuf::from);
-        missing.push(VmError::KernelNotFound(path).to_string());
-    }
+    let mut missing = qemu::missing_qemu_and_kernel();
     if let Err(e) = find_busybox() {
         missing.push(e.to_string());
     }
@@ -302,25 +296,9 @@ pub fn run_in_vm(cfg: &VmConfig, run: &VmRun) -> Result<VmOutput, VmError> {
     if run.command.is_empty() {
         return Err(VmError::EmptyCommand);
     }
-    let qemu = find_on_path(QEMU).ok_or(VmError::QemuNotFound)?;
-    if !cfg.kernel.is_file() {
-        return Err(VmError::KernelNotFound(cfg.kernel.clone()));
-    }
     let busybox = find_busybox()?;
-
-    let dir = tempfile::Builder::new()
-        .prefix("corral-vm-")
-        .tempdir()
-        .map_err(|source| VmError::Io {
-            what: "create temp dir in",
-            path: std::env::temp_dir(),
-            source,
-        })?;
+    let dir = qemu::temp_dir("corral-vm-")?;
     let initrd = dir.path().join("initrd.cpio");
-    let kernel_log_path = dir.path().join("kernel.log");
-    let output_path = dir.path().join("output.log");
-    let stderr_path = dir.path().join("qemu.stderr");
-
     let archive = guest::build_archive(&busybox, run)?;
     {
         let f = File::create(&initrd).map_err(|source| VmError::Io {
@@ -341,67 +319,19 @@ pub fn run_in_vm(cfg: &VmConfig, run: &VmRun) -> Result<VmOutput, VmError> {
                 source,
             })?;
     }
-
-    let mut serial0 = OsString::from("file:");
-    serial0.push(&kernel_log_path);
-    let mut serial1 = OsString::from("file:");
-    serial1.push(&output_path);
-    let stderr_file = File::create(&stderr_path).map_err(|source| VmError::Io {
-        what: "create",
-        path: stderr_path.clone(),
-        source,
-    })?;
-
-    let mut cmd = Command::new(&qemu);
-    cmd.args([
-        "-accel",
-        "tcg",
-        "-nodefaults",
-        "-no-user-config",
-        "-no-reboot",
-    ])
-    .args(["-display", "none", "-monitor", "none"])
-    .arg("-smp")
-    .arg(cfg.cpus.max(1).to_string())
-    .arg("-m")
-    .arg(cfg.memory_mib.max(64).to_string())
-    .arg("-kernel")
-    .arg(&cfg.kernel)
-    .arg("-initrd")
-    .arg(&initrd)
-    .arg("-append")
-    .arg(kernel_cmdline())
-    .arg("-serial")
-    .arg(serial0)
-    .arg("-serial")
-    .arg(serial1)
-    .stdin(Stdio::null())
-    .stdout(Stdio::null())
-    .stderr(stderr_file);
-
-    let child = cmd.spawn().map_err(VmError::Spawn)?;
-    let status = wait_with_timeout(child, cfg.timeout);
-
-    let kernel_log = clean(&read_lossy(&kernel_log_path));
-    let raw_output = clean(&read_lossy(&output_path));
-    let parsed = guest::parse_output(&raw_output);
-    let status = match status {
-        Ok(status) => status,
-        Err(WaitError::TimedOut) => {
-            return Err(VmError::Timeout {
-                timeout: cfg.timeout,
-                console: parsed.console,
-                kernel_log_tail: tail(&kernel_log, 40),
-            })
-        }
-        Err(WaitError::Io(source)) => {
-            return Err(VmError::Io {
-                what: "wait for",
-                path: qemu,
-                source,
-            })
-        }
-    };
+    let booted = qemu::boot(
+        dir.path(),
+        &qemu::Boot {
+            kernel: &cfg.kernel,
+            cpus: cfg.cpus,
+            memory_mib: cfg.memory_mib,
+            append: kernel_cmdline(),
+            extra: vec!["-initrd".into(), initrd.into_os_string()],
+            timeout: cfg.timeout,
+        },
+    )?;
+    let kernel_log = booted.kernel_log;
+    let parsed = guest::parse_output(&booted.output);
     if let Some(step) = parsed.setup_failed {
         return Err(VmError::GuestSetup {
             step,
@@ -416,8 +346,8 @@ pub fn run_in_vm(cfg: &VmConfig, run: &VmRun) -> Result<VmOutput, VmError> {
             elapsed: started.elapsed(),
         }),
         None => Err(VmError::NoExitMarker {
-            status: status.to_string(),
-            qemu_stderr: read_lossy(&stderr_path).trim().to_owned(),
+            status: booted.status.to_string(),
+            qemu_stderr: booted.qemu_stderr,
             console: parsed.console,
             kernel_log_tail: tail(&kernel_log, 40),
         }),
@@ -473,15 +403,7 @@ pub fn run_current_test_in_vm(
 /// For `#[test]` functions: the default [`VmConfig`] if the VM can run here. Otherwise prints
 /// `skipping <test>: <reason>` and returns `None`, or panics when `CORRAL_REQUIRE_VM=1`.
 pub fn config_or_skip(test_name: &str) -> Option<VmConfig> {
-    if let Some(reason) = unavailable_reason() {
-        assert!(
-            !vm_required(),
-            "{test_name}: the cgroup v2 VM is required ({REQUIRE_VM_ENV}=1) but cannot run: {reason}"
-        );
-        eprintln!("skipping {test_name}: {reason}");
-        return None;
-    }
-    Some(VmConfig::default())
+    qemu::may_run_or_skip(test_name, "cgroup v2 VM", unavailable_reason()).then(VmConfig::default)
 }
 
 /// The host side of a test that must run in the guest, for use in `#[test]` functions.

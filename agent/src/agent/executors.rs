@@ -484,7 +484,7 @@ impl Agent {
         };
         // The sandbox is the executor's (its user's, 0750); its tasks' directories live below.
         let owner = (isolated && nix::unistd::geteuid().is_root()).then_some((uid, gid));
-        super::create_sandbox(sandbox, owner)?;
+        crate::workdir::create_sandbox(sandbox, owner)?;
         std::fs::create_dir_all(sandbox.join("tasks"))
             .map_err(|e| format!("cannot create sandbox {}: {e}", sandbox.display()))?;
         let mut socket = sandbox.join("executor.sock");
@@ -652,8 +652,9 @@ impl Agent {
     fn watch_executor(&self, key: ExecKey, handle: Arc<Handle>) {
         let events = self.events.clone();
         tokio::task::spawn_blocking(move || {
-            let result = handle.wait();
-            let _ = events.blocking_send(Event::ExecutorExited { key, result });
+            if let Some(result) = handle.watch(&events) {
+                let _ = events.blocking_send(Event::ExecutorExited { key, result });
+            }
         });
     }
 

@@ -159,6 +159,11 @@ pub async fn agent(args: AgentArgs) -> Result<u8> {
         attributes,
         isolation,
         cgroup_parent: args.cgroup_parent.clone().or(file.cgroup_parent.clone()),
+        cgroup_driver: parse_cgroup_driver(
+            args.cgroup_driver
+                .as_deref()
+                .or(file.cgroup_driver.as_deref()),
+        )?,
         default_user,
         allowed_users: file.allowed_users.clone(),
         allow_root: file.allow_root,
@@ -225,6 +230,17 @@ pub fn parse_isolation(s: Option<&str>) -> Result<agent::IsolationMode> {
         Some("none") => agent::IsolationMode::None,
         Some(other) => {
             bail!("unknown --isolation '{other}': expected auto, cgroup2, cgroup1 or none")
+        }
+    })
+}
+
+pub fn parse_cgroup_driver(s: Option<&str>) -> Result<agent::CgroupDriver> {
+    Ok(match s {
+        None | Some("auto") => agent::CgroupDriver::Auto,
+        Some("systemd") => agent::CgroupDriver::Systemd,
+        Some("cgroupfs") => agent::CgroupDriver::Cgroupfs,
+        Some(other) => {
+            bail!("unknown --cgroup-driver '{other}': expected auto, systemd or cgroupfs")
         }
     })
 }

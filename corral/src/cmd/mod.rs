@@ -10,6 +10,9 @@ use anyhow::{bail, Context, Result};
 use std::sync::Arc;
 use transport::{Identity, TlsFiles};
 
+/// How long a finished command waits for its blocking threads before the process exits.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 pub fn dispatch(cli: Cli) -> Result<u8> {
     match cli.command {
         Command::Certs(c) => certs::run(c),
@@ -19,7 +22,7 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
                 .enable_all()
                 .build()
                 .context("cannot start the async runtime")?;
-            rt.block_on(async move {
+            let code = rt.block_on(async move {
                 match other {
                     Command::Master(a) => daemons::master(a).await,
                     Command::Agent(a) => daemons::agent(a).await,
@@ -39,7 +42,13 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
                     Command::Masters(m) => clients::masters(m).await,
                     Command::Certs(_) | Command::Init(_) => unreachable!(),
                 }
-            })
+            });
+            // Dropping a runtime waits for every blocking thread. The agent's task watchers end
+            // when it stops, but a slow blocking call (a kill within its grace, a stuck
+            // filesystem) must not keep a stopping daemon alive: systemd's stop and restart wait
+            // for the process. What such a call left undone, a restarted agent redoes.
+            rt.shutdown_timeout(SHUTDOWN_GRACE);
+            code
         }
     }
 }

@@ -13,7 +13,7 @@ fn skip_unless_root(test: &str) -> bool {
     false
 }
 
-fn marker_dir(c: &Cluster) -> std::path::PathBuf {
+pub(crate) fn marker_dir(c: &Cluster) -> std::path::PathBuf {
     let dir = c.dir.path().join("markers");
     std::fs::create_dir_all(&dir).expect("mkdir");
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).expect("chmod");
@@ -37,6 +37,17 @@ fn a_task_survives_kill_9_of_its_agent_and_finishes_once() {
     c.agents[a].wait_for_log("state=TASK_RUNNING", Duration::from_secs(30));
     c.agents[a].kill();
     c.restart_agent(a);
+    reattached_and_finished_once(&c, a, run, &marker);
+}
+
+/// Agent `a` (just restarted) re-attaches the task of `run`, which then ends with "done" and is
+/// reported TASK_FINISHED exactly once, having started once (a line in `marker` per start).
+pub(crate) fn reattached_and_finished_once(
+    c: &Cluster,
+    a: usize,
+    run: std::process::Child,
+    marker: &std::path::Path,
+) {
     c.agents[a].wait_for_log("re-attached to a running task", Duration::from_secs(10));
     let out = wait_child(run, Duration::from_secs(60));
     let err = stderr(&out);
@@ -46,7 +57,7 @@ fn a_task_survives_kill_9_of_its_agent_and_finishes_once() {
         String::from_utf8_lossy(&out.stdout).contains("done"),
         "the task ran to its end"
     );
-    let starts = std::fs::read_to_string(&marker).expect("marker");
+    let starts = std::fs::read_to_string(marker).expect("marker");
     assert_eq!(
         starts.lines().count(),
         1,

@@ -2,6 +2,7 @@
 
 mod agent_input;
 mod agent_recovery;
+mod agent_stop;
 mod disk;
 mod executors;
 mod foundation;
@@ -13,5 +14,6 @@ mod post_mortem;
 mod security;
 mod status_updates;
 mod systemd;
+mod systemd_vm;
 mod tenancy;
 mod tidy;

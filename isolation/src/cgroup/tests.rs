@@ -188,6 +188,50 @@ fn v2_layout_moves_self_into_supervisor_and_enables_controllers() {
 }
 
 #[test]
+fn v2_layout_in_a_delegated_scope_moves_its_holder_and_reuses_it_after_a_restart() {
+    let scope = "/system.slice/corral-agent-tasks.scope";
+    let root = v2_fixture(scope);
+    let base = root.path().join("system.slice/corral-agent-tasks.scope");
+    std::fs::create_dir_all(base.join("supervisor")).unwrap();
+    std::fs::create_dir_all(base.join("corral")).unwrap();
+    std::fs::write(base.join("supervisor/cgroup.procs"), "").unwrap();
+    std::fs::write(base.join("corral/cgroup.subtree_control"), "").unwrap();
+    // systemd-run put the holder in the scope itself.
+    std::fs::write(base.join("cgroup.procs"), "4242\n").unwrap();
+    let l = v2::V2Layout::prepare_delegated(root.path(), scope, "corral").unwrap();
+    assert_eq!(l.base, base);
+    assert_eq!(l.supervisor, base.join("supervisor"));
+    assert_eq!(l.manager("t1").path, base.join("corral/t1"));
+    assert_eq!(
+        std::fs::read_to_string(base.join("supervisor/cgroup.procs")).unwrap(),
+        "4242"
+    );
+    for dir in [base.clone(), base.join("corral")] {
+        assert_eq!(
+            std::fs::read_to_string(dir.join("cgroup.subtree_control")).unwrap(),
+            "+cpu +memory +pids"
+        );
+    }
+    // Nothing above the scope is written.
+    assert_eq!(
+        std::fs::read_to_string(root.path().join("cgroup.subtree_control")).unwrap(),
+        ""
+    );
+    // A restarted agent finds the scope empty (the holder sits in supervisor/): no move.
+    std::fs::write(base.join("cgroup.procs"), "").unwrap();
+    std::fs::write(base.join("supervisor/cgroup.procs"), "").unwrap();
+    std::fs::write(base.join("cgroup.subtree_control"), "cpu memory pids\n").unwrap();
+    let again = v2::V2Layout::prepare_delegated(root.path(), scope, "corral").unwrap();
+    assert_eq!(again, l);
+    assert_eq!(
+        std::fs::read_to_string(base.join("supervisor/cgroup.procs")).unwrap(),
+        ""
+    );
+    // The root is never a delegated base.
+    assert!(v2::V2Layout::prepare_delegated(root.path(), "/", "corral").is_err());
+}
+
+#[test]
 fn v2_layout_under_delegate_subgroup_uses_parent_as_base() {
     let root = v2_fixture("/system.slice/agent.service");
     let base = root.path().join("system.slice/agent.service");

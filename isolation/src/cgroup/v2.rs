@@ -12,8 +12,9 @@ use nix::sys::signal::Signal;
 use proto::OomPolicy;
 
 use super::{
-    join_cgroup, mkdir_new, open_procs_for_join, parse_flat_keyed, procs_in_subtree, read_file,
-    read_u64, remove_subtree, write_file, CgroupManager, CgroupVersion, Limits, MemoryReport,
+    join_cgroup, mkdir_new, open_procs_for_join, parse_flat_keyed, parse_pids, procs_in_subtree,
+    read_file, read_u64, remove_subtree, write_file, CgroupManager, CgroupVersion, Limits,
+    MemoryReport,
 };
 use crate::error::{IsolationError, Result};
 
@@ -53,6 +54,35 @@ impl V2Layout {
         } else {
             (own_dir.clone(), own_dir.join("supervisor"), true)
         };
+        let to_move: &[i32] = if must_move { &[self_pid] } else { &[] };
+        Self::build(root, base, supervisor, to_move, parent)
+    }
+
+    /// Builds the layout under `base`, a cgroup (path as in `/proc/self/cgroup`) that the caller
+    /// had delegated to it, such as a systemd scope made with `Delegate=yes`, instead of under
+    /// the process's own cgroup. Every process in `base` itself (a holder that keeps the scope
+    /// alive) moves into `<base>/supervisor`; the calling process stays where it is. Used again
+    /// on an existing base (an agent restart) it moves nothing more and reuses what is there.
+    pub fn prepare_delegated(root: &Path, base: &str, parent: &str) -> Result<V2Layout> {
+        let base_dir = join_cgroup(root, base);
+        if base_dir == root {
+            return Err(IsolationError::InvalidSpec(format!(
+                "the delegated cgroup {base:?} is the root of {}",
+                root.display()
+            )));
+        }
+        let holders = parse_pids(&read_file(&base_dir.join("cgroup.procs"))?);
+        let supervisor = base_dir.join("supervisor");
+        Self::build(root, base_dir, supervisor, &holders, parent)
+    }
+
+    fn build(
+        root: &Path,
+        base: PathBuf,
+        supervisor: PathBuf,
+        to_move: &[i32],
+        parent: &str,
+    ) -> Result<V2Layout> {
         // Check before touching anything (no move into a useless hierarchy).
         let available = read_file(&base.join("cgroup.controllers"))?;
         for c in CONTROLLERS {
@@ -63,13 +93,21 @@ impl V2Layout {
                 });
             }
         }
-        if must_move {
+        if !to_move.is_empty() {
             if let Err(e) = std::fs::create_dir(&supervisor) {
                 if e.kind() != std::io::ErrorKind::AlreadyExists {
                     return Err(IsolationError::io("create cgroup", &supervisor, e));
                 }
             }
-            write_file(&supervisor.join("cgroup.procs"), &self_pid.to_string())?;
+            for pid in to_move {
+                match write_file(&supervisor.join("cgroup.procs"), &pid.to_string()) {
+                    Ok(()) => {}
+                    // It exited meanwhile: nothing to move.
+                    Err(IsolationError::Io { source, .. })
+                        if source.raw_os_error() == Some(libc::ESRCH) => {}
+                    Err(e) => return Err(e),
+                }
+            }
         }
         enable_controllers(&base, base != root)?;
         let tasks = base.join(parent);
