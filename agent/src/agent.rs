@@ -254,12 +254,6 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     workdir::restrict_work_dir(&config.work_dir).map_err(work_dir_err)?;
     workdir::check_writable(&config.work_dir).map_err(work_dir_err)?;
     let runtime = make_runtime(&config)?;
-    if let (Runtime::Isolated(iso), Some(user)) = (&runtime, &config.default_user) {
-        if let Err(e) = workdir::check_reachable(&config.work_dir.join("sandboxes"), user) {
-            let _ = iso.remove_task_parents();
-            return Err(AgentError::Unreachable(e));
-        }
-    }
     if matches!(runtime, Runtime::Isolated(_)) {
         warn_about_shared_dirs(&config.work_dir);
     }
@@ -391,6 +385,14 @@ fn make_runtime(config: &Config) -> Result<Runtime, AgentError> {
     match isolation::Isolator::new(iso_config) {
         Ok(iso) => {
             crate::cgroup_driver::log_layout(cgroup_base.as_deref(), &why, &iso.task_parents());
+            // Tasks run as the default user: refuse to start if it cannot reach its sandboxes.
+            if let Some(user) = &config.default_user {
+                let sandboxes = config.work_dir.join("sandboxes");
+                if let Err(e) = workdir::check_reachable(&sandboxes, user) {
+                    let _ = iso.remove_task_parents();
+                    return Err(AgentError::Unreachable(e));
+                }
+            }
             Ok(Runtime::Isolated(Box::new(iso)))
         }
         Err(e) if config.isolation == IsolationMode::Auto => {
@@ -1022,14 +1024,23 @@ impl Agent {
         });
     }
 
-    /// Waits for the task's end on a blocking thread until the agent stops (`Handle::watch`).
-    fn watch_exit(&self, task_id: TaskId, handle: Arc<Handle>) {
+    /// Waits for a container's end on a blocking thread until the agent stops (`Handle::watch`)
+    /// and sends the event `exited` makes of it.
+    pub(crate) fn watch(
+        &self,
+        handle: Arc<Handle>,
+        exited: impl FnOnce(Result<ExitInfo, String>) -> Event + Send + 'static,
+    ) {
         let events = self.events.clone();
         tokio::task::spawn_blocking(move || {
             if let Some(result) = handle.watch(&events) {
-                let _ = events.blocking_send(Event::Exited { task_id, result });
+                let _ = events.blocking_send(exited(result));
             }
         });
+    }
+
+    fn watch_exit(&self, task_id: TaskId, handle: Arc<Handle>) {
+        self.watch(handle, |result| Event::Exited { task_id, result });
     }
 
     async fn on_frame(&mut self, frame: ServerFrame) {

@@ -650,12 +650,7 @@ impl Agent {
     }
 
     fn watch_executor(&self, key: ExecKey, handle: Arc<Handle>) {
-        let events = self.events.clone();
-        tokio::task::spawn_blocking(move || {
-            if let Some(result) = handle.watch(&events) {
-                let _ = events.blocking_send(Event::ExecutorExited { key, result });
-            }
-        });
+        self.watch(handle, |result| Event::ExecutorExited { key, result });
     }
 
     /// Stops listening, removes the socket and the checkpoint.
