@@ -145,6 +145,14 @@ fn agent_restart_and_stop_start_under_real_systemd_keep_tasks_and_limits() {
             count("registered")
         ),
     );
+    // With the installed config (cgroup_driver = "auto") every start chose the delegated scope.
+    expect(
+        count("scope_layout") >= 3,
+        format!(
+            "journalctl -u corral-agent: the agent chose the systemd scope layout {} times, want one per start (3)",
+            count("scope_layout")
+        ),
+    );
     expect(
         count("cgroup_219") == 0,
         format!(

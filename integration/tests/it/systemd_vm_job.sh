@@ -204,7 +204,7 @@ step start 100 systemctl start corral-agent
 came_back stopstart "$old"
 
 # --- 7. The journal -------------------------------------------------------------------------------
-mark "journal lines=$(journalctl --no-pager -u corral-agent -o cat | grep -c .) registered=$(journalctl --no-pager -u corral-agent -o cat | grep -c 'registered with master') cgroup_219=$(journalctl --no-pager -u corral-agent | grep -c 'status=219')"
+mark "journal lines=$(journalctl --no-pager -u corral-agent -o cat | grep -c .) registered=$(journalctl --no-pager -u corral-agent -o cat | grep -c 'registered with master') cgroup_219=$(journalctl --no-pager -u corral-agent | grep -c 'status=219') scope_layout=$(journalctl --no-pager -u corral-agent -o cat | grep -cE 'layout="?systemd-scope')"
 
 # --- 8. The tasks end: each `corral run` exits 0 having seen TASK_FINISHED once ------------------
 touch "$R/end"
