@@ -1,0 +1,136 @@
+//! Commits: the continuation of each committed op (what it implies, and the reply its proposer waits for).
+
+use super::*;
+
+impl Master {
+    pub(super) fn after_commit(&mut self, op: RegistryOp, then: Then, affected: BTreeSet<AgentId>) {
+        let reply = match &then {
+            Then::ReplyDone { session } => Some(*session),
+            _ => None,
+        };
+        self.react_to_commit(op, then, affected);
+        if let Some(s) = reply {
+            self.send(s, ServerFrame::Operator(OperatorReply::Done));
+        }
+    }
+
+    pub(super) fn react_to_commit(
+        &mut self,
+        op: RegistryOp,
+        then: Then,
+        affected: BTreeSet<AgentId>,
+    ) {
+        match op {
+            RegistryOp::AgentAdmitted { agent_id, .. } => {
+                if let Then::AgentRegistered { session, reports } = then {
+                    self.agent_registered(&agent_id, session, reports);
+                } else {
+                    self.adopt_agent(&agent_id);
+                }
+            }
+            RegistryOp::AgentUnreachable { agent_id, .. } => {
+                self.rescind_agent_offers(&agent_id);
+            }
+            RegistryOp::AgentMarked { agent_id, mark } => {
+                if mark != AgentMark::Active {
+                    self.rescind_agent_offers(&agent_id);
+                }
+                self.request_allocation();
+            }
+            RegistryOp::AgentRemoved { agent_id } => {
+                self.rescind_agent_offers(&agent_id);
+                if let Some(s) = self.agent_session(&agent_id) {
+                    self.outputs.push_back(Output::Close {
+                        session: s,
+                        reason: format!("agent {agent_id} was removed"),
+                    });
+                    self.drop_session(s);
+                }
+                if let Some((ix, rt)) = self.agents.remove(&agent_id) {
+                    self.clear_agent_filters(ix, rt.filters);
+                }
+                self.timers.cancel(&TimerKey::AgentSilence(agent_id));
+            }
+            RegistryOp::FrameworkAdded { framework_id, .. } => {
+                if let Then::FrameworkSubscribed { session } = then {
+                    self.framework_subscribed(&framework_id, session);
+                } else if self.registry.frameworks.contains_key(&framework_id) {
+                    self.adopt_framework(&framework_id);
+                }
+            }
+            RegistryOp::FrameworkRemoved { framework_id, .. } => {
+                self.framework_removed(&framework_id, affected);
+            }
+            RegistryOp::TasksAdded {
+                framework_id,
+                agent_id,
+                executor,
+                tasks,
+                ..
+            } => {
+                let mut launched = Vec::new();
+                for t in tasks {
+                    let key = TaskKey {
+                        framework_id: framework_id.clone(),
+                        task_id: t.task_id.clone(),
+                    };
+                    self.finish_pending(&key);
+                    let here = self
+                        .registry
+                        .task(&key)
+                        .is_some_and(|e| e.agent_id == agent_id && e.state == TaskState::Staging);
+                    if here {
+                        launched.push(t);
+                    }
+                }
+                let summary =
+                    self.registry
+                        .frameworks
+                        .get(&framework_id)
+                        .map(|f| FrameworkSummary {
+                            id: framework_id.clone(),
+                            name: f.info.name.clone(),
+                            principal: f.principal.clone().unwrap_or_default(),
+                        });
+                if let (Some(framework), false) = (summary, launched.is_empty()) {
+                    self.send_agent(
+                        &agent_id,
+                        MasterToAgent::RunTasks {
+                            framework,
+                            executor,
+                            tasks: launched,
+                        },
+                    );
+                }
+                self.request_allocation();
+            }
+            RegistryOp::TaskStateChanged {
+                framework_id,
+                status,
+            } => {
+                let key = TaskKey {
+                    framework_id: framework_id.clone(),
+                    task_id: status.task_id.clone(),
+                };
+                if status.state.is_terminal() {
+                    self.kill_requested.remove(&key);
+                    if let Some(a) = status
+                        .agent_id
+                        .as_ref()
+                        .and_then(|a| self.agents.get_mut(a))
+                    {
+                        a.usage.remove(&key);
+                    }
+                    self.request_allocation();
+                }
+                // Forward what was recorded (apply ignores a change to a task already terminal).
+                let recorded = self.registry.task_or_completed(&key).is_some_and(|t| {
+                    t.status == status || (t.status.uuid.is_some() && t.status.uuid == status.uuid)
+                });
+                if recorded {
+                    self.forward_status(&framework_id, status);
+                }
+            }
+        }
+    }
+}
