@@ -67,43 +67,7 @@ impl Master {
                 executor,
                 tasks,
                 ..
-            } => {
-                let mut launched = Vec::new();
-                for t in tasks {
-                    let key = TaskKey {
-                        framework_id: framework_id.clone(),
-                        task_id: t.task_id.clone(),
-                    };
-                    self.finish_pending(&key);
-                    let here = self
-                        .registry
-                        .task(&key)
-                        .is_some_and(|e| e.agent_id == agent_id && e.state == TaskState::Staging);
-                    if here {
-                        launched.push(t);
-                    }
-                }
-                let summary =
-                    self.registry
-                        .frameworks
-                        .get(&framework_id)
-                        .map(|f| FrameworkSummary {
-                            id: framework_id.clone(),
-                            name: f.info.name.clone(),
-                            principal: f.principal.clone().unwrap_or_default(),
-                        });
-                if let (Some(framework), false) = (summary, launched.is_empty()) {
-                    self.send_agent(
-                        &agent_id,
-                        MasterToAgent::RunTasks {
-                            framework,
-                            executor,
-                            tasks: launched,
-                        },
-                    );
-                }
-                self.request_allocation();
-            }
+            } => self.launch_committed(&framework_id, &agent_id, executor, tasks),
             RegistryOp::TaskStateChanged {
                 framework_id,
                 status,

@@ -332,7 +332,7 @@ impl Master {
             .cloned()
             .collect();
         for k in pending {
-            self.finish_pending(&k);
+            self.release_pending(&k);
         }
         self.kill_requested.retain(|k, _| k.framework_id != *id);
         self.forwarded.retain(|k, _| k.framework_id != *id);

@@ -1,8 +1,14 @@
-//! A task's path: Accept validates and reserves, `propose_launch` proposes `TasksAdded`, and once it commits `launch_committed` sends `RunTasks` to the agent.
+//! A task's path, in order: [`Master::accept`] consumes the offers and validates the
+//! operations, [`Master::propose_launch`] reserves the resources as pending and proposes
+//! `TasksAdded`, and once that op commits [`Master::launch_committed`] releases the reservation
+//! and sends `RunTasks` to the agent.
 
 use super::*;
 
 impl Master {
+    /// A framework's Accept: consume the offers (one agent, one role), validate each operation
+    /// against what they hold, and propose the launches that fit; what is left is filtered
+    /// for the refusal duration.
     pub(super) fn accept(
         &mut self,
         fw: &FrameworkId,
@@ -18,46 +24,48 @@ impl Master {
                 OfferOperation::LaunchGroup { tasks, .. } => tasks.iter(),
             })
             .collect();
+        if let Some(p) = accept_size_problem(&offer_ids, &operations, all_tasks.len()) {
+            let (error, invalid) = (TaskState::Error, StatusReason::TaskInvalid);
+            self.reject_tasks(fw, &all_tasks, error, invalid, &p);
+            return;
+        }
+        let Some(mut offers) = self.consume_offers(fw, &offer_ids, &all_tasks, refuse) else {
+            return;
+        };
+        let mut ids_here: BTreeSet<TaskId> = BTreeSet::new();
+        for op in operations {
+            match op {
+                OfferOperation::Launch { tasks } => {
+                    self.accept_launch(fw, &mut offers, tasks, &mut ids_here)
+                }
+                OfferOperation::LaunchGroup { executor, tasks } => {
+                    self.accept_group(fw, &mut offers, executor, tasks, &mut ids_here)
+                }
+            }
+        }
+        self.add_filter(offers.fw_ix, offers.agent_ix, offers.remaining, refuse);
+        self.request_allocation();
+    }
+
+    /// Removes the framework's offers named by an Accept. `None` (the tasks rejected, the
+    /// offers' resources filtered) when none is valid or they span agents or roles.
+    fn consume_offers(
+        &mut self,
+        fw: &FrameworkId,
+        offer_ids: &[OfferId],
+        all_tasks: &[&TaskInfo],
+        refuse: Duration,
+    ) -> Option<AcceptedOffers> {
         let invalid_state = if self.partition_aware(fw) {
             TaskState::Dropped
         } else {
             TaskState::Lost
         };
-        let mut problem: Option<String> = None;
-        if offer_ids.is_empty() {
-            problem = Some("accept names no offers".into());
-        } else if offer_ids.len() > limits::MAX_OFFERS_PER_CALL {
-            problem = Some(format!(
-                "accept names more than {} offers",
-                limits::MAX_OFFERS_PER_CALL
-            ));
-        } else if operations.len() > limits::MAX_OPERATIONS_PER_ACCEPT {
-            problem = Some(format!(
-                "accept has more than {} operations",
-                limits::MAX_OPERATIONS_PER_ACCEPT
-            ));
-        } else if all_tasks.len() > limits::MAX_TASKS_PER_ACCEPT {
-            problem = Some(format!(
-                "accept has more than {} tasks",
-                limits::MAX_TASKS_PER_ACCEPT
-            ));
-        }
-        if let Some(p) = problem {
-            self.reject_tasks(
-                fw,
-                &all_tasks,
-                TaskState::Error,
-                StatusReason::TaskInvalid,
-                &p,
-            );
-            return;
-        }
-        // Collect the offers: consume the valid ones of this framework.
         let fix = self.frameworks.ix(fw);
         let mut seen = BTreeSet::new();
         let mut mine: Vec<u64> = Vec::new();
         let mut problem: Option<String> = None;
-        for id in &offer_ids {
+        for id in offer_ids {
             if !seen.insert(id.clone()) {
                 problem.get_or_insert_with(|| format!("offer {id} is named twice"));
                 continue;
@@ -88,12 +96,12 @@ impl Master {
             let p = problem.unwrap_or_else(|| "no valid offers".into());
             self.reject_tasks(
                 fw,
-                &all_tasks,
+                all_tasks,
                 invalid_state,
                 StatusReason::InvalidOffers,
                 &p,
             );
-            return;
+            return None;
         };
         let agent_ix = first.agent;
         let fw_ix = first.framework;
@@ -111,7 +119,7 @@ impl Master {
         if let Some(p) = problem {
             self.reject_tasks(
                 fw,
-                &all_tasks,
+                all_tasks,
                 invalid_state,
                 StatusReason::InvalidOffers,
                 &p,
@@ -119,109 +127,124 @@ impl Master {
             for o in removed {
                 self.add_filter(o.framework, o.agent, o.resources, refuse);
             }
+            return None;
+        }
+        Some(AcceptedOffers {
+            agent_id,
+            agent_ix,
+            fw_ix,
+            role,
+            remaining,
+        })
+    }
+
+    /// A Launch operation: each valid task that fits what is left is launched, each other one
+    /// rejected alone.
+    fn accept_launch(
+        &mut self,
+        fw: &FrameworkId,
+        offers: &mut AcceptedOffers,
+        tasks: Vec<TaskInfo>,
+        ids_here: &mut BTreeSet<TaskId>,
+    ) {
+        let mut accepted: Vec<TaskInfo> = Vec::new();
+        for t in tasks {
+            let problem = match self.validate_task(fw, &t, &offers.agent_id, ids_here) {
+                Err(msg) => Some(msg),
+                Ok(()) => {
+                    let res = t.resources.clone().normalized();
+                    match offers.remaining.checked_sub(&res) {
+                        Some(r) => {
+                            offers.remaining = r;
+                            None
+                        }
+                        None => Some(format!(
+                            "task {} needs {} but the offers have {} left",
+                            t.task_id, res, offers.remaining
+                        )),
+                    }
+                }
+            };
+            match problem {
+                Some(msg) => {
+                    let (error, invalid) = (TaskState::Error, StatusReason::TaskInvalid);
+                    self.reject_tasks(fw, &[&t], error, invalid, &msg);
+                }
+                None => {
+                    ids_here.insert(t.task_id.clone());
+                    accepted.push(t);
+                }
+            }
+        }
+        if !accepted.is_empty() {
+            let (agent_id, role) = (offers.agent_id.clone(), offers.role.clone());
+            self.propose_launch(fw, &agent_id, &role, None, accepted, Resources::default());
+        }
+    }
+
+    /// A LaunchGroup operation: all its tasks (and the executor, unless it already runs on
+    /// the agent) are launched together, or all are rejected.
+    fn accept_group(
+        &mut self,
+        fw: &FrameworkId,
+        offers: &mut AcceptedOffers,
+        executor: ExecutorInfo,
+        tasks: Vec<TaskInfo>,
+        ids_here: &mut BTreeSet<TaskId>,
+    ) {
+        let mut accepted: Vec<TaskInfo> = Vec::new();
+        let mut need = Resources::default();
+        let e = &executor;
+        let mut group_error: Option<String> = None;
+        if e.executor_id.0.is_empty() || e.executor_id.0.len() > limits::MAX_NAME_LEN {
+            group_error = Some("executor id is empty or too long".into());
+        } else if e.command.value.is_empty() && e.command.arguments.is_empty() {
+            group_error = Some(format!("executor {} has an empty command", e.executor_id));
+        } else if tasks.is_empty() {
+            group_error = Some("launch group has no tasks".into());
+        } else {
+            let running = self.registry.agents.get(&offers.agent_id).is_some_and(|a| {
+                a.executors
+                    .iter()
+                    .any(|x| x.framework_id == *fw && x.executor_id == e.executor_id)
+            });
+            if !running {
+                need.add_assign(&e.resources.clone().normalized());
+            }
+        }
+        for t in tasks {
+            match self.validate_task(fw, &t, &offers.agent_id, ids_here) {
+                Err(msg) => {
+                    group_error.get_or_insert(msg);
+                }
+                Ok(()) => {
+                    need.add_assign(&t.resources.clone().normalized());
+                    ids_here.insert(t.task_id.clone());
+                }
+            }
+            accepted.push(t);
+        }
+        if group_error.is_none() {
+            match offers.remaining.checked_sub(&need) {
+                Some(r) => offers.remaining = r,
+                None => {
+                    group_error = Some(format!(
+                        "launch group needs {need} but the offers have {} left",
+                        offers.remaining
+                    ));
+                }
+            }
+        }
+        if let Some(msg) = group_error {
+            let refs: Vec<&TaskInfo> = accepted.iter().collect();
+            self.reject_tasks(fw, &refs, TaskState::Error, StatusReason::TaskInvalid, &msg);
+            for t in &accepted {
+                ids_here.remove(&t.task_id);
+            }
             return;
         }
-        let mut ids_here: BTreeSet<TaskId> = BTreeSet::new();
-        for op in operations {
-            let (executor, tasks) = match op {
-                OfferOperation::Launch { tasks } => (None, tasks),
-                OfferOperation::LaunchGroup { executor, tasks } => (Some(executor), tasks),
-            };
-            let mut accepted: Vec<TaskInfo> = Vec::new();
-            let mut need = Resources::default();
-            let mut group_error: Option<String> = None;
-            if let Some(e) = &executor {
-                if e.executor_id.0.is_empty() || e.executor_id.0.len() > limits::MAX_NAME_LEN {
-                    group_error = Some("executor id is empty or too long".into());
-                } else if e.command.value.is_empty() && e.command.arguments.is_empty() {
-                    group_error = Some(format!("executor {} has an empty command", e.executor_id));
-                } else if tasks.is_empty() {
-                    group_error = Some("launch group has no tasks".into());
-                } else {
-                    let running = self.registry.agents.get(&agent_id).is_some_and(|a| {
-                        a.executors
-                            .iter()
-                            .any(|x| x.framework_id == *fw && x.executor_id == e.executor_id)
-                    });
-                    if !running {
-                        need.add_assign(&e.resources.clone().normalized());
-                    }
-                }
-            }
-            for t in tasks {
-                let check = self.validate_task(fw, &t, &agent_id, &ids_here);
-                match check {
-                    Err(msg) if executor.is_some() => {
-                        group_error.get_or_insert(msg);
-                        accepted.push(t);
-                    }
-                    Err(msg) => {
-                        self.reject_tasks(
-                            fw,
-                            &[&t],
-                            TaskState::Error,
-                            StatusReason::TaskInvalid,
-                            &msg,
-                        );
-                    }
-                    Ok(()) => {
-                        let res = t.resources.clone().normalized();
-                        if executor.is_none() {
-                            match remaining.checked_sub(&res) {
-                                Some(r) => {
-                                    remaining = r;
-                                    ids_here.insert(t.task_id.clone());
-                                    accepted.push(t);
-                                }
-                                None => {
-                                    let msg = format!(
-                                        "task {} needs {} but the offers have {} left",
-                                        t.task_id, res, remaining
-                                    );
-                                    self.reject_tasks(
-                                        fw,
-                                        &[&t],
-                                        TaskState::Error,
-                                        StatusReason::TaskInvalid,
-                                        &msg,
-                                    );
-                                }
-                            }
-                        } else {
-                            need.add_assign(&res);
-                            ids_here.insert(t.task_id.clone());
-                            accepted.push(t);
-                        }
-                    }
-                }
-            }
-            if executor.is_some() {
-                if group_error.is_none() {
-                    match remaining.checked_sub(&need) {
-                        Some(r) => remaining = r,
-                        None => {
-                            group_error = Some(format!(
-                                "launch group needs {need} but the offers have {remaining} left"
-                            ));
-                        }
-                    }
-                }
-                if let Some(msg) = group_error {
-                    let refs: Vec<&TaskInfo> = accepted.iter().collect();
-                    self.reject_tasks(fw, &refs, TaskState::Error, StatusReason::TaskInvalid, &msg);
-                    for t in &accepted {
-                        ids_here.remove(&t.task_id);
-                    }
-                    continue;
-                }
-            }
-            if accepted.is_empty() {
-                continue;
-            }
-            self.launch(fw, &agent_id, &role, executor, accepted, need);
-        }
-        self.add_filter(fw_ix, agent_ix, remaining, refuse);
-        self.request_allocation();
+        let (agent_id, role) = (offers.agent_id.clone(), offers.role.clone());
+        self.propose_launch(fw, &agent_id, &role, Some(executor), accepted, need);
     }
 
     pub(super) fn reject_tasks(
@@ -283,8 +306,9 @@ impl Master {
         Ok(())
     }
 
-    /// Records the launch as pending and proposes it; RunTasks goes out after the commit.
-    pub(super) fn launch(
+    /// Reserves the tasks' resources as pending and proposes `TasksAdded`; nothing reaches the
+    /// agent before it commits ([`Master::launch_committed`]).
+    pub(super) fn propose_launch(
         &mut self,
         fw: &FrameworkId,
         agent_id: &AgentId,
@@ -342,7 +366,55 @@ impl Master {
         );
     }
 
-    pub(super) fn finish_pending(&mut self, key: &TaskKey) {
+    /// `TasksAdded` committed: each task it recorded on this agent (still staging) goes to the
+    /// agent in one `RunTasks`.
+    pub(super) fn launch_committed(
+        &mut self,
+        framework_id: &FrameworkId,
+        agent_id: &AgentId,
+        executor: Option<ExecutorInfo>,
+        tasks: Vec<TaskInfo>,
+    ) {
+        let mut launched = Vec::new();
+        for t in tasks {
+            let key = TaskKey {
+                framework_id: framework_id.clone(),
+                task_id: t.task_id.clone(),
+            };
+            self.release_pending(&key);
+            let here = self
+                .registry
+                .task(&key)
+                .is_some_and(|e| e.agent_id == *agent_id && e.state == TaskState::Staging);
+            if here {
+                launched.push(t);
+            }
+        }
+        let summary = self
+            .registry
+            .frameworks
+            .get(framework_id)
+            .map(|f| FrameworkSummary {
+                id: framework_id.clone(),
+                name: f.info.name.clone(),
+                principal: f.principal.clone().unwrap_or_default(),
+            });
+        if let (Some(framework), false) = (summary, launched.is_empty()) {
+            self.send_agent(
+                agent_id,
+                MasterToAgent::RunTasks {
+                    framework,
+                    executor,
+                    tasks: launched,
+                },
+            );
+        }
+        self.request_allocation();
+    }
+
+    /// Returns a launch's pending reservation (its commit made the resources used, or it was
+    /// dropped).
+    pub(super) fn release_pending(&mut self, key: &TaskKey) {
         let Some(p) = self.pending_launches.remove(key) else {
             return;
         };
@@ -357,5 +429,42 @@ impl Master {
                 }
             }
         }
+    }
+}
+
+/// The offers an Accept consumed: one agent, one role, and what is left of them.
+struct AcceptedOffers {
+    agent_id: AgentId,
+    agent_ix: u32,
+    fw_ix: u32,
+    role: String,
+    remaining: Resources,
+}
+
+/// Why an Accept is too large to look at, if it is.
+fn accept_size_problem(
+    offer_ids: &[OfferId],
+    operations: &[OfferOperation],
+    tasks: usize,
+) -> Option<String> {
+    if offer_ids.is_empty() {
+        Some("accept names no offers".into())
+    } else if offer_ids.len() > limits::MAX_OFFERS_PER_CALL {
+        Some(format!(
+            "accept names more than {} offers",
+            limits::MAX_OFFERS_PER_CALL
+        ))
+    } else if operations.len() > limits::MAX_OPERATIONS_PER_ACCEPT {
+        Some(format!(
+            "accept has more than {} operations",
+            limits::MAX_OPERATIONS_PER_ACCEPT
+        ))
+    } else if tasks > limits::MAX_TASKS_PER_ACCEPT {
+        Some(format!(
+            "accept has more than {} tasks",
+            limits::MAX_TASKS_PER_ACCEPT
+        ))
+    } else {
+        None
     }
 }
