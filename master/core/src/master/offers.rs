@@ -12,93 +12,9 @@ impl Master {
     pub(super) fn allocate(&mut self) {
         self.allocation_passes += 1;
         let now = self.now;
-        // Offers per framework of the view (by position). `made` holds (agent index, offer key)
-        // of each, grouped by framework: those of position `p` start at `starts[p]`, in the
-        // order of `by_framework[p]`, so the bookkeeping below visits each framework once.
-        let mut by_framework: Vec<Vec<Offer>>;
-        let mut made: Vec<(u32, u64)>;
-        let mut starts: Vec<usize>;
-        // The dense index of each framework in the view, by position.
-        let view_frameworks: Vec<u32>;
-        {
-            let mut total = Resources::default();
-            let mut agents = Vec::with_capacity(self.agents.len());
-            let mut entries = Vec::with_capacity(self.agents.len());
-            let mut table = self.agents.iter().peekable();
-            for (id, entry) in &self.registry.agents {
-                if !entry.reachable {
-                    continue;
-                }
-                let r = &entry.info.resources;
-                total.cpus_milli = total.cpus_milli.saturating_add(r.cpus_milli);
-                total.mem_bytes = total.mem_bytes.saturating_add(r.mem_bytes);
-                total.disk_bytes = total.disk_bytes.saturating_add(r.disk_bytes);
-                // Both are in id order: advance the table to this id.
-                while table.next_if(|(_, k, _)| *k < id).is_some() {}
-                let Some((ix, _, rt)) = table.next_if(|(_, k, _)| *k == id) else {
-                    continue;
-                };
-                if entry.mark != AgentMark::Active || rt.session.is_none() {
-                    continue;
-                }
-                let available = if rt.offers.is_empty() {
-                    free_resources(r, &entry.used, &rt.offered, &rt.pending)
-                } else {
-                    let offered = Resources {
-                        ports: offered_ports(&self.offers, &rt.offers),
-                        ..rt.offered.clone()
-                    };
-                    free_resources(r, &entry.used, &offered, &rt.pending)
-                };
-                if available.is_empty() {
-                    continue;
-                }
-                agents.push(allocator::AgentView {
-                    ix,
-                    available,
-                    filters: rt.filters.as_slice(),
-                });
-                entries.push(entry);
-            }
-            let mut frameworks = Vec::with_capacity(self.frameworks.len());
-            for (ix, id, rt) in self.frameworks.iter() {
-                if rt.session.is_none() {
-                    continue;
-                }
-                let Some(entry) = self.registry.frameworks.get(id) else {
-                    continue;
-                };
-                // Roles as given, `["*"]` when none.
-                let n = entry.info.roles.len().max(1);
-                let mut roles = Vec::with_capacity(n);
-                let mut any_wants = false;
-                for i in 0..n {
-                    let role = entry.info.roles.get(i).map_or("*", String::as_str);
-                    let mut allocated = Resources::default();
-                    for part in [
-                        entry.used.get(role),
-                        rt.offered.get(role),
-                        rt.pending.get(role),
-                    ]
-                    .into_iter()
-                    .flatten()
-                    {
-                        allocated.cpus_milli += part.cpus_milli;
-                        allocated.mem_bytes += part.mem_bytes;
-                        allocated.disk_bytes += part.disk_bytes;
-                    }
-                    let wants_offers = !rt.suppressed.contains(role);
-                    any_wants |= wants_offers;
-                    roles.push(FrameworkRole {
-                        role,
-                        allocated,
-                        wants_offers,
-                    });
-                }
-                if any_wants {
-                    frameworks.push(allocator::FrameworkView { id, ix, roles });
-                }
-            }
+        let pass = {
+            let (total, agents, entries) = agent_views(&self.registry, &self.agents, &self.offers);
+            let frameworks = framework_views(&self.registry, &self.frameworks);
             if agents.is_empty() || frameworks.is_empty() {
                 return;
             }
@@ -110,71 +26,27 @@ impl Master {
                 min_allocatable: &self.config.min_allocatable,
             };
             let allocations = self.allocator.allocate(now, &view);
-            let ClusterView {
-                mut agents,
-                frameworks,
-                ..
-            } = view;
-            let mut counts = vec![0usize; frameworks.len()];
-            for a in &allocations {
-                if let Some(c) = counts.get_mut(a.framework) {
-                    *c += 1;
-                }
-            }
-            starts = Vec::with_capacity(counts.len());
-            let mut sum = 0;
-            for c in &counts {
-                starts.push(sum);
-                sum += c;
-            }
-            made = vec![(0, 0); sum];
-            by_framework = counts.into_iter().map(Vec::with_capacity).collect();
-            for a in allocations {
-                let (Some(fw), Some(entry)) = (frameworks.get(a.framework), entries.get(a.agent))
-                else {
-                    continue;
-                };
-                let (Some(role), Some(agent)) = (fw.roles.get(a.role), agents.get_mut(a.agent))
-                else {
-                    continue;
-                };
-                // Each agent is offered whole, once per pass: move its free resources out.
-                let resources = std::mem::take(&mut agent.available);
-                if resources.is_empty() {
-                    continue;
-                }
-                let (Some(agent_id), Some(list)) =
-                    (self.agents.key(agent.ix), by_framework.get_mut(a.framework))
-                else {
-                    continue;
-                };
-                let Some(slot) = starts
-                    .get(a.framework)
-                    .and_then(|s| made.get_mut(s + list.len()))
-                else {
-                    continue;
-                };
-                self.next_offer += 1;
-                let key = self.next_offer;
-                *slot = (agent.ix, key);
-                list.push(Offer {
-                    id: OfferId(make_id(&self.config.id_prefix, 'O', key)),
-                    framework_id: fw.id.clone(),
-                    agent_id: agent_id.clone(),
-                    hostname: entry.info.hostname.clone(),
-                    resources,
-                    attributes: entry.info.attributes.clone(),
-                    role: role.role.to_owned(),
-                    pressure: self.agents.at(agent.ix).and_then(|a| a.pressure),
-                });
-            }
-            view_frameworks = frameworks.iter().map(|f| f.ix).collect();
-        }
-        for ((&fix, list), &start) in view_frameworks.iter().zip(&by_framework).zip(&starts) {
+            let maker = OfferMaker {
+                table: &self.agents,
+                id_prefix: &self.config.id_prefix,
+                next_offer: &mut self.next_offer,
+            };
+            maker.make(view, &entries, allocations)
+        };
+        self.record_offers(&pass);
+        self.send_offers(pass);
+    }
+
+    /// Books a pass's offers: the agents' and frameworks' offered resources, the offer table,
+    /// the offer timeouts.
+    fn record_offers(&mut self, pass: &PassOffers) {
+        let now = self.now;
+        let lists = pass.view_frameworks.iter().zip(&pass.by_framework);
+        for ((&fix, list), &start) in lists.zip(&pass.starts) {
             let Some(f) = self.frameworks.at_mut(fix) else {
                 continue;
             };
-            let keys = made.get(start..).unwrap_or_default();
+            let keys = pass.made.get(start..).unwrap_or_default();
             for (offer, &(aix, key)) in list.iter().zip(keys) {
                 if let Some(a) = self.agents.at_mut(aix) {
                     allocator::add_scalars(&mut a.offered, &offer.resources);
@@ -204,7 +76,11 @@ impl Master {
                 }
             }
         }
-        for (fix, mut offers) in view_frameworks.into_iter().zip(by_framework) {
+    }
+
+    /// Sends a pass's offers, at most `MAX_OFFERS_PER_EVENT` per frame.
+    fn send_offers(&mut self, pass: PassOffers) {
+        for (fix, mut offers) in pass.view_frameworks.into_iter().zip(pass.by_framework) {
             if offers.is_empty() {
                 continue;
             }
@@ -432,4 +308,199 @@ fn free_resources(
         free = free.saturating_sub(pending);
     }
     free
+}
+
+/// The offers of one allocation pass, per framework of the view (by position). `made` holds
+/// (agent index, offer key) of each, grouped by framework: those of position `p` start at
+/// `starts[p]`, in the order of `by_framework[p]`, so the bookkeeping visits each framework
+/// once.
+struct PassOffers {
+    /// The dense index of each framework in the view, by position.
+    view_frameworks: Vec<u32>,
+    by_framework: Vec<Vec<Offer>>,
+    made: Vec<(u32, u64)>,
+    starts: Vec<usize>,
+}
+
+/// The agents of the view: those reachable, active, connected and with something free, in id
+/// order, with the registry entry of each (by the same position) and the total of every
+/// reachable agent.
+fn agent_views<'a>(
+    registry: &'a Registry,
+    table: &'a Table<AgentId, AgentRt>,
+    offers: &FastMap<u64, OfferRt>,
+) -> (
+    Resources,
+    Vec<allocator::AgentView<'a>>,
+    Vec<&'a crate::registry::AgentEntry>,
+) {
+    let mut total = Resources::default();
+    let mut agents = Vec::with_capacity(table.len());
+    let mut entries = Vec::with_capacity(table.len());
+    let mut rows = table.iter().peekable();
+    for (id, entry) in &registry.agents {
+        if !entry.reachable {
+            continue;
+        }
+        let r = &entry.info.resources;
+        total.cpus_milli = total.cpus_milli.saturating_add(r.cpus_milli);
+        total.mem_bytes = total.mem_bytes.saturating_add(r.mem_bytes);
+        total.disk_bytes = total.disk_bytes.saturating_add(r.disk_bytes);
+        // Both are in id order: advance the table to this id.
+        while rows.next_if(|(_, k, _)| *k < id).is_some() {}
+        let Some((ix, _, rt)) = rows.next_if(|(_, k, _)| *k == id) else {
+            continue;
+        };
+        if entry.mark != AgentMark::Active || rt.session.is_none() {
+            continue;
+        }
+        let available = if rt.offers.is_empty() {
+            free_resources(r, &entry.used, &rt.offered, &rt.pending)
+        } else {
+            let offered = Resources {
+                ports: offered_ports(offers, &rt.offers),
+                ..rt.offered.clone()
+            };
+            free_resources(r, &entry.used, &offered, &rt.pending)
+        };
+        if available.is_empty() {
+            continue;
+        }
+        agents.push(allocator::AgentView {
+            ix,
+            available,
+            filters: rt.filters.as_slice(),
+        });
+        entries.push(entry);
+    }
+    (total, agents, entries)
+}
+
+/// The frameworks of the view: connected ones with a role that wants offers, in id order, each
+/// role with what it holds (used, offered and pending).
+fn framework_views<'a>(
+    registry: &'a Registry,
+    table: &'a Table<FrameworkId, FrameworkRt>,
+) -> Vec<allocator::FrameworkView<'a>> {
+    let mut frameworks = Vec::with_capacity(table.len());
+    for (ix, id, rt) in table.iter() {
+        if rt.session.is_none() {
+            continue;
+        }
+        let Some(entry) = registry.frameworks.get(id) else {
+            continue;
+        };
+        // Roles as given, `["*"]` when none.
+        let n = entry.info.roles.len().max(1);
+        let mut roles = Vec::with_capacity(n);
+        let mut any_wants = false;
+        for i in 0..n {
+            let role = entry.info.roles.get(i).map_or("*", String::as_str);
+            let mut allocated = Resources::default();
+            for part in [
+                entry.used.get(role),
+                rt.offered.get(role),
+                rt.pending.get(role),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                allocated.cpus_milli += part.cpus_milli;
+                allocated.mem_bytes += part.mem_bytes;
+                allocated.disk_bytes += part.disk_bytes;
+            }
+            let wants_offers = !rt.suppressed.contains(role);
+            any_wants |= wants_offers;
+            roles.push(FrameworkRole {
+                role,
+                allocated,
+                wants_offers,
+            });
+        }
+        if any_wants {
+            frameworks.push(allocator::FrameworkView { id, ix, roles });
+        }
+    }
+    frameworks
+}
+
+/// Turns a pass's allocations into `Offer` frames, numbering them from `next_offer`.
+struct OfferMaker<'a> {
+    table: &'a Table<AgentId, AgentRt>,
+    id_prefix: &'a str,
+    next_offer: &'a mut u64,
+}
+
+impl OfferMaker<'_> {
+    fn make(
+        self,
+        view: ClusterView<'_>,
+        entries: &[&crate::registry::AgentEntry],
+        allocations: Vec<allocator::Allocation>,
+    ) -> PassOffers {
+        let ClusterView {
+            mut agents,
+            frameworks,
+            ..
+        } = view;
+        let mut counts = vec![0usize; frameworks.len()];
+        for a in &allocations {
+            if let Some(c) = counts.get_mut(a.framework) {
+                *c += 1;
+            }
+        }
+        let mut starts = Vec::with_capacity(counts.len());
+        let mut sum = 0;
+        for c in &counts {
+            starts.push(sum);
+            sum += c;
+        }
+        let mut made = vec![(0, 0); sum];
+        let mut by_framework: Vec<Vec<Offer>> =
+            counts.into_iter().map(Vec::with_capacity).collect();
+        for a in allocations {
+            let (Some(fw), Some(entry)) = (frameworks.get(a.framework), entries.get(a.agent))
+            else {
+                continue;
+            };
+            let (Some(role), Some(agent)) = (fw.roles.get(a.role), agents.get_mut(a.agent)) else {
+                continue;
+            };
+            // Each agent is offered whole, once per pass: move its free resources out.
+            let resources = std::mem::take(&mut agent.available);
+            if resources.is_empty() {
+                continue;
+            }
+            let (Some(agent_id), Some(list)) =
+                (self.table.key(agent.ix), by_framework.get_mut(a.framework))
+            else {
+                continue;
+            };
+            let Some(slot) = starts
+                .get(a.framework)
+                .and_then(|s| made.get_mut(s + list.len()))
+            else {
+                continue;
+            };
+            *self.next_offer += 1;
+            let key = *self.next_offer;
+            *slot = (agent.ix, key);
+            list.push(Offer {
+                id: OfferId(make_id(self.id_prefix, 'O', key)),
+                framework_id: fw.id.clone(),
+                agent_id: agent_id.clone(),
+                hostname: entry.info.hostname.clone(),
+                resources,
+                attributes: entry.info.attributes.clone(),
+                role: role.role.to_owned(),
+                pressure: self.table.at(agent.ix).and_then(|a| a.pressure),
+            });
+        }
+        PassOffers {
+            view_frameworks: frameworks.iter().map(|f| f.ix).collect(),
+            by_framework,
+            made,
+            starts,
+        }
+    }
 }
