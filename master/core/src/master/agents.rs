@@ -243,28 +243,7 @@ impl Master {
                     shutdown.insert(key.framework_id.clone());
                     continue;
                 }
-                // A framework this registry does not know (e.g. the master restarted without
-                // its registry): keep its tasks; the first framework that subscribes with this
-                // id claims it, or it is torn down after the re-register timeout.
-                let info = FrameworkInfo {
-                    id: Some(key.framework_id.clone()),
-                    name: "(recovered from agent report)".into(),
-                    roles: Vec::new(),
-                    failover_timeout_ms: u64::try_from(
-                        self.config.agent_reregister_timeout.as_millis(),
-                    )
-                    .unwrap_or(u64::MAX),
-                    capabilities: Vec::new(),
-                    version: Default::default(),
-                };
-                self.propose(
-                    RegistryOp::FrameworkAdded {
-                        framework_id: key.framework_id.clone(),
-                        info,
-                        principal: None,
-                    },
-                    Then::Nothing,
-                );
+                self.recover_framework(&key.framework_id);
             }
             let live = self
                 .registry
@@ -272,35 +251,7 @@ impl Master {
                 .map(|t| (t.agent_id.clone(), t.state));
             match live {
                 Some((a, state)) if a == *agent_id => {
-                    if !report.state.is_terminal() && report.state != state {
-                        let mut s = self.master_status(
-                            key.task_id.clone(),
-                            report.state,
-                            Some(agent_id.clone()),
-                            StatusReason::Reconciliation,
-                            Some("task state reported by the re-registered agent".into()),
-                        );
-                        s.executor_id =
-                            self.registry.task(&key).and_then(|t| t.executor_id.clone());
-                        self.propose(
-                            RegistryOp::TaskStateChanged {
-                                framework_id: key.framework_id.clone(),
-                                status: s,
-                            },
-                            Then::Nothing,
-                        );
-                    }
-                    // A terminal report: the agent resends its own update with the details.
-                    if let Some(grace) = self.kill_requested.get(&key).copied() {
-                        self.send_agent(
-                            agent_id,
-                            MasterToAgent::KillTask {
-                                framework_id: key.framework_id.clone(),
-                                task_id: key.task_id.clone(),
-                                grace_ms: grace,
-                            },
-                        );
-                    }
+                    self.reconcile_reported_task(agent_id, &key, report.state, state)
                 }
                 Some(_) => {
                     // Registered on another agent: this copy must go.
@@ -319,43 +270,7 @@ impl Master {
                     if report.state.is_terminal() {
                         continue;
                     }
-                    // Unknown task of a live framework: adopt it.
-                    let role = self
-                        .registry
-                        .frameworks
-                        .get(&key.framework_id)
-                        .and_then(|f| f.info.roles.first().cloned())
-                        .unwrap_or_else(|| "*".to_owned());
-                    let mut task = report.task.clone();
-                    task.agent_id = agent_id.clone();
-                    let at_ms = self.wall_ms();
-                    self.propose(
-                        RegistryOp::TasksAdded {
-                            framework_id: key.framework_id.clone(),
-                            agent_id: agent_id.clone(),
-                            role,
-                            executor: None,
-                            tasks: vec![task],
-                            at_ms,
-                        },
-                        Then::Nothing,
-                    );
-                    if report.state != TaskState::Staging {
-                        let s = self.master_status(
-                            key.task_id.clone(),
-                            report.state,
-                            Some(agent_id.clone()),
-                            StatusReason::Reconciliation,
-                            Some("task adopted from the re-registered agent".into()),
-                        );
-                        self.propose(
-                            RegistryOp::TaskStateChanged {
-                                framework_id: key.framework_id.clone(),
-                                status: s,
-                            },
-                            Then::Nothing,
-                        );
-                    }
+                    self.adopt_reported_task(agent_id, &key, report);
                 }
             }
         }
@@ -365,7 +280,114 @@ impl Master {
                 MasterToAgent::ShutdownFramework { framework_id: fw },
             );
         }
-        // Tasks the registry has on this agent that it did not report are gone.
+        self.reconcile_unreported_tasks(agent_id, &reported);
+    }
+
+    /// A framework this registry does not know has tasks on an agent (e.g. the master restarted
+    /// without its registry): keep its tasks; the first framework that subscribes with this id
+    /// claims it, or it is torn down after the re-register timeout.
+    fn recover_framework(&mut self, framework_id: &FrameworkId) {
+        let info = FrameworkInfo {
+            id: Some(framework_id.clone()),
+            name: "(recovered from agent report)".into(),
+            roles: Vec::new(),
+            failover_timeout_ms: u64::try_from(self.config.agent_reregister_timeout.as_millis())
+                .unwrap_or(u64::MAX),
+            capabilities: Vec::new(),
+            version: Default::default(),
+        };
+        self.propose(
+            RegistryOp::FrameworkAdded {
+                framework_id: framework_id.clone(),
+                info,
+                principal: None,
+            },
+            Then::Nothing,
+        );
+    }
+
+    /// A reported task the registry has on this agent in `state`: a different live state is
+    /// recorded, and a kill asked for while the agent was away is sent again.
+    fn reconcile_reported_task(
+        &mut self,
+        agent_id: &AgentId,
+        key: &TaskKey,
+        reported: TaskState,
+        state: TaskState,
+    ) {
+        if !reported.is_terminal() && reported != state {
+            let mut s = self.master_status(
+                key.task_id.clone(),
+                reported,
+                Some(agent_id.clone()),
+                StatusReason::Reconciliation,
+                Some("task state reported by the re-registered agent".into()),
+            );
+            s.executor_id = self.registry.task(key).and_then(|t| t.executor_id.clone());
+            self.propose(
+                RegistryOp::TaskStateChanged {
+                    framework_id: key.framework_id.clone(),
+                    status: s,
+                },
+                Then::Nothing,
+            );
+        }
+        // A terminal report: the agent resends its own update with the details.
+        if let Some(grace) = self.kill_requested.get(key).copied() {
+            self.send_agent(
+                agent_id,
+                MasterToAgent::KillTask {
+                    framework_id: key.framework_id.clone(),
+                    task_id: key.task_id.clone(),
+                    grace_ms: grace,
+                },
+            );
+        }
+    }
+
+    /// A live task of a live framework that the registry does not know: adopt it (and its
+    /// reported state).
+    fn adopt_reported_task(&mut self, agent_id: &AgentId, key: &TaskKey, report: TaskReport) {
+        let role = self
+            .registry
+            .frameworks
+            .get(&key.framework_id)
+            .and_then(|f| f.info.roles.first().cloned())
+            .unwrap_or_else(|| "*".to_owned());
+        let mut task = report.task;
+        task.agent_id = agent_id.clone();
+        let at_ms = self.wall_ms();
+        self.propose(
+            RegistryOp::TasksAdded {
+                framework_id: key.framework_id.clone(),
+                agent_id: agent_id.clone(),
+                role,
+                executor: None,
+                tasks: vec![task],
+                at_ms,
+            },
+            Then::Nothing,
+        );
+        if report.state != TaskState::Staging {
+            let s = self.master_status(
+                key.task_id.clone(),
+                report.state,
+                Some(agent_id.clone()),
+                StatusReason::Reconciliation,
+                Some("task adopted from the re-registered agent".into()),
+            );
+            self.propose(
+                RegistryOp::TaskStateChanged {
+                    framework_id: key.framework_id.clone(),
+                    status: s,
+                },
+                Then::Nothing,
+            );
+        }
+    }
+
+    /// Tasks the registry has on this agent that it did not report are gone.
+    fn reconcile_unreported_tasks(&mut self, agent_id: &AgentId, reported: &BTreeSet<TaskKey>) {
         let missing: Vec<TaskKey> = self
             .registry
             .agents

@@ -39,61 +39,10 @@ impl Master {
                 filters,
             } => self.accept(&fw, offer_ids, operations, filters),
             FrameworkCall::Decline { offer_ids, filters } => {
-                if offer_ids.len() > limits::MAX_OFFERS_PER_CALL {
-                    self.bad_request(session, "too many offer ids in one decline");
-                    return;
-                }
-                let d = self.refuse_duration(filters.as_ref());
-                let fix = self.frameworks.ix(&fw);
-                for id in offer_ids {
-                    let Some(key) = self.offer_key(&id) else {
-                        continue;
-                    };
-                    let mine = self
-                        .offers
-                        .get(&key)
-                        .is_some_and(|o| Some(o.framework) == fix);
-                    if !mine {
-                        continue;
-                    }
-                    if let Some(o) = self.remove_offer(key, false) {
-                        self.add_filter(o.framework, o.agent, o.resources, d);
-                    }
-                }
+                self.decline(session, &fw, offer_ids, filters)
             }
-            FrameworkCall::Revive { roles } => {
-                let now = self.now;
-                self.clear_filters(&fw);
-                if let Some(rt) = self.frameworks.get_mut(&fw) {
-                    let was_suppressed = !rt.suppressed.is_empty();
-                    if roles.is_empty() {
-                        rt.suppressed.clear();
-                    } else {
-                        for r in &roles {
-                            rt.suppressed.remove(r);
-                        }
-                    }
-                    if was_suppressed && rt.offers.is_empty() {
-                        rt.wanting_since = now;
-                    }
-                }
-                self.request_allocation();
-            }
-            FrameworkCall::Suppress { roles } => {
-                let all = self
-                    .registry
-                    .frameworks
-                    .get(&fw)
-                    .map(|f| f.roles())
-                    .unwrap_or_default();
-                if let Some(rt) = self.frameworks.get_mut(&fw) {
-                    for r in all {
-                        if roles.is_empty() || roles.contains(&r) {
-                            rt.suppressed.insert(r);
-                        }
-                    }
-                }
-            }
+            FrameworkCall::Revive { roles } => self.revive(&fw, roles),
+            FrameworkCall::Suppress { roles } => self.suppress(&fw, roles),
             FrameworkCall::Kill {
                 task_id,
                 agent_id: _,
@@ -109,35 +58,7 @@ impl Master {
                 agent_id,
                 task_id,
                 uuid,
-            } => {
-                let key = TaskKey {
-                    framework_id: fw.clone(),
-                    task_id,
-                };
-                let owner_ok = match self.registry.task_or_completed(&key) {
-                    Some(t) => t.agent_id == agent_id,
-                    None => true,
-                };
-                if !owner_ok {
-                    self.bad_request(
-                        session,
-                        format!("task {} is not on agent {agent_id}", key.task_id),
-                    );
-                    return;
-                }
-                if self.registry.task(&key).is_none()
-                    && self.forwarded.get(&key).is_some_and(|(u, _)| *u == uuid)
-                {
-                    self.forwarded.remove(&key);
-                }
-                if self.acked.len() >= limits::MAX_ACKED_REMEMBERED
-                    && !self.acked.contains_key(&key)
-                {
-                    self.acked.pop_first();
-                }
-                self.acked.insert(key.clone(), uuid.clone());
-                self.ack_on_agent(&agent_id, &key, Some(uuid));
-            }
+            } => self.acknowledge(session, fw, agent_id, task_id, uuid),
             FrameworkCall::Reconcile { tasks } => {
                 if tasks.len() > limits::MAX_RECONCILE_TASKS {
                     self.bad_request(
@@ -176,6 +97,110 @@ impl Master {
                 );
             }
         }
+    }
+
+    /// Declined offers return to the pool, filtered for the refusal duration.
+    fn decline(
+        &mut self,
+        session: SessionId,
+        fw: &FrameworkId,
+        offer_ids: Vec<OfferId>,
+        filters: Option<proto::Filters>,
+    ) {
+        if offer_ids.len() > limits::MAX_OFFERS_PER_CALL {
+            self.bad_request(session, "too many offer ids in one decline");
+            return;
+        }
+        let d = self.refuse_duration(filters.as_ref());
+        let fix = self.frameworks.ix(fw);
+        for id in offer_ids {
+            let Some(key) = self.offer_key(&id) else {
+                continue;
+            };
+            let mine = self
+                .offers
+                .get(&key)
+                .is_some_and(|o| Some(o.framework) == fix);
+            if !mine {
+                continue;
+            }
+            if let Some(o) = self.remove_offer(key, false) {
+                self.add_filter(o.framework, o.agent, o.resources, d);
+            }
+        }
+    }
+
+    /// Revive: clears the framework's filters and un-suppresses `roles` (all when empty).
+    fn revive(&mut self, fw: &FrameworkId, roles: Vec<String>) {
+        let now = self.now;
+        self.clear_filters(fw);
+        if let Some(rt) = self.frameworks.get_mut(fw) {
+            let was_suppressed = !rt.suppressed.is_empty();
+            if roles.is_empty() {
+                rt.suppressed.clear();
+            } else {
+                for r in &roles {
+                    rt.suppressed.remove(r);
+                }
+            }
+            if was_suppressed && rt.offers.is_empty() {
+                rt.wanting_since = now;
+            }
+        }
+        self.request_allocation();
+    }
+
+    /// Suppress: no more offers for `roles` (all the framework's when empty).
+    fn suppress(&mut self, fw: &FrameworkId, roles: Vec<String>) {
+        let all = self
+            .registry
+            .frameworks
+            .get(fw)
+            .map(|f| f.roles())
+            .unwrap_or_default();
+        if let Some(rt) = self.frameworks.get_mut(fw) {
+            for r in all {
+                if roles.is_empty() || roles.contains(&r) {
+                    rt.suppressed.insert(r);
+                }
+            }
+        }
+    }
+
+    /// The framework acknowledged an update: remembered (bounded), and passed to the agent.
+    fn acknowledge(
+        &mut self,
+        session: SessionId,
+        fw: FrameworkId,
+        agent_id: AgentId,
+        task_id: TaskId,
+        uuid: StatusUuid,
+    ) {
+        let key = TaskKey {
+            framework_id: fw,
+            task_id,
+        };
+        let owner_ok = match self.registry.task_or_completed(&key) {
+            Some(t) => t.agent_id == agent_id,
+            None => true,
+        };
+        if !owner_ok {
+            self.bad_request(
+                session,
+                format!("task {} is not on agent {agent_id}", key.task_id),
+            );
+            return;
+        }
+        if self.registry.task(&key).is_none()
+            && self.forwarded.get(&key).is_some_and(|(u, _)| *u == uuid)
+        {
+            self.forwarded.remove(&key);
+        }
+        if self.acked.len() >= limits::MAX_ACKED_REMEMBERED && !self.acked.contains_key(&key) {
+            self.acked.pop_first();
+        }
+        self.acked.insert(key.clone(), uuid.clone());
+        self.ack_on_agent(&agent_id, &key, Some(uuid));
     }
 
     pub(super) fn subscribe(&mut self, session: SessionId, info: FrameworkInfo) {

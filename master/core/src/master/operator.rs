@@ -44,98 +44,18 @@ impl Master {
                 self.mark_agent(session, agent_id, AgentMark::Active)
             }
             OperatorCall::TeardownFramework { framework_id } => {
-                if !self.registry.frameworks.contains_key(&framework_id) {
-                    self.send(
-                        session,
-                        err(
-                            ErrorCode::NotFound,
-                            format!("framework {framework_id} is unknown"),
-                            false,
-                        ),
-                    );
-                    return;
-                }
-                let at_ms = self.wall_ms();
-                self.propose(
-                    RegistryOp::FrameworkRemoved {
-                        framework_id,
-                        at_ms,
-                    },
-                    Then::ReplyDone { session },
-                );
+                self.teardown_framework(session, framework_id)
             }
-            OperatorCall::KillTask { task_id } => {
-                let keys: Vec<TaskKey> = self
-                    .find_tasks(&peer, &task_id)
-                    .into_iter()
-                    .filter(|k| self.registry.task(k).is_some())
-                    .collect();
-                if keys.is_empty() {
-                    self.send(
-                        session,
-                        err(
-                            ErrorCode::NotFound,
-                            format!("no running task {task_id} you may kill"),
-                            false,
-                        ),
-                    );
-                    return;
-                }
-                for k in keys {
-                    let reason = if peer.role == Role::Operator {
-                        StatusReason::KilledByOperator
-                    } else {
-                        StatusReason::KilledByFramework
-                    };
-                    self.kill_task(&k.framework_id, k.task_id, None, reason, None);
-                }
-                self.send(session, ServerFrame::Operator(OperatorReply::Done));
-            }
+            OperatorCall::KillTask { task_id } => self.operator_kill(session, &peer, task_id),
             OperatorCall::ReadLog {
                 task_id,
                 stream,
                 offset,
                 max_len,
             } => {
-                let found = self.find_tasks(&peer, &task_id).into_iter().find_map(|k| {
-                    self.registry
-                        .task_or_completed(&k)
-                        .or_else(|| self.registry.completed_framework_task(&k))
-                        .map(|t| t.agent_id.clone())
-                });
-                let Some(agent_id) = found else {
-                    self.send(
-                        session,
-                        err(
-                            ErrorCode::NotFound,
-                            format!("no task {task_id} you may read"),
-                            false,
-                        ),
-                    );
+                let Some(agent_id) = self.log_agent(session, &peer, &task_id) else {
                     return;
                 };
-                if self.agent_session(&agent_id).is_none() {
-                    self.send(
-                        session,
-                        err(
-                            ErrorCode::Unavailable,
-                            format!("agent {agent_id} is not connected"),
-                            false,
-                        ),
-                    );
-                    return;
-                }
-                if self.log_requests.len() >= limits::MAX_PENDING_LOG_REQUESTS {
-                    self.send(
-                        session,
-                        err(
-                            ErrorCode::Unavailable,
-                            "too many log requests in flight; retry",
-                            false,
-                        ),
-                    );
-                    return;
-                }
                 self.next_log_request += 1;
                 let request_id = self.next_log_request;
                 self.log_requests.insert(
@@ -161,6 +81,94 @@ impl Master {
                 );
             }
         }
+    }
+
+    /// TeardownFramework: the removal is proposed; `Done` once it commits.
+    fn teardown_framework(&mut self, session: SessionId, framework_id: FrameworkId) {
+        if !self.registry.frameworks.contains_key(&framework_id) {
+            self.send(
+                session,
+                err(
+                    ErrorCode::NotFound,
+                    format!("framework {framework_id} is unknown"),
+                    false,
+                ),
+            );
+            return;
+        }
+        let at_ms = self.wall_ms();
+        self.propose(
+            RegistryOp::FrameworkRemoved {
+                framework_id,
+                at_ms,
+            },
+            Then::ReplyDone { session },
+        );
+    }
+
+    /// KillTask: every running task of that id the caller may kill.
+    fn operator_kill(&mut self, session: SessionId, peer: &PeerIdentity, task_id: TaskId) {
+        let keys: Vec<TaskKey> = self
+            .find_tasks(peer, &task_id)
+            .into_iter()
+            .filter(|k| self.registry.task(k).is_some())
+            .collect();
+        if keys.is_empty() {
+            self.send(
+                session,
+                err(
+                    ErrorCode::NotFound,
+                    format!("no running task {task_id} you may kill"),
+                    false,
+                ),
+            );
+            return;
+        }
+        for k in keys {
+            let reason = if peer.role == Role::Operator {
+                StatusReason::KilledByOperator
+            } else {
+                StatusReason::KilledByFramework
+            };
+            self.kill_task(&k.framework_id, k.task_id, None, reason, None);
+        }
+        self.send(session, ServerFrame::Operator(OperatorReply::Done));
+    }
+
+    /// ReadLog: the connected agent that runs (or ran) the task the caller may read, if a log
+    /// request may go out now; else the caller is told why not.
+    fn log_agent(
+        &mut self,
+        session: SessionId,
+        peer: &PeerIdentity,
+        task_id: &TaskId,
+    ) -> Option<AgentId> {
+        let found = self.find_tasks(peer, task_id).into_iter().find_map(|k| {
+            self.registry
+                .task_or_completed(&k)
+                .or_else(|| self.registry.completed_framework_task(&k))
+                .map(|t| t.agent_id.clone())
+        });
+        let problem = match &found {
+            None => Some((
+                ErrorCode::NotFound,
+                format!("no task {task_id} you may read"),
+            )),
+            Some(a) if self.agent_session(a).is_none() => Some((
+                ErrorCode::Unavailable,
+                format!("agent {a} is not connected"),
+            )),
+            Some(_) if self.log_requests.len() >= limits::MAX_PENDING_LOG_REQUESTS => Some((
+                ErrorCode::Unavailable,
+                "too many log requests in flight; retry".to_owned(),
+            )),
+            Some(_) => None,
+        };
+        if let Some((code, msg)) = problem {
+            self.send(session, err(code, msg, false));
+            return None;
+        }
+        found
     }
 
     pub(super) fn mark_agent(&mut self, session: SessionId, agent_id: AgentId, mark: AgentMark) {

@@ -27,6 +27,21 @@ impl Master {
     /// The cluster as `corral state` shows it. O(cluster); the daemon publishes it periodically
     /// so that reads never wait on the core.
     pub fn snapshot(&self) -> ClusterState {
+        let (total, agents) = self.agent_states();
+        let (frameworks, roles) = self.framework_and_role_states(&total);
+        let (tasks, completed_frameworks) = self.task_states();
+        ClusterState {
+            agents,
+            frameworks,
+            tasks,
+            masters: self.masters.clone(),
+            roles,
+            completed_frameworks,
+        }
+    }
+
+    /// Every agent, and the total of the reachable ones.
+    fn agent_states(&self) -> (Resources, Vec<proto::AgentState>) {
         let mut total = Resources::default();
         for a in self.registry.agents.values().filter(|a| a.reachable) {
             total.cpus_milli += a.info.resources.cpus_milli;
@@ -66,6 +81,14 @@ impl Master {
                 pressure: rt.and_then(|r| r.pressure),
             });
         }
+        (total, agents)
+    }
+
+    /// Every framework, and every role (with what its frameworks hold, against `total`).
+    fn framework_and_role_states(
+        &self,
+        total: &Resources,
+    ) -> (Vec<proto::FrameworkState>, Vec<proto::RoleState>) {
         let mut frameworks = Vec::new();
         let mut role_alloc: BTreeMap<String, Resources> = BTreeMap::new();
         let mut role_starved: BTreeMap<String, u64> = BTreeMap::new();
@@ -117,7 +140,7 @@ impl Master {
                 id: id.clone(),
                 name: f.info.name.clone(),
                 principal: f.principal.clone().unwrap_or_default(),
-                dominant_share: allocator::dominant_share(&used.add(&offered), &total),
+                dominant_share: allocator::dominant_share(&used.add(&offered), total),
                 used,
                 offered,
                 connected: rt.is_some_and(|r| r.session.is_some()),
@@ -133,10 +156,16 @@ impl Master {
             .map(|(name, alloc)| proto::RoleState {
                 name: name.clone(),
                 weight: self.config.weight(name),
-                dominant_share: allocator::dominant_share(alloc, &total),
+                dominant_share: allocator::dominant_share(alloc, total),
                 starved_ms: role_starved.get(name).copied().unwrap_or(0),
             })
             .collect();
+        (frameworks, roles)
+    }
+
+    /// Every task (completed ones first per framework), then the completed frameworks and
+    /// their tasks.
+    fn task_states(&self) -> (Vec<proto::TaskSummary>, Vec<proto::CompletedFrameworkState>) {
         let mut tasks = Vec::new();
         for (fw_id, f) in &self.registry.frameworks {
             for t in f.completed.iter().chain(f.tasks.values()) {
@@ -164,13 +193,6 @@ impl Master {
                 tasks.push(task_summary(&c.framework_id, t, None));
             }
         }
-        ClusterState {
-            agents,
-            frameworks,
-            tasks,
-            masters: self.masters.clone(),
-            roles,
-            completed_frameworks,
-        }
+        (tasks, completed_frameworks)
     }
 }
