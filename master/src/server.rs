@@ -1,4 +1,4 @@
-use master_core::{Master, Output, SessionId};
+use master_core::{Master, Output, ProposalId, SessionId};
 use master_raft::{
     network::serve_raft_connection, CommitEvent, MasterNode, MembershipError, ProposeError,
     RaftConfig, RegistryOp, ReplicatedRegistry,
@@ -518,11 +518,11 @@ fn wall_ms() -> u64 {
 /// success is seen as the committed op itself.
 async fn proposer(
     registry: ReplicatedRegistry,
-    mut ops: mpsc::Receiver<RegistryOp>,
+    mut ops: mpsc::Receiver<(ProposalId, RegistryOp)>,
     failures: mpsc::Sender<ProposeError>,
 ) {
-    while let Some(op) = ops.recv().await {
-        match registry.submit(op).await {
+    while let Some((id, op)) = ops.recv().await {
+        match registry.submit_tagged(op, Some(id.0)).await {
             Ok(pending) => {
                 let failures = failures.clone();
                 tokio::spawn(async move {
@@ -641,9 +641,12 @@ async fn core_loop(
             commit = recv_commit(&mut leading) => {
                 let now = Instant::now();
                 match commit {
-                    Some(CommitEvent::Op { op, .. }) => {
+                    Some(CommitEvent::Op { op, id, .. }) => {
                         if let Some(l) = leading.as_mut() {
-                            l.master.handle_committed(now, op);
+                            match id {
+                                Some(id) => l.master.handle_proposal_committed(now, ProposalId(id), op),
+                                None => l.master.handle_committed(now, op),
+                            }
                         }
                     }
                     Some(CommitEvent::Reset { registry: reg, .. }) => {
@@ -735,7 +738,7 @@ fn masters_state(registry: &ReplicatedRegistry) -> MastersState {
 fn drain_outputs(
     master: &mut Master,
     outboxes: &mut HashMap<SessionId, mpsc::Sender<ServerFrame>>,
-    proposals: &mpsc::Sender<RegistryOp>,
+    proposals: &mpsc::Sender<(ProposalId, RegistryOp)>,
 ) {
     let mut slow = Vec::new();
     while let Some(output) = master.poll_output() {
@@ -758,8 +761,8 @@ fn drain_outputs(
             // Replicated through raft; the core acts when the op comes back committed. The
             // channel holds as many ops as the core may have in flight, so this cannot fail
             // while the proposer runs.
-            Output::Propose(op) => {
-                if proposals.try_send(op).is_err() {
+            Output::Propose { id, op } => {
+                if proposals.try_send((id, op)).is_err() {
                     tracing::error!(
                         "the proposal queue is full or closed; a registry change was dropped"
                     );

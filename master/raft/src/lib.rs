@@ -103,6 +103,12 @@ impl fmt::Display for MasterNode {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Proposal {
     pub ops: Vec<RegistryOp>,
+    /// The proposer's tag of each op (same positions; empty when none has one): the core's
+    /// `ProposalId`, handed back with the committed op ([`CommitEvent::Op`]) so that the core
+    /// finds what the proposal waits for. Absent from entries written before it existed, and
+    /// ignored by masters that predate it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ids: Vec<Option<u64>>,
 }
 
 /// What applying one entry answers to the proposer. The log index is in the

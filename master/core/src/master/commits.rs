@@ -2,7 +2,32 @@
 
 use super::*;
 
+impl ProposalId {
+    /// The first id of a core whose ids are made under `id_prefix`: the prefix's FNV-1a hash
+    /// in the high 24 bits, 1 in the low 40.
+    pub(super) fn first(id_prefix: &str) -> ProposalId {
+        let mut h: u32 = 0x811c_9dc5;
+        for b in id_prefix.bytes() {
+            h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+        }
+        ProposalId(((u64::from(h) & 0xff_ffff) << 40) | 1)
+    }
+}
+
 impl Master {
+    /// What to do now that proposal `id` committed. Proposals commit in the order proposed, so
+    /// those in flight before it never will (the daemon lost them): they are forgotten. An id
+    /// this core did not issue (another leader's) has no continuation.
+    pub(super) fn take_continuation(&mut self, id: ProposalId) -> Then {
+        let Ok(pos) = self.in_flight.binary_search_by_key(&id, |(p, _)| *p) else {
+            return Then::Nothing;
+        };
+        self.in_flight.drain(..pos);
+        self.in_flight
+            .pop_front()
+            .map_or(Then::Nothing, |(_, then)| then)
+    }
+
     pub(super) fn after_commit(&mut self, op: RegistryOp, then: Then, affected: BTreeSet<AgentId>) {
         let reply = match &then {
             Then::ReplyDone { session } => Some(*session),

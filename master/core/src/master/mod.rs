@@ -43,10 +43,23 @@ pub enum Output {
         session: SessionId,
         reason: String,
     },
-    /// Replicate this op; call [`Master::handle_committed`] with it once committed, in the order
-    /// proposed. Nothing that depends on it is sent before that.
-    Propose(RegistryOp),
+    /// Replicate this op; once committed, hand it back with its id to
+    /// [`Master::handle_proposal_committed`], in log order. Nothing that depends on it is sent
+    /// before that.
+    Propose {
+        id: ProposalId,
+        op: RegistryOp,
+    },
 }
+
+/// Names one proposal of one core, so that its commit finds its continuation. The daemon
+/// carries it through the replicated log beside the op (raft's `Proposal::ids`) and hands it
+/// back with the committed op; ops another leader proposed come back with its ids, which this
+/// core does not know. The high 24 bits hash the core's `id_prefix` (unique per leadership),
+/// the low 40 count its proposals, so a deposed leader that still applies its successor's
+/// commits does not mistake them for its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ProposalId(pub u64);
 
 #[derive(Clone, Debug, PartialEq)]
 enum SessionKind {
@@ -193,7 +206,11 @@ pub struct Master {
     /// framework's behalf instead of delivering it twice. Bounded by `limits::MAX_ACKED_REMEMBERED`.
     acked: BTreeMap<TaskKey, StatusUuid>,
     log_requests: BTreeMap<u64, LogRequest>,
-    in_flight: VecDeque<(RegistryOp, Then)>,
+    /// Proposals not committed yet, in proposal order (so by increasing id), with what to do
+    /// once each commits.
+    in_flight: VecDeque<(ProposalId, Then)>,
+    /// The id of the next proposal.
+    next_proposal: ProposalId,
     timers: Timers,
     outputs: VecDeque<Output>,
     allocator: Box<dyn Allocator>,
@@ -249,6 +266,7 @@ impl Master {
             acked: BTreeMap::new(),
             log_requests: BTreeMap::new(),
             in_flight: VecDeque::new(),
+            next_proposal: ProposalId::first(&config.id_prefix),
             timers: Timers::default(),
             outputs: VecDeque::new(),
             next_agent: 0,
@@ -376,16 +394,22 @@ impl Master {
         }
     }
 
+    /// `op`, proposed as `id` (the log carries the id beside the op), committed. When this
+    /// core made that proposal, what it waits for happens now.
+    pub fn handle_proposal_committed(&mut self, now: Instant, id: ProposalId, op: RegistryOp) {
+        self.tick(now);
+        let then = self.take_continuation(id);
+        self.apply_committed(op, then);
+    }
+
+    /// `op` committed without a proposal id (proposed by no core, or logged without one): it
+    /// is applied, and no proposal's continuation runs.
     pub fn handle_committed(&mut self, now: Instant, op: RegistryOp) {
         self.tick(now);
-        let then = match self.in_flight.front() {
-            Some((front, _)) if *front == op => self
-                .in_flight
-                .pop_front()
-                .map(|(_, t)| t)
-                .unwrap_or(Then::Nothing),
-            _ => Then::Nothing,
-        };
+        self.apply_committed(op, Then::Nothing);
+    }
+
+    fn apply_committed(&mut self, op: RegistryOp, then: Then) {
         // Agents that run the tasks of a framework about to be removed (the registry forgets).
         let affected: BTreeSet<AgentId> = match &op {
             RegistryOp::FrameworkRemoved { framework_id, .. } => self
@@ -471,9 +495,12 @@ impl Master {
         self.outputs.push_back(Output::Send { to, frame });
     }
 
+    /// Proposes `op`; `then` runs when it commits ([`Master::take_continuation`]).
     fn propose(&mut self, op: RegistryOp, then: Then) {
-        self.in_flight.push_back((op.clone(), then));
-        self.outputs.push_back(Output::Propose(op));
+        let id = self.next_proposal;
+        self.next_proposal = ProposalId(id.0.wrapping_add(1));
+        self.in_flight.push_back((id, then));
+        self.outputs.push_back(Output::Propose { id, op });
     }
 
     fn in_flight_full(&self) -> bool {

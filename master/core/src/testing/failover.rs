@@ -43,6 +43,7 @@ impl Sim {
             self.commit(op, false);
         }
         self.dropped.extend(held);
+        self.held_ids.clear();
         self.inputs.clear();
         let open = std::mem::take(&mut self.open);
         self.peers.retain(|s, _| open.contains(s));

@@ -34,7 +34,7 @@ async fn follow(sub: &mut Subscription, target: &Registry) -> Registry {
             .expect("subscription caught up in time")
             .expect("subscription open");
         match ev {
-            CommitEvent::Op { index, op } => {
+            CommitEvent::Op { index, op, .. } => {
                 assert!(index >= last, "op of entry {index} after entry {last}");
                 last = index;
                 reg.apply(&op);
@@ -70,7 +70,7 @@ async fn three_masters_replicate_fail_over_and_restart() {
     let mut prev = base;
     while seen.len() < 20 {
         match sub.events.recv().await.expect("event") {
-            CommitEvent::Op { index, op } => {
+            CommitEvent::Op { index, op, .. } => {
                 assert!(index > base && index >= prev, "entry {index} after {prev}");
                 prev = index;
                 let i = (0..20)
