@@ -581,8 +581,8 @@ async fn core_loop(
                     );
                     cfg.wall_clock_at_start_ms = wall_ms();
                     tracing::info!(
-                        agents = sub.registry.agents.len(),
-                        frameworks = sub.registry.frameworks.len(),
+                        agents = sub.registry.agents().len(),
+                        frameworks = sub.registry.frameworks().len(),
                         "this master is the leader; serving from the replicated registry"
                     );
                     let master = Master::with_registry(cfg, Instant::now(), sub.registry);
@@ -651,7 +651,7 @@ async fn core_loop(
                     }
                     Some(CommitEvent::Reset { registry: reg, .. }) => {
                         // Only a follower installs snapshots; a leader that sees one steps down.
-                        tracing::warn!(agents = reg.agents.len(), "the leader's registry was replaced; stepping down");
+                        tracing::warn!(agents = reg.agents().len(), "the leader's registry was replaced; stepping down");
                         step_down(&mut leading, &mut outboxes, &leadership, leader_addr.clone());
                         following = Some(registry.subscribe().events);
                     }

@@ -174,22 +174,63 @@ fn roles_or_default(info: &FrameworkInfo) -> Vec<String> {
     }
 }
 
+/// The replicated state. Its fields are private: it changes only through [`Registry::apply`]
+/// of a [`RegistryOp`] (the compiler holds everyone else to the accessors below, which lend
+/// it out read-only).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Registry {
-    pub agents: BTreeMap<AgentId, AgentEntry>,
-    pub frameworks: BTreeMap<FrameworkId, FrameworkEntry>,
+    agents: BTreeMap<AgentId, AgentEntry>,
+    frameworks: BTreeMap<FrameworkId, FrameworkEntry>,
     /// Removed framework ids, oldest first (bounded).
-    pub removed_frameworks: VecDeque<FrameworkId>,
+    removed_frameworks: VecDeque<FrameworkId>,
     /// Removed agent ids, oldest first (bounded).
-    pub removed_agents: VecDeque<AgentId>,
-    pub live_tasks: usize,
+    removed_agents: VecDeque<AgentId>,
+    live_tasks: usize,
     /// Removed frameworks with their terminal tasks, oldest first, at most
     /// `MAX_COMPLETED_FRAMEWORKS`. Absent from snapshots written before it existed.
     #[serde(default)]
-    pub completed_frameworks: VecDeque<CompletedFramework>,
+    completed_frameworks: VecDeque<CompletedFramework>,
 }
 
 impl Registry {
+    /// Admitted agents (reachable or not), by id.
+    pub fn agents(&self) -> &BTreeMap<AgentId, AgentEntry> {
+        &self.agents
+    }
+
+    pub fn agent(&self, id: &AgentId) -> Option<&AgentEntry> {
+        self.agents.get(id)
+    }
+
+    /// Frameworks not removed, by id.
+    pub fn frameworks(&self) -> &BTreeMap<FrameworkId, FrameworkEntry> {
+        &self.frameworks
+    }
+
+    pub fn framework(&self, id: &FrameworkId) -> Option<&FrameworkEntry> {
+        self.frameworks.get(id)
+    }
+
+    /// Removed framework ids, oldest first (bounded).
+    pub fn removed_frameworks(&self) -> &VecDeque<FrameworkId> {
+        &self.removed_frameworks
+    }
+
+    /// Removed agent ids, oldest first (bounded).
+    pub fn removed_agents(&self) -> &VecDeque<AgentId> {
+        &self.removed_agents
+    }
+
+    /// Tasks not terminal, over all frameworks.
+    pub fn live_tasks(&self) -> usize {
+        self.live_tasks
+    }
+
+    /// Removed frameworks with their terminal tasks, oldest first.
+    pub fn completed_frameworks(&self) -> &VecDeque<CompletedFramework> {
+        &self.completed_frameworks
+    }
+
     pub fn task(&self, key: &TaskKey) -> Option<&TaskEntry> {
         self.frameworks
             .get(&key.framework_id)?

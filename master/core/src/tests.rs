@@ -85,15 +85,15 @@ fn registry_with_task() -> (Registry, FrameworkId, AgentId) {
 #[test]
 fn apply_tracks_used_and_frees_on_terminal_once() {
     let (mut r, f, a) = registry_with_task();
-    assert_eq!(r.agents[&a].used.cpus_milli, 1000);
-    assert_eq!(r.live_tasks, 1);
+    assert_eq!(r.agents()[&a].used.cpus_milli, 1000);
+    assert_eq!(r.live_tasks(), 1);
     let done = TaskStatus::new("t1".into(), TaskState::Finished, StatusSource::Executor);
     r.apply(&RegistryOp::TaskStateChanged {
         framework_id: f.clone(),
         status: done,
     });
-    assert_eq!(r.agents[&a].used.cpus_milli, 0);
-    assert_eq!(r.live_tasks, 0);
+    assert_eq!(r.agents()[&a].used.cpus_milli, 0);
+    assert_eq!(r.live_tasks(), 0);
     // A second terminal state is ignored: the task stays FINISHED.
     let again = TaskStatus::new("t1".into(), TaskState::Failed, StatusSource::Executor);
     r.apply(&RegistryOp::TaskStateChanged {
@@ -108,7 +108,7 @@ fn apply_tracks_used_and_frees_on_terminal_once() {
         r.task_or_completed(&key).map(|t| t.state),
         Some(TaskState::Finished)
     );
-    assert_eq!(r.agents[&a].used.cpus_milli, 0);
+    assert_eq!(r.agents()[&a].used.cpus_milli, 0);
 }
 
 #[test]
@@ -127,8 +127,8 @@ fn apply_is_deterministic_and_ignores_unknown_ids() {
     r1.apply(&removed);
     r2.apply(&removed);
     assert_eq!(r1, r2);
-    assert_eq!(r1.live_tasks, 0);
-    assert!(r1.agents.values().all(|a| a.used.is_empty()));
+    assert_eq!(r1.live_tasks(), 0);
+    assert!(r1.agents().values().all(|a| a.used.is_empty()));
 }
 
 /// Adds framework `id` with tasks `t1`, `t2` on agent `a1`, finishes `t1` (FAILED at the memory
@@ -174,9 +174,9 @@ fn add_run_and_remove(r: &mut Registry, id: &str, at_ms: u64) {
 fn a_removed_framework_is_kept_with_its_tasks_the_killed_ones_last() {
     let (mut r, _, _) = registry_with_task();
     add_run_and_remove(&mut r, "f2", 10);
-    assert!(!r.frameworks.contains_key(&FrameworkId::new("f2")));
-    assert_eq!(r.completed_frameworks.len(), 1);
-    let c = &r.completed_frameworks[0];
+    assert!(!r.frameworks().contains_key(&FrameworkId::new("f2")));
+    assert_eq!(r.completed_frameworks().len(), 1);
+    let c = &r.completed_frameworks()[0];
     assert_eq!(c.framework_id, FrameworkId::new("f2"));
     assert_eq!(c.principal.as_deref(), Some("f2"));
     assert_eq!(c.removed_at_ms, 11);
@@ -209,14 +209,14 @@ fn a_removed_framework_is_kept_with_its_tasks_the_killed_ones_last() {
     assert_eq!((lim.limit, lim.events["oom_kill"]), (32 << 20, 1));
     assert_eq!(c.tasks[1].status.timestamp_ms, 11);
     // Its resources are freed and its id stays refused.
-    assert_eq!(r.live_tasks, 1);
-    assert_eq!(r.agents[&AgentId::new("a1")].used.cpus_milli, 1000);
+    assert_eq!(r.live_tasks(), 1);
+    assert_eq!(r.agents()[&AgentId::new("a1")].used.cpus_milli, 1000);
     r.apply(&RegistryOp::FrameworkAdded {
         framework_id: FrameworkId::new("f2"),
         info: framework_info("again", &[]),
         principal: Some("f2".into()),
     });
-    assert!(!r.frameworks.contains_key(&FrameworkId::new("f2")));
+    assert!(!r.frameworks().contains_key(&FrameworkId::new("f2")));
     // Removing it again, or a status for it, changes nothing.
     let before = r.clone();
     r.apply(&RegistryOp::FrameworkRemoved {
@@ -238,17 +238,17 @@ fn completed_frameworks_are_bounded_oldest_dropped_first() {
         add_run_and_remove(&mut r, &format!("g{i}"), i as u64 * 10);
     }
     assert_eq!(
-        r.completed_frameworks.len(),
+        r.completed_frameworks().len(),
         limits::MAX_COMPLETED_FRAMEWORKS
     );
     let ids: Vec<String> = r
-        .completed_frameworks
+        .completed_frameworks()
         .iter()
         .map(|c| c.framework_id.as_str().to_owned())
         .collect();
     let want: Vec<String> = (7..n).map(|i| format!("g{i}")).collect();
     assert_eq!(ids, want, "oldest first, the first 7 dropped");
-    assert!(r.completed_frameworks.iter().all(|c| c.tasks.len() == 2));
+    assert!(r.completed_frameworks().iter().all(|c| c.tasks.len() == 2));
     // A dropped one is still refused: the removed-id list is longer.
     assert!(r.framework_removed(&FrameworkId::new("g0")));
     const { assert!(limits::MAX_REMOVED_FRAMEWORKS >= limits::MAX_COMPLETED_FRAMEWORKS) };
@@ -283,13 +283,13 @@ fn a_completed_frameworks_tasks_stay_bounded() {
         framework_id: f,
         at_ms: 1,
     });
-    let c = &r.completed_frameworks[0];
+    let c = &r.completed_frameworks()[0];
     assert_eq!(c.tasks.len(), limits::MAX_COMPLETED_TASKS_PER_FRAMEWORK);
     assert!(
         c.tasks.iter().all(|t| t.state == TaskState::Killed),
         "the newest (the killed) are kept"
     );
-    assert_eq!(r.live_tasks, 0);
+    assert_eq!(r.live_tasks(), 0);
 }
 
 #[test]
@@ -309,16 +309,16 @@ fn completed_frameworks_survive_a_snapshot_and_an_old_snapshot_loads() {
         live_tasks: usize,
     }
     let old = OldRegistry {
-        agents: &r.agents,
-        frameworks: &r.frameworks,
-        removed_frameworks: &r.removed_frameworks,
-        removed_agents: &r.removed_agents,
-        live_tasks: r.live_tasks,
+        agents: &r.agents(),
+        frameworks: &r.frameworks(),
+        removed_frameworks: &r.removed_frameworks(),
+        removed_agents: &r.removed_agents(),
+        live_tasks: r.live_tasks(),
     };
     let bytes = rmp_serde::to_vec_named(&old).expect("encode old registry");
     let back: Registry = rmp_serde::from_slice(&bytes).expect("an old snapshot loads");
-    assert!(back.completed_frameworks.is_empty());
-    assert_eq!(back.frameworks, r.frameworks);
+    assert!(back.completed_frameworks().is_empty());
+    assert_eq!(back.frameworks(), r.frameworks());
     assert!(back.framework_removed(&FrameworkId::new("f2")));
 }
 

@@ -222,7 +222,7 @@ async fn subscription_sees_every_later_op_once_in_order() {
     sm.apply(entries(1, 1..=3)).await.unwrap();
     let mut sub = sm.subscribe();
     assert_eq!(sub.applied_index, 3);
-    assert_eq!(sub.registry.frameworks.len(), 3);
+    assert_eq!(sub.registry.frameworks().len(), 3);
     sm.apply(entries(1, 4..=5)).await.unwrap();
     let mut got = Vec::new();
     while let Ok(ev) = sub.events.try_recv() {
@@ -247,7 +247,7 @@ async fn subscription_sees_every_later_op_once_in_order() {
     // what its registry copy holds.
     let mut sub2 = sm.subscribe();
     assert_eq!(sub2.applied_index, 5);
-    assert_eq!(sub2.registry.frameworks.len(), 5);
+    assert_eq!(sub2.registry.frameworks().len(), 5);
     sm.apply(entries(1, 6..=6)).await.unwrap();
     assert!(sub.events.recv().await.is_none());
     assert_eq!(

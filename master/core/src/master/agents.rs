@@ -41,7 +41,7 @@ impl Master {
                 status,
             } => self.agent_status_update(&agent_id, framework_id, status),
             AgentToMaster::Usage { tasks, pressure } => {
-                let Some(entry) = self.registry.agents.get(&agent_id) else {
+                let Some(entry) = self.registry.agents().get(&agent_id) else {
                     return;
                 };
                 let mut usage = BTreeMap::new();
@@ -235,11 +235,11 @@ impl Master {
                 shutdown.insert(key.framework_id.clone());
                 continue;
             }
-            if !self.registry.frameworks.contains_key(&key.framework_id) {
+            if !self.registry.frameworks().contains_key(&key.framework_id) {
                 if report.state.is_terminal() {
                     continue;
                 }
-                if self.registry.frameworks.len() >= limits::MAX_FRAMEWORKS {
+                if self.registry.frameworks().len() >= limits::MAX_FRAMEWORKS {
                     shutdown.insert(key.framework_id.clone());
                     continue;
                 }
@@ -350,7 +350,7 @@ impl Master {
     fn adopt_reported_task(&mut self, agent_id: &AgentId, key: &TaskKey, report: TaskReport) {
         let role = self
             .registry
-            .frameworks
+            .frameworks()
             .get(&key.framework_id)
             .and_then(|f| f.info.roles.first().cloned())
             .unwrap_or_else(|| "*".to_owned());
@@ -390,7 +390,7 @@ impl Master {
     fn reconcile_unreported_tasks(&mut self, agent_id: &AgentId, reported: &BTreeSet<TaskKey>) {
         let missing: Vec<TaskKey> = self
             .registry
-            .agents
+            .agents()
             .get(agent_id)
             .map(|a| {
                 a.tasks
@@ -434,7 +434,7 @@ impl Master {
             framework_id: framework_id.clone(),
             task_id: status.task_id.clone(),
         };
-        if !self.registry.frameworks.contains_key(&framework_id) {
+        if !self.registry.frameworks().contains_key(&framework_id) {
             // The framework is gone: acknowledge on its behalf and stop the task.
             self.ack_on_agent(agent_id, &key, status.uuid.clone());
             if !status.state.is_terminal() {
@@ -508,7 +508,7 @@ impl Master {
             return;
         };
         let deadline = rt.last_seen + rt.silence_limit;
-        let reachable = self.registry.agents.get(id).is_some_and(|a| a.reachable);
+        let reachable = self.registry.agents().get(id).is_some_and(|a| a.reachable);
         if !reachable {
             return;
         }
@@ -539,7 +539,7 @@ impl Master {
         );
         let tasks: Vec<TaskKey> = self
             .registry
-            .agents
+            .agents()
             .get(id)
             .map(|a| a.tasks.iter().cloned().collect())
             .unwrap_or_default();

@@ -79,7 +79,7 @@ impl Master {
             RegistryOp::FrameworkAdded { framework_id, .. } => {
                 if let Then::FrameworkSubscribed { session } = then {
                     self.framework_subscribed(&framework_id, session);
-                } else if self.registry.frameworks.contains_key(&framework_id) {
+                } else if self.registry.frameworks().contains_key(&framework_id) {
                     self.adopt_framework(&framework_id);
                 }
             }

@@ -154,7 +154,7 @@ impl Master {
     fn suppress(&mut self, fw: &FrameworkId, roles: Vec<String>) {
         let all = self
             .registry
-            .frameworks
+            .frameworks()
             .get(fw)
             .map(|f| f.roles())
             .unwrap_or_default();
@@ -261,7 +261,7 @@ impl Master {
             .sessions
             .get(&session)
             .is_some_and(|s| s.kind == SessionKind::Framework(id.clone()));
-        if !still_here || !self.registry.frameworks.contains_key(id) {
+        if !still_here || !self.registry.frameworks().contains_key(id) {
             if still_here {
                 self.refuse(
                     session,
@@ -305,7 +305,7 @@ impl Master {
     pub(super) fn arm_failover(&mut self, id: &FrameworkId) {
         let timeout = self
             .registry
-            .frameworks
+            .frameworks()
             .get(id)
             .map(|f| f.info.failover_timeout_ms)
             .unwrap_or(0);
@@ -333,7 +333,7 @@ impl Master {
 
     pub(super) fn framework_failover_expired(&mut self, id: &FrameworkId) {
         let disconnected = self.frameworks.get(id).is_some_and(|f| f.session.is_none());
-        if disconnected && self.registry.frameworks.contains_key(id) {
+        if disconnected && self.registry.frameworks().contains_key(id) {
             let at_ms = self.wall_ms();
             self.propose(
                 RegistryOp::FrameworkRemoved {
@@ -440,7 +440,7 @@ impl Master {
         if tasks.is_empty() {
             let statuses: Vec<TaskStatus> = self
                 .registry
-                .frameworks
+                .frameworks()
                 .get(fw)
                 .map(|f| f.tasks.values().map(|t| t.status.clone()).collect())
                 .unwrap_or_default();
@@ -476,11 +476,11 @@ impl Master {
         }
         let state = match &t.agent_id {
             None => TaskState::Unknown,
-            Some(a) => match self.registry.agents.get(a) {
+            Some(a) => match self.registry.agents().get(a) {
                 Some(entry) if !entry.reachable => TaskState::Unreachable,
                 Some(_) if self.agent_session(a).is_none() => return, // still re-registering
                 Some(_) => TaskState::Gone,
-                None if self.registry.removed_agents.contains(a) => TaskState::GoneByOperator,
+                None if self.registry.removed_agents().contains(a) => TaskState::GoneByOperator,
                 None => TaskState::Unknown,
             },
         };
@@ -512,7 +512,7 @@ impl Master {
 
     pub(super) fn partition_aware(&self, fw: &FrameworkId) -> bool {
         self.registry
-            .frameworks
+            .frameworks()
             .get(fw)
             .is_some_and(|f| f.partition_aware())
     }

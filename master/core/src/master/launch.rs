@@ -203,11 +203,15 @@ impl Master {
         } else if tasks.is_empty() {
             group_error = Some("launch group has no tasks".into());
         } else {
-            let running = self.registry.agents.get(&offers.agent_id).is_some_and(|a| {
-                a.executors
-                    .iter()
-                    .any(|x| x.framework_id == *fw && x.executor_id == e.executor_id)
-            });
+            let running = self
+                .registry
+                .agents()
+                .get(&offers.agent_id)
+                .is_some_and(|a| {
+                    a.executors
+                        .iter()
+                        .any(|x| x.framework_id == *fw && x.executor_id == e.executor_id)
+                });
             if !running {
                 need.add_assign(&e.resources.clone().normalized());
             }
@@ -300,7 +304,7 @@ impl Master {
         if t.resources.cpus_milli == 0 && t.resources.mem_bytes == 0 {
             return Err(format!("task {id} asks for neither cpus nor memory"));
         }
-        if self.registry.live_tasks + self.pending_launches.len() >= limits::MAX_LIVE_TASKS {
+        if self.registry.live_tasks() + self.pending_launches.len() >= limits::MAX_LIVE_TASKS {
             return Err("the cluster has too many tasks".into());
         }
         Ok(())
@@ -392,7 +396,7 @@ impl Master {
         }
         let summary = self
             .registry
-            .frameworks
+            .frameworks()
             .get(framework_id)
             .map(|f| FrameworkSummary {
                 id: framework_id.clone(),

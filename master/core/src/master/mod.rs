@@ -284,11 +284,11 @@ impl Master {
             start + m.config.framework_heartbeat_interval,
         );
         m.registry = registry;
-        let agent_ids: Vec<AgentId> = m.registry.agents.keys().cloned().collect();
+        let agent_ids: Vec<AgentId> = m.registry.agents().keys().cloned().collect();
         for id in agent_ids {
             m.adopt_agent(&id);
         }
-        let fw_ids: Vec<FrameworkId> = m.registry.frameworks.keys().cloned().collect();
+        let fw_ids: Vec<FrameworkId> = m.registry.frameworks().keys().cloned().collect();
         for id in fw_ids {
             m.adopt_framework(&id);
         }
@@ -414,7 +414,7 @@ impl Master {
         let affected: BTreeSet<AgentId> = match &op {
             RegistryOp::FrameworkRemoved { framework_id, .. } => self
                 .registry
-                .frameworks
+                .frameworks()
                 .get(framework_id)
                 .map(|f| f.tasks.values().map(|t| t.agent_id.clone()).collect())
                 .unwrap_or_default(),

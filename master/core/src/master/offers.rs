@@ -338,7 +338,7 @@ fn agent_views<'a>(
     let mut agents = Vec::with_capacity(table.len());
     let mut entries = Vec::with_capacity(table.len());
     let mut rows = table.iter().peekable();
-    for (id, entry) in &registry.agents {
+    for (id, entry) in registry.agents() {
         if !entry.reachable {
             continue;
         }
@@ -387,7 +387,7 @@ fn framework_views<'a>(
         if rt.session.is_none() {
             continue;
         }
-        let Some(entry) = registry.frameworks.get(id) else {
+        let Some(entry) = registry.frameworks().get(id) else {
             continue;
         };
         // Roles as given, `["*"]` when none.

@@ -85,7 +85,7 @@ impl Master {
 
     /// TeardownFramework: the removal is proposed; `Done` once it commits.
     fn teardown_framework(&mut self, session: SessionId, framework_id: FrameworkId) {
-        if !self.registry.frameworks.contains_key(&framework_id) {
+        if !self.registry.frameworks().contains_key(&framework_id) {
             self.send(
                 session,
                 err(
@@ -172,7 +172,7 @@ impl Master {
     }
 
     pub(super) fn mark_agent(&mut self, session: SessionId, agent_id: AgentId, mark: AgentMark) {
-        if !self.registry.agents.contains_key(&agent_id) {
+        if !self.registry.agents().contains_key(&agent_id) {
             self.send(
                 session,
                 err(
@@ -196,7 +196,7 @@ impl Master {
             peer.role != Role::Framework || principal.as_deref() == Some(peer.name.as_str())
         };
         let mut out = Vec::new();
-        for (fw_id, fw) in &self.registry.frameworks {
+        for (fw_id, fw) in self.registry.frameworks() {
             let key = TaskKey {
                 framework_id: fw_id.clone(),
                 task_id: task_id.clone(),
@@ -205,7 +205,7 @@ impl Master {
                 out.push(key);
             }
         }
-        for c in self.registry.completed_frameworks.iter().rev() {
+        for c in self.registry.completed_frameworks().iter().rev() {
             let key = TaskKey {
                 framework_id: c.framework_id.clone(),
                 task_id: task_id.clone(),

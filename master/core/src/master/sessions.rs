@@ -191,16 +191,16 @@ impl Admitted for AgentId {
         true
     }
     fn known(registry: &Registry, id: &Self) -> bool {
-        registry.agents.contains_key(id)
+        registry.agents().contains_key(id)
     }
     fn removed(registry: &Registry, id: &Self) -> bool {
-        registry.removed_agents.contains(id)
+        registry.removed_agents().contains(id)
     }
     fn owner<'r>(registry: &'r Registry, id: &Self) -> Option<&'r str> {
-        registry.agents.get(id).map(|a| a.principal.as_str())
+        registry.agents().get(id).map(|a| a.principal.as_str())
     }
     fn count(registry: &Registry) -> usize {
-        registry.agents.len()
+        registry.agents().len()
     }
 }
 
@@ -216,15 +216,15 @@ impl Admitted for FrameworkId {
         !id.0.is_empty() && id.0.len() <= limits::MAX_NAME_LEN
     }
     fn known(registry: &Registry, id: &Self) -> bool {
-        registry.frameworks.contains_key(id)
+        registry.frameworks().contains_key(id)
     }
     fn removed(registry: &Registry, id: &Self) -> bool {
         registry.framework_removed(id)
     }
     fn owner<'r>(registry: &'r Registry, id: &Self) -> Option<&'r str> {
-        registry.frameworks.get(id)?.principal.as_deref()
+        registry.frameworks().get(id)?.principal.as_deref()
     }
     fn count(registry: &Registry) -> usize {
-        registry.frameworks.len()
+        registry.frameworks().len()
     }
 }

@@ -43,13 +43,13 @@ impl Master {
     /// Every agent, and the total of the reachable ones.
     fn agent_states(&self) -> (Resources, Vec<proto::AgentState>) {
         let mut total = Resources::default();
-        for a in self.registry.agents.values().filter(|a| a.reachable) {
+        for a in self.registry.agents().values().filter(|a| a.reachable) {
             total.cpus_milli += a.info.resources.cpus_milli;
             total.mem_bytes += a.info.resources.mem_bytes;
             total.disk_bytes += a.info.resources.disk_bytes;
         }
-        let mut agents = Vec::with_capacity(self.registry.agents.len());
-        for (id, a) in &self.registry.agents {
+        let mut agents = Vec::with_capacity(self.registry.agents().len());
+        for (id, a) in self.registry.agents() {
             let rt = self.agents.get(id);
             let status = if !a.reachable {
                 AgentStatus::Unreachable
@@ -92,7 +92,7 @@ impl Master {
         let mut frameworks = Vec::new();
         let mut role_alloc: BTreeMap<String, Resources> = BTreeMap::new();
         let mut role_starved: BTreeMap<String, u64> = BTreeMap::new();
-        for (id, f) in &self.registry.frameworks {
+        for (id, f) in self.registry.frameworks() {
             let rt = self.frameworks.get(id);
             let mut used = f.used_total();
             let mut offered = Resources::default();
@@ -167,7 +167,7 @@ impl Master {
     /// their tasks.
     fn task_states(&self) -> (Vec<proto::TaskSummary>, Vec<proto::CompletedFrameworkState>) {
         let mut tasks = Vec::new();
-        for (fw_id, f) in &self.registry.frameworks {
+        for (fw_id, f) in self.registry.frameworks() {
             for t in f.completed.iter().chain(f.tasks.values()) {
                 let key = TaskKey {
                     framework_id: fw_id.clone(),
@@ -180,8 +180,9 @@ impl Master {
                 tasks.push(task_summary(fw_id, t, usage));
             }
         }
-        let mut completed_frameworks = Vec::with_capacity(self.registry.completed_frameworks.len());
-        for c in &self.registry.completed_frameworks {
+        let mut completed_frameworks =
+            Vec::with_capacity(self.registry.completed_frameworks().len());
+        for c in self.registry.completed_frameworks() {
             completed_frameworks.push(proto::CompletedFrameworkState {
                 id: c.framework_id.clone(),
                 name: c.info.name.clone(),

@@ -213,7 +213,7 @@ impl Sim {
                 running.insert((key, id));
             }
         }
-        for (framework_id, f) in &registry.frameworks {
+        for (framework_id, f) in registry.frameworks() {
             for (task_id, t) in &f.tasks {
                 let key = crate::TaskKey {
                     framework_id: framework_id.clone(),
