@@ -309,10 +309,10 @@ fn completed_frameworks_survive_a_snapshot_and_an_old_snapshot_loads() {
         live_tasks: usize,
     }
     let old = OldRegistry {
-        agents: &r.agents(),
-        frameworks: &r.frameworks(),
-        removed_frameworks: &r.removed_frameworks(),
-        removed_agents: &r.removed_agents(),
+        agents: r.agents(),
+        frameworks: r.frameworks(),
+        removed_frameworks: r.removed_frameworks(),
+        removed_agents: r.removed_agents(),
         live_tasks: r.live_tasks(),
     };
     let bytes = rmp_serde::to_vec_named(&old).expect("encode old registry");
@@ -484,7 +484,7 @@ fn code_only(text: &str) -> Vec<u8> {
                     continue;
                 }
                 let close: Vec<u8> = std::iter::once(b'"')
-                    .chain(std::iter::repeat(b'#').take(hashes))
+                    .chain(std::iter::repeat_n(b'#', hashes))
                     .collect();
                 i += 2 + hashes;
                 while i < b.len() && !b[i..].starts_with(&close) {

@@ -1,4 +1,5 @@
-//! Agents: registration and re-registration, reconciling an agent's task reports with the registry, status updates from agents, silence and unreachability.
+//! Agents: registration and re-registration, reconciling an agent's task reports with the registry,
+//! status updates from agents, silence and unreachability.
 
 use super::*;
 

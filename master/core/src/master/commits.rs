@@ -1,4 +1,5 @@
-//! Commits: the continuation of each committed op (what it implies, and the reply its proposer waits for).
+//! Commits: proposal ids, and the continuation of each committed op (what it implies, and the reply
+//! its proposer waits for).
 
 use super::*;
 

@@ -1,8 +1,22 @@
-//! Frameworks: subscribe, calls other than Accept, failover timeouts and removal, status forwarding, kill and reconciliation.
+//! Frameworks: subscribe, the calls other than Accept (decline, revive, suppress, kill,
+//! acknowledge, reconcile, message, teardown), heartbeats, failover timeouts and removal, status
+//! forwarding.
 
 use super::*;
 
 impl Master {
+    /// Every connected framework gets a heartbeat, every `framework_heartbeat_interval`.
+    pub(super) fn send_heartbeats(&mut self) {
+        let sessions: Vec<SessionId> = self.frameworks.values().filter_map(|f| f.session).collect();
+        for s in sessions {
+            self.send(s, ServerFrame::Framework(FrameworkEvent::Heartbeat));
+        }
+        self.timers.set(
+            TimerKey::Heartbeat,
+            self.now + self.config.framework_heartbeat_interval,
+        );
+    }
+
     pub(super) fn framework_call(&mut self, session: SessionId, call: FrameworkCall) {
         let bound = match self.sessions.get(&session).map(|s| &s.kind) {
             Some(SessionKind::Framework(id)) => Some(id.clone()),

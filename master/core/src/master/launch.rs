@@ -1,6 +1,6 @@
-//! A task's path, in order: [`Master::accept`] consumes the offers and validates the
-//! operations, [`Master::propose_launch`] reserves the resources as pending and proposes
-//! `TasksAdded`, and once that op commits [`Master::launch_committed`] releases the reservation
+//! A task's path, in order: `accept` consumes the offers and validates the
+//! operations, `propose_launch` reserves the resources as pending and proposes
+//! `TasksAdded`, and once that op commits `launch_committed` releases the reservation
 //! and sends `RunTasks` to the agent.
 
 use super::*;
@@ -311,7 +311,7 @@ impl Master {
     }
 
     /// Reserves the tasks' resources as pending and proposes `TasksAdded`; nothing reaches the
-    /// agent before it commits ([`Master::launch_committed`]).
+    /// agent before it commits (`launch_committed`).
     pub(super) fn propose_launch(
         &mut self,
         fw: &FrameworkId,

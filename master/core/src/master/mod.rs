@@ -1,5 +1,19 @@
 //! The master state machine: sessions, offers, filters, timers and the reactions to committed
 //! registry operations. See the crate documentation for the event loop contract.
+//!
+//! This file holds the state (`Master` and its soft-state types) and the driving API
+//! (`handle_*`, `poll_*`); each concern is one `impl Master` block in its own file:
+//! - `sessions.rs`: the role matrix, admitting agents and frameworks by id, refusing and
+//!   dropping sessions;
+//! - `agents.rs`: registration, reconciliation of an agent's reports, status updates from
+//!   agents, silence and unreachability;
+//! - `frameworks.rs`: subscribe and the framework calls other than Accept, failover timeouts
+//!   and removal, status forwarding, kills and reconciliation;
+//! - `offers.rs`: allocation passes, offers, refusal filters;
+//! - `launch.rs`: a task's path, Accept → `propose_launch` → `launch_committed` (`RunTasks`);
+//! - `operator.rs`: operator calls;
+//! - `commits.rs`: proposal ids and the continuation of each committed op;
+//! - `snapshot.rs`: the `ClusterState` that `corral state` shows.
 
 use crate::allocator::{self, AgentFilters, Allocator, ClusterView, Filter, FrameworkRole};
 use crate::config::{limits, MasterConfig};
@@ -431,39 +445,9 @@ impl Master {
                 TimerKey::Offer(key) => self.offer_timed_out(key),
                 TimerKey::AgentSilence(id) => self.check_agent_silence(&id),
                 TimerKey::FrameworkFailover(id) => self.framework_failover_expired(&id),
-                TimerKey::LogRequest(id) => {
-                    if let Some(req) = self.log_requests.remove(&id) {
-                        let msg = format!("agent {} did not answer the log request", req.agent_id);
-                        self.send(req.session, err(ErrorCode::Unavailable, msg, false));
-                    }
-                }
-                TimerKey::Heartbeat => {
-                    let sessions: Vec<SessionId> =
-                        self.frameworks.values().filter_map(|f| f.session).collect();
-                    for s in sessions {
-                        self.send(s, ServerFrame::Framework(FrameworkEvent::Heartbeat));
-                    }
-                    self.timers.set(
-                        TimerKey::Heartbeat,
-                        self.now + self.config.framework_heartbeat_interval,
-                    );
-                }
-                TimerKey::FilterExpiry(fw, agent) => {
-                    let now = self.now;
-                    let expired =
-                        self.agents
-                            .at_mut(agent)
-                            .is_some_and(|a| match a.filters.get(fw) {
-                                Some(f) if f.until <= now => a.filters.remove(fw).is_some(),
-                                _ => false,
-                            });
-                    if expired {
-                        if let Some(rt) = self.frameworks.at_mut(fw) {
-                            rt.filtered.remove(&agent);
-                        }
-                    }
-                    self.request_allocation();
-                }
+                TimerKey::LogRequest(id) => self.log_request_timed_out(id),
+                TimerKey::Heartbeat => self.send_heartbeats(),
+                TimerKey::FilterExpiry(fw, agent) => self.filter_expired(fw, agent),
                 TimerKey::Allocate => self.allocate(),
             }
         }
@@ -495,7 +479,7 @@ impl Master {
         self.outputs.push_back(Output::Send { to, frame });
     }
 
-    /// Proposes `op`; `then` runs when it commits ([`Master::take_continuation`]).
+    /// Proposes `op`; `then` runs when it commits (`take_continuation`).
     fn propose(&mut self, op: RegistryOp, then: Then) {
         let id = self.next_proposal;
         self.next_proposal = ProposalId(id.0.wrapping_add(1));

@@ -1,8 +1,28 @@
-//! Offers and allocation: one allocation pass (the view, the allocator, the Offer frames), rescinding and timing out offers, refusal filters.
+//! Offers and allocation: one allocation pass (the view, the allocator, the Offer frames),
+//! rescinding and timing out offers, refusal filters.
 
 use super::*;
 
 impl Master {
+    /// Framework `fw`'s filter on agent `agent` (indexes) may have run out: it goes if it
+    /// has, and allocation runs.
+    pub(super) fn filter_expired(&mut self, fw: u32, agent: u32) {
+        let now = self.now;
+        let expired = self
+            .agents
+            .at_mut(agent)
+            .is_some_and(|a| match a.filters.get(fw) {
+                Some(f) if f.until <= now => a.filters.remove(fw).is_some(),
+                _ => false,
+            });
+        if expired {
+            if let Some(rt) = self.frameworks.at_mut(fw) {
+                rt.filtered.remove(&agent);
+            }
+        }
+        self.request_allocation();
+    }
+
     /// One allocation pass: build the view, ask the allocator, send the offers.
     ///
     /// The view lists agents in id order (the registry's, joined with the agent table's, which

@@ -1,8 +1,17 @@
-//! Operator calls: drain, deactivate, reactivate, teardown, kill, read log, masters.
+//! Operator calls: drain, deactivate, reactivate, teardown, kill, read log (membership calls are
+//! the daemon's).
 
 use super::*;
 
 impl Master {
+    /// The agent did not answer a log request in time: the caller is told.
+    pub(super) fn log_request_timed_out(&mut self, id: u64) {
+        if let Some(req) = self.log_requests.remove(&id) {
+            let msg = format!("agent {} did not answer the log request", req.agent_id);
+            self.send(req.session, err(ErrorCode::Unavailable, msg, false));
+        }
+    }
+
     pub(super) fn operator_call(&mut self, session: SessionId, call: OperatorCall) {
         let Some(peer) = self.sessions.get(&session).map(|s| s.peer.clone()) else {
             return;

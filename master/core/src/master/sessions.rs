@@ -1,4 +1,5 @@
-//! Sessions and authorization: the role matrix, admitting agents and frameworks by id, refusing and dropping sessions.
+//! Sessions and authorization: the role matrix, admitting agents and frameworks by id, refusing and
+//! dropping sessions.
 
 use super::*;
 
