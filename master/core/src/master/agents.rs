@@ -155,7 +155,9 @@ impl Master {
         );
     }
 
-    pub(super) fn agent_registered(
+    /// The `AgentAdmitted` of a registering agent committed: it is told `Registered`, and its
+    /// task reports are reconciled with the registry.
+    pub(super) fn admission_committed(
         &mut self,
         agent_id: &AgentId,
         session: SessionId,

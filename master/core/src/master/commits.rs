@@ -29,18 +29,27 @@ impl Master {
             .map_or(Then::Nothing, |(_, then)| then)
     }
 
-    pub(super) fn after_commit(&mut self, op: RegistryOp, then: Then, affected: BTreeSet<AgentId>) {
+    /// After `op` was applied: its effects, then the operator's `Done` if one waits for it.
+    pub(super) fn run_continuation(
+        &mut self,
+        op: RegistryOp,
+        then: Then,
+        affected: BTreeSet<AgentId>,
+    ) {
         let reply = match &then {
             Then::ReplyDone { session } => Some(*session),
             _ => None,
         };
-        self.react_to_commit(op, then, affected);
+        self.commit_effects(op, then, affected);
         if let Some(s) = reply {
             self.send(s, ServerFrame::Operator(OperatorReply::Done));
         }
     }
 
-    pub(super) fn react_to_commit(
+    /// What a committed op means for the soft state and for whom it is news; `then` is its
+    /// proposal's continuation (a registration or subscription to finish), `affected` the agents
+    /// of a removed framework's tasks.
+    pub(super) fn commit_effects(
         &mut self,
         op: RegistryOp,
         then: Then,
@@ -49,7 +58,7 @@ impl Master {
         match op {
             RegistryOp::AgentAdmitted { agent_id, .. } => {
                 if let Then::AgentRegistered { session, reports } = then {
-                    self.agent_registered(&agent_id, session, reports);
+                    self.admission_committed(&agent_id, session, reports);
                 } else {
                     self.adopt_agent(&agent_id);
                 }
@@ -79,13 +88,13 @@ impl Master {
             }
             RegistryOp::FrameworkAdded { framework_id, .. } => {
                 if let Then::FrameworkSubscribed { session } = then {
-                    self.framework_subscribed(&framework_id, session);
+                    self.subscription_committed(&framework_id, session);
                 } else if self.registry.frameworks().contains_key(&framework_id) {
                     self.adopt_framework(&framework_id);
                 }
             }
             RegistryOp::FrameworkRemoved { framework_id, .. } => {
-                self.framework_removed(&framework_id, affected);
+                self.framework_removal_committed(&framework_id, affected);
             }
             RegistryOp::TasksAdded {
                 framework_id,

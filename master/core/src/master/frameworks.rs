@@ -270,7 +270,9 @@ impl Master {
         );
     }
 
-    pub(super) fn framework_subscribed(&mut self, id: &FrameworkId, session: SessionId) {
+    /// The `FrameworkAdded` of a subscribing framework committed: it is told `Subscribed` on
+    /// that session, if still open.
+    pub(super) fn subscription_committed(&mut self, id: &FrameworkId, session: SessionId) {
         let still_here = self
             .sessions
             .get(&session)
@@ -360,7 +362,11 @@ impl Master {
     }
 
     /// Soft-state cleanup after a FrameworkRemoved commit. `killed` are the tasks that were live.
-    pub(super) fn framework_removed(&mut self, id: &FrameworkId, agents: BTreeSet<AgentId>) {
+    pub(super) fn framework_removal_committed(
+        &mut self,
+        id: &FrameworkId,
+        agents: BTreeSet<AgentId>,
+    ) {
         self.clear_filters(id);
         self.rescind_framework_offers(id, false);
         self.timers.cancel(&TimerKey::FrameworkFailover(id.clone()));

@@ -435,7 +435,7 @@ impl Master {
             _ => BTreeSet::new(),
         };
         self.registry.apply(&op);
-        self.after_commit(op, then, affected);
+        self.run_continuation(op, then, affected);
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {

@@ -44,13 +44,13 @@ impl Master {
                 );
             }
             OperatorCall::DrainAgent { agent_id } => {
-                self.mark_agent(session, agent_id, AgentMark::Draining)
+                self.propose_agent_mark(session, agent_id, AgentMark::Draining)
             }
             OperatorCall::DeactivateAgent { agent_id } => {
-                self.mark_agent(session, agent_id, AgentMark::Deactivated)
+                self.propose_agent_mark(session, agent_id, AgentMark::Deactivated)
             }
             OperatorCall::ReactivateAgent { agent_id } => {
-                self.mark_agent(session, agent_id, AgentMark::Active)
+                self.propose_agent_mark(session, agent_id, AgentMark::Active)
             }
             OperatorCall::TeardownFramework { framework_id } => {
                 self.teardown_framework(session, framework_id)
@@ -180,7 +180,13 @@ impl Master {
         found
     }
 
-    pub(super) fn mark_agent(&mut self, session: SessionId, agent_id: AgentId, mark: AgentMark) {
+    /// Drain, deactivate, reactivate: proposes the mark; `Done` once it commits.
+    pub(super) fn propose_agent_mark(
+        &mut self,
+        session: SessionId,
+        agent_id: AgentId,
+        mark: AgentMark,
+    ) {
         if !self.registry.agents().contains_key(&agent_id) {
             self.send(
                 session,
