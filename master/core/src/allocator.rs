@@ -392,7 +392,6 @@ fn hierarchical(
 /// The role states of a pass, keyed by name (to their position), and each framework's scalar
 /// allocation per role (a mutable copy; ports are no share). Shares count every framework's
 /// allocation, wanting offers or not.
-#[allow(clippy::type_complexity)]
 fn role_states<'v>(
     view: &ClusterView<'v>,
 ) -> (
