@@ -1,4 +1,4 @@
-use master_core::{Master, Output, SessionId};
+use master_core::{Master, Output, ProposalId, SessionId};
 use master_raft::{
     network::serve_raft_connection, CommitEvent, MasterNode, MembershipError, ProposeError,
     RaftConfig, RegistryOp, ReplicatedRegistry,
@@ -518,11 +518,11 @@ fn wall_ms() -> u64 {
 /// success is seen as the committed op itself.
 async fn proposer(
     registry: ReplicatedRegistry,
-    mut ops: mpsc::Receiver<RegistryOp>,
+    mut ops: mpsc::Receiver<(ProposalId, RegistryOp)>,
     failures: mpsc::Sender<ProposeError>,
 ) {
-    while let Some(op) = ops.recv().await {
-        match registry.submit(op).await {
+    while let Some((id, op)) = ops.recv().await {
+        match registry.submit_tagged(op, Some(id.0)).await {
             Ok(pending) => {
                 let failures = failures.clone();
                 tokio::spawn(async move {
@@ -581,8 +581,8 @@ async fn core_loop(
                     );
                     cfg.wall_clock_at_start_ms = wall_ms();
                     tracing::info!(
-                        agents = sub.registry.agents.len(),
-                        frameworks = sub.registry.frameworks.len(),
+                        agents = sub.registry.agents().len(),
+                        frameworks = sub.registry.frameworks().len(),
                         "this master is the leader; serving from the replicated registry"
                     );
                     let master = Master::with_registry(cfg, Instant::now(), sub.registry);
@@ -641,14 +641,17 @@ async fn core_loop(
             commit = recv_commit(&mut leading) => {
                 let now = Instant::now();
                 match commit {
-                    Some(CommitEvent::Op { op, .. }) => {
+                    Some(CommitEvent::Op { op, id, .. }) => {
                         if let Some(l) = leading.as_mut() {
-                            l.master.handle_committed(now, op);
+                            match id {
+                                Some(id) => l.master.handle_proposal_committed(now, ProposalId(id), op),
+                                None => l.master.handle_committed(now, op),
+                            }
                         }
                     }
                     Some(CommitEvent::Reset { registry: reg, .. }) => {
                         // Only a follower installs snapshots; a leader that sees one steps down.
-                        tracing::warn!(agents = reg.agents.len(), "the leader's registry was replaced; stepping down");
+                        tracing::warn!(agents = reg.agents().len(), "the leader's registry was replaced; stepping down");
                         step_down(&mut leading, &mut outboxes, &leadership, leader_addr.clone());
                         following = Some(registry.subscribe().events);
                     }
@@ -735,7 +738,7 @@ fn masters_state(registry: &ReplicatedRegistry) -> MastersState {
 fn drain_outputs(
     master: &mut Master,
     outboxes: &mut HashMap<SessionId, mpsc::Sender<ServerFrame>>,
-    proposals: &mpsc::Sender<RegistryOp>,
+    proposals: &mpsc::Sender<(ProposalId, RegistryOp)>,
 ) {
     let mut slow = Vec::new();
     while let Some(output) = master.poll_output() {
@@ -758,8 +761,8 @@ fn drain_outputs(
             // Replicated through raft; the core acts when the op comes back committed. The
             // channel holds as many ops as the core may have in flight, so this cannot fail
             // while the proposer runs.
-            Output::Propose(op) => {
-                if proposals.try_send(op).is_err() {
+            Output::Propose { id, op } => {
+                if proposals.try_send((id, op)).is_err() {
                     tracing::error!(
                         "the proposal queue is full or closed; a registry change was dropped"
                     );

@@ -35,7 +35,7 @@ impl Cluster {
             let mut commits = Vec::new();
             while let Some(out) = self.master.poll_output() {
                 match out {
-                    Output::Propose(op) => commits.push(op),
+                    Output::Propose { id, op } => commits.push((id, op)),
                     Output::Send {
                         to,
                         frame: ServerFrame::Framework(FrameworkEvent::Offers { offers }),
@@ -49,8 +49,8 @@ impl Cluster {
             if commits.is_empty() {
                 return n;
             }
-            for op in commits {
-                self.master.handle_committed(self.now, op);
+            for (id, op) in commits {
+                self.master.handle_proposal_committed(self.now, id, op);
             }
         }
     }

@@ -300,34 +300,7 @@ fn hierarchical(
     order: RoleOrder,
     pass: u64,
 ) -> Vec<Allocation> {
-    // Role states, keyed by name; shares count every framework's allocation, wanting or not.
-    let mut role_index: BTreeMap<&str, usize> = BTreeMap::new();
-    let mut roles: Vec<RoleState> = Vec::new();
-    // Per framework and role: scalar allocation (mutable copy, ports ignored for shares).
-    let mut fw_alloc: Vec<Vec<Resources>> = Vec::with_capacity(view.frameworks.len());
-    for (fi, fw) in view.frameworks.iter().enumerate() {
-        let mut allocs = Vec::with_capacity(fw.roles.len());
-        for (ri, r) in fw.roles.iter().enumerate() {
-            let idx = *role_index.entry(r.role).or_insert_with(|| {
-                roles.push(RoleState {
-                    weight: role_weight(view.role_weights, r.role),
-                    allocated: Resources::default(),
-                    key: Key(0.0, 0),
-                    members: BTreeSet::new(),
-                });
-                roles.len() - 1
-            });
-            let mut a = Resources::default();
-            add_scalars(&mut a, &r.allocated);
-            add_scalars(&mut roles[idx].allocated, &r.allocated);
-            if r.wants_offers {
-                let share = dominant_share(&a, &view.total);
-                roles[idx].members.insert((Key(share, fi), fi, ri));
-            }
-            allocs.push(a);
-        }
-        fw_alloc.push(allocs);
-    }
+    let (role_index, mut roles, mut fw_alloc) = role_states(view);
     // Role keys. Ties between roles break by name (the BTreeMap order of `role_index`).
     let mut name_rank = vec![0usize; roles.len()];
     for (rank, idx) in role_index.values().enumerate() {
@@ -357,22 +330,7 @@ fn hierarchical(
     // The frameworks that want offers, by master index (fixed for the pass): an agent whose
     // filters block every one of them is skipped after one look at its own filters, instead
     // of a walk through all the frameworks.
-    let slots = view
-        .frameworks
-        .iter()
-        .map(|f| f.ix as usize + 1)
-        .max()
-        .unwrap_or(0);
-    let mut wants = vec![false; slots];
-    let mut wanting = 0usize;
-    for f in &view.frameworks {
-        if f.roles.iter().any(|r| r.wants_offers) {
-            if let Some(w) = wants.get_mut(f.ix as usize) {
-                *w = true;
-                wanting += 1;
-            }
-        }
-    }
+    let (wants, wanting) = wanting_frameworks(view);
     // Rotate the starting agent each pass so that no agent is always first.
     let start = (pass as usize) % n;
     for step in 0..n {
@@ -429,4 +387,65 @@ fn hierarchical(
         }
     }
     out
+}
+
+/// The role states of a pass, keyed by name (to their position), and each framework's scalar
+/// allocation per role (a mutable copy; ports are no share). Shares count every framework's
+/// allocation, wanting offers or not.
+fn role_states<'v>(
+    view: &ClusterView<'v>,
+) -> (
+    BTreeMap<&'v str, usize>,
+    Vec<RoleState>,
+    Vec<Vec<Resources>>,
+) {
+    let mut role_index: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut roles: Vec<RoleState> = Vec::new();
+    // Per framework and role: scalar allocation (mutable copy, ports ignored for shares).
+    let mut fw_alloc: Vec<Vec<Resources>> = Vec::with_capacity(view.frameworks.len());
+    for (fi, fw) in view.frameworks.iter().enumerate() {
+        let mut allocs = Vec::with_capacity(fw.roles.len());
+        for (ri, r) in fw.roles.iter().enumerate() {
+            let idx = *role_index.entry(r.role).or_insert_with(|| {
+                roles.push(RoleState {
+                    weight: role_weight(view.role_weights, r.role),
+                    allocated: Resources::default(),
+                    key: Key(0.0, 0),
+                    members: BTreeSet::new(),
+                });
+                roles.len() - 1
+            });
+            let mut a = Resources::default();
+            add_scalars(&mut a, &r.allocated);
+            add_scalars(&mut roles[idx].allocated, &r.allocated);
+            if r.wants_offers {
+                let share = dominant_share(&a, &view.total);
+                roles[idx].members.insert((Key(share, fi), fi, ri));
+            }
+            allocs.push(a);
+        }
+        fw_alloc.push(allocs);
+    }
+    (role_index, roles, fw_alloc)
+}
+
+/// Which frameworks (by master index) want offers, and how many.
+fn wanting_frameworks(view: &ClusterView<'_>) -> (Vec<bool>, usize) {
+    let slots = view
+        .frameworks
+        .iter()
+        .map(|f| f.ix as usize + 1)
+        .max()
+        .unwrap_or(0);
+    let mut wants = vec![false; slots];
+    let mut wanting = 0usize;
+    for f in &view.frameworks {
+        if f.roles.iter().any(|r| r.wants_offers) {
+            if let Some(w) = wants.get_mut(f.ix as usize) {
+                *w = true;
+                wanting += 1;
+            }
+        }
+    }
+    (wants, wanting)
 }

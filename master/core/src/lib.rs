@@ -6,11 +6,13 @@
 //!
 //! The daemon drives it with a loop:
 //! - feed inputs: [`Master::handle_connected`], [`Master::handle_message`],
-//!   [`Master::handle_disconnected`], [`Master::handle_committed`], and
+//!   [`Master::handle_disconnected`], [`Master::handle_proposal_committed`], and
 //!   [`Master::handle_timeout`] when [`Master::poll_timeout`] is reached, each with `now`;
 //! - drain [`Master::poll_output`]: send frames, close streams, and replicate every
-//!   [`Output::Propose`]`(op)`, then hand the committed op back to `handle_committed` in
-//!   proposal order.
+//!   [`Output::Propose`]` { id, op }`, then hand each committed op back, in log order, to
+//!   [`Master::handle_proposal_committed`] with the [`ProposalId`] it was proposed with (the id,
+//!   not the op, finds what the proposal waits for), or to [`Master::handle_committed`] when
+//!   it carries none.
 //!
 //! **Durability order.** Every change to the registry (agents admitted, marked, unreachable,
 //! removed; frameworks added or removed; tasks added or their state changed) is a
@@ -41,7 +43,7 @@ pub use allocator::{
     AgentFilters, Allocation, Allocator, ClusterView, DrfAllocator, Filter, StrictPriorityAllocator,
 };
 pub use config::{limits, AllocatorKind, MasterConfig};
-pub use master::{authorized, Master, Output, SessionId, Stats};
+pub use master::{authorized, Master, Output, ProposalId, SessionId, Stats};
 pub use registry::{AgentMark, CompletedFramework, Registry, RegistryOp, TaskKey};
 
 #[cfg(test)]

@@ -174,22 +174,63 @@ fn roles_or_default(info: &FrameworkInfo) -> Vec<String> {
     }
 }
 
+/// The replicated state. Its fields are private: it changes only through [`Registry::apply`]
+/// of a [`RegistryOp`] (the compiler holds everyone else to the accessors below, which lend
+/// it out read-only).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Registry {
-    pub agents: BTreeMap<AgentId, AgentEntry>,
-    pub frameworks: BTreeMap<FrameworkId, FrameworkEntry>,
+    agents: BTreeMap<AgentId, AgentEntry>,
+    frameworks: BTreeMap<FrameworkId, FrameworkEntry>,
     /// Removed framework ids, oldest first (bounded).
-    pub removed_frameworks: VecDeque<FrameworkId>,
+    removed_frameworks: VecDeque<FrameworkId>,
     /// Removed agent ids, oldest first (bounded).
-    pub removed_agents: VecDeque<AgentId>,
-    pub live_tasks: usize,
+    removed_agents: VecDeque<AgentId>,
+    live_tasks: usize,
     /// Removed frameworks with their terminal tasks, oldest first, at most
     /// `MAX_COMPLETED_FRAMEWORKS`. Absent from snapshots written before it existed.
     #[serde(default)]
-    pub completed_frameworks: VecDeque<CompletedFramework>,
+    completed_frameworks: VecDeque<CompletedFramework>,
 }
 
 impl Registry {
+    /// Admitted agents (reachable or not), by id.
+    pub fn agents(&self) -> &BTreeMap<AgentId, AgentEntry> {
+        &self.agents
+    }
+
+    pub fn agent(&self, id: &AgentId) -> Option<&AgentEntry> {
+        self.agents.get(id)
+    }
+
+    /// Frameworks not removed, by id.
+    pub fn frameworks(&self) -> &BTreeMap<FrameworkId, FrameworkEntry> {
+        &self.frameworks
+    }
+
+    pub fn framework(&self, id: &FrameworkId) -> Option<&FrameworkEntry> {
+        self.frameworks.get(id)
+    }
+
+    /// Removed framework ids, oldest first (bounded).
+    pub fn removed_frameworks(&self) -> &VecDeque<FrameworkId> {
+        &self.removed_frameworks
+    }
+
+    /// Removed agent ids, oldest first (bounded).
+    pub fn removed_agents(&self) -> &VecDeque<AgentId> {
+        &self.removed_agents
+    }
+
+    /// Tasks not terminal, over all frameworks.
+    pub fn live_tasks(&self) -> usize {
+        self.live_tasks
+    }
+
+    /// Removed frameworks with their terminal tasks, oldest first.
+    pub fn completed_frameworks(&self) -> &VecDeque<CompletedFramework> {
+        &self.completed_frameworks
+    }
+
     pub fn task(&self, key: &TaskKey) -> Option<&TaskEntry> {
         self.frameworks
             .get(&key.framework_id)?
@@ -232,32 +273,7 @@ impl Registry {
                 agent_id,
                 info,
                 principal,
-            } => {
-                if let Some(a) = self.agents.get_mut(agent_id) {
-                    a.info = info.clone();
-                    a.info.resources = a.info.resources.clone().normalized();
-                    a.principal = principal.clone();
-                    a.reachable = true;
-                    a.unreachable_since_ms = None;
-                } else if self.agents.len() < limits::MAX_AGENTS {
-                    let mut info = info.clone();
-                    info.resources = info.resources.normalized();
-                    self.removed_agents.retain(|a| a != agent_id);
-                    self.agents.insert(
-                        agent_id.clone(),
-                        AgentEntry {
-                            info,
-                            principal: principal.clone(),
-                            mark: AgentMark::Active,
-                            reachable: true,
-                            unreachable_since_ms: None,
-                            used: Resources::default(),
-                            tasks: BTreeSet::new(),
-                            executors: Vec::new(),
-                        },
-                    );
-                }
-            }
+            } => self.admit_agent(agent_id, info, principal),
             RegistryOp::AgentUnreachable { agent_id, at_ms } => {
                 if let Some(a) = self.agents.get_mut(agent_id) {
                     a.reachable = false;
@@ -269,86 +285,16 @@ impl Registry {
                     a.mark = *mark;
                 }
             }
-            RegistryOp::AgentRemoved { agent_id } => {
-                let Some(agent) = self.agents.get(agent_id) else {
-                    return;
-                };
-                let keys: Vec<TaskKey> = agent.tasks.iter().cloned().collect();
-                for key in keys {
-                    let mut status = TaskStatus::new(
-                        key.task_id.clone(),
-                        TaskState::GoneByOperator,
-                        StatusSource::Master,
-                    );
-                    status.agent_id = Some(agent_id.clone());
-                    status.reason = Some(StatusReason::AgentRemoved);
-                    self.set_task_status(&key.framework_id, &status);
-                }
-                self.agents.remove(agent_id);
-                push_bounded(&mut self.removed_agents, agent_id.clone());
-            }
+            RegistryOp::AgentRemoved { agent_id } => self.remove_agent(agent_id),
             RegistryOp::FrameworkAdded {
                 framework_id,
                 info,
                 principal,
-            } => {
-                if self.framework_removed(framework_id) {
-                    return;
-                }
-                let mut info = info.clone();
-                info.id = Some(framework_id.clone());
-                if let Some(f) = self.frameworks.get_mut(framework_id) {
-                    f.info = info;
-                    if principal.is_some() {
-                        f.principal = principal.clone();
-                    }
-                } else if self.frameworks.len() < limits::MAX_FRAMEWORKS {
-                    self.frameworks.insert(
-                        framework_id.clone(),
-                        FrameworkEntry {
-                            info,
-                            principal: principal.clone(),
-                            used: BTreeMap::new(),
-                            tasks: BTreeMap::new(),
-                            completed: VecDeque::new(),
-                        },
-                    );
-                }
-            }
+            } => self.add_framework(framework_id, info, principal),
             RegistryOp::FrameworkRemoved {
                 framework_id,
                 at_ms,
-            } => {
-                let Some(fw) = self.frameworks.get(framework_id) else {
-                    return;
-                };
-                let live: Vec<(TaskId, AgentId)> = fw
-                    .tasks
-                    .iter()
-                    .map(|(id, t)| (id.clone(), t.agent_id.clone()))
-                    .collect();
-                for (task_id, agent_id) in live {
-                    let mut status =
-                        TaskStatus::new(task_id, TaskState::Killed, StatusSource::Master);
-                    status.agent_id = Some(agent_id);
-                    status.reason = Some(StatusReason::FrameworkRemoved);
-                    status.timestamp_ms = *at_ms;
-                    self.set_task_status(framework_id, &status);
-                }
-                if let Some(fw) = self.frameworks.remove(framework_id) {
-                    if self.completed_frameworks.len() >= limits::MAX_COMPLETED_FRAMEWORKS {
-                        self.completed_frameworks.pop_front();
-                    }
-                    self.completed_frameworks.push_back(CompletedFramework {
-                        framework_id: framework_id.clone(),
-                        info: fw.info,
-                        principal: fw.principal,
-                        removed_at_ms: *at_ms,
-                        tasks: fw.completed,
-                    });
-                }
-                push_bounded(&mut self.removed_frameworks, framework_id.clone());
-            }
+            } => self.remove_framework(framework_id, *at_ms),
             RegistryOp::TasksAdded {
                 framework_id,
                 agent_id,
@@ -369,6 +315,117 @@ impl Registry {
                 status,
             } => self.set_task_status(framework_id, status),
         }
+    }
+
+    /// An agent admitted anew, or re-admitted with new info: reachable again.
+    fn admit_agent(&mut self, agent_id: &AgentId, info: &AgentInfo, principal: &str) {
+        if let Some(a) = self.agents.get_mut(agent_id) {
+            a.info = info.clone();
+            a.info.resources = a.info.resources.clone().normalized();
+            a.principal = principal.to_owned();
+            a.reachable = true;
+            a.unreachable_since_ms = None;
+        } else if self.agents.len() < limits::MAX_AGENTS {
+            let mut info = info.clone();
+            info.resources = info.resources.normalized();
+            self.removed_agents.retain(|a| a != agent_id);
+            self.agents.insert(
+                agent_id.clone(),
+                AgentEntry {
+                    info,
+                    principal: principal.to_owned(),
+                    mark: AgentMark::Active,
+                    reachable: true,
+                    unreachable_since_ms: None,
+                    used: Resources::default(),
+                    tasks: BTreeSet::new(),
+                    executors: Vec::new(),
+                },
+            );
+        }
+    }
+
+    /// An agent removed for good: its tasks are gone, its id refused from now on.
+    fn remove_agent(&mut self, agent_id: &AgentId) {
+        let Some(agent) = self.agents.get(agent_id) else {
+            return;
+        };
+        let keys: Vec<TaskKey> = agent.tasks.iter().cloned().collect();
+        for key in keys {
+            let mut status = TaskStatus::new(
+                key.task_id.clone(),
+                TaskState::GoneByOperator,
+                StatusSource::Master,
+            );
+            status.agent_id = Some(agent_id.clone());
+            status.reason = Some(StatusReason::AgentRemoved);
+            self.set_task_status(&key.framework_id, &status);
+        }
+        self.agents.remove(agent_id);
+        push_bounded(&mut self.removed_agents, agent_id.clone());
+    }
+
+    /// A framework added, or re-subscribed with new info (a removed id stays removed).
+    fn add_framework(
+        &mut self,
+        framework_id: &FrameworkId,
+        info: &FrameworkInfo,
+        principal: &Option<String>,
+    ) {
+        if self.framework_removed(framework_id) {
+            return;
+        }
+        let mut info = info.clone();
+        info.id = Some(framework_id.clone());
+        if let Some(f) = self.frameworks.get_mut(framework_id) {
+            f.info = info;
+            if principal.is_some() {
+                f.principal = principal.clone();
+            }
+        } else if self.frameworks.len() < limits::MAX_FRAMEWORKS {
+            self.frameworks.insert(
+                framework_id.clone(),
+                FrameworkEntry {
+                    info,
+                    principal: principal.clone(),
+                    used: BTreeMap::new(),
+                    tasks: BTreeMap::new(),
+                    completed: VecDeque::new(),
+                },
+            );
+        }
+    }
+
+    /// A framework removed: its live tasks killed, kept among the completed frameworks.
+    fn remove_framework(&mut self, framework_id: &FrameworkId, at_ms: u64) {
+        let Some(fw) = self.frameworks.get(framework_id) else {
+            return;
+        };
+        let live: Vec<(TaskId, AgentId)> = fw
+            .tasks
+            .iter()
+            .map(|(id, t)| (id.clone(), t.agent_id.clone()))
+            .collect();
+        for (task_id, agent_id) in live {
+            let mut status = TaskStatus::new(task_id, TaskState::Killed, StatusSource::Master);
+            status.agent_id = Some(agent_id);
+            status.reason = Some(StatusReason::FrameworkRemoved);
+            status.timestamp_ms = at_ms;
+            self.set_task_status(framework_id, &status);
+        }
+        if let Some(fw) = self.frameworks.remove(framework_id) {
+            if self.completed_frameworks.len() >= limits::MAX_COMPLETED_FRAMEWORKS {
+                self.completed_frameworks.pop_front();
+            }
+            self.completed_frameworks.push_back(CompletedFramework {
+                framework_id: framework_id.clone(),
+                info: fw.info,
+                principal: fw.principal,
+                removed_at_ms: at_ms,
+                tasks: fw.completed,
+            });
+        }
+        push_bounded(&mut self.removed_frameworks, framework_id.clone());
     }
 
     fn add_tasks(

@@ -11,7 +11,7 @@
 
 mod failover;
 
-use crate::{Master, MasterConfig, Output, Registry, RegistryOp, SessionId, TaskKey};
+use crate::{Master, MasterConfig, Output, ProposalId, Registry, RegistryOp, SessionId, TaskKey};
 use proto::{
     AgentId, AgentInfo, AgentToMaster, ClientFrame, CommandInfo, Filters, FrameworkCall,
     FrameworkEvent, FrameworkId, FrameworkInfo, MasterToAgent, Offer, OfferId, OfferOperation,
@@ -159,6 +159,8 @@ pub struct Sim {
     /// When false, proposals wait in `held` until [`Sim::commit_held`].
     pub auto_commit: bool,
     pub held: VecDeque<RegistryOp>,
+    /// The id the core gave each op of `held` (same positions).
+    held_ids: VecDeque<ProposalId>,
     inputs: VecDeque<(SessionId, ClientFrame)>,
     next_uuid: u64,
     heartbeat_every: Duration,
@@ -196,6 +198,7 @@ impl Sim {
             dropped: Vec::new(),
             auto_commit: true,
             held: VecDeque::new(),
+            held_ids: VecDeque::new(),
             inputs: VecDeque::new(),
             next_uuid: 0,
             heartbeat_every,
@@ -450,8 +453,10 @@ impl Sim {
         }
     }
 
-    /// Commits `op` to the replicated log; the leader learns of it when `leader_sees`.
+    /// Commits `op`, the first held proposal, to the replicated log; the leader learns of it
+    /// (with its proposal id) when `leader_sees`.
     fn commit(&mut self, op: RegistryOp, leader_sees: bool) {
+        let id = self.held_ids.pop_front();
         let mut added = Vec::new();
         if let RegistryOp::TasksAdded {
             framework_id,
@@ -482,7 +487,10 @@ impl Sim {
         }
         self.committed.push(op.clone());
         if leader_sees {
-            self.master.handle_committed(self.now, op);
+            match id {
+                Some(id) => self.master.handle_proposal_committed(self.now, id, op),
+                None => self.master.handle_committed(self.now, op),
+            }
         }
     }
 
@@ -491,7 +499,10 @@ impl Sim {
         loop {
             while let Some(out) = self.master.poll_output() {
                 match out {
-                    Output::Propose(op) => self.held.push_back(op),
+                    Output::Propose { id, op } => {
+                        self.held.push_back(op);
+                        self.held_ids.push_back(id);
+                    }
                     Output::Send { to, frame } => self.deliver(to, frame),
                     Output::Close { session, reason } => {
                         self.closed.insert(session, reason);

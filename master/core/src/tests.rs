@@ -85,15 +85,15 @@ fn registry_with_task() -> (Registry, FrameworkId, AgentId) {
 #[test]
 fn apply_tracks_used_and_frees_on_terminal_once() {
     let (mut r, f, a) = registry_with_task();
-    assert_eq!(r.agents[&a].used.cpus_milli, 1000);
-    assert_eq!(r.live_tasks, 1);
+    assert_eq!(r.agents()[&a].used.cpus_milli, 1000);
+    assert_eq!(r.live_tasks(), 1);
     let done = TaskStatus::new("t1".into(), TaskState::Finished, StatusSource::Executor);
     r.apply(&RegistryOp::TaskStateChanged {
         framework_id: f.clone(),
         status: done,
     });
-    assert_eq!(r.agents[&a].used.cpus_milli, 0);
-    assert_eq!(r.live_tasks, 0);
+    assert_eq!(r.agents()[&a].used.cpus_milli, 0);
+    assert_eq!(r.live_tasks(), 0);
     // A second terminal state is ignored: the task stays FINISHED.
     let again = TaskStatus::new("t1".into(), TaskState::Failed, StatusSource::Executor);
     r.apply(&RegistryOp::TaskStateChanged {
@@ -108,7 +108,7 @@ fn apply_tracks_used_and_frees_on_terminal_once() {
         r.task_or_completed(&key).map(|t| t.state),
         Some(TaskState::Finished)
     );
-    assert_eq!(r.agents[&a].used.cpus_milli, 0);
+    assert_eq!(r.agents()[&a].used.cpus_milli, 0);
 }
 
 #[test]
@@ -127,8 +127,8 @@ fn apply_is_deterministic_and_ignores_unknown_ids() {
     r1.apply(&removed);
     r2.apply(&removed);
     assert_eq!(r1, r2);
-    assert_eq!(r1.live_tasks, 0);
-    assert!(r1.agents.values().all(|a| a.used.is_empty()));
+    assert_eq!(r1.live_tasks(), 0);
+    assert!(r1.agents().values().all(|a| a.used.is_empty()));
 }
 
 /// Adds framework `id` with tasks `t1`, `t2` on agent `a1`, finishes `t1` (FAILED at the memory
@@ -174,9 +174,9 @@ fn add_run_and_remove(r: &mut Registry, id: &str, at_ms: u64) {
 fn a_removed_framework_is_kept_with_its_tasks_the_killed_ones_last() {
     let (mut r, _, _) = registry_with_task();
     add_run_and_remove(&mut r, "f2", 10);
-    assert!(!r.frameworks.contains_key(&FrameworkId::new("f2")));
-    assert_eq!(r.completed_frameworks.len(), 1);
-    let c = &r.completed_frameworks[0];
+    assert!(!r.frameworks().contains_key(&FrameworkId::new("f2")));
+    assert_eq!(r.completed_frameworks().len(), 1);
+    let c = &r.completed_frameworks()[0];
     assert_eq!(c.framework_id, FrameworkId::new("f2"));
     assert_eq!(c.principal.as_deref(), Some("f2"));
     assert_eq!(c.removed_at_ms, 11);
@@ -209,14 +209,14 @@ fn a_removed_framework_is_kept_with_its_tasks_the_killed_ones_last() {
     assert_eq!((lim.limit, lim.events["oom_kill"]), (32 << 20, 1));
     assert_eq!(c.tasks[1].status.timestamp_ms, 11);
     // Its resources are freed and its id stays refused.
-    assert_eq!(r.live_tasks, 1);
-    assert_eq!(r.agents[&AgentId::new("a1")].used.cpus_milli, 1000);
+    assert_eq!(r.live_tasks(), 1);
+    assert_eq!(r.agents()[&AgentId::new("a1")].used.cpus_milli, 1000);
     r.apply(&RegistryOp::FrameworkAdded {
         framework_id: FrameworkId::new("f2"),
         info: framework_info("again", &[]),
         principal: Some("f2".into()),
     });
-    assert!(!r.frameworks.contains_key(&FrameworkId::new("f2")));
+    assert!(!r.frameworks().contains_key(&FrameworkId::new("f2")));
     // Removing it again, or a status for it, changes nothing.
     let before = r.clone();
     r.apply(&RegistryOp::FrameworkRemoved {
@@ -238,17 +238,17 @@ fn completed_frameworks_are_bounded_oldest_dropped_first() {
         add_run_and_remove(&mut r, &format!("g{i}"), i as u64 * 10);
     }
     assert_eq!(
-        r.completed_frameworks.len(),
+        r.completed_frameworks().len(),
         limits::MAX_COMPLETED_FRAMEWORKS
     );
     let ids: Vec<String> = r
-        .completed_frameworks
+        .completed_frameworks()
         .iter()
         .map(|c| c.framework_id.as_str().to_owned())
         .collect();
     let want: Vec<String> = (7..n).map(|i| format!("g{i}")).collect();
     assert_eq!(ids, want, "oldest first, the first 7 dropped");
-    assert!(r.completed_frameworks.iter().all(|c| c.tasks.len() == 2));
+    assert!(r.completed_frameworks().iter().all(|c| c.tasks.len() == 2));
     // A dropped one is still refused: the removed-id list is longer.
     assert!(r.framework_removed(&FrameworkId::new("g0")));
     const { assert!(limits::MAX_REMOVED_FRAMEWORKS >= limits::MAX_COMPLETED_FRAMEWORKS) };
@@ -283,13 +283,13 @@ fn a_completed_frameworks_tasks_stay_bounded() {
         framework_id: f,
         at_ms: 1,
     });
-    let c = &r.completed_frameworks[0];
+    let c = &r.completed_frameworks()[0];
     assert_eq!(c.tasks.len(), limits::MAX_COMPLETED_TASKS_PER_FRAMEWORK);
     assert!(
         c.tasks.iter().all(|t| t.state == TaskState::Killed),
         "the newest (the killed) are kept"
     );
-    assert_eq!(r.live_tasks, 0);
+    assert_eq!(r.live_tasks(), 0);
 }
 
 #[test]
@@ -309,16 +309,16 @@ fn completed_frameworks_survive_a_snapshot_and_an_old_snapshot_loads() {
         live_tasks: usize,
     }
     let old = OldRegistry {
-        agents: &r.agents,
-        frameworks: &r.frameworks,
-        removed_frameworks: &r.removed_frameworks,
-        removed_agents: &r.removed_agents,
-        live_tasks: r.live_tasks,
+        agents: r.agents(),
+        frameworks: r.frameworks(),
+        removed_frameworks: r.removed_frameworks(),
+        removed_agents: r.removed_agents(),
+        live_tasks: r.live_tasks(),
     };
     let bytes = rmp_serde::to_vec_named(&old).expect("encode old registry");
     let back: Registry = rmp_serde::from_slice(&bytes).expect("an old snapshot loads");
-    assert!(back.completed_frameworks.is_empty());
-    assert_eq!(back.frameworks, r.frameworks);
+    assert!(back.completed_frameworks().is_empty());
+    assert_eq!(back.frameworks(), r.frameworks());
     assert!(back.framework_removed(&FrameworkId::new("f2")));
 }
 
@@ -417,4 +417,204 @@ fn table_reuses_indexes_and_iterates_in_id_order() {
     assert_eq!(order, vec![(1, "a", 1), (0, "c", 3)]);
     assert_eq!(t.get(&"c".to_owned()), Some(&3));
     assert_eq!(t.len(), 2);
+}
+
+/// Source files under `src/`, recursively, with their text.
+fn src_files() -> Vec<(std::path::PathBuf, String)> {
+    let mut out = Vec::new();
+    let mut dirs = vec![std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).expect("read src dir") {
+            let path = entry.expect("dir entry").path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&path).expect("read source file");
+                out.push((path, text));
+            }
+        }
+    }
+    out
+}
+
+/// `text` with comments, string and char literals blanked (newlines kept), so that braces and
+/// `fn` are only code.
+fn code_only(text: &str) -> Vec<u8> {
+    let b = text.as_bytes();
+    let mut out = b.to_vec();
+    let blank = |out: &mut Vec<u8>, from: usize, to: usize| {
+        for c in &mut out[from..to] {
+            if *c != b'\n' {
+                *c = b' ';
+            }
+        }
+    };
+    let mut i = 0;
+    while i < b.len() {
+        let start = i;
+        match b[i] {
+            b'/' if b.get(i + 1) == Some(&b'/') => {
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'/' if b.get(i + 1) == Some(&b'*') => {
+                let mut depth = 0;
+                while i < b.len() {
+                    if b[i..].starts_with(b"/*") {
+                        depth += 1;
+                        i += 2;
+                    } else if b[i..].starts_with(b"*/") {
+                        depth -= 1;
+                        i += 2;
+                        if depth == 0 {
+                            break;
+                        }
+                    } else {
+                        i += 1;
+                    }
+                }
+            }
+            b'r' if (i == 0 || !is_ident(b[i - 1]))
+                && matches!(b.get(i + 1), Some(b'"' | b'#')) =>
+            {
+                let hashes = b[i + 1..].iter().take_while(|c| **c == b'#').count();
+                if b.get(i + 1 + hashes) != Some(&b'"') {
+                    i += 1;
+                    continue;
+                }
+                let close: Vec<u8> = std::iter::once(b'"')
+                    .chain(std::iter::repeat_n(b'#', hashes))
+                    .collect();
+                i += 2 + hashes;
+                while i < b.len() && !b[i..].starts_with(&close) {
+                    i += 1;
+                }
+                i += close.len();
+            }
+            b'"' => {
+                i += 1;
+                while i < b.len() && b[i] != b'"' {
+                    i += if b[i] == b'\\' { 2 } else { 1 };
+                }
+                i += 1;
+            }
+            // A char literal ('x', '\n', '\u{7b}'); anything else is a lifetime.
+            b'\'' if b.get(i + 1) == Some(&b'\\') => {
+                i += 2;
+                while i < b.len() && b[i] != b'\'' {
+                    i += 1;
+                }
+                i += 1;
+            }
+            b'\'' if b.get(i + 2) == Some(&b'\'') => i += 3,
+            _ => {
+                i += 1;
+                continue;
+            }
+        }
+        let end = i.min(b.len());
+        blank(&mut out, start, end);
+        i = end;
+    }
+    out
+}
+
+fn is_ident(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'_'
+}
+
+/// Every function with a body: (name, lines from its `fn` line to its closing brace).
+fn function_lengths(text: &str) -> Vec<(String, usize)> {
+    let code = code_only(text);
+    let line_of = |pos: usize| code[..pos].iter().filter(|c| **c == b'\n').count();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i + 3 <= code.len() {
+        let is_fn = code[i..].starts_with(b"fn ")
+            && (i == 0 || !is_ident(code[i - 1]))
+            && code.get(i + 3).is_some_and(|c| is_ident(*c));
+        if !is_fn {
+            i += 1;
+            continue;
+        }
+        let name: String = code[i + 3..]
+            .iter()
+            .take_while(|c| is_ident(**c))
+            .map(|c| char::from(*c))
+            .collect();
+        let Some(open) = code[i..].iter().position(|c| *c == b'{' || *c == b';') else {
+            break;
+        };
+        let open = i + open;
+        if code[open] == b';' {
+            i = open;
+            continue;
+        }
+        let mut depth = 0usize;
+        let mut close = open;
+        for (j, c) in code.iter().enumerate().skip(open) {
+            match c {
+                b'{' => depth += 1,
+                b'}' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        close = j;
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        out.push((name, line_of(close) - line_of(i) + 1));
+        i += 3;
+    }
+    out
+}
+
+#[test]
+fn function_lengths_count_by_braces_outside_comments_and_literals() {
+    let text = r###"
+fn one() {}
+trait T { fn decl(&self); }
+fn five<'a>(x: &'a str) -> char {
+    // a } in a comment, /* { */ and a "}" string
+    let _ = r#"}"#; let _ = '}'; let _ = '\u{7d}';
+    'x'
+}
+fn three() {
+    fn inner() { if true { } }
+}
+"###;
+    let found = function_lengths(text);
+    let want = [("one", 1), ("five", 5), ("three", 3), ("inner", 1)];
+    let want: Vec<(String, usize)> = want.iter().map(|(n, l)| (n.to_string(), *l)).collect();
+    assert_eq!(found, want);
+}
+
+/// Files and functions stay small enough to read at once (issue 12): no file in `src/` over
+/// 1,000 lines, no function over 120.
+#[test]
+fn tidy_files_and_functions_are_short() {
+    let files = src_files();
+    assert!(files.len() > 15, "read only {} source files", files.len());
+    let mut long = Vec::new();
+    for (path, text) in &files {
+        let lines = text.lines().count();
+        if lines > 1_000 {
+            long.push(format!(
+                "{} has {lines} lines (at most 1,000)",
+                path.display()
+            ));
+        }
+        for (name, n) in function_lengths(text) {
+            if n > 120 {
+                long.push(format!(
+                    "{}: fn {name} has {n} lines (at most 120)",
+                    path.display()
+                ));
+            }
+        }
+    }
+    assert!(long.is_empty(), "too long:\n{}", long.join("\n"));
 }

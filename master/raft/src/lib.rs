@@ -8,9 +8,11 @@
 //!
 //! # The contract with the daemon
 //!
-//! **Write path.** The core emits `Output::Propose(op)`; the daemon calls
-//! [`ReplicatedRegistry::submit`] (which only waits for queue space and returns a [`Pending`]
-//! result), or [`ReplicatedRegistry::propose`] (submit, then wait). Ops enter the log in the
+//! **Write path.** The core emits `Output::Propose { id, op }`; the daemon calls
+//! [`ReplicatedRegistry::submit_tagged`] with the id (or [`ReplicatedRegistry::submit`]: both
+//! only wait for queue space and return a [`Pending`] result), or
+//! [`ReplicatedRegistry::propose`] (submit, then wait). The id rides in the entry beside the
+//! op ([`Proposal::ids`]) and comes back in its [`CommitEvent::Op`]. Ops enter the log in the
 //! order they were submitted; ops submitted while earlier ones are in flight are batched into
 //! one entry ([`Proposal`]). A proposal succeeds only on the leader, once committed (on a
 //! majority of masters, each fsynced) and applied locally; elsewhere it fails with
@@ -27,8 +29,9 @@
 //! one (whose stream then ends). A follower that is sent a snapshot instead of entries gets
 //! [`CommitEvent::Reset`] with the registry installed; it replaces everything before it.
 //!
-//! - On the leader the daemon feeds each `Op` to `Master::handle_committed`, and acts on it
-//!   (`RunTasks` after `TasksAdded`, ...).
+//! - On the leader the daemon feeds each `Op` to `Master::handle_proposal_committed` with its
+//!   id (`Master::handle_committed` without one), and the core acts on it (`RunTasks` after
+//!   `TasksAdded`, ...).
 //! - A master that becomes leader calls [`ReplicatedRegistry::subscribe_as_leader`]: it first
 //!   waits until every entry committed by earlier leaders is applied here (openraft's read-index:
 //!   a heartbeat round to a quorum, then applied ≥ the new term's first entry), then subscribes, so
@@ -103,6 +106,12 @@ impl fmt::Display for MasterNode {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Proposal {
     pub ops: Vec<RegistryOp>,
+    /// The proposer's tag of each op (same positions; empty when none has one): the core's
+    /// `ProposalId`, handed back with the committed op ([`CommitEvent::Op`]) so that the core
+    /// finds what the proposal waits for. Absent from entries written before it existed, and
+    /// ignored by masters that predate it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ids: Vec<Option<u64>>,
 }
 
 /// What applying one entry answers to the proposer. The log index is in the

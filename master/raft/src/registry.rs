@@ -199,6 +199,7 @@ type ProposeResult = Result<u64, ProposeError>;
 /// An op waiting for the batcher.
 struct Submitted {
     op: RegistryOp,
+    id: Option<u64>,
     tx: oneshot::Sender<ProposeResult>,
 }
 
@@ -244,17 +245,22 @@ async fn batcher(raft: Raft, mut rx: mpsc::Receiver<Submitted>) {
             return;
         };
         let mut ops = vec![first.op];
+        let mut ids = vec![first.id];
         let mut txs = vec![first.tx];
         while ops.len() < MAX_BATCH_OPS {
             match rx.try_recv() {
                 Ok(s) => {
                     ops.push(s.op);
+                    ids.push(s.id);
                     txs.push(s.tx);
                 }
                 Err(_) => break,
             }
         }
-        match raft.client_write_ff(Proposal { ops }).await {
+        if ids.iter().all(Option::is_none) {
+            ids.clear();
+        }
+        match raft.client_write_ff(Proposal { ops, ids }).await {
             Ok(resp) => {
                 tokio::spawn(async move {
                     let r = match resp.await {
@@ -416,9 +422,19 @@ impl ReplicatedRegistry {
     /// returns its outcome to await. Ops enter the log in submit order. See the crate doc for
     /// why the daemon should not await the result while not draining its subscription.
     pub async fn submit(&self, op: RegistryOp) -> Result<Pending, ProposeError> {
+        self.submit_tagged(op, None).await
+    }
+
+    /// [`Self::submit`] with the proposer's tag, which comes back with the committed op
+    /// ([`CommitEvent::Op`]'s `id`).
+    pub async fn submit_tagged(
+        &self,
+        op: RegistryOp,
+        id: Option<u64>,
+    ) -> Result<Pending, ProposeError> {
         let (tx, rx) = oneshot::channel();
         self.proposals
-            .send(Submitted { op, tx })
+            .send(Submitted { op, id, tx })
             .await
             .map_err(|_| ProposeError::Stopped("the proposal queue is closed".into()))?;
         Ok(Pending { rx })

@@ -42,7 +42,12 @@ const MAX_SNAPSHOT_LEN: usize = 1 << 30;
 pub enum CommitEvent {
     /// The op, in the entry at `index`, was committed and applied to the registry. Ops batched
     /// in one entry share its index and come in their order within it.
-    Op { index: u64, op: RegistryOp },
+    /// `id` is the tag it was submitted with ([`crate::Proposal::ids`]), if any.
+    Op {
+        index: u64,
+        op: RegistryOp,
+        id: Option<u64>,
+    },
     /// A snapshot from the leader replaced the registry (this master had fallen too far
     /// behind for log entries): everything before is superseded by `registry` as of `index`.
     Reset { index: u64, registry: Box<Registry> },
@@ -356,11 +361,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 match entry.payload {
                     EntryPayload::Blank => {}
                     EntryPayload::Normal(proposal) => {
+                        let mut ids = proposal.ids.into_iter();
                         for op in proposal.ops {
                             st.registry.apply(&op);
                             events.push(CommitEvent::Op {
                                 index: entry.log_id.index,
                                 op,
+                                id: ids.next().flatten(),
                             });
                         }
                     }

@@ -34,6 +34,7 @@ fn entry(term: u64, index: u64) -> Entry {
         log_id: log_id(term, index),
         payload: EntryPayload::Normal(Proposal {
             ops: vec![fw_op(index)],
+            ids: vec![Some(index * 10)],
         }),
     }
 }
@@ -221,7 +222,7 @@ async fn subscription_sees_every_later_op_once_in_order() {
     sm.apply(entries(1, 1..=3)).await.unwrap();
     let mut sub = sm.subscribe();
     assert_eq!(sub.applied_index, 3);
-    assert_eq!(sub.registry.frameworks.len(), 3);
+    assert_eq!(sub.registry.frameworks().len(), 3);
     sm.apply(entries(1, 4..=5)).await.unwrap();
     let mut got = Vec::new();
     while let Ok(ev) = sub.events.try_recv() {
@@ -232,11 +233,13 @@ async fn subscription_sees_every_later_op_once_in_order() {
         vec![
             CommitEvent::Op {
                 index: 4,
-                op: fw_op(4)
+                op: fw_op(4),
+                id: Some(40),
             },
             CommitEvent::Op {
                 index: 5,
-                op: fw_op(5)
+                op: fw_op(5),
+                id: Some(50),
             },
         ]
     );
@@ -244,14 +247,15 @@ async fn subscription_sees_every_later_op_once_in_order() {
     // what its registry copy holds.
     let mut sub2 = sm.subscribe();
     assert_eq!(sub2.applied_index, 5);
-    assert_eq!(sub2.registry.frameworks.len(), 5);
+    assert_eq!(sub2.registry.frameworks().len(), 5);
     sm.apply(entries(1, 6..=6)).await.unwrap();
     assert!(sub.events.recv().await.is_none());
     assert_eq!(
         sub2.events.recv().await,
         Some(CommitEvent::Op {
             index: 6,
-            op: fw_op(6)
+            op: fw_op(6),
+            id: Some(60),
         })
     );
 }
@@ -315,4 +319,32 @@ async fn corrupt_snapshot_file_is_an_error_naming_it() {
     fs::write(&path, &data).unwrap();
     let err = StateMachine::open(dir.path()).unwrap_err();
     assert!(err.to_string().contains("snapshot.bin"), "{err}");
+}
+
+/// The proposers' ids are a field entries written before it lack, and omitted when no op has
+/// one: old entries load, and untagged ones are written as before.
+#[test]
+fn proposal_ids_are_optional_in_the_log_format() {
+    #[derive(serde::Serialize)]
+    struct OldProposal {
+        ops: Vec<RegistryOp>,
+    }
+    let old = rmp_serde::to_vec_named(&OldProposal {
+        ops: vec![fw_op(1)],
+    })
+    .unwrap();
+    let read: Proposal = rmp_serde::from_slice(&old).unwrap();
+    assert_eq!(read.ops, vec![fw_op(1)]);
+    assert!(read.ids.is_empty());
+    let untagged = Proposal {
+        ops: vec![fw_op(1)],
+        ids: Vec::new(),
+    };
+    assert_eq!(rmp_serde::to_vec_named(&untagged).unwrap(), old);
+    let tagged = Proposal {
+        ops: vec![fw_op(1), fw_op(2)],
+        ids: vec![Some(7), None],
+    };
+    let bytes = rmp_serde::to_vec_named(&tagged).unwrap();
+    assert_eq!(rmp_serde::from_slice::<Proposal>(&bytes).unwrap(), tagged);
 }

@@ -43,6 +43,7 @@ impl Sim {
             self.commit(op, false);
         }
         self.dropped.extend(held);
+        self.held_ids.clear();
         self.inputs.clear();
         let open = std::mem::take(&mut self.open);
         self.peers.retain(|s, _| open.contains(s));
@@ -212,7 +213,7 @@ impl Sim {
                 running.insert((key, id));
             }
         }
-        for (framework_id, f) in &registry.frameworks {
+        for (framework_id, f) in registry.frameworks() {
             for (task_id, t) in &f.tasks {
                 let key = crate::TaskKey {
                     framework_id: framework_id.clone(),

@@ -142,7 +142,7 @@ fn a_failover_between_the_commit_of_a_launch_and_its_run_tasks_ends_the_task_onc
             StatusReason::Reconciliation
         };
         assert_eq!(reasons, vec![Some(how)], "{case}: told once");
-        assert_eq!(sim.master.registry().live_tasks, 0, "{case}");
+        assert_eq!(sim.master.registry().live_tasks(), 0, "{case}");
         assert_eq!(used(&sim, &agent_id), Resources::default(), "{case}");
         check_all(&sim);
     }
@@ -366,7 +366,7 @@ fn a_failover_while_an_update_awaits_its_acknowledgement_redelivers_it_and_acks_
         assert_eq!(deliveries(&sim, fw, &finished), 1, "{case}: then FINISHED");
         assert_eq!(acks_received(&sim, agent, &finished), 1, "{case}");
         assert!(sim.agents[&agent].unacked.is_empty(), "{case}");
-        assert_eq!(sim.master.registry().live_tasks, 0, "{case}");
+        assert_eq!(sim.master.registry().live_tasks(), 0, "{case}");
         assert_eq!(
             sim.framework(fw).terminal.get(&k.task_id),
             Some(&BTreeSet::from([TaskState::Finished])),

@@ -53,20 +53,20 @@ fn failover_within_timeout_keeps_tasks_and_past_it_tears_down() {
     let fw = sim.reconnect_framework(fw, info2);
     sim.advance(Duration::from_secs(20));
     assert_eq!(
-        sim.master.registry().live_tasks,
+        sim.master.registry().live_tasks(),
         1,
         "task kept across a failover in time"
     );
     // Now go away for longer than the failover timeout.
     sim.disconnect(fw);
     sim.advance(Duration::from_millis(9_900));
-    assert_eq!(sim.master.registry().live_tasks, 1);
+    assert_eq!(sim.master.registry().live_tasks(), 1);
     sim.advance(Duration::from_millis(200));
     assert!(sim
         .committed
         .iter()
         .any(|op| matches!(op, RegistryOp::FrameworkRemoved { .. })));
-    assert_eq!(sim.master.registry().live_tasks, 0);
+    assert_eq!(sim.master.registry().live_tasks(), 0);
     let shut = sim.agents[&agent]
         .received
         .iter()
@@ -168,7 +168,7 @@ fn reconciliation_answers_known_unknown_and_lost_tasks() {
                 TaskState::Running,
                 "reconciled back"
             );
-            assert_eq!(sim.master.registry().live_tasks, 1);
+            assert_eq!(sim.master.registry().live_tasks(), 1);
         } else {
             // The framework was told LOST: the task is killed, not resurrected.
             let killed = sim.agents[&agent].received.iter().any(
@@ -264,7 +264,7 @@ fn a_framework_id_is_bound_to_its_principal() {
         sim.take(s)[..],
         [ServerFrame::Operator(OperatorReply::Done)]
     ));
-    assert_eq!(sim.master.registry().live_tasks, 0);
+    assert_eq!(sim.master.registry().live_tasks(), 0);
     assert_eq!(
         sim.framework(fw).tasks[&TaskId::new("f-t1")],
         TaskState::Killed
@@ -301,7 +301,7 @@ fn operator_drain_stops_offers_and_teardown_kills() {
         "a draining agent is not offered"
     );
     assert_eq!(
-        sim.master.registry().live_tasks,
+        sim.master.registry().live_tasks(),
         1,
         "tasks run to completion"
     );
@@ -335,7 +335,7 @@ fn operator_drain_stops_offers_and_teardown_kills() {
         sim.take(op)[..],
         [ServerFrame::Operator(OperatorReply::Done)]
     ));
-    assert_eq!(sim.master.registry().live_tasks, 0);
+    assert_eq!(sim.master.registry().live_tasks(), 0);
     assert!(
         sim.closed.contains_key(&fw),
         "the framework's session is closed"
@@ -627,6 +627,6 @@ fn a_removed_framework_and_its_tasks_stay_in_the_snapshot() {
     let s = sim.connect(Role::Framework, "f");
     sim.send(s, ClientFrame::Framework(FrameworkCall::Subscribe { info }));
     sim.advance(Duration::from_millis(20));
-    assert!(sim.master.registry().frameworks.is_empty());
+    assert!(sim.master.registry().frameworks().is_empty());
     assert!(sim.closed.contains_key(&s) || !errors(&sim.take(s)).is_empty());
 }

@@ -6,6 +6,7 @@ mod failover;
 mod lifecycle;
 mod offers;
 mod prop;
+mod proposals;
 mod scenarios;
 
 use master_core::testing::Sim;

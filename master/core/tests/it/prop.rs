@@ -297,7 +297,7 @@ fn run(events: Vec<Event>) -> Result<(), TestCaseError> {
         check_safety(&sim)?;
     }
     sim.check_launches_resolved().map_err(TestCaseError::fail)?;
-    prop_assert_eq!(sim.master.registry().live_tasks, 0, "every task ended");
+    prop_assert_eq!(sim.master.registry().live_tasks(), 0, "every task ended");
     sim.advance(Duration::from_secs(20));
     for a in sim.agents.values() {
         prop_assert!(

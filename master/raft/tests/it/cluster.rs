@@ -34,7 +34,7 @@ async fn follow(sub: &mut Subscription, target: &Registry) -> Registry {
             .expect("subscription caught up in time")
             .expect("subscription open");
         match ev {
-            CommitEvent::Op { index, op } => {
+            CommitEvent::Op { index, op, .. } => {
                 assert!(index >= last, "op of entry {index} after entry {last}");
                 last = index;
                 reg.apply(&op);
@@ -70,7 +70,7 @@ async fn three_masters_replicate_fail_over_and_restart() {
     let mut prev = base;
     while seen.len() < 20 {
         match sub.events.recv().await.expect("event") {
-            CommitEvent::Op { index, op } => {
+            CommitEvent::Op { index, op, .. } => {
                 assert!(index > base && index >= prev, "entry {index} after {prev}");
                 prev = index;
                 let i = (0..20)
@@ -129,7 +129,7 @@ async fn three_masters_replicate_fail_over_and_restart() {
         m.wait_applied(last).await;
     }
     let reg = leader.reg.registry_snapshot();
-    assert_eq!(reg.frameworks.len(), 70);
+    assert_eq!(reg.frameworks().len(), 70);
     for m in &c.masters {
         assert_eq!(m.reg.registry_snapshot(), reg, "master {} differs", m.id);
     }
@@ -168,7 +168,7 @@ async fn three_masters_replicate_fail_over_and_restart() {
     })
     .await;
     let reg = nl.reg.registry_snapshot();
-    assert_eq!(reg.frameworks.len(), 80);
+    assert_eq!(reg.frameworks().len(), 80);
     assert_eq!(back.reg.registry_snapshot(), reg);
     assert!(!back.reg.is_leader());
     c.masters.push(back);
@@ -212,7 +212,7 @@ async fn lagging_master_catches_up_from_a_snapshot() {
     let mut sub = back.reg.subscribe();
     back.wait_applied(last).await;
     let target = leader.reg.registry_snapshot();
-    assert_eq!(target.frameworks.len(), 40);
+    assert_eq!(target.frameworks().len(), 40);
     assert_eq!(back.reg.registry_snapshot(), target);
     // A daemon following the subscription ends with the same registry.
     assert_eq!(follow(&mut sub, &target).await, target);
@@ -268,7 +268,7 @@ async fn masters_are_added_and_removed() {
     let last = *indexes.values().max().expect("indexes");
     m4.wait_applied(last).await;
     assert_eq!(m4.reg.registry_snapshot(), leader.reg.registry_snapshot());
-    assert_eq!(m4.reg.registry_snapshot().frameworks.len(), 10);
+    assert_eq!(m4.reg.registry_snapshot().frameworks().len(), 10);
     c.masters.push(m4);
     for m in c.masters {
         m.stop().await;

@@ -1,0 +1,506 @@
+//! The master state machine: sessions, offers, filters, timers and the reactions to committed
+//! registry operations. See the crate documentation for the event loop contract.
+//!
+//! This file holds the state (`Master` and its soft-state types) and the driving API
+//! (`handle_*`, `poll_*`); each concern is one `impl Master` block in its own file:
+//! - `sessions.rs`: the role matrix, admitting agents and frameworks by id, refusing and
+//!   dropping sessions;
+//! - `agents.rs`: registration, reconciliation of an agent's reports, status updates from
+//!   agents, silence and unreachability;
+//! - `frameworks.rs`: subscribe and the framework calls other than Accept, failover timeouts
+//!   and removal, status forwarding, kills and reconciliation;
+//! - `offers.rs`: allocation passes, offers, refusal filters;
+//! - `launch.rs`: a task's path, Accept → `propose_launch` → `launch_committed` (`RunTasks`);
+//! - `operator.rs`: operator calls;
+//! - `commits.rs`: proposal ids and the continuation of each committed op;
+//! - `snapshot.rs`: the `ClusterState` that `corral state` shows.
+
+use crate::allocator::{self, AgentFilters, Allocator, ClusterView, Filter, FrameworkRole};
+use crate::config::{limits, MasterConfig};
+use crate::fastmap::FastMap;
+use crate::registry::{AgentMark, Registry, RegistryOp, TaskEntry, TaskKey};
+use crate::table::Table;
+use crate::timers::{TimerKey, Timers};
+use proto::{
+    AgentId, AgentStatus, AgentToMaster, ClientFrame, ClusterState, ErrorCode, ErrorReply,
+    ExecutorInfo, FrameworkCall, FrameworkEvent, FrameworkId, FrameworkInfo, FrameworkSummary,
+    MasterToAgent, MastersState, NodePressure, Offer, OfferId, OfferOperation, OperatorCall,
+    OperatorReply, PeerIdentity, ReconcileTask, ResourceUsage, Resources, Role, ServerFrame,
+    StatusReason, StatusSource, StatusUuid, TaskId, TaskInfo, TaskReport, TaskState, TaskStatus,
+};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::{Duration, Instant};
+
+mod sessions;
+pub use sessions::authorized;
+use sessions::{call_name, required_role};
+mod agents;
+mod commits;
+mod frameworks;
+mod launch;
+mod offers;
+mod operator;
+mod snapshot;
+
+/// One client stream: an agent or framework session, or one operator call.
+pub type SessionId = u64;
+
+/// What the core asks the daemon to do, drained with [`Master::poll_output`] in order.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Output {
+    Send {
+        to: SessionId,
+        frame: ServerFrame,
+    },
+    /// Close the stream (after the frames sent before it).
+    Close {
+        session: SessionId,
+        reason: String,
+    },
+    /// Replicate this op; once committed, hand it back with its id to
+    /// [`Master::handle_proposal_committed`], in log order. Nothing that depends on it is sent
+    /// before that.
+    Propose {
+        id: ProposalId,
+        op: RegistryOp,
+    },
+}
+
+/// Names one proposal of one core, so that its commit finds its continuation. The daemon
+/// carries it through the replicated log beside the op (raft's `Proposal::ids`) and hands it
+/// back with the committed op; ops another leader proposed come back with its ids, which this
+/// core does not know. The high 24 bits hash the core's `id_prefix` (unique per leadership),
+/// the low 40 count its proposals, so a deposed leader that still applies its successor's
+/// commits does not mistake them for its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ProposalId(pub u64);
+
+#[derive(Clone, Debug, PartialEq)]
+enum SessionKind {
+    /// Connected, no first frame yet (or an operator call).
+    New,
+    Agent(AgentId),
+    Framework(FrameworkId),
+}
+
+struct Session {
+    peer: PeerIdentity,
+    kind: SessionKind,
+}
+
+/// Soft (unreplicated) state of an agent.
+struct AgentRt {
+    session: Option<SessionId>,
+    last_seen: Instant,
+    /// How long the agent may be silent before it is unreachable (longer right after failover).
+    silence_limit: Duration,
+    /// Cpus, memory and disk offered (the ports offered are read from `offers`).
+    offered: Resources,
+    /// Launches proposed and not yet committed.
+    pending: Resources,
+    /// Outstanding offers of this agent (numeric offer keys).
+    offers: BTreeSet<u64>,
+    /// Refusal filters on this agent, by framework index.
+    filters: AgentFilters,
+    usage: BTreeMap<TaskKey, ResourceUsage>,
+    /// The node's pressure from the agent's latest usage report (never replicated: a new
+    /// leader knows it from the next report).
+    pressure: Option<NodePressure>,
+}
+
+/// Soft state of a framework.
+struct FrameworkRt {
+    session: Option<SessionId>,
+    disconnected_at: Option<Instant>,
+    suppressed: BTreeSet<String>,
+    /// The agents (indexes) on which this framework has a refusal filter; the filters
+    /// themselves live with the agents.
+    filtered: BTreeSet<u32>,
+    /// Cpus, memory and disk offered, per role (the ports offered are read from `offers`).
+    offered: BTreeMap<String, Resources>,
+    pending: BTreeMap<String, Resources>,
+    /// Outstanding offers of this framework (numeric offer keys).
+    offers: BTreeSet<u64>,
+    /// Since when the framework has wanted offers without getting one.
+    wanting_since: Instant,
+}
+
+impl FrameworkRt {
+    fn new(now: Instant) -> Self {
+        FrameworkRt {
+            session: None,
+            disconnected_at: Some(now),
+            suppressed: BTreeSet::new(),
+            filtered: BTreeSet::new(),
+            offered: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            offers: BTreeSet::new(),
+            wanting_since: now,
+        }
+    }
+}
+
+/// An outstanding offer. Keyed by the number in its id (`<prefix>-O<n>`); it names its framework
+/// and agent by their dense indexes, which stay valid while it exists (both rescind their
+/// offers before they go).
+struct OfferRt {
+    framework: u32,
+    agent: u32,
+    role: String,
+    resources: Resources,
+}
+
+/// `prefix-<kind><n>`, the form of every generated id, written without `format!`.
+fn make_id(prefix: &str, kind: char, n: u64) -> String {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    let mut v = n;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    let mut id = String::with_capacity(prefix.len() + 2 + digits.len() - i);
+    id.push_str(prefix);
+    id.push('-');
+    id.push(kind);
+    for d in &digits[i..] {
+        id.push(char::from(*d));
+    }
+    id
+}
+
+struct PendingLaunch {
+    agent_id: AgentId,
+    role: String,
+    resources: Resources,
+}
+
+struct LogRequest {
+    session: SessionId,
+    agent_id: AgentId,
+}
+
+/// What to do once a proposed op commits, beyond what the op itself implies.
+enum Then {
+    Nothing,
+    AgentRegistered {
+        session: SessionId,
+        reports: Vec<TaskReport>,
+    },
+    FrameworkSubscribed {
+        session: SessionId,
+    },
+    ReplyDone {
+        session: SessionId,
+    },
+}
+
+/// The master. Plain data: every input is a `handle_*` call with the time passed in, every
+/// effect an [`Output`].
+pub struct Master {
+    config: MasterConfig,
+    start: Instant,
+    now: Instant,
+    registry: Registry,
+    sessions: BTreeMap<SessionId, Session>,
+    agents: Table<AgentId, AgentRt>,
+    frameworks: Table<FrameworkId, FrameworkRt>,
+    offers: FastMap<u64, OfferRt>,
+    pending_launches: BTreeMap<TaskKey, PendingLaunch>,
+    /// Kills asked for while the agent was away; re-sent when it re-registers.
+    kill_requested: BTreeMap<TaskKey, Option<u64>>,
+    /// The last status (by uuid) forwarded per task, and to which session.
+    forwarded: BTreeMap<TaskKey, (StatusUuid, SessionId)>,
+    /// The last update uuid each framework acknowledged per task. An agent that lost the
+    /// acknowledgement (it restarted) resends that update; the master acknowledges it on the
+    /// framework's behalf instead of delivering it twice. Bounded by `limits::MAX_ACKED_REMEMBERED`.
+    acked: BTreeMap<TaskKey, StatusUuid>,
+    log_requests: BTreeMap<u64, LogRequest>,
+    /// Proposals not committed yet, in proposal order (so by increasing id), with what to do
+    /// once each commits.
+    in_flight: VecDeque<(ProposalId, Then)>,
+    /// The id of the next proposal.
+    next_proposal: ProposalId,
+    timers: Timers,
+    outputs: VecDeque<Output>,
+    allocator: Box<dyn Allocator>,
+    next_agent: u64,
+    next_framework: u64,
+    next_offer: u64,
+    next_log_request: u64,
+    masters: MastersState,
+    generation: u64,
+    published_generation: u64,
+    allocation_passes: u64,
+}
+
+/// Operator-visible counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub allocation_passes: u64,
+    pub outstanding_offers: usize,
+    pub in_flight_proposals: usize,
+    pub sessions: usize,
+}
+
+fn err(code: ErrorCode, message: impl Into<String>, fatal: bool) -> ServerFrame {
+    ServerFrame::Error(ErrorReply {
+        code,
+        message: message.into(),
+        fatal,
+    })
+}
+
+impl Master {
+    pub fn new(config: MasterConfig, start: Instant) -> Master {
+        Self::with_registry(config, start, Registry::default())
+    }
+
+    /// A master taking over `registry` (e.g. a new leader after failover): known frameworks start
+    /// disconnected (their failover timeouts run from `start`), known agents have
+    /// `agent_reregister_timeout` to re-register.
+    pub fn with_registry(config: MasterConfig, start: Instant, registry: Registry) -> Master {
+        let allocator = allocator::from_kind(config.allocator);
+        let mut m = Master {
+            allocator,
+            start,
+            now: start,
+            registry: Registry::default(),
+            sessions: BTreeMap::new(),
+            agents: Table::default(),
+            frameworks: Table::default(),
+            offers: FastMap::default(),
+            pending_launches: BTreeMap::new(),
+            kill_requested: BTreeMap::new(),
+            forwarded: BTreeMap::new(),
+            acked: BTreeMap::new(),
+            log_requests: BTreeMap::new(),
+            in_flight: VecDeque::new(),
+            next_proposal: ProposalId::first(&config.id_prefix),
+            timers: Timers::default(),
+            outputs: VecDeque::new(),
+            next_agent: 0,
+            next_framework: 0,
+            next_offer: 0,
+            next_log_request: 0,
+            masters: MastersState::default(),
+            generation: 1,
+            published_generation: 0,
+            allocation_passes: 0,
+            config,
+        };
+        m.timers.set(
+            TimerKey::Heartbeat,
+            start + m.config.framework_heartbeat_interval,
+        );
+        m.registry = registry;
+        let agent_ids: Vec<AgentId> = m.registry.agents().keys().cloned().collect();
+        for id in agent_ids {
+            m.adopt_agent(&id);
+        }
+        let fw_ids: Vec<FrameworkId> = m.registry.frameworks().keys().cloned().collect();
+        for id in fw_ids {
+            m.adopt_framework(&id);
+        }
+        m
+    }
+
+    pub fn config(&self) -> &MasterConfig {
+        &self.config
+    }
+
+    /// The replicated state as this master has applied it.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    pub fn stats(&self) -> Stats {
+        Stats {
+            allocation_passes: self.allocation_passes,
+            outstanding_offers: self.offers.len(),
+            in_flight_proposals: self.in_flight.len(),
+            sessions: self.sessions.len(),
+        }
+    }
+
+    pub fn set_masters_state(&mut self, m: MastersState) {
+        self.masters = m;
+        self.touch();
+    }
+
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.next()
+    }
+
+    /// True when the state changed since [`Master::clear_snapshot_dirty`].
+    pub fn snapshot_dirty(&self) -> bool {
+        self.generation != self.published_generation
+    }
+
+    pub fn clear_snapshot_dirty(&mut self) {
+        self.published_generation = self.generation;
+    }
+
+    /// Increases on every change; an alternative to the dirty flag.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Inputs
+    // -----------------------------------------------------------------------------------------
+
+    pub fn handle_connected(&mut self, now: Instant, session: SessionId, peer: PeerIdentity) {
+        self.tick(now);
+        if self.sessions.len() >= limits::MAX_SESSIONS {
+            self.send(
+                session,
+                err(ErrorCode::Unavailable, "master has too many sessions", true),
+            );
+            self.outputs.push_back(Output::Close {
+                session,
+                reason: "too many sessions".into(),
+            });
+            return;
+        }
+        self.sessions.insert(
+            session,
+            Session {
+                peer,
+                kind: SessionKind::New,
+            },
+        );
+    }
+
+    pub fn handle_disconnected(&mut self, now: Instant, session: SessionId) {
+        self.tick(now);
+        self.drop_session(session);
+    }
+
+    pub fn handle_message(&mut self, now: Instant, session: SessionId, frame: ClientFrame) {
+        self.tick(now);
+        let Some(s) = self.sessions.get(&session) else {
+            return;
+        };
+        let role = s.peer.role;
+        if !authorized(role, &frame) {
+            let msg = format!(
+                "{} may not make the {} call: it needs a {} certificate",
+                s.peer,
+                call_name(&frame),
+                required_role(&frame)
+            );
+            self.refuse(session, ErrorCode::Forbidden, msg);
+            return;
+        }
+        match frame {
+            ClientFrame::Agent(m) => self.agent_message(session, m),
+            ClientFrame::Framework(c) => self.framework_call(session, c),
+            ClientFrame::Operator(c) => self.operator_call(session, c),
+        }
+    }
+
+    /// `op`, proposed as `id` (the log carries the id beside the op), committed. When this
+    /// core made that proposal, what it waits for happens now.
+    pub fn handle_proposal_committed(&mut self, now: Instant, id: ProposalId, op: RegistryOp) {
+        self.tick(now);
+        let then = self.take_continuation(id);
+        self.apply_committed(op, then);
+    }
+
+    /// `op` committed without a proposal id (proposed by no core, or logged without one): it
+    /// is applied, and no proposal's continuation runs.
+    pub fn handle_committed(&mut self, now: Instant, op: RegistryOp) {
+        self.tick(now);
+        self.apply_committed(op, Then::Nothing);
+    }
+
+    fn apply_committed(&mut self, op: RegistryOp, then: Then) {
+        // Agents that run the tasks of a framework about to be removed (the registry forgets).
+        let affected: BTreeSet<AgentId> = match &op {
+            RegistryOp::FrameworkRemoved { framework_id, .. } => self
+                .registry
+                .frameworks()
+                .get(framework_id)
+                .map(|f| f.tasks.values().map(|t| t.agent_id.clone()).collect())
+                .unwrap_or_default(),
+            _ => BTreeSet::new(),
+        };
+        self.registry.apply(&op);
+        self.run_continuation(op, then, affected);
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.tick(now);
+        while let Some(key) = self.timers.pop_due(self.now) {
+            match key {
+                TimerKey::Offer(key) => self.offer_timed_out(key),
+                TimerKey::AgentSilence(id) => self.check_agent_silence(&id),
+                TimerKey::FrameworkFailover(id) => self.framework_failover_expired(&id),
+                TimerKey::LogRequest(id) => self.log_request_timed_out(id),
+                TimerKey::Heartbeat => self.send_heartbeats(),
+                TimerKey::FilterExpiry(fw, agent) => self.filter_expired(fw, agent),
+                TimerKey::Allocate => self.allocate(),
+            }
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Helpers
+    // -----------------------------------------------------------------------------------------
+
+    fn tick(&mut self, now: Instant) {
+        if now > self.now {
+            self.now = now;
+        }
+        self.touch();
+    }
+
+    fn touch(&mut self) {
+        self.generation = self.generation.wrapping_add(1);
+    }
+
+    fn wall_ms(&self) -> u64 {
+        let since = self.now.saturating_duration_since(self.start).as_millis();
+        self.config
+            .wall_clock_at_start_ms
+            .saturating_add(u64::try_from(since).unwrap_or(u64::MAX))
+    }
+
+    fn send(&mut self, to: SessionId, frame: ServerFrame) {
+        self.outputs.push_back(Output::Send { to, frame });
+    }
+
+    /// Proposes `op`; `then` runs when it commits (`take_continuation`).
+    fn propose(&mut self, op: RegistryOp, then: Then) {
+        let id = self.next_proposal;
+        self.next_proposal = ProposalId(id.0.wrapping_add(1));
+        self.in_flight.push_back((id, then));
+        self.outputs.push_back(Output::Propose { id, op });
+    }
+
+    fn in_flight_full(&self) -> bool {
+        self.in_flight.len() >= limits::MAX_IN_FLIGHT_PROPOSALS
+    }
+
+    fn bad_request(&mut self, session: SessionId, msg: impl Into<String>) {
+        self.send(session, err(ErrorCode::BadRequest, msg, false));
+    }
+
+    fn next_id(&mut self, kind: char) -> String {
+        let counter = match kind {
+            'A' => &mut self.next_agent,
+            _ => &mut self.next_framework,
+        };
+        *counter += 1;
+        make_id(&self.config.id_prefix, kind, *counter)
+    }
+}

@@ -1,0 +1,526 @@
+//! Offers and allocation: one allocation pass (the view, the allocator, the Offer frames),
+//! rescinding and timing out offers, refusal filters.
+
+use super::*;
+
+impl Master {
+    /// Framework `fw`'s filter on agent `agent` (indexes) may have run out: it goes if it
+    /// has, and allocation runs.
+    pub(super) fn filter_expired(&mut self, fw: u32, agent: u32) {
+        let now = self.now;
+        let expired = self
+            .agents
+            .at_mut(agent)
+            .is_some_and(|a| match a.filters.get(fw) {
+                Some(f) if f.until <= now => a.filters.remove(fw).is_some(),
+                _ => false,
+            });
+        if expired {
+            if let Some(rt) = self.frameworks.at_mut(fw) {
+                rt.filtered.remove(&agent);
+            }
+        }
+        self.request_allocation();
+    }
+
+    /// One allocation pass: build the view, ask the allocator, send the offers.
+    ///
+    /// The view lists agents in id order (the registry's, joined with the agent table's, which
+    /// shares that order) and frameworks in id order; each carries its dense index, so the
+    /// allocator checks filters and the bookkeeping below updates offers without touching a
+    /// string id. The only strings made per offer are the ones the `Offer` frame carries.
+    pub(super) fn allocate(&mut self) {
+        self.allocation_passes += 1;
+        let now = self.now;
+        let pass = {
+            let (total, agents, entries) = agent_views(&self.registry, &self.agents, &self.offers);
+            let frameworks = framework_views(&self.registry, &self.frameworks);
+            if agents.is_empty() || frameworks.is_empty() {
+                return;
+            }
+            let view = ClusterView {
+                total,
+                agents,
+                frameworks,
+                role_weights: &self.config.role_weights,
+                min_allocatable: &self.config.min_allocatable,
+            };
+            let allocations = self.allocator.allocate(now, &view);
+            let maker = OfferMaker {
+                table: &self.agents,
+                id_prefix: &self.config.id_prefix,
+                next_offer: &mut self.next_offer,
+            };
+            maker.make(view, &entries, allocations)
+        };
+        self.record_offers(&pass);
+        self.send_offers(pass);
+    }
+
+    /// Books a pass's offers: the agents' and frameworks' offered resources, the offer table,
+    /// the offer timeouts.
+    fn record_offers(&mut self, pass: &PassOffers) {
+        let now = self.now;
+        let lists = pass.view_frameworks.iter().zip(&pass.by_framework);
+        for ((&fix, list), &start) in lists.zip(&pass.starts) {
+            let Some(f) = self.frameworks.at_mut(fix) else {
+                continue;
+            };
+            let keys = pass.made.get(start..).unwrap_or_default();
+            for (offer, &(aix, key)) in list.iter().zip(keys) {
+                if let Some(a) = self.agents.at_mut(aix) {
+                    allocator::add_scalars(&mut a.offered, &offer.resources);
+                    a.offers.insert(key);
+                }
+                match f.offered.get_mut(&offer.role) {
+                    Some(r) => allocator::add_scalars(r, &offer.resources),
+                    None => {
+                        let mut r = Resources::default();
+                        allocator::add_scalars(&mut r, &offer.resources);
+                        f.offered.insert(offer.role.clone(), r);
+                    }
+                }
+                f.offers.insert(key);
+                f.wanting_since = now;
+                self.offers.insert(
+                    key,
+                    OfferRt {
+                        framework: fix,
+                        agent: aix,
+                        role: offer.role.clone(),
+                        resources: offer.resources.clone(),
+                    },
+                );
+                if let Some(t) = self.config.offer_timeout {
+                    self.timers.set(TimerKey::Offer(key), now + t);
+                }
+            }
+        }
+    }
+
+    /// Sends a pass's offers, at most `MAX_OFFERS_PER_EVENT` per frame.
+    fn send_offers(&mut self, pass: PassOffers) {
+        for (fix, mut offers) in pass.view_frameworks.into_iter().zip(pass.by_framework) {
+            if offers.is_empty() {
+                continue;
+            }
+            let Some(session) = self.frameworks.at(fix).and_then(|f| f.session) else {
+                continue;
+            };
+            while !offers.is_empty() {
+                let rest = if offers.len() > limits::MAX_OFFERS_PER_EVENT {
+                    offers.split_off(limits::MAX_OFFERS_PER_EVENT)
+                } else {
+                    Vec::new()
+                };
+                self.send(
+                    session,
+                    ServerFrame::Framework(FrameworkEvent::Offers { offers }),
+                );
+                offers = rest;
+            }
+        }
+    }
+
+    /// Removes an offer and returns its resources to the pool. Sends a Rescind when `notify`.
+    pub(super) fn remove_offer(&mut self, key: u64, notify: bool) -> Option<OfferRt> {
+        let offer = self.offers.remove(&key)?;
+        self.timers.cancel(&TimerKey::Offer(key));
+        if let Some(a) = self.agents.at_mut(offer.agent) {
+            sub_scalars(&mut a.offered, &offer.resources);
+            a.offers.remove(&key);
+        }
+        let mut session = None;
+        let now = self.now;
+        if let Some(f) = self.frameworks.at_mut(offer.framework) {
+            if let Some(r) = f.offered.get_mut(&offer.role) {
+                sub_scalars(r, &offer.resources);
+                if r.is_empty() {
+                    f.offered.remove(&offer.role);
+                }
+            }
+            f.offers.remove(&key);
+            if f.offers.is_empty() {
+                f.wanting_since = now;
+            }
+            session = f.session;
+        }
+        if notify {
+            if let Some(s) = session {
+                let offer_id = self.offer_id(key);
+                self.send(
+                    s,
+                    ServerFrame::Framework(FrameworkEvent::Rescind { offer_id }),
+                );
+            }
+        }
+        self.request_allocation();
+        Some(offer)
+    }
+
+    pub(super) fn rescind_agent_offers(&mut self, agent: &AgentId) {
+        let keys: Vec<u64> = self
+            .agents
+            .get(agent)
+            .map(|a| a.offers.iter().copied().collect())
+            .unwrap_or_default();
+        for key in keys {
+            self.remove_offer(key, true);
+        }
+    }
+
+    pub(super) fn rescind_framework_offers(&mut self, fw: &FrameworkId, notify: bool) {
+        let keys: Vec<u64> = self
+            .frameworks
+            .get(fw)
+            .map(|f| f.offers.iter().copied().collect())
+            .unwrap_or_default();
+        for key in keys {
+            self.remove_offer(key, notify);
+        }
+    }
+
+    pub(super) fn offer_timed_out(&mut self, key: u64) {
+        // Rescind, and keep the hoarder away from these resources for the default refusal so
+        // that another framework gets them first.
+        if let Some(o) = self.remove_offer(key, true) {
+            let d = self.config.default_refuse;
+            self.add_filter(o.framework, o.agent, o.resources, d);
+        }
+    }
+
+    pub(super) fn request_allocation(&mut self) {
+        self.timers
+            .set_if_unset(TimerKey::Allocate, self.now + self.config.allocation_batch);
+    }
+
+    pub(super) fn refuse_duration(&self, filters: Option<&proto::Filters>) -> Duration {
+        match filters.and_then(|f| f.refuse_seconds) {
+            Some(s) if s.is_finite() && s >= 0.0 => {
+                Duration::from_secs_f64(s.min(limits::MAX_REFUSE_SECONDS))
+            }
+            _ => self.config.default_refuse,
+        }
+    }
+
+    /// Filters `refused` of agent `agent` (index) for framework `fw` (index) for `d`.
+    pub(super) fn add_filter(&mut self, fw: u32, agent: u32, refused: Resources, d: Duration) {
+        if d.is_zero() || refused.is_empty() {
+            return;
+        }
+        let now = self.now;
+        // One filter per (framework, agent); each is removed when its expiry fires.
+        let (Some(rt), Some(a)) = (self.frameworks.at_mut(fw), self.agents.at_mut(agent)) else {
+            return;
+        };
+        rt.filtered.insert(agent);
+        a.filters.insert(fw, Filter::new(now + d, refused));
+        // Allocation is event-driven: the end of a filter is an event.
+        self.timers.set(TimerKey::FilterExpiry(fw, agent), now + d);
+    }
+
+    pub(super) fn clear_filters(&mut self, fw: &FrameworkId) {
+        let Some(fix) = self.frameworks.ix(fw) else {
+            return;
+        };
+        let agents = self
+            .frameworks
+            .at_mut(fix)
+            .map(|rt| std::mem::take(&mut rt.filtered))
+            .unwrap_or_default();
+        for a in agents {
+            if let Some(rt) = self.agents.at_mut(a) {
+                rt.filters.remove(fix);
+            }
+            self.timers.cancel(&TimerKey::FilterExpiry(fix, a));
+        }
+    }
+
+    /// Forgets every filter on a removed agent (`filters`, by framework index) before its
+    /// index is reused.
+    pub(super) fn clear_agent_filters(&mut self, agent: u32, filters: AgentFilters) {
+        for (fix, _) in filters.iter() {
+            if let Some(rt) = self.frameworks.at_mut(fix) {
+                rt.filtered.remove(&agent);
+            }
+            self.timers.cancel(&TimerKey::FilterExpiry(fix, agent));
+        }
+    }
+
+    /// The numeric key of an offer id this master generated (`<prefix>-O<n>`), else `None`
+    /// (such an offer is unknown).
+    pub(super) fn offer_key(&self, id: &OfferId) -> Option<u64> {
+        let digits =
+            id.0.strip_prefix(self.config.id_prefix.as_str())?
+                .strip_prefix("-O")?;
+        if digits.is_empty()
+            || digits.starts_with('0')
+            || !digits.bytes().all(|b| b.is_ascii_digit())
+        {
+            return None;
+        }
+        digits.parse().ok()
+    }
+
+    pub(super) fn offer_id(&self, key: u64) -> OfferId {
+        OfferId(make_id(&self.config.id_prefix, 'O', key))
+    }
+}
+
+/// `a -= b` for cpus, memory and disk, floored at zero.
+fn sub_scalars(a: &mut Resources, b: &Resources) {
+    a.cpus_milli = a.cpus_milli.saturating_sub(b.cpus_milli);
+    a.mem_bytes = a.mem_bytes.saturating_sub(b.mem_bytes);
+    a.disk_bytes = a.disk_bytes.saturating_sub(b.disk_bytes);
+}
+
+/// The ports of `keys`' offers, normalized. Offers of one agent never overlap, so this is what
+/// the agent has offered; for a framework it is the union over its agents.
+pub(super) fn offered_ports(
+    offers: &FastMap<u64, OfferRt>,
+    keys: &BTreeSet<u64>,
+) -> Vec<proto::PortRange> {
+    let ports: Vec<proto::PortRange> = keys
+        .iter()
+        .filter_map(|k| offers.get(k))
+        .flat_map(|o| o.resources.ports.iter().copied())
+        .collect();
+    if ports.is_empty() {
+        return ports;
+    }
+    Resources::default().with_ports(ports).ports
+}
+
+/// What an agent has free: `total - used - offered - pending`, each quantity floored at zero.
+/// When nothing holds ports, the free ports are the agent's (the registry keeps them
+/// normalized), copied once instead of subtracted.
+fn free_resources(
+    total: &Resources,
+    used: &Resources,
+    offered: &Resources,
+    pending: &Resources,
+) -> Resources {
+    if used.ports.is_empty() && offered.ports.is_empty() && pending.ports.is_empty() {
+        return Resources {
+            cpus_milli: total
+                .cpus_milli
+                .saturating_sub(used.cpus_milli)
+                .saturating_sub(offered.cpus_milli)
+                .saturating_sub(pending.cpus_milli),
+            mem_bytes: total
+                .mem_bytes
+                .saturating_sub(used.mem_bytes)
+                .saturating_sub(offered.mem_bytes)
+                .saturating_sub(pending.mem_bytes),
+            disk_bytes: total
+                .disk_bytes
+                .saturating_sub(used.disk_bytes)
+                .saturating_sub(offered.disk_bytes)
+                .saturating_sub(pending.disk_bytes),
+            ports: total.ports.clone(),
+        };
+    }
+    let mut free = total.saturating_sub(used);
+    if !offered.is_empty() {
+        free = free.saturating_sub(offered);
+    }
+    if !pending.is_empty() {
+        free = free.saturating_sub(pending);
+    }
+    free
+}
+
+/// The offers of one allocation pass, per framework of the view (by position). `made` holds
+/// (agent index, offer key) of each, grouped by framework: those of position `p` start at
+/// `starts[p]`, in the order of `by_framework[p]`, so the bookkeeping visits each framework
+/// once.
+struct PassOffers {
+    /// The dense index of each framework in the view, by position.
+    view_frameworks: Vec<u32>,
+    by_framework: Vec<Vec<Offer>>,
+    made: Vec<(u32, u64)>,
+    starts: Vec<usize>,
+}
+
+/// The agents of the view: those reachable, active, connected and with something free, in id
+/// order, with the registry entry of each (by the same position) and the total of every
+/// reachable agent.
+fn agent_views<'a>(
+    registry: &'a Registry,
+    table: &'a Table<AgentId, AgentRt>,
+    offers: &FastMap<u64, OfferRt>,
+) -> (
+    Resources,
+    Vec<allocator::AgentView<'a>>,
+    Vec<&'a crate::registry::AgentEntry>,
+) {
+    let mut total = Resources::default();
+    let mut agents = Vec::with_capacity(table.len());
+    let mut entries = Vec::with_capacity(table.len());
+    let mut rows = table.iter().peekable();
+    for (id, entry) in registry.agents() {
+        if !entry.reachable {
+            continue;
+        }
+        let r = &entry.info.resources;
+        total.cpus_milli = total.cpus_milli.saturating_add(r.cpus_milli);
+        total.mem_bytes = total.mem_bytes.saturating_add(r.mem_bytes);
+        total.disk_bytes = total.disk_bytes.saturating_add(r.disk_bytes);
+        // Both are in id order: advance the table to this id.
+        while rows.next_if(|(_, k, _)| *k < id).is_some() {}
+        let Some((ix, _, rt)) = rows.next_if(|(_, k, _)| *k == id) else {
+            continue;
+        };
+        if entry.mark != AgentMark::Active || rt.session.is_none() {
+            continue;
+        }
+        let available = if rt.offers.is_empty() {
+            free_resources(r, &entry.used, &rt.offered, &rt.pending)
+        } else {
+            let offered = Resources {
+                ports: offered_ports(offers, &rt.offers),
+                ..rt.offered.clone()
+            };
+            free_resources(r, &entry.used, &offered, &rt.pending)
+        };
+        if available.is_empty() {
+            continue;
+        }
+        agents.push(allocator::AgentView {
+            ix,
+            available,
+            filters: rt.filters.as_slice(),
+        });
+        entries.push(entry);
+    }
+    (total, agents, entries)
+}
+
+/// The frameworks of the view: connected ones with a role that wants offers, in id order, each
+/// role with what it holds (used, offered and pending).
+fn framework_views<'a>(
+    registry: &'a Registry,
+    table: &'a Table<FrameworkId, FrameworkRt>,
+) -> Vec<allocator::FrameworkView<'a>> {
+    let mut frameworks = Vec::with_capacity(table.len());
+    for (ix, id, rt) in table.iter() {
+        if rt.session.is_none() {
+            continue;
+        }
+        let Some(entry) = registry.frameworks().get(id) else {
+            continue;
+        };
+        // Roles as given, `["*"]` when none.
+        let n = entry.info.roles.len().max(1);
+        let mut roles = Vec::with_capacity(n);
+        let mut any_wants = false;
+        for i in 0..n {
+            let role = entry.info.roles.get(i).map_or("*", String::as_str);
+            let mut allocated = Resources::default();
+            for part in [
+                entry.used.get(role),
+                rt.offered.get(role),
+                rt.pending.get(role),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                allocated.cpus_milli += part.cpus_milli;
+                allocated.mem_bytes += part.mem_bytes;
+                allocated.disk_bytes += part.disk_bytes;
+            }
+            let wants_offers = !rt.suppressed.contains(role);
+            any_wants |= wants_offers;
+            roles.push(FrameworkRole {
+                role,
+                allocated,
+                wants_offers,
+            });
+        }
+        if any_wants {
+            frameworks.push(allocator::FrameworkView { id, ix, roles });
+        }
+    }
+    frameworks
+}
+
+/// Turns a pass's allocations into `Offer` frames, numbering them from `next_offer`.
+struct OfferMaker<'a> {
+    table: &'a Table<AgentId, AgentRt>,
+    id_prefix: &'a str,
+    next_offer: &'a mut u64,
+}
+
+impl OfferMaker<'_> {
+    fn make(
+        self,
+        view: ClusterView<'_>,
+        entries: &[&crate::registry::AgentEntry],
+        allocations: Vec<allocator::Allocation>,
+    ) -> PassOffers {
+        let ClusterView {
+            mut agents,
+            frameworks,
+            ..
+        } = view;
+        let mut counts = vec![0usize; frameworks.len()];
+        for a in &allocations {
+            if let Some(c) = counts.get_mut(a.framework) {
+                *c += 1;
+            }
+        }
+        let mut starts = Vec::with_capacity(counts.len());
+        let mut sum = 0;
+        for c in &counts {
+            starts.push(sum);
+            sum += c;
+        }
+        let mut made = vec![(0, 0); sum];
+        let mut by_framework: Vec<Vec<Offer>> =
+            counts.into_iter().map(Vec::with_capacity).collect();
+        for a in allocations {
+            let (Some(fw), Some(entry)) = (frameworks.get(a.framework), entries.get(a.agent))
+            else {
+                continue;
+            };
+            let (Some(role), Some(agent)) = (fw.roles.get(a.role), agents.get_mut(a.agent)) else {
+                continue;
+            };
+            // Each agent is offered whole, once per pass: move its free resources out.
+            let resources = std::mem::take(&mut agent.available);
+            if resources.is_empty() {
+                continue;
+            }
+            let (Some(agent_id), Some(list)) =
+                (self.table.key(agent.ix), by_framework.get_mut(a.framework))
+            else {
+                continue;
+            };
+            let Some(slot) = starts
+                .get(a.framework)
+                .and_then(|s| made.get_mut(s + list.len()))
+            else {
+                continue;
+            };
+            *self.next_offer += 1;
+            let key = *self.next_offer;
+            *slot = (agent.ix, key);
+            list.push(Offer {
+                id: OfferId(make_id(self.id_prefix, 'O', key)),
+                framework_id: fw.id.clone(),
+                agent_id: agent_id.clone(),
+                hostname: entry.info.hostname.clone(),
+                resources,
+                attributes: entry.info.attributes.clone(),
+                role: role.role.to_owned(),
+                pressure: self.table.at(agent.ix).and_then(|a| a.pressure),
+            });
+        }
+        PassOffers {
+            view_frameworks: frameworks.iter().map(|f| f.ix).collect(),
+            by_framework,
+            made,
+            starts,
+        }
+    }
+}

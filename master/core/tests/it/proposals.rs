@@ -1,0 +1,98 @@
+//! A commit finds what its proposal waits for by the proposal's id, never by comparing ops.
+
+use crate::sim;
+use master_core::testing::framework_info;
+use master_core::{Master, MasterConfig, Output, ProposalId, RegistryOp};
+use proto::{ClientFrame, FrameworkCall, FrameworkEvent, PeerIdentity, Role, ServerFrame};
+use std::time::Instant;
+
+/// Subscribes framework `name` on `session`; returns the proposal it makes.
+fn subscribe(m: &mut Master, now: Instant, session: u64, name: &str) -> (ProposalId, RegistryOp) {
+    let peer = PeerIdentity {
+        role: Role::Framework,
+        name: name.to_owned(),
+    };
+    m.handle_connected(now, session, peer);
+    let info = framework_info(name, &[]);
+    m.handle_message(
+        now,
+        session,
+        ClientFrame::Framework(FrameworkCall::Subscribe { info }),
+    );
+    let outputs: Vec<Output> = std::iter::from_fn(|| m.poll_output()).collect();
+    match &outputs[..] {
+        [Output::Propose { id, op }] => (*id, op.clone()),
+        other => panic!("expected one proposal, got {other:?}"),
+    }
+}
+
+/// The sessions that were told they are subscribed.
+fn subscribed(m: &mut Master) -> Vec<u64> {
+    std::iter::from_fn(|| m.poll_output())
+        .filter_map(|o| match o {
+            Output::Send {
+                to,
+                frame: ServerFrame::Framework(FrameworkEvent::Subscribed { .. }),
+            } => Some(to),
+            _ => None,
+        })
+        .collect()
+}
+
+/// An op equal to a proposal in flight but committed without its id (as another leader's
+/// would be) runs no continuation; the proposal's own commit does.
+#[test]
+fn an_equal_op_without_the_id_is_not_the_proposal() {
+    let mut sim = sim();
+    sim.auto_commit = false;
+    let fw = sim.add_framework("f", &[], None);
+    assert_eq!(sim.held.len(), 1, "the subscription awaits its commit");
+    let op = sim.held[0].clone();
+    let now = sim.now;
+    sim.master.handle_committed(now, op);
+    sim.pump();
+    assert!(
+        sim.framework(fw).framework_id.is_none(),
+        "subscribed by an op it did not propose"
+    );
+    sim.commit_held(1);
+    assert_eq!(sim.framework_id(fw).as_str(), "m-F1");
+}
+
+/// Proposals commit in the order made: when a later one commits, the earlier ones still in
+/// flight were lost and are forgotten; ids the core never issued find nothing.
+#[test]
+fn a_commit_runs_its_own_continuation_and_forgets_lost_earlier_ones() {
+    let start = sim().now;
+    let mut m = Master::new(MasterConfig::default(), start);
+    let (id_a, _op_a) = subscribe(&mut m, start, 1, "a");
+    let (id_b, op_b) = subscribe(&mut m, start, 2, "b");
+    assert_ne!(id_a, id_b);
+    assert_eq!(m.stats().in_flight_proposals, 2);
+
+    m.handle_proposal_committed(start, ProposalId(id_b.0 + 1000), op_b.clone());
+    assert_eq!(subscribed(&mut m), Vec::<u64>::new(), "an unknown id");
+    assert_eq!(m.stats().in_flight_proposals, 2);
+
+    m.handle_proposal_committed(start, id_b, op_b);
+    assert_eq!(subscribed(&mut m), vec![2], "b's continuation, not a's");
+    assert_eq!(m.stats().in_flight_proposals, 0, "a's proposal was lost");
+}
+
+/// Two cores (two leaderships, with their own id prefixes) never issue the same ids.
+#[test]
+fn cores_with_different_prefixes_issue_different_ids() {
+    let start = sim().now;
+    let mut ids = Vec::new();
+    for prefix in ["m", "m1a2b", "m9f3c"] {
+        let config = MasterConfig {
+            id_prefix: prefix.to_owned(),
+            ..MasterConfig::default()
+        };
+        let mut m = Master::new(config, start);
+        ids.push(subscribe(&mut m, start, 1, "a").0);
+    }
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 3, "{ids:?}");
+}
