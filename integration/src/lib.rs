@@ -53,6 +53,27 @@ pub fn scratch_dir() -> std::path::PathBuf {
     dir
 }
 
+/// A fresh directory that every task user may write (1777) and every task sees, removed on
+/// drop: for files tasks leave for a test to count. Under `/run/corral-it` as root (tasks get a
+/// private /tmp, /var/tmp and /dev/shm, so those would not do); else under [`scratch_dir`].
+pub fn shared_dir(prefix: &str) -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let parent = if is_root() {
+        let p = PathBuf::from("/run/corral-it");
+        std::fs::create_dir_all(&p).expect("create /run/corral-it");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        p
+    } else {
+        scratch_dir()
+    };
+    let dir = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in(&parent)
+        .expect("a shared directory for tasks");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777)).expect("chmod");
+    dir
+}
+
 /// A free UDP port on loopback (QUIC listens on UDP).
 pub fn free_port() -> u16 {
     let s = UdpSocket::bind("127.0.0.1:0").expect("bind an ephemeral UDP port");
