@@ -213,7 +213,7 @@ fn soak_faults_every_task_runs_once_and_every_client_gets_its_result() {
             let i = w * wave + n;
             let token = format!("tok-{seed:x}-{i}");
             let exit_code = if i % 4 == 3 { 3 } else { 0 };
-            let pause = rng.millis(200, 2500).as_secs_f64();
+            let pause = rng.millis(300, 4000).as_secs_f64();
             let cmd = format!(
                 "echo {token} >> {dir}/{token}; sleep {pause:.2}; echo {token}; exit {exit_code}",
                 dir = ran.path().display()
@@ -243,7 +243,7 @@ fn soak_faults_every_task_runs_once_and_every_client_gets_its_result() {
             });
         }
         if let Some(fault) = fault {
-            std::thread::sleep(rng.millis(0, 1500));
+            std::thread::sleep(rng.millis(0, 2500));
             inject(&mut c, &lab, &mut rng, *fault, &mut |s| {
                 log(&mut timeline, s)
             });
@@ -356,4 +356,150 @@ fn inject(c: &mut Cluster, lab: &NetLab, rng: &mut Rng, fault: Fault, log: &mut 
     }
     let leader = c.wait_for_leader(T);
     log(format!("leader m{}", leader + 1));
+}
+
+/// Spawns `corral run` as `fw` with its stderr in `err_file` (read while it runs).
+fn spawn_run(c: &Cluster, args: &[&str], err_file: &std::path::Path) -> std::process::Child {
+    std::process::Command::new(integration::corral_bin())
+        .args(c.client_args("fw", args))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(err_file).expect("stderr file"))
+        .env_remove("RUST_LOG")
+        .spawn()
+        .expect("spawn corral run")
+}
+
+fn signal(child: &std::process::Child, sig: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig).expect("signal");
+}
+
+/// `corral run` reads the output of a task that ended at the leader, retrying a read that
+/// fails, and never exits 0 without it. Two clients are frozen (SIGSTOP) while their tasks end
+/// and both agents are killed, so every read they make fails ("agent ... is not connected"):
+/// the one whose agent comes back while it retries prints its task's output and exits 0; the
+/// other gives up after the read deadline with 125 and a message naming the stream and why.
+#[test]
+fn corral_run_retries_the_output_read_and_exits_125_when_it_cannot_read_it() {
+    let mut c = Cluster::start_master(&[]);
+    // One task fits each agent, so the two tasks land on different agents.
+    c.start_agent("a1", &["--resources", "cpus:1;mem:1GiB"]);
+    c.start_agent("a2", &["--resources", "cpus:1;mem:1GiB"]);
+    let shared = integration::shared_dir("out-");
+    let go = shared.path().join("go");
+    let cmd = |tok: &str| {
+        format!(
+            "echo {tok}; while [ ! -e {go} ]; do sleep 0.05; done",
+            go = go.display()
+        )
+    };
+    let (cmd_lost, cmd_back) = (cmd("tok-lost"), cmd("tok-back"));
+    let (err_lost, err_back) = (
+        shared.path().join("lost.err"),
+        shared.path().join("back.err"),
+    );
+    let lost = spawn_run(
+        &c,
+        &["run", "--name", "lost", "--cpus", "1", "--", &cmd_lost],
+        &err_lost,
+    );
+    let back = spawn_run(
+        &c,
+        &["run", "--name", "back", "--cpus", "1", "--", &cmd_back],
+        &err_back,
+    );
+    let task = |s: &serde_json::Value, name: &str| -> serde_json::Value {
+        s["tasks"]
+            .as_array()
+            .and_then(|ts| ts.iter().find(|t| t["name"] == name).cloned())
+            .unwrap_or(serde_json::Value::Null)
+    };
+    c.wait_state("both tasks running", |s| {
+        task(s, "lost")["state"] == "Running" && task(s, "back")["state"] == "Running"
+    });
+    use nix::sys::signal::Signal;
+    signal(&lost, Signal::SIGSTOP);
+    signal(&back, Signal::SIGSTOP);
+    std::fs::write(&go, "").expect("let the tasks end");
+    let s = c.wait_state("both tasks finished", |s| {
+        task(s, "lost")["state"] == "Finished" && task(s, "back")["state"] == "Finished"
+    });
+    // Which agent ran which task (agent names are their hostnames).
+    let agent_of = |name: &str| -> usize {
+        let id = task(&s, name)["agent_id"].clone();
+        let host = s["agents"]
+            .as_array()
+            .and_then(|a| a.iter().find(|a| a["id"] == id))
+            .and_then(|a| a["hostname"].as_str())
+            .expect("the task's agent")
+            .to_owned();
+        c.agents
+            .iter()
+            .position(|d| d.name == format!("agent-{host}"))
+            .expect("agent daemon")
+    };
+    let (agent_lost, agent_back) = (agent_of("lost"), agent_of("back"));
+    assert_ne!(agent_lost, agent_back, "{s:#}");
+    c.agents[agent_lost].kill();
+    c.agents[agent_back].kill();
+    // Wait until the master knows: a read of either task's output fails for that reason.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    transport::install_crypto_provider();
+    let mut opts = c.client_options("op");
+    opts.connect_timeout = Duration::from_secs(1);
+    for name in ["lost", "back"] {
+        let id = proto::TaskId::new(task(&s, name)["id"].as_str().expect("task id"));
+        let deadline = Instant::now() + T;
+        loop {
+            let r = rt.block_on(framework::read_log(
+                &opts,
+                &id,
+                proto::LogStream::Stdout,
+                0,
+                1024,
+            ));
+            match r {
+                Err(e) if e.to_string().contains("is not connected") => break,
+                other => assert!(
+                    Instant::now() < deadline,
+                    "the master never saw the agent of {name} gone: {other:?}"
+                ),
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    signal(&lost, Signal::SIGCONT);
+    signal(&back, Signal::SIGCONT);
+    // Once "back" has failed a read and is retrying, its agent returns (with the task it
+    // checkpointed: its last update was not acknowledged before the read).
+    let deadline = Instant::now() + T;
+    while !std::fs::read_to_string(&err_back)
+        .unwrap_or_default()
+        .contains("retrying")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the client never retried the read: {}",
+            std::fs::read_to_string(&err_back).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    c.restart_agent(agent_back);
+    let out = wait_child(back, T);
+    let err = std::fs::read_to_string(&err_back).unwrap_or_default();
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert_eq!(stdout(&out), "tok-back\n", "{err}");
+    // "lost" never gets its output: 125, saying which stream could not be read and why.
+    let out = wait_child(lost, T);
+    let err = std::fs::read_to_string(&err_lost).unwrap_or_default();
+    assert_eq!(out.status.code(), Some(125), "{err}");
+    assert!(!stdout(&out).contains("tok-lost"), "{err}");
+    assert!(
+        err.contains("its output could not be shown: cannot read the stdout of task")
+            && err.contains("is not connected"),
+        "{err}"
+    );
 }
