@@ -294,10 +294,14 @@ pub async fn run_task(opts: ClientOptions, task: &TaskArgs) -> Result<u8> {
                 eprintln!("corral: {}", describe(&status));
                 // The cluster says the task never reached its agent (say a leader changed between
                 // committing the launch and sending it, and the agent re-registered without
-                // it): nothing ran, so launching it again, under a new id, is safe (Mesos's
-                // TASK_DROPPED contract).
+                // it), or the leader, asked after a failover, has no record of it (the launch
+                // was never committed, so never sent: TASK_UNKNOWN): nothing ran, so launching
+                // it again, under a new id, is safe (Mesos's TASK_DROPPED contract).
                 if !started
-                    && matches!(status.state, TaskState::Dropped | TaskState::Gone)
+                    && matches!(
+                        status.state,
+                        TaskState::Dropped | TaskState::Gone | TaskState::Unknown
+                    )
                     && relaunches < MAX_RELAUNCHES
                 {
                     relaunches += 1;
