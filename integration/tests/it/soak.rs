@@ -76,7 +76,7 @@ fn required() -> bool {
 /// Which faults hit which waves: `count` distinct waves; the first three faults are the three
 /// kinds in a seeded order, the rest random.
 fn schedule(rng: &mut Rng, waves: usize, count: usize) -> Vec<Option<Fault>> {
-    let mut kinds = vec![Fault::KillLeader, Fault::KillAgent, Fault::CutLeader];
+    let mut kinds = [Fault::KillLeader, Fault::KillAgent, Fault::CutLeader];
     for i in (1..kinds.len()).rev() {
         kinds.swap(i, rng.below(i as u64 + 1) as usize);
     }
