@@ -638,9 +638,12 @@ impl NetLab {
         }
     }
 
-    /// `n` hosts on 10.213.S.0/24 (S from the process id, so concurrent test processes differ).
+    /// `n` hosts on 10.213.S.0/24 (S from the process id, so concurrent test processes differ,
+    /// and a count of labs in this process, so concurrent tests in one process differ too).
     pub fn new(n: usize) -> NetLab {
-        let subnet = (std::process::id() % 200 + 20) as u8;
+        static LABS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let nth = LABS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let subnet = ((std::process::id() + nth * 41) % 200 + 20) as u8;
         let tag = format!("crl{subnet}");
         let bridge = format!("{tag}br");
         let _ = Command::new("ip").args(["link", "del", &bridge]).output();
@@ -712,6 +715,23 @@ impl Drop for NetLab {
             .args(["link", "del", &self.bridge])
             .output();
     }
+}
+
+/// Runs `f` on a new thread that has entered network namespace `netns` (made by [`NetLab`]):
+/// sockets it opens, QUIC endpoints included, live in that namespace. Give `f` a
+/// current-thread tokio runtime of its own, so no task runs on a thread outside it.
+pub fn in_netns<T: Send + 'static>(
+    netns: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    let path = PathBuf::from("/run/netns").join(netns);
+    std::thread::spawn(move || {
+        let ns =
+            std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
+            .unwrap_or_else(|e| panic!("setns {}: {e}", path.display()));
+        f()
+    })
 }
 
 /// Waits for a background client with a timeout and returns its output.

@@ -1,6 +1,6 @@
 //! Replicated masters (openraft over mutually-authenticated QUIC), real processes on loopback.
 
-use integration::{stderr, wait_child, Cluster};
+use integration::{stderr, stdout, wait_child, Cluster};
 use std::time::{Duration, Instant};
 
 const T: Duration = Duration::from_secs(60);
@@ -101,20 +101,22 @@ fn a_master_is_removed_and_another_added_while_tasks_launch() {
     // Launch tasks continuously while the membership changes.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let args = c.client_args("fw", &["run", "--placement-timeout", "20", "--", "true"]);
+    let launched = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
     let launcher = {
         let stop = stop.clone();
+        let launched = launched.clone();
         std::thread::spawn(move || {
-            let (mut ok, mut failed) = (0u32, Vec::new());
+            let mut failed = Vec::new();
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let refs: Vec<&str> = args.iter().map(String::as_str).collect();
                 let out = integration::corral(&refs, &[], T);
                 if out.status.code() == Some(0) {
-                    ok += 1;
+                    launched.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 } else {
                     failed.push(stderr(&out));
                 }
             }
-            (ok, failed)
+            (launched.load(std::sync::atomic::Ordering::Relaxed), failed)
         })
     };
     // Remove a follower and stop it.
@@ -143,7 +145,16 @@ fn a_master_is_removed_and_another_added_while_tasks_launch() {
     c.master_addrs.push(addr);
     let out = c.client("op", &["masters", "add", &format!("4=m4@{addr}")], T);
     assert!(out.status.success(), "add: {}", stderr(&out));
-    std::thread::sleep(Duration::from_secs(2));
+    // Launches go on under the new membership: two more succeed (a failure shows below).
+    let after_add = launched.load(std::sync::atomic::Ordering::Relaxed);
+    let deadline = Instant::now() + T;
+    while launched.load(std::sync::atomic::Ordering::Relaxed) < after_add + 2 {
+        assert!(
+            Instant::now() < deadline,
+            "no launches after the master was added"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (ok, failed) = launcher.join().expect("launcher");
     assert!(
@@ -184,17 +195,50 @@ fn a_master_is_removed_and_another_added_while_tasks_launch() {
     }
 }
 
-#[test]
-fn a_leader_cut_off_from_the_others_is_replaced_and_rejoins_as_a_follower() {
-    if let Err(why) = integration::NetLab::available() {
-        eprintln!("skipping a_leader_cut_off_from_the_others_is_replaced_and_rejoins_as_a_follower: {why}");
-        return;
+/// Runs `corral run ARGS` as `fw2` until it exits 0 and returns that run; fails after `T`
+/// saying `who` did not serve.
+fn launch_until_ok(c: &Cluster, who: &str, args: &[&str]) -> std::process::Output {
+    let mut full = vec!["run"];
+    full.extend_from_slice(args);
+    let deadline = Instant::now() + T;
+    loop {
+        let out = c.client("fw2", &full, T);
+        if out.status.code() == Some(0) {
+            return out;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{who} did not serve: {}",
+            stderr(&out)
+        );
     }
-    // Three master hosts, each its own network namespace on a bridge; agent and clients in the
-    // root namespace.
+}
+
+/// Three masters, each on its own host (network namespace) on a bridge, and agent `a1` with
+/// the clients in the root namespace; `None` (the test skips, saying why) where network
+/// namespaces cannot be made, which fails under `CORRAL_REQUIRE_VM`. Drop the cluster first.
+fn masters_on_hosts(test: &str) -> Option<(integration::NetLab, Cluster)> {
+    if let Err(why) = integration::NetLab::available() {
+        assert!(
+            std::env::var_os("CORRAL_REQUIRE_VM").is_none(),
+            "{test}: CORRAL_REQUIRE_VM is set but network namespaces are unavailable: {why}"
+        );
+        eprintln!("skipping {test}: {why}");
+        return None;
+    }
     let lab = integration::NetLab::new(3);
     let mut c = Cluster::start_replicated_on(3, Some(&lab));
     c.start_agent("a1", &["--resources", "cpus:2;mem:1GiB"]);
+    Some((lab, c))
+}
+
+#[test]
+fn a_leader_cut_off_from_the_others_is_replaced_and_rejoins_as_a_follower() {
+    let Some((lab, mut c)) =
+        masters_on_hosts("a_leader_cut_off_from_the_others_is_replaced_and_rejoins_as_a_follower")
+    else {
+        return;
+    };
     let markers = c.dir.path().join("markers");
     std::fs::create_dir_all(&markers).expect("mkdir");
     use std::os::unix::fs::PermissionsExt;
@@ -210,18 +254,11 @@ fn a_leader_cut_off_from_the_others_is_replaced_and_rejoins_as_a_follower() {
     let old = c.wait_for_leader(T);
     lab.set_link(old, false);
     // The majority elects a leader and serves.
-    let deadline = Instant::now() + T;
-    loop {
-        let out = c.client("fw2", &["run", "--placement-timeout", "5", "--", "true"], T);
-        if out.status.code() == Some(0) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the majority did not serve: {}",
-            stderr(&out)
-        );
-    }
+    launch_until_ok(
+        &c,
+        "the majority",
+        &["--placement-timeout", "5", "--", "true"],
+    );
     let new = c.wait_for_leader(T);
     assert_ne!(new, old);
     // The cut-off master accepts no writes: a client next to it cannot launch anything.
@@ -292,4 +329,160 @@ fn raft_timers_from_the_file_and_flags_reach_openraft() {
     );
     // And the master serves as usual: a one-voter cluster elects itself at once.
     c.wait_for_leader(T);
+}
+
+/// What probing one master directly found: answers it gave as the leader, and how many probes
+/// were made (in all, and of logs once a task id was known).
+#[derive(Default)]
+struct Probes {
+    as_leader: Vec<String>,
+    made: u32,
+    log_reads: u32,
+}
+
+/// Asks master `addr` alone, from network namespace `netns`, for the state and (once `task` is
+/// set) a task's log, again and again until `stop`. An answer other than "not the leader" that
+/// comes from `addr` itself, or a refusal (only `addr` can give one before the heal, and after
+/// it the leader knows the task), is recorded as answered as leader. A master that says it is
+/// not the leader makes `open_session` follow its hint (after the heal, the new leader: fine)
+/// or give up after the short connect timeout (no answer: fine).
+fn probe_reads(
+    c: &Cluster,
+    netns: &str,
+    addr: std::net::SocketAddr,
+    task: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    probes: std::sync::Arc<std::sync::Mutex<Probes>>,
+) -> std::thread::JoinHandle<()> {
+    use proto::{ClientFrame, LogStream, OperatorCall, ServerFrame, TaskId};
+    use std::sync::atomic::Ordering;
+    let mut opts = c.client_options("op");
+    opts.masters = vec![addr.to_string()];
+    opts.connect_timeout = Duration::from_millis(700);
+    integration::in_netns(netns, move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        while !stop.load(Ordering::Relaxed) {
+            let mut calls = vec![OperatorCall::GetState];
+            if let Some(id) = task.lock().expect("task").clone() {
+                calls.push(OperatorCall::ReadLog {
+                    task_id: TaskId::new(id),
+                    stream: LogStream::Stdout,
+                    offset: 0,
+                    max_len: 1024,
+                });
+            }
+            for call in calls {
+                let is_log = matches!(call, OperatorCall::ReadLog { .. });
+                let what = if is_log { "ReadLog" } else { "GetState" };
+                let r = rt.block_on(framework::open_session(&opts, &ClientFrame::Operator(call)));
+                let bad = match &r {
+                    Ok((s, frame)) if s.connection.remote_address() == addr => match frame {
+                        ServerFrame::NotLeader { .. } => None,
+                        ServerFrame::Operator(proto::OperatorReply::State(s)) => Some(format!(
+                            "{what}: a state naming leader {:?}",
+                            s.masters.leader
+                        )),
+                        other => Some(format!("{what}: {other:?}")),
+                    },
+                    Ok(_) => None,
+                    Err(e @ framework::ClientError::Refused { .. }) => Some(format!("{what}: {e}")),
+                    Err(_) => None,
+                };
+                let mut p = probes.lock().expect("probes");
+                p.made += 1;
+                p.log_reads += u32::from(is_log);
+                p.as_leader.extend(bad);
+            }
+        }
+    })
+}
+
+/// A leader cut off from the majority answers no read as the leader, neither during the cut
+/// nor when its link comes back (until it has learnt of the new term), while the majority
+/// elects a leader and serves. Reads (`corral state`, `corral logs`) are confirmed by a
+/// heartbeat round to a majority before they are answered.
+#[test]
+fn a_leader_cut_off_from_the_majority_answers_no_read_as_leader() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    let Some((lab, mut c)) =
+        masters_on_hosts("a_leader_cut_off_from_the_majority_answers_no_read_as_leader")
+    else {
+        return;
+    };
+    let old = c.wait_for_leader(T);
+    let task = Arc::new(Mutex::new(None));
+    let stop = Arc::new(AtomicBool::new(false));
+    let probes = Arc::new(Mutex::new(Probes::default()));
+    lab.set_link(old, false);
+    let prober = probe_reads(
+        &c,
+        &lab.hosts[old].netns,
+        c.master_addrs[old],
+        task.clone(),
+        stop.clone(),
+        probes.clone(),
+    );
+    // The majority elects a leader and serves: a launch succeeds, and its task is one the
+    // cut-off master cannot know.
+    let out = launch_until_ok(
+        &c,
+        "the majority",
+        &[
+            "--name",
+            "during-cut",
+            "--placement-timeout",
+            "5",
+            "--",
+            "echo hello",
+        ],
+    );
+    assert!(stdout(&out).contains("hello"), "{}", stderr(&out));
+    let new = c.wait_for_leader(T);
+    assert_ne!(new, old, "the majority elected another leader");
+    let state = c.state_json();
+    let id = state["tasks"]
+        .as_array()
+        .and_then(|ts| {
+            ts.iter()
+                .filter_map(|t| t["id"].as_str())
+                .find(|id| id.starts_with("during-cut"))
+        })
+        .expect("the task launched during the cut is in the state")
+        .to_owned();
+    *task.lock().expect("task") = Some(id);
+    let wait_probes = |what: &str, enough: &dyn Fn(&Probes) -> bool| {
+        let deadline = Instant::now() + T;
+        while !enough(&probes.lock().expect("probes")) {
+            assert!(Instant::now() < deadline, "no probes {what}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let logs_before = probes.lock().expect("probes").log_reads;
+    wait_probes("of logs during the cut", &|p| {
+        p.log_reads >= logs_before + 3
+    });
+    // Heal: the old leader learns of the new term from the first heartbeat it hears; until
+    // then it still believes it leads, and must not answer as the leader.
+    let made_before = probes.lock().expect("probes").made;
+    lab.set_link(old, true);
+    c.master_daemon(old).wait_for_log("following", T);
+    wait_probes("after the heal", &|p| p.made >= made_before + 6);
+    stop.store(true, Ordering::Relaxed);
+    prober.join().expect("prober");
+    let p = probes.lock().expect("probes");
+    println!(
+        "probes of the cut-off master: {} ({} of logs), answered as leader: {}",
+        p.made,
+        p.log_reads,
+        p.as_leader.len()
+    );
+    assert!(
+        p.as_leader.is_empty(),
+        "the cut-off master answered reads as the leader:\n{}",
+        p.as_leader.join("\n")
+    );
 }

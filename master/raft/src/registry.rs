@@ -449,6 +449,34 @@ impl ReplicatedRegistry {
         }
     }
 
+    /// Confirms that this master leads *now* and returns the read index: openraft's
+    /// `ensure_linearizable`, a heartbeat round that a majority of voters must answer without
+    /// a higher vote (each RPC bounded by the heartbeat interval), then a wait until this
+    /// master has applied every entry committed before the round began (the read index). A
+    /// read answered after this reflects every op committed before the read arrived, so a
+    /// deposed leader that has not heard of its successor yet (cut off, or just healed) cannot
+    /// answer from its stale registry. Fails with `NotLeader` when another master leads, a
+    /// majority did not answer, or `timeout` passed first. The daemon coalesces reads, so
+    /// one round serves every read that arrived before it began.
+    pub async fn confirm_leadership(&self, timeout: Duration) -> Result<u64, ProposeError> {
+        let not_leader = || {
+            let leader = self.leader().filter(|(id, _)| *id != self.id);
+            ProposeError::NotLeader { leader }
+        };
+        match tokio::time::timeout(timeout, self.raft.ensure_linearizable()).await {
+            Ok(Ok(read)) => Ok(read.map_or(0, |l| l.index)),
+            Ok(Err(OrRaftError::APIError(e))) => {
+                tracing::debug!(error = %e, "leadership not confirmed for a read");
+                Err(not_leader())
+            }
+            Ok(Err(OrRaftError::Fatal(e))) => Err(ProposeError::Stopped(e.to_string())),
+            Err(_) => {
+                tracing::debug!(?timeout, "leadership not confirmed for a read in time");
+                Err(not_leader())
+            }
+        }
+    }
+
     /// A copy of the registry as of the last applied entry.
     pub fn registry_snapshot(&self) -> Registry {
         self.sm.registry().0
