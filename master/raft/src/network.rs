@@ -163,7 +163,7 @@ impl Network {
         }
     }
 
-    /// Closes every connection to peers (on shutdown, so they notice at once).
+    /// Closes every connection to peers (on shutdown, so they notice at once), and the endpoint.
     pub fn close_all(&self) {
         let peers: Vec<Arc<Peer>> = {
             let peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
@@ -176,6 +176,7 @@ impl Network {
                 }
             }
         }
+        self.endpoint.close(0u32.into(), b"master shutting down");
     }
 }
 

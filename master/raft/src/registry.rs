@@ -10,6 +10,7 @@ use proto::Role;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -428,7 +429,17 @@ impl ReplicatedRegistry {
         })
         .await
         .map_err(|e| RaftError::Stopped(e.to_string()))??;
-        let network = Network::new(cfg.node_id, endpoint);
+        // Raft RPCs go out from an endpoint of their own, on the server's address with any
+        // port (see transport::peer_client_endpoint for why not the server's own socket).
+        let local = endpoint
+            .local_addr()
+            .map(|a| SocketAddr::new(a.ip(), 0))
+            .map_err(|e| {
+                RaftError::Stopped(format!("the master's endpoint has no address: {e}"))
+            })?;
+        let client = transport::peer_client_endpoint(local, &identity)
+            .map_err(|e| RaftError::Stopped(e.to_string()))?;
+        let network = Network::new(cfg.node_id, client);
         let raft = Raft::new(cfg.node_id, config, network.clone(), log, sm.clone())
             .await
             .map_err(|e| RaftError::Stopped(e.to_string()))?;
