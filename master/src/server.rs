@@ -308,7 +308,7 @@ async fn handle_connection(incoming: quinn::Incoming, edge: Arc<Edge>) {
     tracing::debug!(%remote, %peer, "connection accepted");
     // Other masters speak raft on their connections; everyone else speaks the client protocol.
     if peer.role == Role::Master {
-        if let Err(e) = serve_raft_connection(edge.registry.raft().clone(), conn).await {
+        if let Err(e) = serve_raft_connection(edge.registry.raft_server(), conn).await {
             tracing::debug!(%remote, %peer, error = %e, "raft connection ended");
         }
         return;
