@@ -258,15 +258,24 @@ fn soak_faults_every_task_runs_once_and_every_client_gets_its_result() {
                 not_run += 1;
             }
             match verdict(cl.exit_code, &cl.token, &out, runs) {
-                None => log(
-                    &mut timeline,
-                    format!(
-                        "{} exit {:?} runs {runs} ({:.1}s)",
-                        cl.token,
-                        out.status.code(),
-                        took.as_secs_f64()
-                    ),
-                ),
+                None => {
+                    // Why a task was not run, for the record.
+                    let err = stderr(&out);
+                    let why = match out.status.code() {
+                        Some(125) => err.lines().rev().find(|l| l.starts_with("corral: ")),
+                        _ => None,
+                    };
+                    log(
+                        &mut timeline,
+                        format!(
+                            "{} exit {:?} runs {runs} ({:.1}s){}",
+                            cl.token,
+                            out.status.code(),
+                            took.as_secs_f64(),
+                            why.map(|w| format!(": {w}")).unwrap_or_default()
+                        ),
+                    )
+                }
                 Some(why) => {
                     let line = format!(
                         "{}: {why}\n--- its stdout:\n{}--- its stderr:\n{}",
