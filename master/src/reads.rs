@@ -44,8 +44,20 @@ impl ReadGate {
     /// Starts the confirming task: it confirms with `registry` and barriers through the core
     /// loop on `events`.
     pub(crate) fn start(registry: ReplicatedRegistry, events: mpsc::Sender<Event>) -> ReadGate {
+        Self::with_round(move || {
+            let (registry, events) = (registry.clone(), events.clone());
+            async move { confirm_once(&registry, &events).await }
+        })
+    }
+
+    /// A gate whose confirmation round is `round` (one call per round).
+    fn with_round<F, Fut>(round: F) -> ReadGate
+    where
+        F: Fn() -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Answer> + Send + 'static,
+    {
         let (waiting, rx) = mpsc::channel(READ_QUEUE);
-        tokio::spawn(confirm_loop(registry, events, rx));
+        tokio::spawn(confirm_loop(round, rx));
         ReadGate { waiting }
     }
 
@@ -66,18 +78,18 @@ impl ReadGate {
     }
 }
 
-async fn confirm_loop(
-    registry: ReplicatedRegistry,
-    events: mpsc::Sender<Event>,
-    mut waiting: mpsc::Receiver<oneshot::Sender<Answer>>,
-) {
+async fn confirm_loop<F, Fut>(round: F, mut waiting: mpsc::Receiver<oneshot::Sender<Answer>>)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Answer>,
+{
     while let Some(first) = waiting.recv().await {
         // Everyone waiting now shares this round; later arrivals wait for the next.
         let mut batch = vec![first];
         while let Ok(w) = waiting.try_recv() {
             batch.push(w);
         }
-        let answer = confirm_once(&registry, &events).await;
+        let answer = round().await;
         for w in batch {
             let _ = w.send(answer.clone());
         }
@@ -116,5 +128,69 @@ async fn confirm_once(registry: &ReplicatedRegistry, events: &mpsc::Sender<Event
     match tokio::time::timeout(CONFIRM_TIMEOUT, barrier).await {
         Ok(Ok(true)) => Ok(()),
         _ => Err(not_leader(registry)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Arc;
+
+    /// A burst of reads shares rounds: a read arriving while a round runs waits for the next
+    /// one (that round began before it), so 200 concurrent reads cost two rounds, not 200.
+    #[tokio::test]
+    async fn a_burst_of_reads_costs_one_or_two_rounds() {
+        let rounds = Arc::new(AtomicU32::new(0));
+        let counted = rounds.clone();
+        let gate = ReadGate::with_round(move || {
+            let counted = counted.clone();
+            async move {
+                counted.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                Ok(())
+            }
+        });
+        // One read starts a round; the burst arrives while it runs.
+        let first = tokio::spawn({
+            let gate = gate.clone();
+            async move { gate.confirm().await }
+        });
+        while rounds.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        let burst: Vec<_> = (0..200)
+            .map(|_| {
+                let gate = gate.clone();
+                tokio::spawn(async move { gate.confirm().await })
+            })
+            .collect();
+        assert!(first.await.expect("read").is_ok());
+        for r in burst {
+            assert!(r.await.expect("read").is_ok());
+        }
+        assert_eq!(
+            rounds.load(Ordering::SeqCst),
+            2,
+            "one round, then one for the burst"
+        );
+    }
+
+    /// A round that fails answers every read waiting for it with its frame.
+    #[tokio::test]
+    async fn a_failed_round_answers_each_waiting_read_not_leader() {
+        let gate = ReadGate::with_round(|| async {
+            Err(ServerFrame::NotLeader {
+                leader: Some("10.0.0.2:5050".into()),
+            })
+        });
+        for _ in 0..3 {
+            assert_eq!(
+                gate.confirm().await,
+                Err(ServerFrame::NotLeader {
+                    leader: Some("10.0.0.2:5050".into())
+                })
+            );
+        }
     }
 }
