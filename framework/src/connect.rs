@@ -55,8 +55,12 @@ pub enum ClientError {
         timeout: Duration,
         last: String,
     },
-    #[error("the master refused the request ({code:?}): {message}")]
-    Refused { code: ErrorCode, message: String },
+    #[error("the master at {master} refused the request ({code:?}): {message}")]
+    Refused {
+        master: String,
+        code: ErrorCode,
+        message: String,
+    },
     #[error("the connection to the master closed")]
     Closed,
     #[error("unexpected reply from the master: {0}")]
@@ -185,6 +189,7 @@ pub async fn open_session(
                 }
                 Ok((_, ServerFrame::Error(e))) => {
                     return Err(ClientError::Refused {
+                        master: addr,
                         code: e.code,
                         message: e.message,
                     });

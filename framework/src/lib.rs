@@ -31,5 +31,5 @@ pub use connect::{
     open_session, ClientError, ClientOptions, Session, CONNECT_ATTEMPT_TIMEOUT, FIRST_REPLY_TIMEOUT,
 };
 pub use executor::{Executor, ExecutorError, ExecutorEvent};
-pub use operator::{operator_call, read_log};
+pub use operator::{operator_call, read_log, read_output, stream_name, OutputError, ReadRetry};
 pub use scheduler::{framework_info, Scheduler, SchedulerEvent};

@@ -113,6 +113,7 @@ async fn subscribe_once(
             Ok((session, framework_id))
         }
         ServerFrame::Framework(FrameworkEvent::Error { message }) => Err(ClientError::Refused {
+            master: session.master,
             code: proto::ErrorCode::BadRequest,
             message,
         }),

@@ -53,6 +53,27 @@ pub fn scratch_dir() -> std::path::PathBuf {
     dir
 }
 
+/// A fresh directory that every task user may write (1777) and every task sees, removed on
+/// drop: for files tasks leave for a test to count. Under `/run/corral-it` as root (tasks get a
+/// private /tmp, /var/tmp and /dev/shm, so those would not do); else under [`scratch_dir`].
+pub fn shared_dir(prefix: &str) -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let parent = if is_root() {
+        let p = PathBuf::from("/run/corral-it");
+        std::fs::create_dir_all(&p).expect("create /run/corral-it");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        p
+    } else {
+        scratch_dir()
+    };
+    let dir = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in(&parent)
+        .expect("a shared directory for tasks");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777)).expect("chmod");
+    dir
+}
+
 /// A free UDP port on loopback (QUIC listens on UDP).
 pub fn free_port() -> u16 {
     let s = UdpSocket::bind("127.0.0.1:0").expect("bind an ephemeral UDP port");
@@ -623,9 +644,12 @@ impl NetLab {
         }
     }
 
-    /// `n` hosts on 10.213.S.0/24 (S from the process id, so concurrent test processes differ).
+    /// `n` hosts on 10.213.S.0/24 (S from the process id, so concurrent test processes differ,
+    /// and a count of labs in this process, so concurrent tests in one process differ too).
     pub fn new(n: usize) -> NetLab {
-        let subnet = (std::process::id() % 200 + 20) as u8;
+        static LABS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let nth = LABS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let subnet = ((std::process::id() + nth * 41) % 200 + 20) as u8;
         let tag = format!("crl{subnet}");
         let bridge = format!("{tag}br");
         let _ = Command::new("ip").args(["link", "del", &bridge]).output();
@@ -697,6 +721,23 @@ impl Drop for NetLab {
             .args(["link", "del", &self.bridge])
             .output();
     }
+}
+
+/// Runs `f` on a new thread that has entered network namespace `netns` (made by [`NetLab`]):
+/// sockets it opens, QUIC endpoints included, live in that namespace. Give `f` a
+/// current-thread tokio runtime of its own, so no task runs on a thread outside it.
+pub fn in_netns<T: Send + 'static>(
+    netns: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    let path = PathBuf::from("/run/netns").join(netns);
+    std::thread::spawn(move || {
+        let ns =
+            std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
+            .unwrap_or_else(|e| panic!("setns {}: {e}", path.display()));
+        f()
+    })
 }
 
 /// Waits for a background client with a timeout and returns its output.

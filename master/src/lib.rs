@@ -6,6 +6,7 @@
 //! Architecture invariant: all decisions are made in `master-core`; this crate only moves frames,
 //! timers and committed registry operations between the core and the outside world.
 
+mod reads;
 mod server;
 
 pub use master_raft::{

@@ -1,11 +1,12 @@
+use crate::reads::ReadGate;
 use master_core::{Master, Output, ProposalId, SessionId};
 use master_raft::{
     network::serve_raft_connection, CommitEvent, MasterNode, MembershipError, ProposeError,
     RaftConfig, RegistryOp, ReplicatedRegistry,
 };
 use proto::{
-    ClientFrame, ClusterState, ErrorCode, ErrorReply, MasterMember, MastersState, OperatorCall,
-    OperatorReply, PeerIdentity, Role, ServerFrame,
+    ClientFrame, ClusterState, ErrorCode, ErrorReply, FrameworkCall, MasterMember, MastersState,
+    OperatorCall, OperatorReply, PeerIdentity, Role, ServerFrame,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -14,7 +15,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use transport::{FramedSend, Identity, RecvBudget, TransportError};
 
 /// Events from stream tasks to the core loop.
@@ -26,6 +27,9 @@ const SESSION_OUTBOX: usize = 4096;
 const SNAPSHOT_INTERVAL: Duration = Duration::from_millis(100);
 /// How long a one-shot operator call may wait for its answer.
 const OPERATOR_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// How soon a master that raft made leader, but whose leadership a majority did not confirm,
+/// asks again.
+const LEAD_RETRY: Duration = Duration::from_millis(100);
 /// Concurrent client connections accepted; more are refused until some close.
 const MAX_CONNECTIONS: usize = 65_536;
 /// Failed proposals reported back to the core loop (only their count and kind matter).
@@ -102,7 +106,7 @@ pub enum MasterError {
     Stopped { data_dir: PathBuf, reason: String },
 }
 
-enum Event {
+pub(crate) enum Event {
     Connected {
         session: SessionId,
         peer: PeerIdentity,
@@ -114,6 +118,11 @@ enum Event {
     },
     Disconnected {
         session: SessionId,
+    },
+    /// From the read gate, once leadership is confirmed: take in every committed op already
+    /// queued for the core and republish the state, then say whether this master still leads.
+    ReadBarrier {
+        done: oneshot::Sender<bool>,
     },
 }
 
@@ -139,6 +148,8 @@ struct Edge {
     max_frame_len: usize,
     leadership: Arc<Leadership>,
     registry: ReplicatedRegistry,
+    /// Confirms leadership before a read is answered (see `reads`).
+    reads: ReadGate,
     /// Shared by every client stream (see [`INBOUND_FRAME_BUDGET`]).
     frame_budget: RecvBudget,
 }
@@ -207,8 +218,10 @@ impl MasterServer {
         let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
         let (snapshot_tx, snapshot_rx) = watch::channel(Arc::new(ClusterState::default()));
         let leadership = Arc::new(Leadership::default());
+        let reads = ReadGate::start(registry.clone(), events_tx.clone());
         let edge = Arc::new(Edge {
             events: events_tx,
+            reads,
             snapshot: snapshot_rx,
             next_session: AtomicU64::new(1),
             max_frame_len: config.max_frame_len,
@@ -295,7 +308,7 @@ async fn handle_connection(incoming: quinn::Incoming, edge: Arc<Edge>) {
     tracing::debug!(%remote, %peer, "connection accepted");
     // Other masters speak raft on their connections; everyone else speaks the client protocol.
     if peer.role == Role::Master {
-        if let Err(e) = serve_raft_connection(edge.registry.raft().clone(), conn).await {
+        if let Err(e) = serve_raft_connection(edge.registry.raft_server(), conn).await {
             tracing::debug!(%remote, %peer, error = %e, "raft connection ended");
         }
         return;
@@ -375,12 +388,15 @@ async fn handle_stream(
                 })
                 .await;
         } else {
-            let state = edge.snapshot.borrow().clone();
-            let _ = tx
-                .send(&ServerFrame::Operator(OperatorReply::State(Box::new(
-                    (*state).clone(),
-                ))))
-                .await;
+            // Confirmed leader now, and the snapshot republished after the read index.
+            let reply = match edge.reads.confirm().await {
+                Ok(()) => {
+                    let state = edge.snapshot.borrow().clone();
+                    ServerFrame::Operator(OperatorReply::State(Box::new((*state).clone())))
+                }
+                Err(frame) => frame,
+            };
+            let _ = tx.send(&reply).await;
         }
         let _ = tx.finish().await;
         return;
@@ -437,6 +453,15 @@ async fn handle_stream(
         return;
     }
     let one_shot = matches!(first, ClientFrame::Operator(_));
+    // Every other operator call is answered from the registry (a log's agent, "no such task",
+    // "unknown agent"): only a master that leads now may answer it.
+    if one_shot && edge.leadership.is_leader.load(Ordering::Acquire) {
+        if let Err(frame) = edge.reads.confirm().await {
+            let _ = tx.send(&frame).await;
+            let _ = tx.finish().await;
+            return;
+        }
+    }
     let session = edge.next_session.fetch_add(1, Ordering::Relaxed);
     let (out_tx, mut out_rx) = mpsc::channel(SESSION_OUTBOX);
     let connected = Event::Connected {
@@ -485,6 +510,16 @@ async fn handle_stream(
             },
             inbound = rx.recv() => match inbound {
                 Ok(Some(frame)) => {
+                    // Reconciliation (and a kill of a task the registry does not know, which
+                    // is answered as reconciliation) tells the framework what the cluster
+                    // knows: only a master that leads now may answer it. The session waits
+                    // meanwhile, so its frames stay in order.
+                    if reads_registry(&frame) {
+                        if let Err(reply) = edge.reads.confirm().await {
+                            let _ = tx.send(&reply).await;
+                            break;
+                        }
+                    }
                     if edge.events.send(Event::Frame { session, frame }).await.is_err() {
                         break;
                     }
@@ -504,6 +539,14 @@ async fn handle_stream(
     }
     let _ = tx.finish().await;
     let _ = edge.events.send(Event::Disconnected { session }).await;
+}
+
+/// Whether a framework call is answered from the registry rather than only changing it.
+fn reads_registry(frame: &ClientFrame) -> bool {
+    matches!(
+        frame,
+        ClientFrame::Framework(FrameworkCall::Reconcile { .. } | FrameworkCall::Kill { .. })
+    )
 }
 
 fn wall_ms() -> u64 {
@@ -562,8 +605,10 @@ async fn core_loop(
     // On a follower the commit stream is drained (raft waits when it is full).
     let mut following = Some(registry.subscribe().events);
     let mut outboxes: HashMap<SessionId, mpsc::Sender<ServerFrame>> = HashMap::new();
-    let mut publish = tokio::time::interval(SNAPSHOT_INTERVAL);
-    publish.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // When to ask again whether this master may serve as the leader.
+    let mut lead_retry: Option<tokio::time::Instant> = None;
+    let mut publish_tick = tokio::time::interval(SNAPSHOT_INTERVAL);
+    publish_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         // Leadership changes first.
         let leader_addr = registry.leader().map(|(_, node)| node.addr);
@@ -593,7 +638,14 @@ async fn core_loop(
                     following = None;
                     leadership.is_leader.store(true, Ordering::Release);
                 }
-                Err(e) => tracing::warn!(error = %e, "won an election but cannot serve yet"),
+                // Raft says this master leads but a majority did not confirm it: a restarted
+                // former leader (openraft restores a stored leader vote as leadership at
+                // start) before it hears of its successor, or a leader whose first heartbeat
+                // round failed. Not serving; ask again shortly (metrics may not change).
+                Err(e) => {
+                    tracing::info!(error = %e, "leadership not confirmed by a majority; not serving yet");
+                    lead_retry = Some(tokio::time::Instant::now() + LEAD_RETRY);
+                }
             }
         } else if !registry.is_leader() && leading.is_some() {
             tracing::warn!(leader = ?leader_addr, "this master lost its leadership; following");
@@ -621,6 +673,18 @@ async fn core_loop(
                 let Some(event) = event else { return };
                 let now = Instant::now();
                 match (&mut leading, event) {
+                    (_, Event::ReadBarrier { done }) => {
+                        let had_core = leading.is_some();
+                        let leads = take_queued_commits(&mut leading, now);
+                        if had_core && !leads {
+                            tracing::warn!(leader = ?leader_addr, "this master lost its leadership; following");
+                            step_down(&mut leading, &mut outboxes, &leadership, leader_addr.clone());
+                            following = Some(registry.subscribe().events);
+                        } else if let Some(l) = leading.as_mut() {
+                            publish(l, &registry, &snapshot);
+                        }
+                        let _ = done.send(leads && registry.is_leader());
+                    }
                     (Some(l), Event::Connected { session, peer, outbox }) => {
                         outboxes.insert(session, outbox);
                         l.master.handle_connected(now, session, peer);
@@ -677,18 +741,48 @@ async fn core_loop(
                     l.master.handle_timeout(Instant::now());
                 }
             }
-            _ = publish.tick() => {
+            _ = tokio::time::sleep_until(lead_retry.unwrap_or_else(tokio::time::Instant::now)), if lead_retry.is_some() => {
+                lead_retry = None;
+            }
+            _ = publish_tick.tick() => {
                 if let Some(l) = leading.as_mut() {
-                    l.master.set_masters_state(masters_state(&registry));
-                    if l.master.snapshot_dirty() {
-                        l.master.clear_snapshot_dirty();
-                        let _ = snapshot.send(Arc::new(l.master.snapshot()));
-                    }
+                    publish(l, &registry, &snapshot);
                 }
             }
         }
         if let Some(l) = leading.as_mut() {
             drain_outputs(&mut l.master, &mut outboxes, &ops_tx);
+        }
+    }
+}
+
+/// Republishes the state snapshot if it changed (with the masters' current raft status).
+fn publish(
+    l: &mut Leading,
+    registry: &ReplicatedRegistry,
+    snapshot: &watch::Sender<Arc<ClusterState>>,
+) {
+    l.master.set_masters_state(masters_state(registry));
+    if l.master.snapshot_dirty() {
+        l.master.clear_snapshot_dirty();
+        let _ = snapshot.send(Arc::new(l.master.snapshot()));
+    }
+}
+
+/// For a read barrier: hands the core every committed op already queued for it. False when
+/// this master does not lead (no core, or the registry was replaced or the stream ended: the
+/// caller steps down).
+fn take_queued_commits(leading: &mut Option<Leading>, now: Instant) -> bool {
+    let Some(l) = leading.as_mut() else {
+        return false;
+    };
+    loop {
+        match l.commits.try_recv() {
+            Ok(CommitEvent::Op { op, .. }) => l.master.handle_committed(now, op),
+            Ok(CommitEvent::Reset { .. }) | Err(mpsc::error::TryRecvError::Disconnected) => {
+                return false
+            }
+            Err(mpsc::error::TryRecvError::Empty) => return true,
         }
     }
 }

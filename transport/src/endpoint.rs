@@ -132,6 +132,32 @@ pub fn server_endpoint(
     Ok(ep)
 }
 
+/// A client-only endpoint for a master's own connections to the other masters (raft), on
+/// `local` (port 0: any), with [`transport_config`] and our certificate.
+///
+/// Not the master's server endpoint, because of what a shared socket does to a handshake that
+/// is given up (timed out while the peer was unreachable, or a spare one closed): packets the
+/// peer still sends for it (its Initial and Handshake resends, or ones queued in the kernel
+/// while the neighbour was unresolved and flushed when the link healed) carry a connection id
+/// our endpoint no longer knows. A server endpoint takes an Initial packet with an unknown id
+/// for a new incoming connection and derives its keys from that id, but the peer encrypted it
+/// with keys from the id our client first chose, so decryption fails and quinn reports
+/// "authentication failed", logged as a failed TLS handshake *from the peer* for as long as the
+/// peer resends (seconds after a heal). A client-only endpoint takes no packet for a new
+/// connection (quinn answers an unknown one with at most a stateless reset, which a peer
+/// ignores during a handshake), and the server endpoint only sees connections peers open.
+pub fn peer_client_endpoint(
+    local: SocketAddr,
+    id: &Identity,
+) -> Result<quinn::Endpoint, TransportError> {
+    let mut ep = quinn::Endpoint::client(local).map_err(|source| TransportError::Bind {
+        addr: local,
+        source,
+    })?;
+    ep.set_default_client_config(client_config(id)?);
+    Ok(ep)
+}
+
 /// A client endpoint on `0.0.0.0:0`, for IPv4 peers, with [`client_transport_config`] (agents,
 /// frameworks, operators). See [`client_endpoint_for`].
 pub fn client_endpoint(id: &Identity) -> Result<quinn::Endpoint, TransportError> {

@@ -19,10 +19,11 @@ mod tls;
 
 pub use endpoint::{
     accept, client_config, client_endpoint, client_endpoint_for, client_transport_config, connect,
-    connect_with_config, install_crypto_provider, peer_identity, quic_client_config, resolve,
-    server_config, server_endpoint, transport_config, CLIENT_IDLE_TIMEOUT,
-    CLIENT_KEEP_ALIVE_INTERVAL, CONNECTION_RECEIVE_WINDOW, KEEP_ALIVE_INTERVAL,
-    MAX_CONCURRENT_BI_STREAMS, MAX_CONCURRENT_UNI_STREAMS, MAX_IDLE_TIMEOUT, STREAM_RECEIVE_WINDOW,
+    connect_with_config, install_crypto_provider, peer_client_endpoint, peer_identity,
+    quic_client_config, resolve, server_config, server_endpoint, transport_config,
+    CLIENT_IDLE_TIMEOUT, CLIENT_KEEP_ALIVE_INTERVAL, CONNECTION_RECEIVE_WINDOW,
+    KEEP_ALIVE_INTERVAL, MAX_CONCURRENT_BI_STREAMS, MAX_CONCURRENT_UNI_STREAMS, MAX_IDLE_TIMEOUT,
+    STREAM_RECEIVE_WINDOW,
 };
 pub use error::TransportError;
 pub use framed::{

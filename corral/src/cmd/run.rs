@@ -3,7 +3,9 @@
 //! exits with the task's own exit status.
 //!
 //! Exit status: the task's exit code; 128+N when signal N killed it (a memory-limit kill is
-//! SIGKILL: 137); 125 when Corral could not run it (no agent fits, launch failure, task lost).
+//! SIGKILL: 137); 125 when Corral could not run it (no agent fits, launch failure, task lost)
+//! or could not show the output of a task that ended (every read of it failed, retried at the
+//! leader of the moment until `framework::ReadRetry`'s deadline): never 0 without the output.
 
 use super::client_options;
 use crate::cli::{RunArgs, TaskArgs};
@@ -152,9 +154,13 @@ pub async fn run_task(opts: ClientOptions, task: &TaskArgs) -> Result<u8> {
     let name = task.name.clone().unwrap_or_else(|| "corral-run".to_owned());
     let mut info = framework::framework_info(&name);
     info.failover_timeout_ms = 60_000;
-    let mut sched = Scheduler::subscribe(opts.clone(), info)
-        .await
-        .context("cannot subscribe to the master")?;
+    let mut sched = match Scheduler::subscribe(opts.clone(), info).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("corral: cannot subscribe to the master, so nothing was run: {e}");
+            return Ok(EXIT_NOT_RUN);
+        }
+    };
     let uuid = uuid::Uuid::new_v4().simple().to_string();
     let mut task_id = TaskId::new(format!("{}-{}", sanitize(&name), &uuid[..8]));
     let container = ContainerSettings {
@@ -269,15 +275,16 @@ pub async fn run_task(opts: ClientOptions, task: &TaskArgs) -> Result<u8> {
                 if status.task_id != task_id {
                     continue;
                 }
-                if let (Some(uuid), Some(agent_id)) = (status.uuid.clone(), status.agent_id.clone())
-                {
-                    sched
-                        .call(FrameworkCall::Acknowledge {
-                            agent_id,
-                            task_id: task_id.clone(),
-                            uuid,
-                        })
-                        .await?;
+                // The output of a task that ended is read before its last update is
+                // acknowledged: until then the agent keeps the task (checkpointed), so the
+                // sandbox stays readable even if the agent restarts in between.
+                let shows_output = last_state != Some(status.state)
+                    && matches!(
+                        status.state,
+                        TaskState::Finished | TaskState::Failed | TaskState::Killed
+                    );
+                if !shows_output {
+                    acknowledge(&sched, &status).await?;
                 }
                 if last_state == Some(status.state) {
                     continue;
@@ -287,10 +294,14 @@ pub async fn run_task(opts: ClientOptions, task: &TaskArgs) -> Result<u8> {
                 eprintln!("corral: {}", describe(&status));
                 // The cluster says the task never reached its agent (say a leader changed between
                 // committing the launch and sending it, and the agent re-registered without
-                // it): nothing ran, so launching it again, under a new id, is safe (Mesos's
-                // TASK_DROPPED contract).
+                // it), or the leader, asked after a failover, has no record of it (the launch
+                // was never committed, so never sent: TASK_UNKNOWN): nothing ran, so launching
+                // it again, under a new id, is safe (Mesos's TASK_DROPPED contract).
                 if !started
-                    && matches!(status.state, TaskState::Dropped | TaskState::Gone)
+                    && matches!(
+                        status.state,
+                        TaskState::Dropped | TaskState::Gone | TaskState::Unknown
+                    )
                     && relaunches < MAX_RELAUNCHES
                 {
                     relaunches += 1;
@@ -305,13 +316,17 @@ pub async fn run_task(opts: ClientOptions, task: &TaskArgs) -> Result<u8> {
                     continue;
                 }
                 if status.state.is_terminal() {
-                    if matches!(
-                        status.state,
-                        TaskState::Finished | TaskState::Failed | TaskState::Killed
-                    ) {
-                        print_output(&opts, &task_id).await;
+                    let mut code = exit_code(&status);
+                    if shows_output {
+                        if let Err(e) = print_output(&opts, &task_id).await {
+                            eprintln!(
+                                "corral: task {task_id} ended ({}) but its output could not be shown: {e}",
+                                status.state
+                            );
+                            code = EXIT_NOT_RUN;
+                        }
+                        acknowledge(&sched, &status).await?;
                     }
-                    let code = exit_code(&status);
                     if status.reason == Some(StatusReason::MemoryLimit) {
                         eprintln!("corral: task {task_id} was killed at its memory limit");
                     }
@@ -368,30 +383,35 @@ fn exit_code(status: &TaskStatus) -> u8 {
     }
 }
 
-/// Prints the task's stdout to stdout and its stderr to stderr.
-async fn print_output(opts: &ClientOptions, task_id: &TaskId) {
+/// Acknowledges an update that asks for it.
+async fn acknowledge(sched: &Scheduler, status: &TaskStatus) -> Result<()> {
+    if let (Some(uuid), Some(agent_id)) = (status.uuid.clone(), status.agent_id.clone()) {
+        sched
+            .call(FrameworkCall::Acknowledge {
+                agent_id,
+                task_id: status.task_id.clone(),
+                uuid,
+            })
+            .await?;
+    }
+    Ok(())
+}
+
+/// Prints the task's stdout to stdout and its stderr to stderr, all of each, reading it from
+/// the leader of the moment (`framework::read_output` retries a failed read there, within
+/// its default deadline). A pipe that closed ends the printing, not the read's success.
+async fn print_output(
+    opts: &ClientOptions,
+    task_id: &TaskId,
+) -> Result<(), framework::OutputError> {
     for stream in [LogStream::Stdout, LogStream::Stderr] {
-        let mut offset = 0u64;
-        // Bounded: at most 64 chunks of 1 MiB.
-        for _ in 0..64 {
-            match framework::read_log(opts, task_id, stream, offset, 1 << 20).await {
-                Ok(chunk) => {
-                    let n = chunk.data.len() as u64;
-                    let res = match stream {
-                        LogStream::Stdout => std::io::stdout().write_all(&chunk.data),
-                        LogStream::Stderr => std::io::stderr().write_all(&chunk.data),
-                    };
-                    if res.is_err() || chunk.eof || n == 0 {
-                        break;
-                    }
-                    offset = chunk.offset + n;
-                }
-                Err(e) => {
-                    eprintln!("corral: cannot read the task's {stream:?}: {e}");
-                    break;
-                }
-            }
-        }
+        let retry = framework::ReadRetry::default();
+        framework::read_output(opts, task_id, stream, retry, |data| match stream {
+            LogStream::Stdout => std::io::stdout().write_all(data).is_ok(),
+            LogStream::Stderr => std::io::stderr().write_all(data).is_ok(),
+        })
+        .await?;
     }
     let _ = std::io::stdout().flush();
+    Ok(())
 }

@@ -12,6 +12,7 @@ mod offers;
 mod operator;
 mod post_mortem;
 mod security;
+mod soak;
 mod status_updates;
 mod systemd;
 mod systemd_vm;

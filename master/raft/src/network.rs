@@ -10,7 +10,7 @@
 //! instead of retrying at once); an RPC that outlives its deadline is [`RPCError::Timeout`], and
 //! the connection is dropped so the next RPC reconnects if the peer sent nothing during it.
 //!
-//! **Server** ([`serve_raft_connection`], [`serve_raft_stream`]): the daemon hands us every
+//! **Server** ([`RaftServer`], [`serve_raft_connection`], [`serve_raft_stream`]): the daemon hands us every
 //! bidirectional stream of a connection whose peer certificate has role `master`; we refuse
 //! any other role (a second check: the daemon routes by role too). Requests on a stream are
 //! answered in order until the peer finishes it.
@@ -100,16 +100,32 @@ struct Peer {
     node: MasterNode,
     /// The current connection, if any.
     conn: tokio::sync::Mutex<Option<quinn::Connection>>,
-    /// A handshake is under way (at most one per peer).
-    connecting: std::sync::atomic::AtomicBool,
+    /// Handshakes under way and when the last one began.
+    handshakes: Mutex<Handshakes>,
     /// Woken when a handshake ends.
     connected: tokio::sync::Notify,
+}
+
+#[derive(Debug, Default)]
+struct Handshakes {
+    in_flight: usize,
+    last_start: Option<Instant>,
 }
 
 /// How long one handshake to a peer master may take. It runs in its own task, apart from any
 /// RPC deadline: a heartbeat's deadline (150 ms) is shorter than a handshake on a loaded host,
 /// and cutting every handshake at an RPC deadline would never connect at all.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// A handshake unanswered for this long does not keep the next one from starting. To a peer
+/// that is down (killed, or cut off) the client's Initial packets are lost, and QUIC resends
+/// them on an exponential backoff (about 1 s, then 2 s, ...), so a peer that comes back would
+/// be reached only at the next resend, seconds later, if one handshake at a time were allowed:
+/// meanwhile the restarted peer hears no leader and stands for election. A new handshake sends
+/// a fresh Initial at once; the older ones go on until they finish or time out (a slow but live
+/// peer is not cut off), within [`MAX_HANDSHAKES`].
+const REDIAL_AFTER: Duration = Duration::from_millis(300);
+/// Handshakes to one peer under way at once (see [`REDIAL_AFTER`]).
+const MAX_HANDSHAKES: usize = 4;
 
 impl Network {
     /// A network for raft node `me` that connects out through `endpoint` (the master's QUIC
@@ -132,7 +148,7 @@ impl Network {
                 let p = Arc::new(Peer {
                     node: node.clone(),
                     conn: tokio::sync::Mutex::new(None),
-                    connecting: std::sync::atomic::AtomicBool::new(false),
+                    handshakes: Mutex::new(Handshakes::default()),
                     connected: tokio::sync::Notify::new(),
                 });
                 peers.insert(target, p.clone());
@@ -147,7 +163,7 @@ impl Network {
         }
     }
 
-    /// Closes every connection to peers (on shutdown, so they notice at once).
+    /// Closes every connection to peers (on shutdown, so they notice at once), and the endpoint.
     pub fn close_all(&self) {
         let peers: Vec<Arc<Peer>> = {
             let peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
@@ -160,6 +176,7 @@ impl Network {
                 }
             }
         }
+        self.endpoint.close(0u32.into(), b"master shutting down");
     }
 }
 
@@ -169,6 +186,57 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     async fn new_client(&mut self, target: NodeId, node: &MasterNode) -> PeerClient {
         self.client(target, node)
     }
+}
+
+impl Peer {
+    /// Whether to start a handshake now: none is under way, or the last began
+    /// [`REDIAL_AFTER`] ago and fewer than [`MAX_HANDSHAKES`] are. Counts it as started.
+    fn start_handshake(&self) -> bool {
+        let mut h = self.handshakes.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        let due = match h.last_start {
+            _ if h.in_flight == 0 => true,
+            Some(t) => h.in_flight < MAX_HANDSHAKES && now >= t + REDIAL_AFTER,
+            None => true,
+        };
+        if due {
+            h.in_flight += 1;
+            h.last_start = Some(now);
+        }
+        due
+    }
+}
+
+/// One handshake to `peer`; the connection it makes becomes the peer's unless another
+/// handshake made one first (then this one is closed: one connection per peer).
+async fn handshake(peer: Arc<Peer>, endpoint: quinn::Endpoint, target: NodeId) {
+    let node = &peer.node;
+    let connect = async {
+        let addr = transport::resolve(&node.addr).await?;
+        transport::connect(&endpoint, addr, Role::Master, Some(&node.name)).await
+    };
+    match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
+        Ok(Ok(c)) => {
+            let mut guard = peer.conn.lock().await;
+            match guard.as_ref() {
+                Some(open) if open.close_reason().is_none() => {
+                    c.close(0u32.into(), b"already connected");
+                }
+                _ => *guard = Some(c),
+            }
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(target, %node, error = %e, "cannot reach a peer master")
+        }
+        Err(_) => {
+            tracing::debug!(target, %node, "handshake with a peer master timed out")
+        }
+    }
+    {
+        let mut h = peer.handshakes.lock().unwrap_or_else(|e| e.into_inner());
+        h.in_flight = h.in_flight.saturating_sub(1);
+    }
+    peer.connected.notify_waiters();
 }
 
 /// RPCs to one peer master.
@@ -185,7 +253,6 @@ impl PeerClient {
     /// task with [`CONNECT_TIMEOUT`]; a call whose deadline passes first fails as unreachable
     /// while the handshake goes on for the next call.
     async fn connection(&self, deadline: Instant) -> Result<quinn::Connection, CallError> {
-        use std::sync::atomic::Ordering;
         loop {
             let notified = self.peer.connected.notified();
             tokio::pin!(notified);
@@ -199,28 +266,12 @@ impl PeerClient {
                     *guard = None;
                 }
             }
-            if !self.peer.connecting.swap(true, Ordering::AcqRel) {
-                let peer = self.peer.clone();
-                let endpoint = self.endpoint.clone();
-                let target = self.target;
-                tokio::spawn(async move {
-                    let node = &peer.node;
-                    let connect = async {
-                        let addr = transport::resolve(&node.addr).await?;
-                        transport::connect(&endpoint, addr, Role::Master, Some(&node.name)).await
-                    };
-                    match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
-                        Ok(Ok(c)) => *peer.conn.lock().await = Some(c),
-                        Ok(Err(e)) => {
-                            tracing::debug!(target, %node, error = %e, "cannot reach a peer master")
-                        }
-                        Err(_) => {
-                            tracing::debug!(target, %node, "handshake with a peer master timed out")
-                        }
-                    }
-                    peer.connecting.store(false, Ordering::Release);
-                    peer.connected.notify_waiters();
-                });
+            if self.peer.start_handshake() {
+                tokio::spawn(handshake(
+                    self.peer.clone(),
+                    self.endpoint.clone(),
+                    self.target,
+                ));
             }
             tokio::select! {
                 _ = &mut notified => {
@@ -439,10 +490,42 @@ impl RaftNetwork<TypeConfig> for PeerClient {
     }
 }
 
+/// What serves inbound raft RPCs: the local raft, and a signal raised whenever a leader's
+/// append-entries is accepted (a leader that reaches us; one answered "higher vote" is a stale
+/// leader and does not count). A restarted master waits for it before it may stand for
+/// election (see `ReplicatedRegistry::start`).
+#[derive(Clone)]
+pub struct RaftServer {
+    raft: Raft,
+    leader_heard: Arc<tokio::sync::Notify>,
+}
+
+impl RaftServer {
+    /// Serves `raft`, signalling nobody.
+    pub fn new(raft: Raft) -> RaftServer {
+        RaftServer {
+            raft,
+            leader_heard: Arc::new(tokio::sync::Notify::new()),
+        }
+    }
+
+    pub(crate) fn with_signal(raft: Raft, leader_heard: Arc<tokio::sync::Notify>) -> RaftServer {
+        RaftServer { raft, leader_heard }
+    }
+
+    /// The raft this serves.
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+}
+
 /// Serves raft on an accepted connection: checks the peer is a master, then answers every
 /// bidirectional stream it opens (each in its own task; QUIC bounds how many are open at once)
 /// until the connection closes.
-pub async fn serve_raft_connection(raft: Raft, conn: quinn::Connection) -> Result<(), ServeError> {
+pub async fn serve_raft_connection(
+    server: RaftServer,
+    conn: quinn::Connection,
+) -> Result<(), ServeError> {
     let peer = transport::peer_identity(&conn)?;
     if peer.role != Role::Master {
         conn.close(1u32.into(), b"raft is for masters only");
@@ -460,10 +543,10 @@ pub async fn serve_raft_connection(raft: Raft, conn: quinn::Connection) -> Resul
                 }))
             }
         };
-        let raft = raft.clone();
+        let server = server.clone();
         let peer = peer.clone();
         tokio::spawn(async move {
-            if let Err(e) = serve_raft_stream(&raft, &peer, send, recv).await {
+            if let Err(e) = serve_raft_stream(&server, &peer, send, recv).await {
                 tracing::debug!(%peer, error = %e, "raft stream ended with an error");
             }
         });
@@ -473,7 +556,7 @@ pub async fn serve_raft_connection(raft: Raft, conn: quinn::Connection) -> Resul
 /// Serves raft requests on one stream from `peer` (whose identity the caller took from the
 /// connection's verified certificate). Refuses any peer that is not a master.
 pub async fn serve_raft_stream(
-    raft: &Raft,
+    server: &RaftServer,
     peer: &PeerIdentity,
     send: quinn::SendStream,
     recv: quinn::RecvStream,
@@ -487,7 +570,12 @@ pub async fn serve_raft_stream(
         return Err(err);
     }
     while let Some(req) = rx.recv().await? {
-        let resp = handle_request(raft, req).await;
+        let resp = handle_request(&server.raft, req).await;
+        if let RaftResponse::AppendEntries(Ok(r)) = &resp {
+            if !matches!(r, AppendEntriesResponse::HigherVote(_)) {
+                server.leader_heard.notify_one();
+            }
+        }
         tx.send(&resp).await?;
     }
     tx.finish().await?;

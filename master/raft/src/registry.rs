@@ -10,6 +10,7 @@ use proto::Role;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -81,10 +82,12 @@ impl RaftConfig {
     ///   tests) does not depose a healthy leader, yet a dead leader is replaced about 1 to
     ///   1.4 s after it died (timeout, one vote round trip, the new leader's first commit).
     ///
-    /// openraft 0.9 has no pre-vote. What pre-vote is for (a master cut off, then rejoining with
-    /// a higher term, deposing a healthy leader) is covered by its leader lease: a master that
-    /// heard from a leader within the election timeout rejects vote requests, so the rejoining
-    /// master cannot win and steps back to follower when it hears the leader.
+    /// openraft 0.9 has no pre-vote. Its leader lease (a master that heard from a leader within
+    /// the election timeout rejects vote requests) keeps a rejoining master from winning, but
+    /// not from raising its term, which the leader then sees as "higher vote" and steps down
+    /// for; so a restarted master holds its candidacy until it hears the leader
+    /// (`hold_elections_after_restart`), and the leader re-dials a peer that was down promptly
+    /// (`network`).
     ///
     /// Sysadmins change the timers with `corral master --raft-heartbeat-secs` and
     /// `--raft-election-timeout-secs MIN-MAX` (WAN links, busy hosts); [`Self::check_timing`]
@@ -326,6 +329,8 @@ pub struct ReplicatedRegistry {
     proposals: mpsc::Sender<Submitted>,
     batcher: AbortHandle,
     add_master_catch_up: Duration,
+    /// Raised when a leader's append-entries is accepted (see [`Self::raft_server`]).
+    leader_heard: Arc<tokio::sync::Notify>,
 }
 
 impl std::fmt::Debug for ReplicatedRegistry {
@@ -335,6 +340,57 @@ impl std::fmt::Debug for ReplicatedRegistry {
             .field("me", &self.me)
             .finish_non_exhaustive()
     }
+}
+
+/// How long a restarted master holds its candidacy, in election timeout maxima, unless it
+/// hears a leader first (see [`hold_elections_after_restart`]).
+const RESTART_ELECTION_HOLD: u32 = 4;
+
+/// A restarted master (one with a log, among other voters) does not stand for election until
+/// a leader's append-entries reaches it, or [`RESTART_ELECTION_HOLD`] election timeouts pass.
+///
+/// Why: openraft 0.9 has no pre-vote, and its leader lease protects a healthy leader only on
+/// the masters that hear it. A restarted master waits the lease plus its election timeout (0.9
+/// to 1.2 s by default) and then stands with a higher term. The leader reaches a master that
+/// was down only after its replication to it backs off (500 ms after each failure) and a new
+/// handshake completes, which may take longer. The candidate cannot win (its log is behind),
+/// but its higher term answers the leader's next append-entries with "higher vote", and the
+/// healthy leader steps down: the cluster is leaderless until the next election (~0.7 s seen
+/// in a soak). Holding the candidacy until the leader is heard is the pre-vote's effect where
+/// it matters; votes are still granted meanwhile, so the others can elect among themselves, and
+/// after the hold a master that hears no leader stands as usual (all masters restarted at once
+/// elect a leader that much later; a master that led before the restart resumes at once, as
+/// openraft restores its leader vote).
+async fn hold_elections_after_restart(
+    raft: &Raft,
+    cfg: &RaftConfig,
+    leader_heard: Arc<tokio::sync::Notify>,
+) {
+    let restarted = raft.is_initialized().await.unwrap_or(false);
+    let voters = raft
+        .metrics()
+        .borrow()
+        .membership_config
+        .membership()
+        .voter_ids()
+        .count();
+    if !restarted || voters < 2 {
+        return;
+    }
+    let hold = cfg.election_max.saturating_mul(RESTART_ELECTION_HOLD);
+    raft.runtime_config().elect(false);
+    tracing::info!(
+        ?hold,
+        "restarted: not standing for election until a leader is heard or the hold passes"
+    );
+    let raft = raft.clone();
+    tokio::spawn(async move {
+        match tokio::time::timeout(hold, leader_heard.notified()).await {
+            Ok(()) => tracing::info!("heard the leader; may stand for election again"),
+            Err(_) => tracing::info!("heard no leader during the hold; may stand for election"),
+        }
+        raft.runtime_config().elect(true);
+    });
 }
 
 fn leader_of(raft: &Raft, leader: Option<NodeId>) -> Option<(NodeId, MasterNode)> {
@@ -348,7 +404,7 @@ fn leader_of(raft: &Raft, leader: Option<NodeId>) -> Option<(NodeId, MasterNode)
 impl ReplicatedRegistry {
     /// Opens the log and snapshot in `cfg.data_dir` and starts raft. RPCs go out through
     /// `endpoint` (the master's own endpoint, presenting `identity`); inbound raft streams must
-    /// be handed to [`crate::network::serve_raft_connection`] with [`Self::raft`]. A master
+    /// be handed to [`crate::network::serve_raft_connection`] with [`Self::raft_server`]. A master
     /// with data rejoins its cluster by itself; a new cluster needs [`Self::initialize`].
     pub async fn start(
         cfg: RaftConfig,
@@ -379,13 +435,26 @@ impl ReplicatedRegistry {
         })
         .await
         .map_err(|e| RaftError::Stopped(e.to_string()))??;
-        let network = Network::new(cfg.node_id, endpoint);
+        // Raft RPCs go out from an endpoint of their own, on the server's address with any
+        // port (see transport::peer_client_endpoint for why not the server's own socket).
+        let local = endpoint
+            .local_addr()
+            .map(|a| SocketAddr::new(a.ip(), 0))
+            .map_err(|e| {
+                RaftError::Stopped(format!("the master's endpoint has no address: {e}"))
+            })?;
+        let client = transport::peer_client_endpoint(local, &identity)
+            .map_err(|e| RaftError::Stopped(e.to_string()))?;
+        let network = Network::new(cfg.node_id, client);
         let raft = Raft::new(cfg.node_id, config, network.clone(), log, sm.clone())
             .await
             .map_err(|e| RaftError::Stopped(e.to_string()))?;
         let (proposals, rx) = mpsc::channel(PROPOSE_QUEUE);
         let batcher = tokio::spawn(batcher(raft.clone(), rx)).abort_handle();
+        let leader_heard = Arc::new(tokio::sync::Notify::new());
+        hold_elections_after_restart(&raft, &cfg, leader_heard.clone()).await;
         Ok(ReplicatedRegistry {
+            leader_heard,
             id: cfg.node_id,
             me,
             raft,
@@ -462,6 +531,34 @@ impl ReplicatedRegistry {
                 Err(ProposeError::NotLeader { leader })
             }
             Err(OrRaftError::Fatal(e)) => Err(ProposeError::Stopped(e.to_string())),
+        }
+    }
+
+    /// Confirms that this master leads *now* and returns the read index: openraft's
+    /// `ensure_linearizable`, a heartbeat round that a majority of voters must answer without
+    /// a higher vote (each RPC bounded by the heartbeat interval), then a wait until this
+    /// master has applied every entry committed before the round began (the read index). A
+    /// read answered after this reflects every op committed before the read arrived, so a
+    /// deposed leader that has not heard of its successor yet (cut off, or just healed) cannot
+    /// answer from its stale registry. Fails with `NotLeader` when another master leads, a
+    /// majority did not answer, or `timeout` passed first. The daemon coalesces reads, so
+    /// one round serves every read that arrived before it began.
+    pub async fn confirm_leadership(&self, timeout: Duration) -> Result<u64, ProposeError> {
+        let not_leader = || {
+            let leader = self.leader().filter(|(id, _)| *id != self.id);
+            ProposeError::NotLeader { leader }
+        };
+        match tokio::time::timeout(timeout, self.raft.ensure_linearizable()).await {
+            Ok(Ok(read)) => Ok(read.map_or(0, |l| l.index)),
+            Ok(Err(OrRaftError::APIError(e))) => {
+                tracing::debug!(error = %e, "leadership not confirmed for a read");
+                Err(not_leader())
+            }
+            Ok(Err(OrRaftError::Fatal(e))) => Err(ProposeError::Stopped(e.to_string())),
+            Err(_) => {
+                tracing::debug!(?timeout, "leadership not confirmed for a read in time");
+                Err(not_leader())
+            }
         }
     }
 
@@ -668,7 +765,13 @@ impl ReplicatedRegistry {
         }
     }
 
-    /// The raft node, for serving inbound raft streams.
+    /// What inbound raft connections are served with
+    /// ([`crate::network::serve_raft_connection`]).
+    pub fn raft_server(&self) -> crate::network::RaftServer {
+        crate::network::RaftServer::with_signal(self.raft.clone(), self.leader_heard.clone())
+    }
+
+    /// The raft node.
     pub fn raft(&self) -> &Raft {
         &self.raft
     }

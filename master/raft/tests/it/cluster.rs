@@ -316,3 +316,62 @@ async fn an_unreachable_master_is_not_added_and_the_cluster_keeps_committing() {
         m.stop().await;
     }
 }
+
+/// A master back from an outage where nothing answered (its host cut off: packets vanish, no
+/// ICMP) is reached at once. The leader's handshakes to it began while it was away, and QUIC
+/// resends an unanswered Initial only on a backoff (about 1 s, then 2 s, up to the 4 s idle
+/// timeout); with one handshake per peer at a time the leader would reach the returning master
+/// only at the next resend, after the master's election timer (0.9-1.2 s) could have run out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_back_from_a_silent_outage_is_reached_within_a_second() {
+    let mut c = Cluster::start(3, |_| {}).await;
+    let leader_id = c.wait_leader(None).await;
+    let gone_id = c
+        .masters
+        .iter()
+        .map(|m| m.id)
+        .find(|&i| i != leader_id)
+        .expect("follower");
+    let (id, addr, dir) = c.remove(gone_id).stop().await;
+    // Its address goes silent: a plain socket there swallows every datagram.
+    let deadline = Instant::now() + WAIT;
+    let hole = loop {
+        match std::net::UdpSocket::bind(addr) {
+            Ok(s) => break s,
+            Err(e) => assert!(Instant::now() < deadline, "bind {addr}: {e}"),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    // The leader tries to reach it: wait for two handshakes' worth of Initials (full-size
+    // datagrams), so one is in its resend backoff when the master returns.
+    let swallowed = tokio::task::spawn_blocking(move || {
+        hole.set_read_timeout(Some(WAIT)).expect("timeout");
+        let mut buf = [0u8; 2048];
+        let mut initials = 0;
+        while initials < 2 {
+            let (n, _) = hole
+                .recv_from(&mut buf)
+                .expect("the leader never tried to reach it");
+            initials += usize::from(n >= 1200);
+        }
+        initials
+    })
+    .await
+    .expect("hole");
+    assert!(swallowed >= 2);
+    let back = Master::start(&c.pki, test_config(id, dir), &format!("m{id}"), addr).await;
+    let back_at = Instant::now();
+    let leader = c.master(leader_id);
+    let last = leader.reg.propose(fw_op(1)).await.expect("propose");
+    back.wait_applied(last).await;
+    let reached = back_at.elapsed();
+    println!("a master back from a silent outage was replicated to after {reached:?}");
+    assert!(
+        reached < std::time::Duration::from_millis(1500),
+        "the leader reached the returning master only after {reached:?}"
+    );
+    c.masters.push(back);
+    for m in c.masters {
+        m.stop().await;
+    }
+}

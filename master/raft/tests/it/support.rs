@@ -78,7 +78,7 @@ impl Master {
         let reg = ReplicatedRegistry::start(cfg, node.clone(), identity, endpoint.clone())
             .await
             .expect("start raft");
-        let raft = reg.raft().clone();
+        let raft = reg.raft_server();
         let ep = endpoint.clone();
         // What the daemon does for connections whose peer certificate says "master".
         let accept = tokio::spawn(async move {
