@@ -13,54 +13,7 @@ impl Agent {
         let memory_limit = task.info.resources.mem_bytes;
         match result {
             Ok(exit) => {
-                let (state, reason, message) = if exit.oom_killed {
-                    let peak = exit
-                        .limitation
-                        .as_ref()
-                        .and_then(|l| l.peak)
-                        .map(|p| format!(" (peak {})", size(p)))
-                        .unwrap_or_default();
-                    (
-                        TaskState::Failed,
-                        StatusReason::MemoryLimit,
-                        format!(
-                            "killed by the kernel: memory limit of {} reached{peak}",
-                            size(memory_limit)
-                        ),
-                    )
-                } else if killed {
-                    (
-                        TaskState::Killed,
-                        StatusReason::KilledByFramework,
-                        "killed on request".to_owned(),
-                    )
-                } else if exit.code == Some(0) {
-                    (
-                        TaskState::Finished,
-                        StatusReason::CommandExited,
-                        "exited with code 0".to_owned(),
-                    )
-                } else if let Some(code) = exit.code {
-                    (
-                        TaskState::Failed,
-                        StatusReason::CommandExited,
-                        format!("exited with code {code}"),
-                    )
-                } else {
-                    let sig = exit.signal.unwrap_or(0);
-                    (
-                        TaskState::Failed,
-                        StatusReason::CommandExited,
-                        format!("killed by signal {sig}"),
-                    )
-                };
-                // Under kill-process the task may end well (or fail on its own) after the OOM
-                // killer took some of its processes: the outcome is the main process's, and the
-                // status says what the kernel killed (`limitation` carries the counters).
-                let message = match oom_note(&exit, memory_limit) {
-                    Some(note) if !exit.oom_killed => format!("{message}; {note}"),
-                    _ => message,
-                };
+                let (state, reason, message) = exit_status(&exit, killed, memory_limit);
                 self.update(&task_id, state, |s| {
                     s.reason = Some(reason);
                     s.message = Some(message);
@@ -82,6 +35,64 @@ impl Agent {
             tokio::task::spawn_blocking(move || destroy(handle));
         }
     }
+}
+
+/// A command task's terminal status from its container's exit: the OOM killer's kill first,
+/// then a requested kill, then the exit code or signal. Under kill-process the task may end
+/// well (or fail on its own) after the OOM killer took some of its processes: the outcome is
+/// the main process's, and the message adds what the kernel killed (`limitation` carries the
+/// counters).
+pub(super) fn exit_status(
+    exit: &ExitInfo,
+    kill_requested: bool,
+    memory_limit: u64,
+) -> (TaskState, StatusReason, String) {
+    let (state, reason, message) = if exit.oom_killed {
+        let peak = exit
+            .limitation
+            .as_ref()
+            .and_then(|l| l.peak)
+            .map(|p| format!(" (peak {})", size(p)))
+            .unwrap_or_default();
+        (
+            TaskState::Failed,
+            StatusReason::MemoryLimit,
+            format!(
+                "killed by the kernel: memory limit of {} reached{peak}",
+                size(memory_limit)
+            ),
+        )
+    } else if kill_requested {
+        (
+            TaskState::Killed,
+            StatusReason::KilledByFramework,
+            "killed on request".to_owned(),
+        )
+    } else if exit.code == Some(0) {
+        (
+            TaskState::Finished,
+            StatusReason::CommandExited,
+            "exited with code 0".to_owned(),
+        )
+    } else if let Some(code) = exit.code {
+        (
+            TaskState::Failed,
+            StatusReason::CommandExited,
+            format!("exited with code {code}"),
+        )
+    } else {
+        let sig = exit.signal.unwrap_or(0);
+        (
+            TaskState::Failed,
+            StatusReason::CommandExited,
+            format!("killed by signal {sig}"),
+        )
+    };
+    let message = match oom_note(exit, memory_limit) {
+        Some(note) if !exit.oom_killed => format!("{message}; {note}"),
+        _ => message,
+    };
+    (state, reason, message)
 }
 
 /// For a task that outlived OOM kills (policy kill-process): how many of its processes the
@@ -115,7 +126,7 @@ pub(super) fn size(bytes: u64) -> String {
 }
 
 #[cfg(test)]
-mod oom_policy_tests {
+mod tests {
     use super::*;
 
     fn exit(code: Option<i32>, oom_killed: bool, kills: u64) -> ExitInfo {
@@ -144,5 +155,69 @@ mod oom_policy_tests {
             .unwrap()
             .contains("killed 1 process of"));
         assert_eq!(oom_note(&exit(Some(0), false, 0), 1), None);
+    }
+
+    #[test]
+    fn an_oom_kill_fails_the_task_with_the_limit_even_if_a_kill_was_asked() {
+        let mut e = exit(None, true, 1);
+        e.oom_policy = proto::OomPolicy::KillTask;
+        let (state, reason, message) = exit_status(&e, true, 128 << 20);
+        assert_eq!(
+            (state, reason),
+            (TaskState::Failed, StatusReason::MemoryLimit)
+        );
+        assert!(message.contains("memory limit of 128MiB"), "{message}");
+        assert!(message.contains("peak 64MiB"), "{message}");
+        assert!(!message.contains("OOM killer killed"), "{message}");
+    }
+
+    #[test]
+    fn a_requested_kill_is_killed_whatever_the_exit() {
+        for e in [
+            exit(Some(0), false, 0),
+            exit(Some(3), false, 0),
+            exit(None, false, 0),
+        ] {
+            let (state, reason, message) = exit_status(&e, true, 1);
+            assert_eq!(state, TaskState::Killed);
+            assert_eq!(reason, StatusReason::KilledByFramework);
+            assert_eq!(message, "killed on request");
+        }
+    }
+
+    #[test]
+    fn the_exit_code_or_signal_decides_otherwise() {
+        let done = exit_status(&exit(Some(0), false, 0), false, 1);
+        assert_eq!(
+            done,
+            (
+                TaskState::Finished,
+                StatusReason::CommandExited,
+                "exited with code 0".to_owned()
+            )
+        );
+        let failed = exit_status(&exit(Some(3), false, 0), false, 1);
+        assert_eq!(
+            (failed.0, failed.2.as_str()),
+            (TaskState::Failed, "exited with code 3")
+        );
+        let signalled = exit_status(&exit(None, false, 0), false, 1);
+        assert_eq!(
+            (signalled.0, signalled.2.as_str()),
+            (TaskState::Failed, "killed by signal 9")
+        );
+    }
+
+    #[test]
+    fn a_task_that_outlived_oom_kills_keeps_its_outcome_and_names_the_kills() {
+        let (state, reason, message) = exit_status(&exit(Some(0), false, 2), false, 1);
+        assert_eq!(
+            (state, reason),
+            (TaskState::Finished, StatusReason::CommandExited)
+        );
+        assert!(
+            message.starts_with("exited with code 0; the OOM killer killed 2 processes"),
+            "{message}"
+        );
     }
 }
