@@ -81,28 +81,9 @@ impl Agent {
                     s.message = Some(message);
                 }
             };
-            if !valid_id(task_id.as_str()) || !valid_id(framework.id.as_str()) {
-                let msg = "task and framework ids may use only letters, digits, '.', '_' and '-'"
-                    .to_owned();
-                self.update(
-                    &task_id,
-                    TaskState::Error,
-                    refuse(StatusReason::TaskInvalid, msg),
-                )
-                .await;
-                continue;
-            }
-            if !free.contains(&info.resources) {
-                let msg = format!(
-                    "the task asks for {} but this agent has only {} free",
-                    info.resources, free
-                );
-                self.update(
-                    &task_id,
-                    TaskState::Error,
-                    refuse(StatusReason::ResourcesUnavailable, msg),
-                )
-                .await;
+            if let Err((reason, msg)) = admit(&task_id, &framework.id, &info.resources, &free) {
+                self.update(&task_id, TaskState::Error, refuse(reason, msg))
+                    .await;
                 continue;
             }
             let spec = match self.container_spec(&framework, &info, &sandbox) {
@@ -166,6 +147,29 @@ impl Agent {
     }
 }
 
+/// Whether a command task may launch: its ids must be safe directory names and what it asks
+/// for must fit in what is `free`. A refusal is the reason and message of its `TASK_ERROR`.
+pub(super) fn admit(
+    task_id: &TaskId,
+    framework_id: &FrameworkId,
+    wants: &Resources,
+    free: &Resources,
+) -> Result<(), (StatusReason, String)> {
+    if !valid_id(task_id.as_str()) || !valid_id(framework_id.as_str()) {
+        return Err((
+            StatusReason::TaskInvalid,
+            "task and framework ids may use only letters, digits, '.', '_' and '-'".to_owned(),
+        ));
+    }
+    if !free.contains(wants) {
+        return Err((
+            StatusReason::ResourcesUnavailable,
+            format!("the task asks for {wants} but this agent has only {free} free"),
+        ));
+    }
+    Ok(())
+}
+
 /// Task ids become directory names: only a safe alphabet is accepted.
 pub(super) fn valid_id(id: &str) -> bool {
     !id.is_empty()
@@ -174,4 +178,64 @@ pub(super) fn valid_id(id: &str) -> bool {
         && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn res(s: &str) -> Resources {
+        s.parse().expect("resources")
+    }
+
+    #[test]
+    fn a_task_that_fits_with_safe_ids_is_admitted() {
+        let (t, f) = (TaskId::new("web-1.a_b"), FrameworkId::new("fw-1"));
+        assert_eq!(
+            admit(&t, &f, &res("cpus:1;mem:64MiB"), &res("cpus:1;mem:64MiB")),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn unsafe_ids_are_refused_before_resources_are_looked_at() {
+        let free = res("cpus:4;mem:1GiB");
+        for (task, fw) in [
+            ("../x", "fw"),
+            (".hidden", "fw"),
+            ("", "fw"),
+            ("t", "a/b"),
+            ("t", "a b"),
+        ] {
+            let refused = admit(
+                &TaskId::new(task),
+                &FrameworkId::new(fw),
+                &res("cpus:8"),
+                &free,
+            );
+            let (reason, msg) = refused.expect_err(task);
+            assert_eq!(reason, StatusReason::TaskInvalid, "{task:?} {fw:?}");
+            assert!(msg.contains("letters, digits"), "{msg}");
+        }
+        let long = "a".repeat(201);
+        assert!(admit(
+            &TaskId::new(&long),
+            &FrameworkId::new("fw"),
+            &res("cpus:1"),
+            &free
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn a_task_larger_than_what_is_free_is_refused_naming_both() {
+        let (t, f) = (TaskId::new("t"), FrameworkId::new("fw"));
+        let (reason, msg) = admit(&t, &f, &res("cpus:1;mem:128MiB"), &res("cpus:2;mem:64MiB"))
+            .expect_err("too big");
+        assert_eq!(reason, StatusReason::ResourcesUnavailable);
+        assert!(
+            msg.contains("asks for") && msg.contains("64MiB free"),
+            "{msg}"
+        );
+    }
 }
