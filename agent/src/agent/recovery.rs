@@ -45,10 +45,8 @@ impl Agent {
                 return Ok(Vec::new());
             };
             let mut done = Vec::new();
-            for id in iso.container_ids().map_err(|e| e.to_string())? {
-                if held.contains(&id) {
-                    continue;
-                }
+            let found = iso.container_ids().map_err(|e| e.to_string())?;
+            for id in orphans(found, &held) {
                 let r = iso.destroy_by_id(&id).map_err(|e| e.to_string());
                 done.push((id, r));
             }
@@ -109,36 +107,34 @@ impl Agent {
                     executor: cp.executor_id.clone(),
                 },
             );
-            if cp.state.is_terminal() {
-                tracing::info!(task = %task_id, state = %cp.state, "recovered an ended task with unacknowledged updates");
-                continue;
-            }
-            if let Some(executor_id) = cp.executor_id {
-                // The executor's container was re-attached (or not) by recover_executors; the
-                // executor reconnects and reports this task.
-                let key = (framework_id.clone(), executor_id.clone());
-                if !self.executors.contains_key(&key) {
+            let executor_recovered = cp.executor_id.as_ref().is_some_and(|x| {
+                self.executors
+                    .contains_key(&(framework_id.clone(), x.clone()))
+            });
+            let record = match plan_task_recovery(
+                cp.state,
+                cp.executor_id.as_ref(),
+                executor_recovered,
+                container,
+            ) {
+                TaskRecovery::Ended => {
+                    tracing::info!(task = %task_id, state = %cp.state, "recovered an ended task with unacknowledged updates");
+                    continue;
+                }
+                TaskRecovery::InExecutor => continue,
+                TaskRecovery::Fail {
+                    message,
+                    executor_id,
+                } => {
                     self.update(&task_id, TaskState::Failed, |s| {
                         s.reason = Some(StatusReason::AgentRestarted);
-                        s.executor_id = Some(executor_id.clone());
-                        s.message = Some(format!(
-                            "the agent restarted and could not re-attach to executor {executor_id}"
-                        ));
+                        s.executor_id = executor_id;
+                        s.message = Some(message);
                     })
                     .await;
+                    continue;
                 }
-                continue;
-            }
-            let Some(record) = container else {
-                self.update(&task_id, TaskState::Failed, |s| {
-                    s.reason = Some(StatusReason::AgentRestarted);
-                    s.message = Some(
-                        "the agent restarted while launching the task; it was not started"
-                            .to_owned(),
-                    );
-                })
-                .await;
-                continue;
+                TaskRecovery::Reattach(record) => record,
             };
             match self.runtime.recover(&record) {
                 Ok(handle) => {
@@ -180,5 +176,132 @@ impl Agent {
             })
             .await;
         }
+    }
+}
+
+/// What recovery does with one task's checkpoint.
+#[derive(Debug, PartialEq)]
+pub(super) enum TaskRecovery<C> {
+    /// The task ended before the agent stopped: kept for its unacknowledged updates.
+    Ended,
+    /// The task runs in an executor that was re-attached: the executor reconnects and reports it.
+    InExecutor,
+    /// The task cannot be recovered: it fails with `AgentRestarted` and this message.
+    Fail {
+        message: String,
+        executor_id: Option<ExecutorId>,
+    },
+    /// The task's container is re-attached.
+    Reattach(C),
+}
+
+/// Recovery's plan for a task checkpointed in `state`, run by `executor` (re-attached or not
+/// by the executors' recovery, which runs first) or in its own `container` (`None`: the agent
+/// stopped between the checkpoint and the launch, so nothing was started).
+pub(super) fn plan_task_recovery<C>(
+    state: TaskState,
+    executor: Option<&ExecutorId>,
+    executor_recovered: bool,
+    container: Option<C>,
+) -> TaskRecovery<C> {
+    if state.is_terminal() {
+        return TaskRecovery::Ended;
+    }
+    match (executor, container) {
+        (Some(_), _) if executor_recovered => TaskRecovery::InExecutor,
+        (Some(executor_id), _) => TaskRecovery::Fail {
+            message: format!(
+                "the agent restarted and could not re-attach to executor {executor_id}"
+            ),
+            executor_id: Some(executor_id.clone()),
+        },
+        (None, None) => TaskRecovery::Fail {
+            message: "the agent restarted while launching the task; it was not started".to_owned(),
+            executor_id: None,
+        },
+        (None, Some(container)) => TaskRecovery::Reattach(container),
+    }
+}
+
+/// The containers `found` under the agent's subtree that no recovered task or executor holds.
+pub(super) fn orphans(
+    found: Vec<String>,
+    held: &std::collections::BTreeSet<String>,
+) -> Vec<String> {
+    found.into_iter().filter(|id| !held.contains(id)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ended_task_is_kept_whatever_else_the_checkpoint_says() {
+        for state in [TaskState::Finished, TaskState::Failed, TaskState::Killed] {
+            let ex = ExecutorId::new("ex");
+            assert_eq!(
+                plan_task_recovery(state, Some(&ex), false, Some(1)),
+                TaskRecovery::Ended
+            );
+            assert_eq!(
+                plan_task_recovery::<u8>(state, None, false, None),
+                TaskRecovery::Ended
+            );
+        }
+    }
+
+    #[test]
+    fn a_crash_between_checkpoint_and_launch_fails_the_task_as_not_started() {
+        for state in [TaskState::Staging, TaskState::Starting] {
+            let plan = plan_task_recovery::<u8>(state, None, false, None);
+            assert_eq!(
+                plan,
+                TaskRecovery::Fail {
+                    message: "the agent restarted while launching the task; it was not started"
+                        .to_owned(),
+                    executor_id: None,
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn a_launched_task_is_reattached_to_its_container() {
+        for state in [TaskState::Starting, TaskState::Running, TaskState::Killing] {
+            assert_eq!(
+                plan_task_recovery(state, None, false, Some("c1")),
+                TaskRecovery::Reattach("c1")
+            );
+        }
+    }
+
+    #[test]
+    fn an_executors_task_follows_its_executor() {
+        let ex = ExecutorId::new("ex");
+        assert_eq!(
+            plan_task_recovery::<u8>(TaskState::Running, Some(&ex), true, None),
+            TaskRecovery::InExecutor
+        );
+        match plan_task_recovery::<u8>(TaskState::Running, Some(&ex), false, None) {
+            TaskRecovery::Fail {
+                message,
+                executor_id,
+            } => {
+                assert_eq!(executor_id, Some(ex));
+                assert!(
+                    message.contains("could not re-attach to executor ex"),
+                    "{message}"
+                );
+            }
+            other => panic!("expected a failure, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn orphans_are_the_containers_nobody_holds_in_found_order() {
+        let held = ["b", "d"].map(str::to_owned).into_iter().collect();
+        let found = ["a", "b", "c", "d"].map(str::to_owned).to_vec();
+        assert_eq!(orphans(found, &held), vec!["a".to_owned(), "c".to_owned()]);
+        assert!(orphans(Vec::new(), &held).is_empty());
     }
 }
