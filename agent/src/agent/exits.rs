@@ -48,12 +48,7 @@ pub(super) fn exit_status(
     memory_limit: u64,
 ) -> (TaskState, StatusReason, String) {
     let (state, reason, message) = if exit.oom_killed {
-        let peak = exit
-            .limitation
-            .as_ref()
-            .and_then(|l| l.peak)
-            .map(|p| format!(" (peak {})", size(p)))
-            .unwrap_or_default();
+        let peak = peak_note(exit);
         (
             TaskState::Failed,
             StatusReason::MemoryLimit,
@@ -119,6 +114,15 @@ pub(super) fn oom_note(exit: &ExitInfo, memory_limit: u64) -> Option<String> {
         size(limit),
         exit.oom_policy.as_str()
     ))
+}
+
+/// " (peak N)" when the kernel reported the peak memory use of an OOM-killed container.
+pub(super) fn peak_note(exit: &ExitInfo) -> String {
+    exit.limitation
+        .as_ref()
+        .and_then(|l| l.peak)
+        .map(|p| format!(" (peak {})", size(p)))
+        .unwrap_or_default()
 }
 
 pub(super) fn size(bytes: u64) -> String {

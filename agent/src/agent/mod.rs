@@ -48,7 +48,7 @@ use tokio::sync::mpsc;
 use transport::{FramedSend, Identity};
 
 use config::{load_agent_id, make_runtime, save_agent_id, PressureReader};
-use exits::size;
+use exits::{peak_note, size};
 use kill::destroy;
 use launch::valid_id;
 use spec::{container_spec, warn_about_shared_dirs};

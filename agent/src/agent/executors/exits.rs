@@ -96,12 +96,7 @@ pub(in crate::agent) fn task_end(
                 .map(|l| l.limit)
                 .filter(|l| *l > 0)
                 .unwrap_or(memory_limit);
-            let peak = exit
-                .limitation
-                .as_ref()
-                .and_then(|l| l.peak)
-                .map(|p| format!(" (peak {})", size(p)))
-                .unwrap_or_default();
+            let peak = peak_note(exit);
             TaskEnd {
                 state: TaskState::Failed,
                 reason: StatusReason::MemoryLimit,
