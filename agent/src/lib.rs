@@ -6,7 +6,7 @@
 //! Architecture invariant: the agent never decides what runs where; it runs what the master
 //! sends, checks that it fits, and reports what happened.
 //!
-//! Custom executors (`agent/executors.rs`): a launch group's executor runs in ONE container whose
+//! Custom executors (`agent/executors/`): a launch group's executor runs in ONE container whose
 //! limits are the executor's resources plus those of the tasks launched with it; the agent hands
 //! it tasks over a unix socket (proto's `AgentToExecutor`/`ExecutorToAgent`, proto's codec) that
 //! only the executor's own container may use, and turns its updates into status updates. The

@@ -1,5 +1,6 @@
 //! Rules of the codebase, as tests: every workspace member is on ARCHITECTURE.md's code map, and
-//! `unsafe` appears only in the isolation crate.
+//! `unsafe` appears only in the isolation crate, files and functions of master-core and the agent
+//! are short.
 
 use std::path::{Path, PathBuf};
 
@@ -80,4 +81,195 @@ fn unsafe_code_lives_only_in_the_isolation_crate() {
         offenders.is_empty(),
         "unsafe outside isolation/: {offenders:?}"
     );
+}
+
+/// `text` with comments, string and char literals blanked (newlines kept), so that braces and
+/// `fn` are only code.
+fn code_only(text: &str) -> Vec<u8> {
+    let b = text.as_bytes();
+    let mut out = b.to_vec();
+    let blank = |out: &mut Vec<u8>, from: usize, to: usize| {
+        for c in &mut out[from..to] {
+            if *c != b'\n' {
+                *c = b' ';
+            }
+        }
+    };
+    let mut i = 0;
+    while i < b.len() {
+        let start = i;
+        match b[i] {
+            b'/' if b.get(i + 1) == Some(&b'/') => {
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'/' if b.get(i + 1) == Some(&b'*') => {
+                let mut depth = 0;
+                while i < b.len() {
+                    if b[i..].starts_with(b"/*") {
+                        depth += 1;
+                        i += 2;
+                    } else if b[i..].starts_with(b"*/") {
+                        depth -= 1;
+                        i += 2;
+                        if depth == 0 {
+                            break;
+                        }
+                    } else {
+                        i += 1;
+                    }
+                }
+            }
+            b'r' if (i == 0 || !is_ident(b[i - 1]))
+                && matches!(b.get(i + 1), Some(b'"' | b'#')) =>
+            {
+                let hashes = b[i + 1..].iter().take_while(|c| **c == b'#').count();
+                if b.get(i + 1 + hashes) != Some(&b'"') {
+                    i += 1;
+                    continue;
+                }
+                let close: Vec<u8> = std::iter::once(b'"')
+                    .chain(std::iter::repeat_n(b'#', hashes))
+                    .collect();
+                i += 2 + hashes;
+                while i < b.len() && !b[i..].starts_with(&close) {
+                    i += 1;
+                }
+                i += close.len();
+            }
+            b'"' => {
+                i += 1;
+                while i < b.len() && b[i] != b'"' {
+                    i += if b[i] == b'\\' { 2 } else { 1 };
+                }
+                i += 1;
+            }
+            // A char literal ('x', '\n', '\u{7b}'); anything else is a lifetime.
+            b'\'' if b.get(i + 1) == Some(&b'\\') => {
+                i += 2;
+                while i < b.len() && b[i] != b'\'' {
+                    i += 1;
+                }
+                i += 1;
+            }
+            b'\'' if b.get(i + 2) == Some(&b'\'') => i += 3,
+            _ => {
+                i += 1;
+                continue;
+            }
+        }
+        let end = i.min(b.len());
+        blank(&mut out, start, end);
+        i = end;
+    }
+    out
+}
+
+fn is_ident(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'_'
+}
+
+/// Every function with a body: (name, lines from its `fn` line to its closing brace).
+fn function_lengths(text: &str) -> Vec<(String, usize)> {
+    let code = code_only(text);
+    let line_of = |pos: usize| code[..pos].iter().filter(|c| **c == b'\n').count();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i + 3 <= code.len() {
+        let is_fn = code[i..].starts_with(b"fn ")
+            && (i == 0 || !is_ident(code[i - 1]))
+            && code.get(i + 3).is_some_and(|c| is_ident(*c));
+        if !is_fn {
+            i += 1;
+            continue;
+        }
+        let name: String = code[i + 3..]
+            .iter()
+            .take_while(|c| is_ident(**c))
+            .map(|c| char::from(*c))
+            .collect();
+        let Some(open) = code[i..].iter().position(|c| *c == b'{' || *c == b';') else {
+            break;
+        };
+        let open = i + open;
+        if code[open] == b';' {
+            i = open;
+            continue;
+        }
+        let mut depth = 0usize;
+        let mut close = open;
+        for (j, c) in code.iter().enumerate().skip(open) {
+            match c {
+                b'{' => depth += 1,
+                b'}' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        close = j;
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        out.push((name, line_of(close) - line_of(i) + 1));
+        i += 3;
+    }
+    out
+}
+
+#[test]
+fn function_lengths_count_by_braces_outside_comments_and_literals() {
+    let text = r###"
+fn one() {}
+trait T { fn decl(&self); }
+fn five<'a>(x: &'a str) -> char {
+    // a } in a comment, /* { */ and a "}" string
+    let _ = r#"}"#; let _ = '}'; let _ = '\u{7d}';
+    'x'
+}
+fn three() {
+    fn inner() { if true { } }
+}
+"###;
+    let found = function_lengths(text);
+    let want = [("one", 1), ("five", 5), ("three", 3), ("inner", 1)];
+    let want: Vec<(String, usize)> = want.iter().map(|(n, l)| (n.to_string(), *l)).collect();
+    assert_eq!(found, want);
+}
+
+/// Files and functions stay small enough to read at once (issue 12): no source file of
+/// master-core or the agent over 1,000 lines, no function in them over 120.
+#[test]
+fn tidy_files_and_functions_are_short() {
+    let mut files = Vec::new();
+    for dir in ["master/core/src", "agent"] {
+        let before = files.len();
+        rust_files(&root().join(dir), &mut files);
+        assert!(
+            files.len() > before + 10,
+            "read only {} files in {dir}",
+            files.len() - before
+        );
+    }
+    let mut long = Vec::new();
+    for path in &files {
+        let text = std::fs::read_to_string(path).expect("read source file");
+        let lines = text.lines().count();
+        if lines > 1_000 {
+            long.push(format!(
+                "{} has {lines} lines (at most 1,000)",
+                path.display()
+            ));
+        }
+        for (name, n) in function_lengths(&text) {
+            if n > 120 {
+                long.push(format!(
+                    "{}: fn {name} has {n} lines (at most 120)",
+                    path.display()
+                ));
+            }
+        }
+    }
+    assert!(long.is_empty(), "too long:\n{}", long.join("\n"));
 }
