@@ -49,6 +49,17 @@ impl Runtime {
         }
     }
 
+    /// Finds container `id` when no record of it was saved (see `Isolator::recover_by_id`).
+    pub fn recover_by_id(&self, id: &str) -> Result<Option<Arc<Handle>>, String> {
+        match self {
+            Runtime::Isolated(iso) => iso
+                .recover_by_id(id)
+                .map(|c| c.map(|c| Arc::new(Handle::Isolated(c))))
+                .map_err(|e| e.to_string()),
+            Runtime::Plain => Ok(None),
+        }
+    }
+
     pub fn launch(&self, id: &str, spec: &ContainerSpec) -> Result<Arc<Handle>, String> {
         match self {
             Runtime::Isolated(iso) => iso

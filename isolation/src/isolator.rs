@@ -323,7 +323,7 @@ impl Isolator {
         cgroup.apply(&limits)?;
         // A new cgroup starts with oom_kill = 0; recorded so a re-attach compares the same way.
         let baseline = 0;
-        let (pid, pidfd) = self.start(id, spec, &user, &*cgroup, &run_dir, &mut guard)?;
+        let (pid, pidfd) = self.start(id, spec, &limits, &user, &*cgroup, &run_dir, &mut guard)?;
         let start = start_time(pid).unwrap_or(0);
         guard.armed = false;
         drop(guard);
@@ -345,6 +345,7 @@ impl Isolator {
         &self,
         id: &str,
         spec: &ContainerSpec,
+        limits: &Limits,
         user: &ResolvedUser,
         cgroup: &dyn CgroupManager,
         run_dir: &Path,
@@ -354,6 +355,13 @@ impl Isolator {
         std::fs::create_dir(run_dir)
             .map_err(|e| IsolationError::io("create run dir", run_dir, e))?;
         let _ = std::fs::set_permissions(run_dir, std::fs::Permissions::from_mode(0o700));
+        // Before the clone: what `recover_by_id` needs to rebuild the record of a container whose
+        // launcher died before it could save one.
+        let limits_path = run_dir.join(LIMITS_FILE);
+        let json = serde_json::to_vec(limits)
+            .map_err(|e| IsolationError::InvalidSpec(format!("serialize limits: {e}")))?;
+        std::fs::write(&limits_path, json)
+            .map_err(|e| IsolationError::io("write", &limits_path, e))?;
 
         // The sandbox belongs to the task's user; <sandbox>/tmp is its private /tmp.
         chown(&spec.cwd, user)?;
@@ -634,6 +642,44 @@ impl Isolator {
         })
     }
 
+    /// Re-attaches to container `id` when no record of it was saved: its launcher (an agent)
+    /// died between starting it and checkpointing [`Container::record`]. The record is rebuilt
+    /// from what `launch` leaves before the clone: the cgroups, `<run dir>/limits.json`, and the
+    /// init, which is the process of the cgroup whose parent is outside it (none: the container
+    /// already ended, and its status file, if any, says how). `Ok(None)`: there is no such
+    /// container, or its launch stopped before anything could run in it.
+    pub fn recover_by_id(&self, id: &str) -> Result<Option<Container>> {
+        validate_id(id)?;
+        let cgroup = self.manager(id);
+        let cgroups = cgroup.paths();
+        let run_dir = self.config.run_root.join(id);
+        let limits_path = run_dir.join(LIMITS_FILE);
+        let limits: Limits = match std::fs::read(&limits_path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| IsolationError::BadRecord {
+                id: id.to_owned(),
+                reason: format!("{}: {e}", limits_path.display()),
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(IsolationError::io("read", &limits_path, e)),
+        };
+        if cgroups.values().all(|p| !p.exists()) {
+            return Ok(None);
+        }
+        let pid = init_of(&cgroup.procs()?).unwrap_or(0);
+        let record = ContainerRecord {
+            id: id.to_owned(),
+            version: self.version(),
+            cgroups,
+            pid,
+            pid_start_time: start_time(pid).unwrap_or(0),
+            run_dir,
+            limits,
+            // A new cgroup starts with oom_kill = 0, as `launch` records.
+            oom_kill_baseline: 0,
+        };
+        self.recover(&record).map(Some)
+    }
+
     /// What the agent may offer: min(host CPUs and memory from procfs, affinity, cpuset, the
     /// agent's own cgroup limits including its ancestors) minus the reservation.
     pub fn node_resources(&self, reserved: &Reservation) -> Result<NodeResources> {
@@ -909,3 +955,22 @@ pub fn validate_id(id: &str) -> Result<()> {
 
 #[cfg(test)]
 mod tests;
+
+/// `<run dir>/limits.json`: the limits a container was launched with, written before the clone.
+const LIMITS_FILE: &str = "limits.json";
+
+/// The init among a container's processes: the one whose parent is not in the container (the
+/// earliest started, should there be several). `None` when no process is left.
+fn init_of(procs: &[i32]) -> Option<i32> {
+    let members: std::collections::BTreeSet<i32> = procs.iter().copied().collect();
+    let parent_outside = |pid: i32| {
+        procfs::process::Process::new(pid)
+            .and_then(|p| p.stat())
+            .is_ok_and(|stat| !members.contains(&stat.ppid))
+    };
+    procs
+        .iter()
+        .copied()
+        .filter(|&pid| parent_outside(pid))
+        .min_by_key(|&pid| start_time(pid).unwrap_or(u64::MAX))
+}

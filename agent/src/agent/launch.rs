@@ -101,7 +101,7 @@ impl Agent {
             self.update(&task_id, TaskState::Starting, |_| {}).await;
             let runtime = self.runtime.clone();
             let events = self.events.clone();
-            let id = format!("{}.{}", framework.id, task_id);
+            let id = container_id(&framework.id, &task_id);
             tokio::task::spawn_blocking(move || {
                 let result = runtime.launch(&id, &spec);
                 let _ = events.blocking_send(Event::Launched { task_id, result });
@@ -238,4 +238,10 @@ mod tests {
             "{msg}"
         );
     }
+}
+
+/// The id of a command task's container: recovery finds a container by it when the agent died
+/// before checkpointing the container's record.
+pub(super) fn container_id(framework: &FrameworkId, task: &TaskId) -> String {
+    format!("{framework}.{task}")
 }

@@ -111,7 +111,7 @@ impl Agent {
                 self.executors
                     .contains_key(&(framework_id.clone(), x.clone()))
             });
-            let record = match plan_task_recovery(
+            let handle = match plan_task_recovery(
                 cp.state,
                 cp.executor_id.as_ref(),
                 executor_recovered,
@@ -134,9 +134,28 @@ impl Agent {
                     .await;
                     continue;
                 }
-                TaskRecovery::Reattach(record) => record,
+                TaskRecovery::Reattach(record) => self.runtime.recover(&record),
+                TaskRecovery::FindById => {
+                    let id = super::launch::container_id(&framework_id, &task_id);
+                    match self.runtime.recover_by_id(&id) {
+                        Ok(Some(handle)) => {
+                            tracing::info!(task = %task_id, container = %id,
+                                "found the container of a task whose record the agent never saved");
+                            Ok(handle)
+                        }
+                        Ok(None) => {
+                            self.update(&task_id, TaskState::Failed, |s| {
+                                s.reason = Some(StatusReason::AgentRestarted);
+                                s.message = Some(NOT_STARTED.to_owned());
+                            })
+                            .await;
+                            continue;
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
             };
-            match self.runtime.recover(&record) {
+            match handle {
                 Ok(handle) => {
                     tracing::info!(task = %task_id, pid = handle.pid(), "re-attached to a running task");
                     if let Some(task) = self.tasks.get_mut(&task_id) {
@@ -193,11 +212,19 @@ pub(super) enum TaskRecovery<C> {
     },
     /// The task's container is re-attached.
     Reattach(C),
+    /// The agent stopped between the task's checkpoint and its container's record: the
+    /// container may have started, and even ended; it is looked for by its id, and the task
+    /// fails as not started only if there is none.
+    FindById,
 }
+
+/// Why a task whose container was never created fails after an agent restart.
+const NOT_STARTED: &str = "the agent restarted while launching the task; it was not started";
 
 /// Recovery's plan for a task checkpointed in `state`, run by `executor` (re-attached or not
 /// by the executors' recovery, which runs first) or in its own `container` (`None`: the agent
-/// stopped between the checkpoint and the launch, so nothing was started).
+/// stopped between the checkpoint and saving the container's record, before or after the
+/// launch).
 pub(super) fn plan_task_recovery<C>(
     state: TaskState,
     executor: Option<&ExecutorId>,
@@ -215,10 +242,7 @@ pub(super) fn plan_task_recovery<C>(
             ),
             executor_id: Some(executor_id.clone()),
         },
-        (None, None) => TaskRecovery::Fail {
-            message: "the agent restarted while launching the task; it was not started".to_owned(),
-            executor_id: None,
-        },
+        (None, None) => TaskRecovery::FindById,
         (None, Some(container)) => TaskRecovery::Reattach(container),
     }
 }
@@ -251,17 +275,10 @@ mod tests {
     }
 
     #[test]
-    fn a_crash_between_checkpoint_and_launch_fails_the_task_as_not_started() {
+    fn a_crash_before_the_container_record_looks_for_the_container_by_id() {
         for state in [TaskState::Staging, TaskState::Starting] {
             let plan = plan_task_recovery::<u8>(state, None, false, None);
-            assert_eq!(
-                plan,
-                TaskRecovery::Fail {
-                    message: "the agent restarted while launching the task; it was not started"
-                        .to_owned(),
-                    executor_id: None,
-                }
-            );
+            assert_eq!(plan, TaskRecovery::FindById);
         }
     }
 

@@ -109,6 +109,62 @@ fn a_task_that_ends_while_its_agent_is_down_is_reported_after_the_restart() {
     );
 }
 
+/// The agent died after the task's container started but before it checkpointed the
+/// container's record (the window between the clone and that write; the soak hit it): the
+/// restarted agent finds the container by its id, re-attaches, and reports how the task really
+/// ended, not "not started". The window is made exact by taking the record out of the checkpoint.
+#[test]
+fn a_container_started_before_its_record_was_saved_is_found_after_a_restart() {
+    if skip_unless_root("a_container_started_before_its_record_was_saved_is_found_after_a_restart")
+    {
+        return;
+    }
+    let mut c = Cluster::start_master(&[]);
+    let a = c.start_agent("a1", &["--resources", "cpus:2;mem:1GiB"]);
+    let marker = marker_dir(&c).join("starts");
+    let release = marker_dir(&c).join("release");
+    let cmd = format!(
+        "echo started >> {}; while [ ! -e {} ]; do sleep 0.1; done; echo done; exit 5",
+        marker.display(),
+        release.display()
+    );
+    let run = c.spawn_client("fw", &["run", "--", &cmd]);
+    c.agents[a].wait_for_log("state=TASK_RUNNING", Duration::from_secs(30));
+    c.agents[a].kill();
+    let meta = c.dir.path().join("agent-a1/meta/tasks");
+    let mut edited = 0;
+    for entry in std::fs::read_dir(&meta).expect("checkpoints").flatten() {
+        let path = entry.path();
+        if path.extension().is_some_and(|e| e == "json") {
+            let mut cp: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("json");
+            assert!(cp["container"].is_object(), "no container record: {cp:#}");
+            cp["container"] = serde_json::Value::Null;
+            std::fs::write(&path, serde_json::to_vec(&cp).expect("json")).expect("write");
+            edited += 1;
+        }
+    }
+    assert_eq!(edited, 1, "one task checkpoint in {}", meta.display());
+    c.restart_agent(a);
+    c.agents[a].wait_for_log(
+        "found the container of a task whose record the agent never saved",
+        Duration::from_secs(10),
+    );
+    std::fs::write(&release, "").expect("release the task");
+    let out = wait_child(run, Duration::from_secs(60));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(5), "stderr:\n{err}");
+    assert_eq!(count(&err, "TASK_FAILED"), 1, "stderr:\n{err}");
+    assert!(!err.contains("not started"), "stderr:\n{err}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("done"));
+    let starts = std::fs::read_to_string(&marker).expect("marker");
+    assert_eq!(
+        starts.lines().count(),
+        1,
+        "started more than once: {starts:?}"
+    );
+}
+
 #[test]
 fn a_corrupt_checkpoint_is_set_aside_and_the_agent_keeps_running() {
     let mut c = Cluster::start_master(&[]);

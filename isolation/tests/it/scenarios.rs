@@ -630,6 +630,47 @@ fn recover_an_exited_container_reads_the_status_file() {
     r.destroy().unwrap();
 }
 
+/// A launcher killed between `launch` and saving the record: the container is found by its id
+/// alone, running (same init, killable) or ended (its exit read from the status file).
+#[test]
+fn recover_by_id_without_a_record() {
+    let env = env_or_skip!("recover-id");
+    assert!(env.iso.recover_by_id("never-launched").unwrap().is_none());
+    let c = env
+        .iso
+        .launch("rid", &env.spec("rid", &["sleep", "30"]))
+        .unwrap();
+    let (pid, limits) = (c.pid(), c.record().limits);
+    drop(c);
+    let r = env.iso.recover_by_id("rid").unwrap().expect("found by id");
+    assert_eq!(r.pid(), pid, "the init, not one of its children");
+    assert_eq!(r.record().limits, limits);
+    assert!(r.try_wait().unwrap().is_none(), "looks exited");
+    r.kill(Duration::from_secs(5)).unwrap();
+    assert_eq!(r.wait().unwrap().signal, Some(15));
+    r.destroy().unwrap();
+    assert!(env.iso.recover_by_id("rid").unwrap().is_none());
+
+    let c = env
+        .iso
+        .launch("rid-x", &env.spec("rid-x", &["exit", "9"]))
+        .unwrap();
+    let status = c.record().run_dir.join("status");
+    let start = Instant::now();
+    while !status.exists() && start.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    drop(c);
+    let r = env
+        .iso
+        .recover_by_id("rid-x")
+        .unwrap()
+        .expect("found by id");
+    let exit = r.wait().unwrap();
+    assert_eq!((exit.code, exit.signal), (Some(9), None));
+    r.destroy().unwrap();
+}
+
 #[test]
 fn shell_command_with_explicit_environment() {
     if !std::path::Path::new("/bin/sh").exists() {
