@@ -323,7 +323,8 @@ impl Isolator {
         cgroup.apply(&limits)?;
         // A new cgroup starts with oom_kill = 0; recorded so a re-attach compares the same way.
         let baseline = 0;
-        let (pid, pidfd) = self.start(id, spec, &limits, &user, &*cgroup, &run_dir, &mut guard)?;
+        prepare_run_dir(&run_dir, &limits)?;
+        let (pid, pidfd) = self.start(id, spec, &user, &*cgroup, &run_dir, &mut guard)?;
         let start = start_time(pid).unwrap_or(0);
         guard.armed = false;
         drop(guard);
@@ -345,24 +346,11 @@ impl Isolator {
         &self,
         id: &str,
         spec: &ContainerSpec,
-        limits: &Limits,
         user: &ResolvedUser,
         cgroup: &dyn CgroupManager,
         run_dir: &Path,
         guard: &mut Cleanup<'_>,
     ) -> Result<(i32, OwnedFd)> {
-        remove_run_dir(run_dir)?;
-        std::fs::create_dir(run_dir)
-            .map_err(|e| IsolationError::io("create run dir", run_dir, e))?;
-        let _ = std::fs::set_permissions(run_dir, std::fs::Permissions::from_mode(0o700));
-        // Before the clone: what `recover_by_id` needs to rebuild the record of a container whose
-        // launcher died before it could save one.
-        let limits_path = run_dir.join(LIMITS_FILE);
-        let json = serde_json::to_vec(limits)
-            .map_err(|e| IsolationError::InvalidSpec(format!("serialize limits: {e}")))?;
-        std::fs::write(&limits_path, json)
-            .map_err(|e| IsolationError::io("write", &limits_path, e))?;
-
         // The sandbox belongs to the task's user; <sandbox>/tmp is its private /tmp.
         chown(&spec.cwd, user)?;
         let mount_ns = spec.namespaces.mount;
@@ -958,6 +946,19 @@ mod tests;
 
 /// `<run dir>/limits.json`: the limits a container was launched with, written before the clone.
 const LIMITS_FILE: &str = "limits.json";
+
+/// Makes a container's run dir anew (0700) with `limits.json` in it: written before the clone,
+/// it is what `recover_by_id` needs to rebuild the record of a container whose launcher died
+/// before it could save one.
+fn prepare_run_dir(run_dir: &Path, limits: &Limits) -> Result<()> {
+    remove_run_dir(run_dir)?;
+    std::fs::create_dir(run_dir).map_err(|e| IsolationError::io("create run dir", run_dir, e))?;
+    let _ = std::fs::set_permissions(run_dir, std::fs::Permissions::from_mode(0o700));
+    let path = run_dir.join(LIMITS_FILE);
+    let json = serde_json::to_vec(limits)
+        .map_err(|e| IsolationError::InvalidSpec(format!("serialize limits: {e}")))?;
+    std::fs::write(&path, json).map_err(|e| IsolationError::io("write", &path, e))
+}
 
 /// The init among a container's processes: the one whose parent is not in the container (the
 /// earliest started, should there be several). `None` when no process is left.

@@ -180,6 +180,12 @@ pub(super) fn valid_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
+/// The id of a command task's container: recovery finds a container by it when the agent died
+/// before checkpointing the container's record.
+pub(super) fn container_id(framework: &FrameworkId, task: &TaskId) -> String {
+    format!("{framework}.{task}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -238,10 +244,4 @@ mod tests {
             "{msg}"
         );
     }
-}
-
-/// The id of a command task's container: recovery finds a container by it when the agent died
-/// before checkpointing the container's record.
-pub(super) fn container_id(framework: &FrameworkId, task: &TaskId) -> String {
-    format!("{framework}.{task}")
 }
