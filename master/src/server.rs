@@ -707,10 +707,7 @@ async fn core_loop(
                 match commit {
                     Some(CommitEvent::Op { op, id, .. }) => {
                         if let Some(l) = leading.as_mut() {
-                            match id {
-                                Some(id) => l.master.handle_proposal_committed(now, ProposalId(id), op),
-                                None => l.master.handle_committed(now, op),
-                            }
+                            feed_commit(&mut l.master, now, op, id);
                         }
                     }
                     Some(CommitEvent::Reset { registry: reg, .. }) => {
@@ -769,6 +766,16 @@ fn publish(
     }
 }
 
+/// Hands the core one committed op with the id it was proposed under, so that the core runs
+/// that proposal's continuation (a subscription's reply, a registration's), or without one for
+/// an op this core did not propose.
+fn feed_commit(master: &mut Master, now: Instant, op: RegistryOp, id: Option<u64>) {
+    match id {
+        Some(id) => master.handle_proposal_committed(now, ProposalId(id), op),
+        None => master.handle_committed(now, op),
+    }
+}
+
 /// For a read barrier: hands the core every committed op already queued for it. False when
 /// this master does not lead (no core, or the registry was replaced or the stream ended: the
 /// caller steps down).
@@ -778,7 +785,7 @@ fn take_queued_commits(leading: &mut Option<Leading>, now: Instant) -> bool {
     };
     loop {
         match l.commits.try_recv() {
-            Ok(CommitEvent::Op { op, .. }) => l.master.handle_committed(now, op),
+            Ok(CommitEvent::Op { op, id, .. }) => feed_commit(&mut l.master, now, op, id),
             Ok(CommitEvent::Reset { .. }) | Err(mpsc::error::TryRecvError::Disconnected) => {
                 return false
             }

@@ -108,3 +108,47 @@ fn teardown_a_framework_kills_its_tasks() {
         "{s:#}"
     );
 }
+
+/// Reads confirm leadership and first hand the core every commit queued for it; those commits
+/// must keep their proposal ids, or the core loses the continuation of a subscription committed
+/// in that moment and the framework never hears `Subscribed` (seen once in CI: `corral run` gave
+/// up after 15 s). Here frameworks subscribe while an operator reads the state without pause.
+#[test]
+fn frameworks_subscribe_while_operators_read_the_state() {
+    let mut c = Cluster::start_master(&[]);
+    c.start_agent("a1", &["--resources", "cpus:4;mem:2GiB"]);
+    /// Stops the readers however the frameworks' part ends (a failed assertion included: it
+    /// is dropped while unwinding, before the scope joins the readers).
+    struct StopOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
+    impl Drop for StopOnDrop<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let c = &c;
+        let stop = &stop;
+        let _stop = StopOnDrop(stop);
+        for _ in 0..3 {
+            scope.spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let out = c.client("op", &["state", "--json"], T);
+                    assert!(out.status.success(), "state: {}", stderr(&out));
+                }
+            });
+        }
+        for wave in 0..4 {
+            let runs: Vec<_> = (0..5)
+                .map(|i| {
+                    let name = format!("reader-race-{wave}-{i}");
+                    c.spawn_client("fw", &["run", "--name", &name, "--", "true"])
+                })
+                .collect();
+            for run in runs {
+                let out = wait_child(run, T);
+                assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+            }
+        }
+    });
+}
