@@ -57,6 +57,7 @@
 //! are synced before `save_vote` returns. See [`log_store`] for the on-disk format and why it is
 //! our own.
 
+pub mod election;
 pub mod log_store;
 pub mod network;
 mod registry;
