@@ -533,22 +533,24 @@ fn leader_and_term(c: &Cluster) -> Option<(usize, u64)> {
     Some((i, v["masters"]["term"].as_u64()?))
 }
 
+/// Whether `corral state` shows `masters` members, each but the leader with the whole log.
+fn all_caught_up(state: &serde_json::Value, masters: usize) -> bool {
+    state["masters"]["members"].as_array().is_some_and(|ms| {
+        ms.len() == masters
+            && ms
+                .iter()
+                .filter(|m| m["is_leader"] != true)
+                .all(|m| m["lag"] == 0)
+    })
+}
+
 /// Waits until the leader has reached every other master (each has acknowledged the whole
 /// log), so no election of the cluster's start is still under way; returns the leader and term.
 fn settled_leadership(c: &Cluster) -> (usize, u64) {
     let deadline = Instant::now() + T;
     loop {
         let s = c.state_json();
-        let members = s["masters"]["members"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        let caught_up = members.len() == c.master_addrs.len()
-            && members
-                .iter()
-                .filter(|m| m["is_leader"] != true)
-                .all(|m| m["lag"] == 0);
-        if caught_up {
+        if all_caught_up(&s, c.master_addrs.len()) {
             if let Some(l) = leader_and_term(c) {
                 return l;
             }
@@ -705,13 +707,7 @@ fn a_follower_cut_off_for_long_does_not_depose_the_leader() {
             follower + 1
         );
         reads += 1;
-        let caught_up = s["masters"]["members"].as_array().is_some_and(|ms| {
-            ms.len() == 3
-                && ms
-                    .iter()
-                    .filter(|m| m["is_leader"] != true)
-                    .all(|m| m["lag"] == 0)
-        });
+        let caught_up = all_caught_up(&s, 3);
         if caught_up && caught_up_at.is_none() {
             caught_up_at = Some(Instant::now());
         }
