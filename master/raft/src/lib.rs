@@ -53,10 +53,15 @@
 //! [`network::serve_raft_stream`] check it; the daemon should route every bidirectional stream of
 //! a connection whose peer role is `master` to them).
 //!
+//! **Elections.** openraft's own election timer is off; [`election`] stands for this master only
+//! after a pre-vote that a majority of voters granted, so a master cut off or restarted under a
+//! healthy leader never raises the term and cannot depose that leader when it comes back.
+//!
 //! **Durability.** An entry is reported appended only after `fdatasync` of the log file; votes
 //! are synced before `save_vote` returns. See [`log_store`] for the on-disk format and why it is
 //! our own.
 
+pub mod election;
 pub mod log_store;
 pub mod network;
 mod registry;

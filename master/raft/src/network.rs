@@ -15,6 +15,7 @@
 //! any other role (a second check: the daemon routes by role too). Requests on a stream are
 //! answered in order until the peer finishes it.
 
+use crate::election::{self, Contact, PreVoteRequest, PreVoteResponse, Timing};
 use crate::{MasterNode, NodeId, Raft, SnapshotMeta, TypeConfig, Vote};
 use openraft::error::{
     Fatal, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, ReplicationClosed,
@@ -50,6 +51,8 @@ pub enum RaftRequest {
         meta: SnapshotMeta,
         data: Vec<u8>,
     },
+    /// "Would you vote for me?" before an election ([`crate::election`]).
+    PreVote(PreVoteRequest),
 }
 
 /// The answer to a [`RaftRequest`]: the receiving raft's own result, or a refusal.
@@ -58,6 +61,7 @@ pub enum RaftResponse {
     AppendEntries(Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>),
     Vote(Result<VoteResponse<NodeId>, RaftError<NodeId>>),
     FullSnapshot(Result<SnapshotResponse<NodeId>, Fatal<NodeId>>),
+    PreVote(PreVoteResponse),
     /// The request was not handed to raft (the peer is not a master).
     Refused(String),
 }
@@ -377,6 +381,19 @@ impl PeerClient {
         }
     }
 
+    /// Asks the peer for a pre-vote within `ttl`: whether it would vote for us.
+    pub(crate) async fn pre_vote(
+        &self,
+        req: &PreVoteRequest,
+        ttl: Duration,
+    ) -> Result<bool, String> {
+        match self.call(&RaftRequest::PreVote(req.clone()), ttl).await {
+            Ok(RaftResponse::PreVote(r)) => Ok(r.granted),
+            Ok(other) => Err(self.unexpected("pre-vote", &other).to_string()),
+            Err(e) => Err(format!("pre-vote to {}: {e}", self.peer.node)),
+        }
+    }
+
     fn unexpected(&self, what: &str, resp: &RaftResponse) -> CallError {
         CallError::Network(format!(
             "{} answered a {what} request with {}",
@@ -385,6 +402,7 @@ impl PeerClient {
                 RaftResponse::AppendEntries(_) => "an append-entries response",
                 RaftResponse::Vote(_) => "a vote response",
                 RaftResponse::FullSnapshot(_) => "a snapshot response",
+                RaftResponse::PreVote(_) => "a pre-vote response",
                 RaftResponse::Refused(_) => "a refusal",
             }
         ))
@@ -490,27 +508,35 @@ impl RaftNetwork<TypeConfig> for PeerClient {
     }
 }
 
-/// What serves inbound raft RPCs: the local raft, and a signal raised whenever a leader's
-/// append-entries is accepted (a leader that reaches us; one answered "higher vote" is a stale
-/// leader and does not count). A restarted master waits for it before it may stand for
-/// election (see `ReplicatedRegistry::start`).
+/// What serves inbound raft RPCs: the local raft, and what it heard for the election driver
+/// ([`crate::election`]): when a leader's append-entries or snapshot was accepted (one answered
+/// "higher vote" comes from a stale leader and does not count) and when a vote was granted.
 #[derive(Clone)]
 pub struct RaftServer {
     raft: Raft,
-    leader_heard: Arc<tokio::sync::Notify>,
+    contact: Arc<Contact>,
+    timing: Timing,
 }
 
 impl RaftServer {
-    /// Serves `raft`, signalling nobody.
+    /// Serves `raft`, answering pre-votes with the default election timing.
     pub fn new(raft: Raft) -> RaftServer {
         RaftServer {
             raft,
-            leader_heard: Arc::new(tokio::sync::Notify::new()),
+            contact: Arc::new(Contact::default()),
+            timing: Timing {
+                election_min: crate::DEFAULT_ELECTION_TIMEOUT.0,
+                election_max: crate::DEFAULT_ELECTION_TIMEOUT.1,
+            },
         }
     }
 
-    pub(crate) fn with_signal(raft: Raft, leader_heard: Arc<tokio::sync::Notify>) -> RaftServer {
-        RaftServer { raft, leader_heard }
+    pub(crate) fn with_contact(raft: Raft, contact: Arc<Contact>, timing: Timing) -> RaftServer {
+        RaftServer {
+            raft,
+            contact,
+            timing,
+        }
     }
 
     /// The raft this serves.
@@ -570,11 +596,22 @@ pub async fn serve_raft_stream(
         return Err(err);
     }
     while let Some(req) = rx.recv().await? {
-        let resp = handle_request(&server.raft, req).await;
-        if let RaftResponse::AppendEntries(Ok(r)) = &resp {
-            if !matches!(r, AppendEntriesResponse::HigherVote(_)) {
-                server.leader_heard.notify_one();
+        let resp = match req {
+            RaftRequest::PreVote(r) => RaftResponse::PreVote(PreVoteResponse {
+                granted: election::answer(&server.raft, &server.contact, &server.timing, &r),
+            }),
+            req => handle_request(&server.raft, req).await,
+        };
+        let now = Instant::now();
+        match &resp {
+            RaftResponse::AppendEntries(Ok(r))
+                if !matches!(r, AppendEntriesResponse::HigherVote(_)) =>
+            {
+                server.contact.leader_heard(now)
             }
+            RaftResponse::FullSnapshot(Ok(_)) => server.contact.leader_heard(now),
+            RaftResponse::Vote(Ok(r)) if r.vote_granted => server.contact.vote_granted(now),
+            _ => {}
         }
         tx.send(&resp).await?;
     }
@@ -594,5 +631,8 @@ pub async fn handle_request(raft: &Raft, req: RaftRequest) -> RaftResponse {
             };
             RaftResponse::FullSnapshot(raft.install_full_snapshot(vote, snapshot).await)
         }
+        // Answered by `serve_raft_stream`, which knows what this master heard; a bare raft
+        // has heard nothing to go by, so it refuses.
+        RaftRequest::PreVote(_) => RaftResponse::PreVote(PreVoteResponse { granted: false }),
     }
 }

@@ -1,5 +1,6 @@
 //! [`ReplicatedRegistry`]: the facade the master daemon uses.
 
+use crate::election::{Contact, Timing};
 use crate::log_store::{LogStore, StoreError};
 use crate::network::Network;
 use crate::state_machine::{SnapshotError, StateMachine, Subscription};
@@ -76,17 +77,18 @@ impl RaftConfig {
     ///   cover a QUIC round trip plus the follower's fsync (a few ms on SSDs) with room to spare.
     ///   openraft ticks every 1.5 heartbeats (225 ms) and sends a heartbeat on each tick;
     /// - election timeout 300 to 600 ms. openraft 0.9 picks each master's timeout once in that
-    ///   range, and a follower that has seen a leader waits the leader lease (the maximum,
-    ///   600 ms) on top, so a follower stands after 0.9 to 1.2 s without a heartbeat (checked
-    ///   on ticks): four missed heartbeats in a row, so a busy host (2 cores running builds and
-    ///   tests) does not depose a healthy leader, yet a dead leader is replaced about 1 to
-    ///   1.4 s after it died (timeout, one vote round trip, the new leader's first commit).
+    ///   range for its vote lease; our election driver ([`crate::election`]) picks a fresh
+    ///   time in it for each candidacy and waits the leader lease (the maximum, 600 ms) on top,
+    ///   so a follower stands after 0.9 to 1.2 s without a heartbeat: four missed heartbeats in
+    ///   a row, so a busy host (2 cores running builds and tests) does not depose a healthy
+    ///   leader, yet a dead leader is replaced about 1 to 1.4 s after it died (timeout, one
+    ///   pre-vote and one vote round trip, the new leader's first commit).
     ///
     /// openraft 0.9 has no pre-vote. Its leader lease (a master that heard from a leader within
     /// the election timeout rejects vote requests) keeps a rejoining master from winning, but
     /// not from raising its term, which the leader then sees as "higher vote" and steps down
-    /// for; so a restarted master holds its candidacy until it hears the leader
-    /// (`hold_elections_after_restart`), and the leader re-dials a peer that was down promptly
+    /// for; so openraft's election timer is off and [`crate::election`] stands only after a
+    /// pre-vote that a majority granted, and the leader re-dials a peer that was down promptly
     /// (`network`).
     ///
     /// Sysadmins change the timers with `corral master --raft-heartbeat-secs` and
@@ -157,6 +159,8 @@ impl RaftConfig {
             // Purge whatever the snapshot policy allows: it happens once per snapshot and
             // costs one record and one fsync here.
             purge_batch_size: 1,
+            // Elections are ours: a pre-vote first (crate::election).
+            enable_elect: false,
             ..Default::default()
         };
         cfg.validate().map_err(|e| RaftError::Config(e.to_string()))
@@ -329,8 +333,11 @@ pub struct ReplicatedRegistry {
     proposals: mpsc::Sender<Submitted>,
     batcher: AbortHandle,
     add_master_catch_up: Duration,
-    /// Raised when a leader's append-entries is accepted (see [`Self::raft_server`]).
-    leader_heard: Arc<tokio::sync::Notify>,
+    /// What the raft server heard, for the election driver (see [`Self::raft_server`]).
+    contact: Arc<Contact>,
+    timing: Timing,
+    /// The election driver ([`crate::election::drive`]).
+    elections: AbortHandle,
 }
 
 impl std::fmt::Debug for ReplicatedRegistry {
@@ -340,57 +347,6 @@ impl std::fmt::Debug for ReplicatedRegistry {
             .field("me", &self.me)
             .finish_non_exhaustive()
     }
-}
-
-/// How long a restarted master holds its candidacy, in election timeout maxima, unless it
-/// hears a leader first (see [`hold_elections_after_restart`]).
-const RESTART_ELECTION_HOLD: u32 = 4;
-
-/// A restarted master (one with a log, among other voters) does not stand for election until
-/// a leader's append-entries reaches it, or [`RESTART_ELECTION_HOLD`] election timeouts pass.
-///
-/// Why: openraft 0.9 has no pre-vote, and its leader lease protects a healthy leader only on
-/// the masters that hear it. A restarted master waits the lease plus its election timeout (0.9
-/// to 1.2 s by default) and then stands with a higher term. The leader reaches a master that
-/// was down only after its replication to it backs off (500 ms after each failure) and a new
-/// handshake completes, which may take longer. The candidate cannot win (its log is behind),
-/// but its higher term answers the leader's next append-entries with "higher vote", and the
-/// healthy leader steps down: the cluster is leaderless until the next election (~0.7 s seen
-/// in a soak). Holding the candidacy until the leader is heard is the pre-vote's effect where
-/// it matters; votes are still granted meanwhile, so the others can elect among themselves, and
-/// after the hold a master that hears no leader stands as usual (all masters restarted at once
-/// elect a leader that much later; a master that led before the restart resumes at once, as
-/// openraft restores its leader vote).
-async fn hold_elections_after_restart(
-    raft: &Raft,
-    cfg: &RaftConfig,
-    leader_heard: Arc<tokio::sync::Notify>,
-) {
-    let restarted = raft.is_initialized().await.unwrap_or(false);
-    let voters = raft
-        .metrics()
-        .borrow()
-        .membership_config
-        .membership()
-        .voter_ids()
-        .count();
-    if !restarted || voters < 2 {
-        return;
-    }
-    let hold = cfg.election_max.saturating_mul(RESTART_ELECTION_HOLD);
-    raft.runtime_config().elect(false);
-    tracing::info!(
-        ?hold,
-        "restarted: not standing for election until a leader is heard or the hold passes"
-    );
-    let raft = raft.clone();
-    tokio::spawn(async move {
-        match tokio::time::timeout(hold, leader_heard.notified()).await {
-            Ok(()) => tracing::info!("heard the leader; may stand for election again"),
-            Err(_) => tracing::info!("heard no leader during the hold; may stand for election"),
-        }
-        raft.runtime_config().elect(true);
-    });
 }
 
 fn leader_of(raft: &Raft, leader: Option<NodeId>) -> Option<(NodeId, MasterNode)> {
@@ -451,10 +407,25 @@ impl ReplicatedRegistry {
             .map_err(|e| RaftError::Stopped(e.to_string()))?;
         let (proposals, rx) = mpsc::channel(PROPOSE_QUEUE);
         let batcher = tokio::spawn(batcher(raft.clone(), rx)).abort_handle();
-        let leader_heard = Arc::new(tokio::sync::Notify::new());
-        hold_elections_after_restart(&raft, &cfg, leader_heard.clone()).await;
+        // Off in the config already; said again so that nothing turns openraft's timer on.
+        raft.runtime_config().elect(false);
+        let contact = Arc::new(Contact::default());
+        let timing = Timing {
+            election_min: cfg.election_min,
+            election_max: cfg.election_max,
+        };
+        let elections = tokio::spawn(crate::election::drive(
+            cfg.node_id,
+            raft.clone(),
+            network.clone(),
+            contact.clone(),
+            timing,
+        ))
+        .abort_handle();
         Ok(ReplicatedRegistry {
-            leader_heard,
+            contact,
+            timing,
+            elections,
             id: cfg.node_id,
             me,
             raft,
@@ -768,7 +739,11 @@ impl ReplicatedRegistry {
     /// What inbound raft connections are served with
     /// ([`crate::network::serve_raft_connection`]).
     pub fn raft_server(&self) -> crate::network::RaftServer {
-        crate::network::RaftServer::with_signal(self.raft.clone(), self.leader_heard.clone())
+        crate::network::RaftServer::with_contact(
+            self.raft.clone(),
+            self.contact.clone(),
+            self.timing,
+        )
     }
 
     /// The raft node.
@@ -791,6 +766,7 @@ impl ReplicatedRegistry {
     /// handle then answer every call with a `Stopped` error.
     pub async fn shutdown(self) {
         self.batcher.abort();
+        self.elections.abort();
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "raft did not stop cleanly");
         }
