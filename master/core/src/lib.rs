@@ -24,8 +24,9 @@
 //! and are rebuilt after a failover ([`Master::with_registry`]).
 //!
 //! **Reads** ([`Master::snapshot`]) build a `proto::ClusterState`; the daemon publishes it when
-//! [`Master::snapshot_dirty`] and answers `GetState` from the published copy, so reads never
-//! wait on allocation.
+//! [`Master::snapshot_dirty`] and answers `GetState` from the published copy once it has
+//! confirmed it still leads and handed the core every op committed before the read (the
+//! daemon's read barrier), so reads wait for one heartbeat round, never for an allocation pass.
 //!
 //! The [`testing`] module holds `Sim`, a harness with a virtual clock and simulated leader
 //! changes (`Sim::leader_change`), used by the tests.
