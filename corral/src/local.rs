@@ -183,3 +183,40 @@ impl LocalCluster {
         let _ = tokio::time::timeout(Duration::from_secs(3), self.master_task).await;
     }
 }
+
+/// A throw-away cluster for `corral run --local`, in a temporary directory (removed when the
+/// returned `TempDir` drops), with the options a framework connects to it with.
+pub async fn start_throwaway() -> Result<(LocalCluster, tempfile::TempDir, framework::ClientOptions)>
+{
+    // Not under /tmp or /var/tmp: each task gets a private one mounted over it, which would
+    // hide a sandbox below it.
+    let dir = tempfile::Builder::new()
+        .prefix("corral-local-")
+        .tempdir_in(throwaway_state_dir())
+        .context("cannot create a temporary directory for the local cluster")?;
+    let listen = "127.0.0.1:0".parse().expect("valid literal address");
+    let cluster = LocalCluster::start(dir.path(), listen, None, true).await?;
+    let identity = cluster.certs.identity(&cluster.certs.framework)?;
+    let opts = framework::ClientOptions::new(vec![cluster.master_addr.to_string()], identity);
+    Ok((cluster, dir, opts))
+}
+
+/// Where `run --local` keeps its throw-away cluster. As root (tasks in containers, with a
+/// private /tmp and /var/tmp): `/var/lib/corral-local` (0755, so the task user reaches its
+/// sandbox). Otherwise tasks are plain processes: /var/tmp when writable, else the temp dir.
+fn throwaway_state_dir() -> PathBuf {
+    if nix::unistd::geteuid().is_root() {
+        let dir = PathBuf::from("/var/lib/corral-local");
+        if std::fs::create_dir_all(&dir).is_ok()
+            && std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).is_ok()
+        {
+            return dir;
+        }
+    }
+    let var_tmp = Path::new("/var/tmp");
+    if var_tmp.is_dir() && nix::unistd::access(var_tmp, nix::unistd::AccessFlags::W_OK).is_ok() {
+        var_tmp.to_path_buf()
+    } else {
+        std::env::temp_dir()
+    }
+}

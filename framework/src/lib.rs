@@ -3,7 +3,8 @@
 //! redirects), the framework session (subscribe, calls, events, re-subscribing with the same
 //! framework id after a lost connection) and one-shot operator calls. Everything runs over the
 //! mutually-authenticated QUIC transport; the caller supplies its certificate identity. It also
-//! holds the small blocking library custom executors use to talk to their agent ([`executor`]).
+//! holds the small blocking library custom executors use to talk to their agent ([`executor`]),
+//! and [`oneshot`], a scheduler that runs one task to its end (what `corral run` is).
 //!
 //! ```no_run
 //! # async fn demo(opts: framework::ClientOptions) -> Result<(), framework::ClientError> {
@@ -24,6 +25,7 @@
 
 mod connect;
 pub mod executor;
+pub mod oneshot;
 mod operator;
 mod scheduler;
 
