@@ -264,6 +264,20 @@ impl Run {
         self.deliver();
     }
 
+    /// The agent session whose offer the first launch accepted.
+    fn agent_of_offer(&self) -> SessionId {
+        let Some(Progress::Launched { agent_id, .. }) = self.progress.first() else {
+            panic!("no launch: {:?}", self.progress);
+        };
+        *self
+            .sim
+            .agents
+            .iter()
+            .find(|(_, a)| a.agent_id.as_ref() == Some(agent_id))
+            .map(|(s, _)| s)
+            .expect("the agent that offered")
+    }
+
     /// The agent session that holds `task_id`.
     fn agent_of(&self, task_id: &TaskId) -> SessionId {
         *self
@@ -555,18 +569,9 @@ fn an_accept_of_a_rescinded_offer_comes_back_dropped_and_the_task_runs_elsewhere
     run.until("an accept", Duration::from_secs(5), |r| {
         !r.accepts().is_empty()
     });
-    let Some(Progress::Launched { agent_id, .. }) = run.progress.first().cloned() else {
-        panic!("{:?}", run.progress);
-    };
     // The agent of the accepted offer goes away before the accept reaches the master: its
     // offers are rescinded.
-    let gone = *run
-        .sim
-        .agents
-        .iter()
-        .find(|(_, a)| a.agent_id.as_ref() == Some(&agent_id))
-        .map(|(s, _)| s)
-        .expect("the agent offered");
+    let gone = run.agent_of_offer();
     run.sim.disconnect(gone);
     run.deliver();
     assert!(run.rescinds >= 1, "the offer was rescinded");
@@ -823,5 +828,43 @@ fn an_interrupted_run_does_not_relaunch_a_task_that_never_started() {
     assert!(run.relaunches().is_empty());
     assert_eq!(run.accepts(), vec![id]);
     assert!(run.sim.runs.is_empty());
+    run.check_ended();
+}
+
+/// A relaunch looks for a place for the full placement timeout again, from the relaunch.
+#[test]
+fn a_relaunch_gets_a_fresh_placement_timeout() {
+    let timeout = Duration::from_secs(5);
+    let mut run = Run::new(
+        spec("cpus:1;mem:512MiB", timeout),
+        &[("h1", "cpus:2;mem:2GiB", true)],
+    );
+    let id = TaskId::new(FIRST_ID);
+    run.hold = true;
+    run.until("an accept", Duration::from_secs(1), |r| {
+        !r.accepts().is_empty()
+    });
+    // The accept is slow to arrive; meanwhile the only agent leaves, so it comes back dropped.
+    run.advance(Duration::from_secs(4));
+    let agent = run.agent_of_offer();
+    run.sim.disconnect(agent);
+    run.release();
+    let relaunched_at = run.sim.now;
+    assert_eq!(run.relaunches(), vec![(id, relaunch_id(1))]);
+    assert!(relaunched_at - run.start > timeout - Duration::from_secs(1));
+
+    run.until("the outcome", Duration::from_secs(30), |r| {
+        r.outcome.is_some()
+    });
+    let waited = run.sim.now - relaunched_at;
+    assert!(
+        waited >= timeout && waited < timeout + TICK,
+        "gave up {waited:?} after the relaunch"
+    );
+    assert!(matches!(
+        run.outcome,
+        Some(Outcome::NotPlaced { ref task_id, largest: None, .. }) if *task_id == relaunch_id(1)
+    ));
+    assert_eq!(run.exit(), 125);
     run.check_ended();
 }

@@ -194,3 +194,30 @@ pub fn status_line(status: &TaskStatus) -> String {
     }
     line
 }
+
+#[cfg(test)]
+mod tests {
+    /// The scheduler does no I/O and reads no clock or randomness: only the driver may.
+    #[test]
+    fn the_state_machine_is_sans_io() {
+        let banned = [
+            ["tok", "io"].concat(),
+            ["qui", "nn"].concat(),
+            ["Instant", "::now"].concat(),
+            ["SystemTime", "::now"].concat(),
+            ["ra", "nd::"].concat(),
+            ["uu", "id::"].concat(),
+            ["read_", "output("].concat(),
+            [".aw", "ait"].concat(),
+            ["async ", "fn"].concat(),
+        ];
+        for (file, text) in [
+            ("mod.rs", include_str!("mod.rs")),
+            ("machine.rs", include_str!("machine.rs")),
+        ] {
+            for b in &banned {
+                assert!(!text.contains(b.as_str()), "oneshot/{file} uses {b}");
+            }
+        }
+    }
+}
