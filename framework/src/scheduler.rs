@@ -1,7 +1,7 @@
 //! The framework session: subscribe, make calls, receive events, fail over.
 
-use crate::connect::{open_session, ClientError, ClientOptions, Session};
 use proto::{ClientFrame, FrameworkCall, FrameworkEvent, FrameworkId, FrameworkInfo, ServerFrame};
+use session::{open_session, ClientError, ClientOptions, Session};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
@@ -144,7 +144,7 @@ async fn drive(
             Step::Call(None) => {
                 // The application dropped the Scheduler: close the stream politely.
                 let _ = session.send.finish().await;
-                session.connection.close(0u32.into(), b"framework closed");
+                session.connection.close(0, b"framework closed");
                 return;
             }
             Step::Call(Some(call)) => {

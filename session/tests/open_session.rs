@@ -1,8 +1,8 @@
 //! `open_session` against fake masters on loopback (real QUIC and certificates): every master
 //! is dialled at once, redirects are followed, a follower is polled over its open connection.
 
-use framework::{open_session, ClientError, ClientOptions, CONNECT_ATTEMPT_TIMEOUT};
 use proto::{ClientFrame, OperatorCall, OperatorReply, Role, ServerFrame};
+use session::{open_session, ClientError, ClientOptions, CONNECT_ATTEMPT_TIMEOUT};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -69,10 +69,10 @@ fn fake_master(
             s.connections.fetch_add(1, Ordering::SeqCst);
             let (s, answer) = (s.clone(), answer.clone());
             tokio::spawn(async move {
-                while let Ok((send, recv)) = conn.accept_bi().await {
+                while let Ok((mut tx, mut rx)) =
+                    transport::accept_framed::<ServerFrame, ClientFrame>(&conn, 1 << 20).await
+                {
                     let n = s.streams.fetch_add(1, Ordering::SeqCst);
-                    let (mut tx, mut rx) =
-                        transport::framed::<ServerFrame, ClientFrame>(send, recv, 1 << 20);
                     if let Ok(Some(_)) = rx.recv().await {
                         let _ = tx.send(&answer(n)).await;
                     }
