@@ -99,9 +99,9 @@ type Attempt = (String, Result<(Session, ServerFrame), ClientError>);
 ///
 /// Every master is dialled at once (a dead one costs nothing while another answers); followers
 /// answer `NotLeader`, whose hint is dialled at once unless an attempt at it is under way or it
-/// answered less than [`FIRST_RETRY_BACKOFF`] ago. The first master to answer otherwise wins and the other attempts are dropped. A master
+/// answered less than `FIRST_RETRY_BACKOFF` ago. The first master to answer otherwise wins and the other attempts are dropped. A master
 /// that said "not the leader" or could not be reached is retried after its own backoff
-/// ([`FIRST_RETRY_BACKOFF`] doubling to [`MAX_RETRY_BACKOFF`]), over the QUIC connection it
+/// (`FIRST_RETRY_BACKOFF` doubling to `MAX_RETRY_BACKOFF`), over the QUIC connection it
 /// already has when that is still open, so a retry is one stream, not a new handshake.
 ///
 /// Sending `first` to every master is safe: only the leader acts on a request, and a deposed

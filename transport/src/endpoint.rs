@@ -131,7 +131,7 @@ pub fn server_endpoint(listen: SocketAddr, id: &Identity) -> Result<Endpoint, Tr
 }
 
 /// A client-only endpoint for a master's own connections to the other masters (raft), on
-/// `local` (port 0: any), with [`transport_config`] and our certificate.
+/// `local` (port 0: any), with `transport_config` and our certificate.
 ///
 /// Not the master's server endpoint, because of what a shared socket does to a handshake that
 /// is given up (timed out while the peer was unreachable, or a spare one closed): packets the
@@ -153,7 +153,7 @@ pub fn peer_client_endpoint(local: SocketAddr, id: &Identity) -> Result<Endpoint
     Ok(Endpoint::new(ep))
 }
 
-/// A client endpoint on `0.0.0.0:0`, for IPv4 peers, with [`client_transport_config`] (agents,
+/// A client endpoint on `0.0.0.0:0`, for IPv4 peers, with `client_transport_config` (agents,
 /// frameworks, operators). See [`client_endpoint_for`].
 pub fn client_endpoint(id: &Identity) -> Result<Endpoint, TransportError> {
     bind_client(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)), id)

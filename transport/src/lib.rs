@@ -49,6 +49,13 @@ pub mod raw {
         server_config, transport_config,
     };
     pub use crate::framed::framed;
+
+    /// Our rustls client configuration (see `Identity::client_tls_config`).
+    pub fn client_tls_config(
+        id: &crate::Identity,
+    ) -> Result<rustls::ClientConfig, crate::TransportError> {
+        id.client_tls_config()
+    }
 }
 
 #[cfg(test)]

@@ -145,7 +145,7 @@ impl Identity {
 
     /// The rustls server configuration: TLS 1.3, our chain, a client certificate chaining to our
     /// CA and carrying a corral identity is required, ALPN [`proto::ALPN`], no resumption.
-    pub fn server_tls_config(&self) -> Result<rustls::ServerConfig, TransportError> {
+    pub(crate) fn server_tls_config(&self) -> Result<rustls::ServerConfig, TransportError> {
         let inner = WebPkiClientVerifier::builder_with_provider(self.roots.clone(), provider())
             .build()
             .map_err(|e| TransportError::Tls(format!("cannot build the client verifier: {e}")))?;
@@ -168,9 +168,9 @@ impl Identity {
     /// The rustls client configuration. The role and name the server must have are not part of
     /// it: [`crate::connect`] encodes them in the TLS server name (see [`expectation_server_name`])
     /// and the verifier reads them from there, so one configuration serves every connection of
-    /// an endpoint. Tests may change the result (for example its ALPN) and pass it to
-    /// [`crate::connect_with_config`].
-    pub fn client_tls_config(&self) -> Result<rustls::ClientConfig, TransportError> {
+    /// an endpoint. This crate's tests may change the result (for example its ALPN: see
+    /// `transport::raw`) and pass it to `transport::raw::connect_with_config`.
+    pub(crate) fn client_tls_config(&self) -> Result<rustls::ClientConfig, TransportError> {
         client_tls_config(
             self.roots.clone(),
             Some((self.chain.clone(), self.key.clone_key())),

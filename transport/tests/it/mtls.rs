@@ -291,7 +291,7 @@ async fn alpn_mismatch_says_the_peer_does_not_speak_our_protocol() {
         let server = tokio::spawn(async move { accept_one(&sep).await.map(|(_, id)| id) });
 
         let agent = pki.identity(Role::Agent, "a");
-        let mut tls = agent.client_tls_config().unwrap();
+        let mut tls = transport::raw::client_tls_config(&agent).unwrap();
         tls.alpn_protocols = vec![b"corral/2".to_vec()];
         let cfg = transport::raw::quic_client_config(tls).unwrap();
         let cep = transport::client_endpoint(&agent).unwrap();
