@@ -275,11 +275,17 @@ fn tidy_files_and_functions_are_short() {
 }
 
 /// quinn and rustls types stay inside `transport/` (issue 12): other crates hold its wrapped
-/// `Endpoint`/`Connection` and framed streams, and no other manifest depends on either crate.
+/// `Endpoint`/`Connection` and framed streams, no other manifest depends on either crate, and
+/// none enables transport's `quinn-internals` feature or calls its raw accessors.
 #[test]
 fn quinn_and_rustls_stay_inside_the_transport_crate() {
     // Spelled apart so that this file does not match itself.
-    let paths = [format!("{}::", "quinn"), format!("{}::", "rustls")];
+    let paths = [
+        format!("{}::", "quinn"),
+        format!("{}::", "rustls"),
+        format!(".{}()", "quinn"),
+        format!("{}::raw::", "transport"),
+    ];
     let mut offenders = Vec::new();
     let mut read = 0;
     for m in members().iter().filter(|m| m.as_str() != "transport") {
@@ -303,6 +309,9 @@ fn quinn_and_rustls_stay_inside_the_transport_crate() {
             {
                 offenders.push(format!("{m}/Cargo.toml depends on {dep}"));
             }
+        }
+        if manifest.contains("quinn-internals") {
+            offenders.push(format!("{m}/Cargo.toml enables quinn-internals"));
         }
     }
     assert!(read > 50, "read only {read} source files");
