@@ -31,6 +31,6 @@ pub use executor::{Executor, ExecutorError, ExecutorEvent};
 pub use operator::{operator_call, read_log, read_output, stream_name, OutputError, ReadRetry};
 pub use scheduler::{framework_info, Scheduler, SchedulerEvent};
 pub use session::{
-    open_session, Backoff, ClientError, ClientOptions, Session, CONNECT_ATTEMPT_TIMEOUT,
+    open_session, reopen, Backoff, ClientError, ClientOptions, Session, CONNECT_ATTEMPT_TIMEOUT,
     FIRST_REPLY_TIMEOUT,
 };

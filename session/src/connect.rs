@@ -233,6 +233,21 @@ pub async fn open_session(
     }
 }
 
+/// Opens a session again after the one with master `lost` ended: the same request `first` (a
+/// framework's `Subscribe` with its id, an agent's `Register` with its tasks), with `lost`
+/// listed last and `timeout` as the connect timeout (a framework's failover timeout).
+pub async fn reopen(
+    opts: &ClientOptions,
+    lost: &str,
+    timeout: Duration,
+    first: &ClientFrame,
+) -> Result<(Session, ServerFrame), ClientError> {
+    let mut opts = opts.clone();
+    opts.connect_timeout = timeout;
+    opts.try_last(lost);
+    open_session(&opts, first).await
+}
+
 fn is_permanent(e: &ClientError) -> bool {
     match e {
         ClientError::Refused { .. } => true,

@@ -6,10 +6,9 @@
 //! hint that is dialled at once; the first other answer wins and the other attempts are
 //! dropped. A master that could not be reached or does not lead is retried on its own
 //! jittered [`Backoff`] over the connection it already has, until the caller's
-//! `connect_timeout`. Re-subscribing after a lost master is the same call with the same
-//! first request (a framework's `Subscribe` with its id, an agent's `Register` with its
-//! tasks), after [`ClientOptions::try_last`] put the lost master last and, for a fleet, after
-//! a [`Backoff`] wait.
+//! `connect_timeout`. Re-subscribing after a lost master is [`reopen`]: the same call with
+//! the same first request (a framework's `Subscribe` with its id, an agent's `Register` with
+//! its tasks), the lost master listed last, and for a fleet after a [`Backoff`] wait.
 //!
 //! Everything runs over `transport`'s mutually authenticated QUIC; the caller supplies its
 //! certificate identity in [`ClientOptions`]. No quinn or rustls type appears here.
@@ -19,5 +18,6 @@ mod connect;
 
 pub use backoff::Backoff;
 pub use connect::{
-    open_session, ClientError, ClientOptions, Session, CONNECT_ATTEMPT_TIMEOUT, FIRST_REPLY_TIMEOUT,
+    open_session, reopen, ClientError, ClientOptions, Session, CONNECT_ATTEMPT_TIMEOUT,
+    FIRST_REPLY_TIMEOUT,
 };
