@@ -1,7 +1,8 @@
 //! The client library that frameworks (schedulers) and operator tools use to talk to Corral
-//! masters. It owns finding the leading master (trying each address, following `NotLeader`
-//! redirects), the framework session (subscribe, calls, events, re-subscribing with the same
-//! framework id after a lost connection) and one-shot operator calls. Everything runs over the
+//! masters: the framework session (subscribe, calls, events, re-subscribing with the same
+//! framework id after a lost connection), one-shot operator calls and reading task output.
+//! Finding the leading master (dialling every address, following `NotLeader` redirects) is the
+//! `session` crate's, re-exported here ([`open_session`], [`ClientOptions`]). Everything runs over the
 //! mutually-authenticated QUIC transport; the caller supplies its certificate identity. It also
 //! holds the small blocking library custom executors use to talk to their agent ([`executor`]),
 //! and [`oneshot`], a scheduler that runs one task to its end (what `corral run` is).
@@ -23,15 +24,15 @@
 //! # Ok(()) }
 //! ```
 
-mod connect;
 pub mod executor;
 pub mod oneshot;
 mod operator;
 mod scheduler;
 
-pub use connect::{
-    open_session, ClientError, ClientOptions, Session, CONNECT_ATTEMPT_TIMEOUT, FIRST_REPLY_TIMEOUT,
-};
 pub use executor::{Executor, ExecutorError, ExecutorEvent};
 pub use operator::{operator_call, read_log, read_output, stream_name, OutputError, ReadRetry};
 pub use scheduler::{framework_info, Scheduler, SchedulerEvent};
+pub use session::{
+    open_session, reopen, Backoff, ClientError, ClientOptions, Session, CONNECT_ATTEMPT_TIMEOUT,
+    FIRST_REPLY_TIMEOUT,
+};

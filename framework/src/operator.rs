@@ -1,10 +1,10 @@
 //! One-shot operator calls: one stream per call, one reply; and reading a task's whole output
 //! with retries.
 
-use crate::connect::{open_session, ClientError, ClientOptions};
 use proto::{
     ClientFrame, ErrorCode, LogData, LogStream, OperatorCall, OperatorReply, ServerFrame, TaskId,
 };
+use session::{open_session, Backoff, ClientError, ClientOptions};
 use std::time::Duration;
 
 /// Sends one operator call to the leading master and returns its reply.
@@ -13,7 +13,7 @@ pub async fn operator_call(
     call: OperatorCall,
 ) -> Result<OperatorReply, ClientError> {
     let (session, reply) = open_session(opts, &ClientFrame::Operator(call)).await?;
-    session.connection.close(0u32.into(), b"done");
+    session.connection.close(0, b"done");
     match reply {
         ServerFrame::Operator(r) => Ok(r),
         other => Err(ClientError::Unexpected(format!("{other:?}"))),
@@ -127,7 +127,7 @@ pub async fn read_output(
     let deadline = start + retry.deadline;
     let mut offset = 0u64;
     let mut failures = 0u32;
-    let mut backoff = FIRST_READ_BACKOFF;
+    let mut backoff = Backoff::new(FIRST_READ_BACKOFF, MAX_READ_BACKOFF);
     loop {
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
         let mut attempt_opts = opts.clone();
@@ -181,7 +181,7 @@ pub async fn read_output(
                 last: error,
             });
         }
-        let wait = backoff.mul_f64(0.75 + rand::random::<f64>() * 0.5);
+        let wait = backoff.next_wait();
         tracing::warn!(
             task = %task_id,
             stream = stream_name(stream),
@@ -191,6 +191,5 @@ pub async fn read_output(
             "reading the task's output failed; retrying in {wait:.1?} at the leader"
         );
         tokio::time::sleep_until((now + wait).min(deadline)).await;
-        backoff = (backoff * 2).min(MAX_READ_BACKOFF);
     }
 }

@@ -1,7 +1,7 @@
 //! The framework session: subscribe, make calls, receive events, fail over.
 
-use crate::connect::{open_session, ClientError, ClientOptions, Session};
 use proto::{ClientFrame, FrameworkCall, FrameworkEvent, FrameworkId, FrameworkInfo, ServerFrame};
+use session::{open_session, reopen, ClientError, ClientOptions, Session};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
@@ -51,7 +51,7 @@ impl Scheduler {
         opts: ClientOptions,
         info: FrameworkInfo,
     ) -> Result<Scheduler, ClientError> {
-        let (session, framework_id) = subscribe_once(&opts, &info).await?;
+        let (session, framework_id) = subscribed(open_session(&opts, &subscribe(&info)).await)?;
         let master = session.master.clone();
         let (calls_tx, calls_rx) = mpsc::channel(CALL_QUEUE);
         let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
@@ -101,12 +101,15 @@ impl Scheduler {
     }
 }
 
-async fn subscribe_once(
-    opts: &ClientOptions,
-    info: &FrameworkInfo,
+fn subscribe(info: &FrameworkInfo) -> ClientFrame {
+    ClientFrame::Framework(FrameworkCall::Subscribe { info: info.clone() })
+}
+
+/// The framework id of a session whose first request was [`subscribe`], from its answer.
+fn subscribed(
+    opened: Result<(Session, ServerFrame), ClientError>,
 ) -> Result<(Session, FrameworkId), ClientError> {
-    let first = ClientFrame::Framework(FrameworkCall::Subscribe { info: info.clone() });
-    let (session, reply) = open_session(opts, &first).await?;
+    let (session, reply) = opened?;
     match reply {
         ServerFrame::Framework(FrameworkEvent::Subscribed { framework_id, .. }) => {
             tracing::info!(%framework_id, master = %session.master, "framework subscribed");
@@ -144,7 +147,7 @@ async fn drive(
             Step::Call(None) => {
                 // The application dropped the Scheduler: close the stream politely.
                 let _ = session.send.finish().await;
-                session.connection.close(0u32.into(), b"framework closed");
+                session.connection.close(0, b"framework closed");
                 return;
             }
             Step::Call(Some(call)) => {
@@ -203,10 +206,7 @@ async fn drive(
             {
                 return;
             }
-            let mut opts = opts.clone();
-            opts.connect_timeout = failover;
-            opts.try_last(&session.master);
-            match subscribe_once(&opts, &info).await {
+            match subscribed(reopen(&opts, &session.master, failover, &subscribe(&info)).await) {
                 Ok((s, _)) => {
                     let master = s.master.clone();
                     session = s;

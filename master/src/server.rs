@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{mpsc, oneshot, watch};
-use transport::{FramedSend, Identity, RecvBudget, TransportError};
+use transport::{FramedRecv, FramedSend, Identity, RecvBudget, TransportError};
 
 /// Events from stream tasks to the core loop.
 const EVENT_QUEUE: usize = 8192;
@@ -156,7 +156,7 @@ struct Edge {
 
 /// A bound, not yet running, master.
 pub struct MasterServer {
-    endpoint: quinn::Endpoint,
+    endpoint: transport::Endpoint,
     config: Config,
 }
 
@@ -256,7 +256,7 @@ impl MasterServer {
         }
         core.abort();
         endpoint.close(
-            0u32.into(),
+            0,
             if failed.is_some() {
                 b"master stopped: its registry cannot be written"
             } else {
@@ -272,7 +272,7 @@ impl MasterServer {
     }
 }
 
-async fn accept_loop(endpoint: quinn::Endpoint, edge: Arc<Edge>) {
+async fn accept_loop(endpoint: transport::Endpoint, edge: Arc<Edge>) {
     let open = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     while let Some(incoming) = endpoint.accept().await {
         let Ok(permit) = open.clone().try_acquire_owned() else {
@@ -288,20 +288,20 @@ async fn accept_loop(endpoint: quinn::Endpoint, edge: Arc<Edge>) {
     }
 }
 
-async fn handle_connection(incoming: quinn::Incoming, edge: Arc<Edge>) {
+async fn handle_connection(incoming: transport::Incoming, edge: Arc<Edge>) {
     let remote = incoming.remote_address();
-    let conn = match incoming.await {
+    let conn = match incoming.handshake().await {
         Ok(c) => c,
         Err(e) => {
             tracing::warn!(%remote, error = %e, "refused connection: TLS handshake failed");
             return;
         }
     };
-    let peer = match transport::peer_identity(&conn) {
+    let peer = match conn.peer_identity() {
         Ok(p) => p,
         Err(e) => {
             tracing::warn!(%remote, error = %e, "refused connection: no usable identity");
-            conn.close(1u32.into(), b"certificate carries no corral identity");
+            conn.close(1, b"certificate carries no corral identity");
             return;
         }
     };
@@ -315,13 +315,14 @@ async fn handle_connection(incoming: quinn::Incoming, edge: Arc<Edge>) {
     }
     let budget = RecvBudget::new(edge.max_frame_len);
     loop {
-        match conn.accept_bi().await {
-            Ok((send, recv)) => {
+        match transport::accept_framed::<ServerFrame, ClientFrame>(&conn, edge.max_frame_len).await
+        {
+            Ok((tx, rx)) => {
                 let edge = edge.clone();
                 let peer = peer.clone();
                 let budget = budget.clone();
                 tokio::spawn(
-                    async move { handle_stream(send, recv, peer, remote, edge, budget).await },
+                    async move { handle_stream(tx, rx, peer, remote, edge, budget).await },
                 );
             }
             Err(e) => {
@@ -350,15 +351,13 @@ async fn send_error(tx: &mut FramedSend<ServerFrame>, code: ErrorCode, message: 
 }
 
 async fn handle_stream(
-    send: quinn::SendStream,
-    recv: quinn::RecvStream,
+    mut tx: FramedSend<ServerFrame>,
+    rx: FramedRecv<ClientFrame>,
     peer: PeerIdentity,
     remote: SocketAddr,
     edge: Arc<Edge>,
     connection_budget: RecvBudget,
 ) {
-    let (mut tx, rx) =
-        transport::framed::<ServerFrame, ClientFrame>(send, recv, edge.max_frame_len);
     let mut rx = rx
         .with_budget(connection_budget)
         .with_budget(edge.frame_budget.clone());

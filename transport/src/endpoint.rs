@@ -1,6 +1,7 @@
 //! QUIC endpoints, connecting, accepting and the identity of a connection's peer.
 
-use crate::error::{connect_error, connection_error, TransportError};
+use crate::conn::{Connection, Endpoint, Incoming};
+use crate::error::{connect_error, TransportError};
 use crate::tls::{check_expected, expectation_server_name, Identity};
 use proto::{PeerIdentity, Role};
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
@@ -118,10 +119,7 @@ pub fn server_config(id: &Identity) -> Result<quinn::ServerConfig, TransportErro
 
 /// A server endpoint on `listen` that requires a client certificate chaining to our CA. It can
 /// also [`connect`] out (a master reaching other masters) with our identity.
-pub fn server_endpoint(
-    listen: SocketAddr,
-    id: &Identity,
-) -> Result<quinn::Endpoint, TransportError> {
+pub fn server_endpoint(listen: SocketAddr, id: &Identity) -> Result<Endpoint, TransportError> {
     let mut ep = quinn::Endpoint::server(server_config(id)?, listen).map_err(|source| {
         TransportError::Bind {
             addr: listen,
@@ -129,11 +127,11 @@ pub fn server_endpoint(
         }
     })?;
     ep.set_default_client_config(client_config(id)?);
-    Ok(ep)
+    Ok(Endpoint::new(ep))
 }
 
 /// A client-only endpoint for a master's own connections to the other masters (raft), on
-/// `local` (port 0: any), with [`transport_config`] and our certificate.
+/// `local` (port 0: any), with `transport_config` and our certificate.
 ///
 /// Not the master's server endpoint, because of what a shared socket does to a handshake that
 /// is given up (timed out while the peer was unreachable, or a spare one closed): packets the
@@ -146,29 +144,23 @@ pub fn server_endpoint(
 /// peer resends (seconds after a heal). A client-only endpoint takes no packet for a new
 /// connection (quinn answers an unknown one with at most a stateless reset, which a peer
 /// ignores during a handshake), and the server endpoint only sees connections peers open.
-pub fn peer_client_endpoint(
-    local: SocketAddr,
-    id: &Identity,
-) -> Result<quinn::Endpoint, TransportError> {
+pub fn peer_client_endpoint(local: SocketAddr, id: &Identity) -> Result<Endpoint, TransportError> {
     let mut ep = quinn::Endpoint::client(local).map_err(|source| TransportError::Bind {
         addr: local,
         source,
     })?;
     ep.set_default_client_config(client_config(id)?);
-    Ok(ep)
+    Ok(Endpoint::new(ep))
 }
 
-/// A client endpoint on `0.0.0.0:0`, for IPv4 peers, with [`client_transport_config`] (agents,
+/// A client endpoint on `0.0.0.0:0`, for IPv4 peers, with `client_transport_config` (agents,
 /// frameworks, operators). See [`client_endpoint_for`].
-pub fn client_endpoint(id: &Identity) -> Result<quinn::Endpoint, TransportError> {
+pub fn client_endpoint(id: &Identity) -> Result<Endpoint, TransportError> {
     bind_client(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)), id)
 }
 
 /// A client endpoint able to reach `target`: `[::]:0` for an IPv6 target, else `0.0.0.0:0`.
-pub fn client_endpoint_for(
-    target: SocketAddr,
-    id: &Identity,
-) -> Result<quinn::Endpoint, TransportError> {
+pub fn client_endpoint_for(target: SocketAddr, id: &Identity) -> Result<Endpoint, TransportError> {
     let local = match target {
         SocketAddr::V4(_) => SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
         SocketAddr::V6(_) => SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)),
@@ -176,7 +168,7 @@ pub fn client_endpoint_for(
     bind_client(local, id)
 }
 
-fn bind_client(local: SocketAddr, id: &Identity) -> Result<quinn::Endpoint, TransportError> {
+fn bind_client(local: SocketAddr, id: &Identity) -> Result<Endpoint, TransportError> {
     let mut ep = quinn::Endpoint::client(local).map_err(|source| TransportError::Bind {
         addr: local,
         source,
@@ -184,7 +176,7 @@ fn bind_client(local: SocketAddr, id: &Identity) -> Result<quinn::Endpoint, Tran
     let mut cfg = client_config(id)?;
     cfg.transport_config(Arc::new(client_transport_config()));
     ep.set_default_client_config(cfg);
-    Ok(ep)
+    Ok(Endpoint::new(ep))
 }
 
 /// How error messages name a peer we are connecting to: "the master 'm1' at 10.0.0.1:5050".
@@ -197,7 +189,7 @@ fn expected_peer(addr: SocketAddr, role: Role, name: Option<&str>) -> String {
 
 /// How error messages name the peer of an established connection.
 pub(crate) fn describe_peer(conn: &quinn::Connection) -> String {
-    match peer_identity(conn) {
+    match identity_of(conn) {
         Ok(id) => format!("the {} '{}' at {}", id.role, id.name, conn.remote_address()),
         Err(_) => format!("the peer at {}", conn.remote_address()),
     }
@@ -214,38 +206,39 @@ pub(crate) fn describe_peer(conn: &quinn::Connection) -> String {
 /// (or the next `open`/`send`) then fails with [`TransportError::CertificateRefused`]. Do not
 /// treat a successful `connect` as "the server accepted us".
 pub async fn connect(
-    ep: &quinn::Endpoint,
+    ep: &Endpoint,
     addr: SocketAddr,
     expect_role: Role,
     expect_name: Option<&str>,
-) -> Result<quinn::Connection, TransportError> {
+) -> Result<Connection, TransportError> {
     connect_inner(ep, None, addr, expect_role, expect_name).await
 }
 
 /// [`connect`] with an explicit client configuration instead of the endpoint's default (tests
 /// use it to offer another ALPN).
+#[cfg_attr(not(feature = "quinn-internals"), allow(dead_code))]
 pub async fn connect_with_config(
-    ep: &quinn::Endpoint,
+    ep: &Endpoint,
     config: quinn::ClientConfig,
     addr: SocketAddr,
     expect_role: Role,
     expect_name: Option<&str>,
-) -> Result<quinn::Connection, TransportError> {
+) -> Result<Connection, TransportError> {
     connect_inner(ep, Some(config), addr, expect_role, expect_name).await
 }
 
 async fn connect_inner(
-    ep: &quinn::Endpoint,
+    ep: &Endpoint,
     config: Option<quinn::ClientConfig>,
     addr: SocketAddr,
     expect_role: Role,
     expect_name: Option<&str>,
-) -> Result<quinn::Connection, TransportError> {
+) -> Result<Connection, TransportError> {
     let peer = expected_peer(addr, expect_role, expect_name);
     let server_name = expectation_server_name(expect_role, expect_name);
     let connecting = match config {
-        Some(cfg) => ep.connect_with(cfg, addr, &server_name),
-        None => ep.connect(addr, &server_name),
+        Some(cfg) => ep.inner.connect_with(cfg, addr, &server_name),
+        None => ep.inner.connect(addr, &server_name),
     }
     .map_err(|e| TransportError::Connect {
         addr,
@@ -256,17 +249,21 @@ async fn connect_inner(
         .map_err(|e| connect_error(&peer, addr, e))?;
     // The verifier already checked this; checking again here keeps the guarantee even if a
     // caller-supplied configuration has another verifier.
-    let id = peer_identity(&conn)?;
+    let id = identity_of(&conn)?;
     if let Err(reason) = check_expected(&id, expect_role, expect_name) {
         conn.close(0u32.into(), b"unexpected identity");
         return Err(TransportError::PeerCertificate { peer, reason });
     }
-    Ok(conn)
+    Ok(Connection::new(conn, Some(ep.inner.clone())))
 }
 
 /// The verified identity of the peer of `conn` (either side): the role and name of its
 /// certificate's `corral://ROLE/NAME` SAN.
-pub fn peer_identity(conn: &quinn::Connection) -> Result<PeerIdentity, TransportError> {
+pub fn peer_identity(conn: &Connection) -> Result<PeerIdentity, TransportError> {
+    identity_of(conn.quinn_conn())
+}
+
+fn identity_of(conn: &quinn::Connection) -> Result<PeerIdentity, TransportError> {
     let chain = conn
         .peer_identity()
         .and_then(|any| any.downcast::<Vec<CertificateDer<'static>>>().ok())
@@ -278,12 +275,9 @@ pub fn peer_identity(conn: &quinn::Connection) -> Result<PeerIdentity, Transport
 /// Server side: completes the handshake of an incoming connection and returns it with the
 /// verified identity of the client. A client whose certificate is missing, expired or from
 /// another CA fails here with an error naming its address.
-pub async fn accept(
-    incoming: quinn::Incoming,
-) -> Result<(quinn::Connection, PeerIdentity), TransportError> {
-    let peer = format!("the client at {}", incoming.remote_address());
-    let conn = incoming.await.map_err(|e| connection_error(&peer, e))?;
-    let id = peer_identity(&conn)?;
+pub async fn accept(incoming: Incoming) -> Result<(Connection, PeerIdentity), TransportError> {
+    let conn = incoming.handshake().await?;
+    let id = conn.peer_identity()?;
     Ok((conn, id))
 }
 

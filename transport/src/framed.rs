@@ -1,7 +1,7 @@
 //! Typed message streams: one bidirectional QUIC stream carries frames of [`proto::codec`] each
 //! way.
 
-use crate::endpoint::describe_peer;
+use crate::conn::Connection;
 use crate::error::{connection_error, read_error, write_error, TransportError};
 use proto::codec::{decode_body, encode, frame_len};
 use proto::FRAME_HEADER_LEN;
@@ -126,8 +126,8 @@ impl<T> FramedSend<T> {
     }
 
     /// The QUIC stream id (for logs).
-    pub fn id(&self) -> quinn::StreamId {
-        self.send.id()
+    pub fn id(&self) -> u64 {
+        self.send.id().into()
     }
 }
 
@@ -230,13 +230,15 @@ impl<T> FramedRecv<T> {
     }
 
     /// The QUIC stream id (for logs).
-    pub fn id(&self) -> quinn::StreamId {
-        self.recv.id()
+    pub fn id(&self) -> u64 {
+        self.recv.id().into()
     }
 }
 
 /// Wraps the two halves of a bidirectional stream. Error messages call the other side "the
-/// peer"; [`open_framed`] and [`accept_framed`] name it from the connection instead.
+/// peer"; [`open_framed`] and [`accept_framed`] name it from the connection instead. Only with
+/// the `quinn-internals` feature (this crate's tests frame raw streams).
+#[cfg_attr(not(feature = "quinn-internals"), allow(dead_code))]
 pub fn framed<S, R>(
     send: quinn::SendStream,
     recv: quinn::RecvStream,
@@ -274,11 +276,12 @@ fn framed_named<S, R>(
 /// send on it. If the server refused our certificate this (or the first `recv`) fails with
 /// [`TransportError::CertificateRefused`].
 pub async fn open_framed<S, R>(
-    conn: &quinn::Connection,
+    conn: &Connection,
     max_frame_len: usize,
 ) -> Result<(FramedSend<S>, FramedRecv<R>), TransportError> {
-    let peer: Arc<str> = Arc::from(describe_peer(conn));
+    let peer = conn.peer_name();
     let (send, recv) = conn
+        .quinn_conn()
         .open_bi()
         .await
         .map_err(|e| connection_error(&peer, e))?;
@@ -289,11 +292,12 @@ pub async fn open_framed<S, R>(
 /// the connection ends (a peer's clean close is [`TransportError::ConnectionLost`] with its
 /// reason).
 pub async fn accept_framed<S, R>(
-    conn: &quinn::Connection,
+    conn: &Connection,
     max_frame_len: usize,
 ) -> Result<(FramedSend<S>, FramedRecv<R>), TransportError> {
-    let peer: Arc<str> = Arc::from(describe_peer(conn));
+    let peer = conn.peer_name();
     let (send, recv) = conn
+        .quinn_conn()
         .accept_bi()
         .await
         .map_err(|e| connection_error(&peer, e))?;

@@ -10,27 +10,53 @@
 //! otherwise. The ALPN name ([`proto::ALPN`]) carries the protocol's major version. Errors are
 //! translated into what happened ("the master at ADDR refused our certificate: ...") rather
 //! than raw quinn/rustls codes. Transport parameters (keep-alive, idle timeout, stream limits)
-//! are fixed here, with their reasons, in [`transport_config`].
+//! are fixed here, with their reasons, in `endpoint.rs` (`transport_config`,
+//! `client_transport_config`).
+//!
+//! Other crates see no quinn or rustls type: they hold [`Endpoint`], [`Incoming`] and
+//! [`Connection`] and move messages with [`FramedSend`]/[`FramedRecv`].
 
+mod conn;
 mod endpoint;
 mod error;
 mod framed;
 mod tls;
 
+pub use conn::{Connection, Endpoint, Incoming};
 pub use endpoint::{
-    accept, client_config, client_endpoint, client_endpoint_for, client_transport_config, connect,
-    connect_with_config, install_crypto_provider, peer_client_endpoint, peer_identity,
-    quic_client_config, resolve, server_config, server_endpoint, transport_config,
-    CLIENT_IDLE_TIMEOUT, CLIENT_KEEP_ALIVE_INTERVAL, CONNECTION_RECEIVE_WINDOW,
-    KEEP_ALIVE_INTERVAL, MAX_CONCURRENT_BI_STREAMS, MAX_CONCURRENT_UNI_STREAMS, MAX_IDLE_TIMEOUT,
-    STREAM_RECEIVE_WINDOW,
+    accept, client_endpoint, client_endpoint_for, connect, install_crypto_provider,
+    peer_client_endpoint, peer_identity, resolve, server_endpoint, CLIENT_IDLE_TIMEOUT,
+    CLIENT_KEEP_ALIVE_INTERVAL, CONNECTION_RECEIVE_WINDOW, KEEP_ALIVE_INTERVAL,
+    MAX_CONCURRENT_BI_STREAMS, MAX_CONCURRENT_UNI_STREAMS, MAX_IDLE_TIMEOUT, STREAM_RECEIVE_WINDOW,
 };
 pub use error::TransportError;
 pub use framed::{
-    accept_framed, framed, open_framed, FramedRecv, FramedSend, RecvBudget, STOP_FRAME_TOO_LARGE,
+    accept_framed, open_framed, FramedRecv, FramedSend, RecvBudget, STOP_FRAME_TOO_LARGE,
 };
 pub use proto::{PeerIdentity, Role};
 pub use tls::{expectation_server_name, parse_expectation, Identity, TlsFiles};
+
+pub mod testing;
+
+/// quinn-typed configuration and raw stream framing, only with the `quinn-internals` feature:
+/// this crate's own tests use them to build misbehaving peers (another ALPN, a client without a
+/// certificate, raw bytes on a stream). No other crate enables the feature, so quinn and rustls
+/// types stay inside `transport/`.
+#[cfg(feature = "quinn-internals")]
+pub mod raw {
+    pub use crate::endpoint::{
+        client_config, client_transport_config, connect_with_config, quic_client_config,
+        server_config, transport_config,
+    };
+    pub use crate::framed::framed;
+
+    /// Our rustls client configuration (see `Identity::client_tls_config`).
+    pub fn client_tls_config(
+        id: &crate::Identity,
+    ) -> Result<rustls::ClientConfig, crate::TransportError> {
+        id.client_tls_config()
+    }
+}
 
 #[cfg(test)]
 mod tests;

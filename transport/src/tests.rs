@@ -2,6 +2,7 @@
 //! real-QUIC behaviour is tested in `tests/it`.
 
 use super::*;
+use crate::endpoint::{client_transport_config, transport_config};
 use crate::error::{connect_error, connection_error};
 use std::net::SocketAddr;
 

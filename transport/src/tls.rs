@@ -145,7 +145,7 @@ impl Identity {
 
     /// The rustls server configuration: TLS 1.3, our chain, a client certificate chaining to our
     /// CA and carrying a corral identity is required, ALPN [`proto::ALPN`], no resumption.
-    pub fn server_tls_config(&self) -> Result<rustls::ServerConfig, TransportError> {
+    pub(crate) fn server_tls_config(&self) -> Result<rustls::ServerConfig, TransportError> {
         let inner = WebPkiClientVerifier::builder_with_provider(self.roots.clone(), provider())
             .build()
             .map_err(|e| TransportError::Tls(format!("cannot build the client verifier: {e}")))?;
@@ -168,25 +168,55 @@ impl Identity {
     /// The rustls client configuration. The role and name the server must have are not part of
     /// it: [`crate::connect`] encodes them in the TLS server name (see [`expectation_server_name`])
     /// and the verifier reads them from there, so one configuration serves every connection of
-    /// an endpoint. Tests may change the result (for example its ALPN) and pass it to
-    /// [`crate::connect_with_config`].
-    pub fn client_tls_config(&self) -> Result<rustls::ClientConfig, TransportError> {
-        let verifier = Arc::new(CorralServerVerifier {
-            inner: self.webpki_server_verifier()?,
-        });
-        let mut tls = rustls::ClientConfig::builder_with_provider(provider())
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .map_err(|e| TransportError::Tls(e.to_string()))?
-            .dangerous()
-            .with_custom_certificate_verifier(verifier)
-            .with_client_auth_cert(self.chain.clone(), self.key.clone_key())
-            .map_err(|e| TransportError::Tls(format!("cannot use our certificate: {e}")))?;
-        tls.alpn_protocols = vec![proto::ALPN.to_vec()];
-        // See server_tls_config: no resumption, so every handshake verifies certificates.
-        tls.resumption = rustls::client::Resumption::disabled();
-        tls.enable_early_data = false;
-        Ok(tls)
+    /// an endpoint. This crate's tests may change the result (for example its ALPN: see
+    /// `transport::raw`) and pass it to `transport::raw::connect_with_config`.
+    pub(crate) fn client_tls_config(&self) -> Result<rustls::ClientConfig, TransportError> {
+        client_tls_config(
+            self.roots.clone(),
+            Some((self.chain.clone(), self.key.clone_key())),
+        )
     }
+}
+
+/// The client configuration of a peer trusting `roots` and presenting `cert` (none: only
+/// tests, to prove that servers refuse such a client).
+fn client_tls_config(
+    roots: Arc<RootCertStore>,
+    cert: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+) -> Result<rustls::ClientConfig, TransportError> {
+    let inner = WebPkiServerVerifier::builder_with_provider(roots, provider())
+        .build()
+        .map_err(|e| TransportError::Tls(format!("cannot build the server verifier: {e}")))?;
+    let verifier = Arc::new(CorralServerVerifier { inner });
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| TransportError::Tls(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier);
+    let mut tls = match cert {
+        Some((chain, key)) => builder
+            .with_client_auth_cert(chain, key)
+            .map_err(|e| TransportError::Tls(format!("cannot use our certificate: {e}")))?,
+        None => builder.with_no_client_auth(),
+    };
+    tls.alpn_protocols = vec![proto::ALPN.to_vec()];
+    // See server_tls_config: no resumption, so every handshake verifies certificates.
+    tls.resumption = rustls::client::Resumption::disabled();
+    tls.enable_early_data = false;
+    Ok(tls)
+}
+
+/// [`Identity::client_tls_config`] without a client certificate, trusting the CA in `ca`.
+pub(crate) fn anonymous_client_tls_config(
+    ca: &Path,
+) -> Result<rustls::ClientConfig, TransportError> {
+    let mut roots = RootCertStore::empty();
+    for (i, der) in read_certs(ca, "CA")?.into_iter().enumerate() {
+        roots.add(der).map_err(|e| {
+            TransportError::file(ca, format!("CA certificate #{} is not usable: {e}", i + 1))
+        })?;
+    }
+    client_tls_config(Arc::new(roots), None)
 }
 
 /// Suffix of the TLS server names that carry an expected identity. `.invalid` is reserved

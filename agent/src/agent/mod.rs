@@ -31,8 +31,8 @@ use crate::runtime::{Handle, Runtime};
 use crate::updates::{RetryPolicy, StatusUpdates};
 use crate::workdir;
 use crate::AgentError;
+use ::session::{open_session, ClientOptions, Session};
 use executors::{ExecKey, Executor};
-use framework::{open_session, ClientOptions, Session};
 use isolation::{ContainerSpec, ExitInfo};
 use proto::{
     AgentId, AgentInfo, AgentToMaster, ClientFrame, ExecutorId, FrameworkId, FrameworkSummary,
@@ -187,8 +187,7 @@ struct Connected {
     /// The master this session is with.
     master: String,
     send: FramedSend<ClientFrame>,
-    connection: quinn::Connection,
-    _endpoint: quinn::Endpoint,
+    connection: transport::Connection,
     heartbeat: Duration,
     last_heartbeat: Instant,
 }
@@ -317,7 +316,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         }
     }
     if let Some(conn) = agent.conn.take() {
-        conn.connection.close(0u32.into(), b"agent stopping");
+        conn.connection.close(0, b"agent stopping");
     }
     if agent.config.cleanup_on_exit {
         agent.destroy_all().await;

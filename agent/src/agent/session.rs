@@ -72,7 +72,6 @@ impl Agent {
         self.agent_id = Some(agent_id);
         self.backoff = Duration::from_millis(200);
         let Session {
-            _endpoint,
             connection,
             send,
             mut recv,
@@ -102,7 +101,6 @@ impl Agent {
             master,
             send,
             connection,
-            _endpoint,
             heartbeat,
             last_heartbeat: Instant::now(),
         });

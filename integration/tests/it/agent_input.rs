@@ -19,7 +19,7 @@ struct FakeMaster {
     rx: FramedRecv<ClientFrame>,
     framework: FrameworkSummary,
     agent_id: AgentId,
-    _conn: quinn::Connection,
+    _conn: transport::Connection,
 }
 
 impl FakeMaster {
@@ -114,7 +114,7 @@ impl FakeMaster {
 struct Setup {
     // Drops in order: the agent first, the directory last.
     agent: Daemon,
-    endpoint: quinn::Endpoint,
+    endpoint: transport::Endpoint,
     rt: tokio::runtime::Runtime,
     work: std::path::PathBuf,
     mount: Option<integration::Tmpfs>,
@@ -185,7 +185,7 @@ fn setup(prepare: impl FnOnce(&std::path::Path) -> Option<integration::Tmpfs>) -
 }
 
 /// Accepts the agent's connection and registers it, as a master would.
-async fn accept_agent(endpoint: &quinn::Endpoint, deadline: Instant) -> FakeMaster {
+async fn accept_agent(endpoint: &transport::Endpoint, deadline: Instant) -> FakeMaster {
     let incoming = tokio::time::timeout_at(deadline, endpoint.accept())
         .await
         .expect("the agent connects in time")

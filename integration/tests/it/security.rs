@@ -158,49 +158,36 @@ fn certificates_without_trust_are_refused_at_the_handshake() {
         "{err}"
     );
 
-    // No client certificate at all.
+    // No client certificate at all, from a client that accepts the master (it trusts the CA
+    // and checks the role, as every client does): the master must refuse it, and say why.
     let rt = rt();
     rt.block_on(async {
-        let mut roots = rustls::RootCertStore::empty();
-        let ca_pem = std::fs::read(c.certs.ca()).expect("read ca");
-        for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(&ca_pem) {
-            let cert: rustls::pki_types::CertificateDer = cert.expect("pem");
-            roots.add(cert).expect("add root");
-        }
-        let mut tls = rustls::ClientConfig::builder()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        tls.alpn_protocols = vec![proto::ALPN.to_vec()];
-        let qc = quinn::crypto::rustls::QuicClientConfig::try_from(tls).expect("quic tls");
-        let mut ep =
-            quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("endpoint");
-        ep.set_default_client_config(quinn::ClientConfig::new(Arc::new(qc)));
-        let failed = match ep.connect(c.master_addr, "m1") {
-            Err(_) => true,
-            Ok(connecting) => match connecting.await {
-                Err(_) => true,
-                Ok(conn) => {
-                    // TLS 1.3: the refusal surfaces on first use.
-                    let used = async {
-                        let (mut s, mut r) = conn.open_bi().await?;
-                        let frame = proto::codec::encode_to_vec(
-                            &ClientFrame::Operator(OperatorCall::GetState),
-                            proto::MAX_FRAME_LEN,
-                        )
-                        .expect("encode");
-                        s.write_all(&frame).await?;
-                        let _ = s.finish();
-                        let bytes = r.read_to_end(1 << 20).await?;
-                        Ok::<_, Box<dyn std::error::Error>>(bytes)
-                    };
-                    match tokio::time::timeout(Duration::from_secs(10), used).await {
-                        Ok(Ok(bytes)) => bytes.is_empty(),
-                        _ => true,
-                    }
+        let ep = transport::testing::client_endpoint_without_certificate(&c.certs.ca())
+            .expect("endpoint");
+        let err = match transport::connect(&ep, c.master_addr, Role::Master, None).await {
+            Err(e) => e,
+            Ok(conn) => {
+                // TLS 1.3: the refusal surfaces on first use.
+                let used = async {
+                    let (mut tx, mut rx) = transport::open_framed::<ClientFrame, ServerFrame>(
+                        &conn,
+                        proto::MAX_FRAME_LEN,
+                    )
+                    .await?;
+                    tx.send(&ClientFrame::Operator(OperatorCall::GetState))
+                        .await?;
+                    rx.recv().await
+                };
+                match tokio::time::timeout(Duration::from_secs(10), used).await {
+                    Ok(Err(e)) => e,
+                    Ok(Ok(reply)) => panic!("a client without a certificate was served: {reply:?}"),
+                    Err(_) => panic!("no refusal within 10 s for a client without a certificate"),
                 }
-            },
+            }
         };
-        assert!(failed, "a client without a certificate was served");
+        assert!(err.is_certificate_refused(), "{err:?}");
+        let msg = err.to_string();
+        assert!(msg.contains("we presented none"), "{msg}");
     });
     assert_master_still_serves(&c);
 }
@@ -254,15 +241,13 @@ async fn raw_exchange(c: &Cluster, bytes: &[u8], finish: bool) -> Option<ServerF
     let conn = transport::connect(&ep, c.master_addr, Role::Master, None)
         .await
         .expect("connect");
-    let (mut s, mut r) = conn.open_bi().await.expect("open stream");
-    s.write_all(bytes).await.expect("write");
-    if finish {
-        let _ = s.finish();
-    }
-    let got = tokio::time::timeout(Duration::from_secs(10), r.read_to_end(1 << 20))
-        .await
-        .expect("the master answered within 10 s")
-        .unwrap_or_default();
+    let got = tokio::time::timeout(
+        Duration::from_secs(10),
+        transport::testing::raw_exchange(&conn, bytes, finish, 1 << 20),
+    )
+    .await
+    .expect("the master answered within 10 s")
+    .unwrap_or_default();
     proto::decode::<ServerFrame>(&got, proto::MAX_FRAME_LEN)
         .ok()
         .flatten()

@@ -273,3 +273,51 @@ fn tidy_files_and_functions_are_short() {
     }
     assert!(long.is_empty(), "too long:\n{}", long.join("\n"));
 }
+
+/// quinn and rustls types stay inside `transport/` (issue 12): other crates hold its wrapped
+/// `Endpoint`/`Connection` and framed streams, no other manifest depends on either crate, and
+/// none enables transport's `quinn-internals` feature or calls its raw accessors.
+#[test]
+fn quinn_and_rustls_stay_inside_the_transport_crate() {
+    // Spelled apart so that this file does not match itself.
+    let paths = [
+        format!("{}::", "quinn"),
+        format!("{}::", "rustls"),
+        format!(".{}()", "quinn"),
+        format!("{}::raw::", "transport"),
+    ];
+    let mut offenders = Vec::new();
+    let mut read = 0;
+    for m in members().iter().filter(|m| m.as_str() != "transport") {
+        let mut files = Vec::new();
+        rust_files(&root().join(m), &mut files);
+        for f in files {
+            read += 1;
+            let text = std::fs::read_to_string(&f).expect("read source file");
+            for (i, line) in text.lines().enumerate() {
+                if paths.iter().any(|p| line.contains(p.as_str())) {
+                    offenders.push(format!("{}:{}: {}", f.display(), i + 1, line.trim()));
+                }
+            }
+        }
+        let manifest =
+            std::fs::read_to_string(root().join(m).join("Cargo.toml")).expect("member Cargo.toml");
+        for dep in ["quinn", "rustls"] {
+            if manifest
+                .lines()
+                .any(|l| l.trim_start().starts_with(&format!("{dep}.workspace")))
+            {
+                offenders.push(format!("{m}/Cargo.toml depends on {dep}"));
+            }
+        }
+        if manifest.contains("quinn-internals") {
+            offenders.push(format!("{m}/Cargo.toml enables quinn-internals"));
+        }
+    }
+    assert!(read > 50, "read only {read} source files");
+    assert!(
+        offenders.is_empty(),
+        "quinn/rustls outside transport/:\n{}",
+        offenders.join("\n")
+    );
+}

@@ -34,7 +34,7 @@ use std::io::Cursor;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
-use transport::TransportError;
+use transport::{FramedRecv, FramedSend, TransportError};
 
 /// Largest raft frame: the protocol's maximum (a snapshot must fit in one).
 pub const MAX_RAFT_FRAME: usize = proto::MAX_FRAME_LEN;
@@ -95,7 +95,7 @@ enum CallError {
 #[derive(Clone, Debug)]
 pub struct Network {
     me: NodeId,
-    endpoint: quinn::Endpoint,
+    endpoint: transport::Endpoint,
     peers: Arc<Mutex<HashMap<NodeId, Arc<Peer>>>>,
 }
 
@@ -103,7 +103,7 @@ pub struct Network {
 struct Peer {
     node: MasterNode,
     /// The current connection, if any.
-    conn: tokio::sync::Mutex<Option<quinn::Connection>>,
+    conn: tokio::sync::Mutex<Option<transport::Connection>>,
     /// Handshakes under way and when the last one began.
     handshakes: Mutex<Handshakes>,
     /// Woken when a handshake ends.
@@ -134,7 +134,7 @@ const MAX_HANDSHAKES: usize = 4;
 impl Network {
     /// A network for raft node `me` that connects out through `endpoint` (the master's QUIC
     /// endpoint, whose default client configuration presents our certificate).
-    pub fn new(me: NodeId, endpoint: quinn::Endpoint) -> Network {
+    pub fn new(me: NodeId, endpoint: transport::Endpoint) -> Network {
         Network {
             me,
             endpoint,
@@ -176,11 +176,11 @@ impl Network {
         for p in peers {
             if let Ok(guard) = p.conn.try_lock() {
                 if let Some(c) = guard.as_ref() {
-                    c.close(0u32.into(), b"master shutting down");
+                    c.close(0, b"master shutting down");
                 }
             }
         }
-        self.endpoint.close(0u32.into(), b"master shutting down");
+        self.endpoint.close(0, b"master shutting down");
     }
 }
 
@@ -213,7 +213,7 @@ impl Peer {
 
 /// One handshake to `peer`; the connection it makes becomes the peer's unless another
 /// handshake made one first (then this one is closed: one connection per peer).
-async fn handshake(peer: Arc<Peer>, endpoint: quinn::Endpoint, target: NodeId) {
+async fn handshake(peer: Arc<Peer>, endpoint: transport::Endpoint, target: NodeId) {
     let node = &peer.node;
     let connect = async {
         let addr = transport::resolve(&node.addr).await?;
@@ -223,8 +223,8 @@ async fn handshake(peer: Arc<Peer>, endpoint: quinn::Endpoint, target: NodeId) {
         Ok(Ok(c)) => {
             let mut guard = peer.conn.lock().await;
             match guard.as_ref() {
-                Some(open) if open.close_reason().is_none() => {
-                    c.close(0u32.into(), b"already connected");
+                Some(open) if !open.is_closed() => {
+                    c.close(0, b"already connected");
                 }
                 _ => *guard = Some(c),
             }
@@ -249,14 +249,14 @@ pub struct PeerClient {
     me: NodeId,
     target: NodeId,
     peer: Arc<Peer>,
-    endpoint: quinn::Endpoint,
+    endpoint: transport::Endpoint,
 }
 
 impl PeerClient {
     /// The connection to the peer, made if needed, by `deadline`. The handshake runs in its own
     /// task with [`CONNECT_TIMEOUT`]; a call whose deadline passes first fails as unreachable
     /// while the handshake goes on for the next call.
-    async fn connection(&self, deadline: Instant) -> Result<quinn::Connection, CallError> {
+    async fn connection(&self, deadline: Instant) -> Result<transport::Connection, CallError> {
         loop {
             let notified = self.peer.connected.notified();
             tokio::pin!(notified);
@@ -264,7 +264,7 @@ impl PeerClient {
             {
                 let mut guard = self.peer.conn.lock().await;
                 if let Some(c) = guard.as_ref() {
-                    if c.close_reason().is_none() {
+                    if !c.is_closed() {
                         return Ok(c.clone());
                     }
                     *guard = None;
@@ -280,7 +280,7 @@ impl PeerClient {
             tokio::select! {
                 _ = &mut notified => {
                     let guard = self.peer.conn.lock().await;
-                    if let Some(c) = guard.as_ref().filter(|c| c.close_reason().is_none()) {
+                    if let Some(c) = guard.as_ref().filter(|c| !c.is_closed()) {
                         return Ok(c.clone());
                     }
                     drop(guard);
@@ -304,12 +304,9 @@ impl PeerClient {
     }
 
     /// Forgets `conn` if it is still the peer's connection, so the next call reconnects.
-    async fn forget(&self, conn: &quinn::Connection) {
+    async fn forget(&self, conn: &transport::Connection) {
         let mut guard = self.peer.conn.lock().await;
-        if guard
-            .as_ref()
-            .is_some_and(|c| c.stable_id() == conn.stable_id())
-        {
+        if guard.as_ref().is_some_and(|c| c.same_as(conn)) {
             *guard = None;
         }
     }
@@ -318,7 +315,7 @@ impl PeerClient {
     async fn call(&self, req: &RaftRequest, ttl: Duration) -> Result<RaftResponse, CallError> {
         let deadline = Instant::now() + ttl;
         let conn = self.connection(deadline).await?;
-        let heard_before = conn.stats().udp_rx.datagrams;
+        let heard_before = conn.datagrams_received();
         let exchange = async {
             let (mut tx, mut rx) =
                 transport::open_framed::<RaftRequest, RaftResponse>(&conn, MAX_RAFT_FRAME).await?;
@@ -354,7 +351,7 @@ impl PeerClient {
                 // call may be gone (a restarted master ignores the old connection): reconnect.
                 // One that did is alive but slow (a busy host, a long fsync): keep the
                 // connection, as a new handshake would only add to its load.
-                if conn.stats().udp_rx.datagrams == heard_before {
+                if conn.datagrams_received() == heard_before {
                     self.forget(&conn).await;
                 }
                 Err(CallError::Timeout(ttl))
@@ -550,29 +547,23 @@ impl RaftServer {
 /// until the connection closes.
 pub async fn serve_raft_connection(
     server: RaftServer,
-    conn: quinn::Connection,
+    conn: transport::Connection,
 ) -> Result<(), ServeError> {
-    let peer = transport::peer_identity(&conn)?;
+    let peer = conn.peer_identity()?;
     if peer.role != Role::Master {
-        conn.close(1u32.into(), b"raft is for masters only");
+        conn.close(1, b"raft is for masters only");
         return Err(ServeError::NotAMaster { peer });
     }
     loop {
-        let (send, recv) = match conn.accept_bi().await {
+        let (tx, rx) = match transport::accept_framed(&conn, MAX_RAFT_FRAME).await {
             Ok(s) => s,
-            Err(quinn::ConnectionError::ApplicationClosed(_))
-            | Err(quinn::ConnectionError::LocallyClosed) => return Ok(()),
-            Err(e) => {
-                return Err(ServeError::Transport(TransportError::ConnectionLost {
-                    peer: format!("{peer} at {}", conn.remote_address()),
-                    reason: e.to_string(),
-                }))
-            }
+            Err(_) if conn.closed_cleanly() => return Ok(()),
+            Err(e) => return Err(ServeError::Transport(e)),
         };
         let server = server.clone();
         let peer = peer.clone();
         tokio::spawn(async move {
-            if let Err(e) = serve_raft_stream(&server, &peer, send, recv).await {
+            if let Err(e) = serve_raft_stream(&server, &peer, tx, rx).await {
                 tracing::debug!(%peer, error = %e, "raft stream ended with an error");
             }
         });
@@ -584,11 +575,9 @@ pub async fn serve_raft_connection(
 pub async fn serve_raft_stream(
     server: &RaftServer,
     peer: &PeerIdentity,
-    send: quinn::SendStream,
-    recv: quinn::RecvStream,
+    mut tx: FramedSend<RaftResponse>,
+    mut rx: FramedRecv<RaftRequest>,
 ) -> Result<(), ServeError> {
-    let (mut tx, mut rx) =
-        transport::framed::<RaftResponse, RaftRequest>(send, recv, MAX_RAFT_FRAME);
     if peer.role != Role::Master {
         let err = ServeError::NotAMaster { peer: peer.clone() };
         let _ = tx.send(&RaftResponse::Refused(err.to_string())).await;

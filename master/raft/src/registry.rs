@@ -366,7 +366,7 @@ impl ReplicatedRegistry {
         cfg: RaftConfig,
         me: MasterNode,
         identity: Arc<transport::Identity>,
-        endpoint: quinn::Endpoint,
+        endpoint: transport::Endpoint,
     ) -> Result<Self, RaftError> {
         let ours = identity.peer();
         if ours.role != Role::Master || ours.name != me.name {

@@ -61,11 +61,11 @@ async fn a_client_notices_a_silent_master_within_the_client_idle_timeout() {
         assert!(CLIENT_IDLE_TIMEOUT < MAX_IDLE_TIMEOUT);
         // Idle but healthy for longer than the idle timeout: the keep-alives hold it open.
         tokio::time::sleep(CLIENT_IDLE_TIMEOUT * 2).await;
-        assert!(conn.close_reason().is_none(), "{:?}", conn.close_reason());
+        assert!(!conn.is_closed(), "{conn:?}");
         // The master goes silent.
         open.store(false, Ordering::Relaxed);
         let cut = Instant::now();
-        let reason = conn.closed().await;
+        let reason = conn.quinn().closed().await;
         let took = cut.elapsed();
         assert!(
             matches!(reason, quinn::ConnectionError::TimedOut),
@@ -81,6 +81,51 @@ async fn a_client_notices_a_silent_master_within_the_client_idle_timeout() {
                         + Duration::from_millis(300),
             "noticed after {took:?}"
         );
+    })
+    .await;
+}
+
+/// A client connection keeps its endpoint (the caller may drop its handle), and an
+/// application close is told apart from a failure on both sides.
+#[tokio::test]
+async fn a_connection_outlives_its_endpoint_handle_and_an_application_close_is_clean() {
+    within(async {
+        let pki = Pki::new();
+        let (sep, addr) = server(&pki.identity(Role::Master, "m1"));
+        let accepted = tokio::spawn(async move {
+            let r = accept_one(&sep).await;
+            (r, sep)
+        });
+        let conn = {
+            let cep = transport::client_endpoint(&pki.identity(Role::Agent, "a1")).unwrap();
+            transport::connect(&cep, addr, Role::Master, Some("m1"))
+                .await
+                .unwrap()
+        };
+        let (res, _sep) = accepted.await.unwrap();
+        let (server, _) = res.unwrap();
+        let (mut tx, _rx) = transport::open_framed::<Msg, Msg>(&conn, MAX)
+            .await
+            .unwrap();
+        tx.send(&Msg::Ping(1)).await.unwrap();
+        let (_stx, mut srx) = transport::accept_framed::<Msg, Msg>(&server, MAX)
+            .await
+            .unwrap();
+        assert_eq!(srx.recv().await.unwrap(), Some(Msg::Ping(1)));
+        assert!(!server.is_closed() && !server.closed_cleanly());
+        assert!(server.same_as(&server.clone()) && !server.same_as(&conn));
+        assert!(conn.datagrams_received() > 0);
+
+        conn.close(7, b"bye");
+        let err = transport::accept_framed::<Msg, Msg>(&server, MAX)
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("closed by the peer (code 7: bye)"),
+            "{err}"
+        );
+        assert!(server.is_closed() && server.closed_cleanly());
+        assert!(conn.is_closed() && conn.closed_cleanly());
     })
     .await;
 }

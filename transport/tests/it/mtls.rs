@@ -1,14 +1,11 @@
 //! Mutual TLS: who gets in, who is refused, and what the error says.
 
 use crate::support::*;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::CertificateDer;
-use std::sync::Arc;
 use transport::{PeerIdentity, Role, TransportError};
 
 /// What a client sees when the server refuses its certificate. In TLS 1.3 that may surface in
 /// `connect`, in `open_framed`, in `send` or (typically) in the first `recv`.
-async fn refusal(conn: Result<quinn::Connection, TransportError>) -> TransportError {
+async fn refusal(conn: Result<transport::Connection, TransportError>) -> TransportError {
     let conn = match conn {
         Ok(c) => c,
         Err(e) => return e,
@@ -180,29 +177,10 @@ async fn server_refuses_a_client_without_certificate() {
         let (sep, addr) = server(&pki.identity(Role::Master, "m1"));
         let server = tokio::spawn(async move { accept_one(&sep).await.map(|(_, id)| id) });
 
-        // A client that trusts our CA (so it accepts the server) but presents no certificate.
-        let mut roots = rustls::RootCertStore::empty();
-        roots
-            .add(CertificateDer::from_pem_file(pki.ca()).unwrap())
-            .unwrap();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        tls.alpn_protocols = vec![proto::ALPN.to_vec()];
-        let cfg = transport::quic_client_config(tls).unwrap();
-        let cep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-        // Plain webpki checks the DNS name: "localhost" is in every corral certificate.
-        let conn = cep
-            .connect_with(cfg, addr, "localhost")
-            .unwrap()
-            .await
-            .map_err(|e| TransportError::Connect {
-                addr,
-                reason: e.to_string(),
-            });
+        // A client that trusts our CA and checks the server's role (so it accepts the server)
+        // but presents no certificate.
+        let cep = transport::testing::client_endpoint_without_certificate(&pki.ca()).unwrap();
+        let conn = transport::connect(&cep, addr, Role::Master, Some("m1")).await;
         let err = refusal(conn).await;
         assert!(err.is_certificate_refused(), "{err:?}");
         let msg = err.to_string();
@@ -313,11 +291,11 @@ async fn alpn_mismatch_says_the_peer_does_not_speak_our_protocol() {
         let server = tokio::spawn(async move { accept_one(&sep).await.map(|(_, id)| id) });
 
         let agent = pki.identity(Role::Agent, "a");
-        let mut tls = agent.client_tls_config().unwrap();
+        let mut tls = transport::raw::client_tls_config(&agent).unwrap();
         tls.alpn_protocols = vec![b"corral/2".to_vec()];
-        let cfg = transport::quic_client_config(tls).unwrap();
+        let cfg = transport::raw::quic_client_config(tls).unwrap();
         let cep = transport::client_endpoint(&agent).unwrap();
-        let err = transport::connect_with_config(&cep, cfg, addr, Role::Master, None)
+        let err = transport::raw::connect_with_config(&cep, cfg, addr, Role::Master, None)
             .await
             .unwrap_err();
         assert!(
@@ -381,7 +359,7 @@ async fn plain_endpoint_connect_without_expectation_is_refused() {
         let _server = tokio::spawn(async move { accept_one(&sep).await.map(|_| ()) });
         let cep = transport::client_endpoint(&pki.identity(Role::Agent, "a")).unwrap();
         // Bypassing transport::connect: the default config must not accept "whoever answers".
-        let res = cep.connect(addr, "localhost").unwrap().await;
+        let res = cep.quinn().connect(addr, "localhost").unwrap().await;
         let err = res.unwrap_err();
         assert!(
             err.to_string()

@@ -88,7 +88,7 @@ impl Pki {
 }
 
 /// A server endpoint on 127.0.0.1:0.
-pub fn server(id: &Identity) -> (quinn::Endpoint, SocketAddr) {
+pub fn server(id: &Identity) -> (transport::Endpoint, SocketAddr) {
     let ep = transport::server_endpoint("127.0.0.1:0".parse().unwrap(), id).unwrap();
     let addr = ep.local_addr().unwrap();
     (ep, addr)
@@ -96,8 +96,8 @@ pub fn server(id: &Identity) -> (quinn::Endpoint, SocketAddr) {
 
 /// Accepts one connection and returns what `transport::accept` says about it.
 pub async fn accept_one(
-    ep: &quinn::Endpoint,
-) -> Result<(quinn::Connection, transport::PeerIdentity), transport::TransportError> {
+    ep: &transport::Endpoint,
+) -> Result<(transport::Connection, transport::PeerIdentity), transport::TransportError> {
     let incoming = ep.accept().await.expect("endpoint closed");
     transport::accept(incoming).await
 }

@@ -57,7 +57,7 @@ pub struct Master {
     pub addr: SocketAddr,
     pub data_dir: PathBuf,
     pub reg: ReplicatedRegistry,
-    pub endpoint: quinn::Endpoint,
+    pub endpoint: transport::Endpoint,
     accept: JoinHandle<()>,
 }
 
@@ -107,7 +107,7 @@ impl Master {
     pub async fn stop(self) -> (NodeId, SocketAddr, PathBuf) {
         self.accept.abort();
         self.reg.shutdown().await;
-        self.endpoint.close(0u32.into(), b"stopped");
+        self.endpoint.close(0, b"stopped");
         (self.id, self.addr, self.data_dir)
     }
 

@@ -1,8 +1,8 @@
 //! `open_session` against fake masters on loopback (real QUIC and certificates): every master
 //! is dialled at once, redirects are followed, a follower is polled over its open connection.
 
-use framework::{open_session, ClientError, ClientOptions, CONNECT_ATTEMPT_TIMEOUT};
 use proto::{ClientFrame, OperatorCall, OperatorReply, Role, ServerFrame};
+use session::{open_session, reopen, ClientError, ClientOptions, CONNECT_ATTEMPT_TIMEOUT};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -69,10 +69,10 @@ fn fake_master(
             s.connections.fetch_add(1, Ordering::SeqCst);
             let (s, answer) = (s.clone(), answer.clone());
             tokio::spawn(async move {
-                while let Ok((send, recv)) = conn.accept_bi().await {
+                while let Ok((mut tx, mut rx)) =
+                    transport::accept_framed::<ServerFrame, ClientFrame>(&conn, 1 << 20).await
+                {
                     let n = s.streams.fetch_add(1, Ordering::SeqCst);
-                    let (mut tx, mut rx) =
-                        transport::framed::<ServerFrame, ClientFrame>(send, recv, 1 << 20);
                     if let Ok(Some(_)) = rx.recv().await {
                         let _ = tx.send(&answer(n)).await;
                     }
@@ -197,4 +197,45 @@ async fn two_masters_naming_each_other_are_not_polled_in_a_tight_loop() {
     // At most one request per master per first backoff (100 ms), not one per round trip.
     let streams = seen_a.streams.load(Ordering::SeqCst) + seen_b.streams.load(Ordering::SeqCst);
     assert!(streams <= 2 * 12, "{streams} requests in 1 s");
+}
+
+/// `reopen` after a lost master: the same request again, within the timeout it is given (a
+/// framework's failover timeout), not the options' own; the lost master, dead now, is listed
+/// last and costs nothing while another answers.
+#[tokio::test]
+async fn reopen_after_a_lost_master_uses_its_own_timeout_and_finds_the_new_leader() {
+    let pki = Pki::new();
+    let (_dead, dead) = dead_master();
+    let mut opts = options(&pki, &[dead]);
+    opts.connect_timeout = Duration::from_secs(30);
+    let started = Instant::now();
+    let err = reopen(
+        &opts,
+        &dead.to_string(),
+        Duration::from_millis(400),
+        &first(),
+    )
+    .await
+    .err()
+    .expect("no leader");
+    let took = started.elapsed();
+    match &err {
+        ClientError::NoLeader { timeout, .. } => {
+            assert_eq!(*timeout, Duration::from_millis(400), "{err}")
+        }
+        other => panic!("expected NoLeader, got {other}"),
+    }
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+
+    let (leader, seen) = fake_master(&pki, "m2", done);
+    opts.masters = vec![dead.to_string(), leader.to_string()];
+    let started = Instant::now();
+    let (session, reply) = reopen(&opts, &dead.to_string(), Duration::from_secs(5), &first())
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    assert_eq!(reply, ServerFrame::Operator(OperatorReply::Done));
+    assert_eq!(session.master, leader.to_string());
+    assert_eq!(seen.streams.load(Ordering::SeqCst), 1);
+    assert!(took < CONNECT_ATTEMPT_TIMEOUT / 2, "took {took:?}");
 }

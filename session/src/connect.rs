@@ -1,10 +1,11 @@
-//! Finding the leading master and opening a stream to it.
+//! Finding the leading master and opening a stream to it ([`open_session`]).
 
+use crate::Backoff;
 use proto::{ClientFrame, ErrorCode, Role, ServerFrame};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
-use transport::{FramedRecv, FramedSend, Identity, TransportError};
+use transport::{Connection, FramedRecv, FramedSend, Identity, TransportError};
 
 /// Where the masters are and who we are.
 #[derive(Clone)]
@@ -71,9 +72,8 @@ pub enum ClientError {
 
 /// An open stream to the leading master, after the first request frame was answered.
 pub struct Session {
-    /// Kept alive for as long as the stream is used.
-    pub _endpoint: quinn::Endpoint,
-    pub connection: quinn::Connection,
+    /// The connection the stream is on (it keeps its endpoint open).
+    pub connection: Connection,
     pub send: FramedSend<ClientFrame>,
     pub recv: FramedRecv<ServerFrame>,
     /// The master address that answered.
@@ -99,9 +99,9 @@ type Attempt = (String, Result<(Session, ServerFrame), ClientError>);
 ///
 /// Every master is dialled at once (a dead one costs nothing while another answers); followers
 /// answer `NotLeader`, whose hint is dialled at once unless an attempt at it is under way or it
-/// answered less than [`FIRST_RETRY_BACKOFF`] ago. The first master to answer otherwise wins and the other attempts are dropped. A master
+/// answered less than `FIRST_RETRY_BACKOFF` ago. The first master to answer otherwise wins and the other attempts are dropped. A master
 /// that said "not the leader" or could not be reached is retried after its own backoff
-/// ([`FIRST_RETRY_BACKOFF`] doubling to [`MAX_RETRY_BACKOFF`]), over the QUIC connection it
+/// (`FIRST_RETRY_BACKOFF` doubling to `MAX_RETRY_BACKOFF`), over the QUIC connection it
 /// already has when that is still open, so a retry is one stream, not a new handshake.
 ///
 /// Sending `first` to every master is safe: only the leader acts on a request, and a deposed
@@ -121,15 +121,15 @@ pub async fn open_session(
     let mut in_flight: HashSet<String> = HashSet::new();
     // Masters waiting for their retry, with when; and each master's next backoff.
     let mut retry_at: HashMap<String, tokio::time::Instant> = HashMap::new();
-    let mut backoff: HashMap<String, Duration> = HashMap::new();
+    let mut backoff: HashMap<String, Backoff> = HashMap::new();
     // When each master last answered (or failed).
     let mut answered_at: HashMap<String, tokio::time::Instant> = HashMap::new();
     // Open connections kept from attempts answered "not the leader", for their retries.
-    let mut open: HashMap<String, Reuse> = HashMap::new();
+    let mut open: HashMap<String, Connection> = HashMap::new();
     let mut redirects = 0;
     let start = |attempts: &mut tokio::task::JoinSet<Attempt>,
                  in_flight: &mut HashSet<String>,
-                 open: &mut HashMap<String, Reuse>,
+                 open: &mut HashMap<String, Connection>,
                  addr: String| {
         in_flight.insert(addr.clone());
         let reuse = open.remove(&addr);
@@ -166,8 +166,8 @@ pub async fn open_session(
             match result {
                 Ok((session, ServerFrame::NotLeader { leader })) => {
                     last_error = format!("{addr} is not the leader");
-                    if session.connection.close_reason().is_none() {
-                        open.insert(addr.clone(), Reuse::from(session));
+                    if !session.connection.is_closed() {
+                        open.insert(addr.clone(), session.connection);
                     }
                     if let Some(leader) = leader.filter(|l| *l != addr && !in_flight.contains(l)) {
                         let known = opts.masters.contains(&leader);
@@ -206,10 +206,11 @@ pub async fn open_session(
                 }
             }
             if !in_flight.contains(&addr) {
-                let b = backoff.entry(addr.clone()).or_insert(FIRST_RETRY_BACKOFF);
-                let wait = b.mul_f64(0.75 + rand::random::<f64>() * 0.5);
+                let wait = backoff
+                    .entry(addr.clone())
+                    .or_insert_with(|| Backoff::new(FIRST_RETRY_BACKOFF, MAX_RETRY_BACKOFF))
+                    .next_wait();
                 retry_at.insert(addr, tokio::time::Instant::now() + wait);
-                *b = (*b * 2).min(MAX_RETRY_BACKOFF);
             }
         }
         let now = tokio::time::Instant::now();
@@ -232,6 +233,21 @@ pub async fn open_session(
     }
 }
 
+/// Opens a session again after the one with master `lost` ended: the same request `first` (a
+/// framework's `Subscribe` with its id, an agent's `Register` with its tasks), with `lost`
+/// listed last and `timeout` as the connect timeout (a framework's failover timeout).
+pub async fn reopen(
+    opts: &ClientOptions,
+    lost: &str,
+    timeout: Duration,
+    first: &ClientFrame,
+) -> Result<(Session, ServerFrame), ClientError> {
+    let mut opts = opts.clone();
+    opts.connect_timeout = timeout;
+    opts.try_last(lost);
+    open_session(&opts, first).await
+}
+
 fn is_permanent(e: &ClientError) -> bool {
     match e {
         ClientError::Refused { .. } => true,
@@ -240,39 +256,24 @@ fn is_permanent(e: &ClientError) -> bool {
     }
 }
 
-/// An open connection to a master kept for the next attempt at it.
-struct Reuse {
-    endpoint: quinn::Endpoint,
-    connection: quinn::Connection,
-}
-
-impl From<Session> for Reuse {
-    fn from(s: Session) -> Reuse {
-        Reuse {
-            endpoint: s._endpoint,
-            connection: s.connection,
-        }
-    }
-}
-
 async fn try_master(
     opts: &ClientOptions,
     addr: &str,
-    reuse: Option<Reuse>,
+    reuse: Option<Connection>,
     first: &ClientFrame,
 ) -> Result<(Session, ServerFrame), ClientError> {
     let sock = transport::resolve(addr).await?;
-    let (endpoint, connection) = match reuse.filter(|r| r.connection.close_reason().is_none()) {
-        Some(r) => (r.endpoint, r.connection),
+    // An open connection kept from the last attempt at this master (it keeps its endpoint).
+    let connection = match reuse.filter(|c| !c.is_closed()) {
+        Some(c) => c,
         None => {
             let endpoint = transport::client_endpoint_for(sock, &opts.identity)?;
-            let connection = tokio::time::timeout(
+            tokio::time::timeout(
                 CONNECT_ATTEMPT_TIMEOUT,
                 transport::connect(&endpoint, sock, Role::Master, None),
             )
             .await
-            .map_err(|_| ClientError::Transport(TransportError::TimedOut { addr: sock }))??;
-            (endpoint, connection)
+            .map_err(|_| ClientError::Transport(TransportError::TimedOut { addr: sock }))??
         }
     };
     let (mut send, mut recv) =
@@ -284,7 +285,6 @@ async fn try_master(
         .ok_or(ClientError::Closed)?;
     Ok((
         Session {
-            _endpoint: endpoint,
             connection,
             send,
             recv,

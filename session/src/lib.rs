@@ -1,0 +1,23 @@
+//! Client sessions with Corral's masters, shared by every client: the framework library
+//! (`framework::Scheduler`, operator calls, reading task output) and the agent.
+//!
+//! A client knows a list of master addresses, not which one leads. [`open_session`] dials
+//! every master at once and sends each the first request; followers answer `NotLeader` with a
+//! hint that is dialled at once; the first other answer wins and the other attempts are
+//! dropped. A master that could not be reached or does not lead is retried on its own
+//! jittered [`Backoff`] over the connection it already has, until the caller's
+//! `connect_timeout`. Re-subscribing after a lost master is [`reopen`]: the same call with
+//! the same first request (a framework's `Subscribe` with its id, an agent's `Register` with
+//! its tasks), the lost master listed last, and for a fleet after a [`Backoff`] wait.
+//!
+//! Everything runs over `transport`'s mutually authenticated QUIC; the caller supplies its
+//! certificate identity in [`ClientOptions`]. No quinn or rustls type appears here.
+
+mod backoff;
+mod connect;
+
+pub use backoff::Backoff;
+pub use connect::{
+    open_session, reopen, ClientError, ClientOptions, Session, CONNECT_ATTEMPT_TIMEOUT,
+    FIRST_REPLY_TIMEOUT,
+};
