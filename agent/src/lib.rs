@@ -31,13 +31,12 @@ mod checkpoint;
 mod gc;
 mod resources;
 mod runtime;
-mod updates;
 mod workdir;
 
 pub use agent::{run, Config, IsolationMode};
+pub use agent_core::{RetryPolicy, StatusUpdates};
 pub use cgroup_driver::CgroupDriver;
 pub use gc::GcPolicy;
-pub use updates::{RetryPolicy, StatusUpdates};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
