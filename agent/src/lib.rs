@@ -48,9 +48,13 @@ pub enum AgentError {
     #[error("the certificate {0} is not an agent certificate; issue one with `corral certs issue --role agent`")]
     NotAnAgentCertificate(String),
     #[error("cannot set up isolation: {0}")]
-    Isolation(String),
+    Isolation(#[from] isolation::IsolationError),
+    #[error("cannot place task cgroups (--cgroup-driver): {0}")]
+    CgroupDriver(String),
+    #[error("--resources '{spec}': {reason}")]
+    Resources { spec: String, reason: String },
     #[error("cannot use the checkpoint directory: {0}")]
-    Checkpoint(String),
+    Checkpoint(#[from] checkpoint::CheckpointError),
     /// The default task user cannot reach the work directory's sandboxes.
     #[error("{0}")]
     Unreachable(String),

@@ -64,6 +64,8 @@ pub struct TaskRecord {
     pub running: bool,
     pub next_seq: u64,
     pub pending_updates: Vec<TaskStatus>,
+    /// This checkpoint records a new state change (the last of `pending_updates`).
+    pub changed: bool,
 }
 
 /// What an executor's checkpoint holds of the core's state; the glue adds sandbox, socket,
@@ -537,7 +539,7 @@ impl AgentCore {
         self.next_uuid += 1;
         let uuid = StatusUuid::new(format!("{}-{}", self.config.uuid_prefix, self.next_uuid));
         self.updates.record(&framework_id, status, uuid);
-        self.checkpoint(task_id);
+        self.checkpoint_change(task_id, true);
         self.flush_updates(now);
         if state.is_terminal() {
             // An executor's container shrinks once a task of it has ended.
@@ -549,6 +551,10 @@ impl AgentCore {
 
     /// Queues the task's checkpoint (its state and unacknowledged updates).
     pub(crate) fn checkpoint(&mut self, task_id: &TaskId) {
+        self.checkpoint_change(task_id, false);
+    }
+
+    fn checkpoint_change(&mut self, task_id: &TaskId, changed: bool) {
         let Some(task) = self.tasks.get(task_id) else {
             return;
         };
@@ -562,6 +568,7 @@ impl AgentCore {
             running: task.container == Container::Running,
             next_seq,
             pending_updates,
+            changed,
         };
         self.push(Action::CheckpointTask(record));
     }
@@ -604,7 +611,9 @@ impl AgentCore {
     }
 
     /// Ended tasks whose records are gone, oldest first (their sandboxes serve `corral logs`).
-    pub fn finished(&self) -> impl Iterator<Item = &(FrameworkId, TaskId, Option<ExecutorId>)> {
+    pub fn finished(
+        &self,
+    ) -> impl DoubleEndedIterator<Item = &(FrameworkId, TaskId, Option<ExecutorId>)> {
         self.finished.iter()
     }
 
@@ -653,6 +662,11 @@ impl AgentCore {
         self.executors
             .values()
             .fold(used, |acc, e| acc.add(&e.info.resources))
+    }
+
+    /// What the agent offers (after the system's reservation).
+    pub fn total_resources(&self) -> &Resources {
+        &self.config.info.resources
     }
 
     pub fn free_resources(&self) -> Resources {

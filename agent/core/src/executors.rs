@@ -397,6 +397,7 @@ impl AgentCore {
                 unacknowledged,
             } => {
                 if framework_id != key.0 || executor_id != key.1 {
+                    tracing::warn!(executor = %key.1, claimed = %executor_id, "an executor subscribed under another id; closing its connection");
                     e.subscribed = false;
                     self.push(Action::CloseExecutorConnection { key: key.clone() });
                     return;
@@ -405,6 +406,7 @@ impl AgentCore {
                 self.subscribed(now, key, tasks, unacknowledged);
             }
             _ if !e.subscribed => {
+                tracing::warn!(executor = %key.1, "an executor sent a frame before subscribing; closing its connection");
                 self.push(Action::CloseExecutorConnection { key: key.clone() });
             }
             ExecutorToAgent::Update(u) => self.executor_update(now, key, u),
@@ -442,6 +444,7 @@ impl AgentCore {
         let shutting_down = e.shutting_down;
         let waiting = e.waiting.clone();
         let known: std::collections::BTreeSet<TaskId> = known.into_iter().collect();
+        tracing::info!(executor = %key.1, known_tasks = known.len(), "executor subscribed");
         for id in self.live_executor_tasks(key) {
             let killed = self.tasks.get(&id).is_some_and(|t| t.kill_requested);
             match (known.contains(&id), killed) {
@@ -519,6 +522,7 @@ impl AgentCore {
             return;
         };
         if task.executor_key().as_ref() != Some(key) {
+            tracing::warn!(executor = %key.1, task = %u.task_id, "an executor reported a task that is not its own; ignored");
             return;
         }
         let allowed = matches!(
@@ -534,6 +538,13 @@ impl AgentCore {
         // A task's state only moves forward: back and forth would make every update a
         // checkpoint and a status update for the framework.
         let forward = !task.state.is_terminal() && progress(u.state) > progress(task.state);
+        if !task.state.is_terminal() && task.state != u.state && !forward {
+            tracing::warn!(executor = %key.1, task = %u.task_id, from = %task.state, to = %u.state,
+                "an executor moved a task's state backwards; ignored");
+        } else if forward && !allowed {
+            tracing::warn!(executor = %key.1, task = %u.task_id, state = %u.state,
+                "an executor reported a state only the agent or master may set; ignored");
+        }
         if !forward || !allowed {
             self.send_executor(key, ack);
             return;
@@ -581,6 +592,7 @@ impl AgentCore {
             });
             return;
         }
+        tracing::info!(task = %task_id, executor = %key.1, ?grace, "asking the executor to kill a task");
         let msg = AgentToExecutor::KillTask {
             task_id: task_id.clone(),
             grace_ms: Some(grace.as_millis() as u64),
@@ -606,7 +618,7 @@ impl AgentCore {
 
     /// Asks the executor to exit; its container is killed after the grace period. Its live
     /// tasks count as killed on request.
-    pub(crate) fn shutdown_executor(&mut self, now: Now, key: &ExecKey, _why: &str) {
+    pub(crate) fn shutdown_executor(&mut self, now: Now, key: &ExecKey, why: &str) {
         let grace = self.config.kill_grace;
         let Some(e) = self.executors.get_mut(key) else {
             return;
@@ -616,6 +628,7 @@ impl AgentCore {
         }
         e.shutting_down = true;
         let instance = e.instance;
+        tracing::info!(executor = %key.1, why, "shutting down executor");
         for id in self.live_executor_tasks(key) {
             if let Some(t) = self.tasks.get_mut(&id) {
                 t.kill_requested = true;
@@ -642,6 +655,7 @@ impl AgentCore {
                     .get(&task_id)
                     .is_some_and(|t| !t.state.is_terminal());
                 if live && self.executors.contains_key(&key) {
+                    tracing::warn!(task = %task_id, executor = %key.1, "the executor did not kill its task in time; killing the executor's container");
                     self.push(Action::KillExecutor {
                         key,
                         grace: Duration::ZERO,
@@ -654,6 +668,7 @@ impl AgentCore {
                     .get(&key)
                     .is_some_and(|e| e.instance == instance)
                 {
+                    tracing::info!(executor = %key.1, "executor did not exit within its grace period; killing its container");
                     self.push(Action::KillExecutor {
                         key,
                         grace: Duration::ZERO,

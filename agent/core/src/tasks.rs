@@ -24,6 +24,7 @@ impl AgentCore {
             let task_id = info.task_id.clone();
             if self.tasks.contains_key(&task_id) {
                 // A launch the master resent (failover): the task is already ours.
+                tracing::warn!(task = %task_id, "ignoring a launch of a task that is already known");
                 continue;
             }
             let free = self.free_resources();

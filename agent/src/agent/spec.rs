@@ -48,7 +48,7 @@ impl Agent {
         env.insert("CORRAL_SANDBOX".into(), sandbox.display().to_string());
         env.insert("CORRAL_TASK_ID".into(), info.task_id.to_string());
         env.insert("CORRAL_FRAMEWORK_ID".into(), framework.id.to_string());
-        if let Some(a) = &self.agent_id {
+        if let Some(a) = self.core.agent_id() {
             env.insert("CORRAL_AGENT_ID".into(), a.to_string());
         }
         env.insert("MESOS_SANDBOX".into(), sandbox.display().to_string());
