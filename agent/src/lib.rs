@@ -28,6 +28,7 @@
 mod agent;
 mod cgroup_driver;
 mod checkpoint;
+pub mod error;
 mod gc;
 mod resources;
 mod runtime;
@@ -49,15 +50,15 @@ pub enum AgentError {
     NotAnAgentCertificate(String),
     #[error("cannot set up isolation: {0}")]
     Isolation(#[from] isolation::IsolationError),
-    #[error("cannot place task cgroups (--cgroup-driver): {0}")]
-    CgroupDriver(String),
+    #[error(transparent)]
+    CgroupDriver(#[from] error::CgroupDriverError),
     #[error("--resources '{spec}': {reason}")]
     Resources { spec: String, reason: String },
     #[error("cannot use the checkpoint directory: {0}")]
     Checkpoint(#[from] checkpoint::CheckpointError),
     /// The default task user cannot reach the work directory's sandboxes.
-    #[error("{0}")]
-    Unreachable(String),
+    #[error(transparent)]
+    Unreachable(#[from] error::ReachError),
     #[error("no master address given: pass --master HOST:PORT")]
     NoMasters,
 }

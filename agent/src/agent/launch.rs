@@ -23,7 +23,7 @@ impl Agent {
     pub(super) fn watch(
         &self,
         handle: Arc<Handle>,
-        exited: impl FnOnce(Result<ExitInfo, String>) -> Event + Send + 'static,
+        exited: impl FnOnce(Result<ExitInfo, RuntimeError>) -> Event + Send + 'static,
     ) {
         let events = self.events.clone();
         tokio::task::spawn_blocking(move || {
@@ -43,7 +43,11 @@ impl Agent {
         let sandbox = records::sandbox(&self.config.work_dir, &framework.id, &task_id, None);
         let spec = match self.container_spec(framework, &info, &sandbox) {
             Ok(spec) => spec,
-            Err(msg) => return self.core.handle_launch_refused(now(), &task_id, msg),
+            Err(e) => {
+                return self
+                    .core
+                    .handle_launch_refused(now(), &task_id, e.to_string())
+            }
         };
         let runtime = self.runtime.clone();
         let events = self.events.clone();
@@ -54,7 +58,11 @@ impl Agent {
         });
     }
 
-    pub(super) fn on_launched(&mut self, task_id: TaskId, result: Result<Arc<Handle>, String>) {
+    pub(super) fn on_launched(
+        &mut self,
+        task_id: TaskId,
+        result: Result<Arc<Handle>, RuntimeError>,
+    ) {
         match result {
             Ok(handle) => {
                 let pid = handle.pid().max(0) as u32;
@@ -63,17 +71,19 @@ impl Agent {
                 self.core.handle_launch_result(now(), &task_id, Ok(pid));
                 self.watch_exit(task_id, handle);
             }
-            Err(message) => self
-                .core
-                .handle_launch_result(now(), &task_id, Err(message)),
+            Err(message) => {
+                self.core
+                    .handle_launch_result(now(), &task_id, Err(message.to_string()))
+            }
         }
     }
 
-    pub(super) fn on_exited(&mut self, task_id: TaskId, result: Result<ExitInfo, String>) {
-        if let Err(e) = self
-            .core
-            .handle_task_exited(now(), &task_id, result.map(exit_of))
-        {
+    pub(super) fn on_exited(&mut self, task_id: TaskId, result: Result<ExitInfo, RuntimeError>) {
+        if let Err(e) = self.core.handle_task_exited(
+            now(),
+            &task_id,
+            result.map(exit_of).map_err(|e| e.to_string()),
+        ) {
             tracing::debug!(error = %e, "a container ended that no task holds");
         }
     }

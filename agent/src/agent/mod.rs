@@ -25,6 +25,7 @@ mod session;
 mod spec;
 
 use crate::checkpoint::Checkpoints;
+use crate::error::RuntimeError;
 use crate::resources;
 use crate::runtime::{Handle, Runtime};
 use crate::workdir;
@@ -101,11 +102,11 @@ enum Event {
     Session(session::SessionEvent),
     Launched {
         task_id: TaskId,
-        result: Result<Arc<Handle>, String>,
+        result: Result<Arc<Handle>, RuntimeError>,
     },
     Exited {
         task_id: TaskId,
-        result: Result<ExitInfo, String>,
+        result: Result<ExitInfo, RuntimeError>,
     },
     Executor(executors::ExecutorEvent),
     LimitsChecked {

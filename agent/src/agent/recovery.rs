@@ -89,7 +89,7 @@ impl Agent {
                     Found::Reattached
                 }
                 Ok(None) => Found::NotFound,
-                Err(e) => Found::Failed(e),
+                Err(e) => Found::Failed(e.to_string()),
             };
             let record = TaskRecord {
                 running: cp.container.is_some(),

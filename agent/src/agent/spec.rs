@@ -2,6 +2,7 @@
 //! private /tmp, /var/tmp and /dev/shm, its sandbox) and the warning about shared directories.
 
 use super::*;
+use crate::error::SpecError;
 
 impl Agent {
     pub(super) fn container_spec(
@@ -9,7 +10,7 @@ impl Agent {
         framework: &FrameworkSummary,
         info: &TaskInfo,
         sandbox: &Path,
-    ) -> Result<ContainerSpec, String> {
+    ) -> Result<ContainerSpec, SpecError> {
         let user = info
             .command
             .user
@@ -40,7 +41,7 @@ impl Agent {
             info.command.arguments.clone()
         };
         if argv.first().is_none_or(|a| a.is_empty()) {
-            return Err("the task has an empty command".to_owned());
+            return Err(SpecError::EmptyCommand("task"));
         }
         let mut env: BTreeMap<String, String> = BTreeMap::new();
         env.insert("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into());

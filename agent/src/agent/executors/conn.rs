@@ -2,6 +2,7 @@
 //! frames both ways (the core decides what they mean).
 
 use super::*;
+use crate::error::SocketError;
 
 impl Agent {
     /// A connection on an executor's socket: checked against the executor's user and
@@ -194,28 +195,38 @@ pub(in crate::agent) fn bind_socket(
     path: &Path,
     uid: u32,
     gid: u32,
-) -> Result<tokio::net::UnixListener, String> {
+) -> Result<tokio::net::UnixListener, SocketError> {
+    let at = |p: &Path| p.to_path_buf();
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(|source| SocketError::CreateDir {
+            path: at(dir),
+            source,
+        })?;
     }
     // remove_file does not follow a symlink; lchown below does not either, so a link planted by
     // the executor's user cannot redirect either call.
     match std::fs::remove_file(path) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => {
-            return Err(format!(
-                "cannot remove the stale socket {}: {e}",
-                path.display()
-            ))
+        Err(source) => {
+            return Err(SocketError::RemoveStale {
+                path: at(path),
+                source,
+            })
         }
     }
-    let listener = tokio::net::UnixListener::bind(path)
-        .map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
+    let listener = tokio::net::UnixListener::bind(path).map_err(|source| SocketError::Listen {
+        path: at(path),
+        source,
+    })?;
     if nix::unistd::geteuid().is_root() {
-        std::os::unix::fs::lchown(path, Some(uid), Some(gid))
-            .map_err(|e| format!("cannot give {} to uid {uid}: {e}", path.display()))?;
+        std::os::unix::fs::lchown(path, Some(uid), Some(gid)).map_err(|source| {
+            SocketError::Chown {
+                path: at(path),
+                uid,
+                source,
+            }
+        })?;
     }
     Ok(listener)
 }

@@ -13,7 +13,7 @@ impl Agent {
     pub(in crate::agent) fn on_executor_exited(
         &mut self,
         key: ExecKey,
-        result: Result<ExitInfo, String>,
+        result: Result<ExitInfo, RuntimeError>,
     ) {
         match &result {
             Ok(exit) => {
@@ -24,8 +24,13 @@ impl Agent {
                 tracing::warn!(executor = %key.1, error = %err, "lost track of an executor")
             }
         }
-        self.core
-            .handle_executor_exited(now(), &key, result.map(crate::agent::launch::exit_of));
+        self.core.handle_executor_exited(
+            now(),
+            &key,
+            result
+                .map(crate::agent::launch::exit_of)
+                .map_err(|e| e.to_string()),
+        );
     }
 }
 

@@ -2,6 +2,7 @@
 //! checkpoints it (the intent), the container is started at `Action::LaunchExecutor`.
 
 use super::*;
+use crate::error::{ExecutorError, SandboxError, SocketError, SpecError};
 
 impl Agent {
     /// Creates the executor's sandbox and socket (listening) for `key`; the glue's entry.
@@ -9,7 +10,7 @@ impl Agent {
         &mut self,
         key: &ExecKey,
         info: &ExecutorInfo,
-    ) -> Result<(), String> {
+    ) -> Result<(), ExecutorError> {
         let user = info
             .command
             .user
@@ -21,7 +22,7 @@ impl Agent {
         let (uid, gid) = match (&user, isolated && root) {
             (Some(name), true) => match nix::unistd::User::from_name(name) {
                 Ok(Some(u)) => (u.uid.as_raw(), u.gid.as_raw()),
-                _ => return Err(format!("unknown user {name:?}")),
+                _ => return Err(ExecutorError::UnknownUser(name.clone())),
             },
             _ => (
                 nix::unistd::geteuid().as_raw(),
@@ -32,8 +33,11 @@ impl Agent {
         let sandbox = records::executor_sandbox(&self.config.work_dir, key);
         let owner = (isolated && root).then_some((uid, gid));
         crate::workdir::create_sandbox(&sandbox, owner)?;
-        std::fs::create_dir_all(sandbox.join("tasks"))
-            .map_err(|e| format!("cannot create sandbox {}: {e}", sandbox.display()))?;
+        let tasks = sandbox.join("tasks");
+        std::fs::create_dir_all(&tasks).map_err(|source| SandboxError::Create {
+            path: tasks,
+            source,
+        })?;
         let mut socket = sandbox.join("executor.sock");
         if socket.as_os_str().len() > MAX_SOCKET_PATH {
             // A directory of its own, which its container sees (the rest of the work directory
@@ -46,10 +50,7 @@ impl Agent {
                 .join("sock");
         }
         if socket.as_os_str().len() > MAX_SOCKET_PATH {
-            return Err(format!(
-                "the executor socket path {} is longer than {MAX_SOCKET_PATH} bytes; use a shorter work directory",
-                socket.display()
-            ));
+            return Err(SocketError::TooLong(socket).into());
         }
         let listener = bind_socket(&socket, uid, gid)?;
         let listener = spawn_listener(listener, key.clone(), self.events.clone());
@@ -100,10 +101,11 @@ impl Agent {
         );
         let mut spec = match spec {
             Ok(s) => s,
-            Err(msg) => {
+            Err(e) => {
+                let msg = e.to_string();
                 return self
                     .core
-                    .handle_executor_launched(now(), &key, limits, Err(msg))
+                    .handle_executor_launched(now(), &key, limits, Err(msg));
             }
         };
         spec.pids_limit = Some(limits.pids);
@@ -125,7 +127,7 @@ impl Agent {
         socket: &Path,
         user: Option<String>,
         r: &Resources,
-    ) -> Result<ContainerSpec, String> {
+    ) -> Result<ContainerSpec, SpecError> {
         let c = &info.command;
         let argv = if c.shell {
             vec!["/bin/sh".to_owned(), "-c".to_owned(), c.value.clone()]
@@ -135,7 +137,7 @@ impl Agent {
             c.arguments.clone()
         };
         if argv.first().is_none_or(|a| a.is_empty()) {
-            return Err("the executor has an empty command".to_owned());
+            return Err(SpecError::EmptyCommand("executor"));
         }
         let mut env: BTreeMap<String, String> = BTreeMap::new();
         let sb = sandbox.display().to_string();
@@ -170,7 +172,7 @@ impl Agent {
     pub(in crate::agent) async fn on_executor_launched(
         &mut self,
         key: ExecKey,
-        result: Result<Arc<Handle>, String>,
+        result: Result<Arc<Handle>, RuntimeError>,
     ) {
         let Some(e) = self.executors.get_mut(&key) else {
             if let Ok(handle) = result {
@@ -198,7 +200,7 @@ impl Agent {
             Err(message) => {
                 tracing::warn!(executor = %key.1, error = %message, "cannot launch executor");
                 self.core
-                    .handle_executor_launched(now(), &key, limits, Err(message));
+                    .handle_executor_launched(now(), &key, limits, Err(message.to_string()));
             }
         }
     }

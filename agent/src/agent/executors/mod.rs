@@ -34,6 +34,7 @@
 //! re-attaches executors at start; this one holds the types and the container's end.
 
 use super::*;
+use crate::error::RuntimeError;
 mod conn;
 mod exits;
 mod launch;
@@ -52,17 +53,16 @@ const EXECUTOR_OUTBOX: usize = 256;
 pub(super) const MAX_EXECUTOR_FRAME: usize = 16 << 20;
 /// Connections held while the executor's launch completes (its pid cannot be checked before).
 const MAX_PENDING_CONNECTIONS: usize = 4;
-/// Longest unix socket path (`sun_path` is 108 bytes with the terminating NUL).
-const MAX_SOCKET_PATH: usize = 107;
+use crate::error::MAX_SOCKET_PATH;
 
 pub(super) enum ExecutorEvent {
     Launched {
         key: ExecKey,
-        result: Result<Arc<Handle>, String>,
+        result: Result<Arc<Handle>, RuntimeError>,
     },
     Exited {
         key: ExecKey,
-        result: Result<ExitInfo, String>,
+        result: Result<ExitInfo, RuntimeError>,
     },
     /// A connection on an executor's socket, not yet checked.
     Connection { key: ExecKey, stream: UnixStream },
@@ -141,7 +141,8 @@ impl Agent {
     pub(super) fn checkpoint_executor_record(&mut self, record: &agent_core::ExecutorRecord) {
         let key: ExecKey = (record.framework.id.clone(), record.info.executor_id.clone());
         if !self.executors.contains_key(&key) {
-            if let Err(msg) = self.prepare_executor(&key, &record.info) {
+            if let Err(e) = self.prepare_executor(&key, &record.info) {
+                let msg = e.to_string();
                 let limits = Limits {
                     resources: Resources::default(),
                     pids: 0,

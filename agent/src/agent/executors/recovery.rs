@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::checkpoint::Loaded;
+use crate::error::ExecutorError;
 use agent_core::{ExecutorRecord, Limits};
 
 impl Agent {
@@ -36,7 +37,7 @@ impl Agent {
                     limits,
                 )),
                 Err(why) => {
-                    tracing::warn!(executor = %cp.info.executor_id, "{why}; its tasks fail");
+                    tracing::warn!(executor = %cp.info.executor_id, error = %why, "cannot recover an executor; its tasks fail");
                     self.executor_checkpoints.remove(&file);
                 }
             }
@@ -45,15 +46,15 @@ impl Agent {
     }
 
     /// Re-attaches one executor's container and socket; the limits its container has.
-    fn reattach_executor(&mut self, cp: &ExecutorCheckpoint) -> Result<Limits, String> {
+    fn reattach_executor(&mut self, cp: &ExecutorCheckpoint) -> Result<Limits, ExecutorError> {
         let key: ExecKey = (cp.framework.id.clone(), cp.info.executor_id.clone());
         let Some(record) = cp.container.clone() else {
-            return Err("the agent restarted while launching the executor".to_owned());
+            return Err(ExecutorError::NotLaunched);
         };
         let handle = self
             .runtime
             .recover(&record)
-            .map_err(|e| format!("cannot re-attach to the executor: {e}"))?;
+            .map_err(ExecutorError::Reattach)?;
         let listener = match bind_socket(&cp.socket, cp.uid, cp.gid) {
             Ok(l) => l,
             Err(e) => {
@@ -61,9 +62,7 @@ impl Agent {
                 tokio::task::spawn_blocking(move || {
                     let _ = h.kill(Duration::ZERO);
                 });
-                return Err(format!(
-                    "cannot listen for the recovered executor ({e}); killed it"
-                ));
+                return Err(ExecutorError::Relisten(e));
             }
         };
         let listener = spawn_listener(listener, key.clone(), self.events.clone());
