@@ -128,6 +128,8 @@ struct Agent {
     executor_checkpoints: Checkpoints,
     events: mpsc::Sender<Event>,
     conn: Option<Connected>,
+    /// A registration to log once its agent id is saved (`drive`).
+    registered: Option<(AgentId, String)>,
     pressure: PressureReader,
 }
 
@@ -236,6 +238,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         runtime: Arc::new(runtime),
         events: events_tx,
         conn: None,
+        registered: None,
         pressure: PressureReader::probe(),
     };
     agent.recover().await;
@@ -275,6 +278,11 @@ impl Agent {
     async fn drive(&mut self) {
         while let Some(action) = self.core.poll_action() {
             self.execute(action).await;
+        }
+        if let Some((agent_id, master)) = self.registered.take() {
+            // Logged once the agent id is durable: whoever reads this line may kill the agent
+            // and expect its successor to come back under the same id.
+            tracing::info!(%agent_id, %master, "registered with master");
         }
     }
 

@@ -16,6 +16,9 @@ impl Agent {
         let tasks = self.recover_tasks();
         self.destroy_orphans().await;
         self.core.recover(now(), executors, tasks);
+        // The checkpoints (with the containers' records) are written before anyone reads that
+        // a task was re-attached.
+        self.drive().await;
         let watched: Vec<(TaskId, Arc<Handle>)> = self
             .handles
             .iter()
@@ -25,7 +28,6 @@ impl Agent {
             tracing::info!(task = %task_id, pid = handle.pid(), "re-attached to a running task");
             self.watch_exit(task_id, handle);
         }
-        self.drive().await;
         let total = self.core.total_resources();
         let used = self.core.used_resources();
         if !total.contains(&used) {

@@ -80,7 +80,7 @@ impl Agent {
                 agent_id,
                 heartbeat,
             } if attempt == current => {
-                tracing::info!(%agent_id, master = %session.master, "registered with master");
+                self.registered = Some((agent_id.clone(), session.master.clone()));
                 self.conn = Some(self.spawn_session(attempt, session));
                 self.core
                     .handle_registered(now(), attempt, agent_id, heartbeat);
