@@ -11,8 +11,10 @@ use proto::{
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
-/// Actions queued before the glue drains them; a burst beyond this means the glue stopped
-/// polling (a bug), and the core drops the oldest `Send`s of heartbeats first (never others).
+/// Actions queued before the glue drains them (it drains after every call, so one call's
+/// actions are what the queue holds: a few per task the call touches). Beyond this the glue
+/// stopped polling (a bug): heartbeats and usage reports are dropped, oldest first; other
+/// actions carry state the core already changed and are kept.
 pub const MAX_ACTIONS: usize = 1 << 16;
 /// Ended tasks remembered for `corral logs` after their records are gone.
 pub const MAX_FINISHED_TASKS: usize = 1000;

@@ -32,7 +32,6 @@ use crate::workdir;
 use crate::AgentError;
 use agent_core::{Action, AgentCore, CoreConfig, ExecKey, Now, RetryPolicy};
 use executors::Executor;
-use framework::ClientOptions;
 use isolation::{ContainerSpec, ExitInfo};
 use proto::{AgentId, AgentInfo, FrameworkSummary, Resources, Role, ServerFrame, TaskId, TaskInfo};
 use std::collections::BTreeMap;
@@ -45,7 +44,7 @@ use transport::Identity;
 
 use config::{load_agent_id, make_runtime, save_agent_id, PressureReader};
 use launch::destroy;
-use session::Connected;
+use session::{client_options, ClientOptions, Connected};
 use spec::{container_spec, warn_about_shared_dirs};
 
 /// Events from connection, reader and task-watcher tasks to the agent loop.
@@ -211,8 +210,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         version: proto::ProtocolVersion::CURRENT,
         software_version: env!("CARGO_PKG_VERSION").to_owned(),
     };
-    let mut opts = ClientOptions::new(config.masters.clone(), config.identity.clone());
-    opts.connect_timeout = Duration::from_secs(10);
+    let opts = client_options(&config);
     let checkpoints = Checkpoints::open(&config.work_dir)?;
     let executor_checkpoints = Checkpoints::open_executors(&config.work_dir)?;
     let (events_tx, mut events_rx) = mpsc::channel(EVENT_QUEUE);

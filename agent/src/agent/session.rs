@@ -4,6 +4,7 @@
 //! master cannot stall exit handling). A full outbox counts as a lost master.
 
 use super::*;
+pub(super) use framework::ClientOptions;
 use framework::{open_session, Session};
 use proto::{AgentId, AgentToMaster, ClientFrame, MasterToAgent};
 
@@ -37,6 +38,13 @@ pub(super) struct Connected {
     outbox: mpsc::Sender<ClientFrame>,
     connection: quinn::Connection,
     _endpoint: quinn::Endpoint,
+}
+
+/// How the agent dials the masters: all at once, following redirects to the leader.
+pub(super) fn client_options(config: &Config) -> ClientOptions {
+    let mut opts = ClientOptions::new(config.masters.clone(), config.identity.clone());
+    opts.connect_timeout = Duration::from_secs(10);
+    opts
 }
 
 impl Agent {
