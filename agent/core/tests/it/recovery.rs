@@ -270,3 +270,76 @@ fn a_crash_after_each_checkpoint_step_of_an_executor_task_ends_it_once() {
         }
     }
 }
+
+#[test]
+fn an_acknowledged_update_is_not_resent_after_a_restart() {
+    let mut h = crate::running("cpus:4;mem:1GiB");
+    let running = crate::uuid(&h, "t1", 1);
+    assert_eq!(h.sends_of(&running), 1);
+    h.restart();
+    h.advance(std::time::Duration::from_secs(3600));
+    assert_eq!(
+        h.sends_of(&running),
+        1,
+        "resent after its acknowledgement was checkpointed"
+    );
+}
+
+#[test]
+fn an_executor_shutting_down_when_the_agent_died_is_shut_down_again() {
+    let mut h = Harness::new("cpus:4;mem:1GiB");
+    h.run_in(
+        "f",
+        executor("ex", "cpus:0.1;mem:32MiB"),
+        vec![task("t1", "cpus:1;mem:64MiB")],
+    );
+    h.master(proto::MasterToAgent::ShutdownFramework {
+        framework_id: key().0,
+    });
+    assert!(h.store.executors[&key()].shutting_down);
+    h.restart();
+    let kills_before = h
+        .actions(|a| matches!(a, Action::KillExecutor { .. }))
+        .len();
+    // Not subscribed after the restart: the container is killed after the plain grace.
+    h.advance(std::time::Duration::from_secs(3));
+    assert_eq!(
+        h.actions(|a| matches!(a, Action::KillExecutor { .. }))
+            .len(),
+        kills_before + 1
+    );
+    h.executor_exit(&key(), Exit::signal(9));
+    h.ack_until_quiet();
+    let last = h.last("t1").expect("status");
+    assert_eq!(
+        (last.state, last.reason),
+        (TaskState::Killed, Some(StatusReason::KilledByFramework))
+    );
+}
+
+#[test]
+fn a_restart_brings_an_executors_container_back_to_its_tasks_size() {
+    let mut h = Harness::new("cpus:4;mem:1GiB");
+    h.run_in(
+        "f",
+        executor("ex", "cpus:0.1;mem:32MiB"),
+        vec![task("t1", "cpus:1;mem:64MiB")],
+    );
+    // Something (a daemon-reload, an agent that died mid-resize) left the container smaller.
+    let r = ContainerRef::Executor(key());
+    if let Some(FakeContainer::Running { limits: Some(l) }) = h.containers.get_mut(&r) {
+        l.resources.mem_bytes = 32 << 20;
+    }
+    h.restart();
+    assert_eq!(
+        h.core
+            .executor_limits(&key())
+            .map(|l| l.resources.mem_bytes),
+        Some(96 << 20)
+    );
+    let resized = h.log.iter().rev().find_map(|a| match a {
+        Action::ResizeExecutor { limits, .. } => Some(limits.resources.mem_bytes),
+        _ => None,
+    });
+    assert_eq!(resized, Some(96 << 20));
+}
