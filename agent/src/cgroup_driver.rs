@@ -17,6 +17,7 @@
 //! ([`resolve`], [`ensure_scope`]) is thin. The isolation crate only offers "a layout under this
 //! cgroup" (`IsolatorConfig::cgroup_base`).
 
+use crate::error::CgroupDriverError;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -88,9 +89,9 @@ pub fn scope_for(own: &str) -> Option<ScopePlan> {
 }
 
 /// Chooses the layout; `Err` says why `--cgroup-driver systemd` cannot be honoured here.
-pub fn choose(driver: CgroupDriver, host: &Host) -> Result<Layout, String> {
+pub fn choose(driver: CgroupDriver, host: &Host) -> Result<Layout, CgroupDriverError> {
     let own_or_err = |why: &'static str| match driver {
-        CgroupDriver::Systemd => Err(format!("--cgroup-driver systemd: {why}")),
+        CgroupDriver::Systemd => Err(CgroupDriverError::SystemdUnavailable(why)),
         _ => Ok(Layout::Own(why)),
     };
     if driver == CgroupDriver::Cgroupfs {
@@ -152,7 +153,10 @@ const SCOPE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Makes the scope unless its cgroup exists (a restarted agent reuses it): runs
 /// [`scope_command`] and waits until the scope's cgroup holds the holder. Returns the holder's
 /// pid, `None` when the scope was reused.
-pub fn ensure_scope(plan: &ScopePlan, cgroup_root: &Path) -> Result<Option<u32>, String> {
+pub fn ensure_scope(
+    plan: &ScopePlan,
+    cgroup_root: &Path,
+) -> Result<Option<u32>, CgroupDriverError> {
     let dir = cgroup_root.join(plan.cgroup.trim_start_matches('/'));
     if dir.is_dir() {
         return Ok(None);
@@ -165,7 +169,10 @@ pub fn ensure_scope(plan: &ScopePlan, cgroup_root: &Path) -> Result<Option<u32>,
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| format!("cannot run `{shown}`: {e}"))?;
+        .map_err(|source| CgroupDriverError::Run {
+            command: shown.clone(),
+            source,
+        })?;
     let pid = child.id();
     let deadline = Instant::now() + SCOPE_TIMEOUT;
     loop {
@@ -175,7 +182,11 @@ pub fn ensure_scope(plan: &ScopePlan, cgroup_root: &Path) -> Result<Option<u32>,
                 use std::io::Read;
                 let _ = e.read_to_string(&mut err);
             }
-            return Err(format!("`{shown}` exited ({status}): {}", err.trim()));
+            return Err(CgroupDriverError::Exited {
+                command: shown,
+                status,
+                stderr: err.trim().to_owned(),
+            });
         }
         let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
         if procs.lines().any(|l| l.trim() == pid.to_string()) {
@@ -185,10 +196,11 @@ pub fn ensure_scope(plan: &ScopePlan, cgroup_root: &Path) -> Result<Option<u32>,
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            return Err(format!(
-                "`{shown}` did not put its process into {} within {SCOPE_TIMEOUT:?}",
-                dir.display()
-            ));
+            return Err(CgroupDriverError::Timeout {
+                command: shown,
+                cgroup: dir,
+                timeout: SCOPE_TIMEOUT,
+            });
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -201,7 +213,7 @@ pub fn resolve(
     driver: CgroupDriver,
     cgroup_root: &Path,
     v2: bool,
-) -> Result<(Option<String>, String), String> {
+) -> Result<(Option<String>, String), CgroupDriverError> {
     let unified =
         isolation::cgroup::detect(cgroup_root).ok() == Some(isolation::CgroupSetup::Unified);
     let host = Host {
@@ -336,9 +348,12 @@ mod tests {
                 ..host("/system.slice/corral-agent.service")
             },
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("systemd is not the init"), "{err}");
-        let err = choose(CgroupDriver::Systemd, &host("/process_api/1")).unwrap_err();
+        let err = choose(CgroupDriver::Systemd, &host("/process_api/1"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("not run as a systemd system service"), "{err}");
         let Ok(Layout::Scope(p)) = choose(
             CgroupDriver::Systemd,
@@ -369,7 +384,7 @@ mod tests {
             cgroup: "/system.slice/x-tasks.scope".into(),
         };
         std::fs::create_dir_all(root.path().join("system.slice/x-tasks.scope")).unwrap();
-        assert_eq!(ensure_scope(&p, root.path()), Ok(None));
+        assert!(matches!(ensure_scope(&p, root.path()), Ok(None)));
         // No such scope and (here) no systemd to make it: the error names the command.
         let missing = ScopePlan {
             unit: "corral-it-none-tasks.scope".into(),
@@ -379,7 +394,7 @@ mod tests {
         if Path::new("/run/systemd/system").is_dir() {
             return; // a real systemd would make it
         }
-        let err = ensure_scope(&missing, root.path()).unwrap_err();
+        let err = ensure_scope(&missing, root.path()).unwrap_err().to_string();
         assert!(err.contains("systemd-run --scope"), "{err}");
     }
 }

@@ -86,6 +86,23 @@ pub enum CheckpointError {
     },
 }
 
+/// Why one checkpoint file could not be used (the file is moved aside to `*.corrupt`).
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is corrupt: {source}")]
+    Corrupt {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("{path} has checkpoint version {found} (this agent reads {CHECKPOINT_VERSION})")]
+    Version { path: PathBuf, found: u32 },
+}
+
 pub struct Checkpoints {
     dir: PathBuf,
 }
@@ -93,7 +110,7 @@ pub struct Checkpoints {
 /// One checkpoint file found at start: its key and its content, or why it could not be used.
 pub struct Loaded<T = TaskCheckpoint> {
     pub key: String,
-    pub result: Result<T, String>,
+    pub result: Result<T, LoadError>,
 }
 
 impl Checkpoints {
@@ -189,21 +206,22 @@ impl Checkpoints {
                 continue;
             };
             let result = std::fs::read(&path)
-                .map_err(|e| format!("cannot read {}: {e}", path.display()))
-                .and_then(|bytes| {
-                    serde_json::from_slice::<T>(&bytes)
-                        .map_err(|e| format!("{} is corrupt: {e}", path.display()))
+                .map_err(|source| LoadError::Read {
+                    path: path.clone(),
+                    source,
                 })
-                .and_then(|cp| {
-                    if cp.version() == CHECKPOINT_VERSION {
-                        Ok(cp)
-                    } else {
-                        Err(format!(
-                            "{} has checkpoint version {} (this agent reads {CHECKPOINT_VERSION})",
-                            path.display(),
-                            cp.version()
-                        ))
-                    }
+                .and_then(|bytes| {
+                    serde_json::from_slice::<T>(&bytes).map_err(|source| LoadError::Corrupt {
+                        path: path.clone(),
+                        source,
+                    })
+                })
+                .and_then(|cp| match cp.version() {
+                    CHECKPOINT_VERSION => Ok(cp),
+                    found => Err(LoadError::Version {
+                        path: path.clone(),
+                        found,
+                    }),
                 });
             if result.is_err() {
                 let _ = std::fs::rename(&path, path.with_extension("corrupt"));

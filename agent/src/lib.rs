@@ -28,16 +28,16 @@
 mod agent;
 mod cgroup_driver;
 mod checkpoint;
+pub mod error;
 mod gc;
 mod resources;
 mod runtime;
-mod updates;
 mod workdir;
 
 pub use agent::{run, Config, IsolationMode};
+pub use agent_core::{RetryPolicy, StatusUpdates};
 pub use cgroup_driver::CgroupDriver;
 pub use gc::GcPolicy;
-pub use updates::{RetryPolicy, StatusUpdates};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -49,12 +49,16 @@ pub enum AgentError {
     #[error("the certificate {0} is not an agent certificate; issue one with `corral certs issue --role agent`")]
     NotAnAgentCertificate(String),
     #[error("cannot set up isolation: {0}")]
-    Isolation(String),
+    Isolation(#[from] isolation::IsolationError),
+    #[error(transparent)]
+    CgroupDriver(#[from] error::CgroupDriverError),
+    #[error("--resources '{spec}': {reason}")]
+    Resources { spec: String, reason: String },
     #[error("cannot use the checkpoint directory: {0}")]
-    Checkpoint(String),
+    Checkpoint(#[from] checkpoint::CheckpointError),
     /// The default task user cannot reach the work directory's sandboxes.
-    #[error("{0}")]
-    Unreachable(String),
+    #[error(transparent)]
+    Unreachable(#[from] error::ReachError),
     #[error("no master address given: pass --master HOST:PORT")]
     NoMasters,
 }

@@ -2,6 +2,7 @@
 //! where the agent may not manage cgroups (not root, no controllers), as a plain process group
 //! without enforced limits, which the agent logs loudly at start.
 
+use crate::error::RuntimeError;
 use isolation::{Container, ContainerSpec, ExitInfo, Isolator};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -37,51 +38,48 @@ impl Runtime {
     }
 
     /// Re-attaches to a container launched before the agent restarted.
-    pub fn recover(&self, record: &isolation::ContainerRecord) -> Result<Arc<Handle>, String> {
+    pub fn recover(
+        &self,
+        record: &isolation::ContainerRecord,
+    ) -> Result<Arc<Handle>, RuntimeError> {
         match self {
-            Runtime::Isolated(iso) => iso
-                .recover(record)
-                .map(|c| Arc::new(Handle::Isolated(c)))
-                .map_err(|e| e.to_string()),
-            Runtime::Plain => Err(
-                "this agent runs without isolation and cannot re-attach to containers".to_owned(),
-            ),
+            Runtime::Isolated(iso) => Ok(Arc::new(Handle::Isolated(iso.recover(record)?))),
+            Runtime::Plain => Err(RuntimeError::NotIsolated),
         }
     }
 
     /// Finds container `id` when no record of it was saved (see `Isolator::recover_by_id`).
-    pub fn recover_by_id(&self, id: &str) -> Result<Option<Arc<Handle>>, String> {
+    pub fn recover_by_id(&self, id: &str) -> Result<Option<Arc<Handle>>, RuntimeError> {
         match self {
-            Runtime::Isolated(iso) => iso
-                .recover_by_id(id)
-                .map(|c| c.map(|c| Arc::new(Handle::Isolated(c))))
-                .map_err(|e| e.to_string()),
+            Runtime::Isolated(iso) => Ok(iso
+                .recover_by_id(id)?
+                .map(|c| Arc::new(Handle::Isolated(c)))),
             Runtime::Plain => Ok(None),
         }
     }
 
-    pub fn launch(&self, id: &str, spec: &ContainerSpec) -> Result<Arc<Handle>, String> {
+    pub fn launch(&self, id: &str, spec: &ContainerSpec) -> Result<Arc<Handle>, RuntimeError> {
         match self {
-            Runtime::Isolated(iso) => iso
-                .launch(id, spec)
-                .map(|c| Arc::new(Handle::Isolated(c)))
-                .map_err(|e| e.to_string()),
+            Runtime::Isolated(iso) => Ok(Arc::new(Handle::Isolated(iso.launch(id, spec)?))),
             Runtime::Plain => launch_plain(spec).map(|p| Arc::new(Handle::Plain(p))),
         }
     }
 }
 
-fn open_output(path: &PathBuf) -> Result<std::fs::File, String> {
+fn open_output(path: &PathBuf) -> Result<std::fs::File, RuntimeError> {
     std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(path)
-        .map_err(|e| format!("cannot open {}: {e}", path.display()))
+        .map_err(|source| RuntimeError::Output {
+            path: path.clone(),
+            source,
+        })
 }
 
-fn launch_plain(spec: &ContainerSpec) -> Result<PlainProcess, String> {
+fn launch_plain(spec: &ContainerSpec) -> Result<PlainProcess, RuntimeError> {
     let Some((program, args)) = spec.argv.split_first() else {
-        return Err("empty command".to_owned());
+        return Err(RuntimeError::EmptyCommand);
     };
     let child = std::process::Command::new(program)
         .args(args)
@@ -93,7 +91,10 @@ fn launch_plain(spec: &ContainerSpec) -> Result<PlainProcess, String> {
         .stderr(open_output(&spec.stderr)?)
         .process_group(0)
         .spawn()
-        .map_err(|e| format!("cannot start '{program}': {e}"))?;
+        .map_err(|source| RuntimeError::Spawn {
+            program: program.clone(),
+            source,
+        })?;
     Ok(PlainProcess {
         pid: child.id() as i32,
         child: Mutex::new(Some(child)),
@@ -111,16 +112,22 @@ impl Handle {
     /// Blocks until the task ends, or returns `Ok(None)` soon after `keep_waiting` says no (at
     /// most [`isolation::WAIT_RECHECK`] later): the agent is stopping and its tasks outlive it,
     /// so no thread may stay blocked on one (the runtime's shutdown would wait for it).
-    pub fn wait_while(&self, keep_waiting: &dyn Fn() -> bool) -> Result<Option<ExitInfo>, String> {
+    pub fn wait_while(
+        &self,
+        keep_waiting: &dyn Fn() -> bool,
+    ) -> Result<Option<ExitInfo>, RuntimeError> {
         match self {
-            Handle::Isolated(c) => c.wait_while(keep_waiting).map_err(|e| e.to_string()),
+            Handle::Isolated(c) => Ok(c.wait_while(keep_waiting)?),
             Handle::Plain(p) => {
-                let mut guard = p.child.lock().map_err(|_| "poisoned".to_owned())?;
+                let mut guard = p.child.lock().map_err(|_| RuntimeError::Poisoned)?;
                 let Some(child) = guard.as_mut() else {
-                    return Err("already waited".to_owned());
+                    return Err(RuntimeError::AlreadyWaited);
                 };
                 let status = loop {
-                    if let Some(s) = child.try_wait().map_err(|e| e.to_string())? {
+                    let waited = child
+                        .try_wait()
+                        .map_err(|source| RuntimeError::Wait { pid: p.pid, source })?;
+                    if let Some(s) = waited {
                         break s;
                     }
                     if !keep_waiting() {
@@ -148,14 +155,14 @@ impl Handle {
     pub fn watch<T>(
         &self,
         events: &tokio::sync::mpsc::Sender<T>,
-    ) -> Option<Result<ExitInfo, String>> {
+    ) -> Option<Result<ExitInfo, RuntimeError>> {
         self.wait_while(&|| !events.is_closed()).transpose()
     }
 
     /// SIGTERM, then SIGKILL after `grace`, to every process of the task. Blocks.
-    pub fn kill(&self, grace: Duration) -> Result<(), String> {
+    pub fn kill(&self, grace: Duration) -> Result<(), RuntimeError> {
         match self {
-            Handle::Isolated(c) => c.kill(grace).map_err(|e| e.to_string()),
+            Handle::Isolated(c) => Ok(c.kill(grace)?),
             Handle::Plain(p) => {
                 use nix::sys::signal::{killpg, Signal};
                 use nix::unistd::Pid;
@@ -175,17 +182,17 @@ impl Handle {
     }
 
     /// Every process of the container (host pids); plain processes: just the first one.
-    pub fn procs(&self) -> Result<Vec<i32>, String> {
+    pub fn procs(&self) -> Result<Vec<i32>, RuntimeError> {
         match self {
-            Handle::Isolated(c) => c.procs().map_err(|e| e.to_string()),
+            Handle::Isolated(c) => Ok(c.procs()?),
             Handle::Plain(p) => Ok(vec![p.pid]),
         }
     }
 
     /// Reads the limits back and restores any that changed.
-    pub fn check_limits(&self) -> Result<Vec<isolation::LimitDrift>, String> {
+    pub fn check_limits(&self) -> Result<Vec<isolation::LimitDrift>, RuntimeError> {
         match self {
-            Handle::Isolated(c) => c.check_limits().map_err(|e| e.to_string()),
+            Handle::Isolated(c) => Ok(c.check_limits()?),
             Handle::Plain(_) => Ok(Vec::new()),
         }
     }

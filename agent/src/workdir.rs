@@ -1,5 +1,6 @@
 //! The work directory on disk: its modes, sandboxes, and whether a task's user can reach them.
 
+use crate::error::{ReachError, SandboxError};
 use std::path::{Path, PathBuf};
 
 /// Modes of the work directory: others may traverse the way to a sandbox (the work dir,
@@ -66,9 +67,15 @@ fn tighten_sandbox(sandbox: &Path) {
 
 /// Creates a sandbox (and its parents, root's 0711 below the work directory: traversable,
 /// not listable) owned by `owner` with mode 0750: the task's user and group only.
-pub(crate) fn create_sandbox(sandbox: &Path, owner: Option<(u32, u32)>) -> Result<(), String> {
+pub(crate) fn create_sandbox(
+    sandbox: &Path,
+    owner: Option<(u32, u32)>,
+) -> Result<(), SandboxError> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    let err = |e: std::io::Error| format!("cannot create sandbox {}: {e}", sandbox.display());
+    let err = |source| SandboxError::Create {
+        path: sandbox.to_path_buf(),
+        source,
+    };
     if let Some(parent) = sandbox.parent() {
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -84,7 +91,7 @@ pub(crate) fn create_sandbox(sandbox: &Path, owner: Option<(u32, u32)>) -> Resul
     // Never follow a link: only a directory the agent made is chowned and chmodded.
     let md = std::fs::symlink_metadata(sandbox).map_err(err)?;
     if !md.is_dir() {
-        return Err(format!("sandbox {} is not a directory", sandbox.display()));
+        return Err(SandboxError::NotADirectory(sandbox.to_path_buf()));
     }
     if let Some((uid, gid)) = owner {
         std::os::unix::fs::lchown(sandbox, Some(uid), Some(gid)).map_err(err)?;
@@ -109,10 +116,13 @@ pub(crate) struct TaskUser {
 }
 
 impl TaskUser {
-    pub fn lookup(name: &str) -> Result<TaskUser, String> {
+    pub fn lookup(name: &str) -> Result<TaskUser, ReachError> {
         let user = nix::unistd::User::from_name(name)
-            .map_err(|e| format!("cannot look up the task user {name}: {e}"))?
-            .ok_or_else(|| format!("the task user {name} does not exist on this host"))?;
+            .map_err(|source| ReachError::Lookup {
+                name: name.to_owned(),
+                source,
+            })?
+            .ok_or_else(|| ReachError::NoSuchUser(name.to_owned()))?;
         let groups = std::ffi::CString::new(name)
             .ok()
             .and_then(|c| nix::unistd::getgrouplist(&c, user.gid).ok())
@@ -183,29 +193,30 @@ fn stat_dir(dir: &Path) -> std::io::Result<(u32, u32, u32)> {
 /// Checks that the task user `name` can reach `target` (a directory the agent made, e.g. the
 /// work directory's `sandboxes/`); the error names the blocking directory, its mode and owner,
 /// and the user.
-pub(crate) fn check_reachable(target: &Path, name: &str) -> Result<(), String> {
+pub(crate) fn check_reachable(target: &Path, name: &str) -> Result<(), ReachError> {
     let user = TaskUser::lookup(name)?;
     let path = target
         .canonicalize()
-        .map_err(|e| format!("cannot resolve {}: {e}", target.display()))?;
+        .map_err(|source| ReachError::Resolve {
+            path: target.to_path_buf(),
+            source,
+        })?;
     match first_blocked(&path, &user, &stat_dir) {
         Ok(None) => Ok(()),
-        Ok(Some(b)) => Err(format!(
-            "the task user {} (uid {}, gid {}) cannot reach {}: {} (mode {:04o}, owner uid {}, \
-             group {}) gives that user no search (x) permission, so every task would fail with \
-             \"Permission denied\"; make it traversable (e.g. chmod o+x {}) or use a work \
-             directory the task user can reach",
-            user.name,
-            user.uid,
-            user.gid,
-            target.display(),
-            b.dir.display(),
-            b.mode,
-            b.owner.0,
-            b.owner.1,
-            b.dir.display(),
-        )),
-        Err(e) => Err(format!("cannot check the way to {}: {e}", target.display())),
+        Ok(Some(b)) => Err(ReachError::Blocked {
+            user: user.name,
+            uid: user.uid,
+            gid: user.gid,
+            target: target.to_path_buf(),
+            dir: b.dir,
+            mode: b.mode,
+            owner_uid: b.owner.0,
+            owner_gid: b.owner.1,
+        }),
+        Err(source) => Err(ReachError::Check {
+            path: target.to_path_buf(),
+            source,
+        }),
     }
 }
 
@@ -270,7 +281,7 @@ mod tests {
         {
             panic!("the test needs the user nobody");
         }
-        let err = check_reachable(&work, "nobody").unwrap_err();
+        let err = check_reachable(&work, "nobody").unwrap_err().to_string();
         let canonical = dir.path().canonicalize().unwrap();
         assert!(
             err.contains(&format!("{} (mode 0700", canonical.display())),
@@ -281,7 +292,8 @@ mod tests {
         // Whatever lies above the temp dir: only it changed, so it is no longer the one named.
         if let Err(e) = check_reachable(&work, "nobody") {
             assert!(
-                !e.contains(&format!("{} (mode", canonical.display())),
+                !e.to_string()
+                    .contains(&format!("{} (mode", canonical.display())),
                 "{e}"
             );
         }

@@ -64,7 +64,7 @@ pub(super) fn make_runtime(config: &Config) -> Result<Runtime, AgentError> {
     let cgroup_root = PathBuf::from("/sys/fs/cgroup");
     let v2 = backend != isolation::Backend::Cgroup1;
     let (cgroup_base, why) = crate::cgroup_driver::resolve(config.cgroup_driver, &cgroup_root, v2)
-        .map_err(AgentError::Isolation)?;
+        .map_err(AgentError::CgroupDriver)?;
     let iso_config = isolation::IsolatorConfig {
         backend,
         cgroup_root,
@@ -97,7 +97,7 @@ pub(super) fn make_runtime(config: &Config) -> Result<Runtime, AgentError> {
                 running tasks as plain processes WITHOUT resource limits");
             Ok(Runtime::Plain)
         }
-        Err(e) => Err(AgentError::Isolation(e.to_string())),
+        Err(e) => Err(AgentError::Isolation(e)),
     }
 }
 

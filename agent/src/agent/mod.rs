@@ -1,71 +1,58 @@
-//! The agent daemon: its state (`Agent`), the events that drive it and the loop (`run`,
-//! `handle_event`, `housekeeping`, the master's messages in `on_master`). Each concern is one
-//! `impl Agent` block or a few free functions in its own file:
-//! - `config.rs`: the runtime chosen from the `Config`, the persisted agent id, node pressure;
-//! - `session.rs`: connecting to the masters, registering, sending, usage reports;
-//! - `status.rs`: status updates, checkpointed with the task before they are sent;
-//! - `recovery.rs`: recovery from checkpoints and found containers, the orphan sweep;
-//! - `launch.rs`: command tasks' admission and launch, exit watchers;
-//! - `exits.rs`: a container's exit mapped to the task's terminal status;
-//! - `kill.rs`: kills and container destruction;
+//! The agent daemon's glue around `agent_core::AgentCore`, which decides everything: this
+//! module turns real events (the master's frames, container launches and exits, executor
+//! connections, timers) into core calls and executes the core's actions **in order** (a
+//! checkpoint is written and fsynced before the next action, so a status update is durable
+//! before it is sent). The loop (`run`) selects over one closed `Event` enum, the core's next
+//! deadline and shutdown. What is I/O stays here, one concern per file:
+//! - `session.rs`: the connection to the masters (dialling, the reader, a bounded outbox whose
+//!   writer task sends, so no handler awaits the network);
+//! - `records.rs`: the core's task/executor records as checkpoint files (sandbox, container);
+//! - `recovery.rs`: checkpoints and found containers handed to the core, the orphan sweep;
+//! - `launch.rs`: command tasks' containers (spec, launch, exit watchers, kills, destroy);
 //! - `spec.rs`: command tasks' container specs (what the task sees of the host);
-//! - `limits.rs`: limit drift checks;
-//! - `logs.rs`: `ReadLog` serving;
-//! - `executors/`: custom executors (see its module doc).
+//! - `limits.rs`: limit drift checks and executor resizes off the loop;
+//! - `logs.rs`: `ReadLog` serving; `config.rs`: runtime, agent id, node pressure;
+//! - `executors/`: custom executors' containers, sockets and connections (see its doc).
 
 mod config;
 mod executors;
-mod exits;
-mod kill;
 mod launch;
 mod limits;
 mod logs;
+mod records;
 mod recovery;
 mod session;
 mod spec;
-mod status;
 
-use crate::checkpoint::{Checkpoints, Loaded, TaskCheckpoint, CHECKPOINT_VERSION};
+use crate::checkpoint::Checkpoints;
+use crate::error::RuntimeError;
 use crate::resources;
 use crate::runtime::{Handle, Runtime};
-use crate::updates::{RetryPolicy, StatusUpdates};
 use crate::workdir;
 use crate::AgentError;
-use ::session::{open_session, ClientOptions, Session};
-use executors::{ExecKey, Executor};
+use agent_core::{Action, AgentCore, CoreConfig, ExecKey, Now, RetryPolicy};
+use executors::Executor;
 use isolation::{ContainerSpec, ExitInfo};
-use proto::{
-    AgentId, AgentInfo, AgentToMaster, ClientFrame, ExecutorId, FrameworkId, FrameworkSummary,
-    LogData, LogStream, MasterToAgent, Resources, Role, ServerFrame, StatusReason, StatusSource,
-    StatusUuid, TaskId, TaskInfo, TaskReport, TaskState, TaskStatus,
-};
-use std::collections::{BTreeMap, VecDeque};
+use proto::{AgentId, AgentInfo, FrameworkSummary, Resources, Role, ServerFrame, TaskId, TaskInfo};
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::mpsc;
-use transport::{FramedSend, Identity};
+use transport::Identity;
 
 use config::{load_agent_id, make_runtime, save_agent_id, PressureReader};
-use exits::{peak_note, size};
-use kill::destroy;
-use launch::valid_id;
+use launch::destroy;
+use session::{client_options, ClientOptions, Connected};
 use spec::{container_spec, warn_about_shared_dirs};
 
 /// Events from connection, reader and task-watcher tasks to the agent loop.
 const EVENT_QUEUE: usize = 4096;
-/// Sandboxes of ended tasks remembered for `corral logs`.
-const MAX_FINISHED_TASKS: usize = 1000;
 /// Largest log chunk served per request.
 const MAX_LOG_CHUNK: u32 = 1 << 20;
-/// Housekeeping tick: heartbeats and status-update retries are checked this often.
-const TICK: Duration = Duration::from_millis(500);
-/// How often every container's limits are read back and restored if something changed them
-/// (systemd's daemon-reload is known to reset limits in delegated subtrees).
-const LIMIT_CHECK_INTERVAL: Duration = Duration::from_secs(30);
-/// How often old sandboxes are collected.
-const GC_INTERVAL: Duration = Duration::from_secs(60);
+/// The longest the loop sleeps when the core wants no timer.
+const IDLE_WAKE: Duration = Duration::from_secs(3600);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum IsolationMode {
@@ -111,108 +98,84 @@ pub struct Config {
 }
 
 enum Event {
-    Registered {
-        generation: u64,
-        session: Session,
-        agent_id: AgentId,
-        heartbeat: Duration,
-    },
-    ConnectFailed {
-        generation: u64,
-        error: String,
-    },
-    Frame {
-        generation: u64,
-        frame: ServerFrame,
-    },
-    Lost {
-        generation: u64,
-        reason: String,
-    },
+    Session(session::SessionEvent),
     Launched {
         task_id: TaskId,
-        result: Result<Arc<Handle>, String>,
+        result: Result<Arc<Handle>, RuntimeError>,
     },
     Exited {
         task_id: TaskId,
-        result: Result<ExitInfo, String>,
+        result: Result<ExitInfo, RuntimeError>,
     },
-    ExecutorLaunched {
-        key: ExecKey,
-        result: Result<Arc<Handle>, String>,
+    Executor(executors::ExecutorEvent),
+    LimitsChecked {
+        restored: u64,
     },
-    ExecutorExited {
-        key: ExecKey,
-        result: Result<ExitInfo, String>,
-    },
-    /// A connection on an executor's socket, not yet checked.
-    ExecutorConnection {
-        key: ExecKey,
-        stream: tokio::net::UnixStream,
-    },
-    ExecutorFrame {
-        key: ExecKey,
-        conn: u64,
-        msg: proto::ExecutorToAgent,
-    },
-    ExecutorClosed {
-        key: ExecKey,
-        conn: u64,
-        reason: String,
-    },
-    ExecutorKillTimeout {
-        key: ExecKey,
-        task_id: TaskId,
-    },
-    ExecutorShutdownTimeout {
-        key: ExecKey,
-        instance: u64,
-    },
-}
-
-struct Task {
-    framework: FrameworkSummary,
-    framework_id: FrameworkId,
-    info: TaskInfo,
-    state: TaskState,
-    sandbox: PathBuf,
-    /// Command tasks only: an executor's tasks share the executor's container.
-    handle: Option<Arc<Handle>>,
-    kill_requested: bool,
-    /// The custom executor running the task; `None` for the command executor.
-    executor: Option<ExecutorId>,
-}
-
-struct Connected {
-    /// The master this session is with.
-    master: String,
-    send: FramedSend<ClientFrame>,
-    connection: transport::Connection,
-    heartbeat: Duration,
-    last_heartbeat: Instant,
 }
 
 struct Agent {
     config: Config,
     opts: ClientOptions,
     runtime: Arc<Runtime>,
-    info: AgentInfo,
-    agent_id: Option<AgentId>,
-    tasks: BTreeMap<TaskId, Task>,
-    finished: VecDeque<(TaskId, PathBuf)>,
-    updates: StatusUpdates,
-    checkpoints: Checkpoints,
+    core: AgentCore,
+    /// Command tasks' containers.
+    handles: BTreeMap<TaskId, Arc<Handle>>,
     executors: BTreeMap<ExecKey, Executor>,
+    /// Containers of executors the core forgot, until `DestroyExecutor`.
+    ended_executors: BTreeMap<ExecKey, Arc<Handle>>,
+    checkpoints: Checkpoints,
     executor_checkpoints: Checkpoints,
-    executor_instances: u64,
     events: mpsc::Sender<Event>,
     conn: Option<Connected>,
-    generation: u64,
-    reconnect_at: Option<Instant>,
-    backoff: Duration,
-    next_limit_check: Instant,
-    next_gc: Instant,
+    /// A registration to log once its agent id is saved (`drive`).
+    registered: Option<(AgentId, String)>,
     pressure: PressureReader,
+}
+
+/// The time for the core: the monotonic clock for timers, the wall clock for timestamps.
+fn now() -> Now {
+    let unix_ms = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    Now {
+        at: Instant::now(),
+        unix_ms,
+    }
+}
+
+/// What the node offers: measured (isolation's view or procfs), with `--resources` overrides
+/// and the system's reservation taken off.
+fn measure(config: &Config, runtime: &Runtime) -> Result<Resources, AgentError> {
+    let (cpus, mem) = match runtime {
+        Runtime::Isolated(iso) => match iso.node_resources(&Default::default()) {
+            Ok(n) => (n.cpus_milli, n.mem_bytes),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot measure node via the isolation layer; using procfs");
+                resources::procfs_cpus_and_memory()
+            }
+        },
+        Runtime::Plain => resources::procfs_cpus_and_memory(),
+    };
+    let overrides = match &config.resources {
+        Some(spec) => Some((
+            spec.parse::<Resources>()
+                .map_err(|e| AgentError::Resources {
+                    spec: spec.clone(),
+                    reason: e.to_string(),
+                })?,
+            resources::named_resources(spec),
+        )),
+        None => None,
+    };
+    Ok(resources::node_resources(
+        cpus,
+        mem,
+        &config.work_dir,
+        overrides.as_ref().map(|(r, _)| r),
+        overrides.as_ref().map(|(_, n)| n.as_slice()).unwrap_or(&[]),
+        config.reserved.as_ref(),
+    ))
 }
 
 /// Runs the agent until `shutdown` completes. Tasks keep running when the agent stops.
@@ -236,32 +199,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     if matches!(runtime, Runtime::Isolated(_)) {
         warn_about_shared_dirs(&config.work_dir);
     }
-    let (cpus, mem) = match &runtime {
-        Runtime::Isolated(iso) => match iso.node_resources(&Default::default()) {
-            Ok(n) => (n.cpus_milli, n.mem_bytes),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot measure node via the isolation layer; using procfs");
-                resources::procfs_cpus_and_memory()
-            }
-        },
-        Runtime::Plain => resources::procfs_cpus_and_memory(),
-    };
-    let overrides = match &config.resources {
-        Some(spec) => Some((
-            spec.parse::<Resources>()
-                .map_err(|e| AgentError::Isolation(format!("--resources '{spec}': {e}")))?,
-            resources::named_resources(spec),
-        )),
-        None => None,
-    };
-    let total = resources::node_resources(
-        cpus,
-        mem,
-        &config.work_dir,
-        overrides.as_ref().map(|(r, _)| r),
-        overrides.as_ref().map(|(_, n)| n.as_slice()).unwrap_or(&[]),
-        config.reserved.as_ref(),
-    );
+    let total = measure(&config, &runtime)?;
     let agent_id = load_agent_id(&config.work_dir);
     tracing::info!(resources = %total, runtime = %runtime.describe(), agent_id = ?agent_id.as_ref().map(|a| a.to_string()),
         work_dir = %config.work_dir.display(), "agent starting");
@@ -272,181 +210,129 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         version: proto::ProtocolVersion::CURRENT,
         software_version: env!("CARGO_PKG_VERSION").to_owned(),
     };
-    let mut opts = ClientOptions::new(config.masters.clone(), config.identity.clone());
-    opts.connect_timeout = Duration::from_secs(10);
-    let checkpoints =
-        Checkpoints::open(&config.work_dir).map_err(|e| AgentError::Checkpoint(e.to_string()))?;
-    let executor_checkpoints = Checkpoints::open_executors(&config.work_dir)
-        .map_err(|e| AgentError::Checkpoint(e.to_string()))?;
+    let opts = client_options(&config);
+    let checkpoints = Checkpoints::open(&config.work_dir)?;
+    let executor_checkpoints = Checkpoints::open_executors(&config.work_dir)?;
     let (events_tx, mut events_rx) = mpsc::channel(EVENT_QUEUE);
+    let run_id = uuid::Uuid::new_v4().simple().to_string();
+    let core_config = CoreConfig {
+        info,
+        agent_id,
+        retry: config.retry.clone(),
+        kill_grace: config.kill_grace,
+        default_pids_limit: config.default_pids_limit,
+        uuid_prefix: run_id,
+        seed: rand::random(),
+    };
     let mut agent = Agent {
-        updates: StatusUpdates::new(config.retry.clone()),
-        checkpoints,
+        core: AgentCore::new(core_config, now()),
+        handles: BTreeMap::new(),
         executors: BTreeMap::new(),
+        ended_executors: BTreeMap::new(),
+        checkpoints,
         executor_checkpoints,
-        executor_instances: 0,
         config,
         opts,
         runtime: Arc::new(runtime),
-        info,
-        agent_id,
-        tasks: BTreeMap::new(),
-        finished: VecDeque::new(),
         events: events_tx,
         conn: None,
-        generation: 0,
-        reconnect_at: Some(Instant::now()),
-        backoff: Duration::from_millis(200),
-        // Right after recovery: limits may have drifted while the agent was down.
-        next_limit_check: Instant::now(),
-        next_gc: Instant::now() + GC_INTERVAL,
+        registered: None,
         pressure: PressureReader::probe(),
     };
     agent.recover().await;
-    let mut tick = tokio::time::interval(TICK);
     tokio::pin!(shutdown);
     loop {
+        let wake = agent
+            .core
+            .poll_timeout()
+            .map(tokio::time::Instant::from_std)
+            .unwrap_or_else(|| tokio::time::Instant::now() + IDLE_WAKE);
         tokio::select! {
             event = events_rx.recv() => {
                 let Some(event) = event else { break };
                 agent.handle_event(event).await;
             }
-            _ = tick.tick() => agent.housekeeping().await,
+            _ = tokio::time::sleep_until(wake) => agent.core.handle_timer(now()),
             _ = &mut shutdown => break,
         }
+        agent.drive().await;
     }
-    if let Some(conn) = agent.conn.take() {
-        conn.connection.close(0, b"agent stopping");
-    }
-    if agent.config.cleanup_on_exit {
-        agent.destroy_all().await;
-    } else {
-        tracing::info!(
-            running = agent.tasks.len(),
-            "agent stopping; tasks keep running"
-        );
-    }
-    if let Runtime::Isolated(iso) = agent.runtime.as_ref() {
-        let live = agent.tasks.values().any(|t| t.handle.is_some()) || !agent.executors.is_empty();
-        if !live {
-            // Nothing runs: leave no empty cgroup behind. Fails harmlessly while containers exist.
-            let _ = iso.remove_task_parents();
-        }
-    }
+    agent.stop().await;
     Ok(())
-}
-
-fn wall_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 impl Agent {
     async fn handle_event(&mut self, event: Event) {
         match event {
-            Event::Registered {
-                generation,
-                session,
-                agent_id,
-                heartbeat,
-            } => {
-                if generation != self.generation {
-                    return;
-                }
-                self.on_registered(session, agent_id, heartbeat).await;
-            }
-            Event::ConnectFailed { generation, error } => {
-                if generation != self.generation {
-                    return;
-                }
-                tracing::warn!(%error, retry_in = ?self.backoff, "cannot register with a master");
-                self.schedule_reconnect();
-            }
-            Event::Frame { generation, frame } => {
-                if generation == self.generation {
-                    self.on_frame(frame).await;
-                }
-            }
-            Event::Lost { generation, reason } => {
-                if generation == self.generation && self.conn.is_some() {
-                    tracing::warn!(%reason, "lost the master; re-registering");
-                    if let Some(conn) = self.conn.take() {
-                        self.opts.try_last(&conn.master);
-                    }
-                    self.backoff = Duration::from_millis(200);
-                    // At once, not at the next tick: this is master failover time. Agents
-                    // notice a dead master spread over a keep-alive interval, and
-                    // `open_session` retries with backoff, so a fleet does not come in lockstep.
-                    self.reconnect_at = None;
-                    self.start_connect();
-                }
-            }
-            Event::Launched { task_id, result } => self.on_launched(task_id, result).await,
-            Event::Exited { task_id, result } => self.on_exited(task_id, result).await,
-            Event::ExecutorLaunched { key, result } => self.on_executor_launched(key, result).await,
-            Event::ExecutorExited { key, result } => self.on_executor_exited(key, result).await,
-            Event::ExecutorConnection { key, stream } => {
-                self.on_executor_connection(key, stream).await
-            }
-            Event::ExecutorFrame { key, conn, msg } => self.on_executor_frame(key, conn, msg).await,
-            Event::ExecutorClosed { key, conn, reason } => {
-                self.on_executor_closed(key, conn, reason)
-            }
-            Event::ExecutorKillTimeout { key, task_id } => {
-                self.on_executor_kill_timeout(key, task_id)
-            }
-            Event::ExecutorShutdownTimeout { key, instance } => {
-                self.on_executor_shutdown_timeout(key, instance)
-            }
+            Event::Session(e) => self.on_session(e),
+            Event::Launched { task_id, result } => self.on_launched(task_id, result),
+            Event::Exited { task_id, result } => self.on_exited(task_id, result),
+            Event::Executor(e) => self.on_executor_event(e).await,
+            Event::LimitsChecked { restored } => self.core.handle_limits_checked(restored),
         }
     }
 
-    async fn housekeeping(&mut self) {
-        let now = Instant::now();
-        if now >= self.next_limit_check {
-            self.next_limit_check = now + LIMIT_CHECK_INTERVAL;
-            // A cut refused earlier (memory still in use) is retried here.
-            let keys: Vec<ExecKey> = self.executors.keys().cloned().collect();
-            for key in keys {
-                if let Err(err) = self.resize_executor(&key).await {
-                    tracing::debug!(executor = %key.1, error = %err, "cannot set an executor's limits to its tasks");
+    /// Executes the core's actions in order until it has none.
+    async fn drive(&mut self) {
+        while let Some(action) = self.core.poll_action() {
+            self.execute(action).await;
+        }
+        if let Some((agent_id, master)) = self.registered.take() {
+            // Logged once the agent id is durable: whoever reads this line may kill the agent
+            // and expect its successor to come back under the same id.
+            tracing::info!(%agent_id, %master, "registered with master");
+        }
+    }
+
+    async fn execute(&mut self, action: Action) {
+        match action {
+            Action::Connect { attempt, register } => self.start_connect(attempt, register),
+            Action::Send(msg) => self.send(msg),
+            Action::SaveAgentId(id) => {
+                if let Err(e) = save_agent_id(&self.config.work_dir, &id) {
+                    tracing::error!(error = %e, path = %self.config.work_dir.join("agent_id").display(),
+                        "cannot save the agent id; a restart will register as a new agent");
                 }
             }
-            self.check_limits();
-        }
-        if now >= self.next_gc {
-            self.next_gc = now + GC_INTERVAL;
-            self.collect_sandboxes();
-        }
-        if self.conn.is_none() {
-            if self.reconnect_at.is_some_and(|t| t <= now) {
-                self.reconnect_at = None;
-                self.start_connect();
+            Action::CheckpointTask(record) => self.checkpoint_task(&record),
+            Action::RemoveTask {
+                framework_id,
+                task_id,
+            } => self
+                .checkpoints
+                .remove(&records::task_key(&framework_id, &task_id)),
+            Action::CheckpointExecutor(record) => self.checkpoint_executor_record(&record),
+            Action::RemoveExecutor(key) => self.forget_executor(&key),
+            Action::Launch { framework, task } => self.launch(&framework, task),
+            Action::Kill { task_id, grace } => self.kill(&task_id, grace),
+            Action::Destroy { task_id } => {
+                if let Some(handle) = self.handles.remove(&task_id) {
+                    tokio::task::spawn_blocking(move || destroy(handle));
+                }
             }
-            return;
+            Action::LaunchExecutor {
+                framework,
+                info,
+                limits,
+            } => self.launch_executor(framework, info, limits),
+            Action::ResizeExecutor { key, limits } => self.resize_executor(key, limits).await,
+            Action::HandTask { key, task } => self.hand_task(&key, task),
+            Action::ToExecutor { key, msg } => self.send_executor(&key, msg),
+            Action::CloseExecutorConnection { key } => self.close_executor_connection(&key),
+            Action::KillExecutor { key, grace } => self.kill_executor_container(&key, grace),
+            Action::DestroyExecutor { key } => self.destroy_executor(&key),
+            Action::CheckLimits { containers } => self.check_limits(containers),
+            Action::ReportUsage => self.send_usage(),
+            Action::CollectGarbage => self.collect_sandboxes(),
         }
-        let due = self
-            .conn
-            .as_ref()
-            .is_some_and(|c| now.duration_since(c.last_heartbeat) >= c.heartbeat);
-        if due {
-            if let Some(c) = self.conn.as_mut() {
-                c.last_heartbeat = now;
-            }
-            self.send(AgentToMaster::Heartbeat).await;
-            self.send_usage().await;
-        }
-        self.flush_updates().await;
     }
 
     /// Removes old sandboxes of ended tasks off the event loop (see `gc.rs`).
     fn collect_sandboxes(&self) {
         let live: std::collections::HashSet<PathBuf> = self
-            .tasks
-            .values()
-            .map(|t| t.sandbox.clone())
+            .core
+            .tasks()
+            .map(|t| records::sandbox(&self.config.work_dir, t.framework_id, t.task_id, t.executor))
             .chain(self.executors.values().map(|e| e.sandbox.clone()))
             .collect();
         let root = self.config.work_dir.join("sandboxes");
@@ -459,98 +345,21 @@ impl Agent {
         });
     }
 
-    async fn on_frame(&mut self, frame: ServerFrame) {
-        match frame {
-            ServerFrame::Agent(msg) => self.on_master(msg).await,
-            ServerFrame::NotLeader { leader } => {
-                let generation = self.generation;
-                let reason = format!("the master is no longer the leader (leader: {leader:?})");
-                let _ = self.events.try_send(Event::Lost { generation, reason });
-            }
-            ServerFrame::Error(e) => {
-                tracing::error!(code = ?e.code, message = %e.message, "the master reported an error");
-                if e.fatal {
-                    let generation = self.generation;
-                    let _ = self.events.try_send(Event::Lost {
-                        generation,
-                        reason: e.message,
-                    });
-                }
-            }
-            other => tracing::warn!(frame = ?other, "ignoring a frame not meant for an agent"),
+    /// The agent stops: the session closes; tasks keep running unless `cleanup_on_exit`.
+    async fn stop(&mut self) {
+        self.close_session();
+        if self.config.cleanup_on_exit {
+            self.destroy_all().await;
+        } else {
+            tracing::info!(
+                running = self.core.tasks().count(),
+                "agent stopping; tasks keep running"
+            );
         }
-    }
-
-    async fn on_master(&mut self, msg: MasterToAgent) {
-        match msg {
-            MasterToAgent::Registered { .. } => {}
-            MasterToAgent::RunTasks {
-                framework,
-                executor,
-                tasks,
-            } => self.run_tasks(framework, executor, tasks).await,
-            MasterToAgent::KillTask {
-                task_id, grace_ms, ..
-            } => {
-                self.kill_task(&task_id, grace_ms.map(Duration::from_millis))
-                    .await
-            }
-            MasterToAgent::AcknowledgeUpdate { task_id, uuid, .. } => {
-                if self.updates.acknowledge(&task_id, &uuid) {
-                    let ended = self
-                        .tasks
-                        .get(&task_id)
-                        .is_some_and(|t| t.state.is_terminal());
-                    if ended && self.updates.forget_if_done(&task_id) {
-                        if let Some(task) = self.tasks.remove(&task_id) {
-                            self.checkpoints
-                                .remove(&Self::task_key(&task.framework_id, &task_id));
-                            self.finished.push_back((task_id, task.sandbox));
-                            if self.finished.len() > MAX_FINISHED_TASKS {
-                                self.finished.pop_front();
-                            }
-                        }
-                    } else {
-                        self.checkpoint(&task_id);
-                    }
-                    self.flush_updates().await;
-                }
-            }
-            MasterToAgent::ShutdownFramework { framework_id } => {
-                let keys: Vec<ExecKey> = self
-                    .executors
-                    .keys()
-                    .filter(|k| k.0 == framework_id)
-                    .cloned()
-                    .collect();
-                for key in keys {
-                    self.shutdown_executor(&key, "its framework is shutting down");
-                }
-                let ids: Vec<TaskId> = self
-                    .tasks
-                    .iter()
-                    .filter(|(_, t)| t.framework_id == framework_id && t.executor.is_none())
-                    .map(|(id, _)| id.clone())
-                    .collect();
-                for id in ids {
-                    self.kill_task(&id, None).await;
-                }
-            }
-            MasterToAgent::FrameworkMessage {
-                framework_id,
-                executor_id,
-                data,
-            } => self.on_framework_message((framework_id, executor_id), data),
-            MasterToAgent::ReadLog {
-                request_id,
-                task_id,
-                stream,
-                offset,
-                max_len,
-            } => {
-                let result = self.read_log(&task_id, stream, offset, max_len);
-                self.send(AgentToMaster::LogChunk { request_id, result })
-                    .await;
+        if let Runtime::Isolated(iso) = self.runtime.as_ref() {
+            if self.handles.is_empty() && self.executors.is_empty() {
+                // Nothing runs: leave no empty cgroup behind. Fails harmlessly while containers exist.
+                let _ = iso.remove_task_parents();
             }
         }
     }

@@ -1,32 +1,54 @@
-//! The session with the masters: connecting (with backoff), registering, sending, usage reports.
+//! The connection to the masters: the only file that touches the session's transport types.
+//! `open_session` dials every master; once registered, a reader task turns frames into events
+//! and a writer task drains a bounded outbox, so the loop never awaits the network (a slow
+//! master cannot stall exit handling). A full outbox counts as a lost master.
 
 use super::*;
+pub(super) use ::session::ClientOptions;
+use ::session::{open_session, Session};
+use proto::{AgentId, AgentToMaster, ClientFrame, MasterToAgent};
+
+/// Frames queued to the master before the session counts as stuck.
+const SESSION_OUTBOX: usize = 1024;
+
+pub(super) enum SessionEvent {
+    Registered {
+        attempt: u64,
+        session: Session,
+        agent_id: AgentId,
+        heartbeat: Duration,
+    },
+    ConnectFailed {
+        attempt: u64,
+        error: String,
+    },
+    Frame {
+        attempt: u64,
+        frame: ServerFrame,
+    },
+    Lost {
+        attempt: u64,
+        reason: String,
+    },
+}
+
+pub(super) struct Connected {
+    /// The master this session is with.
+    master: String,
+    outbox: mpsc::Sender<ClientFrame>,
+    connection: transport::Connection,
+}
+
+/// How the agent dials the masters: all at once, following redirects to the leader.
+pub(super) fn client_options(config: &Config) -> ClientOptions {
+    let mut opts = ClientOptions::new(config.masters.clone(), config.identity.clone());
+    opts.connect_timeout = Duration::from_secs(10);
+    opts
+}
 
 impl Agent {
-    pub(super) fn schedule_reconnect(&mut self) {
-        // Backoff with jitter so that a fleet of agents does not reconnect in lockstep.
-        let jitter = rand::random::<f64>() * 0.5 + 0.75;
-        self.reconnect_at = Some(Instant::now() + self.backoff.mul_f64(jitter));
-        self.backoff = (self.backoff * 2).min(Duration::from_secs(15));
-    }
-
-    pub(super) fn start_connect(&mut self) {
-        self.generation += 1;
-        let generation = self.generation;
-        let tasks = self
-            .tasks
-            .values()
-            .map(|t| TaskReport {
-                framework_id: t.framework_id.clone(),
-                task: t.info.clone(),
-                state: t.state,
-            })
-            .collect();
-        let register = ClientFrame::Agent(AgentToMaster::Register {
-            agent_id: self.agent_id.clone(),
-            info: self.info.clone(),
-            tasks,
-        });
+    pub(super) fn start_connect(&mut self, attempt: u64, register: AgentToMaster) {
+        let register = ClientFrame::Agent(register);
         let opts = self.opts.clone();
         let events = self.events.clone();
         tokio::spawn(async move {
@@ -37,57 +59,74 @@ impl Agent {
                         agent_id,
                         heartbeat_interval_ms,
                     }),
-                )) => Event::Registered {
-                    generation,
+                )) => SessionEvent::Registered {
+                    attempt,
                     session,
                     agent_id,
                     heartbeat: Duration::from_millis(heartbeat_interval_ms.max(100)),
                 },
-                Ok((_, other)) => Event::ConnectFailed {
-                    generation,
+                Ok((_, other)) => SessionEvent::ConnectFailed {
+                    attempt,
                     error: format!("unexpected answer to registration: {other:?}"),
                 },
-                Err(e) => Event::ConnectFailed {
-                    generation,
+                Err(e) => SessionEvent::ConnectFailed {
+                    attempt,
                     error: e.to_string(),
                 },
             };
-            let _ = events.send(event).await;
+            let _ = events.send(Event::Session(event)).await;
         });
     }
 
-    pub(super) async fn on_registered(
-        &mut self,
-        session: Session,
-        agent_id: AgentId,
-        heartbeat: Duration,
-    ) {
-        if self.agent_id.as_ref() != Some(&agent_id) {
-            if let Err(e) = save_agent_id(&self.config.work_dir, &agent_id) {
-                tracing::error!(error = %e, path = %self.config.work_dir.join("agent_id").display(),
-                    "cannot save the agent id; a restart will register as a new agent");
+    pub(super) fn on_session(&mut self, event: SessionEvent) {
+        let current = self.core.attempt();
+        match event {
+            SessionEvent::Registered {
+                attempt,
+                session,
+                agent_id,
+                heartbeat,
+            } if attempt == current => {
+                self.registered = Some((agent_id.clone(), session.master.clone()));
+                self.conn = Some(self.spawn_session(attempt, session));
+                self.core
+                    .handle_registered(now(), attempt, agent_id, heartbeat);
             }
+            SessionEvent::ConnectFailed { attempt, error } if attempt == current => {
+                tracing::warn!(%error, "cannot register with a master; retrying");
+                self.core.handle_connect_failed(now(), attempt);
+            }
+            SessionEvent::Frame { attempt, frame } if attempt == current => self.on_frame(frame),
+            SessionEvent::Lost { attempt, reason } if attempt == current && self.conn.is_some() => {
+                tracing::warn!(%reason, "lost the master; re-registering");
+                if let Some(conn) = self.conn.take() {
+                    self.opts.try_last(&conn.master);
+                }
+                // At once: this is master failover time. Agents notice a dead master spread
+                // over a keep-alive interval, and `open_session` retries with backoff, so a
+                // fleet does not come in lockstep.
+                self.core.handle_disconnected(now(), attempt);
+            }
+            // An older session's or attempt's: stale.
+            _ => {}
         }
-        tracing::info!(%agent_id, master = %session.master, "registered with master");
-        self.agent_id = Some(agent_id);
-        self.backoff = Duration::from_millis(200);
+    }
+
+    /// The reader and writer tasks of a registered session.
+    fn spawn_session(&self, attempt: u64, session: Session) -> Connected {
         let Session {
             connection,
-            send,
+            mut send,
             mut recv,
             master,
         } = session;
-        let generation = self.generation;
         let events = self.events.clone();
         tokio::spawn(async move {
             let reason = loop {
                 match recv.recv().await {
                     Ok(Some(frame)) => {
-                        if events
-                            .send(Event::Frame { generation, frame })
-                            .await
-                            .is_err()
-                        {
+                        let ev = Event::Session(SessionEvent::Frame { attempt, frame });
+                        if events.send(ev).await.is_err() {
                             return;
                         }
                     }
@@ -95,60 +134,112 @@ impl Agent {
                     Err(e) => break e.to_string(),
                 }
             };
-            let _ = events.send(Event::Lost { generation, reason }).await;
+            let _ = events
+                .send(Event::Session(SessionEvent::Lost { attempt, reason }))
+                .await;
         });
-        self.conn = Some(Connected {
+        let (outbox, mut rx) = mpsc::channel::<ClientFrame>(SESSION_OUTBOX);
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            while let Some(frame) = rx.recv().await {
+                if let Err(e) = send.send(&frame).await {
+                    tracing::warn!(error = %e, "cannot write to the master");
+                    let reason = e.to_string();
+                    let _ = events
+                        .send(Event::Session(SessionEvent::Lost { attempt, reason }))
+                        .await;
+                    return;
+                }
+            }
+        });
+        Connected {
             master,
-            send,
+            outbox,
             connection,
-            heartbeat,
-            last_heartbeat: Instant::now(),
-        });
-        self.updates.reset_timers();
-        self.flush_updates().await;
+        }
     }
 
-    pub(super) async fn send(&mut self, msg: AgentToMaster) {
-        let Some(conn) = self.conn.as_mut() else {
+    fn on_frame(&mut self, frame: ServerFrame) {
+        let attempt = self.core.attempt();
+        match frame {
+            ServerFrame::Agent(MasterToAgent::ReadLog {
+                request_id,
+                task_id,
+                stream,
+                offset,
+                max_len,
+            }) => {
+                let result = self
+                    .read_log(&task_id, stream, offset, max_len)
+                    .map_err(|e| e.to_string());
+                self.send(AgentToMaster::LogChunk { request_id, result });
+            }
+            ServerFrame::Agent(msg) => self.core.handle_master(now(), msg),
+            ServerFrame::NotLeader { leader } => {
+                let reason = format!("the master is no longer the leader (leader: {leader:?})");
+                self.on_session(SessionEvent::Lost { attempt, reason });
+            }
+            ServerFrame::Error(e) => {
+                tracing::error!(code = ?e.code, message = %e.message, "the master reported an error");
+                if e.fatal {
+                    let reason = e.message;
+                    self.on_session(SessionEvent::Lost { attempt, reason });
+                }
+            }
+            other => tracing::warn!(frame = ?other, "ignoring a frame not meant for an agent"),
+        }
+    }
+
+    /// Queues a frame to the master; dropped when not connected (the core resends what must
+    /// arrive). A full outbox means the master does not read: the session is dropped.
+    pub(super) fn send(&mut self, msg: AgentToMaster) {
+        let Some(conn) = self.conn.as_ref() else {
             return;
         };
-        if let Err(e) = conn.send.send(&ClientFrame::Agent(msg)).await {
-            tracing::warn!(error = %e, "cannot write to the master");
-            let generation = self.generation;
-            let _ = self.events.try_send(Event::Lost {
-                generation,
-                reason: e.to_string(),
-            });
+        if conn.outbox.try_send(ClientFrame::Agent(msg)).is_err() {
+            let attempt = self.core.attempt();
+            let reason = "the master does not read what the agent sends".to_owned();
+            self.on_session(SessionEvent::Lost { attempt, reason });
+        }
+    }
+
+    pub(super) fn close_session(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            conn.connection.close(0, b"agent stopping");
         }
     }
 
     /// Each command task's container usage, and for an executor's live tasks the usage of the
     /// executor's container, which they share (Mesos reports usage per executor too); with the
     /// node's pressure, sent even when no task runs.
-    pub(super) async fn send_usage(&mut self) {
-        let mut per_executor: BTreeMap<ExecKey, Option<proto::ResourceUsage>> = BTreeMap::new();
-        for (key, e) in &self.executors {
-            per_executor.insert(key.clone(), e.handle.as_ref().and_then(|h| h.usage()));
-        }
-        let tasks: Vec<proto::TaskUsage> = self
-            .tasks
+    pub(super) fn send_usage(&mut self) {
+        let per_executor: BTreeMap<&ExecKey, Option<proto::ResourceUsage>> = self
+            .executors
             .iter()
-            .filter(|(_, t)| !t.state.is_terminal())
-            .filter_map(|(id, t)| {
-                let usage = match Self::executor_key(t) {
-                    Some(key) => per_executor.get(&key).cloned().flatten()?,
-                    None => t.handle.as_ref()?.usage()?,
+            .map(|(k, e)| (k, e.handle.as_ref().and_then(|h| h.usage())))
+            .collect();
+        let tasks: Vec<proto::TaskUsage> = self
+            .core
+            .tasks()
+            .filter(|t| !t.state.is_terminal())
+            .filter_map(|t| {
+                let usage = match t.executor {
+                    Some(e) => per_executor
+                        .get(&(t.framework_id.clone(), e.clone()))
+                        .cloned()
+                        .flatten()?,
+                    None => self.handles.get(t.task_id)?.usage()?,
                 };
                 Some(proto::TaskUsage {
                     framework_id: t.framework_id.clone(),
-                    task_id: id.clone(),
+                    task_id: t.task_id.clone(),
                     usage,
                 })
             })
             .collect();
         let pressure = self.pressure.read();
         if !tasks.is_empty() || pressure.is_some() {
-            self.send(AgentToMaster::Usage { tasks, pressure }).await;
+            self.send(AgentToMaster::Usage { tasks, pressure });
         }
     }
 }

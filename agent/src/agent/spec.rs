@@ -2,6 +2,7 @@
 //! private /tmp, /var/tmp and /dev/shm, its sandbox) and the warning about shared directories.
 
 use super::*;
+use crate::error::SpecError;
 
 impl Agent {
     pub(super) fn container_spec(
@@ -9,7 +10,7 @@ impl Agent {
         framework: &FrameworkSummary,
         info: &TaskInfo,
         sandbox: &Path,
-    ) -> Result<ContainerSpec, String> {
+    ) -> Result<ContainerSpec, SpecError> {
         let user = info
             .command
             .user
@@ -40,7 +41,7 @@ impl Agent {
             info.command.arguments.clone()
         };
         if argv.first().is_none_or(|a| a.is_empty()) {
-            return Err("the task has an empty command".to_owned());
+            return Err(SpecError::EmptyCommand("task"));
         }
         let mut env: BTreeMap<String, String> = BTreeMap::new();
         env.insert("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into());
@@ -48,7 +49,7 @@ impl Agent {
         env.insert("CORRAL_SANDBOX".into(), sandbox.display().to_string());
         env.insert("CORRAL_TASK_ID".into(), info.task_id.to_string());
         env.insert("CORRAL_FRAMEWORK_ID".into(), framework.id.to_string());
-        if let Some(a) = &self.agent_id {
+        if let Some(a) = self.core.agent_id() {
             env.insert("CORRAL_AGENT_ID".into(), a.to_string());
         }
         env.insert("MESOS_SANDBOX".into(), sandbox.display().to_string());

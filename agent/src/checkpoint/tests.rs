@@ -47,7 +47,7 @@ fn executor_checkpoints_round_trip_and_a_corrupt_one_is_moved_aside() {
     assert!(corrupt
         .result
         .as_ref()
-        .is_err_and(|e| e.contains("corrupt")));
+        .is_err_and(|e| e.to_string().contains("corrupt")));
     assert!(dir.path().join("meta/executors/fw.bad.corrupt").exists());
     // Executor and task checkpoints live apart.
     let tasks = Checkpoints::open(dir.path()).expect("open tasks");

@@ -321,3 +321,59 @@ fn quinn_and_rustls_stay_inside_the_transport_crate() {
         offenders.join("\n")
     );
 }
+
+/// The agent core is sans-IO (issue 12): its manifest names no I/O crate and its sources read
+/// no clock, RNG or UUID (the harness, `testing.rs`, may make its virtual clock's origin).
+#[test]
+fn tidy_the_agent_core_does_no_io() {
+    let dir = root().join("agent/core");
+    let manifest = std::fs::read_to_string(dir.join("Cargo.toml")).expect("agent/core/Cargo.toml");
+    let deps = manifest
+        .split("[dependencies]")
+        .nth(1)
+        .and_then(|s| s.split("\n[").next())
+        .expect("a [dependencies] table");
+    assert!(deps.contains("proto"), "read no dependency: {deps}");
+    for banned in [
+        "tokio",
+        "quinn",
+        "rustls",
+        "nix",
+        "procfs",
+        "isolation",
+        "uuid",
+        "rand",
+    ] {
+        assert!(
+            !deps.lines().any(|l| l.trim_start().starts_with(banned)),
+            "agent-core must not depend on {banned}"
+        );
+    }
+    let mut files = Vec::new();
+    rust_files(&dir.join("src"), &mut files);
+    assert!(files.len() >= 8, "read only {} files", files.len());
+    let mut found = Vec::new();
+    for path in &files {
+        let text = std::fs::read_to_string(path).expect("read source file");
+        let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+        let clock_ok = path.ends_with("testing.rs");
+        // quinn and rustls spelled apart so that the check above does not match this file.
+        for b in [
+            "tokio::",
+            concat!("quinn", "::"),
+            concat!("rustls", "::"),
+            "nix::",
+            "std::fs",
+            "std::net",
+            "Instant::now",
+            "SystemTime::now",
+            "thread_rng",
+            "new_v4",
+        ] {
+            if code.contains(b) && !(clock_ok && b == "Instant::now") {
+                found.push(format!("{} uses {b}", path.display()));
+            }
+        }
+    }
+    assert!(found.is_empty(), "I/O in agent-core: {found:?}");
+}

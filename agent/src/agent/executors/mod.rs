@@ -28,24 +28,22 @@
 //! executor), else `TASK_KILLED` if a kill was asked, else `TASK_FAILED` with
 //! `ExecutorTerminated`.
 //!
-//! Files: this one holds the types, the sizing of an executor's container and its checkpoint;
-//! `launch.rs` launches executors and hands them tasks, `conn.rs` serves the socket and the
-//! protocol, `exits.rs` ends the tasks of an executor that exited, `kill.rs` kills tasks and
-//! shuts executors down, `recovery.rs` re-attaches executors at start.
+//! The core decides all of this (`agent_core`, its `executors.rs`); these files are the I/O:
+//! `launch.rs` prepares the sandbox and socket and starts the container, `conn.rs` serves the
+//! socket (peer checks, frames both ways), `exits.rs` watches the container, `recovery.rs`
+//! re-attaches executors at start; this one holds the types and the container's end.
 
 use super::*;
+use crate::error::RuntimeError;
 mod conn;
 mod exits;
-mod kill;
 mod launch;
 mod recovery;
 use crate::checkpoint::ExecutorCheckpoint;
+use agent_core::Limits;
 use conn::{bind_socket, spawn_listener};
 use exits::oom_killed_now;
-use isolation::CgroupManager;
-use proto::{
-    AgentToExecutor, ExecutorId, ExecutorInfo, ExecutorToAgent, ExecutorUpdate, OomPolicy,
-};
+use proto::{AgentToExecutor, ExecutorInfo, ExecutorToAgent, FrameworkSummary};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
@@ -55,16 +53,33 @@ const EXECUTOR_OUTBOX: usize = 256;
 pub(super) const MAX_EXECUTOR_FRAME: usize = 16 << 20;
 /// Connections held while the executor's launch completes (its pid cannot be checked before).
 const MAX_PENDING_CONNECTIONS: usize = 4;
-/// Time given to the executor beyond the kill grace period before the container is killed.
-const KILL_MARGIN: Duration = Duration::from_secs(2);
-/// Longest unix socket path (`sun_path` is 108 bytes with the terminating NUL).
-const MAX_SOCKET_PATH: usize = 107;
+use crate::error::MAX_SOCKET_PATH;
 
-pub(super) type ExecKey = (FrameworkId, ExecutorId);
+pub(super) enum ExecutorEvent {
+    Launched {
+        key: ExecKey,
+        result: Result<Arc<Handle>, RuntimeError>,
+    },
+    Exited {
+        key: ExecKey,
+        result: Result<ExitInfo, RuntimeError>,
+    },
+    /// A connection on an executor's socket, not yet checked.
+    Connection { key: ExecKey, stream: UnixStream },
+    Frame {
+        key: ExecKey,
+        conn: u64,
+        msg: ExecutorToAgent,
+    },
+    Closed {
+        key: ExecKey,
+        conn: u64,
+        reason: String,
+    },
+}
 
+/// What the glue holds of an executor: its sandbox, socket, user, container and connection.
 pub(super) struct Executor {
-    pub framework: FrameworkSummary,
-    pub info: ExecutorInfo,
     pub sandbox: PathBuf,
     pub socket: PathBuf,
     pub uid: u32,
@@ -74,16 +89,14 @@ pub(super) struct Executor {
     pub conn: Option<ExecConn>,
     pub pending: Vec<UnixStream>,
     pub next_conn: u64,
-    pub shutting_down: bool,
     pub listener: tokio::task::AbortHandle,
-    /// Distinguishes this run of the executor from a later one with the same id (timers).
-    pub instance: u64,
+    /// The limits the container is being launched with.
+    pub launch_limits: Option<Limits>,
 }
 
 pub(super) struct ExecConn {
     id: u64,
     outbox: mpsc::Sender<AgentToExecutor>,
-    subscribed: bool,
     /// The connection's reader and writer tasks: aborted (closing the socket) when the
     /// connection is replaced or dropped, so a connection the agent no longer listens to holds
     /// no task, buffer or file descriptor.
@@ -98,10 +111,6 @@ impl Drop for ExecConn {
     }
 }
 
-fn key_str(key: &ExecKey) -> String {
-    format!("{}.{}", key.0, key.1)
-}
-
 /// FNV-1a: a short stable name for a socket whose sandbox path is too long.
 fn short_hash(s: &str) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -113,109 +122,73 @@ fn short_hash(s: &str) -> String {
 }
 
 impl Agent {
-    fn next_instance(&mut self) -> u64 {
-        self.executor_instances += 1;
-        self.executor_instances
-    }
-
-    pub(super) fn executor_key(task: &Task) -> Option<ExecKey> {
-        task.executor
-            .as_ref()
-            .map(|e| (task.framework_id.clone(), e.clone()))
-    }
-
-    fn executor_tasks(&self, key: &ExecKey) -> Vec<TaskId> {
-        self.tasks
-            .iter()
-            .filter(|(_, t)| Self::executor_key(t).as_ref() == Some(key))
-            .map(|(id, _)| id.clone())
-            .collect()
-    }
-
-    fn live_executor_tasks(&self, key: &ExecKey) -> Vec<TaskId> {
-        self.executor_tasks(key)
-            .into_iter()
-            .filter(|id| self.tasks.get(id).is_some_and(|t| !t.state.is_terminal()))
-            .collect()
-    }
-
-    /// What the executor's container should have: its own resources plus those of its live
-    /// tasks, and its pids limit (its own, or the agent's default) plus each live task's
-    /// explicit one.
-    fn executor_wanted(&self, key: &ExecKey) -> Option<(Resources, u64)> {
-        let e = self.executors.get(key)?;
-        let live = self.live_executor_tasks(key);
-        let tasks = live.iter().filter_map(|id| self.tasks.get(id));
-        let mut r = e.info.resources.clone();
-        let mut pids = e
-            .info
-            .container
-            .pids_limit
-            .unwrap_or(self.config.default_pids_limit);
-        for t in tasks {
-            r = r.add(&t.info.resources);
-            pids = pids.saturating_add(t.info.container.pids_limit.unwrap_or(0));
+    pub(super) async fn on_executor_event(&mut self, event: ExecutorEvent) {
+        match event {
+            ExecutorEvent::Launched { key, result } => self.on_executor_launched(key, result).await,
+            ExecutorEvent::Exited { key, result } => self.on_executor_exited(key, result),
+            ExecutorEvent::Connection { key, stream } => {
+                self.on_executor_connection(key, stream).await
+            }
+            ExecutorEvent::Frame { key, conn, msg } => self.on_executor_frame(key, conn, msg).await,
+            ExecutorEvent::Closed { key, conn, reason } => {
+                self.on_executor_closed(key, conn, reason)
+            }
         }
-        Some((r, pids))
     }
 
-    /// Brings the executor's container limits to [`Self::executor_wanted`]: raised before a new
-    /// task is handed over, lowered after a task ended. Checkpoints the executor when they
-    /// changed, so a restarted agent restores (and drift-checks) the right values. A container
-    /// still launching is resized once it runs; plain processes have no limits.
-    pub(super) async fn resize_executor(&mut self, key: &ExecKey) -> Result<(), String> {
-        let Some((want, pids)) = self.executor_wanted(key) else {
-            return Ok(());
-        };
-        let Some(handle) = self.executors.get(key).and_then(|e| e.handle.clone()) else {
-            return Ok(());
-        };
-        let Handle::Isolated(c) = handle.as_ref() else {
-            return Ok(());
-        };
-        let old = c.limits();
-        let mut new = old.clone();
-        if want.cpus_milli > 0 {
-            new.cpus = Some(want.cpus());
+    /// `Action::CheckpointExecutor` for an executor the glue has not prepared yet (the
+    /// launch's intent) prepares it first; a preparation that fails fails the launch.
+    pub(super) fn checkpoint_executor_record(&mut self, record: &agent_core::ExecutorRecord) {
+        let key: ExecKey = (record.framework.id.clone(), record.info.executor_id.clone());
+        if !self.executors.contains_key(&key) {
+            if let Err(e) = self.prepare_executor(&key, &record.info) {
+                let msg = e.to_string();
+                let limits = Limits {
+                    resources: Resources::default(),
+                    pids: 0,
+                };
+                return self
+                    .core
+                    .handle_executor_launched(now(), &key, limits, Err(msg));
+            }
         }
-        if want.mem_bytes > 0 {
-            new.memory_bytes = Some(want.mem_bytes);
-        }
-        new.pids_max = pids;
-        let h = handle.clone();
-        let result = tokio::task::spawn_blocking(move || match h.as_ref() {
-            Handle::Isolated(c) => c.update_limits(&new).map_err(|e| e.to_string()),
-            Handle::Plain(_) => Ok(new),
-        })
-        .await
-        .map_err(|e| format!("the limit update did not complete: {e}"))?;
-        let applied = result?;
-        if applied != old {
-            tracing::info!(executor = %key.1, cpus = ?applied.cpus,
-                memory = %applied.memory_bytes.map(size).unwrap_or_else(|| "none".into()),
-                pids = applied.pids_max, "executor container limits changed");
-            self.checkpoint_executor(key);
-        }
-        Ok(())
+        self.checkpoint_executor(record);
     }
 
-    pub(super) fn checkpoint_executor(&self, key: &ExecKey) {
-        let Some(e) = self.executors.get(key) else {
+    /// `Action::RemoveExecutor`: stops listening, removes the socket and the checkpoint; the
+    /// container, if any, waits for `DestroyExecutor`.
+    pub(super) fn forget_executor(&mut self, key: &ExecKey) {
+        self.executor_checkpoints
+            .remove(&records::executor_key_str(key));
+        let Some(e) = self.executors.remove(key) else {
             return;
         };
-        let cp = ExecutorCheckpoint {
-            version: CHECKPOINT_VERSION,
-            framework: e.framework.clone(),
-            info: e.info.clone(),
-            sandbox: e.sandbox.clone(),
-            socket: e.socket.clone(),
-            uid: e.uid,
-            gid: e.gid,
-            container: e.handle.as_ref().and_then(|h| h.record()),
-            shutting_down: e.shutting_down,
-        };
-        if let Err(err) = self.executor_checkpoints.save(&key_str(key), &cp) {
-            tracing::error!(executor = %key.1, error = %err, "cannot checkpoint an executor; it may be lost if the agent restarts");
+        e.listener.abort();
+        let _ = std::fs::remove_file(&e.socket);
+        if let Some(h) = e.handle {
+            self.ended_executors.insert(key.clone(), h);
         }
+    }
+
+    /// `Action::DestroyExecutor`: removes the ended container.
+    pub(super) fn destroy_executor(&mut self, key: &ExecKey) {
+        self.forget_executor(key);
+        if let Some(handle) = self.ended_executors.remove(key) {
+            tokio::task::spawn_blocking(move || destroy(handle));
+        }
+    }
+
+    /// `Action::KillExecutor`: SIGTERM then SIGKILL to every process of the executor's
+    /// container (off the loop).
+    pub(super) fn kill_executor_container(&self, key: &ExecKey, grace: Duration) {
+        let Some(handle) = self.executors.get(key).and_then(|e| e.handle.clone()) else {
+            return;
+        };
+        tracing::info!(executor = %key.1, "killing an executor's container");
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = handle.kill(grace) {
+                tracing::warn!(error = %e, "cannot kill an executor's container");
+            }
+        });
     }
 }

@@ -1,18 +1,23 @@
-//! Executors at recovery: re-attached from their checkpoints, or destroyed.
+//! Executors at recovery: re-attached from their checkpoints (listening on their sockets
+//! again), or their checkpoints removed (their tasks then fail in the core).
 
 use super::*;
+use crate::checkpoint::Loaded;
+use crate::error::ExecutorError;
+use agent_core::{ExecutorRecord, Limits};
 
 impl Agent {
-    /// Re-attaches to the executors of the checkpoints on disk and listens on their sockets
-    /// again. Runs before task recovery, which needs them.
-    pub(in crate::agent) async fn recover_executors(&mut self) {
+    /// Re-attaches to the executors of the checkpoints on disk: the ones the core gets, with
+    /// the limits their containers have. Runs before task recovery, which needs them.
+    pub(in crate::agent) fn recover_executors(&mut self) -> Vec<(ExecutorRecord, Limits)> {
         let loaded = match self.executor_checkpoints.load_all::<ExecutorCheckpoint>() {
             Ok(l) => l,
             Err(e) => {
                 tracing::error!(error = %e, "cannot read executor checkpoints; no executor recovered");
-                return;
+                return Vec::new();
             }
         };
+        let mut out = Vec::new();
         for Loaded { key: file, result } in loaded {
             let cp = match result {
                 Ok(cp) => cp,
@@ -21,92 +26,74 @@ impl Agent {
                     continue;
                 }
             };
-            let key: ExecKey = (cp.framework.id.clone(), cp.info.executor_id.clone());
-            let Some(record) = cp.container.clone() else {
-                tracing::warn!(executor = %key.1, "the agent restarted while launching an executor; its tasks fail");
-                self.executor_checkpoints.remove(&file);
-                continue;
-            };
-            let handle = match self.runtime.recover(&record) {
-                Ok(h) => h,
-                Err(e) => {
-                    tracing::warn!(executor = %key.1, error = %e, "cannot re-attach to an executor");
+            match self.reattach_executor(&cp) {
+                Ok(limits) => out.push((
+                    ExecutorRecord {
+                        framework: cp.framework,
+                        info: cp.info,
+                        shutting_down: cp.shutting_down,
+                        running: true,
+                    },
+                    limits,
+                )),
+                Err(why) => {
+                    tracing::warn!(executor = %cp.info.executor_id, error = %why, "cannot recover an executor; its tasks fail");
                     self.executor_checkpoints.remove(&file);
-                    continue;
                 }
-            };
-            let listener = match bind_socket(&cp.socket, cp.uid, cp.gid) {
-                Ok(l) => l,
-                Err(e) => {
-                    tracing::error!(executor = %key.1, error = %e, "cannot listen for a recovered executor; killing it");
-                    let h = handle.clone();
-                    tokio::task::spawn_blocking(move || {
-                        let _ = h.kill(Duration::ZERO);
-                    });
-                    self.executor_checkpoints.remove(&file);
-                    continue;
-                }
-            };
-            let abort = spawn_listener(listener, key.clone(), self.events.clone());
-            tracing::info!(executor = %key.1, pid = handle.pid(), "re-attached to a running executor");
-            let instance = self.next_instance();
-            self.executors.insert(
-                key.clone(),
-                Executor {
-                    framework: cp.framework,
-                    info: cp.info,
-                    sandbox: cp.sandbox,
-                    socket: cp.socket,
-                    uid: cp.uid,
-                    gid: cp.gid,
-                    handle: Some(handle.clone()),
-                    conn: None,
-                    pending: Vec::new(),
-                    next_conn: 0,
-                    shutting_down: cp.shutting_down,
-                    listener: abort,
-                    instance,
-                },
-            );
-            self.watch_executor(key, handle);
+            }
         }
+        out
     }
 
-    /// After task recovery: executors left without a live task (or already shutting down)
-    /// are shut down again.
-    pub(in crate::agent) async fn after_recovery(&mut self) {
-        let keys: Vec<ExecKey> = self.executors.keys().cloned().collect();
-        for key in keys {
-            // The agent may have died between a limit change and its checkpoint.
-            if let Err(err) = self.resize_executor(&key).await {
-                tracing::warn!(executor = %key.1, error = %err, "cannot set a recovered executor's limits to its tasks");
+    /// Re-attaches one executor's container and socket; the limits its container has.
+    fn reattach_executor(&mut self, cp: &ExecutorCheckpoint) -> Result<Limits, ExecutorError> {
+        let key: ExecKey = (cp.framework.id.clone(), cp.info.executor_id.clone());
+        let Some(record) = cp.container.clone() else {
+            return Err(ExecutorError::NotLaunched);
+        };
+        let handle = self
+            .runtime
+            .recover(&record)
+            .map_err(ExecutorError::Reattach)?;
+        let listener = match bind_socket(&cp.socket, cp.uid, cp.gid) {
+            Ok(l) => l,
+            Err(e) => {
+                let h = handle.clone();
+                tokio::task::spawn_blocking(move || {
+                    let _ = h.kill(Duration::ZERO);
+                });
+                return Err(ExecutorError::Relisten(e));
             }
-            let shutting = self.executors.get(&key).is_some_and(|e| e.shutting_down);
-            if shutting {
-                if let Some(e) = self.executors.get_mut(&key) {
-                    e.shutting_down = false;
-                }
-                self.shutdown_executor(&key, "it was shutting down when the agent restarted");
-            } else {
-                self.shutdown_if_idle(&key);
-            }
-        }
-    }
-
-    /// Kills and removes every executor's container (for `cleanup_on_exit`).
-    pub(in crate::agent) async fn destroy_executors(&mut self) {
-        let keys: Vec<ExecKey> = self.executors.keys().cloned().collect();
-        for key in keys {
-            let Some(mut e) = self.forget_executor(&key) else {
-                continue;
-            };
-            if let Some(handle) = e.handle.take() {
-                let _ = tokio::task::spawn_blocking(move || {
-                    let _ = handle.kill(Duration::from_millis(500));
-                    destroy(handle);
-                })
-                .await;
-            }
-        }
+        };
+        let listener = spawn_listener(listener, key.clone(), self.events.clone());
+        tracing::info!(executor = %key.1, pid = handle.pid(), "re-attached to a running executor");
+        let limits = Limits {
+            resources: Resources::new(
+                record
+                    .limits
+                    .cpus
+                    .map(|c| (c * 1000.0).round() as u64)
+                    .unwrap_or(0),
+                record.limits.memory_bytes.unwrap_or(0),
+            ),
+            pids: record.limits.pids_max,
+        };
+        self.executors.insert(
+            key.clone(),
+            Executor {
+                sandbox: cp.sandbox.clone(),
+                socket: cp.socket.clone(),
+                uid: cp.uid,
+                gid: cp.gid,
+                handle: Some(handle.clone()),
+                conn: None,
+                pending: Vec::new(),
+                next_conn: 0,
+                listener,
+                launch_limits: None,
+            },
+        );
+        self.watch_executor(key, handle);
+        Ok(limits)
     }
 }

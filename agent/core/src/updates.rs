@@ -161,6 +161,16 @@ impl StatusUpdates {
         out
     }
 
+    /// When the earliest resend is due; `None` when no sent update waits for its
+    /// acknowledgement (a head never sent is sent by the next `due`, whatever the time).
+    pub fn next_resend(&self) -> Option<Instant> {
+        self.streams
+            .values()
+            .filter(|s| !s.queue.is_empty())
+            .filter_map(|s| s.next_send)
+            .min()
+    }
+
     /// After reconnecting: send every head again now.
     pub fn reset_timers(&mut self) {
         for stream in self.streams.values_mut() {

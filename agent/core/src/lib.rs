@@ -1,0 +1,52 @@
+//! The agent's brain, sans-IO: `AgentCore` owns what the agent knows (its tasks and their
+//! checkpointed state, custom executors and the size of their containers, the reliable
+//! status-update queue, the session with the master, kills in flight, timers) and does no I/O.
+//!
+//! The glue (`agent/`) feeds it events with the time (`Now`) passed in — `handle_master`,
+//! `handle_registered`/`handle_connect_failed`/`handle_disconnected`, `handle_launch_result`,
+//! `handle_task_exited`, the executor events, `handle_timer` — and drains what it must do with
+//! `poll_action` until `None`, executing each `Action` **in order**; `poll_timeout` says when to
+//! call `handle_timer` next. This is quinn-proto's `Connection` and raft-rs's `Ready` shape.
+//!
+//! Invariants (the harness in `testing` and the property tests check them):
+//! - **Checkpoint before send.** A status update is recorded in its task's checkpoint
+//!   (`Action::CheckpointTask`, which carries the unacknowledged updates) before the
+//!   `Action::Send` that reports it; the glue completes a checkpoint (fsync) before it executes
+//!   the next action. A kill is checkpointed (`kill_requested`) before the `Kill` goes out.
+//! - **One update in flight per task**, in order, each with a uuid and a sequence number,
+//!   resent with backoff until acknowledged and never after (`updates::StatusUpdates`).
+//! - **Exactly one terminal state per task**: once terminal, a task's state never changes.
+//! - No clock, RNG or UUID reads: time comes in `Now`, uuids are `<prefix>-<counter>` under a
+//!   prefix the glue picks per run, and reconnection jitter comes from a seeded generator.
+//!
+//! What stays in the glue: building container specs, sandboxes and their permissions, the
+//! cgroup driver, reading pressure and usage, sockets, the checkpoint files themselves.
+
+mod admission;
+mod core;
+mod executors;
+mod exits;
+mod plan;
+mod recovery;
+mod tasks;
+pub mod testing;
+mod updates;
+
+pub use crate::core::{
+    Action, AgentCore, ContainerRef, CoreConfig, ExecKey, ExecutorRecord, Limits, Now, TaskRecord,
+    TaskView,
+};
+pub use admission::{admit, container_id, progress, valid_id};
+pub use exits::{exit_status, oom_note, peak_note, size, task_end, Exit, TaskEnd};
+pub use plan::{orphans, plan_task_recovery, TaskRecovery};
+pub use recovery::{Found, RecoveredTask};
+pub use updates::{RetryPolicy, StatusUpdates, MAX_UPDATES_PER_TASK};
+
+/// Errors the core reports to its caller (inputs it cannot use).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CoreError {
+    #[error("task {0} is not known to the agent")]
+    UnknownTask(proto::TaskId),
+    #[error("executor {0} is not known to the agent")]
+    UnknownExecutor(proto::ExecutorId),
+}
