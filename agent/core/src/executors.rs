@@ -9,6 +9,7 @@ use crate::core::{
     Action, AgentCore, Container, ExecKey, ExecutorRecord, Limits, Now, Task, Timer, KILL_MARGIN,
 };
 use crate::exits::{task_end, Exit};
+use crate::RuntimeFailure;
 use proto::{
     AgentToExecutor, ExecutorInfo, ExecutorToAgent, ExecutorUpdate, FrameworkSummary, OomPolicy,
     Resources, StatusReason, StatusSource, TaskId, TaskInfo, TaskState,
@@ -126,7 +127,7 @@ impl AgentCore {
         &mut self,
         now: Now,
         key: &ExecKey,
-        result: Result<Limits, String>,
+        result: Result<Limits, RuntimeFailure>,
     ) {
         let Some(e) = self.executors.get_mut(key) else {
             return;
@@ -313,7 +314,7 @@ impl AgentCore {
         now: Now,
         key: &ExecKey,
         limits: Limits,
-        result: Result<u32, String>,
+        result: Result<u32, RuntimeFailure>,
     ) {
         let Some(e) = self.executors.get_mut(key) else {
             if result.is_ok() {
@@ -683,7 +684,7 @@ impl AgentCore {
         &mut self,
         now: Now,
         key: &ExecKey,
-        result: Result<Exit, String>,
+        result: Result<Exit, RuntimeFailure>,
     ) {
         let Some(e) = self.executors.remove(key) else {
             return;

@@ -1,6 +1,7 @@
 //! How a container's end becomes a task's terminal status: a command task's own container
 //! (`exit_status`) and a task of an executor whose container ended (`task_end`).
 
+use crate::RuntimeFailure;
 use proto::{ExecutorId, Limitation, OomPolicy, StatusReason, TaskState};
 
 /// How a container ended, as the glue's runtime reports it (the isolation crate's `ExitInfo`,
@@ -152,7 +153,7 @@ pub struct TaskEnd {
 /// `memory_limit` is the container's limit, used when the exit's limitation has none.
 pub fn task_end(
     executor: &ExecutorId,
-    result: &Result<Exit, String>,
+    result: &Result<Exit, RuntimeFailure>,
     kill_requested: bool,
     memory_limit: u64,
 ) -> TaskEnd {
@@ -304,7 +305,11 @@ mod exit_status_tests {
 mod task_end_tests {
     use super::*;
 
-    fn exit(code: Option<i32>, signal: Option<i32>, oom: Option<u64>) -> Result<Exit, String> {
+    fn exit(
+        code: Option<i32>,
+        signal: Option<i32>,
+        oom: Option<u64>,
+    ) -> Result<Exit, RuntimeFailure> {
         Ok(Exit {
             code,
             signal,
@@ -352,7 +357,7 @@ mod task_end_tests {
                 "killed with its executor"
             )
         );
-        let lost = task_end(&ex, &Err("gone".to_owned()), true, 0);
+        let lost = task_end(&ex, &Err("gone".into()), true, 0);
         assert_eq!(lost.state, TaskState::Killed);
         for (result, message) in [
             (
@@ -368,7 +373,7 @@ mod task_end_tests {
                 "executor ex ended before the task ended",
             ),
             (
-                Err("no such container".to_owned()),
+                Err("no such container".into()),
                 "lost track of executor ex: no such container",
             ),
         ] {

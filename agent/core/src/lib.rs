@@ -42,6 +42,32 @@ pub use plan::{orphans, plan_task_recovery, TaskRecovery};
 pub use recovery::{Found, RecoveredTask};
 pub use updates::{RetryPolicy, StatusUpdates, MAX_UPDATES_PER_TASK};
 
+/// What the glue reports when an operation on the host failed (a launch, a wait, a resize): the
+/// core only records its message in the task's status, so it keeps the text of the glue's typed
+/// error (`agent::error::RuntimeError` and friends).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct RuntimeFailure(pub String);
+
+impl RuntimeFailure {
+    /// The failure of a typed error from the glue.
+    pub fn of(error: &impl std::fmt::Display) -> RuntimeFailure {
+        RuntimeFailure(error.to_string())
+    }
+}
+
+impl From<String> for RuntimeFailure {
+    fn from(message: String) -> RuntimeFailure {
+        RuntimeFailure(message)
+    }
+}
+
+impl From<&str> for RuntimeFailure {
+    fn from(message: &str) -> RuntimeFailure {
+        RuntimeFailure(message.to_owned())
+    }
+}
+
 /// Errors the core reports to its caller (inputs it cannot use).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CoreError {

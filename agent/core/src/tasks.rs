@@ -10,6 +10,7 @@ use crate::admission::admit;
 use crate::core::{Action, AgentCore, Container, Now, Task};
 use crate::exits::{exit_status, Exit};
 use crate::CoreError;
+use crate::RuntimeFailure;
 use proto::{FrameworkId, FrameworkSummary, StatusReason, TaskId, TaskInfo, TaskState};
 use std::time::Duration;
 
@@ -62,7 +63,7 @@ impl AgentCore {
 
     /// The glue could not even prepare a task's launch (its container spec): the task fails.
     pub fn handle_launch_refused(&mut self, now: Now, task_id: &TaskId, message: String) {
-        self.handle_launch_result(now, task_id, Err(message));
+        self.handle_launch_result(now, task_id, Err(RuntimeFailure(message)));
     }
 
     /// A command task's container was launched (`Ok(pid)`) or could not be.
@@ -70,7 +71,7 @@ impl AgentCore {
         &mut self,
         now: Now,
         task_id: &TaskId,
-        result: Result<u32, String>,
+        result: Result<u32, RuntimeFailure>,
     ) {
         let Some(task) = self.tasks.get_mut(task_id) else {
             return;
@@ -100,7 +101,7 @@ impl AgentCore {
                 task.container = Container::None;
                 self.update(now, task_id, TaskState::Failed, |s| {
                     s.reason = Some(StatusReason::ContainerLaunchFailed);
-                    s.message = Some(message);
+                    s.message = Some(message.0);
                 });
             }
         }
@@ -111,7 +112,7 @@ impl AgentCore {
         &mut self,
         now: Now,
         task_id: &TaskId,
-        result: Result<Exit, String>,
+        result: Result<Exit, RuntimeFailure>,
     ) -> Result<(), CoreError> {
         let task = self
             .tasks

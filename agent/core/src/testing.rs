@@ -343,7 +343,7 @@ impl Harness {
         self.pending_launches.retain(|t| t != &id);
         self.containers.remove(&ContainerRef::Task(id.clone()));
         self.core
-            .handle_launch_result(self.now, &id, Err(message.to_owned()));
+            .handle_launch_result(self.now, &id, Err(message.into()));
         self.drain();
     }
 

@@ -73,7 +73,7 @@ impl Agent {
             }
             Err(message) => {
                 self.core
-                    .handle_launch_result(now(), &task_id, Err(message.to_string()))
+                    .handle_launch_result(now(), &task_id, Err(RuntimeFailure::of(&message)))
             }
         }
     }
@@ -82,7 +82,7 @@ impl Agent {
         if let Err(e) = self.core.handle_task_exited(
             now(),
             &task_id,
-            result.map(exit_of).map_err(|e| e.to_string()),
+            result.map(exit_of).map_err(|e| RuntimeFailure::of(&e)),
         ) {
             tracing::debug!(error = %e, "a container ended that no task holds");
         }

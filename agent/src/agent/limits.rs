@@ -62,10 +62,16 @@ impl Agent {
                         new.memory_bytes = Some(want.resources.mem_bytes);
                     }
                     new.pids_max = want.pids;
-                    c.update_limits(&new).map(|_| ()).map_err(|e| e.to_string())
+                    c.update_limits(&new)
+                        .map(|_| ())
+                        .map_err(|e| RuntimeFailure::of(&e))
                 })
                 .await
-                .unwrap_or_else(|e| Err(format!("the limit update did not complete: {e}")))
+                .unwrap_or_else(|e| {
+                    Err(RuntimeFailure(format!(
+                        "the limit update did not complete: {e}"
+                    )))
+                })
             }
             _ => Ok(()),
         };

@@ -30,7 +30,7 @@ use crate::resources;
 use crate::runtime::{Handle, Runtime};
 use crate::workdir;
 use crate::AgentError;
-use agent_core::{Action, AgentCore, CoreConfig, ExecKey, Now, RetryPolicy};
+use agent_core::{Action, AgentCore, CoreConfig, ExecKey, Now, RetryPolicy, RuntimeFailure};
 use executors::Executor;
 use isolation::{ContainerSpec, ExitInfo};
 use proto::{AgentId, AgentInfo, FrameworkSummary, Resources, Role, ServerFrame, TaskId, TaskInfo};

@@ -29,7 +29,7 @@ impl Agent {
             &key,
             result
                 .map(crate::agent::launch::exit_of)
-                .map_err(|e| e.to_string()),
+                .map_err(|e| RuntimeFailure::of(&e)),
         );
     }
 }

@@ -102,7 +102,7 @@ impl Agent {
         let mut spec = match spec {
             Ok(s) => s,
             Err(e) => {
-                let msg = e.to_string();
+                let msg = RuntimeFailure::of(&e);
                 return self
                     .core
                     .handle_executor_launched(now(), &key, limits, Err(msg));
@@ -199,8 +199,12 @@ impl Agent {
             }
             Err(message) => {
                 tracing::warn!(executor = %key.1, error = %message, "cannot launch executor");
-                self.core
-                    .handle_executor_launched(now(), &key, limits, Err(message.to_string()));
+                self.core.handle_executor_launched(
+                    now(),
+                    &key,
+                    limits,
+                    Err(RuntimeFailure::of(&message)),
+                );
             }
         }
     }

@@ -142,7 +142,7 @@ impl Agent {
         let key: ExecKey = (record.framework.id.clone(), record.info.executor_id.clone());
         if !self.executors.contains_key(&key) {
             if let Err(e) = self.prepare_executor(&key, &record.info) {
-                let msg = e.to_string();
+                let msg = RuntimeFailure::of(&e);
                 let limits = Limits {
                     resources: Resources::default(),
                     pids: 0,
