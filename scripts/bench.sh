@@ -4,7 +4,7 @@
 # cgroups and namespaces) on a quiet machine; it prints the machine, the load average before
 # and after, and how long each bench took. CI does not run it.
 #
-#   scripts/bench.sh            every bench at full size (about 6 minutes on 2 cores, after the build)
+#   scripts/bench.sh            every bench at full size (about 5 minutes on 2 cores, after the build)
 #   scripts/bench.sh --quick    smaller sizes and shorter windows (about 2 minutes), for a smoke run
 #
 # The launch bench compares with crun and runc when they are installed
@@ -60,10 +60,13 @@ done
 echo "load average before the build: $(loadavg)"
 
 echo
+# Every bench is built and run with the same package set: cargo unifies features over the
+# packages it is given, so `cargo bench -p ONE` would build each bench again.
+pkgs=(-p master-core -p master-raft -p isolation -p integration)
 echo "== building (release): corral and every bench"
 build_start=$SECONDS
 cargo build --release -q -p corral
-cargo bench -q --no-run -p master-core -p master-raft -p isolation -p integration
+cargo bench -q --no-run "${pkgs[@]}"
 echo "(built in $((SECONDS - build_start)) s)"
 echo "load average before the benches: $(loadavg)"
 
@@ -83,17 +86,17 @@ bench() {
 }
 
 benches_start=$SECONDS
-bench "allocation pass" cargo bench -q -p master-core --bench allocator
-bench "registry writes" cargo bench -q -p master-raft --bench registry_writes
+bench "allocation pass" cargo bench -q "${pkgs[@]}" --bench allocator
+bench "registry writes" cargo bench -q "${pkgs[@]}" --bench registry_writes
 if [ "$(id -u)" = 0 ]; then
-    bench "container launch" cargo bench -q -p isolation --bench launch
+    bench "container launch" cargo bench -q "${pkgs[@]}" --bench launch
 else
     echo
     echo "== container launch: skipped (needs root)"
     failed+=("container launch (not root)")
 fi
-bench "agent idle footprint" cargo bench -q -p integration --bench agent_idle
-bench "master failover" cargo bench -q -p integration --bench failover
+bench "agent idle footprint" cargo bench -q "${pkgs[@]}" --bench agent_idle
+bench "master failover" cargo bench -q "${pkgs[@]}" --bench failover
 
 echo
 echo "== done: benches took $((SECONDS - benches_start)) s; load average $(loadavg)"

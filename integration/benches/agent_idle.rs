@@ -7,9 +7,10 @@
 //! CPU comes from the scheduler's nanosecond on-CPU clock of every thread
 //! (`/proc/PID/task/TID/schedstat`, first field), sampled every 250 ms: a thread born during the
 //! window counts from 0, one that exits loses at most its last 250 ms (the table says how many
-//! exited). `utime + stime` of `/proc/PID/stat` is printed beside it as a cross-check: it counts in
-//! clock ticks (10 ms), so over a window of W seconds it cannot resolve less than 1/W % —
-//! the old "0.10 %" over 10 s was one tick.
+//! exited). `utime + stime` of `/proc/PID/stat` is printed beside it as a cross-check: each is
+//! truncated to clock ticks (10 ms), so the difference of their sum over a window of W seconds
+//! is off by up to 2 ticks, ± 2/W % (± 0.1 % over 20 s) — the old "0.10 %" over 10 s was one
+//! tick, its resolution, not a value.
 
 mod common;
 
@@ -138,7 +139,8 @@ fn row(process: &str, tasks: &str, u: &Usage, window: Duration, target: &str) {
         u.cpu_ns,
         u.cpu_ticks,
         u.ticks,
-        100.0 / ticks_per_second() / window.as_secs_f64(),
+        // utime and stime are each truncated to whole ticks: 2 ticks either way.
+        2.0 * 100.0 / ticks_per_second() / window.as_secs_f64(),
         u.exited,
         u.threads,
     );
@@ -191,6 +193,7 @@ fn main() {
     row("corral agent", &n, &busy[0], w1, "-");
     row("corral master", &n, &busy[1], w1, "-");
     println!();
+    println!("(CPU (ns clock): per-thread on-CPU ns, resolution 1 ns per window, printed to 0.001 %; a thread that exited in the window misses at most its last 250 ms. CPU (ticks): utime+stime, ± 2 ticks.)");
     println!("(each window {secs} s, sampled every 250 ms; heartbeat and usage report every 2 s; CPU in % of one core; Nomad's per-task helpers alone are 14-20 MB each)");
     for mut r in runs {
         let _ = r.kill();
