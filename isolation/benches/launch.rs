@@ -9,10 +9,14 @@
 //!   work directory hidden under a read-only tmpfs with the sandbox bound back, a private
 //!   `/dev/shm` tmpfs and `/var/tmp`, read-only `/sys/fs/cgroup`, the agent's environment and
 //!   hostname, the user switch to `nobody` — the spec `agent/src/agent/spec.rs`
-//!   (`container_spec`) builds, repeated here in `agent_spec` because the agent crate does not
-//!   export it; the sandbox is made inside the timed span, as the agent makes it per task;
+//!   (`container_spec`) builds, repeated here in `AgentSetup::spec` because the agent crate
+//!   does not export it; the sandbox is made inside the timed span, as the agent makes it per
+//!   task;
 //! - crun and runc (if installed) in a minimal bundle, `run` (create+start+wait+delete) per
 //!   launch, and each row's ratio to crun.
+//!
+//! Our rows are interleaved (one launch of each in turn), so a shared machine's changing load
+//! weighs on them alike; the crun and runc rows run after them, one after the other.
 //!
 //! Then each init's resident memory while a task runs, and a leak check over many launches of
 //! the agent's container (the test init's without a release `corral`).
@@ -85,14 +89,22 @@ fn main() {
         iso.version(),
         kernel()
     );
-    let mut rows = Vec::new();
-    rows.push(ours(&iso, "test init: default view", n, |_| spec.clone()));
     let mut net = spec.clone();
     net.namespaces.network = NetworkNs::Isolated;
-    rows.push(ours(&iso, "test init: ... + net ns", n, |_| net.clone()));
-
     // The agent's container through the real `corral __init`.
     let agent = corral_bin().map(|bin| AgentSetup::new(&bin, dir.path()));
+    let mut variants: Vec<Variant> = vec![
+        Variant {
+            iso: &iso,
+            name: "test init: default view",
+            spec: Box::new(|_| spec.clone()),
+        },
+        Variant {
+            iso: &iso,
+            name: "test init: ... + net ns",
+            spec: Box::new(|_| net.clone()),
+        },
+    ];
     match &agent {
         Ok(a) => {
             println!(
@@ -100,15 +112,20 @@ fn main() {
                 a.bin.display(),
                 a.work.display()
             );
-            rows.push(ours(&a.iso, "corral __init: agent spec", n, |i| {
-                a.spec(&format!("b-{i}"), false)
-            }));
-            rows.push(ours(&a.iso, "corral __init: agent spec + net", n, |i| {
-                a.spec(&format!("n-{i}"), true)
-            }));
+            variants.push(Variant {
+                iso: &a.iso,
+                name: "corral __init: agent spec",
+                spec: Box::new(|i| a.spec(&format!("b-{i}"), false)),
+            });
+            variants.push(Variant {
+                iso: &a.iso,
+                name: "corral __init: agent spec + net",
+                spec: Box::new(|i| a.spec(&format!("n-{i}"), true)),
+            });
         }
         Err(e) => println!("(agent rows: {e})"),
     }
+    let mut rows = ours(&variants, n);
 
     // crun 1.8 refuses hybrid hosts ("cgroups in hybrid mode not supported"): run the OCI
     // runtimes in a private mount namespace without the unified mount, so they see legacy v1.
@@ -256,36 +273,53 @@ fn main() {
     iso.remove_task_parents().expect("remove task parents");
 }
 
-/// `n` timed launches of `spec(i)` (made inside the timed span) after 10 untimed ones.
-fn ours(iso: &Isolator, name: &str, n: usize, spec: impl Fn(usize) -> ContainerSpec) -> Stats {
-    for i in 0..10 {
-        let s = spec(n + i);
-        let c = iso.launch(&format!("warm-{i}"), &s).expect("launch");
-        c.wait().unwrap();
-        c.destroy().unwrap();
+/// One of our rows: an isolator and the spec of its `i`-th launch.
+struct Variant<'a> {
+    iso: &'a Isolator,
+    name: &'static str,
+    spec: Box<dyn Fn(usize) -> ContainerSpec + 'a>,
+}
+
+/// `n` timed launches of each variant after 10 untimed ones, interleaved (launch `i` of every
+/// variant, then launch `i + 1`), so that a machine whose load changes during the run (other
+/// builds) weighs on every row alike. `spec(i)` is made inside the timed span. A row's
+/// launches per second are `n` over the sum of its launches' times to deleted.
+fn ours(variants: &[Variant], n: usize) -> Vec<Stats> {
+    for (k, v) in variants.iter().enumerate() {
+        for i in 0..10 {
+            let s = (v.spec)(n + i);
+            let c = v.iso.launch(&format!("warm-{k}-{i}"), &s).expect("launch");
+            c.wait().unwrap();
+            c.destroy().unwrap();
+        }
     }
-    let mut s = Stats {
-        name: name.into(),
-        n,
-        wall: Duration::ZERO,
-        running: vec![],
-        exited: vec![],
-        deleted: vec![],
-    };
-    let wall = Instant::now();
+    let mut rows: Vec<Stats> = variants
+        .iter()
+        .map(|v| Stats {
+            name: v.name.into(),
+            n,
+            wall: Duration::ZERO,
+            running: vec![],
+            exited: vec![],
+            deleted: vec![],
+        })
+        .collect();
     for i in 0..n {
-        let t = Instant::now();
-        let sp = spec(i);
-        let c = iso.launch(&format!("b-{i}"), &sp).expect("launch");
-        s.running.push(t.elapsed());
-        let e = c.wait().expect("wait");
-        assert!(e.success(), "{e:?}");
-        s.exited.push(t.elapsed());
-        c.destroy().expect("destroy");
-        s.deleted.push(t.elapsed());
+        for (k, (v, s)) in variants.iter().zip(rows.iter_mut()).enumerate() {
+            let t = Instant::now();
+            let sp = (v.spec)(i);
+            let c = v.iso.launch(&format!("b-{k}-{i}"), &sp).expect("launch");
+            s.running.push(t.elapsed());
+            let e = c.wait().expect("wait");
+            assert!(e.success(), "{}: {e:?}", v.name);
+            s.exited.push(t.elapsed());
+            c.destroy().expect("destroy");
+            let d = t.elapsed();
+            s.deleted.push(d);
+            s.wall += d;
+        }
     }
-    s.wall = wall.elapsed();
-    s
+    rows
 }
 
 /// The agent's side of the bench: an isolator configured as `agent/src/agent/config.rs`'s
