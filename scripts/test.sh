@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs Corral's whole test suite. On a fresh Debian machine (as root) it first installs what the
 # tests need: qemu, busybox and a cgroup-v2 kernel for the VM suite, and the Debian image with
-# systemd as PID 1 for the real-systemd test (built once, cached under /var/cache/corral-vm).
+# systemd as PID 1 for the real-systemd test (built once, cached under /var/cache/corral-vm),
+# and crun and runc, which no test needs but the launch bench of scripts/bench.sh compares with.
 # Without root, the root-only tests (real cgroups, the VMs) skip with a message saying why.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,6 +10,17 @@ cd "$(dirname "$0")/.."
 if [ "$(id -u)" = 0 ]; then
     scripts/vm-kernel.sh
     scripts/systemd-vm-image.sh
+    oci=()
+    for rt in crun runc; do
+        command -v "$rt" >/dev/null 2>&1 || oci+=("$rt")
+    done
+    if [ "${#oci[@]}" -gt 0 ]; then
+        echo "test.sh: installing ${oci[*]} (the launch bench compares with them)"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get install -y -q --no-install-recommends "${oci[@]}" >/dev/null \
+            || { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends "${oci[@]}" >/dev/null; } \
+            || echo "test.sh: could not install ${oci[*]}; the tests do not need them" >&2
+    fi
 else
     echo "test.sh: not root: not installing packages; cgroup and VM tests will skip" >&2
 fi

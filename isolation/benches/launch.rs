@@ -1,12 +1,30 @@
 //! Launch benchmark (harness = false): prints a table of launches/s and p50/p99 latencies from
 //! spawn to running (the init reported the task exec'd), to exit (wait returned) and to deleted
-//! (cgroup and run dir removed), for `/bin/true` with a cgroup plus pid/mount/uts/ipc namespaces,
-//! and separately with a network namespace; then the same `/bin/true` through crun and runc (if
-//! installed) in a minimal bundle, `run` (create+start+wait+delete) per launch, and the ratio to
-//! crun. Also the init's resident memory while a task runs.
+//! (cgroup and run dir removed), all for `/bin/true` with cpu, memory and pids limits:
 //!
-//! `cargo bench -p isolation --bench launch` as root. `LAUNCH_BENCH_N` sets the iterations
-//! (default 300); `LAUNCH_BENCH_LEAK_N` (default 1000) the leak check launches.
+//! - the test init (`isolation-test-init __init`) with the default view (a cgroup plus
+//!   pid/mount/uts/ipc namespaces, `/sys/fs/cgroup` read-only), and with a network namespace;
+//! - the agent's real container through `corral __init` (the release binary, as the agent execs
+//!   it): a fresh sandbox per launch (0750, owned by `nobody`, in a 0711 work directory), the
+//!   work directory hidden under a read-only tmpfs with the sandbox bound back, a private
+//!   `/dev/shm` tmpfs and `/var/tmp`, read-only `/sys/fs/cgroup`, the agent's environment and
+//!   hostname, the user switch to `nobody` — the spec `agent/src/agent/spec.rs`
+//!   (`container_spec`) builds, repeated here in `AgentSetup::spec` because the agent crate
+//!   does not export it; the sandbox is made inside the timed span, as the agent makes it per
+//!   task;
+//! - crun and runc (if installed) in a minimal bundle, `run` (create+start+wait+delete) per
+//!   launch, and each row's ratio to crun.
+//!
+//! Our rows are interleaved (one launch of each in turn), so a shared machine's changing load
+//! weighs on them alike; the crun and runc rows run after them, one after the other.
+//!
+//! Then each init's resident memory while a task runs, and a leak check over many launches of
+//! the agent's container (the test init's without a release `corral`).
+//!
+//! `cargo bench -p isolation --bench launch` as root; `scripts/bench.sh` builds `corral` first.
+//! `CORRAL_BIN` names the `corral` binary (default `target/release/corral`); `LAUNCH_BENCH_N`
+//! sets the launches per row (default 300; crun/runc at most 100); `LAUNCH_BENCH_LEAK_N`
+//! (default 1000) the leak check launches.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -71,11 +89,43 @@ fn main() {
         iso.version(),
         kernel()
     );
-    let mut rows = Vec::new();
-    rows.push(ours(&iso, "corral: cgroup+pid/mnt/uts/ipc", &spec, n));
     let mut net = spec.clone();
     net.namespaces.network = NetworkNs::Isolated;
-    rows.push(ours(&iso, "corral: ... + net ns", &net, n));
+    // The agent's container through the real `corral __init`.
+    let agent = corral_bin().map(|bin| AgentSetup::new(&bin, dir.path()));
+    let mut variants: Vec<Variant> = vec![
+        Variant {
+            iso: &iso,
+            name: "test init: default view",
+            spec: Box::new(|_| spec.clone()),
+        },
+        Variant {
+            iso: &iso,
+            name: "test init: ... + net ns",
+            spec: Box::new(|_| net.clone()),
+        },
+    ];
+    match &agent {
+        Ok(a) => {
+            println!(
+                "(agent rows: {} __init, work dir {} hidden, tasks as nobody)",
+                a.bin.display(),
+                a.work.display()
+            );
+            variants.push(Variant {
+                iso: &a.iso,
+                name: "corral __init: agent spec",
+                spec: Box::new(|i| a.spec(&format!("b-{i}"), false)),
+            });
+            variants.push(Variant {
+                iso: &a.iso,
+                name: "corral __init: agent spec + net",
+                spec: Box::new(|i| a.spec(&format!("n-{i}"), true)),
+            });
+        }
+        Err(e) => println!("(agent rows: {e})"),
+    }
+    let mut rows = ours(&variants, n);
 
     // crun 1.8 refuses hybrid hosts ("cgroups in hybrid mode not supported"): run the OCI
     // runtimes in a private mount namespace without the unified mount, so they see legacy v1.
@@ -101,7 +151,7 @@ fn main() {
     let own_mem = own_memory_cgroup();
     for rt in ["crun", "runc"] {
         let Some(rt_path) = which(rt) else {
-            println!("({rt} not installed: apt-get install {rt})");
+            println!("({rt}: not installed; apt-get install {rt})");
             continue;
         };
         for with_net in [false, true] {
@@ -169,65 +219,253 @@ fn main() {
     println!("(times in ms from the start of launch; crun/runc rows: `run` = create+start+wait+delete, so run/exit/del are the same; crun/x = crun p50 total / this row's p50 total)");
 
     // Resident memory of the per-task init while a task runs.
+    println!();
     let mut sleeper = spec.clone();
     sleeper.argv = vec![
         init.to_string_lossy().into_owned(),
         "sleep".into(),
         "5".into(),
     ];
-    let c = iso.launch("bench-rss", &sleeper).expect("launch sleeper");
-    std::thread::sleep(Duration::from_millis(200));
-    let (rss, pss) = mem_of(c.pid());
-    println!("\ninit (PID 1 per task) resident memory: VmRSS {rss} kB, Pss {pss} kB (Nomad's per-task executor: 14-20 MB)");
-    c.kill(Duration::ZERO).unwrap();
-    c.destroy().unwrap();
+    init_memory(&iso, "test init", &sleeper);
+    if let Ok(a) = &agent {
+        let mut s = a.spec("rss", false);
+        s.argv = vec!["/bin/sleep".into(), "5".into()];
+        init_memory(&a.iso, "corral __init (agent spec)", &s);
+    }
+    println!("(Nomad's per-task executor: 14-20 MB)");
 
-    // Leak check over many launches.
+    // Leak check over many launches of the agent's container (the real path).
     let fds0 = count("/proc/self/fd");
+    let mounts0 = mounts_here();
     let t = Instant::now();
+    let (leak_iso, what) = match &agent {
+        Ok(a) => (&a.iso, "corral __init, agent spec"),
+        Err(_) => (&iso, "test init"),
+    };
     for i in 0..leak_n {
-        let c = iso.launch(&format!("leak-{i}"), &spec).expect("launch");
+        let id = format!("leak-{i}");
+        let s = match &agent {
+            Ok(a) => a.spec(&id, false),
+            Err(_) => spec.clone(),
+        };
+        let c = leak_iso.launch(&id, &s).expect("launch");
         c.wait().expect("wait");
         c.destroy().expect("destroy");
+        if let Ok(a) = &agent {
+            a.remove_sandbox(&id);
+        }
     }
-    let left: usize = iso.task_parents().values().map(|p| subdirs(p)).sum();
+    let left: usize = leak_iso.task_parents().values().map(|p| subdirs(p)).sum();
     let zombies = zombie_children();
+    let run_dirs = match &agent {
+        Ok(a) => count(&a.work.join("containers").to_string_lossy()),
+        Err(_) => count(&dir.path().join("run").to_string_lossy()),
+    };
     println!(
-        "\nleak check: {leak_n} launches in {:.1} s; cgroups left {left}, run dirs left {}, fds {fds0} -> {}, zombie children {zombies}",
+        "\nleak check ({what}): {leak_n} launches in {:.1} s; cgroups left {left}, run dirs left {run_dirs}, fds {fds0} -> {}, zombie children {zombies}, mounts {mounts0} -> {}",
         t.elapsed().as_secs_f64(),
-        count(&dir.path().join("run").to_string_lossy()),
         count("/proc/self/fd"),
+        mounts_here(),
     );
+    if let Ok(a) = &agent {
+        a.iso.remove_task_parents().expect("remove task parents");
+    }
     iso.remove_task_parents().expect("remove task parents");
 }
 
-fn ours(iso: &Isolator, name: &str, spec: &ContainerSpec, n: usize) -> Stats {
-    for i in 0..10 {
-        let c = iso.launch(&format!("warm-{i}"), spec).expect("launch");
-        c.wait().unwrap();
-        c.destroy().unwrap();
+/// One of our rows: an isolator and the spec of its `i`-th launch.
+struct Variant<'a> {
+    iso: &'a Isolator,
+    name: &'static str,
+    spec: Box<dyn Fn(usize) -> ContainerSpec + 'a>,
+}
+
+/// `n` timed launches of each variant after 10 untimed ones, interleaved (launch `i` of every
+/// variant, then launch `i + 1`), so that a machine whose load changes during the run (other
+/// builds) weighs on every row alike. `spec(i)` is made inside the timed span. A row's
+/// launches per second are `n` over the sum of its launches' times to deleted.
+fn ours(variants: &[Variant], n: usize) -> Vec<Stats> {
+    for (k, v) in variants.iter().enumerate() {
+        for i in 0..10 {
+            let s = (v.spec)(n + i);
+            let c = v.iso.launch(&format!("warm-{k}-{i}"), &s).expect("launch");
+            c.wait().unwrap();
+            c.destroy().unwrap();
+        }
     }
-    let mut s = Stats {
-        name: name.into(),
-        n,
-        wall: Duration::ZERO,
-        running: vec![],
-        exited: vec![],
-        deleted: vec![],
-    };
-    let wall = Instant::now();
+    let mut rows: Vec<Stats> = variants
+        .iter()
+        .map(|v| Stats {
+            name: v.name.into(),
+            n,
+            wall: Duration::ZERO,
+            running: vec![],
+            exited: vec![],
+            deleted: vec![],
+        })
+        .collect();
     for i in 0..n {
-        let t = Instant::now();
-        let c = iso.launch(&format!("b-{i}"), spec).expect("launch");
-        s.running.push(t.elapsed());
-        let e = c.wait().expect("wait");
-        assert!(e.success(), "{e:?}");
-        s.exited.push(t.elapsed());
-        c.destroy().expect("destroy");
-        s.deleted.push(t.elapsed());
+        for (k, (v, s)) in variants.iter().zip(rows.iter_mut()).enumerate() {
+            let t = Instant::now();
+            let sp = (v.spec)(i);
+            let c = v.iso.launch(&format!("b-{k}-{i}"), &sp).expect("launch");
+            s.running.push(t.elapsed());
+            let e = c.wait().expect("wait");
+            assert!(e.success(), "{}: {e:?}", v.name);
+            s.exited.push(t.elapsed());
+            c.destroy().expect("destroy");
+            let d = t.elapsed();
+            s.deleted.push(d);
+            s.wall += d;
+        }
     }
-    s.wall = wall.elapsed();
-    s
+    rows
+}
+
+/// The agent's side of the bench: an isolator configured as `agent/src/agent/config.rs`'s
+/// `make_runtime` configures it (run dir and sandboxes in the work dir, default user `nobody`,
+/// the `corral` binary as init) and a work directory laid out as the agent's.
+struct AgentSetup {
+    bin: PathBuf,
+    work: PathBuf,
+    iso: Isolator,
+    nobody: (u32, u32),
+}
+
+impl AgentSetup {
+    fn new(bin: &Path, base: &Path) -> AgentSetup {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        let work = base.join("agent-work");
+        for d in ["", "sandboxes", "sandboxes/fw"] {
+            let p = work.join(d);
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o711)
+                .create(&p)
+                .expect("work dir");
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o711)).unwrap();
+        }
+        let nobody = nix::unistd::User::from_name("nobody")
+            .ok()
+            .flatten()
+            .map(|u| (u.uid.as_raw(), u.gid.as_raw()))
+            .expect("user nobody");
+        let mut cfg = IsolatorConfig::new(bin, vec!["__init".into()]);
+        cfg.cgroup_parent = Some(format!("corral-bench-agent-{}", std::process::id()));
+        cfg.run_root = work.join("containers");
+        cfg.sandbox_root = Some(work.join("sandboxes"));
+        cfg.default_user = Some("nobody".into());
+        cfg.default_pids_limit = 4096;
+        let iso = Isolator::new(cfg).expect("isolator for the agent rows");
+        AgentSetup {
+            bin: bin.to_path_buf(),
+            work,
+            iso,
+            nobody,
+        }
+    }
+
+    /// Makes the task's sandbox as `agent::workdir::create_sandbox` does and returns the spec
+    /// `agent/src/agent/spec.rs` builds for `/bin/true` (0.5 cpu hard limit, 64 MiB, 64 pids).
+    fn spec(&self, task: &str, net: bool) -> ContainerSpec {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        let sandbox = self.work.join("sandboxes/fw").join(task);
+        std::fs::DirBuilder::new()
+            .mode(0o750)
+            .create(&sandbox)
+            .expect("sandbox");
+        std::os::unix::fs::lchown(&sandbox, Some(self.nobody.0), Some(self.nobody.1))
+            .expect("chown sandbox");
+        std::fs::set_permissions(&sandbox, std::fs::Permissions::from_mode(0o750)).unwrap();
+        let s = sandbox.display().to_string();
+        let env = [
+            ("PATH", "/usr/local/bin:/usr/bin:/bin"),
+            ("HOME", &s),
+            ("CORRAL_SANDBOX", &s),
+            ("CORRAL_TASK_ID", task),
+            ("CORRAL_FRAMEWORK_ID", "fw"),
+            ("CORRAL_AGENT_ID", "bench-agent"),
+            ("MESOS_SANDBOX", &s),
+            ("MESOS_TASK_ID", task),
+        ];
+        let mut spec = ContainerSpec::new(vec!["/bin/true".into()], &sandbox);
+        spec.env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        spec.user = Some("nobody".into());
+        spec.cpus = Some(0.5);
+        spec.cpu_hard_limit = true;
+        spec.memory_bytes = Some(64 << 20);
+        spec.pids_limit = Some(64);
+        spec.hostname = Some("bench-node".into());
+        if net {
+            spec.namespaces.network = NetworkNs::Isolated;
+        }
+        spec.view = isolation::FsView {
+            hidden: vec![self.work.clone()],
+            visible: Vec::new(),
+            read_only: vec![PathBuf::from("/sys/fs/cgroup")],
+            private_shm: Path::new("/dev/shm").is_dir(),
+            private_dirs: ["/var/tmp"]
+                .iter()
+                .map(PathBuf::from)
+                .filter(|d| d.is_dir())
+                .collect(),
+        };
+        spec
+    }
+
+    fn remove_sandbox(&self, task: &str) {
+        let _ = std::fs::remove_dir_all(self.work.join("sandboxes/fw").join(task));
+    }
+}
+
+/// `$CORRAL_BIN`, else the workspace's `target/release/corral`.
+fn corral_bin() -> Result<PathBuf, String> {
+    let bin = std::env::var_os("CORRAL_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            std::env::var_os("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
+                .join("release/corral")
+        });
+    if bin.is_file() {
+        Ok(bin)
+    } else {
+        Err(format!(
+            "no corral binary at {}: cargo build --release -p corral (or set CORRAL_BIN)",
+            bin.display()
+        ))
+    }
+}
+
+/// Prints the resident memory of the init of a container running `spec` (a sleeper).
+fn init_memory(iso: &Isolator, what: &str, spec: &ContainerSpec) {
+    let c = iso.launch("bench-rss", spec).expect("launch sleeper");
+    // The init has set up the container and forked the task once the task is running.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while children_of(c.pid()) == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let (rss, pss) = mem_of(c.pid());
+    println!("{what} (PID 1 per task) resident memory: VmRSS {rss} kB, Pss {pss} kB");
+    c.kill(Duration::ZERO).unwrap();
+    c.destroy().unwrap();
+}
+
+fn children_of(pid: i32) -> usize {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .map(|s| s.split_whitespace().count())
+        .unwrap_or(0)
+}
+
+/// Mount points in this process's mount namespace (a leak would grow it).
+fn mounts_here() -> usize {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .map(|s| s.lines().count())
+        .unwrap_or(0)
 }
 
 fn oci(rt: &Path, bundle: &Path, name: &str, n: usize) -> Result<Stats, String> {

@@ -1,4 +1,21 @@
 //! A handle to one running (or finished) container: wait, kill, observe, check limits, destroy.
+//!
+//! **OOM policy** (`ContainerSpec::oom_policy`, kept in the checkpointed `Limits`, so drift
+//! checks and `update_limits` keep it; records without it read as `KillTask`). `KillTask`: v2
+//! writes `memory.oom.group = 1`; v1 has no such file, so [`Container::wait`] registers an eventfd
+//! on `memory.oom_control` and kills the whole container (freeze, kill, thaw) when the kernel
+//! reports an OOM, or at once if `oom_kill` already rose before the wait began (a restarted
+//! agent). On v1 that follows the kernel's kill by the agent's reaction time: a process may run
+//! briefly after its sibling was killed. `KillProcess`: v2 writes `memory.oom.group = 0`, v1
+//! registers nothing; only the kernel's victim dies, and [`ExitInfo`] says what happened
+//! (`oom_kills`, `limitation`, and `oom_killed` only when the main process died of it). How the
+//! agent turns that into a status (FINISHED when the main process exited 0 under
+//! `KillProcess`, with the evidence in `limitation`) is the agent's exit mapping.
+//!
+//! **Changing limits** (`update_limits`): cgroup writes are ordered so the kernel accepts every
+//! step (v1 memsw never below the limit); memory is never cut below the working set (usage
+//! minus inactive file cache), since v2 would OOM-kill and v1 refuse: `LimitBelowUsage`,
+//! nothing written.
 
 use std::collections::BTreeMap;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};

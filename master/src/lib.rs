@@ -3,6 +3,21 @@
 //! that drives the core (with the real clock), and the published cluster snapshot that operator
 //! reads are served from without touching the core.
 //!
+//! `server.rs`: every master runs `ReplicatedRegistry` (a single master is a one-voter cluster,
+//! so there is one write path). Connections whose certificate role is master carry raft; all
+//! others the client protocol. One task per client stream turns frames into `Event`s on one
+//! bounded queue; the core loop runs a `Master` only while this master leads (built with
+//! `Master::with_registry` from `subscribe_as_leader`, which waits until every earlier commit is
+//! applied), sends its `Propose { id, op }` outputs to raft through one ordered proposer task,
+//! and feeds committed ops back with their id. A follower, or a leader that lost office (it steps
+//! down and keeps running, never exits), answers every client `NotLeader { leader }`. The core
+//! loop owns the real clock, writes outputs to per-session bounded outboxes (a client that lets
+//! its outbox fill is disconnected, not buffered without end) and republishes the
+//! `ClusterState` snapshot at most every 100 ms. A malformed, truncated or oversized frame gets
+//! `MalformedFrame` and closes that stream only. If raft stops on a storage error (a full or
+//! failing data dir) the master logs why and exits non-zero, so clients fail over and systemd
+//! restarts it once the disk is fixed. Reads: `reads.rs`.
+//!
 //! Architecture invariant: all decisions are made in `master-core`; this crate only moves frames,
 //! timers and committed registry operations between the core and the outside world.
 

@@ -7,6 +7,13 @@
 //! fields are `Option` or `#[serde(default)]` so that an older peer's messages still decode.
 //! The major version is carried in the QUIC ALPN name ([`ALPN`]), so peers of different major
 //! versions fail the handshake with a clear error instead of misreading each other.
+//!
+//! Why MessagePack with named fields: encoding is a few hundred ns per message, an order of
+//! magnitude cheaper than JSON in bytes and CPU for thousands of agents, and unlike bincode or
+//! postcard, which are positional, named fields let peers a minor version apart skip or default
+//! fields (`tests.rs::older_peer_reads_messages_with_new_optional_fields`). The rule: within a
+//! major, add only `Option`/`#[serde(default)]` fields; never rename or reorder variants. Peers of
+//! different majors fail the TLS handshake with "does not speak corral/1".
 
 pub mod codec;
 pub mod ids;
