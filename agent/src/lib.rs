@@ -24,6 +24,32 @@
 //!
 //! Each task gets `<sandbox>/tasks/TASK/` for its stdout/stderr (what `corral logs TASK` reads).
 //! `framework::executor` is the client library for executors.
+//!
+//! Stopping: SIGTERM ends the agent within a few seconds whatever its tasks do; they keep running
+//! and the next agent re-attaches them. Container watchers wait on blocking threads
+//! (`Container::wait_while`) only until the event loop drops its receiver, and `corral` shuts its
+//! runtime down with a 2 s grace, so no blocking call holds the process.
+//!
+//! Recovery: after a restart the agent re-attaches to each checkpointed container
+//! (`Isolator::recover`), reports tasks that ended meanwhile (the init wrote their exit status),
+//! never relaunches, and re-reads every container's limits, restoring drift (also every 30 s). A
+//! task checkpointed before its launch but without a container record (the agent died between
+//! the clone and that checkpoint) is looked for by its container id (`Isolator::recover_by_id`,
+//! from the cgroups, the run dir's `limits.json` written before the clone, and the init); only if
+//! there is none is it failed as "not started". A corrupt checkpoint is moved aside to
+//! `*.corrupt`. Then every container under the agent's cgroup subtree or run root that no
+//! recovered task or executor holds is destroyed: nothing runs that the agent cannot account for
+//! (agents sharing a cgroup need distinct `--cgroup-parent`s).
+//!
+//! Resources shrunk under running tasks (`--resources` smaller at a restart): the tasks keep
+//! running (as with Mesos and the kubelet), the agent re-registers with its new total and warns;
+//! used may exceed the total, every subtraction saturates, and the master offers nothing from the
+//! agent until the free part reaches its minimum allocatable again.
+//!
+//! Executors' OOM policy is the executor's (`ExecutorInfo.container.oom_policy`): under
+//! `KillTask` (default) the container is one OOM unit (an OOM kill fails every task of it with
+//! `MemoryLimit`); under `KillProcess` only the executor's own death by an OOM kill does, and a
+//! task whose process the kernel killed is reported by the executor.
 
 mod agent;
 mod cgroup_driver;
