@@ -22,6 +22,36 @@ pub struct MasterFile {
     pub raft_heartbeat_secs: Option<f64>,
     /// `"MIN-MAX"` seconds, as the flag.
     pub raft_election_timeout_secs: Option<String>,
+    /// `[policy.PRINCIPAL] roles = [...], users = [...]`: the authorization policy a cluster
+    /// starts with (ignored once an operator changed it with `corral policy`).
+    #[serde(default)]
+    pub policy: BTreeMap<String, PolicyRuleFile>,
+}
+
+/// One principal's rule in the master's config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyRuleFile {
+    #[serde(default)]
+    pub roles: Vec<String>,
+    #[serde(default)]
+    pub users: Vec<String>,
+}
+
+/// The `[policy.*]` tables as the core's seed, each rule checked (the error names the principal).
+pub fn policy_seed(file: &BTreeMap<String, PolicyRuleFile>) -> Result<master_core::policy::Rules> {
+    let mut rules = master_core::policy::Rules::new();
+    for (principal, r) in file {
+        let rule = proto::AccessRule {
+            roles: r.roles.iter().cloned().collect(),
+            users: r.users.iter().cloned().collect(),
+        };
+        if let Err(e) = master_core::policy::check_rule(principal, Some(&rule)) {
+            bail!("invalid [policy.{principal}] in the master's config file: {e}");
+        }
+        rules.insert(principal.clone(), rule);
+    }
+    Ok(rules)
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -203,6 +233,21 @@ pub fn raft_timing(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn policy_tables_seed_the_core_and_bad_ones_are_refused_naming_the_principal() {
+        let m: MasterFile =
+            toml::from_str("[policy.batch]\nroles = [\"prod\", \"batch\"]\nusers = [\"root\"]\n")
+                .expect("policy table");
+        let seed = policy_seed(&m.policy).expect("valid seed");
+        let rule = &seed["batch"];
+        assert!(rule.roles.contains("prod") && rule.users.contains("root"));
+        let typo = toml::from_str::<MasterFile>("[policy.batch]\nrole = [\"prod\"]\n");
+        assert!(typo.is_err(), "an unknown key in a rule must be refused");
+        let bad: MasterFile = toml::from_str("[policy.batch]\nroles = [\"\"]\n").expect("toml");
+        let e = policy_seed(&bad.policy).unwrap_err().to_string();
+        assert!(e.contains("[policy.batch]"), "{e}");
+    }
 
     #[test]
     fn the_shipped_sample_configs_parse() {

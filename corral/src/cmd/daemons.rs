@@ -62,6 +62,7 @@ pub async fn master(args: MasterArgs) -> Result<u8> {
         Some("priority") => core.allocator = master_core::AllocatorKind::StrictPriority,
         Some(other) => bail!("unknown --allocator '{other}': expected drf or priority"),
     }
+    core.policy_seed = config::policy_seed(&file.policy)?;
     for (role, w) in &file.role_weights {
         config::check_role_weight(role, *w)?;
     }

@@ -35,6 +35,7 @@ pub mod allocator;
 pub mod config;
 pub mod fastmap;
 mod master;
+pub mod policy;
 pub mod registry;
 mod table;
 pub mod testing;

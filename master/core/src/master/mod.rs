@@ -306,7 +306,21 @@ impl Master {
         for id in fw_ids {
             m.adopt_framework(&id);
         }
+        if !m.registry.policy_configured() && !m.config.policy_seed.is_empty() {
+            let rules = m.config.policy_seed.clone();
+            m.propose(RegistryOp::PolicySeeded { rules }, Then::Nothing);
+        }
         m
+    }
+
+    /// The authorization rules in force: the cluster's, or this master's seed while the
+    /// cluster has none.
+    pub fn policy(&self) -> &crate::policy::Rules {
+        if self.registry.policy_configured() {
+            self.registry.policy()
+        } else {
+            &self.config.policy_seed
+        }
     }
 
     pub fn config(&self) -> &MasterConfig {
