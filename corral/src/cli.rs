@@ -135,6 +135,14 @@ pub struct MasterArgs {
     /// Seconds without a heartbeat before an agent is unreachable.
     #[arg(long)]
     pub agent_timeout_secs: Option<f64>,
+    /// Calls per second each framework principal may make (a token bucket; off by default).
+    /// A call over it gets a "rate limited" error.
+    #[arg(long)]
+    pub framework_calls_per_second: Option<f64>,
+    /// Calls a framework principal may make at once after being idle (with
+    /// --framework-calls-per-second; default: one second's worth, at least 1).
+    #[arg(long)]
+    pub framework_call_burst: Option<u32>,
     /// This master's id among replicated masters.
     #[arg(long)]
     pub id: Option<u64>,

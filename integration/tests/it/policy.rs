@@ -123,3 +123,65 @@ fn the_policy_survives_a_leader_failover() {
     assert_eq!(out.status.code(), Some(125), "{err}");
     assert!(err.contains("policy rule for 'batch'"), "{err}");
 }
+
+/// A framework that floods the master with calls gets "rate limited" errors (its session
+/// stays), while another framework's `corral run` is served meanwhile.
+#[test]
+fn a_framework_over_its_call_rate_is_rate_limited_and_others_are_served() {
+    use framework::{Scheduler, SchedulerEvent};
+    use proto::{FrameworkCall, FrameworkEvent};
+    transport::install_crypto_provider();
+    let mut c = Cluster::start_master(&[
+        "--framework-calls-per-second",
+        "20",
+        "--framework-call-burst",
+        "20",
+    ]);
+    c.start_agent("a1", &[]);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    let mut flooder = rt.block_on(async {
+        let opts = c.client_options("fw");
+        let s = Scheduler::subscribe(opts, framework::framework_info("flood"))
+            .await
+            .expect("subscribe");
+        // No offers for it: the agent's go to the other framework.
+        let suppress = FrameworkCall::Suppress { roles: vec![] };
+        s.call(suppress).await.expect("suppress");
+        for _ in 0..200 {
+            let noop = FrameworkCall::Decline {
+                offer_ids: vec![],
+                filters: None,
+            };
+            s.call(noop).await.expect("queue a call");
+        }
+        s
+    });
+    let limited = rt.block_on(async {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let mut limited = 0;
+        while limited < 150 {
+            let ev = tokio::time::timeout_at(deadline, flooder.next_event()).await;
+            match ev {
+                Ok(Some(SchedulerEvent::Framework(FrameworkEvent::Error { message }))) => {
+                    assert!(message.contains("rate limited"), "{message}");
+                    assert!(message.contains("principal 'fw'"), "{message}");
+                    limited += 1;
+                }
+                Ok(Some(SchedulerEvent::Terminated { reason })) => panic!("ended: {reason}"),
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => break,
+            }
+        }
+        limited
+    });
+    // 202 calls in far less than a second at 20/s with a burst of 20: most are refused.
+    assert!(limited >= 150, "only {limited} calls were rate limited");
+    let out = c.client("fw2", &["run", "--", "echo", "served"], T);
+    assert!(out.status.success(), "fw2: {}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), "served");
+    drop(flooder);
+    drop(rt);
+}

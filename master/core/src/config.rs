@@ -48,6 +48,8 @@ pub struct MasterConfig {
     /// none, and proposed (`RegistryOp::PolicySeeded`) so that it is replicated. Once the
     /// cluster has a policy, operator calls change it and this is ignored.
     pub policy_seed: crate::policy::Rules,
+    /// Calls per second (with a burst) each framework principal may make; `None`: unlimited.
+    pub framework_rate_limit: Option<crate::RateLimit>,
 }
 
 impl Default for MasterConfig {
@@ -66,6 +68,7 @@ impl Default for MasterConfig {
             min_allocatable: Resources::new(10, 32 << 20),
             wall_clock_at_start_ms: 0,
             policy_seed: BTreeMap::new(),
+            framework_rate_limit: None,
         }
     }
 }

@@ -236,6 +236,8 @@ pub struct Master {
     generation: u64,
     published_generation: u64,
     allocation_passes: u64,
+    /// Token buckets of framework principals (`config.framework_rate_limit`).
+    rate_limiter: crate::ratelimit::RateLimiter,
 }
 
 /// Operator-visible counters.
@@ -291,6 +293,7 @@ impl Master {
             generation: 1,
             published_generation: 0,
             allocation_passes: 0,
+            rate_limiter: crate::ratelimit::RateLimiter::default(),
             config,
         };
         m.timers.set(
@@ -311,6 +314,37 @@ impl Master {
             m.propose(RegistryOp::PolicySeeded { rules }, Then::Nothing);
         }
         m
+    }
+
+    /// Whether a framework principal's call is within its rate limit; if not, it is answered
+    /// "rate limited" (a Subscribe fatally: the client sees why it could not subscribe).
+    fn within_rate_limit(&mut self, session: SessionId, frame: &ClientFrame) -> bool {
+        let (Some(limit), Some(s)) = (
+            self.config.framework_rate_limit,
+            self.sessions.get(&session),
+        ) else {
+            return true;
+        };
+        let principal = s.peer.name.clone();
+        if self.rate_limiter.admit(limit, &principal, self.now) {
+            return true;
+        }
+        let msg = format!(
+            "rate limited: framework principal '{principal}' made more than {} calls per second \
+             (burst {}); the {} call was not done, retry later",
+            limit.per_second,
+            limit.burst,
+            call_name(frame)
+        );
+        if matches!(
+            frame,
+            ClientFrame::Framework(FrameworkCall::Subscribe { .. })
+        ) {
+            self.refuse(session, ErrorCode::Unavailable, msg);
+        } else {
+            self.send(session, err(ErrorCode::Unavailable, msg, false));
+        }
+        false
     }
 
     /// The authorization rules in force: the cluster's, or this master's seed while the
@@ -413,6 +447,9 @@ impl Master {
                 required_role(&frame)
             );
             self.refuse(session, ErrorCode::Forbidden, msg);
+            return;
+        }
+        if role == Role::Framework && !self.within_rate_limit(session, &frame) {
             return;
         }
         match frame {

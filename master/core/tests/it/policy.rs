@@ -255,3 +255,89 @@ fn a_bad_rule_is_refused() {
     assert!(reason.contains("operator GetPolicy"), "{reason}");
     assert!(!sim.master.registry().policy_configured());
 }
+
+#[test]
+fn a_framework_over_its_call_rate_is_told_and_others_are_served() {
+    let mut sim = sim_with(MasterConfig {
+        framework_rate_limit: Some(master_core::RateLimit {
+            per_second: 10.0,
+            burst: 3,
+        }),
+        ..MasterConfig::default()
+    });
+    let fw = sim.add_framework("fw", &[], None);
+    assert!(
+        subscribed(&sim, fw),
+        "the subscribe took one token of three"
+    );
+    let revive = || ClientFrame::Framework(FrameworkCall::Revive { roles: vec![] });
+    for _ in 0..5 {
+        sim.send(fw, revive());
+    }
+    let limited = |sim: &Sim, s| {
+        sim.framework(s)
+            .errors
+            .iter()
+            .filter(|e| e.contains("rate limited") && e.contains("principal 'fw'"))
+            .count()
+    };
+    assert_eq!(limited(&sim, fw), 3, "{:?}", sim.framework(fw).errors);
+    assert!(
+        !sim.closed.contains_key(&fw),
+        "a limited call does not end the session"
+    );
+    // Another principal has its own bucket and is served meanwhile.
+    let other = sim.add_framework("other", &[], None);
+    assert!(subscribed(&sim, other));
+    sim.send(other, revive());
+    assert!(sim.framework(other).errors.is_empty());
+    // A Subscribe over the limit is refused, saying why.
+    let again = sim.add_framework("fw", &[], None);
+    let reason = sim.closed.get(&again).expect("refused");
+    assert!(reason.contains("rate limited"), "{reason}");
+    // The bucket refills at the rate.
+    sim.advance(Duration::from_millis(200));
+    for _ in 0..2 {
+        sim.send(fw, revive());
+    }
+    assert_eq!(limited(&sim, fw), 3, "two tokens back after 0.2 s at 10/s");
+    sim.send(fw, revive());
+    assert_eq!(limited(&sim, fw), 4);
+}
+
+#[test]
+fn a_token_bucket_allows_a_burst_then_the_rate_per_principal() {
+    let limit = master_core::RateLimit {
+        per_second: 10.0,
+        burst: 5,
+    };
+    let mut r = master_core::ratelimit::RateLimiter::default();
+    let t0 = sim().now;
+    let admitted = (0..20).filter(|_| r.admit(limit, "a", t0)).count();
+    assert_eq!(admitted, 5, "the burst, then nothing at the same instant");
+    assert!(
+        r.admit(limit, "b", t0),
+        "another principal has its own bucket"
+    );
+    let t1 = t0 + Duration::from_millis(300);
+    let admitted = (0..20).filter(|_| r.admit(limit, "a", t1)).count();
+    assert_eq!(admitted, 3, "0.3 s at 10/s refills 3 tokens");
+    let t2 = t1 + Duration::from_secs(60);
+    let admitted = (0..20).filter(|_| r.admit(limit, "a", t2)).count();
+    assert_eq!(admitted, 5, "an idle principal gets no more than the burst");
+}
+
+#[test]
+fn bad_rate_limits_are_refused() {
+    for (per_second, burst) in [(0.0, 1), (-1.0, 1), (f64::NAN, 1), (1.0, 0)] {
+        assert!(master_core::RateLimit { per_second, burst }
+            .check()
+            .is_err());
+    }
+    assert!(master_core::RateLimit {
+        per_second: 0.5,
+        burst: 1
+    }
+    .check()
+    .is_ok());
+}
