@@ -449,7 +449,10 @@ impl Master {
             self.refuse(session, ErrorCode::Forbidden, msg);
             return;
         }
-        if role == Role::Framework && !self.within_rate_limit(session, &frame) {
+        // Scheduler calls only: a framework's log reads and kills (operator calls) are bounded
+        // by their own limits, and `corral run` reads its output in many chunks.
+        let scheduler_call = matches!(frame, ClientFrame::Framework(_));
+        if scheduler_call && !self.within_rate_limit(session, &frame) {
             return;
         }
         match frame {
