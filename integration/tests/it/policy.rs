@@ -185,3 +185,22 @@ fn a_framework_over_its_call_rate_is_rate_limited_and_others_are_served() {
     drop(flooder);
     drop(rt);
 }
+
+/// `[policy.NAME]` in the master's config file gives a new cluster its policy.
+#[test]
+fn the_master_config_file_seeds_the_policy() {
+    let conf = shared_dir("policy-conf-");
+    let file = conf.path().join("master.toml");
+    std::fs::write(&file, "[policy.batch]\nroles = [\"prod\"]\n").expect("write master.toml");
+    let mut c = Cluster::start_master(&["--config", file.to_str().expect("utf-8")]);
+    c.certs.issue("framework", "batch");
+    c.start_agent("a1", &[]);
+    let out = run_as_batch(&c, &["--role", "prod"], "echo seeded");
+    assert!(out.status.success(), "seeded rule: {}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), "seeded");
+    let shown = c.client("op", &["policy", "show"], T);
+    let text = stdout(&shown);
+    assert!(shown.status.success(), "{}", stderr(&shown));
+    let batch = text.lines().find(|l| l.starts_with("batch")).expect(&text);
+    assert!(batch.contains("prod"), "{text}");
+}
