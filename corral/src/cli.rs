@@ -49,6 +49,9 @@ pub enum Command {
     /// Add or remove replicated masters.
     #[command(subcommand)]
     Masters(MastersCommand),
+    /// Show or change which roles and users each framework principal may use.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
     /// (internal) The init process of a container.
     #[command(name = "__init", hide = true)]
     Init(InitArgs),
@@ -132,6 +135,14 @@ pub struct MasterArgs {
     /// Seconds without a heartbeat before an agent is unreachable.
     #[arg(long)]
     pub agent_timeout_secs: Option<f64>,
+    /// Calls per second each framework principal may make (a token bucket; off by default).
+    /// A call over it gets a "rate limited" error.
+    #[arg(long)]
+    pub framework_calls_per_second: Option<f64>,
+    /// Calls a framework principal may make at once after being idle (with
+    /// --framework-calls-per-second; default: one second's worth, at least 1).
+    #[arg(long)]
+    pub framework_call_burst: Option<u32>,
     /// This master's id among replicated masters.
     #[arg(long)]
     pub id: Option<u64>,
@@ -233,6 +244,12 @@ pub struct TaskArgs {
     #[arg(long, value_name = "POLICY", default_value = "kill-task",
         value_parser = clap::builder::PossibleValuesParser::new(["kill-task", "kill-process"]))]
     pub oom_policy: String,
+    /// The role to subscribe with (the policy decides whether this framework's principal may).
+    #[arg(long, default_value = "*")]
+    pub role: String,
+    /// The Unix user to run the task as (default: the agent's default user).
+    #[arg(long)]
+    pub user: Option<String>,
     /// Give up if no agent can place the task within this many seconds.
     #[arg(long, default_value_t = 30.0)]
     pub placement_timeout: f64,
@@ -307,6 +324,39 @@ pub enum MastersCommand {
         #[command(flatten)]
         connect: ConnectArgs,
         id: u64,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PolicyCommand {
+    /// Print the rules in force; principals not listed get the default rule (role `*` and the
+    /// role named after the principal; tasks only as the agent's default user).
+    Show {
+        #[command(flatten)]
+        connect: ConnectArgs,
+        /// One JSON object: {"rules": {PRINCIPAL: {"roles": [...], "users": [...]}}, "configured": BOOL}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set a framework principal's rule: exactly these roles and users (replaces its rule, and
+    /// the default rule for it). `root` must be listed to be allowed.
+    Set {
+        #[command(flatten)]
+        connect: ConnectArgs,
+        /// The name in the framework's certificate.
+        principal: String,
+        /// Roles it may subscribe with (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        roles: Vec<String>,
+        /// Unix users its tasks may run as, besides the agent's default user (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        users: Vec<String>,
+    },
+    /// Remove a principal's rule: it gets the default rule again.
+    Unset {
+        #[command(flatten)]
+        connect: ConnectArgs,
+        principal: String,
     },
 }
 

@@ -19,9 +19,63 @@ pub struct MasterFile {
     #[serde(default)]
     pub role_weights: BTreeMap<String, f64>,
     pub agent_timeout_secs: Option<f64>,
+    pub framework_calls_per_second: Option<f64>,
+    pub framework_call_burst: Option<u32>,
     pub raft_heartbeat_secs: Option<f64>,
     /// `"MIN-MAX"` seconds, as the flag.
     pub raft_election_timeout_secs: Option<String>,
+    /// `[policy.PRINCIPAL] roles = [...], users = [...]`: the authorization policy a cluster
+    /// starts with (ignored once an operator changed it with `corral policy`).
+    #[serde(default)]
+    pub policy: BTreeMap<String, PolicyRuleFile>,
+}
+
+/// One principal's rule in the master's config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyRuleFile {
+    #[serde(default)]
+    pub roles: Vec<String>,
+    #[serde(default)]
+    pub users: Vec<String>,
+}
+
+/// The per-principal call limit from `--framework-calls-per-second` and `--framework-call-burst`
+/// (flag or file); none without a rate. The burst defaults to one second's worth (at least 1).
+pub fn rate_limit(
+    per_second: Option<f64>,
+    burst: Option<u32>,
+) -> Result<Option<master_core::RateLimit>> {
+    let Some(per_second) = per_second else {
+        if burst.is_some() {
+            bail!("--framework-call-burst needs --framework-calls-per-second");
+        }
+        return Ok(None);
+    };
+    let limit = master_core::RateLimit {
+        per_second,
+        burst: burst.unwrap_or_else(|| (per_second.ceil() as u32).max(1)),
+    };
+    if let Err(e) = limit.check() {
+        bail!("invalid --framework-calls-per-second/--framework-call-burst: {e}");
+    }
+    Ok(Some(limit))
+}
+
+/// The `[policy.*]` tables as the core's seed, each rule checked (the error names the principal).
+pub fn policy_seed(file: &BTreeMap<String, PolicyRuleFile>) -> Result<master_core::policy::Rules> {
+    let mut rules = master_core::policy::Rules::new();
+    for (principal, r) in file {
+        let rule = proto::AccessRule {
+            roles: r.roles.iter().cloned().collect(),
+            users: r.users.iter().cloned().collect(),
+        };
+        if let Err(e) = master_core::policy::check_rule(principal, Some(&rule)) {
+            bail!("invalid [policy.{principal}] in the master's config file: {e}");
+        }
+        rules.insert(principal.clone(), rule);
+    }
+    Ok(rules)
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -205,10 +259,50 @@ mod tests {
     use super::*;
 
     #[test]
+    fn rate_limits_are_off_by_default_and_checked_naming_the_flag() {
+        assert_eq!(rate_limit(None, None).unwrap(), None);
+        let l = rate_limit(Some(2.5), None).unwrap().expect("a limit");
+        assert_eq!((l.per_second, l.burst), (2.5, 3));
+        let e = rate_limit(Some(0.0), None).unwrap_err().to_string();
+        assert!(e.contains("--framework-calls-per-second"), "{e}");
+        let e = rate_limit(None, Some(5)).unwrap_err().to_string();
+        assert!(e.contains("--framework-call-burst"), "{e}");
+    }
+
+    #[test]
+    fn policy_tables_seed_the_core_and_bad_ones_are_refused_naming_the_principal() {
+        let m: MasterFile =
+            toml::from_str("[policy.batch]\nroles = [\"prod\", \"batch\"]\nusers = [\"root\"]\n")
+                .expect("policy table");
+        let seed = policy_seed(&m.policy).expect("valid seed");
+        let rule = &seed["batch"];
+        assert!(rule.roles.contains("prod") && rule.users.contains("root"));
+        let typo = toml::from_str::<MasterFile>("[policy.batch]\nrole = [\"prod\"]\n");
+        assert!(typo.is_err(), "an unknown key in a rule must be refused");
+        let bad: MasterFile = toml::from_str("[policy.batch]\nroles = [\"\"]\n").expect("toml");
+        let e = policy_seed(&bad.policy).unwrap_err().to_string();
+        assert!(e.contains("[policy.batch]"), "{e}");
+    }
+
+    #[test]
     fn the_shipped_sample_configs_parse() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../systemd");
         let m: MasterFile = load(Some(&root.join("master.toml"))).expect("master.toml");
         assert_eq!(m.listen.as_deref(), Some("0.0.0.0:5050"));
+        let limit = rate_limit(m.framework_calls_per_second, m.framework_call_burst)
+            .expect("sample rate limit")
+            .expect("on in the sample");
+        assert_eq!((limit.per_second, limit.burst), (100.0, 200));
+        // The commented policy table, uncommented, is a valid seed.
+        let text = std::fs::read_to_string(root.join("master.toml")).expect("master.toml");
+        let policy: String = text
+            .lines()
+            .skip_while(|l| !l.starts_with("# [policy."))
+            .filter_map(|l| l.strip_prefix("# "))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let p: MasterFile = toml::from_str(&policy).expect(&policy);
+        assert_eq!(policy_seed(&p.policy).expect("sample policy").len(), 1);
         // The commented raft keys, uncommented, are the defaults and pass the checks.
         let text = std::fs::read_to_string(root.join("master.toml")).expect("master.toml");
         let raft: String = text

@@ -18,12 +18,14 @@
 pub mod codec;
 pub mod ids;
 pub mod messages;
+pub mod policy;
 pub mod resources;
 pub mod role;
 
 pub use codec::{decode, encode, DecodeError, EncodeError, FRAME_HEADER_LEN, MAX_FRAME_LEN};
 pub use ids::*;
 pub use messages::*;
+pub use policy::{AccessRule, PolicyView};
 pub use resources::{
     format_size, parse_cpus, parse_size, PortRange, ResourceParseError, Resources,
 };

@@ -758,6 +758,14 @@ pub enum OperatorCall {
     RemoveMaster {
         id: u64,
     },
+    /// The authorization policy in force (`OperatorReply::Policy`).
+    GetPolicy,
+    /// Sets the rule of one framework principal; `None` puts it back on the default rule.
+    /// Replicated; `Done` once committed.
+    SetPolicy {
+        principal: String,
+        rule: Option<crate::AccessRule>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -765,6 +773,7 @@ pub enum OperatorReply {
     State(Box<ClusterState>),
     Done,
     Log(LogData),
+    Policy(crate::PolicyView),
 }
 
 /// The cluster as `corral state` shows it.

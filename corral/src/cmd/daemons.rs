@@ -62,6 +62,12 @@ pub async fn master(args: MasterArgs) -> Result<u8> {
         Some("priority") => core.allocator = master_core::AllocatorKind::StrictPriority,
         Some(other) => bail!("unknown --allocator '{other}': expected drf or priority"),
     }
+    core.policy_seed = config::policy_seed(&file.policy)?;
+    core.framework_rate_limit = config::rate_limit(
+        args.framework_calls_per_second
+            .or(file.framework_calls_per_second),
+        args.framework_call_burst.or(file.framework_call_burst),
+    )?;
     for (role, w) in &file.role_weights {
         config::check_role_weight(role, *w)?;
     }

@@ -39,7 +39,10 @@ pub async fn run_task(opts: ClientOptions, task: &TaskArgs) -> Result<u8> {
             name: name.clone(),
             agent_id: proto::AgentId::new(""),
             resources: task_resources(task)?,
-            command: command(&task.command),
+            command: CommandInfo {
+                user: task.user.clone(),
+                ..command(&task.command)
+            },
             container: ContainerSettings {
                 network: if task.isolated_network {
                     NetworkMode::Isolated
@@ -57,6 +60,7 @@ pub async fn run_task(opts: ClientOptions, task: &TaskArgs) -> Result<u8> {
         max_relaunches: oneshot::MAX_RELAUNCHES,
     };
     let mut info = framework::framework_info(&name);
+    info.roles = vec![task.role.clone()];
     info.failover_timeout_ms = 60_000;
     let interrupt = super::shutdown_signal();
     let outcome = match oneshot::run(opts, info, spec, interrupt, &mut Printer).await {

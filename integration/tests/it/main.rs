@@ -10,6 +10,7 @@ mod ha;
 mod limits;
 mod offers;
 mod operator;
+mod policy;
 mod post_mortem;
 mod security;
 mod soak;

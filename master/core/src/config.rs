@@ -44,6 +44,12 @@ pub struct MasterConfig {
     pub min_allocatable: Resources,
     /// Wall-clock milliseconds at `start`, to stamp master-generated statuses.
     pub wall_clock_at_start_ms: u64,
+    /// The authorization policy from the master's config file: in force while the registry has
+    /// none, and proposed (`RegistryOp::PolicySeeded`) so that it is replicated. Once the
+    /// cluster has a policy, operator calls change it and this is ignored.
+    pub policy_seed: crate::policy::Rules,
+    /// Calls per second (with a burst) each framework principal may make; `None`: unlimited.
+    pub framework_rate_limit: Option<crate::RateLimit>,
 }
 
 impl Default for MasterConfig {
@@ -61,6 +67,8 @@ impl Default for MasterConfig {
             role_weights: BTreeMap::new(),
             min_allocatable: Resources::new(10, 32 << 20),
             wall_clock_at_start_ms: 0,
+            policy_seed: BTreeMap::new(),
+            framework_rate_limit: None,
         }
     }
 }
@@ -106,6 +114,10 @@ pub mod limits {
     pub const MAX_TASK_REPORTS: usize = 100_000;
     /// Roles per framework.
     pub const MAX_ROLES_PER_FRAMEWORK: usize = 64;
+    /// Framework principals with a policy rule.
+    pub const MAX_POLICY_PRINCIPALS: usize = 10_000;
+    /// Roles, and users, in one policy rule.
+    pub const MAX_POLICY_NAMES: usize = 1_000;
     /// Length of role names, framework names, ids chosen by clients.
     pub const MAX_NAME_LEN: usize = 256;
     /// Acknowledged update uuids remembered (one per task) to answer an agent's resend of an

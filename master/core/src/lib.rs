@@ -35,6 +35,8 @@ pub mod allocator;
 pub mod config;
 pub mod fastmap;
 mod master;
+pub mod policy;
+pub mod ratelimit;
 pub mod registry;
 mod table;
 pub mod testing;
@@ -45,6 +47,7 @@ pub use allocator::{
 };
 pub use config::{limits, AllocatorKind, MasterConfig};
 pub use master::{authorized, Master, Output, ProposalId, SessionId, Stats};
+pub use ratelimit::RateLimit;
 pub use registry::{AgentMark, CompletedFramework, Registry, RegistryOp, TaskKey};
 
 #[cfg(test)]

@@ -4,9 +4,10 @@
 //! a panic), so a follower can replay any log.
 
 use crate::config::limits;
+use crate::policy::Rules;
 use proto::{
-    AgentId, AgentInfo, ExecutorId, ExecutorInfo, FrameworkId, FrameworkInfo, Resources,
-    StatusReason, StatusSource, TaskId, TaskInfo, TaskState, TaskStatus,
+    AccessRule, AgentId, AgentInfo, ExecutorId, ExecutorInfo, FrameworkId, FrameworkInfo,
+    Resources, StatusReason, StatusSource, TaskId, TaskInfo, TaskState, TaskStatus,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -78,6 +79,17 @@ pub enum RegistryOp {
     TaskStateChanged {
         framework_id: FrameworkId,
         status: TaskStatus,
+    },
+    /// An operator set (`Some`) or cleared (`None`: back to the default rule) the authorization
+    /// rule of one framework principal. The cluster has a policy from then on.
+    PolicySet {
+        principal: String,
+        rule: Option<AccessRule>,
+    },
+    /// The policy from a master's config file, for a cluster that has none yet; a no-op once
+    /// the cluster has a policy (an operator's changes are not undone by a restart).
+    PolicySeeded {
+        rules: Rules,
     },
 }
 
@@ -190,6 +202,13 @@ pub struct Registry {
     /// `MAX_COMPLETED_FRAMEWORKS`. Absent from snapshots written before it existed.
     #[serde(default)]
     completed_frameworks: VecDeque<CompletedFramework>,
+    /// Authorization rules by framework principal (`policy.rs`). Absent from older snapshots.
+    #[serde(default)]
+    policy: Rules,
+    /// Whether the cluster has a policy (set by an operator or seeded from a config file);
+    /// until then a master's `MasterConfig::policy_seed` is in force.
+    #[serde(default)]
+    policy_configured: bool,
 }
 
 impl Registry {
@@ -229,6 +248,16 @@ impl Registry {
     /// Removed frameworks with their terminal tasks, oldest first.
     pub fn completed_frameworks(&self) -> &VecDeque<CompletedFramework> {
         &self.completed_frameworks
+    }
+
+    /// Authorization rules by framework principal.
+    pub fn policy(&self) -> &Rules {
+        &self.policy
+    }
+
+    /// Whether the cluster has a policy of its own (else a master's seed is in force).
+    pub fn policy_configured(&self) -> bool {
+        self.policy_configured
     }
 
     pub fn task(&self, key: &TaskKey) -> Option<&TaskEntry> {
@@ -314,6 +343,31 @@ impl Registry {
                 framework_id,
                 status,
             } => self.set_task_status(framework_id, status),
+            RegistryOp::PolicySet { principal, rule } => {
+                self.policy_configured = true;
+                match rule {
+                    None => {
+                        self.policy.remove(principal);
+                    }
+                    Some(r) => {
+                        if self.policy.contains_key(principal)
+                            || self.policy.len() < limits::MAX_POLICY_PRINCIPALS
+                        {
+                            self.policy.insert(principal.clone(), r.clone());
+                        }
+                    }
+                }
+            }
+            RegistryOp::PolicySeeded { rules } => {
+                if !self.policy_configured {
+                    self.policy_configured = true;
+                    self.policy = rules
+                        .iter()
+                        .take(limits::MAX_POLICY_PRINCIPALS)
+                        .map(|(p, r)| (p.clone(), r.clone()))
+                        .collect();
+                }
+            }
         }
     }
 

@@ -418,3 +418,47 @@ fn table_reuses_indexes_and_iterates_in_id_order() {
     assert_eq!(t.get(&"c".to_owned()), Some(&3));
     assert_eq!(t.len(), 2);
 }
+
+#[test]
+fn the_policy_survives_a_snapshot_and_a_snapshot_without_it_loads_unconfigured() {
+    let (mut r, _, _) = registry_with_task();
+    let rule = proto::AccessRule {
+        roles: ["prod".to_owned()].into(),
+        users: ["root".to_owned()].into(),
+    };
+    r.apply(&RegistryOp::PolicySet {
+        principal: "batch".into(),
+        rule: Some(rule.clone()),
+    });
+    // A seed after an operator's change is a no-op.
+    r.apply(&RegistryOp::PolicySeeded {
+        rules: Default::default(),
+    });
+    assert!(r.policy_configured());
+    assert_eq!(r.policy().get("batch"), Some(&rule));
+    let back: Registry =
+        rmp_serde::from_slice(&rmp_serde::to_vec_named(&r).expect("encode")).expect("decode");
+    assert_eq!(back, r);
+    // The registry as it was before it had a policy: no `policy`, no `policy_configured`.
+    #[derive(serde::Serialize)]
+    struct OldRegistry<'a> {
+        agents: &'a std::collections::BTreeMap<AgentId, crate::registry::AgentEntry>,
+        frameworks: &'a std::collections::BTreeMap<FrameworkId, crate::registry::FrameworkEntry>,
+        removed_frameworks: &'a std::collections::VecDeque<FrameworkId>,
+        removed_agents: &'a std::collections::VecDeque<AgentId>,
+        live_tasks: usize,
+        completed_frameworks: &'a std::collections::VecDeque<crate::CompletedFramework>,
+    }
+    let old = OldRegistry {
+        agents: r.agents(),
+        frameworks: r.frameworks(),
+        removed_frameworks: r.removed_frameworks(),
+        removed_agents: r.removed_agents(),
+        live_tasks: r.live_tasks(),
+        completed_frameworks: r.completed_frameworks(),
+    };
+    let bytes = rmp_serde::to_vec_named(&old).expect("encode old registry");
+    let back: Registry = rmp_serde::from_slice(&bytes).expect("an old snapshot loads");
+    assert!(!back.policy_configured() && back.policy().is_empty());
+    assert_eq!(back.frameworks(), r.frameworks());
+}

@@ -103,6 +103,8 @@ impl Master {
                 tasks,
                 ..
             } => self.launch_committed(&framework_id, &agent_id, executor, tasks),
+            // Checked at the next subscribe or launch; nothing running is affected.
+            RegistryOp::PolicySet { .. } | RegistryOp::PolicySeeded { .. } => {}
             RegistryOp::TaskStateChanged {
                 framework_id,
                 status,

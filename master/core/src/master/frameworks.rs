@@ -239,6 +239,17 @@ impl Master {
             );
             return;
         }
+        let roles = if info.roles.is_empty() {
+            vec![crate::policy::DEFAULT_ROLE.to_owned()]
+        } else {
+            info.roles.clone()
+        };
+        for role in &roles {
+            if let Err(msg) = crate::policy::check_role(self.policy(), &principal, role) {
+                self.refuse(session, ErrorCode::Forbidden, msg);
+                return;
+            }
+        }
         let Some(id) = self.admit(session, &principal, info.id.clone()) else {
             return;
         };

@@ -149,6 +149,11 @@ impl Master {
     ) {
         let mut accepted: Vec<TaskInfo> = Vec::new();
         for t in tasks {
+            if let Err(msg) = self.authorize_user(fw, t.command.user.as_deref()) {
+                let (error, why) = (TaskState::Error, StatusReason::TaskUnauthorized);
+                self.reject_tasks(fw, &[&t], error, why, &format!("task {}: {msg}", t.task_id));
+                continue;
+            }
             let problem = match self.validate_task(fw, &t, &offers.agent_id, ids_here) {
                 Err(msg) => Some(msg),
                 Ok(()) => {
@@ -196,6 +201,16 @@ impl Master {
         let mut need = Resources::default();
         let e = &executor;
         let mut group_error: Option<String> = None;
+        let unauthorized = std::iter::once(e.command.user.as_deref())
+            .chain(tasks.iter().map(|t| t.command.user.as_deref()))
+            .find_map(|user| self.authorize_user(fw, user).err());
+        if let Some(msg) = unauthorized {
+            let refs: Vec<&TaskInfo> = tasks.iter().collect();
+            let why = StatusReason::TaskUnauthorized;
+            let msg = format!("launch group of executor {}: {msg}", e.executor_id);
+            self.reject_tasks(fw, &refs, TaskState::Error, why, &msg);
+            return;
+        }
         if e.executor_id.0.is_empty() || e.executor_id.0.len() > limits::MAX_NAME_LEN {
             group_error = Some("executor id is empty or too long".into());
         } else if e.command.value.is_empty() && e.command.arguments.is_empty() {
@@ -269,6 +284,17 @@ impl Master {
             );
             self.forward_status(fw, s);
         }
+    }
+
+    /// Whether the framework's principal may run a task or executor as `user` (`None`: the
+    /// agent's default user), by the policy in force.
+    fn authorize_user(&self, fw: &FrameworkId, user: Option<&str>) -> Result<(), String> {
+        let principal = self
+            .registry
+            .framework(fw)
+            .and_then(|f| f.principal.as_deref())
+            .unwrap_or_default();
+        crate::policy::check_user(self.policy(), principal, user)
     }
 
     pub(super) fn validate_task(

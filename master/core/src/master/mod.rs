@@ -236,6 +236,8 @@ pub struct Master {
     generation: u64,
     published_generation: u64,
     allocation_passes: u64,
+    /// Token buckets of framework principals (`config.framework_rate_limit`).
+    rate_limiter: crate::ratelimit::RateLimiter,
 }
 
 /// Operator-visible counters.
@@ -291,6 +293,7 @@ impl Master {
             generation: 1,
             published_generation: 0,
             allocation_passes: 0,
+            rate_limiter: crate::ratelimit::RateLimiter::default(),
             config,
         };
         m.timers.set(
@@ -306,7 +309,52 @@ impl Master {
         for id in fw_ids {
             m.adopt_framework(&id);
         }
+        if !m.registry.policy_configured() && !m.config.policy_seed.is_empty() {
+            let rules = m.config.policy_seed.clone();
+            m.propose(RegistryOp::PolicySeeded { rules }, Then::Nothing);
+        }
         m
+    }
+
+    /// Whether a framework principal's call is within its rate limit; if not, it is answered
+    /// "rate limited" (a Subscribe fatally: the client sees why it could not subscribe).
+    fn within_rate_limit(&mut self, session: SessionId, frame: &ClientFrame) -> bool {
+        let (Some(limit), Some(s)) = (
+            self.config.framework_rate_limit,
+            self.sessions.get(&session),
+        ) else {
+            return true;
+        };
+        let principal = s.peer.name.clone();
+        if self.rate_limiter.admit(limit, &principal, self.now) {
+            return true;
+        }
+        let msg = format!(
+            "rate limited: framework principal '{principal}' made more than {} calls per second \
+             (burst {}); the {} call was not done, retry later",
+            limit.per_second,
+            limit.burst,
+            call_name(frame)
+        );
+        if matches!(
+            frame,
+            ClientFrame::Framework(FrameworkCall::Subscribe { .. })
+        ) {
+            self.refuse(session, ErrorCode::Unavailable, msg);
+        } else {
+            self.send(session, err(ErrorCode::Unavailable, msg, false));
+        }
+        false
+    }
+
+    /// The authorization rules in force: the cluster's, or this master's seed while the
+    /// cluster has none.
+    pub fn policy(&self) -> &crate::policy::Rules {
+        if self.registry.policy_configured() {
+            self.registry.policy()
+        } else {
+            &self.config.policy_seed
+        }
     }
 
     pub fn config(&self) -> &MasterConfig {
@@ -399,6 +447,12 @@ impl Master {
                 required_role(&frame)
             );
             self.refuse(session, ErrorCode::Forbidden, msg);
+            return;
+        }
+        // Scheduler calls only: a framework's log reads and kills (operator calls) are bounded
+        // by their own limits, and `corral run` reads its output in many chunks.
+        let scheduler_call = matches!(frame, ClientFrame::Framework(_));
+        if scheduler_call && !self.within_rate_limit(session, &frame) {
             return;
         }
         match frame {

@@ -2,6 +2,7 @@
 //! the daemon's).
 
 use super::*;
+use proto::AccessRule;
 
 impl Master {
     /// The agent did not answer a log request in time: the caller is told.
@@ -35,6 +36,16 @@ impl Master {
                         true,
                     ),
                 );
+            }
+            OperatorCall::GetPolicy => {
+                let view = proto::PolicyView {
+                    rules: self.policy().clone(),
+                    configured: self.registry.policy_configured(),
+                };
+                self.send(session, ServerFrame::Operator(OperatorReply::Policy(view)));
+            }
+            OperatorCall::SetPolicy { principal, rule } => {
+                self.set_policy(session, principal, rule)
             }
             OperatorCall::GetState => {
                 let state = self.snapshot();
@@ -90,6 +101,32 @@ impl Master {
                 );
             }
         }
+    }
+
+    /// SetPolicy: the rule is checked and proposed; `Done` once it commits. A cluster still on
+    /// this master's seed gets the seed first, so one change does not drop the others.
+    fn set_policy(&mut self, session: SessionId, principal: String, rule: Option<AccessRule>) {
+        if let Err(msg) = crate::policy::check_rule(&principal, rule.as_ref()) {
+            self.send(session, err(ErrorCode::BadRequest, msg, false));
+            return;
+        }
+        let known = self.policy().contains_key(&principal);
+        if rule.is_some() && !known && self.policy().len() >= limits::MAX_POLICY_PRINCIPALS {
+            let msg = format!(
+                "the policy has rules for {} principals already",
+                limits::MAX_POLICY_PRINCIPALS
+            );
+            self.send(session, err(ErrorCode::Unavailable, msg, false));
+            return;
+        }
+        if !self.registry.policy_configured() && !self.config.policy_seed.is_empty() {
+            let rules = self.config.policy_seed.clone();
+            self.propose(RegistryOp::PolicySeeded { rules }, Then::Nothing);
+        }
+        self.propose(
+            RegistryOp::PolicySet { principal, rule },
+            Then::ReplyDone { session },
+        );
     }
 
     /// TeardownFramework: the removal is proposed; `Done` once it commits.

@@ -133,6 +133,8 @@ pub(super) fn call_name(frame: &ClientFrame) -> &'static str {
             OperatorCall::ReadLog { .. } => "operator ReadLog",
             OperatorCall::AddMaster { .. } => "operator AddMaster",
             OperatorCall::RemoveMaster { .. } => "operator RemoveMaster",
+            OperatorCall::GetPolicy => "operator GetPolicy",
+            OperatorCall::SetPolicy { .. } => "operator SetPolicy",
         },
     }
 }

@@ -519,7 +519,14 @@ fn an_agent_id_is_bound_to_its_principal_and_a_removed_one_is_refused() {
 /// restored from the registry shows the same.
 #[test]
 fn a_removed_framework_and_its_tasks_stay_in_the_snapshot() {
-    let mut sim = sim();
+    // Principal `f` may use role `web` (the default rule allows only `*` and `f`).
+    let mut config = master_core::MasterConfig::default();
+    let rule = proto::AccessRule {
+        roles: ["web".to_owned()].into(),
+        users: Default::default(),
+    };
+    config.policy_seed.insert("f".into(), rule);
+    let mut sim = crate::sim_with(config);
     let agent = sim.add_agent("h", "cpus:4;mem:4GiB", true);
     let fw = sim.add_framework("f", &["web"], Some(Workload::new("cpus:1;mem:1GiB", 2)));
     sim.advance(Duration::from_secs(1));

@@ -5,6 +5,7 @@ mod drf;
 mod failover;
 mod lifecycle;
 mod offers;
+mod policy;
 mod prop;
 mod proposals;
 mod scenarios;
