@@ -218,7 +218,7 @@ impl Agent {
             .iter()
             .map(|(k, e)| (k, e.handle.as_ref().and_then(|h| h.usage())))
             .collect();
-        let tasks: Vec<proto::TaskUsage> = self
+        let measured: Vec<(agent_core::TaskView<'_>, proto::ResourceUsage)> = self
             .core
             .tasks()
             .filter(|t| !t.state.is_terminal())
@@ -230,11 +230,17 @@ impl Agent {
                         .flatten()?,
                     None => self.handles.get(t.task_id)?.usage()?,
                 };
-                Some(proto::TaskUsage {
-                    framework_id: t.framework_id.clone(),
-                    task_id: t.task_id.clone(),
-                    usage,
-                })
+                Some((t, usage))
+            })
+            .collect();
+        self.metrics
+            .observe_usage(measured.iter().map(|(t, u)| (t, u)));
+        let tasks: Vec<proto::TaskUsage> = measured
+            .iter()
+            .map(|(t, usage)| proto::TaskUsage {
+                framework_id: t.framework_id.clone(),
+                task_id: t.task_id.clone(),
+                usage: usage.clone(),
             })
             .collect();
         let pressure = self.pressure.read();

@@ -236,6 +236,9 @@ pub struct Master {
     generation: u64,
     published_generation: u64,
     allocation_passes: u64,
+    /// Offers declined by their framework and rescinded by the master (for metrics).
+    offers_declined: u64,
+    offers_rescinded: u64,
 }
 
 /// Operator-visible counters.
@@ -245,6 +248,11 @@ pub struct Stats {
     pub outstanding_offers: usize,
     pub in_flight_proposals: usize,
     pub sessions: usize,
+    /// Offers made, declined by their framework, and rescinded by the master since this core
+    /// started (a new leader starts from 0).
+    pub offers_made: u64,
+    pub offers_declined: u64,
+    pub offers_rescinded: u64,
 }
 
 fn err(code: ErrorCode, message: impl Into<String>, fatal: bool) -> ServerFrame {
@@ -291,6 +299,8 @@ impl Master {
             generation: 1,
             published_generation: 0,
             allocation_passes: 0,
+            offers_declined: 0,
+            offers_rescinded: 0,
             config,
         };
         m.timers.set(
@@ -324,6 +334,9 @@ impl Master {
             outstanding_offers: self.offers.len(),
             in_flight_proposals: self.in_flight.len(),
             sessions: self.sessions.len(),
+            offers_made: self.next_offer,
+            offers_declined: self.offers_declined,
+            offers_rescinded: self.offers_rescinded,
         }
     }
 
