@@ -47,6 +47,8 @@ pub(crate) struct AgentMetrics {
     task_pids_limit: Family<TaskLabel, Gauge>,
     /// What the core's counters were at the last `observe_core`.
     seen: std::sync::Arc<[AtomicU64; 3]>,
+    /// The tasks that have per-task series (dropped as soon as the task ends).
+    with_usage: std::sync::Arc<std::sync::Mutex<Vec<TaskLabel>>>,
     metrics: Metrics,
 }
 
@@ -73,6 +75,7 @@ impl AgentMetrics {
             task_memory_limit: Family::default(),
             task_pids_limit: Family::default(),
             seen: Default::default(),
+            with_usage: Default::default(),
             metrics: Metrics::new(Metrics::registry()),
         };
         r.register(
@@ -168,6 +171,16 @@ impl AgentMetrics {
                 .inc();
         }
         self.status_queue.set(core.unacknowledged() as i64);
+        let mut with_usage = self.with_usage.lock().unwrap_or_else(|e| e.into_inner());
+        with_usage.retain(|label| {
+            let live = core
+                .task(&proto::TaskId::new(label.task.clone()))
+                .is_some_and(|t| !t.state.is_terminal());
+            if !live {
+                self.remove_task_series(label);
+            }
+            live
+        });
         for (i, (now, counter)) in [
             (core.oom_kills(), &self.oom_kills),
             (core.drifts_restored(), &self.drift_repairs),
@@ -187,12 +200,10 @@ impl AgentMetrics {
         tasks: impl Iterator<Item = (&'a agent_core::TaskView<'a>, &'a proto::ResourceUsage)>,
     ) {
         let _scrapes_wait = self.metrics.updating();
-        self.task_cpu.clear();
-        self.task_memory.clear();
-        self.task_pids.clear();
-        self.task_cpu_limit.clear();
-        self.task_memory_limit.clear();
-        self.task_pids_limit.clear();
+        let mut with_usage = self.with_usage.lock().unwrap_or_else(|e| e.into_inner());
+        for label in with_usage.drain(..) {
+            self.remove_task_series(&label);
+        }
         for (t, u) in tasks {
             let label = TaskLabel {
                 framework: t.framework_id.as_str().to_owned(),
@@ -218,7 +229,17 @@ impl AgentMetrics {
             self.task_pids_limit
                 .get_or_create(&label)
                 .set(i64_of(t.pids_limit));
+            with_usage.push(label);
         }
+    }
+
+    fn remove_task_series(&self, label: &TaskLabel) {
+        self.task_cpu.remove(label);
+        self.task_memory.remove(label);
+        self.task_pids.remove(label);
+        self.task_cpu_limit.remove(label);
+        self.task_memory_limit.remove(label);
+        self.task_pids_limit.remove(label);
     }
 
     pub(crate) fn launched(&self, took: Duration) {
