@@ -63,6 +63,7 @@ pub struct MasterMetrics {
     offers: Family<OfferLabel, Counter>,
     allocation_passes: Counter,
     allocation_pass: Histogram,
+    launch: Histogram,
     role_share: Family<RoleLabel, FloatGauge>,
     role_weight: Family<RoleLabel, FloatGauge>,
     role_starved: Family<RoleLabel, FloatGauge>,
@@ -116,6 +117,7 @@ impl MasterMetrics {
             offers: Family::default(),
             allocation_passes: Counter::default(),
             allocation_pass: Histogram::new(telemetry::duration_buckets()),
+            launch: Histogram::new(telemetry::duration_buckets()),
             role_share: Family::default(),
             role_weight: Family::default(),
             role_starved: Family::default(),
@@ -171,6 +173,12 @@ impl MasterMetrics {
             "Time the core spent in a timer event that ran an allocation pass",
             Unit::Seconds,
             m.allocation_pass.clone(),
+        );
+        r.register_with_unit(
+            "master_launch_duration",
+            "Time from a launch's commit (TasksAdded) to its task's TASK_RUNNING",
+            Unit::Seconds,
+            m.launch.clone(),
         );
         r.register(
             "master_role_dominant_share",
@@ -334,6 +342,13 @@ impl MasterMetrics {
 
     /// Takes the core's counters: `last` is what this core reported before (zero for a core
     /// that just started), so the exported counters keep rising across leader changes.
+    /// Commit → TASK_RUNNING of launches the core timed.
+    pub(crate) fn launches(&self, latencies: Vec<Duration>) {
+        for d in latencies {
+            self.launch.observe(d.as_secs_f64());
+        }
+    }
+
     pub(crate) fn observe_core(&self, last: &mut Stats, now: Stats) {
         let delta = |a: u64, b: u64| b.saturating_sub(a);
         for (outcome, before, after) in [

@@ -810,6 +810,7 @@ fn publish(
     metrics: &MasterMetrics,
 ) {
     metrics.observe_core(&mut l.stats, l.master.stats());
+    metrics.launches(l.master.take_launch_latencies());
     l.master.set_masters_state(masters_state(registry));
     if l.master.snapshot_dirty() {
         l.master.clear_snapshot_dirty();

@@ -156,6 +156,12 @@ fn master_and_agent_metrics_pass_promtool_and_move_with_tasks_kills_and_ooms() {
         value_or_zero(&m1, "corral_master_allocation_pass_duration_seconds_count") >= 1.0,
         "{m1}"
     );
+    let m1 = wait_value(
+        master_metrics,
+        "corral_master_launch_duration_seconds_count",
+        "timed the launch (commit to TASK_RUNNING)",
+        |v| v >= 1.0,
+    );
     let frames_in = r#"corral_master_frames_total{direction="in"}"#;
     assert!(
         value_or_zero(&m1, frames_in) > value_or_zero(&m0, frames_in),

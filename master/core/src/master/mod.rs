@@ -239,6 +239,10 @@ pub struct Master {
     /// Offers declined by their framework and rescinded by the master (for metrics).
     offers_declined: u64,
     offers_rescinded: u64,
+    /// When each launch committed, until its task reports TASK_RUNNING (or anything else).
+    launch_committed_at: BTreeMap<TaskKey, Instant>,
+    /// Commit → TASK_RUNNING of launches since the daemon last took them (metrics).
+    launch_latencies: Vec<Duration>,
 }
 
 /// Operator-visible counters.
@@ -301,6 +305,8 @@ impl Master {
             allocation_passes: 0,
             offers_declined: 0,
             offers_rescinded: 0,
+            launch_committed_at: BTreeMap::new(),
+            launch_latencies: Vec::new(),
             config,
         };
         m.timers.set(
@@ -338,6 +344,12 @@ impl Master {
             offers_declined: self.offers_declined,
             offers_rescinded: self.offers_rescinded,
         }
+    }
+
+    /// Commit → TASK_RUNNING of the launches whose tasks reported running since the last call
+    /// (at most `limits::MAX_LAUNCH_LATENCIES`), for the daemon's metrics.
+    pub fn take_launch_latencies(&mut self) -> Vec<Duration> {
+        std::mem::take(&mut self.launch_latencies)
     }
 
     pub fn set_masters_state(&mut self, m: MastersState) {
