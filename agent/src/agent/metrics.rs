@@ -26,6 +26,12 @@ struct TaskLabel {
     task: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PressureLabel {
+    resource: &'static str,
+    kind: &'static str,
+}
+
 type FloatCounter = Counter<f64, AtomicU64>;
 
 /// The agent's metrics. Clones share the same series.
@@ -45,6 +51,7 @@ pub(crate) struct AgentMetrics {
     task_cpu_limit: Family<TaskLabel, Gauge<f64, AtomicU64>>,
     task_memory_limit: Family<TaskLabel, Gauge>,
     task_pids_limit: Family<TaskLabel, Gauge>,
+    pressure: Family<PressureLabel, Gauge<f64, AtomicU64>>,
     /// What the core's counters were at the last `observe_core`.
     seen: std::sync::Arc<[AtomicU64; 3]>,
     /// The tasks that have per-task series (dropped as soon as the task ends).
@@ -74,6 +81,7 @@ impl AgentMetrics {
             task_cpu_limit: Family::default(),
             task_memory_limit: Family::default(),
             task_pids_limit: Family::default(),
+            pressure: Family::default(),
             seen: Default::default(),
             with_usage: Default::default(),
             metrics: Metrics::new(Metrics::registry()),
@@ -148,6 +156,11 @@ impl AgentMetrics {
             "agent_task_pids_limit",
             "Pids limit of a running task",
             m.task_pids_limit.clone(),
+        );
+        r.register(
+            "agent_node_pressure_ratio",
+            "Share of the last 10 s the node stalled for lack of a resource (PSI avg10; some: at least one task, full: all non-idle tasks)",
+            m.pressure.clone(),
         );
         AgentMetrics {
             metrics: Metrics::new(r),
@@ -230,6 +243,24 @@ impl AgentMetrics {
                 .get_or_create(&label)
                 .set(i64_of(t.pids_limit));
             with_usage.push(label);
+        }
+    }
+
+    /// The node's pressure as last read (none: the kernel has no PSI).
+    pub(crate) fn observe_pressure(&self, p: Option<proto::NodePressure>) {
+        let _scrapes_wait = self.metrics.updating();
+        self.pressure.clear();
+        let Some(p) = p else { return };
+        for (resource, kind, v) in [
+            ("cpu", "some", p.cpu_some_avg10),
+            ("memory", "some", p.memory_some_avg10),
+            ("memory", "full", p.memory_full_avg10),
+            ("io", "some", p.io_some_avg10),
+            ("io", "full", p.io_full_avg10),
+        ] {
+            self.pressure
+                .get_or_create(&PressureLabel { resource, kind })
+                .set(f64::from(v) / f64::from(proto::NodePressure::MAX));
         }
     }
 

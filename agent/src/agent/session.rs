@@ -213,6 +213,7 @@ impl Agent {
     /// executor's container, which they share (Mesos reports usage per executor too); with the
     /// node's pressure, sent even when no task runs.
     pub(super) fn send_usage(&mut self) {
+        let pressure = self.pressure.read();
         let per_executor: BTreeMap<&ExecKey, Option<proto::ResourceUsage>> = self
             .executors
             .iter()
@@ -233,6 +234,8 @@ impl Agent {
                 Some((t, usage))
             })
             .collect();
+        // Pressure first: a scrape that sees this report's task series sees its pressure too.
+        self.metrics.observe_pressure(pressure);
         self.metrics
             .observe_usage(measured.iter().map(|(t, u)| (t, u)));
         let tasks: Vec<proto::TaskUsage> = measured
@@ -243,7 +246,6 @@ impl Agent {
                 usage: usage.clone(),
             })
             .collect();
-        let pressure = self.pressure.read();
         if !tasks.is_empty() || pressure.is_some() {
             self.send(AgentToMaster::Usage { tasks, pressure });
         }

@@ -219,6 +219,14 @@ fn master_and_agent_metrics_pass_promtool_and_move_with_tasks_kills_and_ooms() {
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
         .unwrap_or(0.0);
     assert!(pids >= 1.0, "the sleeper's pids: {a2}");
+    // With PSI, the node's pressure is reported with the usage (a ratio); without it, not.
+    let cpu_some = r#"corral_agent_node_pressure_ratio{resource="cpu",kind="some"}"#;
+    if std::fs::read_to_string("/proc/pressure/cpu").is_ok() {
+        let p = value(&a2, cpu_some).unwrap_or_else(|| panic!("no cpu pressure:\n{a2}"));
+        assert!((0.0..=1.0).contains(&p), "{a2}");
+    } else {
+        assert_eq!(value(&a2, cpu_some), None, "{a2}");
+    }
     let out = c.client("op", &["kill", &task], T);
     assert!(out.status.success(), "{}", stderr(&out));
     let _ = wait_child(run, T);
