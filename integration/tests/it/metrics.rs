@@ -282,3 +282,53 @@ fn master_and_agent_metrics_pass_promtool_and_move_with_tasks_kills_and_ooms() {
     promtool_accepts(&a4, "agent");
     promtool_accepts(&m4, "master");
 }
+
+#[test]
+fn only_the_leading_master_reports_the_cluster_and_it_reports_follower_lag() {
+    let ports: Vec<SocketAddr> = (0..3)
+        .map(|_| format!("127.0.0.1:{}", free_port()).parse().expect("addr"))
+        .collect();
+    let c = Cluster::start_replicated_with(3, None, &|i| {
+        vec!["--metrics-listen".into(), ports[i].to_string()]
+    });
+    let leader = c.wait_for_leader(T);
+    let deadline = Instant::now() + T;
+    loop {
+        let scrapes: Vec<String> = ports.iter().map(|p| scrape(*p)).collect();
+        let settled = scrapes.iter().enumerate().all(|(i, text)| {
+            let leads = value(text, "corral_master_raft_is_leader") == Some(1.0);
+            let lags = text.matches("corral_master_raft_follower_lag{").count();
+            // Every master has applied the leader's first entry.
+            let applied = value_or_zero(text, "corral_master_raft_applied_index") >= 1.0;
+            leads == (i == leader) && (i != leader || lags == 2) && applied
+        });
+        if settled {
+            for (i, text) in scrapes.iter().enumerate() {
+                promtool_accepts(text, &format!("master {}", i + 1));
+                assert!(
+                    value_or_zero(text, "corral_master_raft_term") >= 1.0,
+                    "{text}"
+                );
+                let agents = value(text, r#"corral_master_agents{state="active"}"#);
+                if i == leader {
+                    assert_eq!(agents, Some(0.0), "the leader reports the cluster: {text}");
+                    assert!(
+                        value_or_zero(text, r#"corral_master_connections{role="master"}"#) >= 1.0,
+                        "raft links are counted: {text}"
+                    );
+                } else {
+                    assert_eq!(agents, None, "a follower leaves the cluster out: {text}");
+                }
+            }
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "master {} leads, but the metrics never said so (with lag for both followers, and \
+             every master past index 0):\n{}",
+            leader + 1,
+            scrapes.join("\n----\n")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
