@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs Corral's whole test suite. On a fresh Debian machine (as root) it first installs what the
-# tests need: qemu, busybox and a cgroup-v2 kernel for the VM suite, and the Debian image with
-# systemd as PID 1 for the real-systemd test (built once, cached under /var/cache/corral-vm),
-# and crun and runc, which no test needs but the launch bench of scripts/bench.sh compares with.
+# tests need: qemu, busybox and a cgroup-v2 kernel for the VM suite, promtool (Debian's
+# prometheus package) for the metrics test, the Debian image with systemd as PID 1 for the
+# real-systemd test (built once, cached under /var/cache/corral-vm), and crun and runc, which no
+# test needs but the launch bench of scripts/bench.sh compares with.
 # Without root, the root-only tests (real cgroups, the VMs) skip with a message saying why.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +21,16 @@ if [ "$(id -u)" = 0 ]; then
         apt-get install -y -q --no-install-recommends "${oci[@]}" >/dev/null \
             || { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends "${oci[@]}" >/dev/null; } \
             || echo "test.sh: could not install ${oci[*]}; the tests do not need them" >&2
+    fi
+    # promtool (Debian's prometheus package) checks the daemons' /metrics in the metrics test.
+    if ! command -v promtool >/dev/null 2>&1; then
+        echo "test.sh: installing prometheus (for promtool)" >&2
+        apt-get update -q >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus >/dev/null
+        # Only its promtool is wanted: no Prometheus server left running.
+        if [ -d /run/systemd/system ]; then
+            systemctl disable --now prometheus.service >/dev/null 2>&1 || true
+        fi
     fi
 else
     echo "test.sh: not root: not installing packages; cgroup and VM tests will skip" >&2

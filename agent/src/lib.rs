@@ -77,6 +77,8 @@ pub enum AgentError {
     #[error("cannot set up isolation: {0}")]
     Isolation(#[from] isolation::IsolationError),
     #[error(transparent)]
+    Metrics(#[from] telemetry::MetricsError),
+    #[error(transparent)]
     CgroupDriver(#[from] error::CgroupDriverError),
     #[error("--resources '{spec}': {reason}")]
     Resources { spec: String, reason: String },

@@ -165,6 +165,10 @@ pub struct MasterArgs {
     /// dead leader is then replaced more slowly. MIN must be at least 3 heartbeats.
     #[arg(long, value_name = "MIN-MAX")]
     pub raft_election_timeout_secs: Option<String>,
+    /// Serve Prometheus metrics over HTTP at /metrics on this address (e.g. 127.0.0.1:9105);
+    /// off by default. Unauthenticated: keep it on loopback or a management network.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -218,6 +222,10 @@ pub struct AgentArgs {
     /// week); sooner while the disk is over `sandbox_gc_disk_percent` full.
     #[arg(long)]
     pub sandbox_gc_age_secs: Option<f64>,
+    /// Serve Prometheus metrics over HTTP at /metrics on this address (e.g. 127.0.0.1:9106);
+    /// off by default. Unauthenticated: keep it on loopback or a management network.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -3,6 +3,7 @@
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -24,6 +25,7 @@ pub struct MasterFile {
     pub raft_heartbeat_secs: Option<f64>,
     /// `"MIN-MAX"` seconds, as the flag.
     pub raft_election_timeout_secs: Option<String>,
+    pub metrics_listen: Option<String>,
     /// `[policy.PRINCIPAL] roles = [...], users = [...]`: the authorization policy a cluster
     /// starts with (ignored once an operator changed it with `corral policy`).
     #[serde(default)]
@@ -104,6 +106,7 @@ pub struct AgentFile {
     pub status_update_retry_secs: Option<f64>,
     pub sandbox_gc_age_secs: Option<f64>,
     pub sandbox_gc_disk_percent: Option<u8>,
+    pub metrics_listen: Option<String>,
 }
 
 /// Reads a TOML file, or the defaults when no file was given.
@@ -125,6 +128,16 @@ pub fn required<T>(flag: Option<T>, file: Option<T>, what: &str) -> Result<T> {
             what.replace('-', "_")
         ),
     }
+}
+
+/// `--metrics-listen` (flag, else the file's `metrics_listen`), if set.
+pub fn metrics_listen(flag: Option<&str>, file: Option<&str>) -> Result<Option<SocketAddr>> {
+    let Some(addr) = flag.or(file) else {
+        return Ok(None);
+    };
+    addr.parse().map(Some).with_context(|| {
+        format!("invalid --metrics-listen '{addr}': expected IP:PORT, e.g. 127.0.0.1:9105")
+    })
 }
 
 /// Parses `key:value;key:value` (attributes).
@@ -303,6 +316,13 @@ mod tests {
             .collect();
         let p: MasterFile = toml::from_str(&policy).expect(&policy);
         assert_eq!(policy_seed(&p.policy).expect("sample policy").len(), 1);
+        // Metrics are served on loopback only in the samples.
+        let loopback = |addr: Option<&str>| {
+            metrics_listen(None, addr)
+                .expect("a valid address")
+                .is_some_and(|a| a.ip().is_loopback())
+        };
+        assert!(loopback(m.metrics_listen.as_deref()), "{m:?}");
         // The commented raft keys, uncommented, are the defaults and pass the checks.
         let text = std::fs::read_to_string(root.join("master.toml")).expect("master.toml");
         let raft: String = text
@@ -325,6 +345,19 @@ mod tests {
         let a: AgentFile = load(Some(&root.join("agent.toml"))).expect("agent.toml");
         assert_eq!(a.default_user.as_deref(), Some("nobody"));
         assert_eq!(a.isolation.as_deref(), Some("auto"));
+        assert!(loopback(a.metrics_listen.as_deref()), "{a:?}");
+    }
+
+    #[test]
+    fn metrics_listen_is_off_unless_set_and_the_flag_wins() {
+        assert_eq!(metrics_listen(None, None).expect("unset"), None);
+        let flag = metrics_listen(Some("127.0.0.1:1"), Some("127.0.0.1:2")).expect("valid");
+        assert_eq!(flag, Some("127.0.0.1:1".parse().expect("addr")));
+        let err = metrics_listen(None, Some("localhost")).expect_err("no port");
+        assert!(
+            err.to_string().contains("--metrics-listen 'localhost'"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -112,6 +112,7 @@ impl LocalCluster {
             },
             max_frame_len: proto::MAX_FRAME_LEN,
             raft: master::RaftSetup::default(),
+            metrics_listen: None,
         })?;
         let master_addr = server.local_addr();
         let (stop_master, master_rx) = oneshot::channel::<()>();
@@ -154,6 +155,7 @@ impl LocalCluster {
             kill_grace: Duration::from_secs(3),
             cleanup_on_exit: true,
             gc: Default::default(),
+            metrics_listen: None,
         };
         let (stop_agent, agent_rx) = oneshot::channel::<()>();
         let agent_task = tokio::spawn(async move {

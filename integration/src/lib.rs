@@ -344,6 +344,15 @@ impl Cluster {
     /// Like [`Cluster::start_replicated`], with master `i` in `lab`'s host `i` (its own network
     /// namespace) when a lab is given.
     pub fn start_replicated_on(n: usize, lab: Option<&NetLab>) -> Cluster {
+        Self::start_replicated_with(n, lab, &|_| Vec::new())
+    }
+
+    /// Like [`Cluster::start_replicated_on`], with `extra(i)` appended to master `i`'s flags.
+    pub fn start_replicated_with(
+        n: usize,
+        lab: Option<&NetLab>,
+        extra: &dyn Fn(usize) -> Vec<String>,
+    ) -> Cluster {
         let (dir, certs) = cluster_dir();
         for (role, name) in [
             ("framework", "fw"),
@@ -382,6 +391,7 @@ impl Cluster {
                 }
             }
             args.extend(certs.flags(&name));
+            args.extend(extra(i));
             daemons.push(Daemon::spawn_in(
                 netns[i].as_deref(),
                 &name,

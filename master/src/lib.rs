@@ -21,6 +21,7 @@
 //! Architecture invariant: all decisions are made in `master-core`; this crate only moves frames,
 //! timers and committed registry operations between the core and the outside world.
 
+mod metrics;
 mod reads;
 mod server;
 
@@ -28,4 +29,5 @@ pub use master_raft::{
     MasterNode, DEFAULT_ELECTION_TIMEOUT, DEFAULT_HEARTBEAT, MAX_RAFT_TIMER,
     MIN_ELECTION_HEARTBEATS,
 };
+pub use metrics::MasterMetrics;
 pub use server::{Config, MasterError, MasterServer, RaftSetup};

@@ -1,5 +1,6 @@
+use crate::metrics::MasterMetrics;
 use crate::reads::ReadGate;
-use master_core::{Master, Output, ProposalId, SessionId};
+use master_core::{Master, Output, ProposalId, SessionId, Stats};
 use master_raft::{
     network::serve_raft_connection, CommitEvent, MasterNode, MembershipError, ProposeError,
     RaftConfig, RegistryOp, ReplicatedRegistry,
@@ -84,6 +85,8 @@ pub struct Config {
     pub core: master_core::MasterConfig,
     pub max_frame_len: usize,
     pub raft: RaftSetup,
+    /// Serve Prometheus metrics at `/metrics` on this address (`--metrics-listen`).
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -100,6 +103,8 @@ pub enum MasterError {
     },
     #[error("the certificate {0} is not a master certificate; issue one with `corral certs issue --role master`")]
     NotAMasterCertificate(String),
+    #[error(transparent)]
+    Metrics(#[from] telemetry::MetricsError),
     #[error("replicated registry: {0}")]
     Raft(#[from] master_raft::RaftError),
     #[error("the replicated registry stopped: {reason} (check that {data_dir} has free space and is writable, then restart this master)")]
@@ -152,12 +157,14 @@ struct Edge {
     reads: ReadGate,
     /// Shared by every client stream (see [`INBOUND_FRAME_BUDGET`]).
     frame_budget: RecvBudget,
+    metrics: MasterMetrics,
 }
 
 /// A bound, not yet running, master.
 pub struct MasterServer {
     endpoint: transport::Endpoint,
     config: Config,
+    metrics_listener: Option<std::net::TcpListener>,
 }
 
 impl MasterServer {
@@ -179,17 +186,33 @@ impl MasterServer {
                     source,
                 }
             })?;
-        Ok(MasterServer { endpoint, config })
+        let metrics_listener = config.metrics_listen.map(telemetry::bind).transpose()?;
+        Ok(MasterServer {
+            endpoint,
+            config,
+            metrics_listener,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.endpoint.local_addr().unwrap_or(self.config.listen)
     }
 
+    /// Where `/metrics` is served, if `metrics_listen` was set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+    }
+
     /// Serves until `shutdown` completes.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), MasterError> {
         let local = self.local_addr();
-        let MasterServer { endpoint, config } = self;
+        let MasterServer {
+            endpoint,
+            config,
+            metrics_listener,
+        } = self;
         let raft_id = config.raft.id.max(1);
         let me = MasterNode::new(
             config
@@ -228,6 +251,16 @@ impl MasterServer {
             leadership: leadership.clone(),
             registry: registry.clone(),
             frame_budget: RecvBudget::new(INBOUND_FRAME_BUDGET.max(config.max_frame_len)),
+            metrics: MasterMetrics::new(),
+        });
+        let metrics_server = metrics_listener.map(|listener| {
+            let leads = leadership.clone();
+            let served = edge.metrics.served(
+                edge.snapshot.clone(),
+                registry.clone(),
+                Arc::new(move || leads.is_leader.load(Ordering::Acquire)),
+            );
+            tokio::spawn(telemetry::serve(listener, served))
         });
         tracing::info!(listen = %local, name = %config.identity.peer().name, raft_id,
             masters = members.len(), "master serving");
@@ -237,6 +270,7 @@ impl MasterServer {
             snapshot_tx,
             registry.clone(),
             leadership,
+            edge.metrics.clone(),
         ));
         let accept = accept_loop(endpoint.clone(), edge);
         let data_dir = config.data_dir.clone();
@@ -255,6 +289,9 @@ impl MasterServer {
             None => tracing::info!("master shutting down"),
         }
         core.abort();
+        if let Some(m) = metrics_server {
+            m.abort();
+        }
         endpoint.close(
             0,
             if failed.is_some() {
@@ -306,6 +343,7 @@ async fn handle_connection(incoming: transport::Incoming, edge: Arc<Edge>) {
         }
     };
     tracing::debug!(%remote, %peer, "connection accepted");
+    let _open = edge.metrics.connection(peer.role);
     // Other masters speak raft on their connections; everyone else speaks the client protocol.
     if peer.role == Role::Master {
         if let Err(e) = serve_raft_connection(edge.registry.raft_server(), conn).await {
@@ -503,12 +541,14 @@ async fn handle_stream(
                         tracing::debug!(%remote, %peer, error = %e, "session write failed");
                         break;
                     }
+                    edge.metrics.frame_out();
                 }
                 // The core closed this session.
                 None => break,
             },
             inbound = rx.recv() => match inbound {
                 Ok(Some(frame)) => {
+                    edge.metrics.frame_in();
                     // Reconciliation (and a kill of a task the registry does not know, which
                     // is answered as reconciliation) tells the framework what the cluster
                     // knows: only a master that leads now may answer it. The session waits
@@ -584,6 +624,8 @@ async fn proposer(
 struct Leading {
     master: Master,
     commits: mpsc::Receiver<CommitEvent>,
+    /// The core's counters as last given to the metrics.
+    stats: Stats,
 }
 
 /// The one task that owns the core. Everything the core does happens here, in event order. It
@@ -595,6 +637,7 @@ async fn core_loop(
     snapshot: watch::Sender<Arc<ClusterState>>,
     registry: ReplicatedRegistry,
     leadership: Arc<Leadership>,
+    exported: MasterMetrics,
 ) {
     let mut metrics = registry.metrics();
     let (ops_tx, ops_rx) = mpsc::channel(master_core::limits::MAX_IN_FLIGHT_PROPOSALS);
@@ -633,6 +676,7 @@ async fn core_loop(
                     leading = Some(Leading {
                         master,
                         commits: sub.events,
+                        stats: Stats::default(),
                     });
                     following = None;
                     leadership.is_leader.store(true, Ordering::Release);
@@ -680,7 +724,7 @@ async fn core_loop(
                             step_down(&mut leading, &mut outboxes, &leadership, leader_addr.clone());
                             following = Some(registry.subscribe().events);
                         } else if let Some(l) = leading.as_mut() {
-                            publish(l, &registry, &snapshot);
+                            publish(l, &registry, &snapshot, &exported);
                         }
                         let _ = done.send(leads && registry.is_leader());
                     }
@@ -734,15 +778,21 @@ async fn core_loop(
             }
             _ = tokio::time::sleep_until(deadline) => {
                 if let Some(l) = leading.as_mut() {
-                    l.master.handle_timeout(Instant::now());
+                    let passes = l.master.stats().allocation_passes;
+                    let started = Instant::now();
+                    l.master.handle_timeout(started);
+                    if l.master.stats().allocation_passes != passes {
+                        exported.allocation_pass(started.elapsed());
+                    }
                 }
             }
             _ = tokio::time::sleep_until(lead_retry.unwrap_or_else(tokio::time::Instant::now)), if lead_retry.is_some() => {
                 lead_retry = None;
             }
             _ = publish_tick.tick() => {
-                if let Some(l) = leading.as_mut() {
-                    publish(l, &registry, &snapshot);
+                match leading.as_mut() {
+                    Some(l) => publish(l, &registry, &snapshot, &exported),
+                    None => exported.core_stopped(),
                 }
             }
         }
@@ -757,7 +807,10 @@ fn publish(
     l: &mut Leading,
     registry: &ReplicatedRegistry,
     snapshot: &watch::Sender<Arc<ClusterState>>,
+    metrics: &MasterMetrics,
 ) {
+    metrics.observe_core(&mut l.stats, l.master.stats());
+    metrics.launches(l.master.take_launch_latencies());
     l.master.set_masters_state(masters_state(registry));
     if l.master.snapshot_dirty() {
         l.master.clear_snapshot_dirty();

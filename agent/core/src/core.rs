@@ -171,6 +171,10 @@ pub struct TaskView<'a> {
     pub executor: Option<&'a ExecutorId>,
     pub kill_requested: bool,
     pub running: bool,
+    /// What the task asked for (its own container's limits; a share of its executor's).
+    pub resources: &'a Resources,
+    /// Its pids limit: its own, else the agent's default.
+    pub pids_limit: u64,
 }
 
 /// Fixed settings of the core.
@@ -254,6 +258,8 @@ pub struct AgentCore {
     pub(crate) timers: BTreeMap<(Instant, u64), Timer>,
     pub(crate) next_timer: u64,
     pub(crate) drifts: u64,
+    /// Tasks this core ended with reason `MemoryLimit` (OOM-killed at their limit).
+    pub(crate) oom_kills: u64,
 }
 
 impl AgentCore {
@@ -279,6 +285,7 @@ impl AgentCore {
             timers: BTreeMap::new(),
             next_timer: 0,
             drifts: 0,
+            oom_kills: 0,
         }
     }
 
@@ -536,6 +543,9 @@ impl AgentCore {
         status.agent_id = self.agent_id.clone();
         status.timestamp_ms = now.unix_ms;
         f(&mut status);
+        if state.is_terminal() && status.reason == Some(proto::StatusReason::MemoryLimit) {
+            self.oom_kills += 1;
+        }
         let framework_id = task.framework.id.clone();
         let key = task.executor_key();
         self.next_uuid += 1;
@@ -605,6 +615,12 @@ impl AgentCore {
             executor: t.executor.as_ref(),
             kill_requested: t.kill_requested,
             running: t.container == Container::Running,
+            resources: &t.info.resources,
+            pids_limit: t
+                .info
+                .container
+                .pids_limit
+                .unwrap_or(self.config.default_pids_limit),
         })
     }
 
@@ -626,6 +642,16 @@ impl AgentCore {
     /// Status updates not yet acknowledged.
     pub fn unacknowledged(&self) -> usize {
         self.updates.len()
+    }
+
+    /// Tasks ended as OOM-killed at their memory limit (`MemoryLimit`) since start.
+    pub fn oom_kills(&self) -> u64 {
+        self.oom_kills
+    }
+
+    /// Status updates sent again because no acknowledgement came, since start.
+    pub fn status_resends(&self) -> u64 {
+        self.updates.resends()
     }
 
     /// Limit changes found and restored from outside since start.

@@ -43,6 +43,8 @@ struct TaskStream {
 pub struct StatusUpdates {
     streams: BTreeMap<TaskId, TaskStream>,
     policy: RetryPolicy,
+    /// Updates sent again for want of an acknowledgement.
+    resends: u64,
 }
 
 impl StatusUpdates {
@@ -50,6 +52,7 @@ impl StatusUpdates {
         StatusUpdates {
             streams: BTreeMap::new(),
             policy,
+            resends: 0,
         }
     }
 
@@ -137,6 +140,11 @@ impl StatusUpdates {
         self.streams.get(task_id).is_none_or(|s| s.queue.is_empty())
     }
 
+    /// Updates sent again because their acknowledgement did not come in time.
+    pub fn resends(&self) -> u64 {
+        self.resends
+    }
+
     /// Updates to send now: each task's head if it was never sent or its retry is due.
     /// Marks them sent at `now` and backs off their next retry.
     pub fn due(&mut self, now: Instant) -> Vec<(FrameworkId, TaskStatus)> {
@@ -153,6 +161,7 @@ impl StatusUpdates {
             let wait = if stream.next_send.is_none() {
                 stream.backoff
             } else {
+                self.resends += 1;
                 stream.backoff = (stream.backoff * 2).min(max);
                 stream.backoff
             };

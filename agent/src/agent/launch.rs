@@ -52,8 +52,13 @@ impl Agent {
         let runtime = self.runtime.clone();
         let events = self.events.clone();
         let id = container_id(&framework.id, &task_id);
+        let metrics = self.metrics.clone();
         tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
             let result = runtime.launch(&id, &spec);
+            if result.is_ok() {
+                metrics.launched(started.elapsed());
+            }
             let _ = events.blocking_send(Event::Launched { task_id, result });
         });
     }
@@ -79,6 +84,9 @@ impl Agent {
     }
 
     pub(super) fn on_exited(&mut self, task_id: TaskId, result: Result<ExitInfo, RuntimeError>) {
+        if let Some(asked) = self.kills.remove(&task_id) {
+            self.metrics.killed(asked.elapsed());
+        }
         if let Err(e) = self.core.handle_task_exited(
             now(),
             &task_id,
@@ -89,10 +97,13 @@ impl Agent {
     }
 
     /// SIGTERM, then SIGKILL after `grace`, off the loop.
-    pub(super) fn kill(&self, task_id: &TaskId, grace: Duration) {
+    pub(super) fn kill(&mut self, task_id: &TaskId, grace: Duration) {
         let Some(handle) = self.handles.get(task_id).cloned() else {
             return;
         };
+        self.kills
+            .entry(task_id.clone())
+            .or_insert_with(Instant::now);
         tracing::info!(task = %task_id, ?grace, "killing task");
         tokio::task::spawn_blocking(move || {
             if let Err(e) = handle.kill(grace) {

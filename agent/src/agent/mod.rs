@@ -12,6 +12,7 @@
 //! - `spec.rs`: command tasks' container specs (what the task sees of the host);
 //! - `limits.rs`: limit drift checks and executor resizes off the loop;
 //! - `logs.rs`: `ReadLog` serving; `config.rs`: runtime, agent id, node pressure;
+//! - `metrics.rs`: Prometheus metrics (`--metrics-listen`);
 //! - `executors/`: custom executors' containers, sockets and connections (see its doc).
 
 mod config;
@@ -19,6 +20,7 @@ mod executors;
 mod launch;
 mod limits;
 mod logs;
+mod metrics;
 mod records;
 mod recovery;
 mod session;
@@ -44,6 +46,7 @@ use transport::Identity;
 
 use config::{load_agent_id, make_runtime, save_agent_id, PressureReader};
 use launch::destroy;
+use metrics::AgentMetrics;
 use session::{client_options, ClientOptions, Connected};
 use spec::{container_spec, warn_about_shared_dirs};
 
@@ -95,6 +98,8 @@ pub struct Config {
     pub cleanup_on_exit: bool,
     /// When sandboxes of ended tasks are removed.
     pub gc: crate::gc::GcPolicy,
+    /// Serve Prometheus metrics at `/metrics` on this address (`--metrics-listen`).
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 enum Event {
@@ -130,6 +135,9 @@ struct Agent {
     /// A registration to log once its agent id is saved (`drive`).
     registered: Option<(AgentId, String)>,
     pressure: PressureReader,
+    metrics: AgentMetrics,
+    /// When each kill in flight was asked for (the kill latency ends at the exit).
+    kills: BTreeMap<TaskId, Instant>,
 }
 
 /// The time for the core: the monotonic clock for timers, the wall clock for timestamps.
@@ -195,6 +203,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     std::fs::create_dir_all(config.work_dir.join("sandboxes")).map_err(work_dir_err)?;
     workdir::restrict_work_dir(&config.work_dir).map_err(work_dir_err)?;
     workdir::check_writable(&config.work_dir).map_err(work_dir_err)?;
+    let metrics_listener = config.metrics_listen.map(telemetry::bind).transpose()?;
     let runtime = make_runtime(&config)?;
     if matches!(runtime, Runtime::Isolated(_)) {
         warn_about_shared_dirs(&config.work_dir);
@@ -238,7 +247,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         conn: None,
         registered: None,
         pressure: PressureReader::probe(),
+        metrics: AgentMetrics::new(),
+        kills: BTreeMap::new(),
     };
+    let metrics_server =
+        metrics_listener.map(|l| tokio::spawn(telemetry::serve(l, agent.metrics.served())));
     agent.recover().await;
     tokio::pin!(shutdown);
     loop {
@@ -258,6 +271,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         agent.drive().await;
     }
     agent.stop().await;
+    if let Some(m) = metrics_server {
+        m.abort();
+    }
     Ok(())
 }
 
@@ -277,6 +293,7 @@ impl Agent {
         while let Some(action) = self.core.poll_action() {
             self.execute(action).await;
         }
+        self.metrics.observe_core(&self.core);
         if let Some((agent_id, master)) = self.registered.take() {
             // Logged once the agent id is durable: whoever reads this line may kill the agent
             // and expect its successor to come back under the same id.

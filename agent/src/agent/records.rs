@@ -70,7 +70,10 @@ impl Agent {
             executor_id: r.executor_id.clone(),
         };
         let key = task_key(&r.framework.id, task_id);
-        if let Err(e) = self.checkpoints.save(&key, &cp) {
+        let started = std::time::Instant::now();
+        let saved = self.checkpoints.save(&key, &cp);
+        self.metrics.checkpointed(started.elapsed());
+        if let Err(e) = saved {
             tracing::error!(task = %task_id, error = %e, "cannot checkpoint a task; it may be lost if the agent restarts");
         }
         if let Some(last) = r.pending_updates.last().filter(|_| r.changed) {

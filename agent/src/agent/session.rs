@@ -213,12 +213,13 @@ impl Agent {
     /// executor's container, which they share (Mesos reports usage per executor too); with the
     /// node's pressure, sent even when no task runs.
     pub(super) fn send_usage(&mut self) {
+        let pressure = self.pressure.read();
         let per_executor: BTreeMap<&ExecKey, Option<proto::ResourceUsage>> = self
             .executors
             .iter()
             .map(|(k, e)| (k, e.handle.as_ref().and_then(|h| h.usage())))
             .collect();
-        let tasks: Vec<proto::TaskUsage> = self
+        let measured: Vec<(agent_core::TaskView<'_>, proto::ResourceUsage)> = self
             .core
             .tasks()
             .filter(|t| !t.state.is_terminal())
@@ -230,14 +231,21 @@ impl Agent {
                         .flatten()?,
                     None => self.handles.get(t.task_id)?.usage()?,
                 };
-                Some(proto::TaskUsage {
-                    framework_id: t.framework_id.clone(),
-                    task_id: t.task_id.clone(),
-                    usage,
-                })
+                Some((t, usage))
             })
             .collect();
-        let pressure = self.pressure.read();
+        // Pressure first: a scrape that sees this report's task series sees its pressure too.
+        self.metrics.observe_pressure(pressure);
+        self.metrics
+            .observe_usage(measured.iter().map(|(t, u)| (t, u)));
+        let tasks: Vec<proto::TaskUsage> = measured
+            .iter()
+            .map(|(t, usage)| proto::TaskUsage {
+                framework_id: t.framework_id.clone(),
+                task_id: t.task_id.clone(),
+                usage: usage.clone(),
+            })
+            .collect();
         if !tasks.is_empty() || pressure.is_some() {
             self.send(AgentToMaster::Usage { tasks, pressure });
         }

@@ -101,6 +101,10 @@ pub async fn master(args: MasterArgs) -> Result<u8> {
         core,
         max_frame_len: proto::MAX_FRAME_LEN,
         raft,
+        metrics_listen: config::metrics_listen(
+            args.metrics_listen.as_deref(),
+            file.metrics_listen.as_deref(),
+        )?,
     })?;
     server.run(shutdown_signal()).await?;
     Ok(0)
@@ -201,6 +205,10 @@ pub async fn agent(args: AgentArgs) -> Result<u8> {
             )?,
             disk_high_percent: file.sandbox_gc_disk_percent.unwrap_or(90).min(100),
         },
+        metrics_listen: config::metrics_listen(
+            args.metrics_listen.as_deref(),
+            file.metrics_listen.as_deref(),
+        )?,
     };
     agent::run(config, shutdown_signal()).await?;
     Ok(0)

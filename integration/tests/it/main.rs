@@ -8,6 +8,7 @@ mod executors;
 mod foundation;
 mod ha;
 mod limits;
+mod metrics;
 mod offers;
 mod operator;
 mod policy;

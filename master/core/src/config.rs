@@ -123,6 +123,11 @@ pub mod limits {
     /// Acknowledged update uuids remembered (one per task) to answer an agent's resend of an
     /// update whose acknowledgement it lost.
     pub const MAX_ACKED_REMEMBERED: usize = 1_000_000;
+    /// Launches timed from commit to TASK_RUNNING at once; more go untimed.
+    pub const MAX_TIMED_LAUNCHES: usize = 100_000;
+    /// Launch latencies kept for the daemon to take (`Master::take_launch_latencies`); more
+    /// are dropped until it takes them.
+    pub const MAX_LAUNCH_LATENCIES: usize = 4_096;
     /// Outstanding `ReadLog` requests awaiting an agent's `LogChunk`.
     pub const MAX_PENDING_LOG_REQUESTS: usize = 1_024;
     /// Registry operations proposed and not yet committed.

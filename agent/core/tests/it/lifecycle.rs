@@ -137,3 +137,18 @@ fn an_oom_killed_task_fails_with_the_memory_limit() {
         .unwrap_or("")
         .contains("memory limit of 64MiB"));
 }
+
+#[test]
+fn oom_kills_count_tasks_failed_at_their_memory_limit_only() {
+    let mut h = running("cpus:4;mem:1GiB");
+    assert_eq!(h.core.oom_kills(), 0);
+    let mut exit = Exit::signal(9);
+    exit.oom_killed = true;
+    h.exit("t1", exit);
+    assert_eq!(h.core.oom_kills(), 1);
+    h.ack_until_quiet();
+    h.run("f", vec![task("t2", "cpus:1;mem:64MiB")]);
+    h.exit("t2", Exit::code(1));
+    h.ack_until_quiet();
+    assert_eq!(h.core.oom_kills(), 1, "a plain failure is no OOM kill");
+}

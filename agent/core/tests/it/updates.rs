@@ -136,3 +136,21 @@ fn uuids_are_unique_across_runs_of_the_agent() {
         .collect();
     assert_eq!(uuids.len(), 3);
 }
+
+#[test]
+fn resends_are_counted_and_first_sends_are_not() {
+    let mut h = Harness::new("cpus:4;mem:1GiB");
+    h.run("f", vec![task("t1", "cpus:1")]);
+    let starting = uuid(&h, "t1", 0);
+    assert_eq!((h.sends_of(&starting), h.core.status_resends()), (1, 0));
+    h.advance(Duration::from_secs(10));
+    h.advance(Duration::from_secs(20));
+    assert_eq!((h.sends_of(&starting), h.core.status_resends()), (3, 2));
+    h.ack_until_quiet();
+    assert_eq!(
+        h.core.status_resends(),
+        2,
+        "acknowledged at once: no more resends"
+    );
+    assert_eq!(h.core.unacknowledged(), 0);
+}

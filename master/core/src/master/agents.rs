@@ -437,6 +437,7 @@ impl Master {
             framework_id: framework_id.clone(),
             task_id: status.task_id.clone(),
         };
+        self.launch_reported(&key, status.state);
         if !self.registry.frameworks().contains_key(&framework_id) {
             // The framework is gone: acknowledge on its behalf and stop the task.
             self.ack_on_agent(agent_id, &key, status.uuid.clone());

@@ -139,6 +139,7 @@ impl Master {
                 continue;
             }
             if let Some(o) = self.remove_offer(key, false) {
+                self.offers_declined += 1;
                 self.add_filter(o.framework, o.agent, o.resources, d);
             }
         }

@@ -417,6 +417,7 @@ impl Master {
                 .task(&key)
                 .is_some_and(|e| e.agent_id == *agent_id && e.state == TaskState::Staging);
             if here {
+                self.time_launch(key);
                 launched.push(t);
             }
         }
@@ -496,5 +497,42 @@ fn accept_size_problem(
         ))
     } else {
         None
+    }
+}
+
+/// Launch latency (commit → TASK_RUNNING), for the daemon's metrics.
+impl Master {
+    /// Starts timing a launch whose `TasksAdded` just committed.
+    fn time_launch(&mut self, key: TaskKey) {
+        if self.launch_committed_at.len() >= limits::MAX_TIMED_LAUNCHES {
+            // Tasks lost without a word from their agent leave entries: drop the ones no
+            // longer staging before giving up on timing this one.
+            let registry = &self.registry;
+            self.launch_committed_at.retain(|k, _| {
+                registry
+                    .task(k)
+                    .is_some_and(|t| t.state == TaskState::Staging)
+            });
+            if self.launch_committed_at.len() >= limits::MAX_TIMED_LAUNCHES {
+                return;
+            }
+        }
+        self.launch_committed_at.insert(key, self.now);
+    }
+
+    /// An agent reported `state` for the task: the first report past staging ends its timing,
+    /// and a TASK_RUNNING one is kept as a launch latency.
+    pub(super) fn launch_reported(&mut self, key: &TaskKey, state: TaskState) {
+        if matches!(state, TaskState::Staging | TaskState::Starting) {
+            return;
+        }
+        let Some(committed) = self.launch_committed_at.remove(key) else {
+            return;
+        };
+        if state == TaskState::Running && self.launch_latencies.len() < limits::MAX_LAUNCH_LATENCIES
+        {
+            self.launch_latencies
+                .push(self.now.saturating_duration_since(committed));
+        }
     }
 }

@@ -238,6 +238,13 @@ pub struct Master {
     allocation_passes: u64,
     /// Token buckets of framework principals (`config.framework_rate_limit`).
     rate_limiter: crate::ratelimit::RateLimiter,
+    /// Offers declined by their framework and rescinded by the master (for metrics).
+    offers_declined: u64,
+    offers_rescinded: u64,
+    /// When each launch committed, until its task reports TASK_RUNNING (or anything else).
+    launch_committed_at: BTreeMap<TaskKey, Instant>,
+    /// Commit → TASK_RUNNING of launches since the daemon last took them (metrics).
+    launch_latencies: Vec<Duration>,
 }
 
 /// Operator-visible counters.
@@ -247,6 +254,11 @@ pub struct Stats {
     pub outstanding_offers: usize,
     pub in_flight_proposals: usize,
     pub sessions: usize,
+    /// Offers made, declined by their framework, and rescinded by the master since this core
+    /// started (a new leader starts from 0).
+    pub offers_made: u64,
+    pub offers_declined: u64,
+    pub offers_rescinded: u64,
 }
 
 fn err(code: ErrorCode, message: impl Into<String>, fatal: bool) -> ServerFrame {
@@ -294,6 +306,10 @@ impl Master {
             published_generation: 0,
             allocation_passes: 0,
             rate_limiter: crate::ratelimit::RateLimiter::default(),
+            offers_declined: 0,
+            offers_rescinded: 0,
+            launch_committed_at: BTreeMap::new(),
+            launch_latencies: Vec::new(),
             config,
         };
         m.timers.set(
@@ -372,7 +388,16 @@ impl Master {
             outstanding_offers: self.offers.len(),
             in_flight_proposals: self.in_flight.len(),
             sessions: self.sessions.len(),
+            offers_made: self.next_offer,
+            offers_declined: self.offers_declined,
+            offers_rescinded: self.offers_rescinded,
         }
+    }
+
+    /// Commit → TASK_RUNNING of the launches whose tasks reported running since the last call
+    /// (at most `limits::MAX_LAUNCH_LATENCIES`), for the daemon's metrics.
+    pub fn take_launch_latencies(&mut self) -> Vec<Duration> {
+        std::mem::take(&mut self.launch_latencies)
     }
 
     pub fn set_masters_state(&mut self, m: MastersState) {

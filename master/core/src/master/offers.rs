@@ -146,6 +146,7 @@ impl Master {
             session = f.session;
         }
         if notify {
+            self.offers_rescinded += 1;
             if let Some(s) = session {
                 let offer_id = self.offer_id(key);
                 self.send(

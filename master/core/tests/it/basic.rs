@@ -101,3 +101,51 @@ fn frameworks_get_heartbeats() {
         .count();
     assert_eq!(beats, 2);
 }
+
+#[test]
+fn a_launch_is_timed_from_its_commit_to_task_running() {
+    let mut sim = sim();
+    let agent = sim.add_agent("host1", "cpus:4;mem:4GiB", false);
+    let agent_id = sim.agent_id(agent);
+    let fw = sim.add_framework("web", &[], None);
+    let fw_id = sim.framework_id(fw);
+    sim.advance(Duration::from_millis(10));
+    let offers: Vec<_> = sim.framework(fw).offers.values().cloned().collect();
+    sim.send(
+        fw,
+        ClientFrame::Framework(FrameworkCall::Accept {
+            offer_ids: vec![offers[0].id.clone()],
+            operations: vec![OfferOperation::Launch {
+                tasks: vec![
+                    task("t1", &agent_id, "cpus:1;mem:1GiB"),
+                    task("t2", &agent_id, "cpus:1;mem:1GiB"),
+                ],
+            }],
+            filters: None,
+        }),
+    );
+    let key = |id: &str| master_core::TaskKey {
+        framework_id: fw_id.clone(),
+        task_id: id.into(),
+    };
+    sim.advance(Duration::from_millis(250));
+    sim.agent_update(agent, &key("t1"), TaskState::Starting);
+    sim.agent_update(agent, &key("t2"), TaskState::Failed);
+    sim.pump();
+    assert!(
+        sim.master.take_launch_latencies().is_empty(),
+        "not running yet"
+    );
+    sim.advance(Duration::from_millis(250));
+    sim.agent_update(agent, &key("t1"), TaskState::Running);
+    sim.pump();
+    let timed = sim.master.take_launch_latencies();
+    assert_eq!(timed.len(), 1, "t1 only: t2 never ran");
+    assert!(
+        (Duration::from_millis(500)..Duration::from_millis(600)).contains(&timed[0]),
+        "{timed:?}"
+    );
+    sim.agent_update(agent, &key("t1"), TaskState::Running);
+    sim.pump();
+    assert!(sim.master.take_launch_latencies().is_empty(), "timed once");
+}

@@ -442,3 +442,32 @@ fn reported_pressure_rides_on_the_next_offer_and_in_the_snapshot() {
     sim.send(hot, usage(None));
     assert_eq!(by_id(&sim.master.snapshot(), &hot_id), None);
 }
+
+#[test]
+fn the_stats_count_offers_made_declined_and_rescinded() {
+    let config = MasterConfig {
+        offer_timeout: Some(Duration::from_secs(30)),
+        ..MasterConfig::default()
+    };
+    let mut sim = sim_with(config);
+    sim.add_agent("h", "cpus:2;mem:2GiB", true);
+    let fw = sim.add_framework("f", &[], None);
+    sim.advance(Duration::from_millis(10));
+    let s = sim.master.stats();
+    assert_eq!(
+        (s.offers_made, s.offers_declined, s.offers_rescinded),
+        (1, 0, 0)
+    );
+    decline(&mut sim, fw, 0.0);
+    sim.advance(Duration::from_millis(10));
+    let s = sim.master.stats();
+    assert_eq!(
+        (s.offers_made, s.offers_declined, s.offers_rescinded),
+        (2, 1, 0)
+    );
+    assert_eq!(s.outstanding_offers, 1, "the resources were offered again");
+    sim.advance(Duration::from_secs(31));
+    assert_eq!(sim.framework(fw).rescinds, 1);
+    let s = sim.master.stats();
+    assert_eq!((s.offers_declined, s.offers_rescinded), (1, 1), "{s:?}");
+}
