@@ -49,6 +49,8 @@ pub enum Command {
     /// Add or remove replicated masters.
     #[command(subcommand)]
     Masters(MastersCommand),
+    /// Serve the Mesos v1 HTTP API to unchanged Mesos frameworks (pymesos, avmesos).
+    MesosGateway(MesosGatewayArgs),
     /// (internal) The init process of a container.
     #[command(name = "__init", hide = true)]
     Init(InitArgs),
@@ -322,6 +324,19 @@ pub struct TeardownArgs {
     #[command(flatten)]
     pub connect: ConnectArgs,
     pub framework_id: String,
+}
+
+#[derive(Args, Debug)]
+pub struct MesosGatewayArgs {
+    /// Address for the Mesos HTTP API (loopback only: it carries no authentication).
+    #[arg(long, default_value = "127.0.0.1:5050")]
+    pub listen: String,
+    /// The masters, and the framework certificate every Mesos framework subscribes with.
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    /// Seconds between the HEARTBEAT events of each scheduler stream (Mesos: 15).
+    #[arg(long, value_name = "SECS", default_value_t = 15.0)]
+    pub heartbeat_secs: f64,
 }
 
 #[derive(Args, Debug)]

@@ -88,12 +88,14 @@ async fn scheduler(shared: &Shared, req: Request<Incoming>) -> Result<Response<B
             return Err(Refusal::new(400, "Expecting 'Content-Type' to be present"));
         }
         Some(t) if t == "application/json" => {}
-        Some(t) => return Err(Refusal::new(
-            415,
-            format!(
+        Some(t) => {
+            return Err(Refusal::new(
+                415,
+                format!(
                 "Unsupported 'Content-Type' {t:?}: the Corral gateway speaks application/json only"
             ),
-        )),
+            ))
+        }
     }
     let accepts_json = req
         .headers()

@@ -1,0 +1,21 @@
+//! `corral mesos-gateway`: the Mesos v1 HTTP API for unchanged Mesos frameworks
+//! (`mesos_gateway::Gateway`), subscribing them to the masters with the given certificate.
+
+use super::{client_options, shutdown_signal};
+use crate::cli::MesosGatewayArgs;
+use anyhow::Result;
+use mesos_gateway::{Gateway, GatewayConfig};
+
+pub async fn mesos_gateway(args: MesosGatewayArgs) -> Result<u8> {
+    let config = GatewayConfig {
+        listen: args.listen.clone(),
+        framework: client_options(&args.connect)?,
+        heartbeat: crate::config::seconds("heartbeat-secs", args.heartbeat_secs)?,
+    };
+    let gateway = Gateway::bind(config).await?;
+    tracing::info!(listen = %gateway.local_addr(), masters = %args.connect.master.join(","),
+        "Mesos gateway serving");
+    gateway.run(shutdown_signal()).await;
+    tracing::info!("Mesos gateway stopped");
+    Ok(0)
+}
