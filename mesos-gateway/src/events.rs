@@ -224,7 +224,13 @@ pub fn task_status(s: &TaskStatus) -> Value {
     } else if let Some(sig) = s.signal {
         message.push(format!("Command terminated with signal {sig}"));
     }
-    if let Some(m) = s.message.as_deref().filter(|m| !m.is_empty()) {
+    // Corral's own "exited with code N" says what the Mesos phrase above already does.
+    let same = s.exit_code.map(|c| format!("exited with code {c}"));
+    if let Some(m) = s
+        .message
+        .as_deref()
+        .filter(|m| !m.is_empty() && Some(*m) != same.as_deref())
+    {
         message.push(m.to_owned());
     }
     if !message.is_empty() {

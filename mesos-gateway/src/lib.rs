@@ -63,6 +63,29 @@ pub struct GatewayConfig {
     pub heartbeat: Duration,
 }
 
+/// `listen` resolved, if every address it names is loopback (else [`GatewayError::NotLoopback`]).
+pub async fn loopback_addr(listen: &str) -> Result<SocketAddr, GatewayError> {
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host(listen)
+        .await
+        .map_err(|source| GatewayError::Resolve {
+            addr: listen.to_owned(),
+            source,
+        })?
+        .collect();
+    let Some(addr) = addrs.first().copied() else {
+        return Err(GatewayError::Resolve {
+            addr: listen.to_owned(),
+            source: std::io::Error::other("no address"),
+        });
+    };
+    if addrs.iter().any(|a| !a.ip().is_loopback()) {
+        return Err(GatewayError::NotLoopback {
+            addr: listen.to_owned(),
+        });
+    }
+    Ok(addr)
+}
+
 pub struct Gateway {
     listener: TcpListener,
     shared: Arc<http::Shared>,
@@ -71,24 +94,7 @@ pub struct Gateway {
 impl Gateway {
     /// Resolves and binds `config.listen`, refusing any address that is not loopback.
     pub async fn bind(config: GatewayConfig) -> Result<Gateway, GatewayError> {
-        let addrs: Vec<SocketAddr> = tokio::net::lookup_host(&config.listen)
-            .await
-            .map_err(|source| GatewayError::Resolve {
-                addr: config.listen.clone(),
-                source,
-            })?
-            .collect();
-        let Some(addr) = addrs.first().copied() else {
-            return Err(GatewayError::Resolve {
-                addr: config.listen.clone(),
-                source: std::io::Error::other("no address"),
-            });
-        };
-        if addrs.iter().any(|a| !a.ip().is_loopback()) {
-            return Err(GatewayError::NotLoopback {
-                addr: config.listen.clone(),
-            });
-        }
+        let addr = loopback_addr(&config.listen).await?;
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| GatewayError::Bind {

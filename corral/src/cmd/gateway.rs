@@ -7,6 +7,8 @@ use anyhow::Result;
 use mesos_gateway::{Gateway, GatewayConfig};
 
 pub async fn mesos_gateway(args: MesosGatewayArgs) -> Result<u8> {
+    // Refuse a non-loopback address before anything else (certificates included).
+    mesos_gateway::loopback_addr(&args.listen).await?;
     let config = GatewayConfig {
         listen: args.listen.clone(),
         framework: client_options(&args.connect)?,
