@@ -337,6 +337,13 @@ pub struct MesosGatewayArgs {
     /// Seconds between the HEARTBEAT events of each scheduler stream (Mesos: 15).
     #[arg(long, value_name = "SECS", default_value_t = 15.0)]
     pub heartbeat_secs: f64,
+    /// An operator certificate (same CA) for the read endpoints avmesos-cli uses
+    /// (/master/state, /slaves, /frameworks, /tasks); without it they answer 501.
+    #[arg(long, requires = "operator_key")]
+    pub operator_cert: Option<PathBuf>,
+    /// The operator certificate's private key.
+    #[arg(long, requires = "operator_cert")]
+    pub operator_key: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

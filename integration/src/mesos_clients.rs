@@ -1,5 +1,5 @@
-//! Mesos clients from PyPI for the gateway's tests: a Python venv with pymesos 0.3.15, built
-//! once per machine and cached (`shared/notes/mesos-clients.md` says why http-parser is
+//! Mesos clients from PyPI for the gateway's tests: a Python venv with pymesos 0.3.15 and
+//! avmesos-cli 1.3.0 (`python -m avmesos.cli.mesos-cli`), built once per machine and cached (`shared/notes/mesos-clients.md` says why http-parser is
 //! installed as a wheel of its Python files only: its C extension does not build on 3.11).
 //!
 //! The venv is built under a lock, in place, and marked complete with a stamp file naming the
@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// What the venv holds; a change makes a new venv (the stamp must match).
-pub const RECIPE: &str = "python3 venv: http-parser 0.9.0 (pure-Python wheel), pymesos 0.3.15";
+pub const RECIPE: &str =
+    "python3 venv: http-parser 0.9.0 (pure-Python wheel), pymesos 0.3.15, avmesos-cli 1.3.0";
 const STAMP: &str = "corral-recipe";
 
 /// The system Python the notes were checked with (Debian's), else `python3` from PATH.
@@ -48,7 +49,7 @@ fn run(what: &str, cmd: &mut Command) -> Result<(), String> {
     ))
 }
 
-/// The venv's python, building the venv first if this machine has none yet. `Err` says why it
+/// The venv's python (with pymesos and avmesos-cli), building the venv first if this machine has none yet. `Err` says why it
 /// could not be built (no python3 or venv module, PyPI unreachable...).
 pub fn pymesos_python() -> Result<PathBuf, String> {
     let root = cache_root();
@@ -159,8 +160,39 @@ fn build(venv: &Path) -> Result<(), String> {
         "pip install pymesos==0.3.15",
         pip(&vpy).args(["install", "pymesos==0.3.15"]),
     )?;
+    // avmesos-cli 1.3.0 declares Python >= 3.12 but runs on 3.11 (the notes): install it
+    // without that check, then the dependencies it declares.
     run(
-        "import pymesos",
-        Command::new(&vpy).args(["-c", "import pymesos, http_parser"]),
+        "pip install avmesos-cli==1.3.0",
+        pip(&vpy).args([
+            "install",
+            "--no-deps",
+            "--ignore-requires-python",
+            "avmesos-cli==1.3.0",
+        ]),
+    )?;
+    let req = work.path().join("avmesos-cli-requirements.txt");
+    let out = Command::new(&vpy)
+        .args([
+            "-c",
+            "import importlib.metadata as m; print('\\n'.join(m.requires('avmesos-cli')))",
+        ])
+        .output()
+        .map_err(|e| format!("cannot list avmesos-cli's requirements: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "listing avmesos-cli's requirements failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    std::fs::write(&req, &out.stdout)
+        .map_err(|e| format!("cannot write {}: {e}", req.display()))?;
+    run(
+        "pip install avmesos-cli's requirements",
+        pip(&vpy).arg("install").arg("-r").arg(&req),
+    )?;
+    run(
+        "import pymesos and avmesos.cli",
+        Command::new(&vpy).args(["-c", "import pymesos, http_parser, avmesos.cli"]),
     )
 }

@@ -1,6 +1,7 @@
 //! The HTTP/1.1 side: routing, the checks Mesos makes on headers and bodies, and responses.
 
 use crate::events;
+use crate::legacy;
 use crate::scheduler::{Refusal, Schedulers};
 use crate::wire;
 use bytes::Bytes;
@@ -23,6 +24,8 @@ pub type Body = BoxBody<Bytes, Infallible>;
 /// What the request handlers share.
 pub struct Shared {
     pub schedulers: Arc<Schedulers>,
+    /// The identity the legacy read endpoints use; `None`: they answer 501.
+    pub operator: Option<framework::ClientOptions>,
 }
 
 /// Answers one request.
@@ -41,6 +44,14 @@ pub async fn handle(
                 text(refusal.status, &refusal.message)
             }
         },
+        "/state" | "/state.json" | "/slaves" | "/frameworks" | "/tasks"
+            if method == Method::GET =>
+        {
+            match legacy_read(&shared, &path, req.uri().query()).await {
+                Ok(v) => json_response(200, &v),
+                Err(refusal) => text(refusal.status, &refusal.message),
+            }
+        }
         "/version" | "/api/v1/scheduler" => text(
             405,
             &format!(
@@ -54,6 +65,49 @@ pub async fn handle(
         ),
     };
     Ok(resp)
+}
+
+/// A legacy GET, answered from the cluster state read with the operator identity.
+async fn legacy_read(
+    shared: &Shared,
+    path: &str,
+    query: Option<&str>,
+) -> Result<serde_json::Value, Refusal> {
+    let Some(opts) = &shared.operator else {
+        return Err(Refusal::new(
+            501,
+            format!(
+                "{path} needs an operator identity: start the gateway with --operator-cert and \
+                 --operator-key"
+            ),
+        ));
+    };
+    let tasks_query = if path == "/tasks" {
+        Some(legacy::TaskQuery::parse(query).map_err(|e| Refusal::new(400, e))?)
+    } else {
+        None
+    };
+    let state = match framework::operator_call(opts, proto::OperatorCall::GetState).await {
+        Ok(proto::OperatorReply::State(s)) => s,
+        Ok(other) => {
+            return Err(Refusal::new(
+                503,
+                format!("unexpected answer to GetState from the Corral master: {other:?}"),
+            ))
+        }
+        Err(e) => {
+            return Err(Refusal::new(
+                503,
+                format!("cannot read the cluster state from the Corral masters: {e}"),
+            ))
+        }
+    };
+    Ok(match (path, tasks_query) {
+        ("/slaves", _) => legacy::slaves(&state),
+        ("/frameworks", _) => legacy::frameworks(&state),
+        (_, Some(q)) => legacy::tasks(&state, &q),
+        _ => legacy::state(&state, &shared.schedulers.master_info),
+    })
 }
 
 /// Mesos's paths: the master is libprocess's delegate, so `/master/X` is `/X`; a trailing `/`

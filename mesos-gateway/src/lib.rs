@@ -9,7 +9,9 @@
 //!
 //! Map: [`wire`] (the Mesos `Call` JSON), [`calls`] (calls → `FrameworkCall`), [`events`]
 //! (`FrameworkEvent` → Mesos event JSON, RecordIO), [`scheduler`] (subscriptions, stream ids,
-//! the per-subscription task), `http` (routing, the header and body checks Mesos makes).
+//! the per-subscription task), [`legacy`] (`/master/state`, `/slaves`, `/frameworks`, `/tasks`
+//! from Corral's `ClusterState`, read with an operator identity), `http` (routing, the header
+//! and body checks Mesos makes).
 //! The wire shapes follow `shared/reference/mesos.md` §2-§4: nested event bodies, `agent_id`
 //! and a base64 uuid on every update to acknowledge, a numeric `/version`, unknown JSON fields
 //! ignored, unsupported calls refused with a 400 whose body names the call and why.
@@ -17,6 +19,7 @@
 pub mod calls;
 pub mod events;
 mod http;
+pub mod legacy;
 pub mod scheduler;
 pub mod wire;
 
@@ -61,6 +64,9 @@ pub struct GatewayConfig {
     pub framework: framework::ClientOptions,
     /// The interval of HEARTBEAT events (Mesos: 15 s).
     pub heartbeat: Duration,
+    /// The operator identity the legacy read endpoints (`/master/state`, `/slaves`,
+    /// `/frameworks`, `/tasks`) read the cluster with; without it they answer 501.
+    pub operator: Option<framework::ClientOptions>,
 }
 
 /// `listen` resolved, if every address it names is loopback (else [`GatewayError::NotLoopback`]).
@@ -115,7 +121,10 @@ impl Gateway {
             scheduler::Schedulers::new(config.framework, config.heartbeat, master_info);
         Ok(Gateway {
             listener,
-            shared: Arc::new(http::Shared { schedulers }),
+            shared: Arc::new(http::Shared {
+                schedulers,
+                operator: config.operator,
+            }),
         })
     }
 

@@ -45,8 +45,9 @@ fn identity(dir: &Path, role: proto::Role, name: &str) -> Arc<transport::Identit
     )
 }
 
-/// A master, an agent with `cpus:2;mem:1GiB` and a gateway whose heartbeat is 300 ms.
-async fn start() -> Cluster {
+/// A master, an agent with `cpus:2;mem:1GiB` and a gateway whose heartbeat is 300 ms (with an
+/// operator identity for the legacy endpoints when `operator`).
+async fn start(operator: bool) -> Cluster {
     transport::install_crypto_provider();
     let dir = tempfile::Builder::new()
         .prefix("gateway-api-")
@@ -114,10 +115,17 @@ async fn start() -> Cluster {
         vec![master_addr.to_string()],
         identity(&certs_dir, proto::Role::Framework, "gw-fw"),
     );
+    let operator = operator.then(|| {
+        framework::ClientOptions::new(
+            vec![master_addr.to_string()],
+            identity(&certs_dir, proto::Role::Operator, "gw-op"),
+        )
+    });
     let gw = mesos_gateway::Gateway::bind(mesos_gateway::GatewayConfig {
         listen: "127.0.0.1:0".into(),
         framework: opts,
         heartbeat: Duration::from_millis(300),
+        operator,
     })
     .await
     .expect("bind the gateway");
@@ -400,7 +408,7 @@ fn task(id: &str, agent: &Value, cpus: f64, command: Value) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_scheduler_launches_acknowledges_kills_reconciles_and_tears_down() {
-    let c = start().await;
+    let c = start(true).await;
     let v = http(c.gateway, "GET", "/version", "", &[]).await;
     assert_eq!(v.status, 200);
     let version: Value = serde_json::from_str(&v.body).unwrap();
@@ -497,6 +505,46 @@ async fn a_scheduler_launches_acknowledges_kills_reconciles_and_tears_down() {
         assert_eq!(r.status, 202, "{kind}: {}", r.body);
     }
 
+    // The legacy endpoints avmesos-cli reads, through the operator identity.
+    let get = |path: &'static str| {
+        let addr = c.gateway;
+        async move {
+            let r = http(addr, "GET", path, "", &[]).await;
+            assert_eq!(r.status, 200, "{path}: {}", r.body);
+            serde_json::from_str::<Value>(&r.body).expect("JSON")
+        }
+    };
+    let slaves = get("/slaves").await;
+    assert_eq!(slaves["slaves"][0]["id"], agent["value"]);
+    assert_eq!(slaves["slaves"][0]["hostname"], "node-a1");
+    assert_eq!(slaves["slaves"][0]["active"], true);
+    let fws = get("/master/frameworks/").await;
+    let fw = fws["frameworks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["id"] == ev.framework_id.as_str())
+        .expect("the framework is listed");
+    assert_eq!(fw["name"], "e2e");
+    assert_eq!(fw["active"], true);
+    let tasks = get("/tasks?order=asc&limit=-1").await;
+    let state_of = |id: &str| {
+        tasks["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["id"] == id)
+            .map(|t| t["statuses"][0]["state"].clone())
+    };
+    assert_eq!(state_of("argv"), Some(json!("TASK_FINISHED")), "{tasks}");
+    assert_eq!(state_of("long"), Some(json!("TASK_KILLED")), "{tasks}");
+    let one = get("/tasks?task_id=exit3").await;
+    assert_eq!(one["tasks"].as_array().unwrap().len(), 1, "{one}");
+    assert_eq!(one["tasks"][0]["slave_id"], agent["value"]);
+    let state = get("/master/state").await;
+    assert_eq!(state["version"], "1.11.0");
+    assert_eq!(state["slaves"].as_array().unwrap().len(), 1);
+
     let td = json!({"framework_id": {"value": ev.framework_id}, "type": "TEARDOWN"});
     assert_eq!(call(&c, &ev.stream_id, td).await.status, 202);
     while ev.next().await.is_some() {}
@@ -512,7 +560,10 @@ async fn a_scheduler_launches_acknowledges_kills_reconciles_and_tears_down() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn refusals_carry_the_mesos_status_and_say_why_and_the_gateway_keeps_serving() {
-    let c = start().await;
+    let c = start(false).await;
+    let r = http(c.gateway, "GET", "/slaves", "", &[]).await;
+    assert_eq!(r.status, 501, "no operator identity: {}", r.body);
+    assert!(r.body.contains("--operator-cert"), "{}", r.body);
     let post = |body: &'static str, headers: &'static [(&'static str, &'static str)]| {
         http(c.gateway, "POST", "/api/v1/scheduler", body, headers)
     };

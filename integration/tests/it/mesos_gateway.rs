@@ -1,7 +1,8 @@
-//! `corral mesos-gateway` with a real Mesos client from PyPI: a pymesos 0.3.15
+//! `corral mesos-gateway` with real Mesos clients from PyPI: a pymesos 0.3.15
 //! `MesosSchedulerDriver` (`mesos_gateway_scheduler.py`, unchanged client code) subscribes
 //! through the gateway to a real master and agent, declines with a filter, revives, launches
-//! shell and argv tasks, acknowledges every update, and kills a long task.
+//! shell and argv tasks, acknowledges every update, and kills a long task; then avmesos-cli
+//! 1.3.0 lists the agents, frameworks and tasks through the gateway's operator identity.
 //!
 //! The venv is built once per machine (`integration::mesos_clients`); if it cannot be (no
 //! python3 venv module, PyPI unreachable) the test skips saying why, and fails under
@@ -16,23 +17,24 @@ fn free_tcp_port() -> u16 {
     l.local_addr().expect("local addr").port()
 }
 
-/// pymesos's python, or `None` after printing why the test skips (panics under
-/// `CORRAL_REQUIRE_VM=1`).
-fn pymesos_or_skip(test: &str) -> Option<std::path::PathBuf> {
+/// The python of the venv with pymesos and avmesos-cli, or `None` after printing why the test
+/// skips (panics under `CORRAL_REQUIRE_VM=1`).
+fn clients_or_skip(test: &str) -> Option<std::path::PathBuf> {
     match integration::mesos_clients::pymesos_python() {
         Ok(p) => Some(p),
         Err(why) => {
             assert!(
                 !std::env::var("CORRAL_REQUIRE_VM").is_ok_and(|v| v == "1"),
-                "{test}: CORRAL_REQUIRE_VM=1 but the pymesos venv cannot be built: {why}"
+                "{test}: CORRAL_REQUIRE_VM=1 but the Mesos clients' venv cannot be built: {why}"
             );
-            println!("skipping {test}: the pymesos venv cannot be built: {why}");
+            println!("skipping {test}: the Mesos clients' venv cannot be built: {why}");
             None
         }
     }
 }
 
-/// Starts `corral mesos-gateway` for `cluster` as framework `fw` on a free loopback port.
+/// Starts `corral mesos-gateway` for `cluster` as framework `fw` (operator `op` for the read
+/// endpoints) on a free loopback port.
 fn start_gateway(cluster: &Cluster) -> (Daemon, String) {
     let listen = format!("127.0.0.1:{}", free_tcp_port());
     let mut args: Vec<String> = vec![
@@ -43,6 +45,12 @@ fn start_gateway(cluster: &Cluster) -> (Daemon, String) {
         cluster.masters_flag(),
     ];
     args.extend(cluster.certs.flags("fw"));
+    args.extend([
+        "--operator-cert".into(),
+        cluster.certs.cert("op").display().to_string(),
+        "--operator-key".into(),
+        cluster.certs.key("op").display().to_string(),
+    ]);
     let gw = Daemon::spawn("mesos-gateway", &args, cluster.dir.path());
     gw.wait_for_log("Mesos gateway serving", Duration::from_secs(20));
     (gw, listen)
@@ -51,7 +59,7 @@ fn start_gateway(cluster: &Cluster) -> (Daemon, String) {
 #[test]
 fn pymesos_scheduler_runs_tasks_through_the_mesos_gateway() {
     let test = "pymesos_scheduler_runs_tasks_through_the_mesos_gateway";
-    let Some(python) = pymesos_or_skip(test) else {
+    let Some(python) = clients_or_skip(test) else {
         return;
     };
     let mut cluster = Cluster::start_master(&[]);
@@ -129,6 +137,54 @@ fn pymesos_scheduler_runs_tasks_through_the_mesos_gateway() {
             .as_array()
             .is_some_and(|a| a.iter().any(|f| f["id"] == fw.as_str()))
     });
+
+    // avmesos-cli reads the legacy endpoints (/slaves, /master/frameworks/, /tasks).
+    let config = cluster.dir.path().join("mesos-cli.toml");
+    std::fs::write(&config, format!("[master]\naddress = \"{listen}\"\n")).expect("cli config");
+    let cli = |args: &[&str]| -> String {
+        let child = Command::new(&python)
+            .args(["-m", "avmesos.cli.mesos-cli"])
+            .args(args)
+            .env("MESOS_CLI_CONFIG", &config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start avmesos-cli");
+        let out = wait_child(child, Duration::from_secs(60));
+        let text = stdout(&out);
+        println!("--- mesos {} ---\n{text}{}", args.join(" "), stderr(&out));
+        assert!(out.status.success(), "mesos {args:?}: {}", stderr(&out));
+        text
+    };
+    let agents = cli(&["agent", "list"]);
+    let agent_id = cluster.state_json()["agents"][0]["id"]
+        .as_str()
+        .expect("an agent id")
+        .to_owned();
+    assert!(
+        agents.contains(&agent_id) && agents.contains("a1") && agents.contains("True"),
+        "{agents}"
+    );
+    let frameworks = cli(&["framework", "list", "-a"]);
+    assert!(
+        frameworks.contains(&fw) && frameworks.contains("pymesos-it"),
+        "{frameworks}"
+    );
+    let tasks = cli(&["task", "list", "-a"]);
+    for (task, state) in [
+        ("short-0", "TASK_FINISHED"),
+        ("short-4", "TASK_FINISHED"),
+        ("fails-7", "TASK_FAILED"),
+        ("long", "TASK_KILLED"),
+    ] {
+        assert!(
+            tasks
+                .lines()
+                .any(|l| l.split_whitespace().take(3).eq([task, state, fw.as_str()])),
+            "{task} {state} {fw} in:\n{tasks}"
+        );
+    }
     drop(gateway);
 }
 
