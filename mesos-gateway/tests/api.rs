@@ -144,7 +144,7 @@ async fn start(operator: bool) -> Cluster {
 /// One response: status, headers (lower-case names), body.
 struct Reply {
     status: u16,
-    headers: Vec<(String, String)>,
+    headers: Headers,
     body: String,
 }
 
@@ -157,7 +157,11 @@ impl Reply {
     }
 }
 
-fn split_head(buf: &[u8]) -> Option<(u16, Vec<(String, String)>, usize)> {
+/// Header names (lower case) and values.
+type Headers = Vec<(String, String)>;
+
+/// The status, the headers and where the body starts, once the head is complete.
+fn split_head(buf: &[u8]) -> Option<(u16, Headers, usize)> {
     let end = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
     let head = std::str::from_utf8(&buf[..end]).expect("ASCII head");
     let mut lines = head.split("\r\n");
