@@ -15,7 +15,9 @@ const WAIT: Duration = Duration::from_secs(30);
 
 struct Cluster {
     gateway: SocketAddr,
-    _dir: tempfile::TempDir,
+    master: SocketAddr,
+    master_task: Option<(oneshot::Sender<()>, tokio::task::JoinHandle<()>)>,
+    dir: tempfile::TempDir,
     stops: Vec<oneshot::Sender<()>>,
 }
 
@@ -24,6 +26,66 @@ impl Drop for Cluster {
         for s in self.stops.drain(..) {
             let _ = s.send(());
         }
+        if let Some((stop, _)) = self.master_task.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Starts the master (again) on `listen` with its state in `dir/master`.
+fn spawn_master(
+    dir: &Path,
+    listen: SocketAddr,
+) -> (
+    SocketAddr,
+    (oneshot::Sender<()>, tokio::task::JoinHandle<()>),
+) {
+    let certs_dir = dir.join("certs");
+    let server = master::MasterServer::bind(master::Config {
+        listen,
+        data_dir: dir.join("master"),
+        identity: identity(&certs_dir, proto::Role::Master, "m1"),
+        core: master_core::MasterConfig {
+            id_prefix: format!("gw{}", uuid_suffix()),
+            ..Default::default()
+        },
+        max_frame_len: proto::MAX_FRAME_LEN,
+        raft: master::RaftSetup::default(),
+    })
+    .expect("bind the master");
+    let addr = server.local_addr();
+    let (stop, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let _ = server
+            .run(async {
+                let _ = rx.await;
+            })
+            .await;
+    });
+    (addr, (stop, task))
+}
+
+/// Four hex digits, unique enough per master start in one test.
+fn uuid_suffix() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{:x}{:x}",
+        std::process::id() & 0xff,
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+impl Cluster {
+    /// Stops the master and starts a new one on the same address and state (a failover).
+    async fn restart_master(&mut self) {
+        if let Some((stop, task)) = self.master_task.take() {
+            let _ = stop.send(());
+            let _ = tokio::time::timeout(WAIT, task).await;
+        }
+        let (addr, task) = spawn_master(self.dir.path(), self.master);
+        assert_eq!(addr, self.master);
+        self.master_task = Some(task);
     }
 }
 
@@ -56,27 +118,7 @@ async fn start(operator: bool) -> Cluster {
     let certs_dir = dir.path().join("certs");
     std::fs::create_dir_all(&certs_dir).unwrap();
     certs::init_ca(&certs_dir, false).expect("CA");
-    let server = master::MasterServer::bind(master::Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data_dir: dir.path().join("master"),
-        identity: identity(&certs_dir, proto::Role::Master, "m1"),
-        core: master_core::MasterConfig {
-            id_prefix: "gw".into(),
-            ..Default::default()
-        },
-        max_frame_len: proto::MAX_FRAME_LEN,
-        raft: master::RaftSetup::default(),
-    })
-    .expect("bind the master");
-    let master_addr = server.local_addr();
-    let (stop_master, rx) = oneshot::channel::<()>();
-    tokio::spawn(async move {
-        let _ = server
-            .run(async {
-                let _ = rx.await;
-            })
-            .await;
-    });
+    let (master_addr, master_task) = spawn_master(dir.path(), "127.0.0.1:0".parse().unwrap());
     let work = dir.path().join("agent");
     std::fs::create_dir_all(&work).unwrap();
     let config = agent::Config {
@@ -136,8 +178,10 @@ async fn start(operator: bool) -> Cluster {
     }));
     Cluster {
         gateway,
-        _dir: dir,
-        stops: vec![stop_gw, stop_agent, stop_master],
+        master: master_addr,
+        master_task: Some(master_task),
+        dir,
+        stops: vec![stop_gw, stop_agent],
     }
 }
 
@@ -694,4 +738,68 @@ async fn refusals_carry_the_mesos_status_and_say_why_and_the_gateway_keeps_servi
     let r = call(&c, &a2.stream_id, revive(&a2.framework_id)).await;
     assert_eq!(r.status, 202, "{}", r.body);
     a2.next_of("HEARTBEAT").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_master_failover_ends_the_stream_and_a_resubscription_gets_the_same_session() {
+    let mut c = start(false).await;
+    let mut ev = Events::subscribe(&c, info("failover"), None).await;
+    let offers = ev.next_of("OFFERS").await;
+    let offer = &offers["offers"]["offers"][0];
+    let agent = offer["agent_id"].clone();
+    let accept = json!({"framework_id": {"value": ev.framework_id}, "type": "ACCEPT", "accept": {
+        "offer_ids": [offer["id"]],
+        "operations": [{"type": "LAUNCH", "launch": {"task_infos": [
+            task("survivor", &agent, 0.1, json!({"value": "exec sleep 60"}))]}}]}});
+    assert_eq!(call(&c, &ev.stream_id, accept).await.status, 202);
+    ev.update(&c, "survivor", "TASK_RUNNING").await;
+
+    c.restart_master().await;
+    // The stream ends (a new stream, not a silent gap) ...
+    let deadline = Instant::now() + WAIT;
+    while ev.next().await.is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "the stream did not end at the failover"
+        );
+    }
+    // ... and until the client re-subscribes the framework is not subscribed.
+    let revive = json!({"framework_id": {"value": ev.framework_id}, "type": "REVIVE"});
+    let r = call(&c, &ev.stream_id, revive.clone()).await;
+    assert_eq!(r.status, 403, "{}", r.body);
+
+    let mut again = info("failover");
+    again["id"] = json!({"value": ev.framework_id});
+    let mut ev2 = Events::subscribe(&c, again, Some(&ev.framework_id.clone())).await;
+    assert_eq!(ev2.framework_id, ev.framework_id);
+    assert_eq!(
+        call(&c, &ev.stream_id, revive).await.status,
+        400,
+        "the old stream id"
+    );
+    // Implicit reconciliation reports the running task, once.
+    let rec = json!({"framework_id": {"value": ev2.framework_id}, "type": "RECONCILE",
+                     "reconcile": {"tasks": []}});
+    let deadline = Instant::now() + WAIT;
+    let mut running = 0;
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "no reconciliation answer for the survivor"
+        );
+        let r = call(&c, &ev2.stream_id, rec.clone()).await;
+        assert_eq!(r.status, 202, "{}", r.body);
+        let e = ev2.next_of("UPDATE").await;
+        let st = &e["update"]["status"];
+        if st["task_id"]["value"] == "survivor" && st.get("uuid").is_none() {
+            assert_eq!(st["state"], "TASK_RUNNING", "{st}");
+            running += 1;
+            break;
+        }
+    }
+    assert_eq!(running, 1);
+    let kill = json!({"framework_id": {"value": ev2.framework_id}, "type": "KILL",
+                      "kill": {"task_id": {"value": "survivor"}}});
+    assert_eq!(call(&c, &ev2.stream_id, kill).await.status, 202);
+    ev2.update(&c, "survivor", "TASK_KILLED").await;
 }
