@@ -189,6 +189,82 @@ fn pymesos_scheduler_runs_tasks_through_the_mesos_gateway() {
 }
 
 #[test]
+fn pymesos_scheduler_survives_a_leader_failover_of_three_masters() {
+    let test = "pymesos_scheduler_survives_a_leader_failover_of_three_masters";
+    let Some(python) = clients_or_skip(test) else {
+        return;
+    };
+    let mut cluster = Cluster::start_replicated(3);
+    cluster.start_agent("a1", &["--resources", "cpus:1;mem:1GiB;disk:1GiB"]);
+    let (gateway, listen) = start_gateway(&cluster);
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/mesos_gateway_failover.py");
+    let mut child = Command::new(&python)
+        .arg(&script)
+        .arg(&listen)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the pymesos scheduler");
+    // Read its stdout as it comes: READY means its task runs.
+    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+    let stdout_pipe = child.stdout.take().expect("stdout");
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout_pipe).lines() {
+            let Ok(line) = line else { break };
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(l) if l == "READY" => break,
+            Ok(l) => seen.push(l),
+            Err(e) => {
+                let _ = child.kill();
+                let out = wait_child(child, Duration::from_secs(10));
+                panic!(
+                    "the scheduler never said READY ({e}): {seen:?}\n{}",
+                    stderr(&out)
+                );
+            }
+        }
+    }
+    let leader = cluster.wait_for_leader(Duration::from_secs(20));
+    let killed_at = std::time::Instant::now();
+    cluster.master_daemon(leader).kill();
+    let out = wait_child(child, Duration::from_secs(200));
+    let _ = reader.join();
+    let rest: Vec<String> = lines.try_iter().collect();
+    let se = stderr(&out);
+    println!(
+        "pymesos ended {:.1} s after the leader was killed\n--- stderr ---\n{se}",
+        killed_at.elapsed().as_secs_f64()
+    );
+    let line = rest
+        .iter()
+        .find_map(|l| l.strip_prefix("RESULT "))
+        .unwrap_or_else(|| panic!("no RESULT line: {rest:?}\n{se}"));
+    let r: serde_json::Value = serde_json::from_str(line).expect("RESULT is JSON");
+    assert!(out.status.success(), "the scheduler failed: {r:#}");
+    assert_eq!(r["ok"], true, "{r:#}");
+    assert!(r["disconnects"].as_u64() >= Some(1), "{r:#}");
+    assert!(r["reregistrations"].as_u64() >= Some(1), "{r:#}");
+    assert_eq!(
+        r["reconciled_running"], 1,
+        "the running task is reported once by reconciliation: {r:#}"
+    );
+    assert_eq!(r["errors"], serde_json::json!([]), "{r:#}");
+    drop(gateway);
+}
+
+#[test]
 fn mesos_gateway_refuses_a_non_loopback_listen_address() {
     let out = integration::corral(
         &[
