@@ -140,14 +140,19 @@ fn offer(aud: &Audience, o: &Offer) -> Value {
         "agent_id": {"value": o.agent_id.as_str()},
         "hostname": o.hostname,
         "resources": resources(aud, &o.resources, role),
-        "attributes": o.attributes.iter().map(|(k, v)| json!({
-            "name": k, "type": "TEXT", "text": {"value": v},
-        })).collect::<Vec<_>>(),
+        "attributes": attributes(&o.attributes),
     });
     if aud.multi_role {
         v["allocation_info"] = json!({ "role": role });
     }
     v
+}
+
+/// An agent's attributes as Mesos `Attribute`s (all TEXT).
+pub fn attributes(a: &std::collections::BTreeMap<String, String>) -> Vec<Value> {
+    a.iter()
+        .map(|(k, v)| json!({"name": k, "type": "TEXT", "text": {"value": v}}))
+        .collect()
 }
 
 /// Mesos resources: `cpus`, `mem` and `disk` (MB) scalars and `ports` ranges, in the format

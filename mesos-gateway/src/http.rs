@@ -2,6 +2,7 @@
 
 use crate::events;
 use crate::legacy;
+use crate::operator;
 use crate::scheduler::{Refusal, Schedulers};
 use crate::wire;
 use bytes::Bytes;
@@ -52,7 +53,22 @@ pub async fn handle(
                 Err(refusal) => text(refusal.status, &refusal.message),
             }
         }
-        "/version" | "/api/v1/scheduler" => text(
+        "/api/v1" if method == Method::POST => match operator_api(&shared, req).await {
+            Ok(r) => r,
+            Err(refusal) => text(refusal.status, &refusal.message),
+        },
+        "/health" if method == Method::GET => empty(200),
+        "/redirect" if method == Method::GET => {
+            // This gateway is the leader its clients see: Location names itself.
+            let mut r = empty(307);
+            let pid = shared.schedulers.master_info["pid"].as_str().unwrap_or("");
+            let addr = pid.split_once('@').map(|(_, a)| a).unwrap_or("");
+            if let Ok(v) = HeaderValue::from_str(&format!("//{addr}")) {
+                r.headers_mut().insert(hyper::header::LOCATION, v);
+            }
+            r
+        }
+        "/version" | "/api/v1/scheduler" | "/api/v1" => text(
             405,
             &format!(
                 "Expecting {} for {path}, not {method}",
@@ -67,47 +83,110 @@ pub async fn handle(
     Ok(resp)
 }
 
-/// A legacy GET, answered from the cluster state read with the operator identity.
+/// The cluster as Corral's leader sees it, read with the operator identity.
+async fn read_state(shared: &Shared, what: &str) -> Result<Box<proto::ClusterState>, Refusal> {
+    let Some(opts) = &shared.operator else {
+        return Err(Refusal::new(
+            501,
+            format!(
+                "{what} needs an operator identity: start the gateway with --operator-cert and \
+                 --operator-key"
+            ),
+        ));
+    };
+    match framework::operator_call(opts, proto::OperatorCall::GetState).await {
+        Ok(proto::OperatorReply::State(s)) => Ok(s),
+        Ok(other) => Err(Refusal::new(
+            503,
+            format!("unexpected answer to GetState from the Corral master: {other:?}"),
+        )),
+        Err(e) => Err(Refusal::new(
+            503,
+            format!("cannot read the cluster state from the Corral masters: {e}"),
+        )),
+    }
+}
+
+/// A legacy GET.
 async fn legacy_read(
     shared: &Shared,
     path: &str,
     query: Option<&str>,
 ) -> Result<serde_json::Value, Refusal> {
-    let Some(opts) = &shared.operator else {
-        return Err(Refusal::new(
-            501,
-            format!(
-                "{path} needs an operator identity: start the gateway with --operator-cert and \
-                 --operator-key"
-            ),
-        ));
-    };
     let tasks_query = if path == "/tasks" {
         Some(legacy::TaskQuery::parse(query).map_err(|e| Refusal::new(400, e))?)
     } else {
         None
     };
-    let state = match framework::operator_call(opts, proto::OperatorCall::GetState).await {
-        Ok(proto::OperatorReply::State(s)) => s,
-        Ok(other) => {
-            return Err(Refusal::new(
-                503,
-                format!("unexpected answer to GetState from the Corral master: {other:?}"),
-            ))
-        }
-        Err(e) => {
-            return Err(Refusal::new(
-                503,
-                format!("cannot read the cluster state from the Corral masters: {e}"),
-            ))
-        }
-    };
+    let state = read_state(shared, path).await?;
     Ok(match (path, tasks_query) {
         ("/slaves", _) => legacy::slaves(&state),
         ("/frameworks", _) => legacy::frameworks(&state),
         (_, Some(q)) => legacy::tasks(&state, &q),
         _ => legacy::state(&state, &shared.schedulers.master_info),
     })
+}
+
+/// `POST /api/v1`: the v1 operator calls the gateway answers.
+async fn operator_api(shared: &Shared, req: Request<Incoming>) -> Result<Response<Body>, Refusal> {
+    let (_, body) = json_body(req).await?;
+    #[derive(serde::Deserialize)]
+    struct OperatorCall {
+        #[serde(rename = "type", default)]
+        kind: Option<String>,
+    }
+    let call: OperatorCall = serde_json::from_slice(&body)
+        .map_err(|e| Refusal::new(400, format!("Failed to parse the body into a Call: {e}")))?;
+    let kind = call
+        .kind
+        .ok_or_else(|| Refusal::new(400, "Expecting 'type' to be present"))?;
+    let state = if operator::needs_state(&kind).map_err(|e| Refusal::new(400, e))? {
+        Some(read_state(shared, &kind).await?)
+    } else {
+        None
+    };
+    Ok(json_response(
+        200,
+        &operator::respond(&kind, state.as_deref()),
+    ))
+}
+
+/// Checks `Content-Type: application/json` as Mesos does and reads the body (bounded).
+async fn json_body(
+    req: Request<Incoming>,
+) -> Result<(hyper::http::request::Parts, Bytes), Refusal> {
+    match req.headers().get(CONTENT_TYPE).map(media_type) {
+        None => {
+            return Err(Refusal::new(400, "Expecting 'Content-Type' to be present"));
+        }
+        Some(t) if t == "application/json" => {}
+        Some(t) => {
+            return Err(Refusal::new(
+                415,
+                format!(
+                    "Unsupported 'Content-Type' {t:?}: the Corral gateway speaks \
+                     application/json only"
+                ),
+            ))
+        }
+    }
+    let (parts, body) = req.into_parts();
+    let body = match Limited::new(body, MAX_BODY).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            return Err(Refusal::new(
+                413,
+                format!("Request body larger than {MAX_BODY} bytes"),
+            ))
+        }
+        Err(e) => {
+            return Err(Refusal::new(
+                400,
+                format!("Failed to read the request body: {e}"),
+            ))
+        }
+    };
+    Ok((parts, body))
 }
 
 /// Mesos's paths: the master is libprocess's delegate, so `/master/X` is `/X`; a trailing `/`
@@ -137,22 +216,9 @@ fn version() -> serde_json::Value {
 }
 
 async fn scheduler(shared: &Shared, req: Request<Incoming>) -> Result<Response<Body>, Refusal> {
-    match req.headers().get(CONTENT_TYPE).map(media_type) {
-        None => {
-            return Err(Refusal::new(400, "Expecting 'Content-Type' to be present"));
-        }
-        Some(t) if t == "application/json" => {}
-        Some(t) => {
-            return Err(Refusal::new(
-                415,
-                format!(
-                "Unsupported 'Content-Type' {t:?}: the Corral gateway speaks application/json only"
-            ),
-            ))
-        }
-    }
-    let accepts_json = req
-        .headers()
+    let (parts, body) = json_body(req).await?;
+    let accepts_json = parts
+        .headers
         .get(ACCEPT)
         .map(|a| {
             a.to_str()
@@ -162,25 +228,10 @@ async fn scheduler(shared: &Shared, req: Request<Incoming>) -> Result<Response<B
                 .any(|m| matches!(m, "application/json" | "application/*" | "*/*"))
         })
         .unwrap_or(true);
-    let stream_id = req
-        .headers()
+    let stream_id = parts
+        .headers
         .get(STREAM_ID)
         .map(|v| v.to_str().unwrap_or("").to_owned());
-    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            return Err(Refusal::new(
-                413,
-                format!("Request body larger than {MAX_BODY} bytes"),
-            ))
-        }
-        Err(e) => {
-            return Err(Refusal::new(
-                400,
-                format!("Failed to read the request body: {e}"),
-            ))
-        }
-    };
     let call: wire::Call = serde_json::from_slice(&body)
         .map_err(|e| Refusal::new(400, format!("Failed to parse the body into a Call: {e}")))?;
     let kind = call

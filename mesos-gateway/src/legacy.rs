@@ -130,7 +130,7 @@ fn task_role(s: &ClusterState, t: &TaskSummary) -> String {
     s.frameworks
         .iter()
         .find(|f| f.id == t.framework_id)
-        .and_then(|f| f.roles.first().cloned())
+        .map(|f| first_role(&f.roles).to_owned())
         .unwrap_or_else(|| "*".to_owned())
 }
 
@@ -161,6 +161,10 @@ pub fn slaves(s: &ClusterState) -> Value {
     json!({"slaves": agents, "recovered_slaves": []})
 }
 
+fn first_role(roles: &[String]) -> &str {
+    roles.first().map(String::as_str).unwrap_or("*")
+}
+
 pub fn frameworks(s: &ClusterState) -> Value {
     let of = |id: &proto::FrameworkId, terminal: bool| -> Vec<Value> {
         s.tasks
@@ -180,7 +184,7 @@ pub fn frameworks(s: &ClusterState) -> Value {
                 "user": "",
                 "webui_url": "",
                 "principal": f.principal,
-                "role": f.roles.first().cloned().unwrap_or_else(|| "*".to_owned()),
+                "role": first_role(&f.roles),
                 "roles": f.roles,
                 "active": f.connected,
                 "connected": f.connected,
@@ -206,7 +210,7 @@ pub fn frameworks(s: &ClusterState) -> Value {
                 "user": "",
                 "webui_url": "",
                 "principal": f.principal,
-                "role": f.roles.first().cloned().unwrap_or_else(|| "*".to_owned()),
+                "role": first_role(&f.roles),
                 "roles": f.roles,
                 "active": false,
                 "connected": false,

@@ -9,9 +9,10 @@
 //!
 //! Map: [`wire`] (the Mesos `Call` JSON), [`calls`] (calls → `FrameworkCall`), [`events`]
 //! (`FrameworkEvent` → Mesos event JSON, RecordIO), [`scheduler`] (subscriptions, stream ids,
-//! the per-subscription task), [`legacy`] (`/master/state`, `/slaves`, `/frameworks`, `/tasks`
-//! from Corral's `ClusterState`, read with an operator identity), `http` (routing, the header
-//! and body checks Mesos makes).
+//! the per-framework task), [`legacy`] (`/master/state`, `/slaves`, `/frameworks`, `/tasks`
+//! from Corral's `ClusterState`, read with an operator identity), [`operator`] (the v1
+//! operator API's read calls, `POST /api/v1`), `http` (routing, the header and body checks
+//! Mesos makes; `/health`, `/redirect`).
 //! The wire shapes follow `shared/reference/mesos.md` §2-§4: nested event bodies, `agent_id`
 //! and a base64 uuid on every update to acknowledge, a numeric `/version`, unknown JSON fields
 //! ignored, unsupported calls refused with a 400 whose body names the call and why.
@@ -20,6 +21,7 @@ pub mod calls;
 pub mod events;
 mod http;
 pub mod legacy;
+pub mod operator;
 pub mod scheduler;
 pub mod wire;
 

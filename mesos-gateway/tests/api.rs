@@ -592,6 +592,59 @@ async fn a_scheduler_launches_acknowledges_kills_reconciles_and_tears_down() {
     let state = get("/master/state").await;
     assert_eq!(state["version"], "1.11.0");
     assert_eq!(state["slaves"].as_array().unwrap().len(), 1);
+    // The v1 operator API's reads.
+    let op = |kind: &'static str| {
+        let addr = c.gateway;
+        async move {
+            let body = json!({ "type": kind }).to_string();
+            let r = http(
+                addr,
+                "POST",
+                "/api/v1",
+                &body,
+                &[("Content-Type", "application/json")],
+            )
+            .await;
+            assert_eq!(r.status, 200, "{kind}: {}", r.body);
+            serde_json::from_str::<Value>(&r.body).expect("JSON")
+        }
+    };
+    let agents = op("GET_AGENTS").await;
+    assert_eq!(agents["get_agents"]["agents"][0]["agent_info"]["id"], agent);
+    let tasks = op("GET_TASKS").await;
+    let done = tasks["get_tasks"]["completed_tasks"].as_array().unwrap();
+    assert!(
+        done.iter()
+            .any(|t| t["task_id"]["value"] == "long" && t["state"] == "TASK_KILLED"),
+        "{tasks}"
+    );
+    assert_eq!(op("GET_HEALTH").await["get_health"]["healthy"], true);
+    let fws = op("GET_FRAMEWORKS").await;
+    assert!(
+        fws["get_frameworks"]["frameworks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["framework_info"]["id"]["value"] == ev.framework_id.as_str()),
+        "{fws}"
+    );
+    let r = http(
+        c.gateway,
+        "POST",
+        "/api/v1",
+        r#"{"type":"DRAIN_AGENT"}"#,
+        &[("Content-Type", "application/json")],
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    assert!(r.body.starts_with("DRAIN_AGENT:"), "{}", r.body);
+    assert_eq!(http(c.gateway, "GET", "/health", "", &[]).await.status, 200);
+    let redirect = http(c.gateway, "GET", "/master/redirect", "", &[]).await;
+    assert_eq!(redirect.status, 307);
+    assert_eq!(
+        redirect.header("location"),
+        Some(format!("//{}", c.gateway).as_str())
+    );
 
     let td = json!({"framework_id": {"value": ev.framework_id}, "type": "TEARDOWN"});
     assert_eq!(call(&c, &ev.stream_id, td).await.status, 202);
