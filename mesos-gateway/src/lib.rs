@@ -16,6 +16,16 @@
 //! The wire shapes follow `shared/reference/mesos.md` §2-§4: nested event bodies, `agent_id`
 //! and a base64 uuid on every update to acknowledge, a numeric `/version`, unknown JSON fields
 //! ignored, unsupported calls refused with a 400 whose body names the call and why.
+//!
+//! Where Corral differs from Mesos, on purpose or not yet:
+//! - `FrameworkInfo.user` is not applied to tasks (Mesos clients fill it with the local login,
+//!   often root): a task runs as its `CommandInfo.user`, else the agent's default user.
+//! - Not served yet: LAUNCH_GROUP, custom executors (`TaskInfo.executor`, SHUTDOWN, the agent's
+//!   executor API), UPDATE_FRAMEWORK, inverse offers and operation feedback, the operator event
+//!   stream, protobuf bodies, the fetcher (`CommandInfo.uris`) and container images. Each is
+//!   refused with a 400 (415 for protobuf) saying so.
+//! - The Mesos side has no authentication: the gateway listens on loopback only, and every
+//!   framework it serves acts with its one framework certificate (one Corral principal).
 
 pub mod calls;
 pub mod events;

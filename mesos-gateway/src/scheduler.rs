@@ -376,6 +376,7 @@ impl Pump {
     ) {
         let beat = self.schedulers.heartbeat;
         let mut ticks = tokio::time::interval_at(Instant::now() + beat, beat);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut sched = sched;
         let why = loop {
             let step = tokio::select! {
