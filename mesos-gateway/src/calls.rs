@@ -133,82 +133,87 @@ pub fn translate(kind: &str, call: &wire::Call) -> Result<Translated, CallError>
             let Some(a) = &call.acknowledge else {
                 return err("ACKNOWLEDGE: expecting 'acknowledge' to be present");
             };
-            let uuid = match &a.uuid {
-                Some(u) => uuid_from_mesos(u)
-                    .ok_or_else(|| CallError(format!("ACKNOWLEDGE: 'acknowledge.uuid' {u:?} is not the base64 uuid of a status update")))?,
-                None => return err("ACKNOWLEDGE: 'acknowledge.uuid' is required"),
-            };
-            FrameworkCall::Acknowledge {
-                agent_id: required_id("ACKNOWLEDGE", "acknowledge.agent_id", &a.agent_id)?.into(),
-                task_id: required_id("ACKNOWLEDGE", "acknowledge.task_id", &a.task_id)?.into(),
-                uuid,
-            }
+            acknowledge(a)?
         }
-        "RECONCILE" => {
-            let tasks = match &call.reconcile {
-                Some(r) => r
-                    .tasks
-                    .iter()
-                    .map(|t| {
-                        Ok(ReconcileTask {
-                            task_id: required_id(
-                                "RECONCILE",
-                                "reconcile.tasks[].task_id",
-                                &t.task_id,
-                            )?
-                            .into(),
-                            agent_id: t.agent_id.as_ref().map(|a| AgentId::new(&a.value)),
-                        })
-                    })
-                    .collect::<Result<Vec<_>, CallError>>()?,
+        "RECONCILE" => FrameworkCall::Reconcile {
+            tasks: match &call.reconcile {
+                Some(r) => reconcile(r)?,
                 None => Vec::new(),
-            };
-            FrameworkCall::Reconcile { tasks }
-        }
+            },
+        },
         "MESSAGE" => {
             let Some(m) = &call.message else {
                 return err("MESSAGE: expecting 'message' to be present");
             };
-            let data = base64::engine::general_purpose::STANDARD
-                .decode(m.data.as_deref().unwrap_or(""))
-                .map_err(|e| CallError(format!("MESSAGE: 'message.data' is not base64: {e}")))?;
-            FrameworkCall::Message {
-                agent_id: required_id("MESSAGE", "message.agent_id", &m.agent_id)?.into(),
-                executor_id: ExecutorId::new(required_id(
-                    "MESSAGE",
-                    "message.executor_id",
-                    &m.executor_id,
-                )?),
-                data,
-            }
+            message(m)?
         }
         "REQUEST" => return Ok(Translated::Ignored),
-        "SUBSCRIBE" => return err("SUBSCRIBE: a subscription is not translated as a call"),
-        "SHUTDOWN" => {
-            return err(
-                "SHUTDOWN: custom executors are not supported through the Mesos gateway yet; \
-                 kill the executor's tasks instead",
-            )
-        }
-        "UPDATE_FRAMEWORK" => {
-            return err(
-                "UPDATE_FRAMEWORK: not supported by the Mesos gateway yet; re-subscribe with \
-                 the new framework_info",
-            )
-        }
-        "ACCEPT_INVERSE_OFFERS" | "DECLINE_INVERSE_OFFERS" => {
-            return err(format!(
-                "{kind}: Corral sends no inverse offers (maintenance uses `corral drain`)"
-            ))
-        }
-        "ACKNOWLEDGE_OPERATION_STATUS" | "RECONCILE_OPERATIONS" => {
-            return err(format!(
-                "{kind}: Corral has no offer operations with feedback (only LAUNCH)"
-            ))
-        }
-        other => return err(format!("Unknown call type {other:?}")),
+        other => return Err(unsupported(other)),
     };
     Ok(Translated::Call(c))
+}
+
+/// Why a call the gateway does not translate is refused.
+fn unsupported(kind: &str) -> CallError {
+    CallError(match kind {
+        "SUBSCRIBE" => "SUBSCRIBE: a subscription is not translated as a call".to_owned(),
+        "SHUTDOWN" => "SHUTDOWN: custom executors are not supported through the Mesos gateway \
+                       yet; kill the executor's tasks instead"
+            .to_owned(),
+        "UPDATE_FRAMEWORK" => "UPDATE_FRAMEWORK: not supported by the Mesos gateway yet; \
+                               re-subscribe with the new framework_info"
+            .to_owned(),
+        "ACCEPT_INVERSE_OFFERS" | "DECLINE_INVERSE_OFFERS" => {
+            format!("{kind}: Corral sends no inverse offers (maintenance uses `corral drain`)")
+        }
+        "ACKNOWLEDGE_OPERATION_STATUS" | "RECONCILE_OPERATIONS" => {
+            format!("{kind}: Corral has no offer operations with feedback (only LAUNCH)")
+        }
+        other => format!("Unknown call type {other:?}"),
+    })
+}
+
+fn acknowledge(a: &wire::Acknowledge) -> Result<FrameworkCall, CallError> {
+    let uuid = match &a.uuid {
+        Some(u) => uuid_from_mesos(u).ok_or_else(|| {
+            CallError(format!(
+                "ACKNOWLEDGE: 'acknowledge.uuid' {u:?} is not the base64 uuid of a status update"
+            ))
+        })?,
+        None => return err("ACKNOWLEDGE: 'acknowledge.uuid' is required"),
+    };
+    Ok(FrameworkCall::Acknowledge {
+        agent_id: required_id("ACKNOWLEDGE", "acknowledge.agent_id", &a.agent_id)?.into(),
+        task_id: required_id("ACKNOWLEDGE", "acknowledge.task_id", &a.task_id)?.into(),
+        uuid,
+    })
+}
+
+fn reconcile(r: &wire::Reconcile) -> Result<Vec<ReconcileTask>, CallError> {
+    r.tasks
+        .iter()
+        .map(|t| {
+            Ok(ReconcileTask {
+                task_id: required_id("RECONCILE", "reconcile.tasks[].task_id", &t.task_id)?.into(),
+                agent_id: t.agent_id.as_ref().map(|a| AgentId::new(&a.value)),
+            })
+        })
+        .collect()
+}
+
+fn message(m: &wire::Message) -> Result<FrameworkCall, CallError> {
+    let data = base64::engine::general_purpose::STANDARD
+        .decode(m.data.as_deref().unwrap_or(""))
+        .map_err(|e| CallError(format!("MESSAGE: 'message.data' is not base64: {e}")))?;
+    Ok(FrameworkCall::Message {
+        agent_id: required_id("MESSAGE", "message.agent_id", &m.agent_id)?.into(),
+        executor_id: ExecutorId::new(required_id(
+            "MESSAGE",
+            "message.executor_id",
+            &m.executor_id,
+        )?),
+        data,
+    })
 }
 
 fn required_id(call: &str, field: &str, id: &Option<wire::Id>) -> Result<String, CallError> {
