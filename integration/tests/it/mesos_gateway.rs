@@ -33,6 +33,31 @@ fn clients_or_skip(test: &str) -> Option<std::path::PathBuf> {
     }
 }
 
+/// An avmesos-cli configuration naming the gateway at `listen`.
+fn cli_config(cluster: &Cluster, listen: &str) -> std::path::PathBuf {
+    let config = cluster.dir.path().join("mesos-cli.toml");
+    std::fs::write(&config, format!("[master]\naddress = \"{listen}\"\n")).expect("cli config");
+    config
+}
+
+/// `mesos ARGS` (avmesos-cli), its stdout; fails the test if it fails.
+fn mesos_cli(python: &std::path::Path, config: &std::path::Path, args: &[&str]) -> String {
+    let child = Command::new(python)
+        .args(["-m", "avmesos.cli.mesos-cli"])
+        .args(args)
+        .env("MESOS_CLI_CONFIG", config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start avmesos-cli");
+    let out = wait_child(child, Duration::from_secs(60));
+    let text = stdout(&out);
+    println!("--- mesos {} ---\n{text}{}", args.join(" "), stderr(&out));
+    assert!(out.status.success(), "mesos {args:?}: {}", stderr(&out));
+    text
+}
+
 /// Starts `corral mesos-gateway` for `cluster` as framework `fw` (operator `op` for the read
 /// endpoints) on a free loopback port.
 fn start_gateway(cluster: &Cluster) -> (Daemon, String) {
@@ -139,24 +164,8 @@ fn pymesos_scheduler_runs_tasks_through_the_mesos_gateway() {
     });
 
     // avmesos-cli reads the legacy endpoints (/slaves, /master/frameworks/, /tasks).
-    let config = cluster.dir.path().join("mesos-cli.toml");
-    std::fs::write(&config, format!("[master]\naddress = \"{listen}\"\n")).expect("cli config");
-    let cli = |args: &[&str]| -> String {
-        let child = Command::new(&python)
-            .args(["-m", "avmesos.cli.mesos-cli"])
-            .args(args)
-            .env("MESOS_CLI_CONFIG", &config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start avmesos-cli");
-        let out = wait_child(child, Duration::from_secs(60));
-        let text = stdout(&out);
-        println!("--- mesos {} ---\n{text}{}", args.join(" "), stderr(&out));
-        assert!(out.status.success(), "mesos {args:?}: {}", stderr(&out));
-        text
-    };
+    let config = cli_config(&cluster, &listen);
+    let cli = |args: &[&str]| mesos_cli(&python, &config, args);
     let agents = cli(&["agent", "list"]);
     let agent_id = cluster.state_json()["agents"][0]["id"]
         .as_str()
@@ -166,11 +175,9 @@ fn pymesos_scheduler_runs_tasks_through_the_mesos_gateway() {
         agents.contains(&agent_id) && agents.contains("a1") && agents.contains("True"),
         "{agents}"
     );
+    // Torn down: no longer listed (Mesos lists registered frameworks only).
     let frameworks = cli(&["framework", "list", "-a"]);
-    assert!(
-        frameworks.contains(&fw) && frameworks.contains("pymesos-it"),
-        "{frameworks}"
-    );
+    assert!(!frameworks.contains(&fw), "{frameworks}");
     let tasks = cli(&["task", "list", "-a"]);
     for (task, state) in [
         ("short-0", "TASK_FINISHED"),
@@ -236,6 +243,23 @@ fn pymesos_scheduler_survives_a_leader_failover_of_three_masters() {
             }
         }
     }
+    // While it runs, avmesos-cli lists the framework as active and its task as running.
+    let config = cli_config(&cluster, &listen);
+    let frameworks = mesos_cli(&python, &config, &["framework", "list"]);
+    assert!(
+        frameworks
+            .lines()
+            .any(|l| l.contains("pymesos-failover") && l.contains("True")),
+        "{frameworks}"
+    );
+    let tasks = mesos_cli(&python, &config, &["task", "list"]);
+    assert!(
+        tasks.lines().any(|l| l
+            .split_whitespace()
+            .take(2)
+            .eq(["survivor", "TASK_RUNNING"])),
+        "{tasks}"
+    );
     let leader = cluster.wait_for_leader(Duration::from_secs(20));
     let killed_at = std::time::Instant::now();
     cluster.master_daemon(leader).kill();
