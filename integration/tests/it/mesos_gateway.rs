@@ -111,6 +111,7 @@ fn pymesos_scheduler_runs_tasks_through_the_mesos_gateway() {
         .lines()
         .find_map(|l| l.strip_prefix("RESULT "))
         .unwrap_or_else(|| panic!("the scheduler printed no RESULT line:\n{se}"));
+    println!("RESULT {line}");
     let r: serde_json::Value = serde_json::from_str(line).expect("RESULT is JSON");
     assert!(out.status.success(), "the scheduler failed: {r:#}");
     assert_eq!(r["ok"], true, "{r:#}");
@@ -275,14 +276,19 @@ fn pymesos_scheduler_survives_a_leader_failover_of_three_masters() {
         .iter()
         .find_map(|l| l.strip_prefix("RESULT "))
         .unwrap_or_else(|| panic!("no RESULT line: {rest:?}\n{se}"));
+    println!("RESULT {line}");
     let r: serde_json::Value = serde_json::from_str(line).expect("RESULT is JSON");
     assert!(out.status.success(), "the scheduler failed: {r:#}");
     assert_eq!(r["ok"], true, "{r:#}");
     assert!(r["disconnects"].as_u64() >= Some(1), "{r:#}");
     assert!(r["reregistrations"].as_u64() >= Some(1), "{r:#}");
-    assert_eq!(
-        r["reconciled_running"], 1,
-        "the running task is reported once by reconciliation: {r:#}"
+    // Reconciled after the re-subscription: the running task is reported, once per
+    // reconciliation at most (the script retries one the masters' own leader changes lost).
+    let reported = r["reconciled_running"].as_u64().unwrap_or(0);
+    let asked = r["reconciles_sent"].as_u64().unwrap_or(0);
+    assert!(
+        reported >= 1 && reported <= asked,
+        "the running task is reported once per reconciliation: {r:#}"
     );
     assert_eq!(r["errors"], serde_json::json!([]), "{r:#}");
     drop(gateway);

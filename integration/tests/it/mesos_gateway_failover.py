@@ -3,8 +3,10 @@
 
 It launches one long task and prints READY once the task runs (the test then kills the leading
 master). pymesos sees its stream end (disconnected), re-subscribes with its framework id
-(reregistered), and reconciles implicitly: the running task must be reported once, by the
-master (no uuid). It then kills the task, waits for TASK_KILLED and stops (TEARDOWN).
+(reregistered), and reconciles implicitly until answered (every 5 s, as Mesos advises: a
+reconciliation sent while the masters change leader again may go unanswered): the running task
+must be reported by the master (no uuid), once per reconciliation at most. It then kills the
+task, waits for TASK_KILLED and stops (TEARDOWN).
 Prints `RESULT {json}` and exits 0 only if all of that was seen.
 """
 
@@ -32,6 +34,8 @@ class FailoverScheduler(Scheduler):
         self.disconnects = 0
         self.reregistrations = 0
         self.reconciled_running = 0
+        self.reconciles_sent = 0
+        self.reconcile_pending = False
         self.updates = []
         self.errors = []
         self.kill_sent = False
@@ -43,8 +47,21 @@ class FailoverScheduler(Scheduler):
     def reregistered(self, driver, master_info):
         with self.lock:
             self.reregistrations += 1
+            start = not self.reconcile_pending
+            self.reconcile_pending = True
         log.info("re-registered; reconciling")
-        driver.reconcileTasks([])
+        if start:
+            threading.Thread(target=self.reconcile_until_answered, args=(driver,),
+                             daemon=True).start()
+
+    def reconcile_until_answered(self, driver):
+        while True:
+            with self.lock:
+                if not self.reconcile_pending:
+                    return
+                self.reconciles_sent += 1
+            driver.reconcileTasks([])
+            time.sleep(5)
 
     def disconnected(self, driver):
         with self.lock:
@@ -89,6 +106,7 @@ class FailoverScheduler(Scheduler):
             if (self.reregistrations > 0 and state == "TASK_RUNNING" and not has_uuid
                     and update.get("source") == "SOURCE_MASTER"):
                 self.reconciled_running += 1
+                self.reconcile_pending = False
                 if not self.kill_sent:
                     self.kill_sent = True
                     threading.Thread(target=self.kill_later, args=(driver,), daemon=True).start()
@@ -119,6 +137,7 @@ def main():
             "disconnects": sched.disconnects,
             "reregistrations": sched.reregistrations,
             "reconciled_running": sched.reconciled_running,
+            "reconciles_sent": sched.reconciles_sent,
             "updates": sched.updates,
             "errors": sched.errors,
         }
