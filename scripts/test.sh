@@ -32,6 +32,11 @@ if [ "$(id -u)" = 0 ]; then
             systemctl disable --now prometheus.service >/dev/null 2>&1 || true
         fi
     fi
+    # The Mesos gateway's tests build a venv with pymesos from PyPI (integration::mesos_clients).
+    if ! /usr/bin/python3 -c 'import ensurepip, venv' 2>/dev/null; then
+        apt-get update -q
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3 python3-venv
+    fi
 else
     echo "test.sh: not root: not installing packages; cgroup and VM tests will skip" >&2
 fi

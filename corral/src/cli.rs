@@ -52,6 +52,8 @@ pub enum Command {
     /// Show or change which roles and users each framework principal may use.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Serve the Mesos v1 HTTP API to unchanged Mesos frameworks (pymesos, avmesos).
+    MesosGateway(MesosGatewayArgs),
     /// (internal) The init process of a container.
     #[command(name = "__init", hide = true)]
     Init(InitArgs),
@@ -380,6 +382,26 @@ pub struct TeardownArgs {
     #[command(flatten)]
     pub connect: ConnectArgs,
     pub framework_id: String,
+}
+
+#[derive(Args, Debug)]
+pub struct MesosGatewayArgs {
+    /// Address for the Mesos HTTP API (loopback only: it carries no authentication).
+    #[arg(long, default_value = "127.0.0.1:5050")]
+    pub listen: String,
+    /// The masters, and the framework certificate every Mesos framework subscribes with.
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    /// Seconds between the HEARTBEAT events of each scheduler stream (Mesos: 15).
+    #[arg(long, value_name = "SECS", default_value_t = 15.0)]
+    pub heartbeat_secs: f64,
+    /// An operator certificate (same CA) for the read endpoints avmesos-cli uses
+    /// (/master/state, /slaves, /frameworks, /tasks); without it they answer 501.
+    #[arg(long, requires = "operator_key")]
+    pub operator_cert: Option<PathBuf>,
+    /// The operator certificate's private key.
+    #[arg(long, requires = "operator_cert")]
+    pub operator_key: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

@@ -3,6 +3,8 @@
 //! on loopback, each logging to a file that is printed when a test fails. Processes are killed
 //! when their handle drops, so a failing test leaves nothing running.
 
+pub mod mesos_clients;
+
 use std::io::Read;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};

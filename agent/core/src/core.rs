@@ -186,7 +186,9 @@ pub struct CoreConfig {
     pub retry: RetryPolicy,
     pub kill_grace: Duration,
     pub default_pids_limit: u64,
-    /// Unique per agent run: status uuids are `<prefix>-<counter>`.
+    /// Unique per agent run (the glue passes a random UUID's 32 hex digits): each status uuid is
+    /// that UUID with a counter mixed into its low bits, so it is a UUID too (what Mesos clients
+    /// expect: 16 bytes), and `<prefix>-<counter>` for any other prefix.
     pub uuid_prefix: String,
     /// Seeds the reconnection jitter.
     pub seed: u64,
@@ -549,7 +551,7 @@ impl AgentCore {
         let framework_id = task.framework.id.clone();
         let key = task.executor_key();
         self.next_uuid += 1;
-        let uuid = StatusUuid::new(format!("{}-{}", self.config.uuid_prefix, self.next_uuid));
+        let uuid = status_uuid(&self.config.uuid_prefix, self.next_uuid);
         self.updates.record(&framework_id, status, uuid);
         self.checkpoint_change(task_id, true);
         self.flush_updates(now);
@@ -702,5 +704,39 @@ impl AgentCore {
             .info
             .resources
             .saturating_sub(&self.used_resources())
+    }
+}
+
+/// The `counter`-th status uuid of an agent run whose prefix is `prefix`: a UUID (hyphenated)
+/// when the prefix is one's 32 hex digits, else `<prefix>-<counter>`.
+fn status_uuid(prefix: &str, counter: u64) -> StatusUuid {
+    match u128::from_str_radix(prefix, 16) {
+        Ok(base) if prefix.len() == 32 => {
+            let h = format!("{:032x}", base ^ u128::from(counter));
+            StatusUuid::new(format!(
+                "{}-{}-{}-{}-{}",
+                &h[..8],
+                &h[8..12],
+                &h[12..16],
+                &h[16..20],
+                &h[20..]
+            ))
+        }
+        _ => StatusUuid::new(format!("{prefix}-{counter}")),
+    }
+}
+
+#[cfg(test)]
+mod status_uuid_tests {
+    use super::status_uuid;
+
+    #[test]
+    fn a_uuid_prefix_gives_distinct_uuids_and_any_other_prefix_a_counter() {
+        let p = "0123456789abcdef0123456789abcdef";
+        let a = status_uuid(p, 1);
+        let b = status_uuid(p, 2);
+        assert_ne!(a, b);
+        assert_eq!(a.as_str(), "01234567-89ab-cdef-0123-456789abcdee");
+        assert_eq!(status_uuid("run", 7).as_str(), "run-7");
     }
 }

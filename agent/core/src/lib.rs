@@ -16,8 +16,8 @@
 //! - **One update in flight per task**, in order, each with a uuid and a sequence number,
 //!   resent with backoff until acknowledged and never after (`updates::StatusUpdates`).
 //! - **Exactly one terminal state per task**: once terminal, a task's state never changes.
-//! - No clock, RNG or UUID reads: time comes in `Now`, uuids are `<prefix>-<counter>` under a
-//!   prefix the glue picks per run, and reconnection jitter comes from a seeded generator.
+//! - No clock, RNG or UUID reads: time comes in `Now`, status uuids are a random UUID the
+//!   glue picks per run with a counter mixed into its low bits, and reconnection jitter comes from a seeded generator.
 //!
 //! What stays in the glue: building container specs, sandboxes and their permissions, the
 //! cgroup driver, reading pressure and usage, sockets, the checkpoint files themselves.

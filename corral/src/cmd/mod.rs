@@ -3,6 +3,7 @@
 mod certs;
 mod clients;
 pub mod daemons;
+mod gateway;
 mod policy;
 pub mod run;
 
@@ -42,6 +43,7 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
                     Command::Teardown(a) => clients::teardown(a).await,
                     Command::Masters(m) => clients::masters(m).await,
                     Command::Policy(p) => policy::run(p).await,
+                    Command::MesosGateway(a) => gateway::mesos_gateway(a).await,
                     Command::Certs(_) | Command::Init(_) => unreachable!(),
                 }
             });
