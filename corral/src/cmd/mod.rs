@@ -1,5 +1,6 @@
 //! One module per subcommand. Each returns the process exit code.
 
+mod bench;
 mod certs;
 mod clients;
 pub mod daemons;
@@ -40,6 +41,7 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
                     }
                     Command::Teardown(a) => clients::teardown(a).await,
                     Command::Masters(m) => clients::masters(m).await,
+                    Command::Bench(b) => bench::run(b).await,
                     Command::Certs(_) | Command::Init(_) => unreachable!(),
                 }
             });
