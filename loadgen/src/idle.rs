@@ -52,10 +52,15 @@ pub struct IdleRow {
     /// Datagrams per second into and out of the master (counted at the agents' connections).
     pub pkts_in: f64,
     pub pkts_out: f64,
-    /// The load generator's own CPU as a share of one core.
+    /// The load generator's own CPU as a share of one core, and its RSS.
     pub generator_cpu: f64,
+    pub generator_rss_kib: u64,
+    /// How long issuing the step's agent certificates took.
+    pub issue_secs: f64,
     /// How long the step's agents took to register.
     pub register_secs: f64,
+    /// How long the master took to answer `GetState` (a linearizable read listing every agent).
+    pub state_ms: f64,
     /// Registration failures and lost sessions during the step.
     pub failures: u64,
 }
@@ -219,13 +224,17 @@ async fn measure(
         pkts_in: f1.datagrams_out.saturating_sub(f0.datagrams_out) as f64 / wall,
         pkts_out: f1.datagrams_in.saturating_sub(f0.datagrams_in) as f64 / wall,
         generator_cpu: g0.cpu_share_until(&g1).0,
+        generator_rss_kib: g1.rss_kib,
+        issue_secs: 0.0,
+        state_ms: 0.0,
         register_secs: 0.0,
         failures: f1.failures - f0.failures,
     };
     Ok((row, m1))
 }
 
-/// Runs the scenario and returns its table.
+/// Runs the scenario and returns its table. Needs a multi-thread tokio runtime (certificates
+/// are issued on the calling worker with `block_in_place`).
 pub async fn run(cfg: IdleConfig) -> Result<IdleReport, LoadgenError> {
     let temp;
     let dir = match &cfg.dir {
@@ -257,7 +266,11 @@ pub async fn run(cfg: IdleConfig) -> Result<IdleReport, LoadgenError> {
         if n <= have {
             continue;
         }
-        let ids = issue_agent_identities(&certs_dir, AGENT_PREFIX, have, n - have, 2)?;
+        let started = tokio::time::Instant::now();
+        let ids = tokio::task::block_in_place(|| {
+            issue_agent_identities(&certs_dir, AGENT_PREFIX, have, n - have, 2)
+        })?;
+        let issue_secs = started.elapsed().as_secs_f64();
         let started = tokio::time::Instant::now();
         // Each step's agents ramp in over a window proportional to their number.
         fleet_cfg.ramp = cfg.ramp_per_agent * (n - have) as u32;
@@ -267,7 +280,9 @@ pub async fn run(cfg: IdleConfig) -> Result<IdleReport, LoadgenError> {
             Duration::from_secs(60) + fleet_cfg.ramp + Duration::from_millis(20) * n as u32;
         fleet.wait_registered(n, timeout).await?;
         let register_secs = started.elapsed().as_secs_f64();
+        let asked = tokio::time::Instant::now();
         let listed = active_agents(&op).await?;
+        let state_ms = asked.elapsed().as_secs_f64() * 1e3;
         if listed != n {
             return Err(LoadgenError::Master(format!(
                 "lists {listed} active simulated agents, {n} registered"
@@ -276,6 +291,8 @@ pub async fn run(cfg: IdleConfig) -> Result<IdleReport, LoadgenError> {
         tokio::time::sleep(cfg.settle).await;
         let (mut row, _) = measure(pid, &fleet, cfg.window).await?;
         row.register_secs = register_secs;
+        row.issue_secs = issue_secs;
+        row.state_ms = state_ms;
         tracing::info!(
             agents = n,
             cpu = row.cpu,
@@ -314,22 +331,24 @@ impl fmt::Display for IdleReport {
             "Packets: UDP datagrams counted at the simulated agents' QUIC connections."
         )?;
         writeln!(f)?;
-        writeln!(f, "| agents | registered in | master CPU (% core) | us CPU/agent/s | over 0 agents | RSS MiB | KiB/agent over 0 agents | pkts/s in / out | pkts/agent/s | generator CPU | failures |")?;
-        writeln!(f, "|---|---|---|---|---|---|---|---|---|---|---|")?;
+        writeln!(f, "| agents | certificates issued in | registered in | master CPU (% core) | us CPU/agent/s | over 0 agents | RSS MiB | KiB/agent over 0 agents | pkts/s in / out | pkts/agent/s | generator CPU, RSS | GetState | failures |")?;
+        writeln!(f, "|---|---|---|---|---|---|---|---|---|---|---|---|---|")?;
         writeln!(
             f,
-            "| 0 | - | {:.2} ({:.2}) | - | - | {:.1} | - | - | - | {:.1} % | 0 |",
+            "| 0 | - | - | {:.2} ({:.2}) | - | - | {:.1} | - | - | - | {:.1} %, {:.0} MiB | - | 0 |",
             b.cpu * 100.0,
             b.cpu_ticks * 100.0,
             b.rss_kib as f64 / 1024.0,
-            b.generator_cpu * 100.0
+            b.generator_cpu * 100.0,
+            b.generator_rss_kib as f64 / 1024.0
         )?;
         for r in &self.rows {
             let n = r.agents.max(1) as f64;
             writeln!(
                 f,
-                "| {} | {:.1} s | {:.2} ({:.2}) | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} / {:.0} | {:.2} | {:.1} % | {} |",
+                "| {} | {:.1} s | {:.1} s | {:.2} ({:.2}) | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} / {:.0} | {:.2} | {:.1} %, {:.0} MiB | {:.0} ms | {} |",
                 r.agents,
+                r.issue_secs,
                 r.register_secs,
                 r.cpu * 100.0,
                 r.cpu_ticks * 100.0,
@@ -341,16 +360,18 @@ impl fmt::Display for IdleReport {
                 r.pkts_out,
                 (r.pkts_in + r.pkts_out) / n,
                 r.generator_cpu * 100.0,
+                r.generator_rss_kib as f64 / 1024.0,
+                r.state_ms,
                 r.failures
             )?;
         }
         writeln!(
             f,
-            "| target (issue 11) | | < 5 % at 10,000 | < {TARGET_US_PER_AGENT_S} | | | < {TARGET_KIB_PER_AGENT} | | | | |"
+            "| target (issue 11) | | | < 5 % at 10,000 | < {TARGET_US_PER_AGENT_S} | | | < {TARGET_KIB_PER_AGENT} | | | | |"
         )?;
         writeln!(
             f,
-            "| before (issue 11, real agents) | | 5.8 % at 100, 10.7 % at 300 | ~{BEFORE_US_PER_AGENT_S} | | | ~{BEFORE_KIB_PER_AGENT} | | | | |"
+            "| before (issue 11, real agents) | | | 5.8 % at 100, 10.7 % at 300 | ~{BEFORE_US_PER_AGENT_S} | | | ~{BEFORE_KIB_PER_AGENT} | | | | |"
         )?;
         if let Some(log) = &self.log {
             writeln!(f, "\nmaster log: {}", log.display())?;
