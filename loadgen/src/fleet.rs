@@ -63,6 +63,23 @@ pub struct FleetStats {
     pub datagrams_out: u64,
 }
 
+impl std::fmt::Display for FleetStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "registered {} (registrations {}, failures {}, lost {}), tasks launched {} finished {}, datagrams in {} out {}",
+            self.registered,
+            self.registrations,
+            self.failures,
+            self.lost,
+            self.launched,
+            self.finished,
+            self.datagrams_in,
+            self.datagrams_out
+        )
+    }
+}
+
 #[derive(Default)]
 pub(crate) struct Counters {
     pub registered: AtomicUsize,

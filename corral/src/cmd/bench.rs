@@ -60,11 +60,11 @@ async fn agents(a: BenchAgentsArgs) -> Result<u8> {
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
-            _ = tokio::time::sleep(every) => println!("{:?}", fleet.stats()),
+            _ = tokio::time::sleep(every) => println!("{}", fleet.stats()),
         }
     }
     let last = fleet.stats();
     fleet.stop().await;
-    println!("{last:?}");
+    println!("{last}");
     Ok(0)
 }
