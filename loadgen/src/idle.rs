@@ -289,6 +289,8 @@ pub async fn run(cfg: IdleConfig) -> Result<IdleReport, LoadgenError> {
             )));
         }
         tokio::time::sleep(cfg.settle).await;
+        // Logged so that a profiler can be attached to the master for the window.
+        tracing::info!(agents = n, master_pid = pid, window = ?cfg.window, "measuring");
         let (mut row, _) = measure(pid, &fleet, cfg.window).await?;
         row.register_secs = register_secs;
         row.issue_secs = issue_secs;
