@@ -54,6 +54,9 @@ pub enum Command {
     Policy(PolicyCommand),
     /// Serve the Mesos v1 HTTP API to unchanged Mesos frameworks (pymesos, avmesos).
     MesosGateway(MesosGatewayArgs),
+    /// Load generation: simulated agents over real QUIC + mTLS, and scale scenarios.
+    #[command(subcommand)]
+    Bench(BenchCommand),
     /// (internal) The init process of a container.
     #[command(name = "__init", hide = true)]
     Init(InitArgs),
@@ -408,4 +411,67 @@ pub struct MesosGatewayArgs {
 pub struct InitArgs {
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     pub args: Vec<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// The master idle with N simulated agents: starts a `corral master`, grows a fleet of
+    /// simulated agents in steps and prints the master's CPU, RSS and packets per agent.
+    Idle(BenchIdleArgs),
+    /// Run simulated agents against running masters until interrupted (SIGINT/SIGTERM).
+    Agents(BenchAgentsArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BenchIdleArgs {
+    /// Fleet sizes to measure at, ascending, N[,N...].
+    #[arg(long, value_delimiter = ',', default_value = "100,1000")]
+    pub agents: Vec<usize>,
+    /// Measurement window at each step, seconds.
+    #[arg(long, default_value_t = 20)]
+    pub window_secs: u64,
+    /// Wait after every agent registered before measuring, seconds.
+    #[arg(long, default_value_t = 5)]
+    pub settle_secs: u64,
+    /// Registration jitter: added agents start within this many ms per agent.
+    #[arg(long, default_value_t = 2)]
+    pub ramp_ms_per_agent: u64,
+    /// Registrations in flight at once.
+    #[arg(long, default_value_t = 64)]
+    pub max_connecting: usize,
+    /// Keep certificates, master data and log here (default: a temporary directory).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct BenchAgentsArgs {
+    /// Master addresses, HOST:PORT[,HOST:PORT...].
+    #[arg(long, env = "CORRAL_MASTER", value_delimiter = ',')]
+    pub master: Vec<String>,
+    /// The cluster CA's directory (ca.pem, ca-key.pem); the agents' certificates are issued
+    /// into it as PREFIX0, PREFIX1, ...
+    #[arg(long)]
+    pub ca_dir: PathBuf,
+    /// How many simulated agents.
+    #[arg(long, default_value_t = 100)]
+    pub agents: usize,
+    /// Certificate name (and hostname) prefix.
+    #[arg(long, default_value = "sim-")]
+    pub prefix: String,
+    /// What each agent offers.
+    #[arg(long, default_value = "cpus:4;mem:8GiB")]
+    pub resources: String,
+    /// How long a launched task runs before it is reported FINISHED, seconds.
+    #[arg(long, default_value_t = 1.0)]
+    pub task_secs: f64,
+    /// Agents start registering at random times within this many seconds (0: a storm).
+    #[arg(long, default_value_t = 10.0)]
+    pub ramp_secs: f64,
+    /// Registrations in flight at once.
+    #[arg(long, default_value_t = 64)]
+    pub max_connecting: usize,
+    /// Print the fleet's counters this often, seconds.
+    #[arg(long, default_value_t = 10)]
+    pub report_secs: u64,
 }

@@ -174,6 +174,12 @@ impl Connection {
         self.inner.stats().udp_rx.datagrams
     }
 
+    /// UDP datagrams sent on this connection so far (with [`Connection::datagrams_received`],
+    /// what a load generator counts to report a master's packets per second).
+    pub fn datagrams_sent(&self) -> u64 {
+        self.inner.stats().udp_tx.datagrams
+    }
+
     #[cfg(feature = "quinn-internals")]
     /// The quinn connection (only with the `quinn-internals` feature, for this crate's tests).
     pub fn quinn(&self) -> &quinn::Connection {

@@ -1,5 +1,6 @@
 //! One module per subcommand. Each returns the process exit code.
 
+mod bench;
 mod certs;
 mod clients;
 pub mod daemons;
@@ -44,6 +45,7 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
                     Command::Masters(m) => clients::masters(m).await,
                     Command::Policy(p) => policy::run(p).await,
                     Command::MesosGateway(a) => gateway::mesos_gateway(a).await,
+                    Command::Bench(b) => bench::run(b).await,
                     Command::Certs(_) | Command::Init(_) => unreachable!(),
                 }
             });

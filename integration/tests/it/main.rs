@@ -8,6 +8,7 @@ mod executors;
 mod foundation;
 mod ha;
 mod limits;
+mod loadgen;
 mod mesos_gateway;
 mod metrics;
 mod offers;
