@@ -140,6 +140,10 @@ pub struct MasterArgs {
     /// Seconds without a heartbeat before an agent is unreachable.
     #[arg(long)]
     pub agent_timeout_secs: Option<f64>,
+    /// Heartbeats per second all agents together may send (default 50, Nomad's rule): an
+    /// agent's heartbeat interval is stretched to agents / this when that exceeds 2 s.
+    #[arg(long, value_name = "N")]
+    pub max_agent_heartbeats_per_second: Option<f64>,
     /// Calls per second each framework principal may make (a token bucket; off by default).
     /// A call over it gets a "rate limited" error.
     #[arg(long)]
@@ -420,6 +424,35 @@ pub enum BenchCommand {
     Idle(BenchIdleArgs),
     /// Run simulated agents against running masters until interrupted (SIGINT/SIGTERM).
     Agents(BenchAgentsArgs),
+    /// B3: three masters, N simulated agents and a probe framework; kills the leader and times
+    /// every agent's re-registration and the first launch after the kill.
+    Failover(BenchFailoverArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BenchFailoverArgs {
+    /// How many simulated agents.
+    #[arg(long, default_value_t = 1000)]
+    pub agents: usize,
+    /// Wait after every agent registered before the kill, seconds.
+    #[arg(long, default_value_t = 3)]
+    pub settle_secs: u64,
+    #[command(flatten)]
+    pub fleet: BenchFleetArgs,
+}
+
+/// How a bench starts its simulated agents and where it keeps its files.
+#[derive(Args, Debug)]
+pub struct BenchFleetArgs {
+    /// Registration jitter: agents start within this many ms per agent.
+    #[arg(long, default_value_t = 2)]
+    pub ramp_ms_per_agent: u64,
+    /// Registrations in flight at once.
+    #[arg(long, default_value_t = 64)]
+    pub max_connecting: usize,
+    /// Keep certificates, master data and logs here (default: a temporary directory).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -433,15 +466,8 @@ pub struct BenchIdleArgs {
     /// Wait after every agent registered before measuring, seconds.
     #[arg(long, default_value_t = 5)]
     pub settle_secs: u64,
-    /// Registration jitter: added agents start within this many ms per agent.
-    #[arg(long, default_value_t = 2)]
-    pub ramp_ms_per_agent: u64,
-    /// Registrations in flight at once.
-    #[arg(long, default_value_t = 64)]
-    pub max_connecting: usize,
-    /// Keep certificates, master data and log here (default: a temporary directory).
-    #[arg(long)]
-    pub dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub fleet: BenchFleetArgs,
 }
 
 #[derive(Args, Debug)]

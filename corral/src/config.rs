@@ -20,6 +20,7 @@ pub struct MasterFile {
     #[serde(default)]
     pub role_weights: BTreeMap<String, f64>,
     pub agent_timeout_secs: Option<f64>,
+    pub max_agent_heartbeats_per_second: Option<f64>,
     pub framework_calls_per_second: Option<f64>,
     pub framework_call_burst: Option<u32>,
     pub raft_heartbeat_secs: Option<f64>,

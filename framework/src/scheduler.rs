@@ -1,7 +1,7 @@
 //! The framework session: subscribe, make calls, receive events, fail over.
 
 use proto::{ClientFrame, FrameworkCall, FrameworkEvent, FrameworkId, FrameworkInfo, ServerFrame};
-use session::{open_session, reopen, ClientError, ClientOptions, Session};
+use session::{open_session, reopen, watch_leader, ClientError, ClientOptions, Session};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
@@ -127,6 +127,7 @@ fn subscribed(
 enum Step {
     Call(Option<FrameworkCall>),
     Frame(Result<Option<ServerFrame>, transport::TransportError>),
+    LeaderMoved(session::LeaderMoved),
 }
 
 /// Owns the stream: writes calls, reads events, re-subscribes after a lost connection.
@@ -138,10 +139,13 @@ async fn drive(
     events: mpsc::Sender<SchedulerEvent>,
 ) {
     let failover = Duration::from_millis(info.failover_timeout_ms).max(Duration::from_secs(1));
+    // The other masters tell us when a new leader is elected: a dead leader sends nothing.
+    let mut leader_watch = watch_leader(&opts, &session.master);
     loop {
         let step = tokio::select! {
             call = calls.recv() => Step::Call(call),
             frame = session.recv.recv() => Step::Frame(frame),
+            moved = leader_watch.moved() => Step::LeaderMoved(moved),
         };
         let lost = match step {
             Step::Call(None) => {
@@ -193,6 +197,7 @@ async fn drive(
                 None
             }
             Step::Frame(Ok(None)) => Some("the master closed the session".to_owned()),
+            Step::LeaderMoved(moved) => Some(moved.to_string()),
             Step::Frame(Err(e)) => Some(e.to_string()),
         };
         if let Some(reason) = lost {
@@ -210,6 +215,7 @@ async fn drive(
                 Ok((s, _)) => {
                     let master = s.master.clone();
                     session = s;
+                    leader_watch = watch_leader(&opts, &master);
                     if events
                         .send(SchedulerEvent::Resubscribed { master })
                         .await

@@ -217,6 +217,18 @@ impl Fleet {
         }
     }
 
+    /// How many agents hold a session with the master at `addr` now.
+    pub fn registered_with(&self, addr: std::net::SocketAddr) -> usize {
+        self.shared
+            .conns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .flatten()
+            .filter(|c| !c.is_closed() && c.remote_address() == addr)
+            .count()
+    }
+
     /// The last error an agent met registering or in its session.
     pub fn last_error(&self) -> String {
         self.shared

@@ -3,14 +3,13 @@
 //! time has passed, the master's CPU, RSS and packets are measured over a window. Issue 11's
 //! target: under 5 us of master CPU per agent per second and under 20 KiB of RSS per agent.
 
+use crate::masters::{
+    active_agents, client_options, start_masters, wait_serving, work_dir, AGENT_PREFIX,
+};
 use crate::{issue_agent_identities, Fleet, FleetConfig, LoadgenError, ProcSample, CLOCK_TICK};
-use proto::{AgentStatus, OperatorCall, OperatorReply, Role};
 use std::fmt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
+use std::path::PathBuf;
 use std::time::Duration;
-use transport::{Identity, TlsFiles};
 
 /// The anchor of issue 11, per agent: CPU microseconds per second and KiB of RSS.
 pub const TARGET_US_PER_AGENT_S: f64 = 5.0;
@@ -18,9 +17,6 @@ pub const TARGET_KIB_PER_AGENT: f64 = 20.0;
 /// What issue 11 measured with real `corral agent` processes (100 and 300 agents).
 pub const BEFORE_US_PER_AGENT_S: f64 = 250.0;
 pub const BEFORE_KIB_PER_AGENT: f64 = 74.0;
-
-/// Name prefix of the simulated agents' certificates (and hostnames).
-pub const AGENT_PREFIX: &str = "sim-";
 
 #[derive(Clone, Debug)]
 pub struct IdleConfig {
@@ -76,133 +72,6 @@ pub struct IdleReport {
     pub log: Option<PathBuf>,
 }
 
-/// A `corral master` child process, killed on drop.
-struct MasterProcess {
-    child: Child,
-    addr: String,
-    log: PathBuf,
-}
-
-impl Drop for MasterProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> LoadgenError {
-    let what = what.into();
-    move |source| LoadgenError::Io { what, source }
-}
-
-fn certs_err(dir: &Path) -> impl FnOnce(certs::CertsError) -> LoadgenError + '_ {
-    move |source| LoadgenError::Certs {
-        dir: dir.to_owned(),
-        source,
-    }
-}
-
-/// A CA, the master's certificate `m1` and the operator's `op` in `dir/certs`; starts the
-/// master on a free loopback port.
-fn start_master(bin: &Path, dir: &Path) -> Result<MasterProcess, LoadgenError> {
-    let certs_dir = dir.join("certs");
-    certs::init_ca(&certs_dir, true).map_err(certs_err(&certs_dir))?;
-    for (role, name) in [(Role::Master, "m1"), (Role::Operator, "op")] {
-        let req = certs::IssueRequest {
-            role,
-            name: name.into(),
-            sans: Vec::new(),
-            days: crate::AGENT_CERT_DAYS,
-        };
-        certs::issue(&certs_dir, &req, true).map_err(certs_err(&certs_dir))?;
-    }
-    let port = std::net::UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .map_err(io("choosing a free UDP port on 127.0.0.1"))?
-        .port();
-    let addr = format!("127.0.0.1:{port}");
-    let log = dir.join("master.log");
-    let log_file =
-        std::fs::File::create(&log).map_err(io(format!("creating {}", log.display())))?;
-    let node = certs::node_paths(&certs_dir, "m1");
-    let child = Command::new(bin)
-        .arg("master")
-        .args(["--listen", &addr])
-        .arg("--data-dir")
-        .arg(dir.join("master"))
-        .arg("--ca")
-        .arg(certs::ca_paths(&certs_dir).cert)
-        .arg("--cert")
-        .arg(node.cert)
-        .arg("--key")
-        .arg(node.key)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log_file)
-        .spawn()
-        .map_err(io(format!("starting {} master", bin.display())))?;
-    Ok(MasterProcess { child, addr, log })
-}
-
-fn operator_options(dir: &Path, addr: &str) -> Result<session::ClientOptions, LoadgenError> {
-    let certs_dir = dir.join("certs");
-    let node = certs::node_paths(&certs_dir, "op");
-    let files = TlsFiles {
-        ca: certs::ca_paths(&certs_dir).cert,
-        cert: node.cert,
-        key: node.key,
-    };
-    let id = Identity::load(&files).map_err(|source| LoadgenError::Identity {
-        name: "op".into(),
-        dir: certs_dir.clone(),
-        source,
-    })?;
-    let mut opts = session::ClientOptions::new(vec![addr.to_owned()], Arc::new(id));
-    opts.connect_timeout = Duration::from_secs(5);
-    Ok(opts)
-}
-
-/// Simulated agents the master lists as active (the state as of a linearizable read).
-async fn active_agents(opts: &session::ClientOptions) -> Result<usize, LoadgenError> {
-    match framework::operator_call(opts, OperatorCall::GetState).await {
-        Ok(OperatorReply::State(s)) => Ok(s
-            .agents
-            .iter()
-            .filter(|a| a.status == AgentStatus::Active && a.hostname.starts_with(AGENT_PREFIX))
-            .count()),
-        Ok(other) => Err(LoadgenError::Master(format!(
-            "unexpected answer to GetState: {other:?}"
-        ))),
-        Err(e) => Err(LoadgenError::Master(e.to_string())),
-    }
-}
-
-/// Polls until the master answers an operator call, or fails naming its log.
-async fn wait_serving(
-    master: &mut MasterProcess,
-    opts: &session::ClientOptions,
-) -> Result<(), LoadgenError> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(Some(status)) = master.child.try_wait() {
-            return Err(LoadgenError::Master(format!(
-                "exited ({status}) before serving; see {}",
-                master.log.display()
-            )));
-        }
-        match active_agents(opts).await {
-            Ok(_) => return Ok(()),
-            Err(e) if tokio::time::Instant::now() >= deadline => {
-                return Err(LoadgenError::Master(format!(
-                    "not serving within 60 s ({e}); see {}",
-                    master.log.display()
-                )))
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-        }
-    }
-}
-
 /// Measures the master (and ourselves) over `window`.
 async fn measure(
     pid: u32,
@@ -236,24 +105,12 @@ async fn measure(
 /// Runs the scenario and returns its table. Needs a multi-thread tokio runtime (certificates
 /// are issued on the calling worker with `block_in_place`).
 pub async fn run(cfg: IdleConfig) -> Result<IdleReport, LoadgenError> {
-    let temp;
-    let dir = match &cfg.dir {
-        Some(d) => {
-            std::fs::create_dir_all(d).map_err(io(format!("creating {}", d.display())))?;
-            d.clone()
-        }
-        None => {
-            temp = tempfile::Builder::new()
-                .prefix("corral-bench-")
-                .tempdir()
-                .map_err(io("creating a temporary directory"))?;
-            temp.path().to_owned()
-        }
-    };
-    let mut master = start_master(&cfg.corral_bin, &dir)?;
-    let pid = master.child.id();
-    let op = operator_options(&dir, &master.addr)?;
-    wait_serving(&mut master, &op).await?;
+    let (dir, _temp) = work_dir(cfg.dir.as_deref())?;
+    let mut masters = start_masters(&cfg.corral_bin, &dir, 1)?;
+    let op = client_options(&dir, "op", vec![masters[0].addr.clone()])?;
+    wait_serving(&mut masters, &op).await?;
+    let master = &masters[0];
+    let pid = master.pid();
     let mut fleet_cfg = FleetConfig::new(vec![master.addr.clone()]);
     fleet_cfg.max_connecting = cfg.max_connecting;
     let mut fleet = Fleet::new(fleet_cfg.clone());
@@ -305,7 +162,7 @@ pub async fn run(cfg: IdleConfig) -> Result<IdleReport, LoadgenError> {
     }
     fleet.stop().await;
     let log = cfg.dir.as_ref().map(|_| master.log.clone());
-    drop(master);
+    drop(masters);
     Ok(IdleReport {
         master_pid: pid,
         window: cfg.window,

@@ -20,9 +20,12 @@
 //! Scenarios: [`idle`] (the master idle with N agents: CPU per agent per second, RSS per agent,
 //! packets per second).
 
+pub mod failover;
 mod fleet;
 mod identities;
 pub mod idle;
+pub mod masters;
+mod probe;
 mod procstat;
 mod sim;
 

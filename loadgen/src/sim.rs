@@ -8,7 +8,7 @@ use proto::{
     ResourceUsage, Resources, ServerFrame, StatusReason, StatusSource, StatusUuid, TaskId,
     TaskInfo, TaskReport, TaskState, TaskStatus, TaskUsage,
 };
-use session::{open_session, Backoff, ClientOptions, Session};
+use session::{open_session, watch_leader, Backoff, ClientOptions, Session};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -54,6 +54,9 @@ pub(crate) struct SimAgent {
 enum Ended {
     Stopped,
     Lost(String),
+    /// Another master said a new leader was elected: re-register there at once, as the real
+    /// agent does.
+    LeaderMoved(String),
 }
 
 impl SimAgent {
@@ -136,6 +139,10 @@ impl SimAgent {
                     let heartbeat = Duration::from_millis(heartbeat_interval_ms.max(100));
                     match self.serve(session, heartbeat, &mut stop).await {
                         Ended::Stopped => return,
+                        Ended::LeaderMoved(why) => {
+                            tracing::debug!(agent = %self.name, %why, "re-registering at the new leader");
+                            continue;
+                        }
                         Ended::Lost(reason) => {
                             self.shared.counters.lost.fetch_add(1, Ordering::Relaxed);
                             reason
@@ -164,8 +171,9 @@ impl SimAgent {
             connection,
             mut send,
             mut recv,
-            ..
+            master,
         } = session;
+        let mut leader_watch = watch_leader(&self.opts, &master);
         self.shared.connected(self.index, Some(connection.clone()));
         self.updates.reset_timers();
         let ended = 'session: {
@@ -190,6 +198,7 @@ impl SimAgent {
                         Ok(None) => Err("the master closed the session".to_owned()),
                         Err(e) => Err(e.to_string()),
                     },
+                    moved = leader_watch.moved() => break 'session Ended::LeaderMoved(moved.to_string()),
                     _ = beat.tick() => self.beat(&mut send).await,
                     _ = tokio::time::sleep_until(next_end.unwrap_or(far)), if next_end.is_some() => {
                         self.finish_due(&mut send).await

@@ -132,16 +132,54 @@ pub(crate) enum Event {
 }
 
 /// What stream tasks need to know about leadership without asking the core loop.
-#[derive(Default)]
 struct Leadership {
     is_leader: AtomicBool,
     /// The leader's address, when known.
     leader: RwLock<Option<String>>,
+    /// What leader-watch streams tell clients (see [`serve_leader_watch`]).
+    news: watch::Sender<LeaderNews>,
+}
+
+/// Which master leads as this one sees it, for clients watching: the leader's client address
+/// (this master's own only once it serves as the leader) and the raft term.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct LeaderNews {
+    leader: Option<String>,
+    term: u64,
+}
+
+impl Default for Leadership {
+    fn default() -> Self {
+        Leadership {
+            is_leader: AtomicBool::new(false),
+            leader: RwLock::new(None),
+            news: watch::Sender::new(LeaderNews::default()),
+        }
+    }
 }
 
 impl Leadership {
     fn leader(&self) -> Option<String> {
         self.leader.read().ok().and_then(|l| l.clone())
+    }
+
+    /// Tells the watching clients when the leader (or the term) changed. A master raft made
+    /// leader says so only once it serves: until then it names no leader, so no client comes
+    /// to be told "not the leader".
+    fn publish(&self, leader: Option<String>, leads_by_raft: bool, serving: bool, term: u64) {
+        let leader = if leads_by_raft && !serving {
+            None
+        } else {
+            leader
+        };
+        let news = LeaderNews { leader, term };
+        self.news.send_if_modified(|current| {
+            let changed = *current != news;
+            if changed {
+                *current = news;
+            }
+            changed
+        });
     }
 }
 
@@ -409,6 +447,10 @@ async fn handle_stream(
             return;
         }
     };
+    if let ClientFrame::WatchLeader = first {
+        serve_leader_watch(tx, rx, edge.leadership.news.subscribe()).await;
+        return;
+    }
     // Reads are served from the published snapshot: they never wait for the core.
     if let ClientFrame::Operator(OperatorCall::GetState) = first {
         if peer.role != Role::Operator {
@@ -580,6 +622,33 @@ async fn handle_stream(
     let _ = edge.events.send(Event::Disconnected { session }).await;
 }
 
+/// A client's leader watch: which master leads, at once and at every change, until the client
+/// ends the stream (or sends anything on it). An idle watch is a parked task and an open stream:
+/// it costs the master nothing until the leader changes, then one small frame per client.
+async fn serve_leader_watch(
+    mut tx: FramedSend<ServerFrame>,
+    mut rx: FramedRecv<ClientFrame>,
+    mut news: watch::Receiver<LeaderNews>,
+) {
+    loop {
+        let frame = {
+            let n = news.borrow_and_update();
+            ServerFrame::Leader {
+                leader: n.leader.clone(),
+                term: n.term,
+            }
+        };
+        if tx.send(&frame).await.is_err() {
+            return;
+        }
+        tokio::select! {
+            changed = news.changed() => if changed.is_err() { break },
+            _ = rx.recv() => break,
+        }
+    }
+    let _ = tx.finish().await;
+}
+
 /// Whether a framework call is answered from the registry rather than only changing it.
 fn reads_registry(frame: &ClientFrame) -> bool {
     matches!(
@@ -700,6 +769,12 @@ async fn core_loop(
             );
             following = Some(registry.subscribe().events);
         }
+        leadership.publish(
+            leader_addr.clone(),
+            registry.is_leader(),
+            leading.is_some(),
+            registry.term(),
+        );
 
         let deadline = leading
             .as_ref()

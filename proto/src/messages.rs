@@ -24,6 +24,11 @@ pub enum ClientFrame {
     Agent(AgentToMaster),
     Framework(FrameworkCall),
     Operator(OperatorCall),
+    /// Opens a stream on which the master says which master leads, at once and again at every
+    /// change ([`ServerFrame::Leader`]), until the client closes it. Any role may watch. Clients
+    /// watch every master but the one their session is with, so a failover reaches them as
+    /// soon as a new leader is elected instead of after an idle timeout.
+    WatchLeader,
 }
 
 /// Every frame a master sends to a client.
@@ -38,6 +43,13 @@ pub enum ServerFrame {
     },
     /// The request was refused; the stream is closed after this frame when `fatal`.
     Error(ErrorReply),
+    /// On a [`ClientFrame::WatchLeader`] stream: the master this one believes leads (itself once
+    /// it serves as the leader), `host:port` as clients dial it, and the raft term of that
+    /// belief; `None` while no leader is known.
+    Leader {
+        leader: Option<String>,
+        term: u64,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -1,7 +1,7 @@
 //! Finding the leading master and opening a stream to it ([`open_session`]).
 
-use crate::Backoff;
-use proto::{ClientFrame, ErrorCode, Role, ServerFrame};
+use crate::{Backoff, MasterLinks};
+use proto::{ClientFrame, ErrorCode, ServerFrame};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +17,9 @@ pub struct ClientOptions {
     /// How long to keep trying to reach a leader before giving up.
     pub connect_timeout: Duration,
     pub max_frame_len: usize,
+    /// The connections to the masters, shared by every session made from these options and
+    /// their clones (see [`MasterLinks`]).
+    pub links: MasterLinks,
 }
 
 /// How long one QUIC handshake to a master may take before it is retried. A dead master answers
@@ -42,6 +45,7 @@ impl ClientOptions {
             identity,
             connect_timeout: Duration::from_secs(15),
             max_frame_len: proto::MAX_FRAME_LEN,
+            links: MasterLinks::default(),
         }
     }
 }
@@ -99,10 +103,11 @@ type Attempt = (String, Result<(Session, ServerFrame), ClientError>);
 ///
 /// Every master is dialled at once (a dead one costs nothing while another answers); followers
 /// answer `NotLeader`, whose hint is dialled at once unless an attempt at it is under way or it
-/// answered less than `FIRST_RETRY_BACKOFF` ago. The first master to answer otherwise wins and the other attempts are dropped. A master
-/// that said "not the leader" or could not be reached is retried after its own backoff
-/// (`FIRST_RETRY_BACKOFF` doubling to `MAX_RETRY_BACKOFF`), over the QUIC connection it
-/// already has when that is still open, so a retry is one stream, not a new handshake.
+/// answered less than `FIRST_RETRY_BACKOFF` ago. The first master to answer otherwise wins and
+/// the other attempts are dropped. A master that said "not the leader" or could not be reached
+/// is retried after its own backoff (`FIRST_RETRY_BACKOFF` doubling to `MAX_RETRY_BACKOFF`).
+/// Every attempt goes over the client's open connection to that master when it has one
+/// (`opts.links`), so a retry, or a move to a new leader, is one stream, not a new handshake.
 ///
 /// Sending `first` to every master is safe: only the leader acts on a request, and a deposed
 /// leader that still believes it leads commits nothing (what it does without a commit, such as
@@ -124,25 +129,21 @@ pub async fn open_session(
     let mut backoff: HashMap<String, Backoff> = HashMap::new();
     // When each master last answered (or failed).
     let mut answered_at: HashMap<String, tokio::time::Instant> = HashMap::new();
-    // Open connections kept from attempts answered "not the leader", for their retries.
-    let mut open: HashMap<String, Connection> = HashMap::new();
     let mut redirects = 0;
     let start = |attempts: &mut tokio::task::JoinSet<Attempt>,
                  in_flight: &mut HashSet<String>,
-                 open: &mut HashMap<String, Connection>,
                  addr: String| {
         in_flight.insert(addr.clone());
-        let reuse = open.remove(&addr);
         let opts = opts.clone();
         let first = first.clone();
         attempts.spawn(async move {
-            let r = try_master(&opts, &addr, reuse, &first).await;
+            let r = try_master(&opts, &addr, &first).await;
             (addr, r)
         });
     };
     for addr in &opts.masters {
         if !in_flight.contains(addr) {
-            start(&mut attempts, &mut in_flight, &mut open, addr.clone());
+            start(&mut attempts, &mut in_flight, addr.clone());
         }
     }
     loop {
@@ -164,11 +165,8 @@ pub async fn open_session(
             in_flight.remove(&addr);
             answered_at.insert(addr.clone(), tokio::time::Instant::now());
             match result {
-                Ok((session, ServerFrame::NotLeader { leader })) => {
+                Ok((_, ServerFrame::NotLeader { leader })) => {
                     last_error = format!("{addr} is not the leader");
-                    if !session.connection.is_closed() {
-                        open.insert(addr.clone(), session.connection);
-                    }
                     if let Some(leader) = leader.filter(|l| *l != addr && !in_flight.contains(l)) {
                         let known = opts.masters.contains(&leader);
                         if known || redirects < MAX_REDIRECTS {
@@ -202,7 +200,6 @@ pub async fn open_session(
                     }
                     tracing::debug!(master = %addr, error = %e, "master not reachable");
                     last_error = format!("{addr}: {e}");
-                    open.remove(&addr);
                 }
             }
             if !in_flight.contains(&addr) {
@@ -228,7 +225,7 @@ pub async fn open_session(
             .collect();
         for addr in due {
             retry_at.remove(&addr);
-            start(&mut attempts, &mut in_flight, &mut open, addr);
+            start(&mut attempts, &mut in_flight, addr);
         }
     }
 }
@@ -259,37 +256,42 @@ fn is_permanent(e: &ClientError) -> bool {
 async fn try_master(
     opts: &ClientOptions,
     addr: &str,
-    reuse: Option<Connection>,
     first: &ClientFrame,
 ) -> Result<(Session, ServerFrame), ClientError> {
-    let sock = transport::resolve(addr).await?;
-    // An open connection kept from the last attempt at this master (it keeps its endpoint).
-    let connection = match reuse.filter(|c| !c.is_closed()) {
-        Some(c) => c,
-        None => {
-            let endpoint = transport::client_endpoint_for(sock, &opts.identity)?;
-            tokio::time::timeout(
-                CONNECT_ATTEMPT_TIMEOUT,
-                transport::connect(&endpoint, sock, Role::Master, None),
-            )
+    let connection = opts.links.connect(addr, &opts.identity).await?;
+    let exchange = async {
+        let (mut send, mut recv) =
+            transport::open_framed::<ClientFrame, ServerFrame>(&connection, opts.max_frame_len)
+                .await?;
+        send.send(first).await?;
+        let timed_out = TransportError::TimedOut {
+            addr: connection.remote_address(),
+        };
+        let reply = tokio::time::timeout(FIRST_REPLY_TIMEOUT, recv.recv())
             .await
-            .map_err(|_| ClientError::Transport(TransportError::TimedOut { addr: sock }))??
-        }
+            .map_err(|_| ClientError::Transport(timed_out))??
+            .ok_or(ClientError::Closed)?;
+        Ok::<_, ClientError>((send, recv, reply))
     };
-    let (mut send, mut recv) =
-        transport::open_framed::<ClientFrame, ServerFrame>(&connection, opts.max_frame_len).await?;
-    send.send(first).await?;
-    let reply = tokio::time::timeout(FIRST_REPLY_TIMEOUT, recv.recv())
-        .await
-        .map_err(|_| ClientError::Transport(TransportError::TimedOut { addr: sock }))??
-        .ok_or(ClientError::Closed)?;
-    Ok((
-        Session {
-            connection,
-            send,
-            recv,
-            master: addr.to_owned(),
-        },
-        reply,
-    ))
+    match exchange.await {
+        Ok((send, recv, reply)) => Ok((
+            Session {
+                connection,
+                send,
+                recv,
+                master: addr.to_owned(),
+            },
+            reply,
+        )),
+        Err(e) => {
+            // A connection that failed or did not answer is not used again; a stream refused
+            // on a healthy one (an old master's "malformed frame") leaves it open.
+            if connection.is_closed()
+                || matches!(e, ClientError::Transport(TransportError::TimedOut { .. }))
+            {
+                opts.links.forget(addr, &connection);
+            }
+            Err(e)
+        }
+    }
 }

@@ -15,9 +15,13 @@
 
 mod backoff;
 mod connect;
+mod links;
+mod watch;
 
 pub use backoff::Backoff;
 pub use connect::{
     open_session, reopen, ClientError, ClientOptions, Session, CONNECT_ATTEMPT_TIMEOUT,
     FIRST_REPLY_TIMEOUT,
 };
+pub use links::MasterLinks;
+pub use watch::{watch_leader, LeaderMoved, LeaderWatch};

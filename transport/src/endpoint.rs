@@ -20,19 +20,27 @@ pub const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(1);
 /// also bounds a handshake to an unreachable address.
 pub const MAX_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 /// Agents, frameworks and operators (the client endpoints) send a PING after this much
-/// silence. The master answers each with an ACK. See [`CLIENT_IDLE_TIMEOUT`] for the cost.
-pub const CLIENT_KEEP_ALIVE_INTERVAL: Duration = Duration::from_millis(500);
-/// A client connection to a master that hears nothing for this long is closed. QUIC uses the
-/// smaller of both sides' idle timeouts, so this is what applies between a client and a master
-/// (the master's server configuration says [`MAX_IDLE_TIMEOUT`]). A killed master sends no
-/// close: this is how its agents and frameworks notice it and move to the new leader, so it
-/// bounds master failover (the election, about a second, runs meanwhile). QUIC restarts the
-/// idle timer when it sends the first PING after the last packet it heard, so a client notices
-/// 1.5 to 2 s after the master died. The cost: each connected client sends 2 PINGs a second and the
-/// master 2 ACKs, about 60-byte packets, so 10,000 agents cost the master 40,000 tiny packets
-/// (about 2.5 MB) a second, a few percent of one core; three missed PINGs in a row (with
-/// QUIC's own probes in between) are needed to drop a healthy connection on a LAN.
-pub const CLIENT_IDLE_TIMEOUT: Duration = Duration::from_millis(1500);
+/// silence; the master answers each with an ACK and sends no PING of its own (see
+/// [`server_transport_config`]). See [`CLIENT_IDLE_TIMEOUT`] for what it costs.
+pub const CLIENT_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// A client connection to a master that hears nothing for this long is closed, on both sides
+/// (QUIC uses the smaller of both sides' idle timeouts, and the master offers
+/// [`SERVER_IDLE_TIMEOUT`]). This is not how clients notice a failover: every client also
+/// watches the other masters, which tell it the moment a new leader is elected (the
+/// `session` crate's `LeaderWatch`), so a dead leader costs its clients the election, not an
+/// idle timeout. It is how a master notices an agent that died without a word (the agent's
+/// silence limit starts then), and how a client notices a master it can no longer reach while
+/// that master keeps its leadership (a one-sided partition, as Mesos's 75 s agent ping timeout).
+///
+/// The cost per idle client at a master: one PING every 10 s and one ACK back, about 0.2 small
+/// packets a second per connection, where the earlier design (500 ms / 1.5 s, and the master's
+/// own PING every second) cost 4 to 5. Two missed PINGs in a row, with QUIC's own probes
+/// between, are needed to drop a healthy connection.
+pub const CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// The idle timeout a master's server endpoint offers: the largest it accepts. Raft links are
+/// dialled with [`MAX_IDLE_TIMEOUT`] and clients with [`CLIENT_IDLE_TIMEOUT`]; the smaller of
+/// the two sides applies.
+pub const SERVER_IDLE_TIMEOUT: Duration = CLIENT_IDLE_TIMEOUT;
 /// Concurrent bidirectional streams a peer may open on one connection. Corral runs one stream
 /// per request or subscription, so a well-behaved peer needs a handful; 256 leaves room for
 /// bursts (status updates, parallel operator calls) while bounding the per-connection state a
@@ -53,10 +61,11 @@ pub const CONNECTION_RECEIVE_WINDOW: u32 = 8 << 20;
 const _: () = assert!(KEEP_ALIVE_INTERVAL.as_millis() * 3 < MAX_IDLE_TIMEOUT.as_millis());
 const _: () =
     assert!(CLIENT_KEEP_ALIVE_INTERVAL.as_millis() * 3 <= CLIENT_IDLE_TIMEOUT.as_millis());
-const _: () = assert!(CLIENT_IDLE_TIMEOUT.as_millis() <= MAX_IDLE_TIMEOUT.as_millis());
+const _: () = assert!(MAX_IDLE_TIMEOUT.as_millis() <= SERVER_IDLE_TIMEOUT.as_millis());
+const _: () = assert!(CLIENT_IDLE_TIMEOUT.as_millis() <= SERVER_IDLE_TIMEOUT.as_millis());
 const _: () = assert!(MAX_CONCURRENT_BI_STREAMS > 0 && MAX_CONCURRENT_BI_STREAMS <= 1024);
 const _: () = assert!(STREAM_RECEIVE_WINDOW <= CONNECTION_RECEIVE_WINDOW);
-const _: () = assert!(MAX_IDLE_TIMEOUT.as_millis() < u32::MAX as u128);
+const _: () = assert!(SERVER_IDLE_TIMEOUT.as_millis() < u32::MAX as u128);
 
 /// Installs ring as the process-wide rustls crypto provider. Idempotent: a second call, or a
 /// provider already installed by someone else, is fine. This crate's own configurations name
@@ -65,21 +74,29 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-/// The QUIC transport parameters of masters, both as servers and connecting to each other (see
+/// The QUIC transport parameters of a master connecting to the other masters (raft links; see
 /// the constants for the reasons).
 pub fn transport_config() -> quinn::TransportConfig {
-    with_liveness(KEEP_ALIVE_INTERVAL, MAX_IDLE_TIMEOUT)
+    with_liveness(Some(KEEP_ALIVE_INTERVAL), MAX_IDLE_TIMEOUT)
+}
+
+/// The QUIC transport parameters of a master's server endpoint: no keep-alive of its own (the
+/// side that dialled sends them: a raft peer every [`KEEP_ALIVE_INTERVAL`], a client every
+/// [`CLIENT_KEEP_ALIVE_INTERVAL`]; a master pinging each of 10,000 idle agents every second
+/// was most of its idle cost) and [`SERVER_IDLE_TIMEOUT`].
+pub fn server_transport_config() -> quinn::TransportConfig {
+    with_liveness(None, SERVER_IDLE_TIMEOUT)
 }
 
 /// The QUIC transport parameters of client endpoints (agents, frameworks, operators): those of
 /// [`transport_config`] with [`CLIENT_KEEP_ALIVE_INTERVAL`] and [`CLIENT_IDLE_TIMEOUT`].
 pub fn client_transport_config() -> quinn::TransportConfig {
-    with_liveness(CLIENT_KEEP_ALIVE_INTERVAL, CLIENT_IDLE_TIMEOUT)
+    with_liveness(Some(CLIENT_KEEP_ALIVE_INTERVAL), CLIENT_IDLE_TIMEOUT)
 }
 
-fn with_liveness(keep_alive: Duration, idle: Duration) -> quinn::TransportConfig {
+fn with_liveness(keep_alive: Option<Duration>, idle: Duration) -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
-    t.keep_alive_interval(Some(keep_alive));
+    t.keep_alive_interval(keep_alive);
     // IdleTimeout is in milliseconds; both constants fit a u32 (checked above).
     let idle_ms = idle.as_millis() as u32;
     t.max_idle_timeout(Some(quinn::VarInt::from_u32(idle_ms).into()));
@@ -108,12 +125,13 @@ pub fn client_config(id: &Identity) -> Result<quinn::ClientConfig, TransportErro
     quic_client_config(id.client_tls_config()?)
 }
 
-/// The server configuration: client certificate required and chaining to our CA.
+/// The server configuration: client certificate required and chaining to our CA, with
+/// [`server_transport_config`].
 pub fn server_config(id: &Identity) -> Result<quinn::ServerConfig, TransportError> {
     let crypto = QuicServerConfig::try_from(id.server_tls_config()?)
         .map_err(|e| TransportError::Tls(format!("server config unusable for quic: {e}")))?;
     let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    cfg.transport_config(Arc::new(transport_config()));
+    cfg.transport_config(Arc::new(server_transport_config()));
     Ok(cfg)
 }
 

@@ -27,7 +27,8 @@ pub use endpoint::{
     accept, client_endpoint, client_endpoint_for, connect, install_crypto_provider,
     peer_client_endpoint, peer_identity, resolve, server_endpoint, CLIENT_IDLE_TIMEOUT,
     CLIENT_KEEP_ALIVE_INTERVAL, CONNECTION_RECEIVE_WINDOW, KEEP_ALIVE_INTERVAL,
-    MAX_CONCURRENT_BI_STREAMS, MAX_CONCURRENT_UNI_STREAMS, MAX_IDLE_TIMEOUT, STREAM_RECEIVE_WINDOW,
+    MAX_CONCURRENT_BI_STREAMS, MAX_CONCURRENT_UNI_STREAMS, MAX_IDLE_TIMEOUT, SERVER_IDLE_TIMEOUT,
+    STREAM_RECEIVE_WINDOW,
 };
 pub use error::TransportError;
 pub use framed::{
@@ -46,7 +47,7 @@ pub mod testing;
 pub mod raw {
     pub use crate::endpoint::{
         client_config, client_transport_config, connect_with_config, quic_client_config,
-        server_config, transport_config,
+        server_config, server_transport_config, transport_config,
     };
     pub use crate::framed::framed;
 

@@ -156,8 +156,12 @@ pub enum Action {
     CheckLimits {
         containers: Vec<ContainerRef>,
     },
-    /// Send the master the tasks' usage and the node's pressure.
-    ReportUsage,
+    /// Measure the tasks' usage and the node's pressure and send them to the master: `always`
+    /// at a heartbeat; otherwise (a check between heartbeats) only when
+    /// `UsageReport::worth_sending` says the report is news.
+    ReportUsage {
+        always: bool,
+    },
     /// Remove old sandboxes of ended tasks.
     CollectGarbage,
 }
@@ -230,8 +234,14 @@ pub(crate) enum Session {
     Up {
         heartbeat: Duration,
         next_heartbeat: Instant,
+        /// When to measure usage next between heartbeats ([`USAGE_CHECK_INTERVAL`]).
+        next_usage_check: Instant,
     },
 }
+
+/// Between heartbeats (whose interval the master stretches as the cluster grows), usage and
+/// pressure are measured this often and sent when they changed (see `usage`).
+pub const USAGE_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Timer {
@@ -302,8 +312,13 @@ impl AgentCore {
         match &self.session {
             Session::Down { reconnect_at } => t.extend(*reconnect_at),
             Session::Connecting => {}
-            Session::Up { next_heartbeat, .. } => {
+            Session::Up {
+                next_heartbeat,
+                next_usage_check,
+                ..
+            } => {
                 t.push(*next_heartbeat);
+                t.push(*next_usage_check);
                 t.extend(self.updates.next_resend());
             }
         }
@@ -347,11 +362,16 @@ impl AgentCore {
             Session::Up {
                 heartbeat,
                 next_heartbeat,
+                next_usage_check,
             } => {
                 if now.at >= *next_heartbeat {
                     *next_heartbeat = now.at + *heartbeat;
+                    *next_usage_check = now.at + USAGE_CHECK_INTERVAL;
                     self.push(Action::Send(AgentToMaster::Heartbeat));
-                    self.push(Action::ReportUsage);
+                    self.push(Action::ReportUsage { always: true });
+                } else if now.at >= *next_usage_check {
+                    *next_usage_check = now.at + USAGE_CHECK_INTERVAL;
+                    self.push(Action::ReportUsage { always: false });
                 }
                 self.flush_updates(now);
             }
@@ -423,6 +443,7 @@ impl AgentCore {
         self.session = Session::Up {
             heartbeat,
             next_heartbeat: now.at + heartbeat,
+            next_usage_check: now.at + USAGE_CHECK_INTERVAL,
         };
         self.updates.reset_timers();
         self.flush_updates(now);
@@ -593,7 +614,7 @@ impl AgentCore {
             if let Some(pos) = self.actions.iter().position(|a| {
                 matches!(
                     a,
-                    Action::Send(AgentToMaster::Heartbeat) | Action::ReportUsage
+                    Action::Send(AgentToMaster::Heartbeat) | Action::ReportUsage { .. }
                 )
             }) {
                 self.actions.remove(pos);

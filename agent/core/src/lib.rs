@@ -31,16 +31,18 @@ mod recovery;
 mod tasks;
 pub mod testing;
 mod updates;
+mod usage;
 
 pub use crate::core::{
     Action, AgentCore, ContainerRef, CoreConfig, ExecKey, ExecutorRecord, Limits, Now, TaskRecord,
-    TaskView,
+    TaskView, USAGE_CHECK_INTERVAL,
 };
 pub use admission::{admit, container_id, progress, valid_id};
 pub use exits::{exit_status, oom_note, peak_note, size, task_end, Exit, TaskEnd};
 pub use plan::{orphans, plan_task_recovery, TaskRecovery};
 pub use recovery::{Found, RecoveredTask};
 pub use updates::{RetryPolicy, StatusUpdates, MAX_UPDATES_PER_TASK};
+pub use usage::{UsageReport, MAX_REPORT_AGE};
 
 /// What the glue reports when an operation on the host failed (a launch, a wait, a resize): the
 /// core only records its message in the task's status, so it keeps the text of the glue's typed

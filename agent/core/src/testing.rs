@@ -266,7 +266,7 @@ impl Harness {
             Action::HandTask { key, task } => self.handed.push((key, task.task_id)),
             Action::ToExecutor { key, msg } => self.to_executors.push((key, msg)),
             Action::CloseExecutorConnection { key } => self.core.handle_executor_disconnected(&key),
-            Action::KillExecutor { .. } | Action::ReportUsage | Action::CollectGarbage => {}
+            Action::KillExecutor { .. } | Action::ReportUsage { .. } | Action::CollectGarbage => {}
             Action::DestroyExecutor { key } => {
                 self.containers.remove(&ContainerRef::Executor(key));
             }

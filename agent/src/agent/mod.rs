@@ -339,7 +339,7 @@ impl Agent {
             Action::KillExecutor { key, grace } => self.kill_executor_container(&key, grace),
             Action::DestroyExecutor { key } => self.destroy_executor(&key),
             Action::CheckLimits { containers } => self.check_limits(containers),
-            Action::ReportUsage => self.send_usage(),
+            Action::ReportUsage { always } => self.send_usage(always),
             Action::CollectGarbage => self.collect_sandboxes(),
         }
     }

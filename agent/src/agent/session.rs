@@ -5,7 +5,7 @@
 
 use super::*;
 pub(super) use ::session::ClientOptions;
-use ::session::{open_session, Session};
+use ::session::{open_session, watch_leader, Session};
 use proto::{AgentId, AgentToMaster, ClientFrame, MasterToAgent};
 
 /// Frames queued to the master before the session counts as stuck.
@@ -37,6 +37,8 @@ pub(super) struct Connected {
     master: String,
     outbox: mpsc::Sender<ClientFrame>,
     connection: transport::Connection,
+    /// The last usage report sent on this session, and when.
+    last_usage: Option<(agent_core::UsageReport, Instant)>,
 }
 
 /// How the agent dials the masters: all at once, following redirects to the leader.
@@ -102,9 +104,10 @@ impl Agent {
                 if let Some(conn) = self.conn.take() {
                     self.opts.try_last(&conn.master);
                 }
-                // At once: this is master failover time. Agents notice a dead master spread
-                // over a keep-alive interval, and `open_session` retries with backoff, so a
-                // fleet does not come in lockstep.
+                // At once: this is master failover time. A fleet hears of a new leader from
+                // the masters' watches within milliseconds of each other, and the new leader
+                // takes their registrations in batches (each one stream on an open
+                // connection); `open_session` retries with jittered backoff.
                 self.core.handle_disconnected(now(), attempt);
             }
             // An older session's or attempt's: stale.
@@ -121,9 +124,15 @@ impl Agent {
             master,
         } = session;
         let events = self.events.clone();
+        // The other masters tell us when a new leader is elected: a dead leader sends nothing.
+        let mut leader_watch = watch_leader(&self.opts, &master);
         tokio::spawn(async move {
             let reason = loop {
-                match recv.recv().await {
+                let frame = tokio::select! {
+                    frame = recv.recv() => frame,
+                    moved = leader_watch.moved() => break moved.to_string(),
+                };
+                match frame {
                     Ok(Some(frame)) => {
                         let ev = Event::Session(SessionEvent::Frame { attempt, frame });
                         if events.send(ev).await.is_err() {
@@ -156,6 +165,7 @@ impl Agent {
             master,
             outbox,
             connection,
+            last_usage: None,
         }
     }
 
@@ -211,8 +221,9 @@ impl Agent {
 
     /// Each command task's container usage, and for an executor's live tasks the usage of the
     /// executor's container, which they share (Mesos reports usage per executor too); with the
-    /// node's pressure, sent even when no task runs.
-    pub(super) fn send_usage(&mut self) {
+    /// node's pressure, sent even when no task runs. Sent `always` (a heartbeat), else only
+    /// when it is news (`UsageReport::worth_sending`); the metrics see every measurement.
+    pub(super) fn send_usage(&mut self, always: bool) {
         let pressure = self.pressure.read();
         let per_executor: BTreeMap<&ExecKey, Option<proto::ResourceUsage>> = self
             .executors
@@ -246,8 +257,21 @@ impl Agent {
                 usage: usage.clone(),
             })
             .collect();
-        if !tasks.is_empty() || pressure.is_some() {
-            self.send(AgentToMaster::Usage { tasks, pressure });
+        if tasks.is_empty() && pressure.is_none() {
+            return;
         }
+        let report = agent_core::UsageReport { tasks, pressure };
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        let last = conn.last_usage.as_ref().map(|(r, at)| (r, at.elapsed()));
+        if !always && !report.worth_sending(last) {
+            return;
+        }
+        conn.last_usage = Some((report.clone(), Instant::now()));
+        self.send(AgentToMaster::Usage {
+            tasks: report.tasks,
+            pressure: report.pressure,
+        });
     }
 }

@@ -1,6 +1,6 @@
 //! `corral bench`: the load generator (`loadgen` crate). Argument handling and printing only.
 
-use crate::cli::{BenchAgentsArgs, BenchCommand, BenchIdleArgs};
+use crate::cli::{BenchAgentsArgs, BenchCommand, BenchFailoverArgs, BenchIdleArgs};
 use anyhow::{bail, Context, Result};
 use std::time::Duration;
 
@@ -8,7 +8,25 @@ pub async fn run(cmd: BenchCommand) -> Result<u8> {
     match cmd {
         BenchCommand::Idle(a) => idle(a).await,
         BenchCommand::Agents(a) => agents(a).await,
+        BenchCommand::Failover(a) => failover(a).await,
     }
+}
+
+async fn failover(a: BenchFailoverArgs) -> Result<u8> {
+    if a.agents == 0 {
+        bail!("--agents: give at least one agent");
+    }
+    let cfg = loadgen::failover::FailoverConfig {
+        corral_bin: std::env::current_exe().context("cannot find the corral binary")?,
+        agents: a.agents,
+        dir: a.fleet.dir,
+        ramp_per_agent: Duration::from_millis(a.fleet.ramp_ms_per_agent),
+        max_connecting: a.fleet.max_connecting.max(1),
+        settle: Duration::from_secs(a.settle_secs),
+    };
+    let report = loadgen::failover::run(cfg).await?;
+    println!("{report}");
+    Ok(0)
 }
 
 fn secs(what: &str, s: f64) -> Result<Duration> {
@@ -24,9 +42,9 @@ async fn idle(a: BenchIdleArgs) -> Result<u8> {
         steps: a.agents,
         window: Duration::from_secs(a.window_secs.max(1)),
         settle: Duration::from_secs(a.settle_secs),
-        dir: a.dir,
-        ramp_per_agent: Duration::from_millis(a.ramp_ms_per_agent),
-        max_connecting: a.max_connecting.max(1),
+        dir: a.fleet.dir,
+        ramp_per_agent: Duration::from_millis(a.fleet.ramp_ms_per_agent),
+        max_connecting: a.fleet.max_connecting.max(1),
     };
     let report = loadgen::idle::run(cfg).await?;
     println!("{report}");

@@ -57,6 +57,15 @@ pub async fn master(args: MasterArgs) -> Result<u8> {
     if let Some(secs) = args.agent_timeout_secs.or(file.agent_timeout_secs) {
         core.agent_unreachable_timeout = config::seconds("agent-timeout-secs", secs)?;
     }
+    if let Some(rate) = args
+        .max_agent_heartbeats_per_second
+        .or(file.max_agent_heartbeats_per_second)
+    {
+        if !(rate.is_finite() && rate > 0.0) {
+            bail!("--max-agent-heartbeats-per-second must be a positive number, not {rate}");
+        }
+        core.max_agent_heartbeats_per_second = rate;
+    }
     match args.allocator.as_deref().or(file.allocator.as_deref()) {
         None | Some("drf") => core.allocator = master_core::AllocatorKind::Drf,
         Some("priority") => core.allocator = master_core::AllocatorKind::StrictPriority,

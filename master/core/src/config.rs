@@ -22,8 +22,13 @@ pub struct MasterConfig {
     /// Outstanding offers are rescinded after this long. `None` disables the timeout (Mesos's
     /// default, which invites hoarding; ours is on).
     pub offer_timeout: Option<Duration>,
-    /// Sent to agents in `Registered`: how often they should heartbeat.
+    /// Sent to agents in `Registered`: how often they should heartbeat, at least (see
+    /// `max_agent_heartbeats_per_second`).
     pub agent_heartbeat_interval: Duration,
+    /// The heartbeats per second all agents together may send: a registering agent's interval
+    /// is stretched to `agents / this` when that is longer (Nomad's `max_heartbeats_per_second`,
+    /// 50 there too), up to 10 minutes.
+    pub max_agent_heartbeats_per_second: f64,
     /// An agent that sends no frame for this long is unreachable.
     pub agent_unreachable_timeout: Duration,
     /// After a leader failover, how long a known agent has to re-register before it is marked
@@ -58,6 +63,7 @@ impl Default for MasterConfig {
             id_prefix: "m".to_owned(),
             offer_timeout: Some(Duration::from_secs(30)),
             agent_heartbeat_interval: Duration::from_secs(2),
+            max_agent_heartbeats_per_second: 50.0,
             agent_unreachable_timeout: Duration::from_secs(15),
             agent_reregister_timeout: Duration::from_secs(30),
             allocation_batch: Duration::from_millis(10),

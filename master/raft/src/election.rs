@@ -271,7 +271,14 @@ pub async fn drive(
             timing.stand_timeout(random_part, l.vote_committed)
         };
         if !should_stand(now, quiet_since, due, l.is_voter, l.is_leader) {
-            wake = (quiet_since + due).clamp(now + Duration::from_millis(1), now + LOOK_EVERY);
+            // A leader (or a learner) has nothing to wait for but a change of role: look again
+            // in `LOOK_EVERY`. A follower looks when its quiet time would be up (a single
+            // leader's "due now" is no reason to spin).
+            wake = if l.is_leader || !l.is_voter {
+                now + LOOK_EVERY
+            } else {
+                (quiet_since + due).clamp(now + Duration::from_millis(1), now + LOOK_EVERY)
+            };
             continue;
         }
         let req = PreVoteRequest {

@@ -570,6 +570,11 @@ impl ReplicatedRegistry {
         leader_of(&self.raft, leader)
     }
 
+    /// The raft term this master is in.
+    pub fn term(&self) -> u64 {
+        self.raft.metrics().borrow().current_term
+    }
+
     /// Whether this master currently leads.
     pub fn is_leader(&self) -> bool {
         self.raft.metrics().borrow().current_leader == Some(self.id)

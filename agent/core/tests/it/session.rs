@@ -80,7 +80,43 @@ fn heartbeats_and_usage_reports_go_out_at_the_masters_interval() {
     assert_eq!(beats(&h), 1);
     h.advance(Duration::from_secs(20));
     assert_eq!(beats(&h), 5);
-    assert_eq!(h.actions(|a| matches!(a, Action::ReportUsage)).len(), 5);
+    assert_eq!(
+        h.actions(|a| matches!(a, Action::ReportUsage { always: true }))
+            .len(),
+        5
+    );
+}
+
+#[test]
+fn with_a_stretched_heartbeat_usage_is_still_checked_every_few_seconds_and_sent_when_news() {
+    let mut h = Harness::new("cpus:1;mem:1GiB");
+    h.auto_register = false;
+    h.disconnect();
+    let attempt = h.pending_connect.take().expect("a connection attempt");
+    // A large cluster: the master stretched the heartbeat to a minute.
+    h.core.handle_registered(
+        h.now,
+        attempt,
+        proto::AgentId::new("a1"),
+        Duration::from_secs(60),
+    );
+    h.drain();
+    h.log.clear();
+    let checks = |h: &Harness| {
+        h.actions(|a| matches!(a, Action::ReportUsage { always: false }))
+            .len()
+    };
+    let beats = |h: &Harness| {
+        h.actions(|a| matches!(a, Action::ReportUsage { always: true }))
+            .len()
+    };
+    h.advance(agent_core::USAGE_CHECK_INTERVAL);
+    assert_eq!((checks(&h), beats(&h)), (1, 0));
+    h.advance(Duration::from_secs(55));
+    // Checks at 5, 10, ... 55 s; the heartbeat at 60 s reports unconditionally.
+    assert_eq!((checks(&h), beats(&h)), (11, 1));
+    h.advance(agent_core::USAGE_CHECK_INTERVAL);
+    assert_eq!((checks(&h), beats(&h)), (12, 1));
 }
 
 #[test]

@@ -3,6 +3,9 @@
 
 use super::*;
 
+/// The longest heartbeat interval an agent is told, however large the cluster.
+const MAX_AGENT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(600);
+
 impl Master {
     pub(super) fn agent_message(&mut self, session: SessionId, msg: AgentToMaster) {
         let bound = match self.sessions.get(&session).map(|s| &s.kind) {
@@ -172,7 +175,11 @@ impl Master {
         }
         self.adopt_agent(agent_id);
         let now = self.now;
-        let limit = self.config.agent_unreachable_timeout;
+        let heartbeat = self.agent_heartbeat_interval();
+        // A connected agent is silent too long after three missed heartbeats (at least the
+        // configured timeout); one whose connection ends has the timeout from then (see
+        // `agent_session_ended`).
+        let limit = self.config.agent_unreachable_timeout.max(heartbeat * 3);
         if let Some(a) = self.agents.get_mut(agent_id) {
             a.session = Some(session);
             a.last_seen = now;
@@ -184,14 +191,48 @@ impl Master {
             session,
             ServerFrame::Agent(MasterToAgent::Registered {
                 agent_id: agent_id.clone(),
-                heartbeat_interval_ms: u64::try_from(
-                    self.config.agent_heartbeat_interval.as_millis(),
-                )
-                .unwrap_or(u64::MAX),
+                heartbeat_interval_ms: u64::try_from(heartbeat.as_millis()).unwrap_or(u64::MAX),
             }),
         );
         self.reconcile_agent(agent_id, reports);
         self.request_allocation();
+    }
+
+    /// How often a registering agent is told to heartbeat: the configured interval, stretched
+    /// so that all agents together send at most `max_agent_heartbeats_per_second` (Nomad's
+    /// rule: the master's heartbeat load stays flat as the cluster grows). An agent's liveness
+    /// between heartbeats is its connection, which QUIC keeps alive at a cost of a packet
+    /// every few seconds, far below a heartbeat frame's.
+    pub(super) fn agent_heartbeat_interval(&self) -> Duration {
+        let rate = self.config.max_agent_heartbeats_per_second;
+        // Every agent the registry knows counts, connected or not: after a failover each agent
+        // re-registering is told the interval of the whole cluster. While a cluster grows,
+        // agents that registered early keep their shorter interval until they re-register.
+        let agents = self.agents.len().max(self.registry.agents().len());
+        let spread = if rate.is_finite() && rate > 0.0 {
+            Duration::try_from_secs_f64(agents as f64 / rate).unwrap_or(Duration::MAX)
+        } else {
+            Duration::ZERO
+        };
+        self.config
+            .agent_heartbeat_interval
+            .max(spread)
+            .min(MAX_AGENT_HEARTBEAT_INTERVAL)
+    }
+
+    /// An agent's session ended (its connection closed or timed out, or it re-registers
+    /// elsewhere): from now it has `agent_unreachable_timeout` to come back, however long its
+    /// heartbeat interval was.
+    pub(super) fn agent_session_ended(&mut self, id: &AgentId) {
+        let now = self.now;
+        let limit = self.config.agent_unreachable_timeout;
+        if let Some(a) = self.agents.get_mut(id) {
+            a.session = None;
+            a.last_seen = now;
+            a.silence_limit = limit;
+            self.timers
+                .set(TimerKey::AgentSilence(id.clone()), now + limit);
+        }
     }
 
     pub(super) fn adopt_agent(&mut self, id: &AgentId) {

@@ -400,9 +400,12 @@ impl Master {
         std::mem::take(&mut self.launch_latencies)
     }
 
+    /// The masters' raft status for the snapshot; the snapshot is rebuilt only if it changed.
     pub fn set_masters_state(&mut self, m: MastersState) {
-        self.masters = m;
-        self.touch();
+        if self.masters != m {
+            self.masters = m;
+            self.touch();
+        }
     }
 
     pub fn poll_output(&mut self) -> Option<Output> {
@@ -484,6 +487,11 @@ impl Master {
             ClientFrame::Agent(m) => self.agent_message(session, m),
             ClientFrame::Framework(c) => self.framework_call(session, c),
             ClientFrame::Operator(c) => self.operator_call(session, c),
+            // The master's edge serves leader watches on streams of their own.
+            ClientFrame::WatchLeader => self.bad_request(
+                session,
+                "WatchLeader opens a stream of its own; it is not a call within a session",
+            ),
         }
     }
 

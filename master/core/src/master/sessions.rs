@@ -81,9 +81,7 @@ impl Master {
                     .get(&id)
                     .is_some_and(|a| a.session == Some(session));
                 if is_current {
-                    if let Some(a) = self.agents.get_mut(&id) {
-                        a.session = None;
-                    }
+                    self.agent_session_ended(&id);
                     self.rescind_agent_offers(&id);
                 }
             }
@@ -136,6 +134,7 @@ pub(super) fn call_name(frame: &ClientFrame) -> &'static str {
             OperatorCall::GetPolicy => "operator GetPolicy",
             OperatorCall::SetPolicy { .. } => "operator SetPolicy",
         },
+        ClientFrame::WatchLeader => "WatchLeader",
     }
 }
 
@@ -145,6 +144,8 @@ pub(super) fn required_role(frame: &ClientFrame) -> Role {
         ClientFrame::Agent(_) => Role::Agent,
         ClientFrame::Framework(_) => Role::Framework,
         ClientFrame::Operator(_) => Role::Operator,
+        // Never refused: every role may watch (see `authorized`).
+        ClientFrame::WatchLeader => Role::Operator,
     }
 }
 
@@ -155,6 +156,7 @@ pub fn authorized(role: Role, frame: &ClientFrame) -> bool {
         (Role::Agent, ClientFrame::Agent(_))
             | (Role::Framework, ClientFrame::Framework(_))
             | (Role::Operator, ClientFrame::Operator(_))
+            | (_, ClientFrame::WatchLeader)
             | (
                 Role::Framework,
                 ClientFrame::Operator(OperatorCall::KillTask { .. } | OperatorCall::ReadLog { .. })

@@ -4,6 +4,7 @@ mod basic;
 mod drf;
 mod failover;
 mod lifecycle;
+mod liveness;
 mod offers;
 mod policy;
 mod prop;
