@@ -34,7 +34,7 @@ pub const CLIENT_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(10);
 ///
 /// The cost per idle client at a master: one PING every 10 s and one ACK back, about 0.2 small
 /// packets a second per connection, where the earlier design (500 ms / 1.5 s, and the master's
-/// own PING every second) cost 4 to 5. Two missed PINGs in a row, with QUIC's own probes
+/// own PING every second) cost 4 to 5. Three unanswered PINGs in a row, with QUIC's own probes
 /// between, are needed to drop a healthy connection.
 pub const CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// The idle timeout a master's server endpoint offers: the largest it accepts. Raft links are
