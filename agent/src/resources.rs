@@ -63,10 +63,13 @@ pub fn node_resources(
     r
 }
 
-/// The names a `--resources` string sets, so that unnamed quantities stay measured.
+/// The names a `--resources` string sets, so that unnamed quantities stay measured. A
+/// reserved quantity (`cpus(batch):2`) sets its kind: the total is what the string names,
+/// reserved and unreserved together.
 pub fn named_resources(spec: &str) -> Vec<&str> {
     spec.split(';')
         .filter_map(|p| p.split_once(':').map(|(n, _)| n.trim()))
+        .map(|n| n.split_once('(').map_or(n, |(kind, _)| kind))
         .collect()
 }
 
