@@ -371,7 +371,8 @@ pub enum QuotaCommand {
         #[arg(long, default_value = "")]
         limit: String,
     },
-    /// Remove a role's quota.
+    /// Remove a role's quota (`remove` is the same).
+    #[command(alias = "remove")]
     Unset {
         #[command(flatten)]
         connect: ConnectArgs,
@@ -385,7 +386,8 @@ pub struct ReserveArgs {
     pub connect: ConnectArgs,
     pub agent_id: String,
     pub role: String,
-    /// e.g. 'cpus:2;mem:4GiB' (cpus, mem, disk).
+    /// e.g. 'cpus:2;mem:4GiB' (cpus, mem, disk). A reserved offer holds only reserved
+    /// resources: reserve memory with the cpus.
     pub resources: String,
 }
 

@@ -191,6 +191,22 @@ fn two_hungry_roles_stay_within_their_limits_and_together_fill_the_agent() {
         text.contains("limit=cpus:2"),
         "corral state shows quotas:\n{text}"
     );
+    // `remove` (cli.md) is `unset`; a role without a quota is refused by name.
+    corral_ok(&c, &["quota", "remove", "fw"]);
+    let shown = corral_ok(&c, &["quota", "show"]);
+    assert!(
+        !shown
+            .lines()
+            .any(|l| l.starts_with("fw ") && l.contains("cpus:2")),
+        "fw's quota is gone: {shown}"
+    );
+    let out = c.client("op", &["quota", "unset", "fw"], Duration::from_secs(60));
+    assert!(!out.status.success(), "unsetting a missing quota succeeded");
+    assert!(
+        stderr(&out).contains("role 'fw' has no quota"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
