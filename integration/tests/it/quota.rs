@@ -7,7 +7,7 @@ use framework::{ClientOptions, Scheduler, SchedulerEvent};
 use integration::{stderr, Cluster};
 use proto::{
     CommandInfo, Filters, FrameworkCall, FrameworkEvent, FrameworkInfo, Offer, OfferOperation,
-    OperatorCall, OperatorReply, Resources, TaskId, TaskInfo,
+    OperatorCall, OperatorReply, Resources, TaskId, TaskInfo, TaskState,
 };
 use std::time::Duration;
 use tokio::time::Instant;
@@ -114,6 +114,30 @@ async fn role_cpus(op: &ClientOptions, role: &str) -> (u64, Option<u64>) {
         .unwrap_or_default()
 }
 
+/// Acknowledges the frameworks' updates until no task is still being launched (an agent sends
+/// a task's next update once the last is acknowledged): the teardown then kills every
+/// container, none is left starting when the agent stops.
+async fn settle(op: &ClientOptions, mut scheds: [&mut Scheduler; 2]) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let OperatorReply::State(s) = framework::operator_call(op, OperatorCall::GetState)
+            .await
+            .expect("state")
+        else {
+            panic!("GetState answered something else");
+        };
+        let launching =
+            |t: &&proto::TaskSummary| matches!(t.state, TaskState::Staging | TaskState::Starting);
+        let Some(t) = s.tasks.iter().find(launching) else {
+            return;
+        };
+        assert!(Instant::now() < deadline, "task {} never ran", t.id);
+        for s in scheds.iter_mut() {
+            let _ = next_offers(s, Instant::now() + Duration::from_millis(100)).await;
+        }
+    }
+}
+
 #[test]
 fn two_hungry_roles_stay_within_their_limits_and_together_fill_the_agent() {
     let rt = runtime();
@@ -183,6 +207,7 @@ fn two_hungry_roles_stay_within_their_limits_and_together_fill_the_agent() {
         assert!(samples >= 5, "state sampled {samples} times");
         assert_eq!(role_cpus(&op, "fw").await.0, 2000, "fw runs 2 cpus");
         assert_eq!(role_cpus(&op, "fw2").await.0, 6000, "fw2 runs 6 cpus");
+        settle(&op, [&mut f1, &mut f2]).await;
         let _ = f1.teardown().await;
         let _ = f2.teardown().await;
     });
@@ -264,6 +289,7 @@ fn a_guaranteed_role_gets_the_freed_cpus_first() {
                 }
             }
         }
+        settle(&c.client_options("op"), [&mut gold, &mut filler]).await;
         let _ = gold.teardown().await;
         let _ = filler.teardown().await;
         order
