@@ -52,6 +52,13 @@ pub enum Command {
     /// Show or change which roles and users each framework principal may use.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Show or change per-role quotas (a guarantee and a limit).
+    #[command(subcommand)]
+    Quota(QuotaCommand),
+    /// Reserve an agent's unreserved resources for a role (a dynamic reservation).
+    Reserve(ReserveArgs),
+    /// Return dynamically reserved resources of an agent to the unreserved pool.
+    Unreserve(ReserveArgs),
     /// Serve the Mesos v1 HTTP API to unchanged Mesos frameworks (pymesos, avmesos).
     MesosGateway(MesosGatewayArgs),
     /// Load generation: simulated agents over real QUIC + mTLS, and scale scenarios.
@@ -189,7 +196,8 @@ pub struct AgentArgs {
     /// Where sandboxes and the agent's state live.
     #[arg(long)]
     pub work_dir: Option<PathBuf>,
-    /// Override measured resources, e.g. 'cpus:4;mem:4GiB;disk:20GiB;ports:[31000-32000]'.
+    /// Override measured resources, e.g. 'cpus:4;mem:4GiB;disk:20GiB;ports:[31000-32000]';
+    /// 'cpus(batch):2' reserves for role batch (statically), within the total.
     #[arg(long)]
     pub resources: Option<String>,
     /// Kept for the system out of the measured resources, e.g. 'cpus:0.5;mem:2GiB;disk:10GiB'.
@@ -338,6 +346,49 @@ pub enum MastersCommand {
         connect: ConnectArgs,
         id: u64,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum QuotaCommand {
+    /// Print every role's quota and what the role holds (used, and offered or launching).
+    Show {
+        #[command(flatten)]
+        connect: ConnectArgs,
+        /// The roles as JSON (the `roles` of `corral state --json`).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set a role's quota (replaces it): the guarantee is offered to the role before anything
+    /// is offered to other roles; what the role holds never exceeds the limit.
+    Set {
+        #[command(flatten)]
+        connect: ConnectArgs,
+        role: String,
+        /// e.g. 'cpus:4;mem:8GiB' (cpus, mem, disk).
+        #[arg(long, default_value = "")]
+        guarantee: String,
+        /// e.g. 'cpus:16;mem:32GiB'; quantities not named are unlimited.
+        #[arg(long, default_value = "")]
+        limit: String,
+    },
+    /// Remove a role's quota (`remove` is the same).
+    #[command(alias = "remove")]
+    Unset {
+        #[command(flatten)]
+        connect: ConnectArgs,
+        role: String,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct ReserveArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    pub agent_id: String,
+    pub role: String,
+    /// e.g. 'cpus:2;mem:4GiB' (cpus, mem, disk). A reserved offer holds only reserved
+    /// resources: reserve memory with the cpus.
+    pub resources: String,
 }
 
 #[derive(Subcommand, Debug)]

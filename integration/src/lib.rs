@@ -550,10 +550,11 @@ impl Cluster {
         let mut full: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         let mut flags = vec!["--master".to_string(), self.masters_flag()];
         flags.extend(self.certs.flags(cert_name));
-        // Flags go after the (sub)subcommand name: `run ...`, `masters add ...`, `policy set ...`.
+        // Flags go after the (sub)subcommand name: `run ...`, `masters add ...`, `policy set ...`,
+        // `quota set ...`.
         let at = if full
             .first()
-            .is_some_and(|c| c == "masters" || c == "policy")
+            .is_some_and(|c| c == "masters" || c == "policy" || c == "quota")
         {
             2
         } else {

@@ -19,6 +19,7 @@ pub mod codec;
 pub mod ids;
 pub mod messages;
 pub mod policy;
+pub mod quota;
 pub mod resources;
 pub mod role;
 
@@ -26,6 +27,7 @@ pub use codec::{decode, encode, DecodeError, EncodeError, FRAME_HEADER_LEN, MAX_
 pub use ids::*;
 pub use messages::*;
 pub use policy::{AccessRule, PolicyView};
+pub use quota::{format_reserved, parse_reserved_resources, Quota, ResourceLimit};
 pub use resources::{
     format_size, parse_cpus, parse_size, PortRange, ResourceParseError, Resources,
 };

@@ -81,6 +81,10 @@ pub struct AgentInfo {
     /// Software version of the agent binary, for display.
     #[serde(default)]
     pub software_version: String,
+    /// Static reservations (`--resources 'cpus(batch):2'`): the part of `resources` set aside
+    /// for each role.
+    #[serde(default)]
+    pub reserved: BTreeMap<String, Resources>,
 }
 
 /// A task the agent is running (or ran and has not had acknowledged), sent on re-registration.
@@ -680,6 +684,10 @@ pub struct Offer {
     /// agent has not reported yet, or the master took office since).
     #[serde(default)]
     pub pressure: Option<NodePressure>,
+    /// True when the resources are reserved for `role` on this agent (static or dynamic): only
+    /// frameworks of that role are offered them.
+    #[serde(default)]
+    pub reserved: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -766,6 +774,24 @@ pub enum OperatorCall {
         principal: String,
         rule: Option<crate::AccessRule>,
     },
+    /// Sets (`Some`) or removes (`None`) a role's quota. Replicated; `Done` once committed.
+    SetQuota {
+        role: String,
+        quota: Option<crate::Quota>,
+    },
+    /// Reserves unreserved resources of an agent for a role (a dynamic reservation).
+    /// Replicated; `Done` once committed.
+    Reserve {
+        agent_id: AgentId,
+        role: String,
+        resources: Resources,
+    },
+    /// Returns dynamically reserved resources of an agent to the unreserved pool.
+    Unreserve {
+        agent_id: AgentId,
+        role: String,
+        resources: Resources,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -814,6 +840,12 @@ pub struct AgentState {
     /// The agent's latest reported pressure (see [`Offer::pressure`]).
     #[serde(default)]
     pub pressure: Option<NodePressure>,
+    /// Reserved resources per role, static and dynamic together (part of `total`).
+    #[serde(default)]
+    pub reserved: BTreeMap<String, Resources>,
+    /// The dynamic part of `reserved` (an operator's `corral reserve`).
+    #[serde(default)]
+    pub reserved_dynamic: BTreeMap<String, Resources>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -850,6 +882,16 @@ pub struct RoleState {
     pub dominant_share: f64,
     /// Longest time a framework of this role with pending work has gone without an offer.
     pub starved_ms: u64,
+    /// The role's quota, if it has one.
+    #[serde(default)]
+    pub quota: Option<crate::Quota>,
+    /// Resources of the role's live tasks and executors (every framework of the role).
+    #[serde(default)]
+    pub used: Resources,
+    /// Offered to the role and not yet answered, plus launches not yet committed: with `used`,
+    /// what counts against its quota.
+    #[serde(default)]
+    pub offered: Resources,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -131,7 +131,7 @@ pub async fn agent(args: AgentArgs) -> Result<u8> {
     )?;
     let resources = args.resources.clone().or(file.resources.clone());
     if let Some(spec) = &resources {
-        spec.parse::<proto::Resources>()
+        proto::parse_reserved_resources(spec)
             .with_context(|| format!("invalid --resources '{spec}'"))?;
     }
     let reserved = match args.reserved.as_deref().or(file.reserved.as_deref()) {

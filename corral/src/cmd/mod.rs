@@ -6,6 +6,7 @@ mod clients;
 pub mod daemons;
 mod gateway;
 mod policy;
+mod quota;
 pub mod run;
 
 use crate::cli::{Cli, Command, ConnectArgs, TlsArgs};
@@ -44,6 +45,9 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
                     Command::Teardown(a) => clients::teardown(a).await,
                     Command::Masters(m) => clients::masters(m).await,
                     Command::Policy(p) => policy::run(p).await,
+                    Command::Quota(q) => quota::run(q).await,
+                    Command::Reserve(a) => quota::reservation(a, true).await,
+                    Command::Unreserve(a) => quota::reservation(a, false).await,
                     Command::MesosGateway(a) => gateway::mesos_gateway(a).await,
                     Command::Bench(b) => bench::run(b).await,
                     Command::Certs(_) | Command::Init(_) => unreachable!(),

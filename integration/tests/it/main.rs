@@ -15,6 +15,7 @@ mod offers;
 mod operator;
 mod policy;
 mod post_mortem;
+mod quota;
 mod security;
 mod soak;
 mod status_updates;

@@ -36,6 +36,7 @@ pub mod config;
 pub mod fastmap;
 mod master;
 pub mod policy;
+mod quota;
 pub mod ratelimit;
 pub mod registry;
 mod table;

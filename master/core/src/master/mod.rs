@@ -40,6 +40,7 @@ mod frameworks;
 mod launch;
 mod offers;
 mod operator;
+mod quotas;
 mod snapshot;
 
 /// One client stream: an agent or framework session, or one operator call.
@@ -98,6 +99,8 @@ struct AgentRt {
     offered: Resources,
     /// Launches proposed and not yet committed.
     pending: Resources,
+    /// The same, by role (what a role's reservation on this agent holds).
+    pending_roles: BTreeMap<String, Resources>,
     /// Outstanding offers of this agent (numeric offer keys).
     offers: BTreeSet<u64>,
     /// Refusal filters on this agent, by framework index.
@@ -148,6 +151,8 @@ struct OfferRt {
     agent: u32,
     role: String,
     resources: Resources,
+    /// Resources of the role's reservation on the agent.
+    reserved: bool,
 }
 
 /// `prefix-<kind><n>`, the form of every generated id, written without `format!`.

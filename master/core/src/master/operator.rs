@@ -47,6 +47,17 @@ impl Master {
             OperatorCall::SetPolicy { principal, rule } => {
                 self.set_policy(session, principal, rule)
             }
+            OperatorCall::SetQuota { role, quota } => self.set_quota(session, role, quota),
+            OperatorCall::Reserve {
+                agent_id,
+                role,
+                resources,
+            } => self.change_reservation(session, agent_id, role, resources, true),
+            OperatorCall::Unreserve {
+                agent_id,
+                role,
+                resources,
+            } => self.change_reservation(session, agent_id, role, resources, false),
             OperatorCall::GetState => {
                 let state = self.snapshot();
                 self.send(

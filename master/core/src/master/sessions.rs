@@ -135,6 +135,9 @@ pub(super) fn call_name(frame: &ClientFrame) -> &'static str {
             OperatorCall::RemoveMaster { .. } => "operator RemoveMaster",
             OperatorCall::GetPolicy => "operator GetPolicy",
             OperatorCall::SetPolicy { .. } => "operator SetPolicy",
+            OperatorCall::SetQuota { .. } => "operator SetQuota",
+            OperatorCall::Reserve { .. } => "operator Reserve",
+            OperatorCall::Unreserve { .. } => "operator Unreserve",
         },
     }
 }

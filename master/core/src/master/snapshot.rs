@@ -79,6 +79,17 @@ impl Master {
                 attributes: a.info.attributes.clone(),
                 version: a.info.software_version.clone(),
                 pressure: rt.and_then(|r| r.pressure),
+                reserved: self
+                    .registry
+                    .reservations_of(id, a)
+                    .into_iter()
+                    .map(|(role, r)| (role.to_owned(), r))
+                    .collect(),
+                reserved_dynamic: self
+                    .registry
+                    .dynamic_reservations(id)
+                    .cloned()
+                    .unwrap_or_default(),
             });
         }
         (total, agents)
@@ -91,11 +102,15 @@ impl Master {
     ) -> (Vec<proto::FrameworkState>, Vec<proto::RoleState>) {
         let mut frameworks = Vec::new();
         let mut role_alloc: BTreeMap<String, Resources> = BTreeMap::new();
+        let mut role_used: BTreeMap<String, Resources> = BTreeMap::new();
         let mut role_starved: BTreeMap<String, u64> = BTreeMap::new();
         for (id, f) in self.registry.frameworks() {
             let rt = self.frameworks.get(id);
             let mut used = f.used_total();
             let mut offered = Resources::default();
+            for (role, u) in &f.used {
+                allocator::add_scalars(role_used.entry(role.clone()).or_default(), u);
+            }
             for role in f.roles() {
                 let ra = role_alloc.entry(role.clone()).or_default();
                 for part in [
@@ -151,13 +166,25 @@ impl Master {
         for w in self.config.role_weights.keys() {
             role_alloc.entry(w.clone()).or_default();
         }
+        for q in self.registry.quotas().keys() {
+            role_alloc.entry(q.clone()).or_default();
+        }
         let roles = role_alloc
             .iter()
-            .map(|(name, alloc)| proto::RoleState {
-                name: name.clone(),
-                weight: self.config.weight(name),
-                dominant_share: allocator::dominant_share(alloc, total),
-                starved_ms: role_starved.get(name).copied().unwrap_or(0),
+            .map(|(name, alloc)| {
+                let used = role_used.remove(name).unwrap_or_default();
+                proto::RoleState {
+                    name: name.clone(),
+                    weight: self.config.weight(name),
+                    dominant_share: allocator::dominant_share(alloc, total),
+                    starved_ms: role_starved.get(name).copied().unwrap_or(0),
+                    quota: self.registry.quotas().get(name).cloned(),
+                    offered: Resources {
+                        ports: Vec::new(),
+                        ..alloc.saturating_sub(&used)
+                    },
+                    used,
+                }
             })
             .collect();
         (frameworks, roles)

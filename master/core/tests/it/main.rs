@@ -8,6 +8,8 @@ mod offers;
 mod policy;
 mod prop;
 mod proposals;
+mod quota_ops;
+mod quota_prop;
 mod scenarios;
 
 use master_core::testing::Sim;
