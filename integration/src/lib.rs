@@ -299,6 +299,16 @@ impl Cluster {
     /// Starts a master with certificates for: master `m1`, frameworks `fw`, `fw2`, operator `op`,
     /// and an agent certificate per agent started later.
     pub fn start_master(extra_master_args: &[&str]) -> Cluster {
+        Self::start_master_signing(extra_master_args, false)
+    }
+
+    /// [`Cluster::start_master`] with `--ca-key`: the master signs certificates for nodes
+    /// joining with a token and renews them.
+    pub fn start_master_with_ca_key(extra_master_args: &[&str]) -> Cluster {
+        Self::start_master_signing(extra_master_args, true)
+    }
+
+    fn start_master_signing(extra_master_args: &[&str], ca_key: bool) -> Cluster {
         let (dir, certs) = cluster_dir();
         for (role, name) in [
             ("master", "m1"),
@@ -318,6 +328,10 @@ impl Cluster {
             dir.path().join("master").display().to_string(),
         ];
         args.extend(certs.flags("m1"));
+        if ca_key {
+            args.push("--ca-key".into());
+            args.push(certs.dir.join("ca-key.pem").display().to_string());
+        }
         args.extend(extra_master_args.iter().map(|s| s.to_string()));
         let master = Daemon::spawn("master", &args, dir.path());
         master.wait_for_log("master serving", Duration::from_secs(20));

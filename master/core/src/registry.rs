@@ -4,6 +4,7 @@
 //! a panic), so a follower can replay any log.
 
 use crate::config::limits;
+use crate::join_tokens::JoinTokens;
 use crate::policy::Rules;
 use proto::{
     AccessRule, AgentId, AgentInfo, ExecutorId, ExecutorInfo, FrameworkId, FrameworkInfo,
@@ -90,6 +91,22 @@ pub enum RegistryOp {
     /// the cluster has a policy (an operator's changes are not undone by a restart).
     PolicySeeded {
         rules: Rules,
+    },
+    /// A node joined with a join token (proposed by the daemon, `master/src/join.rs`, after it
+    /// checked the token's MAC): recorded if the token has a use left, is not revoked and has
+    /// not expired at `at_ms`; the daemon signs only if `key_fingerprint` was recorded.
+    JoinTokenUsed {
+        token_id: String,
+        max_uses: u32,
+        expires_ms: u64,
+        at_ms: u64,
+        key_fingerprint: String,
+    },
+    /// An operator revoked a join token (`expires_ms` 0: unknown).
+    JoinTokenRevoked {
+        token_id: String,
+        expires_ms: u64,
+        at_ms: u64,
     },
 }
 
@@ -209,9 +226,17 @@ pub struct Registry {
     /// until then a master's `MasterConfig::policy_seed` is in force.
     #[serde(default)]
     policy_configured: bool,
+    /// Used and revoked join tokens (`join_tokens.rs`). Absent from older snapshots.
+    #[serde(default)]
+    join_tokens: JoinTokens,
 }
 
 impl Registry {
+    /// Used and revoked join tokens.
+    pub fn join_tokens(&self) -> &JoinTokens {
+        &self.join_tokens
+    }
+
     /// Admitted agents (reachable or not), by id.
     pub fn agents(&self) -> &BTreeMap<AgentId, AgentEntry> {
         &self.agents
@@ -358,6 +383,24 @@ impl Registry {
                     }
                 }
             }
+            RegistryOp::JoinTokenUsed {
+                token_id,
+                max_uses,
+                expires_ms,
+                at_ms,
+                key_fingerprint,
+            } => self.join_tokens.use_token(
+                token_id,
+                *max_uses,
+                *expires_ms,
+                *at_ms,
+                key_fingerprint,
+            ),
+            RegistryOp::JoinTokenRevoked {
+                token_id,
+                expires_ms,
+                at_ms,
+            } => self.join_tokens.revoke(token_id, *expires_ms, *at_ms),
             RegistryOp::PolicySeeded { rules } => {
                 if !self.policy_configured {
                     self.policy_configured = true;
