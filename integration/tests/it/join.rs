@@ -150,6 +150,7 @@ fn a_fresh_agent_joins_runs_a_task_and_renews_its_certificate_while_the_task_run
         || unix_now() > first_expiry + 1,
     );
     let registrations = agent.log_text().matches("registered with master").count();
+    c.master_daemon(0).kill();
     c.restart_master(0);
     poll(
         "the agent's registration with the restarted master",
