@@ -25,13 +25,13 @@ pub const RETRY: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum CertificateError {
-    #[error("{0}")]
+    #[error(transparent)]
     Token(#[from] certs::JoinError),
-    #[error("{0}")]
+    #[error(transparent)]
     Certs(#[from] certs::CertsError),
-    #[error("{0}")]
+    #[error(transparent)]
     Client(#[from] ClientError),
-    #[error("{0}")]
+    #[error(transparent)]
     Transport(#[from] transport::TransportError),
     #[error("the master answered with {0}")]
     Unexpected(String),
