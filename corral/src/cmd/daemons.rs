@@ -178,9 +178,17 @@ async fn join_if_needed(
             .or(file.key.clone())
             .unwrap_or(dir.join("agent-key.pem")),
     };
-    if files.cert.exists() {
+    let role = token
+        .parse::<certs::JoinToken>()
+        .context("invalid --join")?
+        .role;
+    if role != proto::Role::Agent {
+        bail!("invalid --join: the token is for role {role}, not agent");
+    }
+    if files.cert.exists() && !has_expired(&files.cert) {
         tracing::info!(cert = %files.cert.display(), "already joined: using the certificate there");
     } else {
+        // Not joined yet, or down past the certificate's expiry: join (again) with the token.
         std::fs::create_dir_all(work_dir)
             .with_context(|| format!("cannot create {}", work_dir.display()))?;
         let me = session::join(
@@ -192,15 +200,22 @@ async fn join_if_needed(
         )
         .await
         .context("cannot join the cluster with --join")?;
-        if me.role != proto::Role::Agent {
-            bail!("the join token is for role {}, not agent", me.role);
-        }
         tracing::info!(identity = %me, cert = %files.cert.display(), "joined the cluster");
     }
     tls.ca = Some(files.ca);
     tls.cert = Some(files.cert);
     tls.key = Some(files.key);
     Ok(tls)
+}
+
+/// Whether the certificate at `cert` is readable and past its not-after (an unreadable one is
+/// left for the identity loader to report).
+fn has_expired(cert: &std::path::Path) -> bool {
+    let not_after = std::fs::read_to_string(cert)
+        .ok()
+        .and_then(|pem| certs::cert_validity(&pem).ok())
+        .map(|(_, not_after)| not_after);
+    not_after.is_some_and(|t| u64::try_from(t).unwrap_or(0) <= wall_ms() / 1000)
 }
 
 pub async fn agent(args: AgentArgs) -> Result<u8> {

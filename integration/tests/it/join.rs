@@ -310,4 +310,26 @@ fn a_master_without_the_ca_key_refuses_joins_saying_why() {
     let out = join(&c, &token, home.path(), "n");
     assert!(!out.status.success());
     assert!(stderr(&out).contains("--ca-key"), "{}", stderr(&out));
+
+    // An agent refuses a token for another role before asking any master.
+    let fw_token = mint(&c.certs.dir, &["--role", "framework"]);
+    let work = home.path().join("agent");
+    let master = c.masters_flag();
+    let args = [
+        "agent",
+        "--master",
+        &master,
+        "--work-dir",
+        work.to_str().expect("utf-8"),
+        "--join",
+        &fw_token,
+    ];
+    let out = corral(&args, &[], T);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("the token is for role framework, not agent"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!work.join("tls").exists());
 }
