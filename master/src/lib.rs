@@ -15,9 +15,10 @@
 //! its outbox fill is disconnected, not buffered without end) and republishes the
 //! `ClusterState` snapshot at most every 100 ms. A malformed, truncated or oversized frame gets
 //! `MalformedFrame` and closes that stream only. Join tokens and certificate renewal
-//! (`join.rs`, with `--ca-key`) are answered by the daemon, which holds the CA key. If raft stops on a storage error (a full or
-//! failing data dir) the master logs why and exits non-zero, so clients fail over and systemd
-//! restarts it once the disk is fixed. Reads: `reads.rs`.
+//! (`join.rs`, with `--ca-key`) are answered by the daemon, which holds the CA key. If raft
+//! stops on a storage error (a full or failing data dir) the master logs why and exits
+//! non-zero, so clients fail over and systemd restarts it once the disk is fixed. Reads:
+//! `reads.rs`.
 //!
 //! Architecture invariant: all decisions are made in `master-core`; this crate only moves frames,
 //! timers and committed registry operations between the core and the outside world.
