@@ -108,30 +108,20 @@ async fn a_joining_node_reaches_only_a_master_presenting_the_pinned_ca() {
         let sep =
             transport::server_endpoint_accepting_joins("127.0.0.1:0".parse().unwrap(), &master)
                 .unwrap();
-        let addr = sep.local_addr().unwrap();
-        let _server = tokio::spawn(async move { accept_one(&sep).await.map(|_| ()) });
         let wrong = Identity::joining(ca_hash(&other), joiner());
-        let cep = transport::client_endpoint(&wrong).unwrap();
-        let err = transport::connect(&cep, addr, Role::Master, None)
-            .await
-            .unwrap_err();
-        assert!(
-            err.to_string()
-                .contains("did not present the CA certificate"),
-            "{err}"
-        );
-
-        let (sep, addr) = server(&master);
-        let _server = tokio::spawn(async move { accept_one(&sep).await.map(|_| ()) });
-        let cep = transport::client_endpoint(&joining).unwrap();
-        let err = transport::connect(&cep, addr, Role::Master, None)
-            .await
-            .unwrap_err();
-        assert!(
-            err.to_string()
-                .contains("did not present the CA certificate"),
-            "{err}"
-        );
+        for (sep, joining) in [(sep, &wrong), (server(&master).0, &joining)] {
+            let addr = sep.local_addr().unwrap();
+            let _server = tokio::spawn(async move { accept_one(&sep).await.map(|_| ()) });
+            let cep = transport::client_endpoint(joining).unwrap();
+            let err = transport::connect(&cep, addr, Role::Master, None)
+                .await
+                .unwrap_err();
+            let text = err.to_string();
+            assert!(
+                text.contains("did not present the CA certificate"),
+                "{text}"
+            );
+        }
     })
     .await
 }
