@@ -369,6 +369,21 @@ impl Cluster {
         lab: Option<&NetLab>,
         extra: &dyn Fn(usize) -> Vec<String>,
     ) -> Cluster {
+        Self::start_replicated_signing(n, lab, extra, false)
+    }
+
+    /// [`Cluster::start_replicated`] with `--ca-key` on every master: they sign certificates
+    /// for nodes joining with a token and renew them.
+    pub fn start_replicated_with_ca_key(n: usize) -> Cluster {
+        Self::start_replicated_signing(n, None, &|_| Vec::new(), true)
+    }
+
+    fn start_replicated_signing(
+        n: usize,
+        lab: Option<&NetLab>,
+        extra: &dyn Fn(usize) -> Vec<String>,
+        ca_key: bool,
+    ) -> Cluster {
         let (dir, certs) = cluster_dir();
         for (role, name) in [
             ("framework", "fw"),
@@ -407,6 +422,10 @@ impl Cluster {
                 }
             }
             args.extend(certs.flags(&name));
+            if ca_key {
+                args.push("--ca-key".into());
+                args.push(certs.dir.join("ca-key.pem").display().to_string());
+            }
             args.extend(extra(i));
             daemons.push(Daemon::spawn_in(
                 netns[i].as_deref(),

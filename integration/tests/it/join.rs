@@ -333,3 +333,41 @@ fn a_master_without_the_ca_key_refuses_joins_saying_why() {
     );
     assert!(!work.join("tls").exists());
 }
+
+#[test]
+fn a_used_token_stays_used_after_the_leader_changes() {
+    let mut c = Cluster::start_replicated_with_ca_key(3);
+    let token = mint(&c.certs.dir, &["--role", "operator"]);
+    let home = tempfile::tempdir_in(integration::scratch_dir()).expect("tempdir");
+    let out = join(&c, &token, &home.path().join("first"), "ops-1");
+    assert!(out.status.success(), "join: {}", stderr(&out));
+
+    // The use is in the replicated registry: the next leader refuses the token too.
+    let leader = c.wait_for_leader(T);
+    c.master_daemon(leader).kill();
+    poll("a new leader", T, || {
+        let out = c.client("op", &["state", "--json"], Duration::from_secs(10));
+        let text = stdout(&out);
+        let old = format!("\"leader\": \"{}\"", c.master_addrs[leader]);
+        out.status.success() && text.contains("\"leader\": \"") && !text.contains(&old)
+    });
+    let out = join(&c, &token, &home.path().join("second"), "ops-2");
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("already used"), "{}", stderr(&out));
+
+    // The certificate it got works: an operator call with it.
+    let dir = home.path().join("first");
+    let files = [
+        ("--ca", dir.join("ca.pem")),
+        ("--cert", dir.join("ops-1.pem")),
+        ("--key", dir.join("ops-1-key.pem")),
+    ];
+    let master = c.masters_flag();
+    let mut args: Vec<String> = vec!["state".into(), "--master".into(), master];
+    for (flag, path) in files {
+        args.push(flag.into());
+        args.push(path.display().to_string());
+    }
+    let out = corral(&args.iter().map(String::as_str).collect::<Vec<_>>(), &[], T);
+    assert!(out.status.success(), "state: {}", stderr(&out));
+}
