@@ -97,6 +97,53 @@ pub enum CertsCommand {
         #[arg(long)]
         force: bool,
     },
+    /// Make a join token (on the host with the CA key): a node that has it gets a certificate
+    /// for ROLE from the masters (started with --ca-key) without the CA key. Prints the token
+    /// on the last line.
+    Token {
+        /// The CA directory (ca.pem, ca-key.pem).
+        #[arg(long)]
+        dir: PathBuf,
+        /// agent | framework | operator
+        #[arg(long, default_value = "agent")]
+        role: String,
+        /// How long the token may be used, e.g. 30m, 1h, 7d (at most 30d).
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+        /// How many nodes may join with it.
+        #[arg(long, default_value_t = 1)]
+        uses: u32,
+        /// Bind the token to this node name (default: the joining node chooses).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Refuse every later join with a token (operator; replicated).
+    RevokeToken {
+        /// The token's id (the 16 hex digits `corral certs token` prints) or the token itself.
+        token: String,
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
+    /// Join the cluster with a token: make a key and get a certificate for it, written to
+    /// DIR/ca.pem, DIR/NAME.pem and DIR/NAME-key.pem (for frameworks and operators; agents use
+    /// `corral agent --join`).
+    Join {
+        token: String,
+        /// Master addresses, HOST:PORT[,HOST:PORT...].
+        #[arg(long, env = "CORRAL_MASTER", value_delimiter = ',')]
+        master: Vec<String>,
+        #[arg(long)]
+        dir: PathBuf,
+        /// The node name (unless the token binds one).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Renew this peer's certificate now: a new key, the same role and name, signed by a master
+    /// started with --ca-key; written over --cert and --key.
+    Renew {
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
 }
 
 /// Certificate flags shared by every command that connects.
@@ -181,6 +228,14 @@ pub struct MasterArgs {
     /// off by default. Unauthenticated: keep it on loopback or a management network.
     #[arg(long, value_name = "ADDR")]
     pub metrics_listen: Option<String>,
+    /// The CA's private key: this master then signs certificates for nodes joining with a
+    /// token (`corral certs token`) and renews them; without it joins are refused.
+    #[arg(long, value_name = "FILE")]
+    pub ca_key: Option<PathBuf>,
+    /// Lifetime of the certificates signed for joins and renewals, e.g. 1m, 12h, 7d (default
+    /// 24h; nodes renew at two thirds of it).
+    #[arg(long, value_name = "DURATION")]
+    pub join_cert_ttl: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -223,6 +278,11 @@ pub struct AgentArgs {
     /// The hostname to advertise.
     #[arg(long)]
     pub hostname: Option<String>,
+    /// Join the cluster with this token (`corral certs token`) if the agent has no certificate
+    /// yet: its key and certificate go to --ca/--cert/--key, by default WORK_DIR/tls/. The
+    /// agent then renews its certificate itself before it expires.
+    #[arg(long, env = "CORRAL_JOIN_TOKEN", value_name = "TOKEN")]
+    pub join: Option<String>,
     /// First resend of an unacknowledged status update after this many seconds (doubling, up
     /// to 10 minutes). Default 10.
     #[arg(long)]

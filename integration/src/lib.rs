@@ -299,6 +299,16 @@ impl Cluster {
     /// Starts a master with certificates for: master `m1`, frameworks `fw`, `fw2`, operator `op`,
     /// and an agent certificate per agent started later.
     pub fn start_master(extra_master_args: &[&str]) -> Cluster {
+        Self::start_master_signing(extra_master_args, false)
+    }
+
+    /// [`Cluster::start_master`] with `--ca-key`: the master signs certificates for nodes
+    /// joining with a token and renews them.
+    pub fn start_master_with_ca_key(extra_master_args: &[&str]) -> Cluster {
+        Self::start_master_signing(extra_master_args, true)
+    }
+
+    fn start_master_signing(extra_master_args: &[&str], ca_key: bool) -> Cluster {
         let (dir, certs) = cluster_dir();
         for (role, name) in [
             ("master", "m1"),
@@ -318,6 +328,10 @@ impl Cluster {
             dir.path().join("master").display().to_string(),
         ];
         args.extend(certs.flags("m1"));
+        if ca_key {
+            args.push("--ca-key".into());
+            args.push(certs.dir.join("ca-key.pem").display().to_string());
+        }
         args.extend(extra_master_args.iter().map(|s| s.to_string()));
         let master = Daemon::spawn("master", &args, dir.path());
         master.wait_for_log("master serving", Duration::from_secs(20));
@@ -354,6 +368,21 @@ impl Cluster {
         n: usize,
         lab: Option<&NetLab>,
         extra: &dyn Fn(usize) -> Vec<String>,
+    ) -> Cluster {
+        Self::start_replicated_signing(n, lab, extra, false)
+    }
+
+    /// [`Cluster::start_replicated`] with `--ca-key` on every master: they sign certificates
+    /// for nodes joining with a token and renew them.
+    pub fn start_replicated_with_ca_key(n: usize) -> Cluster {
+        Self::start_replicated_signing(n, None, &|_| Vec::new(), true)
+    }
+
+    fn start_replicated_signing(
+        n: usize,
+        lab: Option<&NetLab>,
+        extra: &dyn Fn(usize) -> Vec<String>,
+        ca_key: bool,
     ) -> Cluster {
         let (dir, certs) = cluster_dir();
         for (role, name) in [
@@ -393,6 +422,10 @@ impl Cluster {
                 }
             }
             args.extend(certs.flags(&name));
+            if ca_key {
+                args.push("--ca-key".into());
+                args.push(certs.dir.join("ca-key.pem").display().to_string());
+            }
             args.extend(extra(i));
             daemons.push(Daemon::spawn_in(
                 netns[i].as_deref(),

@@ -1,3 +1,4 @@
+use crate::join::{is_anonymous, serve_anonymous, JoinSetup, Joins, LeaderView};
 use crate::metrics::MasterMetrics;
 use crate::reads::ReadGate;
 use master_core::{Master, Output, ProposalId, SessionId, Stats};
@@ -87,6 +88,8 @@ pub struct Config {
     pub raft: RaftSetup,
     /// Serve Prometheus metrics at `/metrics` on this address (`--metrics-listen`).
     pub metrics_listen: Option<SocketAddr>,
+    /// Sign certificates for joins and renewals (`--ca-key`; `join.rs`); `None`: refuse them.
+    pub join: Option<JoinSetup>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -158,6 +161,17 @@ struct Edge {
     /// Shared by every client stream (see [`INBOUND_FRAME_BUDGET`]).
     frame_budget: RecvBudget,
     metrics: MasterMetrics,
+    /// Join tokens and renewals (`join.rs`).
+    joins: Joins,
+}
+
+impl Edge {
+    fn leader_view(&self) -> LeaderView {
+        LeaderView {
+            is_leader: self.leadership.is_leader.load(Ordering::Acquire),
+            leader: self.leadership.leader(),
+        }
+    }
 }
 
 /// A bound, not yet running, master.
@@ -180,12 +194,12 @@ impl MasterServer {
             source,
         })?;
         let endpoint =
-            transport::server_endpoint(config.listen, &config.identity).map_err(|source| {
-                MasterError::Listen {
+            crate::join::endpoint(config.listen, &config.identity, config.join.is_some()).map_err(
+                |source| MasterError::Listen {
                     addr: config.listen,
                     source,
-                }
-            })?;
+                },
+            )?;
         let metrics_listener = config.metrics_listen.map(telemetry::bind).transpose()?;
         Ok(MasterServer {
             endpoint,
@@ -210,7 +224,7 @@ impl MasterServer {
         let local = self.local_addr();
         let MasterServer {
             endpoint,
-            config,
+            mut config,
             metrics_listener,
         } = self;
         let raft_id = config.raft.id.max(1);
@@ -252,6 +266,7 @@ impl MasterServer {
             registry: registry.clone(),
             frame_budget: RecvBudget::new(INBOUND_FRAME_BUDGET.max(config.max_frame_len)),
             metrics: MasterMetrics::new(),
+            joins: Joins::new(config.join.take(), registry.clone()),
         });
         let metrics_server = metrics_listener.map(|listener| {
             let leads = leadership.clone();
@@ -336,6 +351,12 @@ async fn handle_connection(incoming: transport::Incoming, edge: Arc<Edge>) {
     };
     let peer = match conn.peer_identity() {
         Ok(p) => p,
+        // Only a master accepting joins completes a handshake without a client certificate.
+        Err(e) if is_anonymous(&e) && edge.joins.enabled() => {
+            tracing::debug!(%remote, "connection without a certificate: joins only");
+            serve_anonymous(conn, &edge.joins, || edge.leader_view()).await;
+            return;
+        }
         Err(e) => {
             tracing::warn!(%remote, error = %e, "refused connection: no usable identity");
             conn.close(1, b"certificate carries no corral identity");
@@ -409,6 +430,15 @@ async fn handle_stream(
             return;
         }
     };
+    // Joins, renewals and revocations: the daemon holds the CA key (`join.rs`).
+    if let ClientFrame::Certificates(call) = first {
+        let view = edge.leader_view();
+        let _ = tx
+            .send(&edge.joins.answer(Some(&peer), call, view).await)
+            .await;
+        let _ = tx.finish().await;
+        return;
+    }
     // Reads are served from the published snapshot: they never wait for the core.
     if let ClientFrame::Operator(OperatorCall::GetState) = first {
         if peer.role != Role::Operator {

@@ -52,6 +52,7 @@ fn spawn_master(
         max_frame_len: proto::MAX_FRAME_LEN,
         raft: master::RaftSetup::default(),
         metrics_listen: None,
+        join: None,
     })
     .expect("bind the master");
     let addr = server.local_addr();

@@ -24,6 +24,9 @@ pub enum ClientFrame {
     Agent(AgentToMaster),
     Framework(FrameworkCall),
     Operator(OperatorCall),
+    /// Join tokens and certificates: answered by the master daemon (which holds the CA key),
+    /// not its core. One call per stream.
+    Certificates(CertificateCall),
 }
 
 /// Every frame a master sends to a client.
@@ -38,6 +41,33 @@ pub enum ServerFrame {
     },
     /// The request was refused; the stream is closed after this frame when `fatal`.
     Error(ErrorReply),
+    /// The answer to a join or a renewal.
+    Certificate(IssuedCertificate),
+}
+
+/// Calls about certificates (see `certs::join` for the design).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum CertificateCall {
+    /// From a node without a certificate (the only call such a connection may make): sign a
+    /// certificate for the key of `csr_pem` with the role (and name, if it binds one) of
+    /// `token`; `name` is the node's choice otherwise.
+    Join {
+        token: String,
+        name: String,
+        csr_pem: String,
+    },
+    /// From an agent, framework or operator: sign a new certificate for the key of `csr_pem`
+    /// with the role and name of the certificate this connection presented.
+    Renew { csr_pem: String },
+    /// From an operator: refuse every later join with the token whose id is `token_id`.
+    RevokeJoinToken { token_id: String },
+}
+
+/// A certificate the master signed, and the CA certificate that signed it (PEM).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct IssuedCertificate {
+    pub cert_pem: String,
+    pub ca_pem: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -108,9 +108,20 @@ pub fn client_config(id: &Identity) -> Result<quinn::ClientConfig, TransportErro
     quic_client_config(id.client_tls_config()?)
 }
 
-/// The server configuration: client certificate required and chaining to our CA.
+/// The server configuration: client certificate required and chaining to our CA (the server
+/// endpoints build theirs with [`server_config_with`]; this one is for `transport::raw`).
+#[cfg(feature = "quinn-internals")]
 pub fn server_config(id: &Identity) -> Result<quinn::ServerConfig, TransportError> {
-    let crypto = QuicServerConfig::try_from(id.server_tls_config()?)
+    server_config_with(id, false)
+}
+
+/// [`server_config`], or with `accept_joins` a client may come without a certificate (see
+/// [`server_endpoint_accepting_joins`]).
+fn server_config_with(
+    id: &Identity,
+    accept_joins: bool,
+) -> Result<quinn::ServerConfig, TransportError> {
+    let crypto = QuicServerConfig::try_from(id.server_tls_config(accept_joins)?)
         .map_err(|e| TransportError::Tls(format!("server config unusable for quic: {e}")))?;
     let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     cfg.transport_config(Arc::new(transport_config()));
@@ -120,12 +131,32 @@ pub fn server_config(id: &Identity) -> Result<quinn::ServerConfig, TransportErro
 /// A server endpoint on `listen` that requires a client certificate chaining to our CA. It can
 /// also [`connect`] out (a master reaching other masters) with our identity.
 pub fn server_endpoint(listen: SocketAddr, id: &Identity) -> Result<Endpoint, TransportError> {
-    let mut ep = quinn::Endpoint::server(server_config(id)?, listen).map_err(|source| {
-        TransportError::Bind {
+    bind_server(listen, id, false)
+}
+
+/// A server endpoint like [`server_endpoint`] that also completes handshakes with clients that
+/// present no certificate, for nodes joining with a token (a certificate that is presented must
+/// still chain to our CA), and sends the CA certificate after its own so that a joining node
+/// can pin it. Such a connection's [`Connection::peer_identity`] is
+/// [`TransportError::NoPeerCertificate`]: the server must let it make nothing but the join call.
+pub fn server_endpoint_accepting_joins(
+    listen: SocketAddr,
+    id: &Identity,
+) -> Result<Endpoint, TransportError> {
+    bind_server(listen, id, true)
+}
+
+fn bind_server(
+    listen: SocketAddr,
+    id: &Identity,
+    accept_joins: bool,
+) -> Result<Endpoint, TransportError> {
+    let mut ep = quinn::Endpoint::server(server_config_with(id, accept_joins)?, listen).map_err(
+        |source| TransportError::Bind {
             addr: listen,
             source,
-        }
-    })?;
+        },
+    )?;
     ep.set_default_client_config(client_config(id)?);
     Ok(Endpoint::new(ep))
 }

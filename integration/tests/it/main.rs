@@ -7,6 +7,7 @@ mod disk;
 mod executors;
 mod foundation;
 mod ha;
+mod join;
 mod limits;
 mod loadgen;
 mod mesos_gateway;

@@ -34,6 +34,7 @@
 pub mod allocator;
 pub mod config;
 pub mod fastmap;
+pub mod join_tokens;
 mod master;
 pub mod policy;
 mod quota;

@@ -4,6 +4,7 @@
 //! a panic), so a follower can replay any log.
 
 use crate::config::limits;
+use crate::join_tokens::JoinTokens;
 use crate::policy::Rules;
 use proto::{
     AccessRule, AgentId, AgentInfo, ExecutorId, ExecutorInfo, FrameworkId, FrameworkInfo, Quota,
@@ -109,6 +110,22 @@ pub enum RegistryOp {
         agent_id: AgentId,
         role: String,
         resources: Resources,
+    },
+    /// A node joined with a join token (proposed by the daemon, `master/src/join.rs`, after it
+    /// checked the token's MAC): recorded if the token has a use left, is not revoked and has
+    /// not expired at `at_ms`; the daemon signs only if `key_fingerprint` was recorded.
+    JoinTokenUsed {
+        token_id: String,
+        max_uses: u32,
+        expires_ms: u64,
+        at_ms: u64,
+        key_fingerprint: String,
+    },
+    /// An operator revoked a join token (`expires_ms` 0: unknown).
+    JoinTokenRevoked {
+        token_id: String,
+        expires_ms: u64,
+        at_ms: u64,
     },
 }
 
@@ -235,9 +252,17 @@ pub struct Registry {
     /// agent is unreachable; dropped with the agent when it is removed.
     #[serde(default)]
     reservations: BTreeMap<AgentId, BTreeMap<String, Resources>>,
+    /// Used and revoked join tokens (`join_tokens.rs`). Absent from older snapshots.
+    #[serde(default)]
+    join_tokens: JoinTokens,
 }
 
 impl Registry {
+    /// Used and revoked join tokens.
+    pub fn join_tokens(&self) -> &JoinTokens {
+        &self.join_tokens
+    }
+
     /// Admitted agents (reachable or not), by id.
     pub fn agents(&self) -> &BTreeMap<AgentId, AgentEntry> {
         &self.agents
@@ -444,6 +469,24 @@ impl Registry {
                 role,
                 resources,
             } => self.unreserve(agent_id, role, resources),
+            RegistryOp::JoinTokenUsed {
+                token_id,
+                max_uses,
+                expires_ms,
+                at_ms,
+                key_fingerprint,
+            } => self.join_tokens.use_token(
+                token_id,
+                *max_uses,
+                *expires_ms,
+                *at_ms,
+                key_fingerprint,
+            ),
+            RegistryOp::JoinTokenRevoked {
+                token_id,
+                expires_ms,
+                at_ms,
+            } => self.join_tokens.revoke(token_id, *expires_ms, *at_ms),
             RegistryOp::PolicySeeded { rules } => {
                 if !self.policy_configured {
                     self.policy_configured = true;

@@ -538,6 +538,12 @@ impl ReplicatedRegistry {
         self.sm.registry().0
     }
 
+    /// `read` of the registry as of the last applied entry (a short look, not a copy: the
+    /// state machine waits meanwhile).
+    pub fn read_registry<R>(&self, read: impl FnOnce(&Registry) -> R) -> R {
+        self.sm.read_registry(read)
+    }
+
     /// The last applied log index (0 before any entry).
     pub fn applied_index(&self) -> u64 {
         self.sm.registry().1

@@ -154,6 +154,11 @@ impl StateMachine {
         (st.registry.clone(), st.last_applied.map_or(0, |l| l.index))
     }
 
+    /// `read` of the registry as of the last applied entry, without copying it.
+    pub fn read_registry<R>(&self, read: impl FnOnce(&Registry) -> R) -> R {
+        read(&lock(&self.state).registry)
+    }
+
     /// Subscribes to committed events, replacing any previous subscription. See the crate doc.
     pub fn subscribe(&self) -> Subscription {
         let (tx, rx) = mpsc::channel(COMMIT_CHANNEL_CAPACITY);

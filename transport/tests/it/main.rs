@@ -4,4 +4,5 @@ mod framing;
 mod identity;
 mod liveness;
 mod mtls;
+mod renewal;
 mod support;

@@ -469,6 +469,12 @@ impl Master {
             return;
         };
         let role = s.peer.role;
+        if let ClientFrame::Certificates(_) = frame {
+            // The daemon answers these itself (it holds the CA key); none reaches the core.
+            let msg = "certificate calls are answered by the master daemon".to_owned();
+            self.refuse(session, ErrorCode::BadRequest, msg);
+            return;
+        }
         if !authorized(role, &frame) {
             let msg = format!(
                 "{} may not make the {} call: it needs a {} certificate",
@@ -489,6 +495,7 @@ impl Master {
             ClientFrame::Agent(m) => self.agent_message(session, m),
             ClientFrame::Framework(c) => self.framework_call(session, c),
             ClientFrame::Operator(c) => self.operator_call(session, c),
+            ClientFrame::Certificates(_) => {}
         }
     }
 

@@ -139,6 +139,11 @@ pub(super) fn call_name(frame: &ClientFrame) -> &'static str {
             OperatorCall::Reserve { .. } => "operator Reserve",
             OperatorCall::Unreserve { .. } => "operator Unreserve",
         },
+        ClientFrame::Certificates(c) => match c {
+            proto::CertificateCall::Join { .. } => "certificates Join",
+            proto::CertificateCall::Renew { .. } => "certificates Renew",
+            proto::CertificateCall::RevokeJoinToken { .. } => "certificates RevokeJoinToken",
+        },
     }
 }
 
@@ -147,7 +152,7 @@ pub(super) fn required_role(frame: &ClientFrame) -> Role {
     match frame {
         ClientFrame::Agent(_) => Role::Agent,
         ClientFrame::Framework(_) => Role::Framework,
-        ClientFrame::Operator(_) => Role::Operator,
+        ClientFrame::Operator(_) | ClientFrame::Certificates(_) => Role::Operator,
     }
 }
 
