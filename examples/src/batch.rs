@@ -12,9 +12,9 @@
 //! failed task is queued again it revives. After a master failover it reconciles the tasks it
 //! launched. When every task has ended it tears the framework down and reports.
 
-use crate::{fit, say, ConnectArgs, TaskArgs};
-use framework::{Scheduler, SchedulerEvent};
-use proto::{CommandInfo, FrameworkEvent, Offer, ReconcileTask, TaskId, TaskState, TaskStatus};
+use crate::{dispatch, fit, say, ConnectArgs, Handler, TaskArgs};
+use framework::Scheduler;
+use proto::{CommandInfo, Offer, ReconcileTask, TaskId, TaskState, TaskStatus};
 use std::collections::VecDeque;
 
 #[derive(clap::Parser, Debug)]
@@ -87,29 +87,8 @@ pub async fn run(args: BatchArgs) -> anyhow::Result<Report> {
         suppressed: false,
     };
     while !batch.done() {
-        let Some(event) = sched.next_event().await else {
-            anyhow::bail!("the session with the master ended");
-        };
-        match event {
-            SchedulerEvent::Framework(FrameworkEvent::Offers { offers }) => {
-                batch.offers(&sched, offers).await?
-            }
-            SchedulerEvent::Framework(FrameworkEvent::Update { status }) => {
-                batch.update(&sched, &status).await?;
-                sched.acknowledge(&status).await?;
-            }
-            SchedulerEvent::Framework(FrameworkEvent::Error { message }) => {
-                say(format_args!("the master refused a call: {message}"))
-            }
-            SchedulerEvent::Resubscribed { master } => {
-                say(format_args!("re-subscribed via {master}; reconciling"));
-                // A subscription clears suppression: the next offers decide again.
-                batch.suppressed = false;
-                sched.reconcile(batch.launched()).await?;
-            }
-            SchedulerEvent::Terminated { reason } => anyhow::bail!("the master ended us: {reason}"),
-            _ => {}
-        }
+        let event = sched.next_event().await;
+        dispatch(&sched, event, &mut batch).await?;
     }
     sched.teardown().await?;
     Ok(batch.report())
@@ -135,6 +114,23 @@ impl Batch {
             .collect()
     }
 
+    fn report(&self) -> Report {
+        let mut report = Report {
+            finished: 0,
+            failed: Vec::new(),
+        };
+        for (i, s) in self.slots.iter().enumerate() {
+            match s {
+                Slot::Finished => report.finished += 1,
+                Slot::Failed { why } => report.failed.push((i, why.clone())),
+                _ => {}
+            }
+        }
+        report
+    }
+}
+
+impl Handler for Batch {
     /// Packs pending tasks into the offers; declines what takes none; suppresses when done.
     async fn offers(&mut self, sched: &Scheduler, offers: Vec<Offer>) -> anyhow::Result<()> {
         for offer in offers {
@@ -225,19 +221,11 @@ impl Batch {
         Ok(())
     }
 
-    fn report(&self) -> Report {
-        let mut report = Report {
-            finished: 0,
-            failed: Vec::new(),
-        };
-        for (i, s) in self.slots.iter().enumerate() {
-            match s {
-                Slot::Finished => report.finished += 1,
-                Slot::Failed { why } => report.failed.push((i, why.clone())),
-                _ => {}
-            }
-        }
-        report
+    async fn resubscribed(&mut self, sched: &Scheduler) -> anyhow::Result<()> {
+        // A subscription clears suppression: the next offers decide again.
+        self.suppressed = false;
+        sched.reconcile(self.launched()).await?;
+        Ok(())
     }
 }
 

@@ -12,12 +12,15 @@
 //!   SIGTERM, then tears the framework down.
 //!
 //! Both print one line per decision on stdout, which is how the tests (and a person) follow
-//! them. This file holds what they share: the connection flags and the task resources.
+//! them. This file holds what they share: the connection flags, the task resources and the
+//! event loop's dispatch ([`Handler`], [`dispatch`]).
 
 pub mod batch;
 pub mod service;
 
 use anyhow::Context;
+use framework::{Scheduler, SchedulerEvent};
+use proto::{FrameworkEvent, Offer, TaskStatus};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -113,4 +116,45 @@ pub fn say(line: impl std::fmt::Display) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{line}");
     let _ = out.flush();
+}
+
+/// What a framework of this crate does with the events that concern it; [`dispatch`] calls it.
+pub(crate) trait Handler {
+    /// New offers: launch on those that fit, decline the rest.
+    async fn offers(&mut self, sched: &Scheduler, offers: Vec<Offer>) -> anyhow::Result<()>;
+    /// A task's status (acknowledged by [`dispatch`] once this returns).
+    async fn update(&mut self, sched: &Scheduler, status: &TaskStatus) -> anyhow::Result<()>;
+    /// The library re-subscribed after a master failover: offers are no longer suppressed,
+    /// and the framework's tasks should be reconciled.
+    async fn resubscribed(&mut self, sched: &Scheduler) -> anyhow::Result<()>;
+}
+
+/// Hands one event (`None`: the session ended) to `handler`; errors when the session is over.
+pub(crate) async fn dispatch(
+    sched: &Scheduler,
+    event: Option<SchedulerEvent>,
+    handler: &mut impl Handler,
+) -> anyhow::Result<()> {
+    let Some(event) = event else {
+        anyhow::bail!("the session with the master ended");
+    };
+    match event {
+        SchedulerEvent::Framework(FrameworkEvent::Offers { offers }) => {
+            handler.offers(sched, offers).await?
+        }
+        SchedulerEvent::Framework(FrameworkEvent::Update { status }) => {
+            handler.update(sched, &status).await?;
+            sched.acknowledge(&status).await?;
+        }
+        SchedulerEvent::Framework(FrameworkEvent::Error { message }) => {
+            say(format_args!("the master refused a call: {message}"))
+        }
+        SchedulerEvent::Resubscribed { master } => {
+            say(format_args!("re-subscribed via {master}; reconciling"));
+            handler.resubscribed(sched).await?;
+        }
+        SchedulerEvent::Terminated { reason } => anyhow::bail!("the master ended us: {reason}"),
+        _ => {}
+    }
+    Ok(())
 }

@@ -14,9 +14,9 @@
 //! framework suppresses offers; when an instance is lost it revives. After a master failover
 //! it reconciles every task.
 
-use crate::{batch::describe, fit, say, ConnectArgs, TaskArgs};
-use framework::{Scheduler, SchedulerEvent};
-use proto::{CommandInfo, FrameworkEvent, Offer, TaskId, TaskState, TaskStatus};
+use crate::{batch::describe, dispatch, fit, say, ConnectArgs, Handler, TaskArgs};
+use framework::Scheduler;
+use proto::{CommandInfo, Offer, TaskId, TaskState, TaskStatus};
 use std::future::Future;
 
 #[derive(clap::Parser, Debug)]
@@ -87,28 +87,7 @@ pub async fn run(args: ServiceArgs, stop: impl Future<Output = ()>) -> anyhow::R
             e = sched.next_event() => e,
             _ = &mut stop => break,
         };
-        let Some(event) = event else {
-            anyhow::bail!("the session with the master ended");
-        };
-        match event {
-            SchedulerEvent::Framework(FrameworkEvent::Offers { offers }) => {
-                service.offers(&sched, offers).await?
-            }
-            SchedulerEvent::Framework(FrameworkEvent::Update { status }) => {
-                service.update(&sched, &status).await?;
-                sched.acknowledge(&status).await?;
-            }
-            SchedulerEvent::Framework(FrameworkEvent::Error { message }) => {
-                say(format_args!("the master refused a call: {message}"))
-            }
-            SchedulerEvent::Resubscribed { master } => {
-                say(format_args!("re-subscribed via {master}; reconciling"));
-                service.suppressed = false;
-                sched.reconcile_all().await?;
-            }
-            SchedulerEvent::Terminated { reason } => anyhow::bail!("the master ended us: {reason}"),
-            _ => {}
-        }
+        dispatch(&sched, event, &mut service).await?;
         service.report_running();
     }
     say("stopping: tearing the framework down");
@@ -123,6 +102,36 @@ impl Service {
             .collect()
     }
 
+    /// The next task of instance `i`, on `offer`; the instance now waits for it.
+    fn task(&mut self, i: usize, offer: &Offer) -> proto::TaskInfo {
+        let inst = &mut self.instances[i];
+        let task_id = format!("{}-{i}-{}", self.args.name, inst.generation);
+        inst.generation += 1;
+        inst.task = Some(TaskId::new(&task_id));
+        inst.running = false;
+        let mut cmd = CommandInfo::shell(&self.args.task.command);
+        cmd.environment
+            .insert("SERVICE_INSTANCE".into(), i.to_string());
+        cmd.environment
+            .insert("SERVICE_TASK_ID".into(), task_id.clone());
+        say(format_args!(
+            "instance {i}: launching {task_id} on {}",
+            offer.hostname
+        ));
+        framework::task(&task_id, offer, self.per_task.clone(), cmd)
+    }
+
+    /// Prints `running: k/K` when k changed.
+    fn report_running(&mut self) {
+        let k = self.instances.iter().filter(|i| i.running).count();
+        if k != self.last_running {
+            self.last_running = k;
+            say(format_args!("running: {k}/{}", self.instances.len()));
+        }
+    }
+}
+
+impl Handler for Service {
     /// Spreads pending instances over the offers, one per offer in turn.
     async fn offers(&mut self, sched: &Scheduler, offers: Vec<Offer>) -> anyhow::Result<()> {
         let mut pending = self.pending().into_iter();
@@ -166,25 +175,6 @@ impl Service {
         Ok(())
     }
 
-    /// The next task of instance `i`, on `offer`; the instance now waits for it.
-    fn task(&mut self, i: usize, offer: &Offer) -> proto::TaskInfo {
-        let inst = &mut self.instances[i];
-        let task_id = format!("{}-{i}-{}", self.args.name, inst.generation);
-        inst.generation += 1;
-        inst.task = Some(TaskId::new(&task_id));
-        inst.running = false;
-        let mut cmd = CommandInfo::shell(&self.args.task.command);
-        cmd.environment
-            .insert("SERVICE_INSTANCE".into(), i.to_string());
-        cmd.environment
-            .insert("SERVICE_TASK_ID".into(), task_id.clone());
-        say(format_args!(
-            "instance {i}: launching {task_id} on {}",
-            offer.hostname
-        ));
-        framework::task(&task_id, offer, self.per_task.clone(), cmd)
-    }
-
     async fn update(&mut self, sched: &Scheduler, status: &TaskStatus) -> anyhow::Result<()> {
         let current = self
             .instances
@@ -223,12 +213,9 @@ impl Service {
         Ok(())
     }
 
-    /// Prints `running: k/K` when k changed.
-    fn report_running(&mut self) {
-        let k = self.instances.iter().filter(|i| i.running).count();
-        if k != self.last_running {
-            self.last_running = k;
-            say(format_args!("running: {k}/{}", self.instances.len()));
-        }
+    async fn resubscribed(&mut self, sched: &Scheduler) -> anyhow::Result<()> {
+        self.suppressed = false;
+        sched.reconcile_all().await?;
+        Ok(())
     }
 }
