@@ -750,7 +750,11 @@ async fn refusals_carry_the_mesos_status_and_say_why_and_the_gateway_keeps_servi
     )
     .await;
     assert_eq!(r.status, 400);
-    assert!(r.body.contains("LAUNCH_GROUP"), "{}", r.body);
+    assert!(
+        r.body.contains("LAUNCH_GROUP") && r.body.contains("default executor"),
+        "the refusal names the operation and why: {}",
+        r.body
+    );
 
     // Still serving: both streams get heartbeats, and a re-subscription of A with its id
     // replaces its stream (the old one is told, then ends).

@@ -53,6 +53,28 @@ fn mesos_cli(python: &std::path::Path, config: &std::path::Path, args: &[&str]) 
     )
 }
 
+/// Runs avmesos-cli until its output satisfies `want` (at most 30 s; panics with the last
+/// output then).
+fn mesos_cli_until(
+    python: &std::path::Path,
+    config: &std::path::Path,
+    args: &[&str],
+    want: impl Fn(&str) -> bool,
+) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = mesos_cli(python, config, args);
+        if want(&out) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "mesos {args:?} never showed what the test waits for:\n{out}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// Runs `python ARGS` with `env` (at most 60 s), prints its output under `what` and returns
 /// its stdout; panics with its stderr if it fails.
 fn run_python(
@@ -263,22 +285,20 @@ fn pymesos_scheduler_survives_a_leader_failover_of_three_masters() {
         }
     }
     // While it runs, avmesos-cli lists the framework as active and its task as running.
+    // Polled: the masters may change leader right after they start, and the framework is
+    // listed once its (re-)subscription is committed at the leader of the moment.
     let config = cli_config(&cluster, &listen);
-    let frameworks = mesos_cli(&python, &config, &["framework", "list"]);
-    assert!(
-        frameworks
-            .lines()
-            .any(|l| l.contains("pymesos-failover") && l.contains("True")),
-        "{frameworks}"
-    );
-    let tasks = mesos_cli(&python, &config, &["task", "list"]);
-    assert!(
-        tasks.lines().any(|l| l
-            .split_whitespace()
-            .take(2)
-            .eq(["survivor", "TASK_RUNNING"])),
-        "{tasks}"
-    );
+    mesos_cli_until(&python, &config, &["framework", "list"], |out| {
+        out.lines()
+            .any(|l| l.contains("pymesos-failover") && l.contains("True"))
+    });
+    mesos_cli_until(&python, &config, &["task", "list"], |out| {
+        out.lines().any(|l| {
+            l.split_whitespace()
+                .take(2)
+                .eq(["survivor", "TASK_RUNNING"])
+        })
+    });
     let leader = cluster.wait_for_leader(Duration::from_secs(20));
     let killed_at = std::time::Instant::now();
     cluster.master_daemon(leader).kill();
