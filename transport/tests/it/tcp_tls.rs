@@ -25,6 +25,21 @@ fn server_cert(pki: &Pki, name: &str) -> TlsFiles {
     }
 }
 
+/// An acceptor with a `localhost` certificate of `pki` and a TCP listener on loopback.
+async fn listen(
+    pki: &Pki,
+) -> (
+    TcpTlsAcceptor,
+    tokio::net::TcpListener,
+    std::net::SocketAddr,
+) {
+    let files = server_cert(pki, "gateway");
+    let acceptor = TcpTlsAcceptor::from_pem_files(&files.cert, &files.key).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    (acceptor, listener, addr)
+}
+
 /// A client that trusts only the cluster CA.
 fn client(pki: &Pki) -> tokio_rustls::TlsConnector {
     let mut roots = rustls::RootCertStore::empty();
@@ -44,10 +59,7 @@ fn client(pki: &Pki) -> tokio_rustls::TlsConnector {
 #[tokio::test]
 async fn a_client_trusting_the_ca_completes_the_handshake_and_bytes_flow_both_ways() {
     let pki = Pki::new();
-    let files = server_cert(&pki, "gateway");
-    let acceptor = TcpTlsAcceptor::from_pem_files(&files.cert, &files.key).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    let (acceptor, listener, addr) = listen(&pki).await;
     let server = tokio::spawn(async move {
         let (tcp, _) = listener.accept().await.unwrap();
         let mut tls = acceptor.accept(tcp).await.unwrap();
@@ -71,10 +83,7 @@ async fn a_client_trusting_the_ca_completes_the_handshake_and_bytes_flow_both_wa
 #[tokio::test]
 async fn a_plain_tcp_client_fails_the_handshake_with_an_error() {
     let pki = Pki::new();
-    let files = server_cert(&pki, "gateway");
-    let acceptor = TcpTlsAcceptor::from_pem_files(&files.cert, &files.key).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    let (acceptor, listener, addr) = listen(&pki).await;
     let client = tokio::spawn(async move {
         let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
         tcp.write_all(b"GET /version HTTP/1.1\r\nHost: x\r\n\r\n")
