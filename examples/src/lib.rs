@@ -13,7 +13,7 @@
 //!
 //! Both print one line per decision on stdout, which is how the tests (and a person) follow
 //! them. This file holds what they share: the connection flags, the task resources and the
-//! event loop's dispatch ([`Handler`], [`dispatch`]).
+//! event loop's dispatch (`Handler`, `dispatch`).
 
 pub mod batch;
 pub mod service;
