@@ -500,9 +500,16 @@ pub struct TeardownArgs {
 
 #[derive(Args, Debug)]
 pub struct MesosGatewayArgs {
-    /// Address for the Mesos HTTP API (loopback only: it carries no authentication).
+    /// Address for the Mesos HTTP API. Loopback only without TLS (the Mesos API carries no
+    /// authentication); any address with --tls-cert and --tls-key.
     #[arg(long, default_value = "127.0.0.1:5050")]
     pub listen: String,
+    /// Serve HTTPS with this certificate chain (PEM; any CA the Mesos clients trust).
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// The masters, and the framework certificate every Mesos framework subscribes with.
     #[command(flatten)]
     pub connect: ConnectArgs,

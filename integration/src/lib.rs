@@ -16,13 +16,22 @@ pub fn corral_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("CORRAL_BIN") {
         return PathBuf::from(p);
     }
+    workspace_bin("corral")
+}
+
+/// A binary of this workspace (`corral`, the example frameworks `batch-framework` and
+/// `service-framework`): the newest of `target/{debug,release}/NAME`.
+pub fn workspace_bin(name: &str) -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("workspace root");
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target"));
-    let candidates = [target.join("debug/corral"), target.join("release/corral")];
+    let candidates = [
+        target.join("debug").join(name),
+        target.join("release").join(name),
+    ];
     let found = candidates
         .iter()
         .filter(|p| p.exists())
@@ -30,8 +39,8 @@ pub fn corral_bin() -> PathBuf {
     match found {
         Some(p) => p.clone(),
         None => panic!(
-            "the corral binary was not found at {}: build it first with `cargo build -p corral` \
-             (or set CORRAL_BIN)",
+            "the {name} binary was not found at {}: build the workspace's binaries first with \
+             `cargo build --workspace --bins`",
             candidates[0].display()
         ),
     }
@@ -117,12 +126,18 @@ impl Certs {
     }
 
     pub fn issue(&self, role: &str, name: &str) {
+        self.issue_with_sans(role, name, &[]);
+    }
+
+    /// Like [`Certs::issue`], naming extra DNS names or IP addresses (`--san`), e.g. for a
+    /// TLS server that clients reach by address.
+    pub fn issue_with_sans(&self, role: &str, name: &str, sans: &[&str]) {
         let d = self.dir.to_str().expect("utf-8 path");
-        let out = corral(
-            &["certs", "issue", "--dir", d, "--role", role, "--name", name],
-            &[],
-            Duration::from_secs(20),
-        );
+        let mut args = vec!["certs", "issue", "--dir", d, "--role", role, "--name", name];
+        for san in sans {
+            args.extend(["--san", san]);
+        }
+        let out = corral(&args, &[], Duration::from_secs(20));
         assert!(
             out.status.success(),
             "certs issue: {}",
@@ -168,9 +183,7 @@ impl Daemon {
     /// Like [`Daemon::spawn`], inside network namespace `netns` when given (`ip netns exec`
     /// execs corral itself, so the pid is corral's).
     pub fn spawn_in(netns: Option<&str>, name: &str, args: &[String], log_dir: &Path) -> Daemon {
-        let log = log_dir.join(format!("{name}.log"));
-        let file = std::fs::File::create(&log).expect("create daemon log");
-        let mut cmd = match netns {
+        let cmd = match netns {
             Some(ns) => {
                 let mut c = Command::new("ip");
                 c.args(["netns", "exec", ns]).arg(corral_bin());
@@ -178,6 +191,18 @@ impl Daemon {
             }
             None => Command::new(corral_bin()),
         };
+        Self::spawn_command(cmd, name, args, log_dir)
+    }
+
+    /// Another program of the workspace (see [`workspace_bin`]), e.g. an example framework,
+    /// with its stdout and stderr in `log_dir/NAME.log`.
+    pub fn spawn_program(program: &str, name: &str, args: &[String], log_dir: &Path) -> Daemon {
+        Self::spawn_command(Command::new(workspace_bin(program)), name, args, log_dir)
+    }
+
+    fn spawn_command(mut cmd: Command, name: &str, args: &[String], log_dir: &Path) -> Daemon {
+        let log = log_dir.join(format!("{name}.log"));
+        let file = std::fs::File::create(&log).expect("create daemon log");
         let child = cmd
             .args(args)
             .stdin(Stdio::null())
@@ -219,6 +244,31 @@ impl Daemon {
             self.name,
             self.log_text()
         );
+    }
+
+    /// Waits up to `timeout` for the process to exit by itself and returns its status;
+    /// panics with its log if it is still running then.
+    pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let status = self
+                .child
+                .as_mut()
+                .map(|c| c.try_wait().expect("wait for the process"));
+            match status {
+                Some(Some(status)) => {
+                    self.child = None;
+                    return status;
+                }
+                None => panic!("{} was already reaped", self.name),
+                Some(None) if Instant::now() > deadline => panic!(
+                    "{} did not exit within {timeout:?}; its log:\n{}",
+                    self.name,
+                    self.log_text()
+                ),
+                Some(None) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
     }
 
     pub fn is_running(&mut self) -> bool {

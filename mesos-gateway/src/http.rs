@@ -238,6 +238,13 @@ async fn scheduler(shared: &Shared, req: Request<Incoming>) -> Result<Response<B
         .kind
         .clone()
         .ok_or_else(|| Refusal::new(400, "Expecting 'type' to be present"))?;
+    if kind == "UPDATE_FRAMEWORK" {
+        shared
+            .schedulers
+            .update_framework(&call, stream_id.as_deref())
+            .await?;
+        return Ok(empty(200));
+    }
     if kind != "SUBSCRIBE" {
         shared.schedulers.call(&kind, &call, stream_id.as_deref())?;
         return Ok(empty(202));

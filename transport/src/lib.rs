@@ -19,12 +19,14 @@
 //! certificate every clone of the identity presents on new connections.
 //!
 //! Other crates see no quinn or rustls type: they hold [`Endpoint`], [`Incoming`] and
-//! [`Connection`] and move messages with [`FramedSend`]/[`FramedRecv`].
+//! [`Connection`] and move messages with [`FramedSend`]/[`FramedRecv`]. The one TCP use, the
+//! Mesos gateway's HTTPS listener, gets its TLS from [`TcpTlsAcceptor`] (`tcp_tls.rs`).
 
 mod conn;
 mod endpoint;
 mod error;
 mod framed;
+mod tcp_tls;
 mod tls;
 
 pub use conn::{Connection, Endpoint, Incoming};
@@ -40,6 +42,7 @@ pub use framed::{
     accept_framed, open_framed, FramedRecv, FramedSend, RecvBudget, STOP_FRAME_TOO_LARGE,
 };
 pub use proto::{PeerIdentity, Role};
+pub use tcp_tls::TcpTlsAcceptor;
 pub use tls::{expectation_server_name, parse_expectation, Identity, TlsFiles};
 
 pub mod testing;

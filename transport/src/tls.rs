@@ -386,11 +386,14 @@ pub fn parse_expectation(server_name: &str) -> Option<(Role, Option<String>)> {
     Some((role, name))
 }
 
-fn read_file(path: &Path) -> Result<Vec<u8>, TransportError> {
+pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>, TransportError> {
     std::fs::read(path).map_err(|e| TransportError::file(path, format!("cannot read: {e}")))
 }
 
-fn read_certs(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>, TransportError> {
+pub(crate) fn read_certs(
+    path: &Path,
+    what: &str,
+) -> Result<Vec<CertificateDer<'static>>, TransportError> {
     let pem = read_file(path)?;
     let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()

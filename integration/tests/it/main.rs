@@ -4,6 +4,7 @@ mod agent_input;
 mod agent_recovery;
 mod agent_stop;
 mod disk;
+mod example_frameworks;
 mod executors;
 mod foundation;
 mod ha;
