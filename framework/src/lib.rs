@@ -1,6 +1,7 @@
 //! The client library that frameworks (schedulers) and operator tools use to talk to Corral
 //! masters: the framework session (subscribe, calls, events, re-subscribing with the same
-//! framework id after a lost connection), one-shot operator calls and reading task output.
+//! framework id after a lost connection), one-shot operator calls, reading task output and
+//! following the operator event stream across master failovers ([`EventStream`]).
 //! Finding the leading master (dialling every address, following `NotLeader` redirects) is the
 //! `session` crate's, re-exported here ([`open_session`], [`ClientOptions`]). Everything runs over the
 //! mutually-authenticated QUIC transport; the caller supplies its certificate identity. It also
@@ -24,11 +25,13 @@
 //! # Ok(()) }
 //! ```
 
+mod events;
 pub mod executor;
 pub mod oneshot;
 mod operator;
 mod scheduler;
 
+pub use events::{EventStream, EventStreamError, StreamItem};
 pub use executor::{Executor, ExecutorError, ExecutorEvent};
 pub use operator::{operator_call, read_log, read_output, stream_name, OutputError, ReadRetry};
 pub use scheduler::{framework_info, Scheduler, SchedulerEvent};

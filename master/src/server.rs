@@ -1,3 +1,5 @@
+use crate::event_stream::EventSource;
+use crate::journal::{Journal, JOURNAL_EVENTS};
 use crate::metrics::MasterMetrics;
 use crate::reads::ReadGate;
 use master_core::{Master, Output, ProposalId, SessionId, Stats};
@@ -158,6 +160,8 @@ struct Edge {
     /// Shared by every client stream (see [`INBOUND_FRAME_BUDGET`]).
     frame_budget: RecvBudget,
     metrics: MasterMetrics,
+    /// The operator event stream (`event_stream.rs`).
+    event_source: EventSource,
 }
 
 /// A bound, not yet running, master.
@@ -233,6 +237,9 @@ impl MasterServer {
             endpoint.clone(),
         )
         .await?;
+        // Before anything is proposed: the journal sees every op applied from here on.
+        let journal = Journal::new(JOURNAL_EVENTS);
+        journal.attach(&registry);
         // Idempotent: a master with a log (a restart, or a member that joined) keeps its cluster.
         // A joining master waits to be added by the leader instead.
         if !config.raft.join {
@@ -252,6 +259,13 @@ impl MasterServer {
             registry: registry.clone(),
             frame_budget: RecvBudget::new(INBOUND_FRAME_BUDGET.max(config.max_frame_len)),
             metrics: MasterMetrics::new(),
+            event_source: EventSource {
+                journal,
+                registry: registry.clone(),
+                slots: Arc::new(tokio::sync::Semaphore::new(
+                    crate::event_stream::MAX_SUBSCRIBERS,
+                )),
+            },
         });
         let metrics_server = metrics_listener.map(|listener| {
             let leads = leadership.clone();
@@ -487,6 +501,22 @@ async fn handle_stream(
         };
         let _ = tx.send(&reply).await;
         let _ = tx.finish().await;
+        return;
+    }
+    // The event stream, on the master that leads now (confirmed, every op committed before
+    // the request applied, so its journal holds every event a client saw).
+    if let ClientFrame::Operator(OperatorCall::SubscribeEvents { after }) = first {
+        let refusal = if peer.role != Role::Operator {
+            Some(crate::event_stream::forbidden(&peer))
+        } else if !edge.leadership.is_leader.load(Ordering::Acquire) {
+            let leader = edge.leadership.leader();
+            Some(ServerFrame::NotLeader { leader })
+        } else {
+            edge.reads.confirm().await.err()
+        };
+        let leadership = edge.leadership.clone();
+        let leader = move || leadership.leader();
+        crate::event_stream::serve(&edge.event_source, tx, rx, after, refusal, leader).await;
         return;
     }
     let one_shot = matches!(first, ClientFrame::Operator(_));

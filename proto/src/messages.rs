@@ -62,6 +62,9 @@ pub enum ErrorCode {
     Unavailable,
     /// The peer speaks a protocol version the master cannot serve.
     UnsupportedVersion,
+    /// The client read an event stream more slowly than the cluster changed and fell behind
+    /// what the master keeps; it was cut off rather than buffered without end.
+    TooSlow,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -766,6 +769,14 @@ pub enum OperatorCall {
         principal: String,
         rule: Option<crate::AccessRule>,
     },
+    /// Follow agent, framework and task changes (`crate::events`): answered with
+    /// `OperatorReply::EventsSubscribed`, then `OperatorReply::Events` batches on the same
+    /// stream. `after`: resume after this cursor (the last event processed) instead of starting
+    /// from the current state.
+    SubscribeEvents {
+        #[serde(default)]
+        after: Option<crate::EventCursor>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -774,6 +785,9 @@ pub enum OperatorReply {
     Done,
     Log(LogData),
     Policy(crate::PolicyView),
+    EventsSubscribed(Box<crate::EventsSubscribed>),
+    /// Events in stream order, each after the previous one's cursor.
+    Events(Vec<crate::StampedEvent>),
 }
 
 /// The cluster as `corral state` shows it.

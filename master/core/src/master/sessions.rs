@@ -135,6 +135,7 @@ pub(super) fn call_name(frame: &ClientFrame) -> &'static str {
             OperatorCall::RemoveMaster { .. } => "operator RemoveMaster",
             OperatorCall::GetPolicy => "operator GetPolicy",
             OperatorCall::SetPolicy { .. } => "operator SetPolicy",
+            OperatorCall::SubscribeEvents { .. } => "operator SubscribeEvents",
         },
     }
 }
