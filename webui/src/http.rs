@@ -3,16 +3,15 @@
 
 use bytes::Bytes;
 use framework::{ClientOptions, EventStream, ReadRetry, StreamItem};
-use http_body_util::{combinators::BoxBody, BodyExt, Full};
-use hyper::body::{Frame, Incoming};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, HOST};
 use hyper::{Method, Request, Response, StatusCode};
+use mesos_gateway::serve::{Body, ChannelBody};
 use proto::{EventCursor, LogStream, OperatorCall, OperatorReply, TaskId};
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::{mpsc, Semaphore};
 
@@ -28,8 +27,6 @@ const SSE_KEEPALIVE: Duration = Duration::from_secs(15);
 const INDEX_HTML: &str = include_str!("../assets/index.html");
 const APP_JS: &str = include_str!("../assets/app.js");
 const STYLE_CSS: &str = include_str!("../assets/style.css");
-
-type Body = BoxBody<Bytes, Infallible>;
 
 pub struct Shared {
     operator: ClientOptions,
@@ -166,7 +163,7 @@ fn events(shared: &Shared, after: Option<EventCursor>) -> Response<Body> {
             }
         }
     });
-    let mut r = Response::new(Messages(rx).boxed());
+    let mut r = Response::new(ChannelBody(rx).boxed());
     r.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
     r.headers_mut()
@@ -221,21 +218,6 @@ fn percent_decode(s: &str) -> Option<String> {
         }
     }
     String::from_utf8(out).ok()
-}
-
-/// The event stream's body: one chunk per message, ending when the relay drops its sender.
-struct Messages(mpsc::Receiver<Bytes>);
-
-impl hyper::body::Body for Messages {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        self.0.poll_recv(cx).map(|r| r.map(|b| Ok(Frame::data(b))))
-    }
 }
 
 fn with_type(code: u16, body: Bytes, content_type: &'static str) -> Response<Body> {

@@ -20,7 +20,7 @@
 mod http;
 pub mod json;
 
-use hyper_util::rt::{TokioIo, TokioTimer};
+use mesos_gateway::serve::serve_http1;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -87,43 +87,15 @@ impl Ui {
 
     /// Serves until `shutdown` resolves; open event streams end with it.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
-        let limit = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-        let mut conns = tokio::task::JoinSet::new();
-        tokio::pin!(shutdown);
-        loop {
-            let permit = tokio::select! {
-                p = limit.clone().acquire_owned() => match p {
-                    Ok(p) => p,
-                    Err(_) => break,
-                },
-                _ = &mut shutdown => break,
-            };
-            let stream = tokio::select! {
-                r = self.listener.accept() => match r {
-                    Ok((stream, _)) => stream,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accepting a UI connection failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                },
-                _ = &mut shutdown => break,
-            };
-            while conns.try_join_next().is_some() {}
-            let shared = self.shared.clone();
-            conns.spawn(async move {
-                let _permit = permit;
-                let service =
-                    hyper::service::service_fn(move |req| http::handle(shared.clone(), req));
-                let conn = hyper::server::conn::http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(HEADER_READ_TIMEOUT)
-                    .serve_connection(TokioIo::new(stream), service);
-                if let Err(e) = conn.await {
-                    tracing::debug!(error = %e, "UI connection ended with an error");
-                }
-            });
-        }
-        conns.shutdown().await;
+        let Ui { listener, shared } = self;
+        let handle = move |req| http::handle(shared.clone(), req);
+        serve_http1(
+            &listener,
+            MAX_CONNECTIONS,
+            HEADER_READ_TIMEOUT,
+            handle,
+            shutdown,
+        )
+        .await;
     }
 }
