@@ -56,8 +56,18 @@ fn chromium(profile: &Path, args: &[String], url: &str) -> std::process::Output 
     wait_child(child, T)
 }
 
+/// A running `corral ui`, killed when dropped (also when an assertion fails).
+struct UiProcess(Child);
+
+impl Drop for UiProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// `corral ui --listen 127.0.0.1:0` and the address it prints.
-fn start_ui(c: &Cluster) -> (Child, SocketAddr) {
+fn start_ui(c: &Cluster) -> (UiProcess, SocketAddr) {
     let mut child = c.spawn_client("op", &["ui", "--listen", "127.0.0.1:0"]);
     let mut line = String::new();
     BufReader::new(child.stdout.as_mut().expect("stdout"))
@@ -68,7 +78,7 @@ fn start_ui(c: &Cluster) -> (Child, SocketAddr) {
         .strip_prefix("corral ui: serving http://")
         .and_then(|s| s.strip_suffix('/'))
         .unwrap_or_else(|| panic!("unexpected first line from corral ui: {line:?}"));
-    (child, addr.parse().expect("a socket address"))
+    (UiProcess(child), addr.parse().expect("a socket address"))
 }
 
 /// Sends a raw `GET path` with `host` on a new connection.
@@ -135,7 +145,7 @@ fn the_web_ui_lists_a_running_task_shows_its_output_and_follows_it_live() {
         &["run", "--name", "ui-task", "--", "sh", "-c", &script],
     );
     let id = task_id(&c, "ui-task");
-    let (mut ui, addr) = start_ui(&c);
+    let (_ui, addr) = start_ui(&c);
     let profile = tempfile::tempdir_in(scratch_dir()).expect("a chromium profile dir");
 
     // The page lists the running task and shows its output (polled: the output may take a
@@ -199,8 +209,6 @@ fn the_web_ui_lists_a_running_task_shows_its_output_and_follows_it_live() {
         |_| false,
     );
     assert!(refused.starts_with("HTTP/1.1 403"), "{refused}");
-    let _ = ui.kill();
-    let _ = ui.wait();
 }
 
 #[test]
