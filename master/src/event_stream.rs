@@ -11,7 +11,6 @@ use crate::journal::{Journal, Read};
 use master_raft::ReplicatedRegistry;
 use proto::{
     ClientFrame, ErrorCode, ErrorReply, EventCursor, OperatorReply, PeerIdentity, ServerFrame,
-    StampedEvent,
 };
 use std::sync::Arc;
 use tokio::sync::Semaphore;
@@ -86,30 +85,20 @@ pub async fn serve(
             let _ = tx.send(&ServerFrame::NotLeader { leader: leader() }).await;
             break;
         }
-        match source.journal.read_after(cursor, BATCH) {
-            Read::Behind { horizon } => {
-                tracing::warn!(%cursor, %horizon, "cutting off an operator event stream that fell behind");
-                let msg = format!(
-                    "this client read events more slowly than the cluster changed: the events \
-                     after {cursor} were dropped (this master keeps the last {} events); \
-                     subscribe again to start from the current state",
-                    crate::journal::JOURNAL_EVENTS
-                );
-                let _ = tx.send(&error(ErrorCode::TooSlow, msg)).await;
-                break;
-            }
-            Read::Events(events) if !events.is_empty() => {
-                if let Some(last) = events.last() {
-                    cursor = last.cursor;
-                }
-                let batch: Vec<StampedEvent> = events.iter().map(|e| (**e).clone()).collect();
-                let frame = ServerFrame::Operator(OperatorReply::Events(batch));
+        match next_frame(&source.journal, cursor) {
+            Step::Send { frame, last } => {
+                cursor = last;
                 if tx.send(&frame).await.is_err() {
                     return;
                 }
                 continue;
             }
-            Read::Events(_) => {}
+            Step::CutOff(frame) => {
+                tracing::warn!(%cursor, "cutting off an operator event stream that fell behind");
+                let _ = tx.send(&frame).await;
+                break;
+            }
+            Step::Wait => {}
         }
         tokio::select! {
             c = changed.changed() => if c.is_err() { break },
@@ -121,4 +110,95 @@ pub async fn serve(
         }
     }
     let _ = tx.finish().await;
+}
+
+/// What a stream at `cursor` does next.
+#[derive(Debug)]
+enum Step {
+    /// Send the next batch of events, the last of which is at `last`.
+    Send {
+        frame: ServerFrame,
+        last: EventCursor,
+    },
+    /// The reader fell behind what the journal holds: send this `TooSlow` error and end.
+    CutOff(ServerFrame),
+    /// Nothing new yet.
+    Wait,
+}
+
+fn next_frame(journal: &Journal, cursor: EventCursor) -> Step {
+    match journal.read_after(cursor, BATCH) {
+        Read::Behind { horizon } => {
+            let msg = format!(
+                "this client read events more slowly than the cluster changed: the events \
+                 after {cursor} were dropped (this master keeps the last {} events, from \
+                 {horizon} on); subscribe again to start from the current state",
+                journal.capacity()
+            );
+            Step::CutOff(error(ErrorCode::TooSlow, msg))
+        }
+        Read::Events(events) => match events.last() {
+            Some(last) => Step::Send {
+                last: last.cursor,
+                frame: ServerFrame::Operator(OperatorReply::Events(
+                    events.iter().map(|e| (**e).clone()).collect(),
+                )),
+            },
+            None => Step::Wait,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use master_core::testing::agent_info;
+    use master_raft::{Registry, RegistryOp};
+    use proto::AgentId;
+
+    #[test]
+    fn a_reader_behind_the_journal_is_cut_off_as_too_slow_and_others_get_batches() {
+        let journal = Journal::new(2);
+        journal.attached(0);
+        let mut reg = Registry::default();
+        for i in 1..=4u64 {
+            let name = format!("a{i}");
+            let op = RegistryOp::AgentAdmitted {
+                agent_id: AgentId::new(&name),
+                info: agent_info(&name, "cpus:1".parse().expect("resources")),
+                principal: name.clone(),
+            };
+            journal.record(i, &op, &reg);
+            reg.apply(&op);
+        }
+        // The reader that stopped after the first event: the next two were dropped.
+        match next_frame(&journal, EventCursor { index: 1, seq: 0 }) {
+            Step::CutOff(ServerFrame::Error(e)) => {
+                assert_eq!(e.code, ErrorCode::TooSlow);
+                assert!(e.fatal);
+                assert!(
+                    e.message.contains("after 1.0 were dropped"),
+                    "{}",
+                    e.message
+                );
+                assert!(
+                    e.message.contains("keeps the last 2 events"),
+                    "{}",
+                    e.message
+                );
+            }
+            other => panic!("not cut off: {other:?}"),
+        }
+        // A reader at the horizon gets what is held, then waits.
+        let at = EventCursor { index: 2, seq: 0 };
+        let Step::Send { frame, last } = next_frame(&journal, at) else {
+            panic!("no batch")
+        };
+        assert_eq!(last, EventCursor { index: 4, seq: 0 });
+        let ServerFrame::Operator(OperatorReply::Events(batch)) = frame else {
+            panic!("not events: {frame:?}")
+        };
+        assert_eq!(batch.len(), 2);
+        assert!(matches!(next_frame(&journal, last), Step::Wait));
+    }
 }

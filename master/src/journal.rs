@@ -86,12 +86,17 @@ impl Journal {
         self.changed.subscribe()
     }
 
+    /// Events held at most.
+    pub fn capacity(&self) -> usize {
+        self.lock().capacity
+    }
+
     /// The cursor after which every event is held.
     pub fn horizon(&self) -> EventCursor {
         self.lock().horizon
     }
 
-    fn attached(&self, applied_index: u64) {
+    pub(crate) fn attached(&self, applied_index: u64) {
         let mut r = self.lock();
         r.events.clear();
         r.horizon = EventCursor::after_entry(applied_index);
@@ -99,7 +104,7 @@ impl Journal {
         r.next_seq = 0;
     }
 
-    fn record(&self, index: u64, op: &RegistryOp, registry: &Registry) {
+    pub(crate) fn record(&self, index: u64, op: &RegistryOp, registry: &Registry) {
         let events = op_events(registry, op);
         if events.is_empty() {
             return;
