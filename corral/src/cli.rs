@@ -38,6 +38,10 @@ pub enum Command {
     Logs(LogsArgs),
     /// Kill a task.
     Kill(KillArgs),
+    /// Follow agent, framework and task changes as they happen (resumes across failovers).
+    Events(EventsArgs),
+    /// Serve the operators' web UI on loopback, with this operator's certificate.
+    Ui(UiArgs),
     /// Stop offering an agent's resources and let its tasks finish (maintenance).
     Drain(AgentIdArgs),
     /// Stop offering an agent's resources.
@@ -383,6 +387,27 @@ pub struct LogsArgs {
     /// Keep printing as the task writes, until it ends.
     #[arg(long)]
     pub follow: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct EventsArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    /// One JSON object per line: SUBSCRIBED (with the state), then each event with its cursor.
+    #[arg(long)]
+    pub json: bool,
+    /// Resume after this cursor (INDEX.SEQ, as printed) instead of starting from the state.
+    #[arg(long)]
+    pub after: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct UiArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    /// Where to serve the UI: a loopback HOST:PORT (port 0: any free port).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: String,
 }
 
 #[derive(Args, Debug)]

@@ -1,7 +1,8 @@
 //! The client library that frameworks (schedulers) and operator tools use to talk to Corral
 //! masters, as an async (tokio) API: the framework session ([`Scheduler`]: subscribe, calls,
 //! events, re-subscribing with the same framework id after a lost master), one-shot operator
-//! calls ([`operator_call`]) and reading task output ([`read_output`]). Finding the leading
+//! calls ([`operator_call`]), reading task output ([`read_output`]) and following the
+//! operator event stream across master failovers ([`EventStream`]). Finding the leading
 //! master (dialling every address, following `NotLeader` redirects) is the `session` crate's,
 //! re-exported here ([`open_session`], [`ClientOptions`]). Everything runs over the
 //! mutually-authenticated QUIC transport; the caller supplies its certificate identity (role
@@ -107,11 +108,13 @@
 //! # Ok(()) }
 //! ```
 
+mod events;
 pub mod executor;
 pub mod oneshot;
 mod operator;
 mod scheduler;
 
+pub use events::{EventStream, EventStreamError, StreamItem};
 pub use executor::{Executor, ExecutorError, ExecutorEvent};
 pub use operator::{operator_call, read_log, read_output, stream_name, OutputError, ReadRetry};
 pub use scheduler::{framework_info, refuse_for, task, Scheduler, SchedulerEvent};

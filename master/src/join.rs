@@ -186,7 +186,7 @@ impl Joins {
         self.commit(op).await?;
         if !self
             .registry
-            .read_registry(|r| r.join_tokens().joined(&token.id, &fingerprint))
+            .read_registry(|r, _| r.join_tokens().joined(&token.id, &fingerprint))
         {
             let reason = self
                 .refusal(&token, &fingerprint)
@@ -206,7 +206,7 @@ impl Joins {
 
     /// Why the registry refuses one more join with `token` by the key `fingerprint`, if it does.
     fn refusal(&self, token: &certs::JoinToken, fingerprint: &str) -> Option<String> {
-        self.registry.read_registry(|r| {
+        self.registry.read_registry(|r, _| {
             let t = r.join_tokens();
             let uses = t.get(&token.id)?;
             if uses.revoked {

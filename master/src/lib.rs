@@ -20,10 +20,16 @@
 //! non-zero, so clients fail over and systemd restarts it once the disk is fixed. Reads:
 //! `reads.rs`.
 //!
+//! The operator event stream: `journal.rs` derives events from every committed op as the state
+//! machine applies it (on every master, so a new leader holds the events an old one served),
+//! numbered by log position; `event_stream.rs` serves `SubscribeEvents` from it on the leader.
+//!
 //! Architecture invariant: all decisions are made in `master-core`; this crate only moves frames,
 //! timers and committed registry operations between the core and the outside world.
 
 mod join;
+mod event_stream;
+mod journal;
 mod metrics;
 mod reads;
 mod server;

@@ -1,4 +1,6 @@
+use crate::event_stream::EventSource;
 use crate::join::{is_anonymous, serve_anonymous, JoinSetup, Joins, LeaderView};
+use crate::journal::{Journal, JOURNAL_EVENTS};
 use crate::metrics::MasterMetrics;
 use crate::reads::ReadGate;
 use master_core::{Master, Output, ProposalId, SessionId, Stats};
@@ -163,6 +165,8 @@ struct Edge {
     metrics: MasterMetrics,
     /// Join tokens and renewals (`join.rs`).
     joins: Joins,
+    /// The operator event stream (`event_stream.rs`).
+    event_source: EventSource,
 }
 
 impl Edge {
@@ -247,6 +251,9 @@ impl MasterServer {
             endpoint.clone(),
         )
         .await?;
+        // Before anything is proposed: the journal sees every op applied from here on.
+        let journal = Journal::new(JOURNAL_EVENTS);
+        journal.attach(&registry);
         // Idempotent: a master with a log (a restart, or a member that joined) keeps its cluster.
         // A joining master waits to be added by the leader instead.
         if !config.raft.join {
@@ -267,6 +274,13 @@ impl MasterServer {
             frame_budget: RecvBudget::new(INBOUND_FRAME_BUDGET.max(config.max_frame_len)),
             metrics: MasterMetrics::new(),
             joins: Joins::new(config.join.take(), registry.clone()),
+            event_source: EventSource {
+                journal,
+                registry: registry.clone(),
+                slots: Arc::new(tokio::sync::Semaphore::new(
+                    crate::event_stream::MAX_SUBSCRIBERS,
+                )),
+            },
         });
         let metrics_server = metrics_listener.map(|listener| {
             let leads = leadership.clone();
@@ -517,6 +531,22 @@ async fn handle_stream(
         };
         let _ = tx.send(&reply).await;
         let _ = tx.finish().await;
+        return;
+    }
+    // The event stream, on the master that leads now (confirmed, every op committed before
+    // the request applied, so its journal holds every event a client saw).
+    if let ClientFrame::Operator(OperatorCall::SubscribeEvents { after }) = first {
+        let refusal = if peer.role != Role::Operator {
+            Some(crate::event_stream::forbidden(&peer))
+        } else if !edge.leadership.is_leader.load(Ordering::Acquire) {
+            let leader = edge.leadership.leader();
+            Some(ServerFrame::NotLeader { leader })
+        } else {
+            edge.reads.confirm().await.err()
+        };
+        let leadership = edge.leadership.clone();
+        let leader = move || leadership.leader();
+        crate::event_stream::serve(&edge.event_source, tx, rx, after, refusal, leader).await;
         return;
     }
     let one_shot = matches!(first, ClientFrame::Operator(_));

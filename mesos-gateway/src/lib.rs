@@ -12,7 +12,8 @@
 //! the per-framework task), [`legacy`] (`/master/state`, `/slaves`, `/frameworks`, `/tasks`
 //! from Corral's `ClusterState`, read with an operator identity), [`operator`] (the v1
 //! operator API's read calls, `POST /api/v1`), `http` (routing, the header and body checks
-//! Mesos makes; `/health`, `/redirect`).
+//! Mesos makes; `/health`, `/redirect`), [`serve`] (the HTTP/1.1 accept loop and the streamed
+//! body, shared with `corral ui`).
 //! The wire shapes follow `shared/reference/mesos.md` §2-§4: nested event bodies, `agent_id`
 //! and a base64 uuid on every update to acknowledge, a numeric `/version`, unknown JSON fields
 //! ignored, unsupported calls refused with a 400 whose body names the call and why.
@@ -39,9 +40,9 @@ mod http;
 pub mod legacy;
 pub mod operator;
 pub mod scheduler;
+pub mod serve;
 pub mod wire;
 
-use hyper_util::rt::{TokioIo, TokioTimer};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -174,49 +175,17 @@ impl Gateway {
 
     /// Serves until `shutdown` resolves; open streams end with it.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
-        let limit = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-        let mut conns = tokio::task::JoinSet::new();
-        tokio::pin!(shutdown);
-        loop {
-            let permit = tokio::select! {
-                p = limit.clone().acquire_owned() => match p {
-                    Ok(p) => p,
-                    Err(_) => break,
-                },
-                _ = &mut shutdown => break,
-            };
-            let (stream, peer) = tokio::select! {
-                r = self.listener.accept() => match r {
-                    Ok(c) => c,
-                    Err(e) => {
-                        // EMFILE and the like: wait a little instead of spinning.
-                        tracing::warn!(error = %e, "accepting a connection failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                },
-                _ = &mut shutdown => break,
-            };
-            while conns.try_join_next().is_some() {}
-            let shared = self.shared.clone();
-            let tls = self.tls.clone();
-            conns.spawn(async move {
-                let _permit = permit;
-                match tls {
-                    None => serve(stream, peer, shared).await,
-                    Some(tls) => {
-                        match tokio::time::timeout(HEADER_READ_TIMEOUT, tls.accept(stream)).await {
-                            Ok(Ok(stream)) => serve(stream, peer, shared).await,
-                            Ok(Err(e)) => {
-                                tracing::debug!(%peer, error = %e, "TLS handshake failed")
-                            }
-                            Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                        }
-                    }
-                }
-            });
-        }
-        conns.shutdown().await;
+        let shared = self.shared;
+        let handle = move |req| http::handle(shared.clone(), req);
+        serve::serve_http1(
+            &self.listener,
+            self.tls,
+            MAX_CONNECTIONS,
+            HEADER_READ_TIMEOUT,
+            handle,
+            shutdown,
+        )
+        .await;
     }
 
     /// Whether the gateway serves HTTPS.
@@ -225,18 +194,3 @@ impl Gateway {
     }
 }
 
-/// Serves HTTP/1.1 on one connection (plain or TLS) until it closes.
-async fn serve(
-    stream: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    peer: SocketAddr,
-    shared: Arc<http::Shared>,
-) {
-    let service = hyper::service::service_fn(move |req| http::handle(shared.clone(), req));
-    let conn = hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        .serve_connection(TokioIo::new(stream), service);
-    if let Err(e) = conn.await {
-        tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
-    }
-}

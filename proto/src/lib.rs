@@ -16,6 +16,7 @@
 //! different majors fail the TLS handshake with "does not speak corral/1".
 
 pub mod codec;
+pub mod events;
 pub mod ids;
 pub mod messages;
 pub mod policy;
@@ -24,6 +25,10 @@ pub mod resources;
 pub mod role;
 
 pub use codec::{decode, encode, DecodeError, EncodeError, FRAME_HEADER_LEN, MAX_FRAME_LEN};
+pub use events::{
+    ClusterEvent, CursorParseError, EventAgent, EventCursor, EventFramework, EventsSubscribed,
+    StampedEvent,
+};
 pub use ids::*;
 pub use messages::*;
 pub use policy::{AccessRule, PolicyView};

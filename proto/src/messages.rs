@@ -92,6 +92,9 @@ pub enum ErrorCode {
     Unavailable,
     /// The peer speaks a protocol version the master cannot serve.
     UnsupportedVersion,
+    /// The client read an event stream more slowly than the cluster changed and fell behind
+    /// what the master keeps; it was cut off rather than buffered without end.
+    TooSlow,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -822,6 +825,14 @@ pub enum OperatorCall {
         role: String,
         resources: Resources,
     },
+    /// Follow agent, framework and task changes (`crate::events`): answered with
+    /// `OperatorReply::EventsSubscribed`, then `OperatorReply::Events` batches on the same
+    /// stream. `after`: resume after this cursor (the last event processed) instead of starting
+    /// from the current state.
+    SubscribeEvents {
+        #[serde(default)]
+        after: Option<crate::EventCursor>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -830,6 +841,9 @@ pub enum OperatorReply {
     Done,
     Log(LogData),
     Policy(crate::PolicyView),
+    EventsSubscribed(Box<crate::EventsSubscribed>),
+    /// Events in stream order, each after the previous one's cursor.
+    Events(Vec<crate::StampedEvent>),
 }
 
 /// The cluster as `corral state` shows it.

@@ -61,7 +61,7 @@ fn ago(now_ms: u64, at_ms: u64) -> String {
     }
 }
 
-fn reason_text(r: StatusReason) -> &'static str {
+pub(crate) fn reason_text(r: StatusReason) -> &'static str {
     match r {
         StatusReason::CommandExited => "command exited",
         StatusReason::MemoryLimit => "memory limit",

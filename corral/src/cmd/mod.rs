@@ -4,10 +4,12 @@ mod bench;
 mod certs;
 mod clients;
 pub mod daemons;
+mod events;
 mod gateway;
 mod policy;
 mod quota;
 pub mod run;
+mod ui;
 
 use crate::cli::{Cli, Command, ConnectArgs, TlsArgs};
 use anyhow::{bail, Context, Result};
@@ -35,6 +37,8 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
                     Command::State(a) => clients::state(a).await,
                     Command::Logs(a) => clients::logs(a).await,
                     Command::Kill(a) => clients::kill(a).await,
+                    Command::Events(a) => events::events(a).await,
+                    Command::Ui(a) => ui::ui(a).await,
                     Command::Drain(a) => clients::agent_call(a, clients::AgentOp::Drain).await,
                     Command::Deactivate(a) => {
                         clients::agent_call(a, clients::AgentOp::Deactivate).await

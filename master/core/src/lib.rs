@@ -33,6 +33,7 @@
 
 pub mod allocator;
 pub mod config;
+pub mod events;
 pub mod fastmap;
 pub mod join_tokens;
 mod master;

@@ -18,15 +18,15 @@
 use crate::allocator::{self, AgentFilters, Allocator, ClusterView, Filter, FrameworkRole};
 use crate::config::{limits, MasterConfig};
 use crate::fastmap::FastMap;
-use crate::registry::{AgentMark, Registry, RegistryOp, TaskEntry, TaskKey};
+use crate::registry::{AgentMark, Registry, RegistryOp, TaskKey};
 use crate::table::Table;
 use crate::timers::{TimerKey, Timers};
 use proto::{
-    AgentId, AgentStatus, AgentToMaster, ClientFrame, ClusterState, ErrorCode, ErrorReply,
-    ExecutorInfo, FrameworkCall, FrameworkEvent, FrameworkId, FrameworkInfo, FrameworkSummary,
-    MasterToAgent, MastersState, NodePressure, Offer, OfferId, OfferOperation, OperatorCall,
-    OperatorReply, PeerIdentity, ReconcileTask, ResourceUsage, Resources, Role, ServerFrame,
-    StatusReason, StatusSource, StatusUuid, TaskId, TaskInfo, TaskReport, TaskState, TaskStatus,
+    AgentId, AgentToMaster, ClientFrame, ClusterState, ErrorCode, ErrorReply, ExecutorInfo,
+    FrameworkCall, FrameworkEvent, FrameworkId, FrameworkInfo, FrameworkSummary, MasterToAgent,
+    MastersState, NodePressure, Offer, OfferId, OfferOperation, OperatorCall, OperatorReply,
+    PeerIdentity, ReconcileTask, ResourceUsage, Resources, Role, ServerFrame, StatusReason,
+    StatusSource, StatusUuid, TaskId, TaskInfo, TaskReport, TaskState, TaskStatus,
 };
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};

@@ -25,14 +25,16 @@ impl Master {
             return;
         }
         match call {
-            // Membership is the replicated log's business: the daemon answers these before
-            // they reach the core.
-            OperatorCall::AddMaster { .. } | OperatorCall::RemoveMaster { .. } => {
+            // Membership is the replicated log's business, and the event stream is read from
+            // it: the daemon answers these before they reach the core.
+            OperatorCall::AddMaster { .. }
+            | OperatorCall::RemoveMaster { .. }
+            | OperatorCall::SubscribeEvents { .. } => {
                 self.send(
                     session,
                     err(
                         ErrorCode::BadRequest,
-                        "master membership is changed by the daemon, not the core",
+                        "master membership and the event stream are served by the daemon, not the core",
                         true,
                     ),
                 );

@@ -138,6 +138,7 @@ pub(super) fn call_name(frame: &ClientFrame) -> &'static str {
             OperatorCall::SetQuota { .. } => "operator SetQuota",
             OperatorCall::Reserve { .. } => "operator Reserve",
             OperatorCall::Unreserve { .. } => "operator Unreserve",
+            OperatorCall::SubscribeEvents { .. } => "operator SubscribeEvents",
         },
         ClientFrame::Certificates(c) => match c {
             proto::CertificateCall::Join { .. } => "certificates Join",

@@ -2,26 +2,7 @@
 
 use super::offers::offered_ports;
 use super::*;
-
-fn task_summary(
-    framework_id: &FrameworkId,
-    t: &TaskEntry,
-    usage: Option<ResourceUsage>,
-) -> proto::TaskSummary {
-    proto::TaskSummary {
-        id: t.info.task_id.clone(),
-        name: t.info.name.clone(),
-        framework_id: framework_id.clone(),
-        agent_id: t.agent_id.clone(),
-        state: t.state,
-        resources: t.info.resources.clone(),
-        reason: t.status.reason,
-        message: t.status.message.clone(),
-        exit_code: t.status.exit_code,
-        limitation: t.status.limitation.clone(),
-        usage,
-    }
-}
+use crate::events::{agent_status, task_summary};
 
 impl Master {
     /// The cluster as `corral state` shows it. O(cluster); the daemon publishes it periodically
@@ -51,15 +32,7 @@ impl Master {
         let mut agents = Vec::with_capacity(self.registry.agents().len());
         for (id, a) in self.registry.agents() {
             let rt = self.agents.get(id);
-            let status = if !a.reachable {
-                AgentStatus::Unreachable
-            } else {
-                match a.mark {
-                    AgentMark::Active => AgentStatus::Active,
-                    AgentMark::Draining => AgentStatus::Draining,
-                    AgentMark::Deactivated => AgentStatus::Deactivated,
-                }
-            };
+            let status = agent_status(a.reachable, a.mark);
             let mut used = a.used.clone();
             if let Some(rt) = rt {
                 used.add_assign(&rt.pending);

@@ -2,6 +2,7 @@
 
 mod basic;
 mod drf;
+mod events;
 mod failover;
 mod lifecycle;
 mod offers;
