@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Runs Corral's whole test suite. On a fresh Debian machine (as root) it first installs what the
 # tests need: qemu, busybox and a cgroup-v2 kernel for the VM suite, promtool (Debian's
-# prometheus package) for the metrics test, the Debian image with systemd as PID 1 for the
-# real-systemd test (built once, cached under /var/cache/corral-vm), and crun and runc, which no
-# test needs but the launch bench of scripts/bench.sh compares with.
+# prometheus package) for the metrics test, chromium for the web UI test, the Debian image with
+# systemd as PID 1 for the real-systemd test (built once, cached under /var/cache/corral-vm), and
+# crun and runc, which no test needs but the launch bench of scripts/bench.sh compares with.
 # Without root, the root-only tests (real cgroups, the VMs) skip with a message saying why.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,6 +31,12 @@ if [ "$(id -u)" = 0 ]; then
         if [ -d /run/systemd/system ]; then
             systemctl disable --now prometheus.service >/dev/null 2>&1 || true
         fi
+    fi
+    # Headless Chromium loads `corral ui` in the web UI test (and takes its screenshot).
+    if ! command -v chromium >/dev/null 2>&1; then
+        echo "test.sh: installing chromium (for the web UI test)" >&2
+        apt-get update -q >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium >/dev/null
     fi
     # The Mesos gateway's tests build a venv with pymesos from PyPI (integration::mesos_clients).
     if ! /usr/bin/python3 -c 'import ensurepip, venv' 2>/dev/null; then

@@ -63,10 +63,13 @@ pub fn node_resources(
     r
 }
 
-/// The names a `--resources` string sets, so that unnamed quantities stay measured.
+/// The names a `--resources` string sets, so that unnamed quantities stay measured. A
+/// reserved quantity (`cpus(batch):2`) sets its kind: the total is what the string names,
+/// reserved and unreserved together.
 pub fn named_resources(spec: &str) -> Vec<&str> {
     spec.split(';')
         .filter_map(|p| p.split_once(':').map(|(n, _)| n.trim()))
+        .map(|n| n.split_once('(').map_or(n, |(kind, _)| kind))
         .collect()
 }
 
@@ -105,5 +108,12 @@ mod tests {
         let r = node_resources(4000, 8 * gib, &dir, Some(&o), &named_resources(spec), None);
         assert_eq!((r.cpus_milli, r.mem_bytes), (2000, 7 * gib));
         assert_eq!(r.ports, vec![DEFAULT_PORTS]);
+        // A reserved quantity names its kind: the total is the string's, reserved included.
+        let spec = "cpus(batch):2;mem(batch):1GiB;cpus:2";
+        assert_eq!(named_resources(spec), ["cpus", "mem", "cpus"]);
+        let (o, reserved) = proto::parse_reserved_resources(spec).expect("resources");
+        let r = node_resources(4000, 8 * gib, &dir, Some(&o), &named_resources(spec), None);
+        assert_eq!((r.cpus_milli, r.mem_bytes), (4000, gib));
+        assert_eq!(reserved["batch"], Resources::new(2000, gib));
     }
 }

@@ -5,6 +5,9 @@
 //! [`PeerIdentity`]. It does no networking and does not verify chains: the transport crate lets
 //! rustls/webpki verify the chain first and only then asks this crate who the peer is.
 //!
+//! `join.rs` holds join tokens and certificate signing requests: how a node gets a certificate
+//! from the masters without the CA key (its doc explains the token's design).
+//!
 //! Files are written atomically (a fresh `0600` temporary file in the same directory, fsynced,
 //! then linked or renamed into place), private keys are `0600`, and an existing file is never
 //! replaced unless the caller passes `force`.
@@ -195,16 +198,31 @@ pub fn issue_with_validity(
         });
     }
     refuse_existing(&paths, force)?;
-    let issuer = load_issuer(dir)?;
+    let issuer = load_issuer(&ca.cert, &ca.key)?;
+    let params = leaf_params(req.role, &req.name, sans, not_before, not_after);
+    let key = KeyPair::generate().map_err(gen_err)?;
+    let cert = params.signed_by(&key, &issuer).map_err(gen_err)?;
 
+    write_atomic(&paths.key, key.serialize_pem().as_bytes(), 0o600, force)?;
+    write_atomic(&paths.cert, cert.pem().as_bytes(), 0o644, force)?;
+    Ok(paths)
+}
+
+/// The parameters of a node certificate: CN = NAME, OU = ROLE, the SANs (the identity URI
+/// first), server and client authentication, not a CA.
+fn leaf_params(
+    role: Role,
+    name: &str,
+    sans: Vec<SanType>,
+    not_before: OffsetDateTime,
+    not_after: OffsetDateTime,
+) -> CertificateParams {
     let mut params = CertificateParams::default();
     params.distinguished_name = rcgen::DistinguishedName::new();
+    params.distinguished_name.push(DnType::CommonName, name);
     params
         .distinguished_name
-        .push(DnType::CommonName, req.name.as_str());
-    params
-        .distinguished_name
-        .push(DnType::OrganizationalUnitName, req.role.as_str());
+        .push(DnType::OrganizationalUnitName, role.as_str());
     params.subject_alt_names = sans;
     params.is_ca = IsCa::ExplicitNoCa;
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
@@ -215,13 +233,7 @@ pub fn issue_with_validity(
     params.use_authority_key_identifier_extension = true;
     params.not_before = not_before;
     params.not_after = not_after;
-
-    let key = KeyPair::generate().map_err(gen_err)?;
-    let cert = params.signed_by(&key, &issuer).map_err(gen_err)?;
-
-    write_atomic(&paths.key, key.serialize_pem().as_bytes(), 0o600, force)?;
-    write_atomic(&paths.cert, cert.pem().as_bytes(), 0o644, force)?;
-    Ok(paths)
+    params
 }
 
 /// The URI SAN naming `role`/`name`: `corral://ROLE/NAME`.
@@ -323,8 +335,18 @@ pub fn is_dns_name(s: &str) -> bool {
 }
 
 fn subject_alt_names(req: &IssueRequest) -> Result<Vec<SanType>, CertsError> {
+    subject_alt_names_for(req.role, &req.name, &req.sans)
+}
+
+/// The identity URI SAN of `role`/`name`, the name as a DNS name if it is one, localhost, and
+/// `extra` (IP addresses or DNS names).
+fn subject_alt_names_for(
+    role: Role,
+    name: &str,
+    extra: &[String],
+) -> Result<Vec<SanType>, CertsError> {
     let mut sans = Vec::new();
-    let uri = identity_uri(req.role, &req.name);
+    let uri = identity_uri(role, name);
     sans.push(SanType::URI(uri.clone().try_into().map_err(|e| {
         CertsError::InvalidSan {
             san: uri,
@@ -336,13 +358,13 @@ fn subject_alt_names(req: &IssueRequest) -> Result<Vec<SanType>, CertsError> {
             sans.push(san);
         }
     };
-    if is_dns_name(&req.name) {
-        push(dns_san(&req.name)?);
+    if is_dns_name(name) {
+        push(dns_san(name)?);
     }
     push(dns_san("localhost")?);
     push(SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)));
     push(SanType::IpAddress(IpAddr::V6(Ipv6Addr::LOCALHOST)));
-    for san in &req.sans {
+    for san in extra {
         let san = san.trim();
         if let Ok(ip) = san.parse::<IpAddr>() {
             push(SanType::IpAddress(ip));
@@ -368,8 +390,20 @@ fn dns_san(name: &str) -> Result<SanType, CertsError> {
         })
 }
 
-fn load_issuer(dir: &Path) -> Result<Issuer<'static, KeyPair>, CertsError> {
-    let paths = ca_paths(dir);
+/// The CA of `cert` and `key` (PEM files) as an issuer, and the CA certificate's DER; checks that
+/// the certificate is a CA and the key is its own.
+fn load_issuer(cert: &Path, key: &Path) -> Result<Issuer<'static, KeyPair>, CertsError> {
+    load_issuer_with_der(cert, key).map(|(issuer, _)| issuer)
+}
+
+fn load_issuer_with_der(
+    cert: &Path,
+    key: &Path,
+) -> Result<(Issuer<'static, KeyPair>, Vec<u8>), CertsError> {
+    let paths = CertPaths {
+        cert: cert.to_owned(),
+        key: key.to_owned(),
+    };
     let read = |path: &Path| {
         fs::read_to_string(path).map_err(|source| CertsError::Read {
             path: path.to_owned(),
@@ -408,20 +442,22 @@ fn load_issuer(dir: &Path) -> Result<Issuer<'static, KeyPair>, CertsError> {
             reason: format!("it does not belong to {}", paths.cert.display()),
         });
     }
-    Issuer::from_ca_cert_der(&cert_der.into(), key).map_err(|e| CertsError::BadCa {
-        path: paths.cert.clone(),
-        what: "certificate",
-        reason: e.to_string(),
-    })
+    let issuer =
+        Issuer::from_ca_cert_der(&cert_der.clone().into(), key).map_err(|e| CertsError::BadCa {
+            path: paths.cert.clone(),
+            what: "certificate",
+            reason: e.to_string(),
+        })?;
+    Ok((issuer, cert_der))
 }
 
 /// DER of the first `CERTIFICATE` block of a PEM text.
-fn first_pem_der(pem: &str) -> Option<Vec<u8>> {
+pub(crate) fn first_pem_der(pem: &str) -> Option<Vec<u8>> {
     let (_, pem) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).ok()?;
     (pem.label == "CERTIFICATE").then_some(pem.contents)
 }
 
-fn gen_err(e: rcgen::Error) -> CertsError {
+pub(crate) fn gen_err(e: rcgen::Error) -> CertsError {
     CertsError::Generate(e.to_string())
 }
 
@@ -448,7 +484,12 @@ fn refuse_existing(paths: &CertPaths, force: bool) -> Result<(), CertsError> {
 /// start, so a key is never readable by others even for a moment), fsynced, then hard-linked to
 /// `path` (which fails if `path` exists: no race with a concurrent writer) or, with `force`,
 /// renamed over it.
-fn write_atomic(path: &Path, data: &[u8], mode: u32, force: bool) -> Result<(), CertsError> {
+pub(crate) fn write_atomic(
+    path: &Path,
+    data: &[u8],
+    mode: u32,
+    force: bool,
+) -> Result<(), CertsError> {
     let werr = |p: &Path| {
         let p = p.to_owned();
         move |source| CertsError::Write { path: p, source }
@@ -493,6 +534,12 @@ fn write_atomic(path: &Path, data: &[u8], mode: u32, force: bool) -> Result<(), 
     }
     result
 }
+
+mod join;
+pub use join::{
+    ca_hash, cert_validity, first_pem_der_of, hex, new_key_and_csr, write_joined_files, CaSigner,
+    CsrRequest, JoinError, JoinToken, MAX_TOKEN_TTL_SECS, MAX_TOKEN_USES, TOKEN_PREFIX,
+};
 
 #[cfg(test)]
 mod tests;

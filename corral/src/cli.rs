@@ -38,6 +38,10 @@ pub enum Command {
     Logs(LogsArgs),
     /// Kill a task.
     Kill(KillArgs),
+    /// Follow agent, framework and task changes as they happen (resumes across failovers).
+    Events(EventsArgs),
+    /// Serve the operators' web UI on loopback, with this operator's certificate.
+    Ui(UiArgs),
     /// Stop offering an agent's resources and let its tasks finish (maintenance).
     Drain(AgentIdArgs),
     /// Stop offering an agent's resources.
@@ -52,6 +56,13 @@ pub enum Command {
     /// Show or change which roles and users each framework principal may use.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Show or change per-role quotas (a guarantee and a limit).
+    #[command(subcommand)]
+    Quota(QuotaCommand),
+    /// Reserve an agent's unreserved resources for a role (a dynamic reservation).
+    Reserve(ReserveArgs),
+    /// Return dynamically reserved resources of an agent to the unreserved pool.
+    Unreserve(ReserveArgs),
     /// Serve the Mesos v1 HTTP API to unchanged Mesos frameworks (pymesos, avmesos).
     MesosGateway(MesosGatewayArgs),
     /// Load generation: simulated agents over real QUIC + mTLS, and scale scenarios.
@@ -89,6 +100,53 @@ pub enum CertsCommand {
         days: u32,
         #[arg(long)]
         force: bool,
+    },
+    /// Make a join token (on the host with the CA key): a node that has it gets a certificate
+    /// for ROLE from the masters (started with --ca-key) without the CA key. Prints the token
+    /// on the last line.
+    Token {
+        /// The CA directory (ca.pem, ca-key.pem).
+        #[arg(long)]
+        dir: PathBuf,
+        /// agent | framework | operator
+        #[arg(long, default_value = "agent")]
+        role: String,
+        /// How long the token may be used, e.g. 30m, 1h, 7d (at most 30d).
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+        /// How many nodes may join with it.
+        #[arg(long, default_value_t = 1)]
+        uses: u32,
+        /// Bind the token to this node name (default: the joining node chooses).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Refuse every later join with a token (operator; replicated).
+    RevokeToken {
+        /// The token's id (the 16 hex digits `corral certs token` prints) or the token itself.
+        token: String,
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
+    /// Join the cluster with a token: make a key and get a certificate for it, written to
+    /// DIR/ca.pem, DIR/NAME.pem and DIR/NAME-key.pem (for frameworks and operators; agents use
+    /// `corral agent --join`).
+    Join {
+        token: String,
+        /// Master addresses, HOST:PORT[,HOST:PORT...].
+        #[arg(long, env = "CORRAL_MASTER", value_delimiter = ',')]
+        master: Vec<String>,
+        #[arg(long)]
+        dir: PathBuf,
+        /// The node name (unless the token binds one).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Renew this peer's certificate now: a new key, the same role and name, signed by a master
+    /// started with --ca-key; written over --cert and --key.
+    Renew {
+        #[command(flatten)]
+        connect: ConnectArgs,
     },
 }
 
@@ -178,6 +236,14 @@ pub struct MasterArgs {
     /// off by default. Unauthenticated: keep it on loopback or a management network.
     #[arg(long, value_name = "ADDR")]
     pub metrics_listen: Option<String>,
+    /// The CA's private key: this master then signs certificates for nodes joining with a
+    /// token (`corral certs token`) and renews them; without it joins are refused.
+    #[arg(long, value_name = "FILE")]
+    pub ca_key: Option<PathBuf>,
+    /// Lifetime of the certificates signed for joins and renewals, e.g. 1m, 12h, 7d (default
+    /// 24h; nodes renew at two thirds of it).
+    #[arg(long, value_name = "DURATION")]
+    pub join_cert_ttl: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -193,7 +259,8 @@ pub struct AgentArgs {
     /// Where sandboxes and the agent's state live.
     #[arg(long)]
     pub work_dir: Option<PathBuf>,
-    /// Override measured resources, e.g. 'cpus:4;mem:4GiB;disk:20GiB;ports:[31000-32000]'.
+    /// Override measured resources, e.g. 'cpus:4;mem:4GiB;disk:20GiB;ports:[31000-32000]';
+    /// 'cpus(batch):2' reserves for role batch (statically), within the total.
     #[arg(long)]
     pub resources: Option<String>,
     /// Kept for the system out of the measured resources, e.g. 'cpus:0.5;mem:2GiB;disk:10GiB'.
@@ -219,6 +286,11 @@ pub struct AgentArgs {
     /// The hostname to advertise.
     #[arg(long)]
     pub hostname: Option<String>,
+    /// Join the cluster with this token (`corral certs token`) if the agent has no certificate
+    /// yet: its key and certificate go to --ca/--cert/--key, by default WORK_DIR/tls/. The
+    /// agent then renews its certificate itself before it expires.
+    #[arg(long, env = "CORRAL_JOIN_TOKEN", value_name = "TOKEN")]
+    pub join: Option<String>,
     /// First resend of an unacknowledged status update after this many seconds (doubling, up
     /// to 10 minutes). Default 10.
     #[arg(long)]
@@ -322,6 +394,27 @@ pub struct LogsArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct EventsArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    /// One JSON object per line: SUBSCRIBED (with the state), then each event with its cursor.
+    #[arg(long)]
+    pub json: bool,
+    /// Resume after this cursor (INDEX.SEQ, as printed) instead of starting from the state.
+    #[arg(long)]
+    pub after: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct UiArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    /// Where to serve the UI: a loopback HOST:PORT (port 0: any free port).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: String,
+}
+
+#[derive(Args, Debug)]
 pub struct KillArgs {
     #[command(flatten)]
     pub connect: ConnectArgs,
@@ -342,6 +435,49 @@ pub enum MastersCommand {
         connect: ConnectArgs,
         id: u64,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum QuotaCommand {
+    /// Print every role's quota and what the role holds (used, and offered or launching).
+    Show {
+        #[command(flatten)]
+        connect: ConnectArgs,
+        /// The roles as JSON (the `roles` of `corral state --json`).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set a role's quota (replaces it): the guarantee is offered to the role before anything
+    /// is offered to other roles; what the role holds never exceeds the limit.
+    Set {
+        #[command(flatten)]
+        connect: ConnectArgs,
+        role: String,
+        /// e.g. 'cpus:4;mem:8GiB' (cpus, mem, disk).
+        #[arg(long, default_value = "")]
+        guarantee: String,
+        /// e.g. 'cpus:16;mem:32GiB'; quantities not named are unlimited.
+        #[arg(long, default_value = "")]
+        limit: String,
+    },
+    /// Remove a role's quota (`remove` is the same).
+    #[command(alias = "remove")]
+    Unset {
+        #[command(flatten)]
+        connect: ConnectArgs,
+        role: String,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct ReserveArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    pub agent_id: String,
+    pub role: String,
+    /// e.g. 'cpus:2;mem:4GiB' (cpus, mem, disk). A reserved offer holds only reserved
+    /// resources: reserve memory with the cpus.
+    pub resources: String,
 }
 
 #[derive(Subcommand, Debug)]
@@ -393,9 +529,16 @@ pub struct TeardownArgs {
 
 #[derive(Args, Debug)]
 pub struct MesosGatewayArgs {
-    /// Address for the Mesos HTTP API (loopback only: it carries no authentication).
+    /// Address for the Mesos HTTP API. Loopback only without TLS (the Mesos API carries no
+    /// authentication); any address with --tls-cert and --tls-key.
     #[arg(long, default_value = "127.0.0.1:5050")]
     pub listen: String,
+    /// Serve HTTPS with this certificate chain (PEM; any CA the Mesos clients trust).
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// The masters, and the framework certificate every Mesos framework subscribes with.
     #[command(flatten)]
     pub connect: ConnectArgs,

@@ -27,6 +27,10 @@ pub struct MasterFile {
     /// `"MIN-MAX"` seconds, as the flag.
     pub raft_election_timeout_secs: Option<String>,
     pub metrics_listen: Option<String>,
+    /// `--ca-key`: sign certificates for joins and renewals.
+    pub ca_key: Option<PathBuf>,
+    /// `--join-cert-ttl`, e.g. "24h".
+    pub join_cert_ttl: Option<String>,
     /// `[policy.PRINCIPAL] roles = [...], users = [...]`: the authorization policy a cluster
     /// starts with (ignored once an operator changed it with `corral policy`).
     #[serde(default)]
@@ -103,6 +107,7 @@ pub struct AgentFile {
     pub allow_root: bool,
     pub default_pids_limit: Option<u64>,
     pub hostname: Option<String>,
+    pub join: Option<String>,
     pub kill_grace_secs: Option<f64>,
     pub status_update_retry_secs: Option<f64>,
     pub sandbox_gc_age_secs: Option<f64>,
@@ -182,6 +187,26 @@ pub fn seconds(what: &str, secs: f64) -> Result<Duration> {
     }
     Duration::try_from_secs_f64(secs)
         .map_err(|_| anyhow::anyhow!("invalid --{what} {secs}: too many seconds"))
+}
+
+/// A duration flag: `N` (seconds) or `N` followed by s, m, h or d, e.g. `90s`, `30m`, `7d`.
+pub fn duration(what: &str, text: &str) -> Result<Duration> {
+    let text = text.trim();
+    let (number, unit) = match text.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => (&text[..i], c),
+        _ => (text, 's'),
+    };
+    let scale = match unit {
+        's' => 1.0,
+        'm' => 60.0,
+        'h' => 3600.0,
+        'd' => 86400.0,
+        _ => bail!("invalid --{what} '{text}': the unit must be s, m, h or d"),
+    };
+    let n: f64 = number.parse().map_err(|_| {
+        anyhow::anyhow!("invalid --{what} '{text}': expected e.g. 90s, 30m, 1h, 7d")
+    })?;
+    seconds(what, n * scale)
 }
 
 /// Like [`seconds`], and zero is allowed.
@@ -271,6 +296,22 @@ pub fn raft_timing(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_take_a_unit_and_bad_ones_name_the_flag() {
+        assert_eq!(duration("ttl", "90").unwrap(), Duration::from_secs(90));
+        assert_eq!(duration("ttl", "90s").unwrap(), Duration::from_secs(90));
+        assert_eq!(duration("ttl", "1m").unwrap(), Duration::from_secs(60));
+        assert_eq!(duration("ttl", "1.5h").unwrap(), Duration::from_secs(5400));
+        assert_eq!(
+            duration("ttl", "7d").unwrap(),
+            Duration::from_secs(7 * 86400)
+        );
+        for bad in ["", "h", "1w", "-1h", "0", "soon"] {
+            let e = duration("ttl", bad).unwrap_err().to_string();
+            assert!(e.contains("--ttl"), "{bad}: {e}");
+        }
+    }
 
     #[test]
     fn rate_limits_are_off_by_default_and_checked_naming_the_flag() {

@@ -113,6 +113,7 @@ impl LocalCluster {
             max_frame_len: proto::MAX_FRAME_LEN,
             raft: master::RaftSetup::default(),
             metrics_listen: None,
+            join: None,
         })?;
         let master_addr = server.local_addr();
         let (stop_master, master_rx) = oneshot::channel::<()>();

@@ -7,7 +7,20 @@ use proto::{
 use session::{open_session, Backoff, ClientError, ClientOptions};
 use std::time::Duration;
 
-/// Sends one operator call to the leading master and returns its reply.
+/// Sends one operator call to the leading master and returns its reply. `opts` carries an
+/// operator certificate (a framework certificate may read its own tasks' logs and kill its own
+/// tasks, nothing else). A refusal is [`ClientError::Refused`] with the master's reason.
+///
+/// ```no_run
+/// # async fn demo(operator: framework::ClientOptions) -> Result<(), framework::ClientError> {
+/// use proto::{OperatorCall, OperatorReply, TaskState};
+/// let OperatorReply::State(state) = framework::operator_call(&operator, OperatorCall::GetState).await? else {
+///     unreachable!("GetState answers with the state");
+/// };
+/// let running = state.tasks.iter().filter(|t| t.state == TaskState::Running).count();
+/// println!("{} agents, {running} running tasks, leader {:?}", state.agents.len(), state.masters.leader);
+/// # Ok(()) }
+/// ```
 pub async fn operator_call(
     opts: &ClientOptions,
     call: OperatorCall,
@@ -116,6 +129,18 @@ fn retryable(e: &ClientError) -> bool {
 /// agent not connected) is tried again from where it stopped, through [`open_session`] (so at
 /// whichever master leads then), after a jittered backoff, until `retry` is used up. Nothing
 /// is handed to `sink` twice.
+///
+/// ```no_run
+/// # async fn demo(opts: framework::ClientOptions) -> Result<(), framework::OutputError> {
+/// use proto::{LogStream, TaskId};
+/// let mut out = Vec::new();
+/// framework::read_output(&opts, &TaskId::new("job-7"), LogStream::Stdout, Default::default(), |chunk| {
+///     out.extend_from_slice(chunk);
+///     true
+/// })
+/// .await?;
+/// # Ok(()) }
+/// ```
 pub async fn read_output(
     opts: &ClientOptions,
     task_id: &TaskId,

@@ -16,13 +16,22 @@ pub fn corral_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("CORRAL_BIN") {
         return PathBuf::from(p);
     }
+    workspace_bin("corral")
+}
+
+/// A binary of this workspace (`corral`, the example frameworks `batch-framework` and
+/// `service-framework`): the newest of `target/{debug,release}/NAME`.
+pub fn workspace_bin(name: &str) -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("workspace root");
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target"));
-    let candidates = [target.join("debug/corral"), target.join("release/corral")];
+    let candidates = [
+        target.join("debug").join(name),
+        target.join("release").join(name),
+    ];
     let found = candidates
         .iter()
         .filter(|p| p.exists())
@@ -30,8 +39,8 @@ pub fn corral_bin() -> PathBuf {
     match found {
         Some(p) => p.clone(),
         None => panic!(
-            "the corral binary was not found at {}: build it first with `cargo build -p corral` \
-             (or set CORRAL_BIN)",
+            "the {name} binary was not found at {}: build the workspace's binaries first with \
+             `cargo build --workspace --bins`",
             candidates[0].display()
         ),
     }
@@ -117,12 +126,18 @@ impl Certs {
     }
 
     pub fn issue(&self, role: &str, name: &str) {
+        self.issue_with_sans(role, name, &[]);
+    }
+
+    /// Like [`Certs::issue`], naming extra DNS names or IP addresses (`--san`), e.g. for a
+    /// TLS server that clients reach by address.
+    pub fn issue_with_sans(&self, role: &str, name: &str, sans: &[&str]) {
         let d = self.dir.to_str().expect("utf-8 path");
-        let out = corral(
-            &["certs", "issue", "--dir", d, "--role", role, "--name", name],
-            &[],
-            Duration::from_secs(20),
-        );
+        let mut args = vec!["certs", "issue", "--dir", d, "--role", role, "--name", name];
+        for san in sans {
+            args.extend(["--san", san]);
+        }
+        let out = corral(&args, &[], Duration::from_secs(20));
         assert!(
             out.status.success(),
             "certs issue: {}",
@@ -168,9 +183,7 @@ impl Daemon {
     /// Like [`Daemon::spawn`], inside network namespace `netns` when given (`ip netns exec`
     /// execs corral itself, so the pid is corral's).
     pub fn spawn_in(netns: Option<&str>, name: &str, args: &[String], log_dir: &Path) -> Daemon {
-        let log = log_dir.join(format!("{name}.log"));
-        let file = std::fs::File::create(&log).expect("create daemon log");
-        let mut cmd = match netns {
+        let cmd = match netns {
             Some(ns) => {
                 let mut c = Command::new("ip");
                 c.args(["netns", "exec", ns]).arg(corral_bin());
@@ -178,6 +191,18 @@ impl Daemon {
             }
             None => Command::new(corral_bin()),
         };
+        Self::spawn_command(cmd, name, args, log_dir)
+    }
+
+    /// Another program of the workspace (see [`workspace_bin`]), e.g. an example framework,
+    /// with its stdout and stderr in `log_dir/NAME.log`.
+    pub fn spawn_program(program: &str, name: &str, args: &[String], log_dir: &Path) -> Daemon {
+        Self::spawn_command(Command::new(workspace_bin(program)), name, args, log_dir)
+    }
+
+    fn spawn_command(mut cmd: Command, name: &str, args: &[String], log_dir: &Path) -> Daemon {
+        let log = log_dir.join(format!("{name}.log"));
+        let file = std::fs::File::create(&log).expect("create daemon log");
         let child = cmd
             .args(args)
             .stdin(Stdio::null())
@@ -219,6 +244,31 @@ impl Daemon {
             self.name,
             self.log_text()
         );
+    }
+
+    /// Waits up to `timeout` for the process to exit by itself and returns its status;
+    /// panics with its log if it is still running then.
+    pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let status = self
+                .child
+                .as_mut()
+                .map(|c| c.try_wait().expect("wait for the process"));
+            match status {
+                Some(Some(status)) => {
+                    self.child = None;
+                    return status;
+                }
+                None => panic!("{} was already reaped", self.name),
+                Some(None) if Instant::now() > deadline => panic!(
+                    "{} did not exit within {timeout:?}; its log:\n{}",
+                    self.name,
+                    self.log_text()
+                ),
+                Some(None) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
     }
 
     pub fn is_running(&mut self) -> bool {
@@ -299,6 +349,16 @@ impl Cluster {
     /// Starts a master with certificates for: master `m1`, frameworks `fw`, `fw2`, operator `op`,
     /// and an agent certificate per agent started later.
     pub fn start_master(extra_master_args: &[&str]) -> Cluster {
+        Self::start_master_signing(extra_master_args, false)
+    }
+
+    /// [`Cluster::start_master`] with `--ca-key`: the master signs certificates for nodes
+    /// joining with a token and renews them.
+    pub fn start_master_with_ca_key(extra_master_args: &[&str]) -> Cluster {
+        Self::start_master_signing(extra_master_args, true)
+    }
+
+    fn start_master_signing(extra_master_args: &[&str], ca_key: bool) -> Cluster {
         let (dir, certs) = cluster_dir();
         for (role, name) in [
             ("master", "m1"),
@@ -318,6 +378,10 @@ impl Cluster {
             dir.path().join("master").display().to_string(),
         ];
         args.extend(certs.flags("m1"));
+        if ca_key {
+            args.push("--ca-key".into());
+            args.push(certs.dir.join("ca-key.pem").display().to_string());
+        }
         args.extend(extra_master_args.iter().map(|s| s.to_string()));
         let master = Daemon::spawn("master", &args, dir.path());
         master.wait_for_log("master serving", Duration::from_secs(20));
@@ -354,6 +418,21 @@ impl Cluster {
         n: usize,
         lab: Option<&NetLab>,
         extra: &dyn Fn(usize) -> Vec<String>,
+    ) -> Cluster {
+        Self::start_replicated_signing(n, lab, extra, false)
+    }
+
+    /// [`Cluster::start_replicated`] with `--ca-key` on every master: they sign certificates
+    /// for nodes joining with a token and renew them.
+    pub fn start_replicated_with_ca_key(n: usize) -> Cluster {
+        Self::start_replicated_signing(n, None, &|_| Vec::new(), true)
+    }
+
+    fn start_replicated_signing(
+        n: usize,
+        lab: Option<&NetLab>,
+        extra: &dyn Fn(usize) -> Vec<String>,
+        ca_key: bool,
     ) -> Cluster {
         let (dir, certs) = cluster_dir();
         for (role, name) in [
@@ -393,6 +472,10 @@ impl Cluster {
                 }
             }
             args.extend(certs.flags(&name));
+            if ca_key {
+                args.push("--ca-key".into());
+                args.push(certs.dir.join("ca-key.pem").display().to_string());
+            }
             args.extend(extra(i));
             daemons.push(Daemon::spawn_in(
                 netns[i].as_deref(),
@@ -550,10 +633,11 @@ impl Cluster {
         let mut full: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         let mut flags = vec!["--master".to_string(), self.masters_flag()];
         flags.extend(self.certs.flags(cert_name));
-        // Flags go after the (sub)subcommand name: `run ...`, `masters add ...`, `policy set ...`.
+        // Flags go after the (sub)subcommand name: `run ...`, `masters add ...`, `policy set ...`,
+        // `quota set ...`.
         let at = if full
             .first()
-            .is_some_and(|c| c == "masters" || c == "policy")
+            .is_some_and(|c| c == "masters" || c == "policy" || c == "quota")
         {
             2
         } else {

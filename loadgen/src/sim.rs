@@ -91,6 +91,7 @@ impl SimAgent {
                 attributes: BTreeMap::new(),
                 version: proto::ProtocolVersion::CURRENT,
                 software_version: format!("loadgen {}", env!("CARGO_PKG_VERSION")),
+                reserved: BTreeMap::new(),
             },
             tasks: self
                 .tasks

@@ -14,17 +14,28 @@
 //! loop owns the real clock, writes outputs to per-session bounded outboxes (a client that lets
 //! its outbox fill is disconnected, not buffered without end) and republishes the
 //! `ClusterState` snapshot at most every 100 ms. A malformed, truncated or oversized frame gets
-//! `MalformedFrame` and closes that stream only. If raft stops on a storage error (a full or
-//! failing data dir) the master logs why and exits non-zero, so clients fail over and systemd
-//! restarts it once the disk is fixed. Reads: `reads.rs`.
+//! `MalformedFrame` and closes that stream only. Join tokens and certificate renewal
+//! (`join.rs`, with `--ca-key`) are answered by the daemon, which holds the CA key. If raft
+//! stops on a storage error (a full or failing data dir) the master logs why and exits
+//! non-zero, so clients fail over and systemd restarts it once the disk is fixed. Reads:
+//! `reads.rs`.
+//!
+//! The operator event stream: `journal.rs` derives events from every committed op as the state
+//! machine applies it (on every master, so a new leader holds the events an old one served),
+//! numbered by log position; `event_stream.rs` serves `SubscribeEvents` from it on the leader.
 //!
 //! Architecture invariant: all decisions are made in `master-core`; this crate only moves frames,
 //! timers and committed registry operations between the core and the outside world.
 
+mod event_stream;
+mod join;
+mod journal;
+mod leadership;
 mod metrics;
 mod reads;
 mod server;
 
+pub use join::JoinSetup;
 pub use master_raft::{
     MasterNode, DEFAULT_ELECTION_TIMEOUT, DEFAULT_HEARTBEAT, MAX_RAFT_TIMER,
     MIN_ELECTION_HEARTBEATS,

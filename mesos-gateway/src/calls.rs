@@ -36,14 +36,15 @@ const MAX_REFUSE_SECONDS: f64 = 365.0 * 24.0 * 3600.0;
 /// Bytes per Mesos "MB" of `mem` and `disk`.
 const MB: f64 = (1u64 << 20) as f64;
 
-/// The framework as Corral sees it, from a SUBSCRIBE's `framework_info`.
-pub fn framework_info(info: &wire::FrameworkInfo) -> Result<FrameworkInfo, CallError> {
+/// The framework as Corral sees it, from the `framework_info` of a SUBSCRIBE or an
+/// UPDATE_FRAMEWORK (`call`, which errors name).
+pub fn framework_info(call: &str, info: &wire::FrameworkInfo) -> Result<FrameworkInfo, CallError> {
     let name = match &info.name {
         Some(n) if !n.is_empty() => n.clone(),
-        _ => return err("SUBSCRIBE: 'framework_info.name' is required"),
+        _ => return err(format!("{call}: 'framework_info.name' is required")),
     };
     if info.user.is_none() {
-        return err("SUBSCRIBE: 'framework_info.user' is required");
+        return err(format!("{call}: 'framework_info.user' is required"));
     }
     let multi_role = has_capability(info, "MULTI_ROLE");
     let roles = if multi_role {
@@ -61,7 +62,7 @@ pub fn framework_info(info: &wire::FrameworkInfo) -> Result<FrameworkInfo, CallE
         Some(s) if s.is_finite() && s >= 0.0 => (s * 1000.0).min(u64::MAX as f64) as u64,
         Some(s) => {
             return err(format!(
-                "SUBSCRIBE: 'framework_info.failover_timeout' must be a non-negative number of seconds, not {s}"
+                "{call}: 'framework_info.failover_timeout' must be a non-negative number of seconds, not {s}"
             ))
         }
     };
@@ -160,9 +161,10 @@ fn unsupported(kind: &str) -> CallError {
         "SHUTDOWN" => "SHUTDOWN: custom executors are not supported through the Mesos gateway \
                        yet; kill the executor's tasks instead"
             .to_owned(),
-        "UPDATE_FRAMEWORK" => "UPDATE_FRAMEWORK: not supported by the Mesos gateway yet; \
-                               re-subscribe with the new framework_info"
-            .to_owned(),
+        "UPDATE_FRAMEWORK" => {
+            "UPDATE_FRAMEWORK: answered by the framework's session, not translated as a call"
+                .to_owned()
+        }
         "ACCEPT_INVERSE_OFFERS" | "DECLINE_INVERSE_OFFERS" => {
             format!("{kind}: Corral sends no inverse offers (maintenance uses `corral drain`)")
         }
@@ -272,8 +274,10 @@ fn accept(a: &wire::Accept) -> Result<FrameworkCall, CallError> {
             }
             Some("LAUNCH_GROUP") => {
                 return err(
-                    "ACCEPT: LAUNCH_GROUP (task groups under the default executor) is not \
-                     supported by the Mesos gateway yet; use LAUNCH",
+                    "ACCEPT: LAUNCH_GROUP is not supported by the Mesos gateway: a task group \
+                     runs under Mesos's default executor, which Corral does not have (Corral \
+                     launches task groups only under a custom executor written with its Rust \
+                     SDK); launch the tasks one by one with LAUNCH",
                 )
             }
             Some(other) => {
@@ -592,7 +596,7 @@ mod tests {
             r#"{"user":"root","name":"n","failover_timeout":100,"capabilities":[{"type":"GPU_RESOURCES"},{"type":"PARTITION_AWARE"}],"hostname":"h"}"#,
         )
         .unwrap();
-        let fi = framework_info(&info).unwrap();
+        let fi = framework_info("SUBSCRIBE", &info).unwrap();
         assert_eq!(fi.roles, vec!["*"]);
         assert_eq!(fi.failover_timeout_ms, 100_000);
         assert_eq!(fi.capabilities, vec![FrameworkCapability::PartitionAware]);
@@ -600,8 +604,14 @@ mod tests {
             r#"{"user":"u","name":"n","roles":["a","b"],"role":"x","capabilities":[{"type":"MULTI_ROLE"}]}"#,
         )
         .unwrap();
-        assert_eq!(framework_info(&info).unwrap().roles, vec!["a", "b"]);
+        assert_eq!(
+            framework_info("SUBSCRIBE", &info).unwrap().roles,
+            vec!["a", "b"]
+        );
         let info: wire::FrameworkInfo = serde_json::from_str(r#"{"name":"n"}"#).unwrap();
-        assert!(framework_info(&info).unwrap_err().0.contains("user"));
+        assert!(framework_info("SUBSCRIBE", &info)
+            .unwrap_err()
+            .0
+            .contains("user"));
     }
 }

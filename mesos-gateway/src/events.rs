@@ -308,6 +308,7 @@ mod tests {
             attributes: [("rack".to_owned(), "r1".to_owned())].into(),
             role: "*".into(),
             pressure: None,
+            reserved: false,
         };
         let v = translate(
             &Audience::default(),

@@ -4,23 +4,19 @@ use crate::events;
 use crate::legacy;
 use crate::operator;
 use crate::scheduler::{Refusal, Schedulers};
+use crate::serve::{Body, ChannelBody};
 use crate::wire;
 use bytes::Bytes;
-use http_body_util::{combinators::BoxBody, BodyExt, Full, Limited};
-use hyper::body::{Frame, Incoming};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ACCEPT, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use std::convert::Infallible;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
-use tokio::sync::mpsc;
 
 /// The largest request body read (a Mesos call; an ACCEPT of many tasks stays far below).
 pub const MAX_BODY: usize = 8 << 20;
 const STREAM_ID: &str = "Mesos-Stream-Id";
-
-pub type Body = BoxBody<Bytes, Infallible>;
 
 /// What the request handlers share.
 pub struct Shared {
@@ -238,6 +234,13 @@ async fn scheduler(shared: &Shared, req: Request<Incoming>) -> Result<Response<B
         .kind
         .clone()
         .ok_or_else(|| Refusal::new(400, "Expecting 'type' to be present"))?;
+    if kind == "UPDATE_FRAMEWORK" {
+        shared
+            .schedulers
+            .update_framework(&call, stream_id.as_deref())
+            .await?;
+        return Ok(empty(200));
+    }
     if kind != "SUBSCRIBE" {
         shared.schedulers.call(&kind, &call, stream_id.as_deref())?;
         return Ok(empty(202));
@@ -255,7 +258,7 @@ async fn scheduler(shared: &Shared, req: Request<Incoming>) -> Result<Response<B
         ));
     }
     let stream = shared.schedulers.subscribe(&call).await?;
-    let mut resp = Response::new(Records(stream.records).boxed());
+    let mut resp = Response::new(ChannelBody(stream.records).boxed());
     let h = resp.headers_mut();
     h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     // Chunked even when the request said `Connection: close` (pymesos does, and needs chunks).
@@ -282,21 +285,6 @@ fn media_type(v: &HeaderValue) -> String {
         .unwrap_or("")
         .trim()
         .to_ascii_lowercase()
-}
-
-/// The event stream's body: one chunk per record, ending when the pump drops its sender.
-struct Records(mpsc::Receiver<Bytes>);
-
-impl hyper::body::Body for Records {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        self.0.poll_recv(cx).map(|r| r.map(|b| Ok(Frame::data(b))))
-    }
 }
 
 fn status(code: u16) -> StatusCode {

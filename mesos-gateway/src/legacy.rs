@@ -300,6 +300,8 @@ mod tests {
                 attributes: Default::default(),
                 version: String::new(),
                 pressure: None,
+                reserved: Default::default(),
+                reserved_dynamic: Default::default(),
             }],
             frameworks: vec![FrameworkState {
                 id: FrameworkId::new("F1"),

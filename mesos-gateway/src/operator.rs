@@ -174,6 +174,8 @@ mod tests {
                 attributes: Default::default(),
                 version: String::new(),
                 pressure: None,
+                reserved: Default::default(),
+                reserved_dynamic: Default::default(),
             }],
             tasks: vec![TaskSummary {
                 id: TaskId::new("t"),

@@ -22,6 +22,12 @@
 //! Calls are checked as Mesos checks them (`master/http.cpp`): the framework must be known to
 //! this gateway (else 400 "Framework cannot be found"), have an open stream (else 403), and
 //! the `Mesos-Stream-Id` header must be present and be that stream's (else 400).
+//!
+//! UPDATE_FRAMEWORK is answered synchronously, as Mesos does (200 once the new info is in
+//! force): the pump re-subscribes its Corral session with the new `FrameworkInfo`
+//! ([`framework::Scheduler::update_framework`]) and suppresses `suppressed_roles`; the Mesos
+//! stream stays open. A refusal by the master is 403 (a role the principal may not use) or
+//! 400, with the master's reason.
 
 use crate::calls::{self, CallError, Translated};
 use crate::events::{self, Audience};
@@ -34,7 +40,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 /// Frameworks one gateway serves at once.
@@ -74,6 +80,20 @@ impl From<CallError> for Refusal {
     }
 }
 
+/// What the HTTP side asks of a framework's pump.
+enum PumpRequest {
+    Call(FrameworkCall),
+    Update {
+        info: proto::FrameworkInfo,
+        suppressed_roles: Vec<String>,
+        audience: Audience,
+        reply: oneshot::Sender<Result<(), Refusal>>,
+    },
+}
+
+/// How long an UPDATE_FRAMEWORK may take (a re-subscription through a failover fits).
+const UPDATE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// A stream handed to a framework's pump.
 struct Attach {
     stream_id: String,
@@ -86,7 +106,7 @@ struct Entry {
     session: u64,
     /// The open stream's id; `None` while the session is parked.
     stream_id: Option<String>,
-    calls: mpsc::Sender<FrameworkCall>,
+    calls: mpsc::Sender<PumpRequest>,
     attach: mpsc::Sender<Attach>,
 }
 
@@ -158,7 +178,7 @@ impl Schedulers {
         let info_json = sub.framework_info.as_ref().ok_or_else(|| {
             Refusal::new(400, "SUBSCRIBE: 'subscribe.framework_info' is required")
         })?;
-        let info = calls::framework_info(info_json)?;
+        let info = calls::framework_info("SUBSCRIBE", info_json)?;
         if let Some(id) = &info.id {
             match &call.framework_id {
                 None => {
@@ -185,10 +205,7 @@ impl Schedulers {
                 format!("this gateway already serves {MAX_FRAMEWORKS} frameworks"),
             ));
         }
-        let audience = Audience {
-            multi_role: calls::has_capability(info_json, "MULTI_ROLE"),
-            reservation_refinement: calls::has_capability(info_json, "RESERVATION_REFINEMENT"),
-        };
+        let audience = audience(info_json);
         let name = info.name.clone();
         let sched = Scheduler::subscribe(self.opts.clone(), info)
             .await
@@ -248,13 +265,84 @@ impl Schedulers {
         }
     }
 
-    /// Any call but SUBSCRIBE: checks the framework and the stream id, then queues the call.
+    /// Any call but SUBSCRIBE and UPDATE_FRAMEWORK: checks the framework and the stream id,
+    /// then queues the call.
     pub fn call(
         &self,
         kind: &str,
         call: &wire::Call,
         stream_id: Option<&str>,
     ) -> Result<(), Refusal> {
+        let translated = calls::translate(kind, call)?;
+        let (framework_id, sender) = self.session_of(kind, call, stream_id)?;
+        let Translated::Call(c) = translated else {
+            return Ok(());
+        };
+        sender.try_send(PumpRequest::Call(c)).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => Refusal::new(
+                503,
+                format!("{kind}: too many calls of framework '{framework_id}' are queued; retry"),
+            ),
+            mpsc::error::TrySendError::Closed(_) => ended(&framework_id),
+        })
+    }
+
+    /// UPDATE_FRAMEWORK: the checks of any call, then the new info in force before answering.
+    pub async fn update_framework(
+        &self,
+        call: &wire::Call,
+        stream_id: Option<&str>,
+    ) -> Result<(), Refusal> {
+        const KIND: &str = "UPDATE_FRAMEWORK";
+        let update = call.update_framework.as_ref().ok_or_else(|| {
+            Refusal::new(
+                400,
+                "UPDATE_FRAMEWORK: expecting 'update_framework' to be present",
+            )
+        })?;
+        let info_json = update.framework_info.as_ref().ok_or_else(|| {
+            Refusal::new(
+                400,
+                "UPDATE_FRAMEWORK: 'update_framework.framework_info' is required",
+            )
+        })?;
+        let info = calls::framework_info(KIND, info_json)?;
+        let (framework_id, sender) = self.session_of(KIND, call, stream_id)?;
+        if info.id.as_ref() != Some(&framework_id) {
+            return Err(Refusal::new(
+                400,
+                "UPDATE_FRAMEWORK: 'framework_info.id' must be set and equal 'framework_id'",
+            ));
+        }
+        let (reply, answer) = oneshot::channel();
+        let request = PumpRequest::Update {
+            info,
+            suppressed_roles: update.suppressed_roles.clone(),
+            audience: audience(info_json),
+            reply,
+        };
+        sender
+            .send_timeout(request, UPDATE_TIMEOUT)
+            .await
+            .map_err(|_| ended(&framework_id))?;
+        match tokio::time::timeout(UPDATE_TIMEOUT, answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(ended(&framework_id)),
+            Err(_) => Err(Refusal::new(
+                503,
+                format!("UPDATE_FRAMEWORK: no answer from the Corral master within {UPDATE_TIMEOUT:?}; retry"),
+            )),
+        }
+    }
+
+    /// The session a call of `kind` is for, once the framework, its stream and the
+    /// `Mesos-Stream-Id` header check out.
+    fn session_of(
+        &self,
+        kind: &str,
+        call: &wire::Call,
+        stream_id: Option<&str>,
+    ) -> Result<(FrameworkId, mpsc::Sender<PumpRequest>), Refusal> {
         let framework_id = call
             .framework_id
             .as_ref()
@@ -265,59 +353,39 @@ impl Schedulers {
                     format!("{kind}: expecting 'framework_id' to be present"),
                 )
             })?;
-        let translated = calls::translate(kind, call)?;
-        let sender = {
-            let table = self.table();
-            let entry = table.get(&framework_id).ok_or_else(|| {
-                Refusal::new(
-                    400,
-                    format!(
-                        "Framework '{framework_id}' cannot be found (it is not subscribed \
-                         through this gateway)"
-                    ),
-                )
-            })?;
-            let Some(current) = &entry.stream_id else {
-                return Err(Refusal::new(
-                    403,
-                    format!(
-                        "Framework '{framework_id}' is not subscribed: its stream ended at a \
-                         master failover; subscribe again"
-                    ),
-                ));
-            };
-            match stream_id {
-                None => {
-                    return Err(Refusal::new(
-                        400,
-                        "All non-subscribe calls should include the 'Mesos-Stream-Id' header",
-                    ))
-                }
-                Some(s) if s != current => {
-                    return Err(Refusal::new(
-                        400,
-                        format!(
-                            "The stream ID '{s}' included in this request didn't match the \
-                             stream ID currently associated with framework ID '{framework_id}'"
-                        ),
-                    ))
-                }
-                Some(_) => entry.calls.clone(),
-            }
-        };
-        let Translated::Call(c) = translated else {
-            return Ok(());
-        };
-        sender.try_send(c).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => Refusal::new(
-                503,
-                format!("{kind}: too many calls of framework '{framework_id}' are queued; retry"),
-            ),
-            mpsc::error::TrySendError::Closed(_) => Refusal::new(
+        let table = self.table();
+        let entry = table.get(&framework_id).ok_or_else(|| {
+            Refusal::new(
+                400,
+                format!(
+                    "Framework '{framework_id}' cannot be found (it is not subscribed \
+                     through this gateway)"
+                ),
+            )
+        })?;
+        let Some(current) = &entry.stream_id else {
+            return Err(Refusal::new(
                 403,
-                format!("Framework '{framework_id}' is not subscribed (its session has ended)"),
-            ),
-        })
+                format!(
+                    "Framework '{framework_id}' is not subscribed: its stream ended at a \
+                     master failover; subscribe again"
+                ),
+            ));
+        };
+        match stream_id {
+            None => Err(Refusal::new(
+                400,
+                "All non-subscribe calls should include the 'Mesos-Stream-Id' header",
+            )),
+            Some(s) if s != current => Err(Refusal::new(
+                400,
+                format!(
+                    "The stream ID '{s}' included in this request didn't match the \
+                     stream ID currently associated with framework ID '{framework_id}'"
+                ),
+            )),
+            Some(_) => Ok((framework_id.clone(), entry.calls.clone())),
+        }
     }
 
     fn set_stream(&self, id: &FrameworkId, session: u64, stream_id: Option<String>) {
@@ -331,6 +399,41 @@ impl Schedulers {
         if table.get(id).is_some_and(|e| e.session == session) {
             table.remove(id);
         }
+    }
+}
+
+/// The refusal of a call to a framework whose session has ended.
+fn ended(framework_id: &FrameworkId) -> Refusal {
+    Refusal::new(
+        403,
+        format!("Framework '{framework_id}' is not subscribed (its session has ended)"),
+    )
+}
+
+/// Which optional event fields a framework reads, from the capabilities it declared.
+fn audience(info: &wire::FrameworkInfo) -> Audience {
+    Audience {
+        multi_role: calls::has_capability(info, "MULTI_ROLE"),
+        reservation_refinement: calls::has_capability(info, "RESERVATION_REFINEMENT"),
+    }
+}
+
+/// How a refused UPDATE_FRAMEWORK is answered: the master's refusal is the client's error
+/// (403 for a role it may not use, else 400); not reaching a master is 503.
+fn update_refusal(e: ClientError) -> Refusal {
+    match e {
+        ClientError::Refused { code, message, .. } => Refusal::new(
+            if code == proto::ErrorCode::Forbidden {
+                403
+            } else {
+                400
+            },
+            format!("UPDATE_FRAMEWORK refused by the Corral master: {message}"),
+        ),
+        other => Refusal::new(
+            503,
+            format!("UPDATE_FRAMEWORK: no leading Corral master reachable: {other}"),
+        ),
     }
 }
 
@@ -349,7 +452,7 @@ fn subscribe_refusal(e: ClientError) -> Refusal {
 /// What ended a pump's wait.
 enum Step {
     Attach(Option<Attach>),
-    Call(Option<FrameworkCall>),
+    Call(Option<PumpRequest>),
     Event(Option<SchedulerEvent>),
     Tick,
     ClientGone,
@@ -371,7 +474,7 @@ impl Pump {
     async fn run(
         mut self,
         sched: Scheduler,
-        mut calls: mpsc::Receiver<FrameworkCall>,
+        mut calls: mpsc::Receiver<PumpRequest>,
         mut attach: mpsc::Receiver<Attach>,
     ) {
         let beat = self.schedulers.heartbeat;
@@ -395,10 +498,22 @@ impl Pump {
                 Step::Attach(None) | Step::Call(None) => {
                     break "the gateway forgot the framework".to_owned()
                 }
-                Step::Call(Some(c)) => {
+                Step::Call(Some(PumpRequest::Call(c))) => {
                     if sched.call(c).await.is_err() {
                         break "the Corral session ended".to_owned();
                     }
+                }
+                Step::Call(Some(PumpRequest::Update {
+                    info,
+                    suppressed_roles,
+                    audience,
+                    reply,
+                })) => {
+                    let result = update(&sched, info, suppressed_roles).await;
+                    if result.is_ok() {
+                        self.audience = audience;
+                    }
+                    let _ = reply.send(result);
                 }
                 Step::Event(Some(SchedulerEvent::Framework(e))) => {
                     if let Some(v) = events::translate(&self.audience, &e) {
@@ -498,6 +613,25 @@ impl Pump {
         self.send(event).await;
         self.stream = None;
     }
+}
+
+/// UPDATE_FRAMEWORK on the session: the new info, then the roles to suppress (a subscription
+/// un-suppresses every role).
+async fn update(
+    sched: &Scheduler,
+    info: proto::FrameworkInfo,
+    suppressed_roles: Vec<String>,
+) -> Result<(), Refusal> {
+    let roles = info.roles.clone();
+    sched.update_framework(info).await.map_err(update_refusal)?;
+    tracing::info!(framework_id = %sched.framework_id(), ?roles, "Mesos framework updated");
+    if !suppressed_roles.is_empty() {
+        sched
+            .suppress(suppressed_roles)
+            .await
+            .map_err(|_| ended(sched.framework_id()))?;
+    }
+    Ok(())
 }
 
 /// Resolves when the attached client has gone (never while parked).

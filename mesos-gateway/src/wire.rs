@@ -35,6 +35,9 @@ pub struct Call {
     pub reconcile: Option<Reconcile>,
     #[serde(default)]
     pub message: Option<Message>,
+    /// UPDATE_FRAMEWORK's body has SUBSCRIBE's shape (`framework_info`, `suppressed_roles`).
+    #[serde(default)]
+    pub update_framework: Option<Subscribe>,
 }
 
 #[derive(Debug, Deserialize)]

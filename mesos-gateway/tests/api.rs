@@ -52,6 +52,7 @@ fn spawn_master(
         max_frame_len: proto::MAX_FRAME_LEN,
         raft: master::RaftSetup::default(),
         metrics_listen: None,
+        join: None,
     })
     .expect("bind the master");
     let addr = server.local_addr();
@@ -167,6 +168,7 @@ async fn start(operator: bool) -> Cluster {
     });
     let gw = mesos_gateway::Gateway::bind(mesos_gateway::GatewayConfig {
         listen: "127.0.0.1:0".into(),
+        tls: None,
         framework: opts,
         heartbeat: Duration::from_millis(300),
         operator,
@@ -749,7 +751,11 @@ async fn refusals_carry_the_mesos_status_and_say_why_and_the_gateway_keeps_servi
     )
     .await;
     assert_eq!(r.status, 400);
-    assert!(r.body.contains("LAUNCH_GROUP"), "{}", r.body);
+    assert!(
+        r.body.contains("LAUNCH_GROUP") && r.body.contains("default executor"),
+        "the refusal names the operation and why: {}",
+        r.body
+    );
 
     // Still serving: both streams get heartbeats, and a re-subscription of A with its id
     // replaces its stream (the old one is told, then ends).
@@ -857,4 +863,117 @@ async fn a_master_failover_ends_the_stream_and_a_resubscription_gets_the_same_se
                       "kill": {"task_id": {"value": "survivor"}}});
     assert_eq!(call(&c, &ev2.stream_id, kill).await.status, 202);
     ev2.update(&c, "survivor", "TASK_KILLED").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn update_framework_changes_the_roles_on_the_same_stream_and_refusals_say_why() {
+    let c = start(true).await;
+    let mut ev = Events::subscribe(&c, info("updating"), None).await;
+    let first = ev.next_of("OFFERS").await;
+    assert_eq!(
+        first["offers"]["offers"][0]["resources"][0]["role"], "*",
+        "{first}"
+    );
+    let framework_id = ev.framework_id.clone();
+    let update = |info: Value, suppressed: Value| {
+        json!({"framework_id": {"value": framework_id}, "type": "UPDATE_FRAMEWORK",
+               "update_framework": {"framework_info": info, "suppressed_roles": suppressed}})
+    };
+    let mut updated = info("updating");
+    updated["id"] = json!({"value": ev.framework_id});
+    updated["roles"] = json!(["gw-fw"]);
+    updated["failover_timeout"] = json!(7);
+    updated["capabilities"] = json!([{"type": "MULTI_ROLE"}]);
+
+    // Refusals: no body, another id, a role the master refuses, a wrong stream id.
+    let r = call(
+        &c,
+        &ev.stream_id,
+        json!({"framework_id": {"value": ev.framework_id}, "type": "UPDATE_FRAMEWORK"}),
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    assert!(r.body.contains("'update_framework'"), "{}", r.body);
+    let mut other = updated.clone();
+    other["id"] = json!({"value": "someone-else"});
+    let r = call(&c, &ev.stream_id, update(other, json!([]))).await;
+    assert_eq!(r.status, 400);
+    assert!(r.body.contains("'framework_info.id'"), "{}", r.body);
+    let mut empty_role = updated.clone();
+    empty_role["roles"] = json!([""]);
+    let r = call(&c, &ev.stream_id, update(empty_role, json!([]))).await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(
+        r.body
+            .starts_with("UPDATE_FRAMEWORK refused by the Corral master"),
+        "{}",
+        r.body
+    );
+    let mut forbidden = updated.clone();
+    forbidden["roles"] = json!(["web"]);
+    let r = call(&c, &ev.stream_id, update(forbidden, json!([]))).await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(
+        r.body.contains("may not subscribe with role 'web'"),
+        "{}",
+        r.body
+    );
+    let r = call(&c, "not-the-stream", update(updated.clone(), json!([]))).await;
+    assert_eq!(r.status, 400);
+    assert!(r.body.contains("didn't match"), "{}", r.body);
+
+    // The update: 200, the same stream goes on, and offers now come for the principal's own role.
+    let r = call(&c, &ev.stream_id, update(updated.clone(), json!([]))).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let offers = ev.next_of("OFFERS").await;
+        let o = &offers["offers"]["offers"][0];
+        if o["allocation_info"]["role"] == "gw-fw" {
+            assert_eq!(o["resources"][0]["allocation_info"]["role"], "gw-fw", "{o}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no offer for role gw-fw: {o}");
+    }
+    let frameworks = http(c.gateway, "GET", "/frameworks", "", &[]).await;
+    let v: Value = serde_json::from_str(&frameworks.body).unwrap();
+    let f = v["frameworks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["id"] == ev.framework_id.as_str())
+        .expect("the framework is listed")
+        .clone();
+    assert_eq!(f["roles"], json!(["gw-fw"]), "{f}");
+
+    // With suppressed_roles the framework is suppressed once the update is answered.
+    let r = call(&c, &ev.stream_id, update(updated, json!(["gw-fw"]))).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let operator = framework::ClientOptions::new(
+        vec![c.master.to_string()],
+        identity(
+            &c.dir.path().join("certs"),
+            proto::Role::Operator,
+            "gw-op-check",
+        ),
+    );
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let state = match framework::operator_call(&operator, proto::OperatorCall::GetState).await {
+            Ok(proto::OperatorReply::State(s)) => s,
+            other => panic!("GetState: {other:?}"),
+        };
+        let f = state
+            .frameworks
+            .iter()
+            .find(|f| f.id.as_str() == ev.framework_id)
+            .expect("the framework");
+        assert_eq!(f.roles, vec!["gw-fw".to_owned()]);
+        if f.suppressed {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never suppressed: {f:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    ev.next_of("HEARTBEAT").await;
 }

@@ -16,16 +16,23 @@
 //! different majors fail the TLS handshake with "does not speak corral/1".
 
 pub mod codec;
+pub mod events;
 pub mod ids;
 pub mod messages;
 pub mod policy;
+pub mod quota;
 pub mod resources;
 pub mod role;
 
 pub use codec::{decode, encode, DecodeError, EncodeError, FRAME_HEADER_LEN, MAX_FRAME_LEN};
+pub use events::{
+    ClusterEvent, CursorParseError, EventAgent, EventCursor, EventFramework, EventsSubscribed,
+    StampedEvent,
+};
 pub use ids::*;
 pub use messages::*;
 pub use policy::{AccessRule, PolicyView};
+pub use quota::{format_reserved, parse_reserved_resources, Quota, ResourceLimit};
 pub use resources::{
     format_size, parse_cpus, parse_size, PortRange, ResourceParseError, Resources,
 };

@@ -29,6 +29,9 @@ pub enum ClientFrame {
     /// watch every master but the one their session is with, so a failover reaches them as
     /// soon as a new leader is elected instead of after an idle timeout.
     WatchLeader,
+    /// Join tokens and certificates: answered by the master daemon (which holds the CA key),
+    /// not its core. One call per stream.
+    Certificates(CertificateCall),
 }
 
 /// Every frame a master sends to a client.
@@ -50,6 +53,33 @@ pub enum ServerFrame {
         leader: Option<String>,
         term: u64,
     },
+    /// The answer to a join or a renewal.
+    Certificate(IssuedCertificate),
+}
+
+/// Calls about certificates (see `certs::join` for the design).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum CertificateCall {
+    /// From a node without a certificate (the only call such a connection may make): sign a
+    /// certificate for the key of `csr_pem` with the role (and name, if it binds one) of
+    /// `token`; `name` is the node's choice otherwise.
+    Join {
+        token: String,
+        name: String,
+        csr_pem: String,
+    },
+    /// From an agent, framework or operator: sign a new certificate for the key of `csr_pem`
+    /// with the role and name of the certificate this connection presented.
+    Renew { csr_pem: String },
+    /// From an operator: refuse every later join with the token whose id is `token_id`.
+    RevokeJoinToken { token_id: String },
+}
+
+/// A certificate the master signed, and the CA certificate that signed it (PEM).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct IssuedCertificate {
+    pub cert_pem: String,
+    pub ca_pem: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -74,6 +104,9 @@ pub enum ErrorCode {
     Unavailable,
     /// The peer speaks a protocol version the master cannot serve.
     UnsupportedVersion,
+    /// The client read an event stream more slowly than the cluster changed and fell behind
+    /// what the master keeps; it was cut off rather than buffered without end.
+    TooSlow,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -93,6 +126,10 @@ pub struct AgentInfo {
     /// Software version of the agent binary, for display.
     #[serde(default)]
     pub software_version: String,
+    /// Static reservations (`--resources 'cpus(batch):2'`): the part of `resources` set aside
+    /// for each role.
+    #[serde(default)]
+    pub reserved: BTreeMap<String, Resources>,
 }
 
 /// A task the agent is running (or ran and has not had acknowledged), sent on re-registration.
@@ -692,6 +729,10 @@ pub struct Offer {
     /// agent has not reported yet, or the master took office since).
     #[serde(default)]
     pub pressure: Option<NodePressure>,
+    /// True when the resources are reserved for `role` on this agent (static or dynamic): only
+    /// frameworks of that role are offered them.
+    #[serde(default)]
+    pub reserved: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -778,6 +819,32 @@ pub enum OperatorCall {
         principal: String,
         rule: Option<crate::AccessRule>,
     },
+    /// Sets (`Some`) or removes (`None`) a role's quota. Replicated; `Done` once committed.
+    SetQuota {
+        role: String,
+        quota: Option<crate::Quota>,
+    },
+    /// Reserves unreserved resources of an agent for a role (a dynamic reservation).
+    /// Replicated; `Done` once committed.
+    Reserve {
+        agent_id: AgentId,
+        role: String,
+        resources: Resources,
+    },
+    /// Returns dynamically reserved resources of an agent to the unreserved pool.
+    Unreserve {
+        agent_id: AgentId,
+        role: String,
+        resources: Resources,
+    },
+    /// Follow agent, framework and task changes (`crate::events`): answered with
+    /// `OperatorReply::EventsSubscribed`, then `OperatorReply::Events` batches on the same
+    /// stream. `after`: resume after this cursor (the last event processed) instead of starting
+    /// from the current state.
+    SubscribeEvents {
+        #[serde(default)]
+        after: Option<crate::EventCursor>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -786,6 +853,9 @@ pub enum OperatorReply {
     Done,
     Log(LogData),
     Policy(crate::PolicyView),
+    EventsSubscribed(Box<crate::EventsSubscribed>),
+    /// Events in stream order, each after the previous one's cursor.
+    Events(Vec<crate::StampedEvent>),
 }
 
 /// The cluster as `corral state` shows it.
@@ -826,6 +896,12 @@ pub struct AgentState {
     /// The agent's latest reported pressure (see [`Offer::pressure`]).
     #[serde(default)]
     pub pressure: Option<NodePressure>,
+    /// Reserved resources per role, static and dynamic together (part of `total`).
+    #[serde(default)]
+    pub reserved: BTreeMap<String, Resources>,
+    /// The dynamic part of `reserved` (an operator's `corral reserve`).
+    #[serde(default)]
+    pub reserved_dynamic: BTreeMap<String, Resources>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -862,6 +938,16 @@ pub struct RoleState {
     pub dominant_share: f64,
     /// Longest time a framework of this role with pending work has gone without an offer.
     pub starved_ms: u64,
+    /// The role's quota, if it has one.
+    #[serde(default)]
+    pub quota: Option<crate::Quota>,
+    /// Resources of the role's live tasks and executors (every framework of the role).
+    #[serde(default)]
+    pub used: Resources,
+    /// Offered to the role and not yet answered, plus launches not yet committed: with `used`,
+    /// what counts against its quota.
+    #[serde(default)]
+    pub offered: Resources,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -27,6 +27,7 @@ fn samples() -> Vec<ClientFrame> {
                 attributes: BTreeMap::from([("rack".into(), "r1".into())]),
                 version: ProtocolVersion::CURRENT,
                 software_version: "0.1.0".into(),
+                reserved: BTreeMap::from([("batch".into(), "cpus:1;mem:1GiB".parse().unwrap())]),
             },
             tasks: vec![TaskReport {
                 framework_id: FrameworkId::new("f"),

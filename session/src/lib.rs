@@ -12,13 +12,19 @@
 //!
 //! Everything runs over `transport`'s mutually authenticated QUIC; the caller supplies its
 //! certificate identity in [`ClientOptions`]. No quinn or rustls type appears here.
+//!
+//! `certificates.rs`: a node without a certificate joins with a token ([`join`]: its own key,
+//! the CA pinned by the token's hash), and a node renews its certificate before it expires
+//! ([`renew`], [`keep_renewed`]) without dropping its open connections.
 
 mod backoff;
+mod certificates;
 mod connect;
 mod links;
 mod watch;
 
 pub use backoff::Backoff;
+pub use certificates::{join, keep_renewed, renew, renew_at, CertificateError};
 pub use connect::{
     open_session, reopen, ClientError, ClientOptions, Session, CONNECT_ATTEMPT_TIMEOUT,
     FIRST_REPLY_TIMEOUT,

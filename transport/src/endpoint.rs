@@ -42,13 +42,15 @@ pub const CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// the two sides applies.
 pub const SERVER_IDLE_TIMEOUT: Duration = CLIENT_IDLE_TIMEOUT;
 /// Concurrent bidirectional streams a peer may open on one connection. Corral runs one stream
-/// per request or subscription, so a well-behaved peer needs a handful; 256 leaves room for
-/// bursts (status updates, parallel operator calls) while bounding the per-connection state a
-/// misbehaving peer can make us keep (each open stream may buffer up to the stream window).
-pub const MAX_CONCURRENT_BI_STREAMS: u32 = 256;
+/// per request or subscription, so a well-behaved peer needs a handful; 64 leaves room for
+/// bursts (parallel operator calls) while bounding the per-connection state a misbehaving peer
+/// can make us keep. A peer at the limit waits for a stream to end; nothing fails. It is also
+/// memory on every connection: quinn keeps a slot per allowed stream from the handshake on
+/// (256 streams cost an idle agent's connection about 17 KiB at the master, 64 about 4 KiB).
+pub const MAX_CONCURRENT_BI_STREAMS: u32 = 64;
 /// Corral uses only bidirectional streams; a few unidirectional ones are allowed so a future
 /// minor version can add them without a handshake change, but not more.
-pub const MAX_CONCURRENT_UNI_STREAMS: u32 = 16;
+pub const MAX_CONCURRENT_UNI_STREAMS: u32 = 4;
 /// How much a single stream may have in flight unacknowledged-by-the-application. A large
 /// message (a full cluster state) then streams at full speed without letting one stream hold
 /// megabytes per connection.
@@ -125,10 +127,20 @@ pub fn client_config(id: &Identity) -> Result<quinn::ClientConfig, TransportErro
     quic_client_config(id.client_tls_config()?)
 }
 
-/// The server configuration: client certificate required and chaining to our CA, with
-/// [`server_transport_config`].
+/// The server configuration: client certificate required and chaining to our CA (the server
+/// endpoints build theirs with [`server_config_with`]; this one is for `transport::raw`).
+#[cfg(feature = "quinn-internals")]
 pub fn server_config(id: &Identity) -> Result<quinn::ServerConfig, TransportError> {
-    let crypto = QuicServerConfig::try_from(id.server_tls_config()?)
+    server_config_with(id, false)
+}
+
+/// [`server_config`], or with `accept_joins` a client may come without a certificate (see
+/// [`server_endpoint_accepting_joins`]).
+fn server_config_with(
+    id: &Identity,
+    accept_joins: bool,
+) -> Result<quinn::ServerConfig, TransportError> {
+    let crypto = QuicServerConfig::try_from(id.server_tls_config(accept_joins)?)
         .map_err(|e| TransportError::Tls(format!("server config unusable for quic: {e}")))?;
     let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     cfg.transport_config(Arc::new(server_transport_config()));
@@ -138,12 +150,32 @@ pub fn server_config(id: &Identity) -> Result<quinn::ServerConfig, TransportErro
 /// A server endpoint on `listen` that requires a client certificate chaining to our CA. It can
 /// also [`connect`] out (a master reaching other masters) with our identity.
 pub fn server_endpoint(listen: SocketAddr, id: &Identity) -> Result<Endpoint, TransportError> {
-    let mut ep = quinn::Endpoint::server(server_config(id)?, listen).map_err(|source| {
-        TransportError::Bind {
+    bind_server(listen, id, false)
+}
+
+/// A server endpoint like [`server_endpoint`] that also completes handshakes with clients that
+/// present no certificate, for nodes joining with a token (a certificate that is presented must
+/// still chain to our CA), and sends the CA certificate after its own so that a joining node
+/// can pin it. Such a connection's [`Connection::peer_identity`] is
+/// [`TransportError::NoPeerCertificate`]: the server must let it make nothing but the join call.
+pub fn server_endpoint_accepting_joins(
+    listen: SocketAddr,
+    id: &Identity,
+) -> Result<Endpoint, TransportError> {
+    bind_server(listen, id, true)
+}
+
+fn bind_server(
+    listen: SocketAddr,
+    id: &Identity,
+    accept_joins: bool,
+) -> Result<Endpoint, TransportError> {
+    let mut ep = quinn::Endpoint::server(server_config_with(id, accept_joins)?, listen).map_err(
+        |source| TransportError::Bind {
             addr: listen,
             source,
-        }
-    })?;
+        },
+    )?;
     ep.set_default_client_config(client_config(id)?);
     Ok(Endpoint::new(ep))
 }

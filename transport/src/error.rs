@@ -209,6 +209,13 @@ pub(crate) fn certificate_reason(reason: &str) -> String {
     let reason = reason
         .strip_prefix("invalid peer certificate: ")
         .unwrap_or(reason);
+    // Our own verifiers' refusals (`tls.rs`) arrive wrapped in rustls's Debug text.
+    if let Some(ours) = reason
+        .split_once("IdentityMismatch(\"")
+        .and_then(|(_, rest)| rest.rsplit_once("\")"))
+    {
+        return ours.0.replace("\\\"", "\"");
+    }
     if reason.contains("UnknownIssuer") || reason.contains("BadSignature") {
         format!("it is not signed by our cluster CA ({reason})")
     } else if reason == "peer sent no certificates" {

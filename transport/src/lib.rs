@@ -4,7 +4,9 @@
 //! `corral://ROLE/NAME` SAN written by the `certs` crate), and framed message streams that move
 //! [`proto`] messages with its length-delimited codec.
 //!
-//! Both sides must present a certificate chaining to the cluster CA; the server's TLS name is
+//! Both sides must present a certificate chaining to the cluster CA (except a node joining with
+//! a token, on a master that accepts joins: see [`server_endpoint_accepting_joins`] and
+//! [`Identity::joining`]); the server's TLS name is
 //! never matched against DNS or the address. Instead the client states which role (and
 //! optionally name) it expects and the handshake fails if the server's certificate says
 //! otherwise. The ALPN name ([`proto::ALPN`]) carries the protocol's major version. Errors are
@@ -13,21 +15,27 @@
 //! are fixed here, with their reasons, in `endpoint.rs` (`transport_config`,
 //! `client_transport_config`).
 //!
+//! A client's certificate can be renewed while it runs: [`Identity::reload`] swaps the
+//! certificate every clone of the identity presents on new connections.
+//!
 //! Other crates see no quinn or rustls type: they hold [`Endpoint`], [`Incoming`] and
-//! [`Connection`] and move messages with [`FramedSend`]/[`FramedRecv`].
+//! [`Connection`] and move messages with [`FramedSend`]/[`FramedRecv`]. The one TCP use, the
+//! Mesos gateway's HTTPS listener, gets its TLS from [`TcpTlsAcceptor`] (`tcp_tls.rs`).
 
 mod conn;
 mod endpoint;
 mod error;
 mod framed;
+mod tcp_tls;
 mod tls;
 
 pub use conn::{Connection, Endpoint, Incoming};
 pub use endpoint::{
     accept, client_endpoint, client_endpoint_for, connect, install_crypto_provider,
-    peer_client_endpoint, peer_identity, resolve, server_endpoint, CLIENT_IDLE_TIMEOUT,
-    CLIENT_KEEP_ALIVE_INTERVAL, CONNECTION_RECEIVE_WINDOW, KEEP_ALIVE_INTERVAL,
-    MAX_CONCURRENT_BI_STREAMS, MAX_CONCURRENT_UNI_STREAMS, MAX_IDLE_TIMEOUT, SERVER_IDLE_TIMEOUT,
+    peer_client_endpoint, peer_identity, resolve, server_endpoint, server_endpoint_accepting_joins,
+    CLIENT_IDLE_TIMEOUT, CLIENT_KEEP_ALIVE_INTERVAL, CONNECTION_RECEIVE_WINDOW,
+    KEEP_ALIVE_INTERVAL, MAX_CONCURRENT_BI_STREAMS, MAX_CONCURRENT_UNI_STREAMS, MAX_IDLE_TIMEOUT,
+    SERVER_IDLE_TIMEOUT,
     STREAM_RECEIVE_WINDOW,
 };
 pub use error::TransportError;
@@ -35,6 +43,7 @@ pub use framed::{
     accept_framed, open_framed, FramedRecv, FramedSend, RecvBudget, STOP_FRAME_TOO_LARGE,
 };
 pub use proto::{PeerIdentity, Role};
+pub use tcp_tls::TcpTlsAcceptor;
 pub use tls::{expectation_server_name, parse_expectation, Identity, TlsFiles};
 
 pub mod testing;

@@ -160,6 +160,14 @@ fn rejected_certificate_reasons_are_explained() {
         certificate_reason("peer sent no certificates"),
         "it presented no certificate"
     );
+    // Our verifiers' own refusals lose rustls's Debug wrapping.
+    assert_eq!(
+        certificate_reason(
+            "invalid peer certificate: Other(OtherError(IdentityMismatch(\"the master did not \
+             present the CA certificate sha256:ab that the join token pins\")))"
+        ),
+        "the master did not present the CA certificate sha256:ab that the join token pins"
+    );
     let e = connection_error("the agent at 1.2.3.4:5", closed_with_alert(51, ""));
     assert!(e.is_certificate_refused(), "{e:?}");
 }

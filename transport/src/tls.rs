@@ -4,18 +4,19 @@
 use crate::error::TransportError;
 use proto::{PeerIdentity, Role};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::client::WebPkiServerVerifier;
+use rustls::client::{ResolvesClientCert, WebPkiServerVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::WebPkiClientVerifier;
+use rustls::sign::CertifiedKey;
 use rustls::{
     CertificateError, DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme,
 };
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 /// The three PEM files a node needs: the cluster CA, its own certificate (chain) and its key.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -27,13 +28,41 @@ pub struct TlsFiles {
 
 /// Our TLS identity: the CA roots we trust, our certificate chain and private key, and who the
 /// certificate says we are.
+///
+/// Clones share the *current* client certificate: [`Identity::reload`] swaps it for every
+/// clone, so endpoints made afterwards (every new connection of a client: see
+/// `session::open_session`) present the renewed certificate while open connections go on.
+/// A joining node has an identity without a certificate that trusts a pinned CA instead of a
+/// CA file ([`Identity::joining`]).
 #[derive(Clone)]
 pub struct Identity {
     roots: Arc<RootCertStore>,
+    /// The CA file's certificates, which a master accepting joins appends to its own chain so
+    /// that a joining node can pin the CA by its hash.
+    ca_certs: Vec<CertificateDer<'static>>,
+    /// A joining node's trust: the SHA-256 of the CA certificate the server must present.
+    pin: Option<[u8; 32]>,
+    /// Our chain and key as loaded (a server's certificate: masters do not renew).
     chain: Vec<CertificateDer<'static>>,
-    key: Arc<PrivateKeyDer<'static>>,
+    key: Option<Arc<PrivateKeyDer<'static>>>,
+    /// What client connections present; swapped by [`Identity::reload`].
+    current: Arc<CurrentCert>,
     peer: PeerIdentity,
     files: TlsFiles,
+}
+
+/// The client certificate of an identity and its clones, replaceable while in use.
+#[derive(Debug)]
+struct CurrentCert(RwLock<Option<Arc<CertifiedKey>>>);
+
+impl ResolvesClientCert for CurrentCert {
+    fn resolve(&self, _hints: &[&[u8]], _schemes: &[SignatureScheme]) -> Option<Arc<CertifiedKey>> {
+        self.0.read().ok().and_then(|c| c.clone())
+    }
+
+    fn has_certs(&self) -> bool {
+        self.0.read().map(|c| c.is_some()).unwrap_or(false)
+    }
 }
 
 impl fmt::Debug for Identity {
@@ -67,8 +96,8 @@ impl Identity {
     pub fn load_unverified(files: &TlsFiles) -> Result<Identity, TransportError> {
         let ca_certs = read_certs(&files.ca, "CA")?;
         let mut roots = RootCertStore::empty();
-        for (i, der) in ca_certs.into_iter().enumerate() {
-            roots.add(der).map_err(|e| {
+        for (i, der) in ca_certs.iter().enumerate() {
+            roots.add(der.clone()).map_err(|e| {
                 TransportError::file(
                     &files.ca,
                     format!("CA certificate #{} is not usable: {e}", i + 1),
@@ -81,8 +110,8 @@ impl Identity {
             TransportError::file(&files.key, format!("no usable PEM private key: {e}"))
         })?;
         let provider = provider();
-        rustls::sign::CertifiedKey::from_der(chain.clone(), key.clone_key(), &provider).map_err(
-            |e| {
+        let certified =
+            CertifiedKey::from_der(chain.clone(), key.clone_key(), &provider).map_err(|e| {
                 TransportError::file(
                     &files.key,
                     format!(
@@ -90,17 +119,73 @@ impl Identity {
                         files.cert.display()
                     ),
                 )
-            },
-        )?;
+            })?;
         let peer = certs::identity_from_cert_der(&chain[0])
             .map_err(|e| TransportError::file(&files.cert, e.to_string()))?;
         Ok(Identity {
             roots: Arc::new(roots),
+            ca_certs,
+            pin: None,
             chain,
-            key: Arc::new(key),
+            key: Some(Arc::new(key)),
+            current: Arc::new(CurrentCert(RwLock::new(Some(Arc::new(certified))))),
             peer,
             files: files.clone(),
         })
+    }
+
+    /// The identity of a node that is joining: no certificate yet, and instead of a CA file it
+    /// trusts a server whose TLS chain holds a CA certificate with SHA-256 `ca_hash` (from the
+    /// join token) and whose own certificate chains to that CA. `peer` is who it asks to be.
+    /// Only a master that accepts joins ([`crate::server_endpoint_accepting_joins`]) sends its
+    /// CA in its chain; any other server fails the handshake.
+    pub fn joining(ca_hash: [u8; 32], peer: PeerIdentity) -> Identity {
+        Identity {
+            roots: Arc::new(RootCertStore::empty()),
+            ca_certs: Vec::new(),
+            pin: Some(ca_hash),
+            chain: Vec::new(),
+            key: None,
+            current: Arc::new(CurrentCert(RwLock::new(None))),
+            peer,
+            files: TlsFiles {
+                ca: PathBuf::new(),
+                cert: PathBuf::new(),
+                key: PathBuf::new(),
+            },
+        }
+    }
+
+    /// Reads our files again (a renewed certificate and key) and, if they are valid under our
+    /// CA and name the same role and name, makes them the certificate every clone presents on
+    /// new connections. Open connections are not touched.
+    pub fn reload(&self) -> Result<(), TransportError> {
+        let fresh = Identity::load(&self.files)?;
+        if fresh.peer != self.peer {
+            return Err(TransportError::file(
+                &self.files.cert,
+                format!(
+                    "the renewed certificate is for {}, not {}",
+                    fresh.peer, self.peer
+                ),
+            ));
+        }
+        let cert = fresh
+            .current
+            .0
+            .read()
+            .ok()
+            .and_then(|c| c.clone())
+            .ok_or_else(|| {
+                TransportError::Tls("the reloaded identity has no certificate".into())
+            })?;
+        let mut slot = self
+            .current
+            .0
+            .write()
+            .map_err(|_| TransportError::Tls("the certificate slot is poisoned".into()))?;
+        *slot = Some(cert);
+        Ok(())
     }
 
     /// Who *we* are, from our own certificate.
@@ -138,23 +223,43 @@ impl Identity {
     }
 
     fn webpki_server_verifier(&self) -> Result<Arc<WebPkiServerVerifier>, TransportError> {
-        WebPkiServerVerifier::builder_with_provider(self.roots.clone(), provider())
-            .build()
-            .map_err(|e| TransportError::Tls(format!("cannot build the server verifier: {e}")))
+        webpki_server_verifier(self.roots.clone())
     }
 
     /// The rustls server configuration: TLS 1.3, our chain, a client certificate chaining to our
-    /// CA and carrying a corral identity is required, ALPN [`proto::ALPN`], no resumption.
-    pub(crate) fn server_tls_config(&self) -> Result<rustls::ServerConfig, TransportError> {
+    /// CA and carrying a corral identity, ALPN [`proto::ALPN`], no resumption. With
+    /// `accept_joins` a client may present no certificate (the master then lets it make only
+    /// the join call) and our chain ends with the CA certificates, for joining nodes to pin.
+    pub(crate) fn server_tls_config(
+        &self,
+        accept_joins: bool,
+    ) -> Result<rustls::ServerConfig, TransportError> {
         let inner = WebPkiClientVerifier::builder_with_provider(self.roots.clone(), provider())
             .build()
             .map_err(|e| TransportError::Tls(format!("cannot build the client verifier: {e}")))?;
-        let verifier = Arc::new(CorralClientVerifier { inner });
+        let verifier = Arc::new(CorralClientVerifier {
+            inner,
+            mandatory: !accept_joins,
+            algorithms: provider().signature_verification_algorithms,
+        });
+        let key = self
+            .key
+            .as_ref()
+            .ok_or_else(|| TransportError::Tls("a joining identity cannot serve".into()))?;
+        let mut chain = self.chain.clone();
+        if accept_joins {
+            chain.extend(
+                self.ca_certs
+                    .iter()
+                    .filter(|c| !self.chain.contains(c))
+                    .cloned(),
+            );
+        }
         let mut tls = rustls::ServerConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|e| TransportError::Tls(e.to_string()))?
             .with_client_cert_verifier(verifier)
-            .with_single_cert(self.chain.clone(), self.key.clone_key())
+            .with_single_cert(chain, key.clone_key())
             .map_err(|e| TransportError::Tls(format!("cannot use our certificate: {e}")))?;
         tls.alpn_protocols = vec![proto::ALPN.to_vec()];
         // A resumed session skips certificate verification; every connection must present and
@@ -168,35 +273,45 @@ impl Identity {
     /// The rustls client configuration. The role and name the server must have are not part of
     /// it: [`crate::connect`] encodes them in the TLS server name (see [`expectation_server_name`])
     /// and the verifier reads them from there, so one configuration serves every connection of
-    /// an endpoint. This crate's tests may change the result (for example its ALPN: see
-    /// `transport::raw`) and pass it to `transport::raw::connect_with_config`.
+    /// an endpoint. The client certificate is the identity's current one (see
+    /// [`Identity::reload`]). This crate's tests may change the result (for example its ALPN:
+    /// see `transport::raw`) and pass it to `transport::raw::connect_with_config`.
     pub(crate) fn client_tls_config(&self) -> Result<rustls::ClientConfig, TransportError> {
-        client_tls_config(
-            self.roots.clone(),
-            Some((self.chain.clone(), self.key.clone_key())),
-        )
+        let trust = match self.pin {
+            Some(hash) => ServerTrust::Pinned(hash),
+            None => ServerTrust::Roots(self.webpki_server_verifier()?),
+        };
+        let resolver: Arc<dyn ResolvesClientCert> = self.current.clone();
+        client_tls_config(trust, Some(resolver))
     }
 }
 
-/// The client configuration of a peer trusting `roots` and presenting `cert` (none: only
-/// tests, to prove that servers refuse such a client).
-fn client_tls_config(
+fn webpki_server_verifier(
     roots: Arc<RootCertStore>,
-    cert: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
-) -> Result<rustls::ClientConfig, TransportError> {
-    let inner = WebPkiServerVerifier::builder_with_provider(roots, provider())
+) -> Result<Arc<WebPkiServerVerifier>, TransportError> {
+    WebPkiServerVerifier::builder_with_provider(roots, provider())
         .build()
-        .map_err(|e| TransportError::Tls(format!("cannot build the server verifier: {e}")))?;
-    let verifier = Arc::new(CorralServerVerifier { inner });
-    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .map_err(|e| TransportError::Tls(format!("cannot build the server verifier: {e}")))
+}
+
+/// The client configuration of a peer trusting `trust` and presenting what `cert` resolves
+/// (none: only tests, to prove that servers refuse such a client).
+fn client_tls_config(
+    trust: ServerTrust,
+    cert: Option<Arc<dyn ResolvesClientCert>>,
+) -> Result<rustls::ClientConfig, TransportError> {
+    let provider = provider();
+    let verifier = Arc::new(CorralServerVerifier {
+        trust,
+        algorithms: provider.signature_verification_algorithms,
+    });
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| TransportError::Tls(e.to_string()))?
         .dangerous()
         .with_custom_certificate_verifier(verifier);
     let mut tls = match cert {
-        Some((chain, key)) => builder
-            .with_client_auth_cert(chain, key)
-            .map_err(|e| TransportError::Tls(format!("cannot use our certificate: {e}")))?,
+        Some(resolver) => builder.with_client_cert_resolver(resolver),
         None => builder.with_no_client_auth(),
     };
     tls.alpn_protocols = vec![proto::ALPN.to_vec()];
@@ -216,7 +331,10 @@ pub(crate) fn anonymous_client_tls_config(
             TransportError::file(ca, format!("CA certificate #{} is not usable: {e}", i + 1))
         })?;
     }
-    client_tls_config(Arc::new(roots), None)
+    client_tls_config(
+        ServerTrust::Roots(webpki_server_verifier(Arc::new(roots))?),
+        None,
+    )
 }
 
 /// Suffix of the TLS server names that carry an expected identity. `.invalid` is reserved
@@ -268,11 +386,14 @@ pub fn parse_expectation(server_name: &str) -> Option<(Role, Option<String>)> {
     Some((role, name))
 }
 
-fn read_file(path: &Path) -> Result<Vec<u8>, TransportError> {
+pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>, TransportError> {
     std::fs::read(path).map_err(|e| TransportError::file(path, format!("cannot read: {e}")))
 }
 
-fn read_certs(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>, TransportError> {
+pub(crate) fn read_certs(
+    path: &Path,
+    what: &str,
+) -> Result<Vec<CertificateDer<'static>>, TransportError> {
     let pem = read_file(path)?;
     let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
@@ -357,9 +478,9 @@ fn identity_rejected(msg: String) -> rustls::Error {
     ))))
 }
 
-/// The handshake signature checks, which both verifiers leave to the webpki verifier they wrap
-/// (`self.inner`): only the certificate checks differ.
-macro_rules! delegate_signature_checks {
+/// The handshake signature checks, the same for both verifiers: by the provider's algorithms
+/// (`self.algorithms`); only the certificate checks differ.
+macro_rules! signature_checks {
     () => {
         fn verify_tls12_signature(
             &self,
@@ -367,7 +488,7 @@ macro_rules! delegate_signature_checks {
             cert: &CertificateDer<'_>,
             dss: &DigitallySignedStruct,
         ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            self.inner.verify_tls12_signature(message, cert, dss)
+            rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
         }
 
         fn verify_tls13_signature(
@@ -376,23 +497,61 @@ macro_rules! delegate_signature_checks {
             cert: &CertificateDer<'_>,
             dss: &DigitallySignedStruct,
         ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            self.inner.verify_tls13_signature(message, cert, dss)
+            rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
         }
 
         fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-            self.inner.supported_verify_schemes()
+            self.algorithms.supported_schemes()
         }
     };
 }
 
-/// Client side: the server's chain and validity are checked by webpki against our CA; the
-/// server name is not (see [`is_name_mismatch`]); then the `corral://ROLE/NAME` SAN must name
-/// the role (and name) that the server name carries (see [`expectation_server_name`]). A server
-/// name that carries no expectation is refused, so an endpoint's default configuration cannot
-/// be used by accident to reach "whoever answers".
+/// What a client trusts a server's chain to: the CA file's roots, or (a joining node) the CA
+/// certificate with a pinned hash that the server itself presents in its chain.
+#[derive(Debug)]
+enum ServerTrust {
+    Roots(Arc<WebPkiServerVerifier>),
+    Pinned([u8; 32]),
+}
+
+/// Client side: the server's chain and validity are checked by webpki against our CA (or the
+/// pinned CA, see [`ServerTrust`]); the server name is not (see [`is_name_mismatch`]); then the
+/// `corral://ROLE/NAME` SAN must name the role (and name) that the server name carries (see
+/// [`expectation_server_name`]). A server name that carries no expectation is refused, so an
+/// endpoint's default configuration cannot be used by accident to reach "whoever answers".
 #[derive(Debug)]
 struct CorralServerVerifier {
-    inner: Arc<WebPkiServerVerifier>,
+    trust: ServerTrust,
+    algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
+}
+
+impl CorralServerVerifier {
+    /// The webpki verifier of our trust: for a pinned CA, one whose root is the certificate of
+    /// the server's chain with the pinned hash.
+    fn webpki(
+        &self,
+        intermediates: &[CertificateDer<'_>],
+    ) -> Result<Arc<WebPkiServerVerifier>, rustls::Error> {
+        let hash = match &self.trust {
+            ServerTrust::Roots(v) => return Ok(v.clone()),
+            ServerTrust::Pinned(hash) => hash,
+        };
+        let ca = intermediates
+            .iter()
+            .find(|c| certs::ca_hash(c.as_ref()) == *hash)
+            .ok_or_else(|| {
+                identity_rejected(format!(
+                    "the master did not present the CA certificate sha256:{} that the join \
+                     token pins: it belongs to another cluster, or was not started with --ca-key",
+                    certs::hex(hash)
+                ))
+            })?;
+        let mut roots = RootCertStore::empty();
+        roots
+            .add(ca.clone().into_owned())
+            .map_err(|e| identity_rejected(format!("the pinned CA is not usable: {e}")))?;
+        webpki_server_verifier(Arc::new(roots)).map_err(|e| rustls::Error::General(e.to_string()))
+    }
 }
 
 impl ServerCertVerifier for CorralServerVerifier {
@@ -404,7 +563,7 @@ impl ServerCertVerifier for CorralServerVerifier {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        match self.inner.verify_server_cert(
+        match self.webpki(intermediates)?.verify_server_cert(
             end_entity,
             intermediates,
             server_name,
@@ -431,15 +590,19 @@ impl ServerCertVerifier for CorralServerVerifier {
         Ok(ServerCertVerified::assertion())
     }
 
-    delegate_signature_checks!();
+    signature_checks!();
 }
 
 /// Server side: webpki's client verifier (certificate required, chains to our CA, valid now,
 /// clientAuth EKU), plus the certificate must carry a corral identity so that
 /// [`crate::peer_identity`] cannot fail on an accepted connection.
+/// Not mandatory on a master accepting joins: a client without a certificate then connects,
+/// and the master lets it make only the join call.
 #[derive(Debug)]
 struct CorralClientVerifier {
     inner: Arc<dyn ClientCertVerifier>,
+    mandatory: bool,
+    algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
 }
 
 impl ClientCertVerifier for CorralClientVerifier {
@@ -448,7 +611,7 @@ impl ClientCertVerifier for CorralClientVerifier {
     }
 
     fn client_auth_mandatory(&self) -> bool {
-        true
+        self.mandatory
     }
 
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
@@ -467,5 +630,5 @@ impl ClientCertVerifier for CorralClientVerifier {
         Ok(ClientCertVerified::assertion())
     }
 
-    delegate_signature_checks!();
+    signature_checks!();
 }

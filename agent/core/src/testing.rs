@@ -122,6 +122,7 @@ pub fn config(resources: &str) -> CoreConfig {
             attributes: BTreeMap::new(),
             version: ProtocolVersion::CURRENT,
             software_version: "test".into(),
+            reserved: BTreeMap::new(),
         },
         agent_id: None,
         retry: RetryPolicy {

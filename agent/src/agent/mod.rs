@@ -153,8 +153,12 @@ fn now() -> Now {
 }
 
 /// What the node offers: measured (isolation's view or procfs), with `--resources` overrides
-/// and the system's reservation taken off.
-fn measure(config: &Config, runtime: &Runtime) -> Result<Resources, AgentError> {
+/// and the system's reservation taken off; and the part of it `--resources` reserves for
+/// roles (`cpus(batch):2`).
+fn measure(
+    config: &Config,
+    runtime: &Runtime,
+) -> Result<(Resources, BTreeMap<String, Resources>), AgentError> {
     let (cpus, mem) = match runtime {
         Runtime::Isolated(iso) => match iso.node_resources(&Default::default()) {
             Ok(n) => (n.cpus_milli, n.mem_bytes),
@@ -165,25 +169,26 @@ fn measure(config: &Config, runtime: &Runtime) -> Result<Resources, AgentError> 
         },
         Runtime::Plain => resources::procfs_cpus_and_memory(),
     };
-    let overrides = match &config.resources {
-        Some(spec) => Some((
-            spec.parse::<Resources>()
-                .map_err(|e| AgentError::Resources {
+    let (overrides, reserved) = match &config.resources {
+        Some(spec) => {
+            let (total, reserved) =
+                proto::parse_reserved_resources(spec).map_err(|e| AgentError::Resources {
                     spec: spec.clone(),
                     reason: e.to_string(),
-                })?,
-            resources::named_resources(spec),
-        )),
-        None => None,
+                })?;
+            (Some((total, resources::named_resources(spec))), reserved)
+        }
+        None => (None, BTreeMap::new()),
     };
-    Ok(resources::node_resources(
+    let total = resources::node_resources(
         cpus,
         mem,
         &config.work_dir,
         overrides.as_ref().map(|(r, _)| r),
         overrides.as_ref().map(|(_, n)| n.as_slice()).unwrap_or(&[]),
         config.reserved.as_ref(),
-    ))
+    );
+    Ok((total, reserved))
 }
 
 /// Runs the agent until `shutdown` completes. Tasks keep running when the agent stops.
@@ -208,7 +213,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     if matches!(runtime, Runtime::Isolated(_)) {
         warn_about_shared_dirs(&config.work_dir);
     }
-    let total = measure(&config, &runtime)?;
+    let (total, reserved) = measure(&config, &runtime)?;
     let agent_id = load_agent_id(&config.work_dir);
     tracing::info!(resources = %total, runtime = %runtime.describe(), agent_id = ?agent_id.as_ref().map(|a| a.to_string()),
         work_dir = %config.work_dir.display(), "agent starting");
@@ -218,6 +223,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         attributes: config.attributes.clone(),
         version: proto::ProtocolVersion::CURRENT,
         software_version: env!("CARGO_PKG_VERSION").to_owned(),
+        reserved,
     };
     let opts = client_options(&config);
     let checkpoints = Checkpoints::open(&config.work_dir)?;

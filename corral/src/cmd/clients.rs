@@ -61,7 +61,7 @@ fn ago(now_ms: u64, at_ms: u64) -> String {
     }
 }
 
-fn reason_text(r: StatusReason) -> &'static str {
+pub(crate) fn reason_text(r: StatusReason) -> &'static str {
     match r {
         StatusReason::CommandExited => "command exited",
         StatusReason::MemoryLimit => "memory limit",
@@ -152,6 +152,17 @@ pub fn render(s: &ClusterState, now_ms: u64) -> String {
             res(&a.offered),
             psi(a.pressure.as_ref())
         ));
+        if !a.reserved.is_empty() {
+            out.push_str(&format!(
+                "    reserved {}{}\n",
+                proto::format_reserved(&a.reserved),
+                if a.reserved_dynamic.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (dynamic {})", proto::format_reserved(&a.reserved_dynamic))
+                }
+            ));
+        }
     }
     out.push_str(&format!("\nFRAMEWORKS ({})\n", s.frameworks.len()));
     out.push_str(&format!(
@@ -195,8 +206,17 @@ pub fn render(s: &ClusterState, now_ms: u64) -> String {
         out.push_str(&format!("\nROLES ({})\n", s.roles.len()));
         for r in &s.roles {
             out.push_str(&format!(
-                "  {:<20} weight={:<6} share={:.3} starved={}ms\n",
-                r.name, r.weight, r.dominant_share, r.starved_ms
+                "  {:<20} weight={:<6} share={:.3} starved={}ms used={} offered={}{}\n",
+                r.name,
+                r.weight,
+                r.dominant_share,
+                r.starved_ms,
+                r.used,
+                r.offered,
+                r.quota
+                    .as_ref()
+                    .map(|q| format!(" guarantee={} limit={}", q.guarantee, q.limit))
+                    .unwrap_or_default()
             ));
         }
     }
@@ -439,6 +459,8 @@ mod tests {
             attributes: BTreeMap::new(),
             version: String::new(),
             pressure,
+            reserved: BTreeMap::new(),
+            reserved_dynamic: BTreeMap::new(),
         };
         let mut s = ClusterState::default();
         let hot = NodePressure {

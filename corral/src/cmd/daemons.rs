@@ -6,7 +6,7 @@ use crate::config::{self, AgentFile, MasterFile};
 use crate::local;
 use anyhow::{bail, Context, Result};
 use std::net::SocketAddr;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 pub fn wall_ms() -> u64 {
     SystemTime::now()
@@ -103,6 +103,7 @@ pub async fn master(args: MasterArgs) -> Result<u8> {
     if !raft.peers.is_empty() && args.id.is_none() {
         bail!("--peer needs --id N: every master of a replicated cluster has its own id");
     }
+    let join = join_setup(&args, &file, &identity)?;
     let server = master::MasterServer::bind(master::Config {
         listen,
         data_dir,
@@ -114,9 +115,116 @@ pub async fn master(args: MasterArgs) -> Result<u8> {
             args.metrics_listen.as_deref(),
             file.metrics_listen.as_deref(),
         )?,
+        join,
     })?;
     server.run(shutdown_signal()).await?;
     Ok(0)
+}
+
+/// The default of `--join-cert-ttl`.
+const DEFAULT_JOIN_CERT_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// `--ca-key` and `--join-cert-ttl`: what the master needs to sign certificates, if anything.
+fn join_setup(
+    args: &MasterArgs,
+    file: &MasterFile,
+    identity: &transport::Identity,
+) -> Result<Option<master::JoinSetup>> {
+    let ttl = args
+        .join_cert_ttl
+        .as_deref()
+        .or(file.join_cert_ttl.as_deref());
+    let Some(ca_key) = args.ca_key.clone().or(file.ca_key.clone()) else {
+        if ttl.is_some() {
+            bail!("--join-cert-ttl needs --ca-key: only a master holding the CA key signs certificates");
+        }
+        return Ok(None);
+    };
+    let cert_ttl = match ttl {
+        Some(t) => config::duration("join-cert-ttl", t)?,
+        None => DEFAULT_JOIN_CERT_TTL,
+    };
+    let signer = certs::CaSigner::load(&identity.files().ca, &ca_key)
+        .with_context(|| format!("--ca-key {}", ca_key.display()))?;
+    tracing::info!(
+        ttl_secs = cert_ttl.as_secs(),
+        "joins enabled: this master signs certificates"
+    );
+    Ok(Some(master::JoinSetup {
+        signer: std::sync::Arc::new(signer),
+        cert_ttl,
+    }))
+}
+
+/// `corral agent --join TOKEN`: the TLS files (flags, file, else under WORK_DIR/tls/), got with
+/// the token first if the certificate is not there yet.
+async fn join_if_needed(
+    args: &AgentArgs,
+    file: &AgentFile,
+    masters: &[String],
+    work_dir: &std::path::Path,
+    name: &str,
+) -> Result<crate::cli::TlsArgs> {
+    let mut tls = args.tls.clone();
+    let Some(token) = args.join.clone().or(file.join.clone()) else {
+        return Ok(tls);
+    };
+    let dir = work_dir.join("tls");
+    let files = transport::TlsFiles {
+        ca: tls
+            .ca
+            .clone()
+            .or(file.ca.clone())
+            .unwrap_or(dir.join("ca.pem")),
+        cert: tls
+            .cert
+            .clone()
+            .or(file.cert.clone())
+            .unwrap_or(dir.join("agent.pem")),
+        key: tls
+            .key
+            .clone()
+            .or(file.key.clone())
+            .unwrap_or(dir.join("agent-key.pem")),
+    };
+    let role = token
+        .parse::<certs::JoinToken>()
+        .context("invalid --join")?
+        .role;
+    if role != proto::Role::Agent {
+        bail!("invalid --join: the token is for role {role}, not agent");
+    }
+    if files.cert.exists() && !has_expired(&files.cert) {
+        tracing::info!(cert = %files.cert.display(), "already joined: using the certificate there");
+    } else {
+        // Not joined yet, or down past the certificate's expiry: join (again) with the token.
+        std::fs::create_dir_all(work_dir)
+            .with_context(|| format!("cannot create {}", work_dir.display()))?;
+        let me = session::join(
+            masters.to_vec(),
+            &token,
+            Some(name),
+            &files,
+            Duration::from_secs(60),
+        )
+        .await
+        .context("cannot join the cluster with --join")?;
+        tracing::info!(identity = %me, cert = %files.cert.display(), "joined the cluster");
+    }
+    tls.ca = Some(files.ca);
+    tls.cert = Some(files.cert);
+    tls.key = Some(files.key);
+    Ok(tls)
+}
+
+/// Whether the certificate at `cert` is readable and past its not-after (an unreadable one is
+/// left for the identity loader to report).
+fn has_expired(cert: &std::path::Path) -> bool {
+    let not_after = std::fs::read_to_string(cert)
+        .ok()
+        .and_then(|pem| certs::cert_validity(&pem).ok())
+        .map(|(_, not_after)| not_after);
+    not_after.is_some_and(|t| u64::try_from(t).unwrap_or(0) <= wall_ms() / 1000)
 }
 
 pub async fn agent(args: AgentArgs) -> Result<u8> {
@@ -130,8 +238,14 @@ pub async fn agent(args: AgentArgs) -> Result<u8> {
         bail!("missing --master HOST:PORT (or CORRAL_MASTER, or `master` in the config file)");
     }
     let work_dir = config::required(args.work_dir.clone(), file.work_dir.clone(), "work-dir")?;
+    let node_name = args
+        .hostname
+        .clone()
+        .or(file.hostname.clone())
+        .unwrap_or_else(local::hostname);
+    let tls = join_if_needed(&args, &file, &masters, &work_dir, &node_name).await?;
     let identity = load_identity(
-        &args.tls,
+        &tls,
         (
             file.ca.as_deref(),
             file.cert.as_deref(),
@@ -140,7 +254,7 @@ pub async fn agent(args: AgentArgs) -> Result<u8> {
     )?;
     let resources = args.resources.clone().or(file.resources.clone());
     if let Some(spec) = &resources {
-        spec.parse::<proto::Resources>()
+        proto::parse_reserved_resources(spec)
             .with_context(|| format!("invalid --resources '{spec}'"))?;
     }
     let reserved = match args.reserved.as_deref().or(file.reserved.as_deref()) {
@@ -219,7 +333,15 @@ pub async fn agent(args: AgentArgs) -> Result<u8> {
             file.metrics_listen.as_deref(),
         )?,
     };
-    agent::run(config, shutdown_signal()).await?;
+    // The agent renews its certificate itself before it expires (from a master with --ca-key);
+    // new connections present the new one, the open session and the tasks go on.
+    let renewal = tokio::spawn(session::keep_renewed(session::ClientOptions::new(
+        config.masters.clone(),
+        config.identity.clone(),
+    )));
+    let result = agent::run(config, shutdown_signal()).await;
+    renewal.abort();
+    result?;
     Ok(0)
 }
 

@@ -4,11 +4,18 @@
 use super::{client_options, load_identity, shutdown_signal};
 use crate::cli::{MesosGatewayArgs, TlsArgs};
 use anyhow::Result;
-use mesos_gateway::{Gateway, GatewayConfig};
+use mesos_gateway::{Gateway, GatewayConfig, GatewayTls};
 
 pub async fn mesos_gateway(args: MesosGatewayArgs) -> Result<u8> {
-    // Refuse a non-loopback address before anything else (certificates included).
-    mesos_gateway::loopback_addr(&args.listen).await?;
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(GatewayTls {
+            cert: cert.clone(),
+            key: key.clone(),
+        }),
+        _ => None,
+    };
+    // Refuse a non-loopback address without TLS before anything else (certificates included).
+    mesos_gateway::listen_addr(&args.listen, tls.is_some()).await?;
     let framework = client_options(&args.connect)?;
     let operator = match (&args.operator_cert, &args.operator_key) {
         (Some(cert), Some(key)) => {
@@ -27,13 +34,14 @@ pub async fn mesos_gateway(args: MesosGatewayArgs) -> Result<u8> {
     };
     let config = GatewayConfig {
         listen: args.listen.clone(),
+        tls,
         framework,
         operator,
         heartbeat: crate::config::seconds("heartbeat-secs", args.heartbeat_secs)?,
     };
     let gateway = Gateway::bind(config).await?;
-    tracing::info!(listen = %gateway.local_addr(), masters = %args.connect.master.join(","),
-        "Mesos gateway serving");
+    tracing::info!(listen = %gateway.local_addr(), https = gateway.is_tls(),
+        masters = %args.connect.master.join(","), "Mesos gateway serving");
     gateway.run(shutdown_signal()).await;
     tracing::info!("Mesos gateway stopped");
     Ok(0)

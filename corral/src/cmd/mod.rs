@@ -4,9 +4,12 @@ mod bench;
 mod certs;
 mod clients;
 pub mod daemons;
+mod events;
 mod gateway;
 mod policy;
+mod quota;
 pub mod run;
+mod ui;
 
 use crate::cli::{Cli, Command, ConnectArgs, TlsArgs};
 use anyhow::{bail, Context, Result};
@@ -34,6 +37,8 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
                     Command::State(a) => clients::state(a).await,
                     Command::Logs(a) => clients::logs(a).await,
                     Command::Kill(a) => clients::kill(a).await,
+                    Command::Events(a) => events::events(a).await,
+                    Command::Ui(a) => ui::ui(a).await,
                     Command::Drain(a) => clients::agent_call(a, clients::AgentOp::Drain).await,
                     Command::Deactivate(a) => {
                         clients::agent_call(a, clients::AgentOp::Deactivate).await
@@ -44,6 +49,9 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
                     Command::Teardown(a) => clients::teardown(a).await,
                     Command::Masters(m) => clients::masters(m).await,
                     Command::Policy(p) => policy::run(p).await,
+                    Command::Quota(q) => quota::run(q).await,
+                    Command::Reserve(a) => quota::reservation(a, true).await,
+                    Command::Unreserve(a) => quota::reservation(a, false).await,
                     Command::MesosGateway(a) => gateway::mesos_gateway(a).await,
                     Command::Bench(b) => bench::run(b).await,
                     Command::Certs(_) | Command::Init(_) => unreachable!(),

@@ -42,19 +42,59 @@ fn cli_config(cluster: &Cluster, listen: &str) -> std::path::PathBuf {
 
 /// `mesos ARGS` (avmesos-cli), its stdout; fails the test if it fails.
 fn mesos_cli(python: &std::path::Path, config: &std::path::Path, args: &[&str]) -> String {
+    let mut full = vec!["-m", "avmesos.cli.mesos-cli"];
+    full.extend_from_slice(args);
+    let what = format!("mesos {}", args.join(" "));
+    run_python(
+        python,
+        &full,
+        &[("MESOS_CLI_CONFIG", config.as_os_str())],
+        &what,
+    )
+}
+
+/// Runs avmesos-cli until its output satisfies `want` (at most 30 s; panics with the last
+/// output then).
+fn mesos_cli_until(
+    python: &std::path::Path,
+    config: &std::path::Path,
+    args: &[&str],
+    want: impl Fn(&str) -> bool,
+) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = mesos_cli(python, config, args);
+        if want(&out) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "mesos {args:?} never showed what the test waits for:\n{out}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Runs `python ARGS` with `env` (at most 60 s), prints its output under `what` and returns
+/// its stdout; panics with its stderr if it fails.
+fn run_python(
+    python: &std::path::Path,
+    args: &[&str],
+    env: &[(&str, &std::ffi::OsStr)],
+    what: &str,
+) -> String {
     let child = Command::new(python)
-        .args(["-m", "avmesos.cli.mesos-cli"])
         .args(args)
-        .env("MESOS_CLI_CONFIG", config)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("start avmesos-cli");
+        .unwrap_or_else(|e| panic!("start {what}: {e}"));
     let out = wait_child(child, Duration::from_secs(60));
     let text = stdout(&out);
-    println!("--- mesos {} ---\n{text}{}", args.join(" "), stderr(&out));
-    assert!(out.status.success(), "mesos {args:?}: {}", stderr(&out));
+    println!("--- {what} ---\n{text}{}", stderr(&out));
+    assert!(out.status.success(), "{what} failed: {}", stderr(&out));
     text
 }
 
@@ -245,22 +285,20 @@ fn pymesos_scheduler_survives_a_leader_failover_of_three_masters() {
         }
     }
     // While it runs, avmesos-cli lists the framework as active and its task as running.
+    // Polled: the masters may change leader right after they start, and the framework is
+    // listed once its (re-)subscription is committed at the leader of the moment.
     let config = cli_config(&cluster, &listen);
-    let frameworks = mesos_cli(&python, &config, &["framework", "list"]);
-    assert!(
-        frameworks
-            .lines()
-            .any(|l| l.contains("pymesos-failover") && l.contains("True")),
-        "{frameworks}"
-    );
-    let tasks = mesos_cli(&python, &config, &["task", "list"]);
-    assert!(
-        tasks.lines().any(|l| l
-            .split_whitespace()
-            .take(2)
-            .eq(["survivor", "TASK_RUNNING"])),
-        "{tasks}"
-    );
+    mesos_cli_until(&python, &config, &["framework", "list"], |out| {
+        out.lines()
+            .any(|l| l.contains("pymesos-failover") && l.contains("True"))
+    });
+    mesos_cli_until(&python, &config, &["task", "list"], |out| {
+        out.lines().any(|l| {
+            l.split_whitespace()
+                .take(2)
+                .eq(["survivor", "TASK_RUNNING"])
+        })
+    });
     let leader = cluster.wait_for_leader(Duration::from_secs(20));
     let killed_at = std::time::Instant::now();
     cluster.master_daemon(leader).kill();
@@ -316,7 +354,100 @@ fn mesos_gateway_refuses_a_non_loopback_listen_address() {
     assert!(!out.status.success());
     let err = stderr(&out);
     assert!(
-        err.contains("0.0.0.0:5050") && err.contains("needs TLS"),
-        "the refusal names the address and why: {err}"
+        err.contains("0.0.0.0:5050") && err.contains("needs TLS") && err.contains("--tls-cert"),
+        "the refusal names the address, why and the way out: {err}"
     );
+}
+
+/// The HTTPS client of `mesos_gateway_serves_https_...`: Python's own TLS (ssl, http.client),
+/// as Mesos clients written in Python use it. Prints one line per check.
+const HTTPS_CLIENT: &str = r#"
+import http.client, json, ssl, sys
+port, ca = int(sys.argv[1]), sys.argv[2]
+ctx = ssl.create_default_context(cafile=ca)
+c = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=30)
+c.request("GET", "/version")
+r = c.getresponse()
+print("VERSION", r.status, json.loads(r.read())["version"])
+c = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=30)
+body = json.dumps({"type": "SUBSCRIBE", "subscribe": {"framework_info": {"user": "root", "name": "https"}}})
+c.request("POST", "/api/v1/scheduler", body, {"Content-Type": "application/json", "Accept": "application/json"})
+r = c.getresponse()
+n = int(r.readline())
+event = json.loads(r.read(n))
+print("SUBSCRIBED", r.status, event["type"], event["subscribed"]["framework_id"]["value"], r.getheader("Mesos-Stream-Id"))
+try:
+    untrusted = http.client.HTTPSConnection("127.0.0.1", port, context=ssl.create_default_context(), timeout=30)
+    untrusted.request("GET", "/version")
+    print("UNTRUSTED-ACCEPTED", untrusted.getresponse().status)
+except ssl.SSLCertVerificationError as e:
+    print("UNTRUSTED-REFUSED", e.reason)
+try:
+    plain = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    plain.request("GET", "/version")
+    print("PLAIN-ANSWERED", plain.getresponse().status)
+except Exception as e:
+    print("PLAIN-REFUSED", type(e).__name__)
+"#;
+
+#[test]
+fn mesos_gateway_serves_https_on_a_non_loopback_address_given_a_certificate() {
+    let mut cluster = Cluster::start_master(&[]);
+    cluster.start_agent("a1", &["--resources", "cpus:1;mem:1GiB"]);
+    // The gateway's server certificate, from the cluster's CA, naming the address clients use.
+    cluster
+        .certs
+        .issue_with_sans("operator", "gateway-https", &["127.0.0.1"]);
+    let port = free_tcp_port();
+    let mut args: Vec<String> = vec![
+        "mesos-gateway".into(),
+        "--listen".into(),
+        format!("0.0.0.0:{port}"),
+        "--tls-cert".into(),
+        cluster.certs.cert("gateway-https").display().to_string(),
+        "--tls-key".into(),
+        cluster.certs.key("gateway-https").display().to_string(),
+        "--master".into(),
+        cluster.masters_flag(),
+    ];
+    args.extend(cluster.certs.flags("fw"));
+    let gw = Daemon::spawn("mesos-gateway-https", &args, cluster.dir.path());
+    gw.wait_for_log("Mesos gateway serving", Duration::from_secs(20));
+    assert!(gw.log_text().contains("https=true"), "{}", gw.log_text());
+
+    let python = ["/usr/bin/python3", "/usr/local/bin/python3"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .unwrap_or("python3");
+    let port = port.to_string();
+    let ca = cluster.certs.ca().display().to_string();
+    let text = run_python(
+        std::path::Path::new(python),
+        &["-c", HTTPS_CLIENT, &port, &ca],
+        &[],
+        "the HTTPS client",
+    );
+    let line = |prefix: &str| -> Vec<String> {
+        let l = text
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix} line in:\n{text}"));
+        l.split(' ').map(str::to_owned).collect()
+    };
+    assert_eq!(line("VERSION"), ["VERSION", "200", "1.11.0"]);
+    let sub = line("SUBSCRIBED");
+    assert_eq!(&sub[1..3], ["200", "SUBSCRIBED"], "{text}");
+    assert!(
+        !sub[3].is_empty() && sub[4].len() == 36,
+        "framework and stream ids: {text}"
+    );
+    assert!(
+        text.contains("UNTRUSTED-REFUSED"),
+        "a client that does not trust the CA refuses the gateway: {text}"
+    );
+    assert!(
+        text.contains("PLAIN-REFUSED"),
+        "plain HTTP gets no answer from the HTTPS listener: {text}"
+    );
+    drop(gw);
 }

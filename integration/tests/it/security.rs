@@ -73,6 +73,7 @@ fn wrong_role_certificates_are_refused_for_each_call() {
             attributes: Default::default(),
             version: proto::ProtocolVersion::CURRENT,
             software_version: String::new(),
+            reserved: Default::default(),
         };
         tx.send(&ClientFrame::Agent(proto::AgentToMaster::Register {
             agent_id: None,

@@ -6,16 +6,24 @@
 //! queue the offers. Mesos 1.7 needs 1,060 ms per `allocate()` at 10,000 agents x 1,000
 //! frameworks (performance-anchors.md §2).
 //!
-//! Each size is built 3 times (`MASTER_CORE_BENCH_BUILDS`); the table gives min, median and max
+//! Each size is built 3 times (`MASTER_CORE_BENCH_BUILDS`; `MASTER_CORE_BENCH_CONFIG=plain` or
+//! `tenancy` runs one configuration); the table gives min, median and max
 //! wall milliseconds per pass, and the mean on-CPU milliseconds of the benchmark thread, which
 //! a busy shared machine disturbs less than wall time.
+//!
+//! The `quota+reservations` rows run the same workload with multi-tenancy configured: role `*`
+//! has a guarantee (cpus 10% of the cluster) and a limit (90%), ten roles without frameworks
+//! have guarantees (headroom), every tenth agent reserves `cpus(res):4;mem(res):512MiB`
+//! statically and one framework (of the 1,000) is in role `res`. Every offer then goes through
+//! the quota cut and the reserved pools.
 //!
 //! Run: `cargo bench -p master-core` (prints a table; no timing asserts).
 
 use master_core::{Master, MasterConfig, Output, SessionId};
 use proto::{
     AgentInfo, AgentToMaster, ClientFrame, CommandInfo, Filters, FrameworkCall, FrameworkEvent,
-    FrameworkInfo, Offer, OfferOperation, PeerIdentity, Role, ServerFrame, TaskId, TaskInfo,
+    FrameworkInfo, Offer, OfferOperation, OperatorCall, PeerIdentity, Quota, ResourceLimit,
+    Resources, Role, ServerFrame, TaskId, TaskInfo,
 };
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -114,13 +122,58 @@ impl Cluster {
     }
 }
 
-fn build(agents: usize, frameworks: usize) -> Cluster {
+/// The quotas of the `quota+reservations` rows (see the module doc), set by an operator call.
+fn set_quotas(c: &mut Cluster, agents: usize, session: SessionId) {
+    let peer = PeerIdentity {
+        role: Role::Operator,
+        name: "ops".into(),
+    };
+    c.master.handle_connected(c.now, session, peer);
+    let cluster_cpus = agents as u64 * 24_000;
+    let mut quotas = vec![(
+        "*".to_owned(),
+        Quota {
+            guarantee: Resources::new(cluster_cpus / 10, 0),
+            limit: ResourceLimit {
+                cpus_milli: Some(cluster_cpus / 10 * 9),
+                ..ResourceLimit::default()
+            },
+        },
+    )];
+    for i in 0..10 {
+        quotas.push((
+            format!("q{i}"),
+            Quota {
+                guarantee: Resources::new(1000, 1 << 30),
+                limit: ResourceLimit::default(),
+            },
+        ));
+    }
+    for (role, quota) in quotas {
+        let call = OperatorCall::SetQuota {
+            role,
+            quota: Some(quota),
+        };
+        c.master
+            .handle_message(c.now, session, ClientFrame::Operator(call));
+        c.drain();
+    }
+}
+
+fn build(agents: usize, frameworks: usize, tenancy: bool) -> Cluster {
     let config = MasterConfig {
         offer_timeout: None,
         allocation_batch: Duration::from_millis(1),
         // The benchmark's virtual time stays far below these.
         agent_unreachable_timeout: Duration::from_secs(3600),
         framework_heartbeat_interval: Duration::from_secs(3600),
+        // Role `res` (one framework) weighs little, so that DRF gives it about one agent of
+        // every thousand besides its reservations: the workload stays the plain one's.
+        role_weights: if tenancy {
+            [("res".to_owned(), 0.001)].into()
+        } else {
+            Default::default()
+        },
         ..MasterConfig::default()
     };
     let start = Instant::now();
@@ -134,6 +187,10 @@ fn build(agents: usize, frameworks: usize) -> Cluster {
         .parse()
         .expect("benchmark resources parse");
     let mut session: SessionId = 0;
+    if tenancy {
+        session += 1;
+        set_quotas(&mut c, agents, session);
+    }
     for i in 0..agents {
         session += 1;
         let peer = PeerIdentity {
@@ -147,6 +204,11 @@ fn build(agents: usize, frameworks: usize) -> Cluster {
             attributes: Default::default(),
             version: Default::default(),
             software_version: String::new(),
+            reserved: if tenancy && i % 10 == 0 {
+                [("res".to_owned(), Resources::new(4000, 512 << 20))].into()
+            } else {
+                Default::default()
+            },
         };
         c.master.handle_message(
             c.now,
@@ -169,7 +231,7 @@ fn build(agents: usize, frameworks: usize) -> Cluster {
         let info = FrameworkInfo {
             id: None,
             name: format!("fw{i}"),
-            roles: vec!["*".into()],
+            roles: vec![if tenancy && i == 0 { "res" } else { "*" }.into()],
             failover_timeout_ms: 3_600_000,
             capabilities: Vec::new(),
             version: Default::default(),
@@ -241,10 +303,36 @@ fn main() {
         .unwrap_or(5);
     println!("master-core allocation pass, DeclineOffers workload (weighted DRF)");
     println!(
-        "| agents | frameworks | pass | passes | offers per pass | ms min | ms median | ms max | on-CPU ms mean | Mesos 1.7 ms |"
+        "| agents | frameworks | config | pass | passes | offers per pass | ms min | ms median | ms max | on-CPU ms mean | Mesos 1.7 ms |"
     );
-    println!("|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|");
+    let configs: &[bool] = match std::env::var("MASTER_CORE_BENCH_CONFIG").as_deref() {
+        Ok("plain") => &[false],
+        Ok("tenancy") => &[true],
+        _ => &[false, true],
+    };
     for &(agents, frameworks, mesos) in grid {
+        for &tenancy in configs {
+            run_size(agents, frameworks, mesos, tenancy, builds, rounds);
+        }
+    }
+}
+
+/// Builds one size `builds` times and prints its two rows.
+fn run_size(
+    agents: usize,
+    frameworks: usize,
+    mesos: f64,
+    tenancy: bool,
+    builds: usize,
+    rounds: usize,
+) {
+    let config = if tenancy {
+        "quota+reservations"
+    } else {
+        "plain"
+    };
+    {
         let mesos_s = if mesos.is_nan() {
             "-".to_owned()
         } else {
@@ -255,7 +343,7 @@ fn main() {
         let (mut first_offers, mut after_offers) = (0, 0);
         for _ in 0..builds.max(1) {
             let t0 = std::time::Instant::now();
-            let mut c = build(agents, frameworks);
+            let mut c = build(agents, frameworks, tenancy);
             eprintln!(
                 "  (setup of {agents} agents x {frameworks} frameworks took {:.2?})",
                 t0.elapsed()
@@ -298,7 +386,7 @@ fn main() {
                 format!("{:.1}", cpu.iter().sum::<f64>() / cpu.len() as f64)
             };
             println!(
-                "| {agents} | {frameworks} | {name} | {} | {offers} | {min:.1} | {median:.1} | {max:.1} | {cpu} | {mesos_s} |",
+                "| {agents} | {frameworks} | {config} | {name} | {} | {offers} | {min:.1} | {median:.1} | {max:.1} | {cpu} | {mesos_s} |",
                 ms.len()
             );
         }

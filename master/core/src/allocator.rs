@@ -9,6 +9,7 @@
 //! goes to whoever is now furthest behind.
 
 use crate::config::AllocatorKind;
+use crate::quota::QuotaBook;
 use proto::{FrameworkId, PortRange, Resources};
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
@@ -127,12 +128,25 @@ pub struct ClusterView<'a> {
     pub role_weights: &'a BTreeMap<String, f64>,
     /// An agent is offered only if its free resources meet one non-zero quantity of this.
     pub min_allocatable: &'a Resources,
+    /// Roles with a quota (`quota.rs`), each with what all its frameworks hold (used, offered,
+    /// launching); empty when no role has one.
+    pub quotas: Vec<QuotaView<'a>>,
+}
+
+/// A role's quota and what the role holds.
+pub struct QuotaView<'a> {
+    pub role: &'a str,
+    pub quota: &'a proto::Quota,
+    pub consumed: Resources,
 }
 
 pub struct AgentView<'a> {
     /// The agent's dense index in the master.
     pub ix: u32,
     pub available: Resources,
+    /// Free resources reserved for a role on this agent, by role (empty on most agents);
+    /// `available` is the unreserved part.
+    pub reserved: Vec<(&'a str, Resources)>,
     /// The agent's filters ([`AgentFilters::as_slice`]), copied into the view so that checking
     /// them reads only the filters themselves.
     pub filters: &'a [(u32, Filter)],
@@ -153,13 +167,17 @@ pub struct FrameworkRole<'a> {
     pub wants_offers: bool,
 }
 
-/// One decision: `framework` (index into `view.frameworks`) gets all the free resources of
-/// `agent` (index into `view.agents`) in its role `role` (index into that framework's `roles`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// One decision: `framework` (index into `view.frameworks`) is offered resources of `agent`
+/// (index into `view.agents`) in its role `role` (index into that framework's `roles`).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Allocation {
     pub framework: usize,
     pub agent: usize,
     pub role: usize,
+    /// `None`: all the agent's unreserved free resources; else this part of them (cut to a
+    /// quota), or of the role's reservation on the agent when `reserved`.
+    pub resources: Option<Resources>,
+    pub reserved: bool,
 }
 
 pub trait Allocator: Send {
@@ -300,33 +318,34 @@ fn hierarchical(
     order: RoleOrder,
     pass: u64,
 ) -> Vec<Allocation> {
-    let (role_index, mut roles, mut fw_alloc) = role_states(view);
+    let (role_index, roles, fw_alloc) = role_states(view);
     // Role keys. Ties between roles break by name (the BTreeMap order of `role_index`).
     let mut name_rank = vec![0usize; roles.len()];
     for (rank, idx) in role_index.values().enumerate() {
         name_rank[*idx] = rank;
     }
-    let role_key = |r: &RoleState, rank: usize| -> Key {
-        match order {
-            RoleOrder::WeightedShare => {
-                Key(dominant_share(&r.allocated, &view.total) / r.weight, rank)
-            }
-            RoleOrder::Priority => Key(-r.weight, rank),
-        }
+    let mut p = Pass {
+        view,
+        order,
+        now,
+        roles,
+        role_set: BTreeSet::new(),
+        fw_alloc,
+        name_rank,
     };
-    let mut role_set: BTreeSet<(Key, usize)> = BTreeSet::new();
-    for (i, r) in roles.iter_mut().enumerate() {
-        r.key = role_key(r, name_rank[i]);
-        if !r.members.is_empty() {
-            role_set.insert((r.key, i));
+    for i in 0..p.roles.len() {
+        p.roles[i].key = p.role_key(i);
+        if !p.roles[i].members.is_empty() {
+            p.role_set.insert((p.roles[i].key, i));
         }
     }
 
     let n = view.agents.len();
     let mut out = Vec::with_capacity(n);
-    if n == 0 || role_set.is_empty() {
+    if n == 0 || p.role_set.is_empty() {
         return out;
     }
+    let mut quota = QuotaBook::new(view, &role_index, p.roles.len());
     // The frameworks that want offers, by master index (fixed for the pass): an agent whose
     // filters block every one of them is skipped after one look at its own filters, instead
     // of a walk through all the frameworks.
@@ -336,6 +355,9 @@ fn hierarchical(
     for step in 0..n {
         let ai = (start + step) % n;
         let agent = &view.agents[ai];
+        if !agent.reserved.is_empty() {
+            p.offer_reserved(ai, &role_index, &mut quota, &mut out);
+        }
         if !allocatable(&agent.available, view.min_allocatable) {
             continue;
         }
@@ -352,41 +374,183 @@ fn hierarchical(
                 continue;
             }
         }
-        let mut chosen = None;
-        'roles: for &(_, ri) in role_set.iter() {
-            for &(fkey, fi, fri) in roles[ri].members.iter() {
-                if !filters.is_empty()
-                    && filter_of(filters, view.frameworks[fi].ix)
-                        .is_some_and(|f| f.blocks(now, &agent.available))
-                {
-                    continue;
-                }
-                chosen = Some((ri, fkey, fi, fri));
-                break 'roles;
-            }
+        if quota.active() {
+            p.offer_with_quota(ai, &mut quota, &mut out);
+            continue;
         }
-        let Some((ri, fkey, fi, fri)) = chosen else {
+        let Some(chosen) = p.choose(filters, &agent.available, |_| true, |_| true) else {
             continue;
         };
         out.push(Allocation {
-            framework: fi,
+            framework: chosen.framework,
             agent: ai,
-            role: fri,
+            role: chosen.framework_role,
+            resources: None,
+            reserved: false,
         });
-        // Update the framework's share within the role, and the role's share.
-        let role = &mut roles[ri];
-        role.members.remove(&(fkey, fi, fri));
-        add_scalars(&mut fw_alloc[fi][fri], &agent.available);
-        let share = dominant_share(&fw_alloc[fi][fri], &view.total);
-        role.members.insert((Key(share, fi), fi, fri));
-        if order == RoleOrder::WeightedShare {
-            role_set.remove(&(role.key, ri));
-            add_scalars(&mut role.allocated, &agent.available);
-            role.key = role_key(role, name_rank[ri]);
-            role_set.insert((role.key, ri));
-        }
+        p.charge(chosen, &agent.available);
     }
     out
+}
+
+/// A candidate of one allocation: role `role` (pass index), framework `framework` (view
+/// index) with its key in the role, and the role's position in that framework's roles.
+#[derive(Clone, Copy)]
+struct Chosen {
+    role: usize,
+    key: Key,
+    framework: usize,
+    framework_role: usize,
+}
+
+/// The state of one allocation pass: roles in share (or priority) order, each with its
+/// frameworks in share order.
+struct Pass<'v, 'a> {
+    view: &'v ClusterView<'a>,
+    order: RoleOrder,
+    now: Instant,
+    roles: Vec<RoleState>,
+    role_set: BTreeSet<(Key, usize)>,
+    fw_alloc: Vec<Vec<Resources>>,
+    name_rank: Vec<usize>,
+}
+
+impl Pass<'_, '_> {
+    fn role_key(&self, ri: usize) -> Key {
+        let r = &self.roles[ri];
+        match self.order {
+            RoleOrder::WeightedShare => Key(
+                dominant_share(&r.allocated, &self.view.total) / r.weight,
+                self.name_rank[ri],
+            ),
+            RoleOrder::Priority => Key(-r.weight, self.name_rank[ri]),
+        }
+    }
+
+    /// The first role (in order) that `role_ok` accepts with a framework that `framework_ok`
+    /// accepts and whose filter does not block `available`.
+    fn choose(
+        &self,
+        filters: &[(u32, Filter)],
+        available: &Resources,
+        role_ok: impl Fn(usize) -> bool,
+        framework_ok: impl Fn(usize) -> bool,
+    ) -> Option<Chosen> {
+        for &(_, ri) in self.role_set.iter() {
+            if !role_ok(ri) {
+                continue;
+            }
+            for &(key, fi, fri) in self.roles[ri].members.iter() {
+                let filtered = !filters.is_empty()
+                    && filter_of(filters, self.view.frameworks[fi].ix)
+                        .is_some_and(|f| f.blocks(self.now, available));
+                if !filtered && framework_ok(fi) {
+                    return Some(Chosen {
+                        role: ri,
+                        key,
+                        framework: fi,
+                        framework_role: fri,
+                    });
+                }
+            }
+        }
+        None
+    }
+
+    /// Counts `offered` toward the chosen framework's share in its role and the role's share.
+    fn charge(&mut self, c: Chosen, offered: &Resources) {
+        let role = &mut self.roles[c.role];
+        role.members.remove(&(c.key, c.framework, c.framework_role));
+        let alloc = &mut self.fw_alloc[c.framework][c.framework_role];
+        add_scalars(alloc, offered);
+        let share = dominant_share(alloc, &self.view.total);
+        role.members
+            .insert((Key(share, c.framework), c.framework, c.framework_role));
+        if self.order == RoleOrder::WeightedShare {
+            let old = role.key;
+            add_scalars(&mut role.allocated, offered);
+            self.role_set.remove(&(old, c.role));
+            let key = self.role_key(c.role);
+            self.roles[c.role].key = key;
+            self.role_set.insert((key, c.role));
+        }
+    }
+
+    /// Offers agent `ai`'s free reserved resources, each role's to the first of its
+    /// frameworks (in share order) that wants them, cut to the role's limit.
+    fn offer_reserved(
+        &mut self,
+        ai: usize,
+        role_index: &BTreeMap<&str, usize>,
+        quota: &mut QuotaBook,
+        out: &mut Vec<Allocation>,
+    ) {
+        let view = self.view;
+        let agent = &view.agents[ai];
+        for (name, free) in &agent.reserved {
+            let Some(&ri) = role_index.get(name) else {
+                continue;
+            };
+            if !allocatable(free, self.view.min_allocatable) {
+                continue;
+            }
+            let Some(offer) = quota.cut(ri, free, true, false) else {
+                continue;
+            };
+            let Some(c) = self.choose(agent.filters, &offer, |r| r == ri, |_| true) else {
+                continue;
+            };
+            quota.record(ri, &offer, true);
+            self.charge(c, &offer);
+            out.push(Allocation {
+                framework: c.framework,
+                agent: ai,
+                role: c.framework_role,
+                resources: Some(offer),
+                reserved: true,
+            });
+        }
+    }
+
+    /// Offers agent `ai`'s unreserved free resources under quota: roles with an unmet
+    /// guarantee first, then every role in order; each offer cut by [`QuotaBook::cut`], what is
+    /// left offered on to the next candidate (each framework at most once per agent).
+    fn offer_with_quota(&mut self, ai: usize, quota: &mut QuotaBook, out: &mut Vec<Allocation>) {
+        let view = self.view;
+        let agent = &view.agents[ai];
+        let mut left = agent.available.clone();
+        let mut given: Vec<usize> = Vec::new();
+        while allocatable(&left, self.view.min_allocatable) {
+            let pick = |stage1: bool| {
+                let c = self.choose(
+                    agent.filters,
+                    &left,
+                    |ri| (!stage1 || quota.unmet(ri)) && quota.can_offer(ri, &left, stage1),
+                    |fi| !given.contains(&fi),
+                )?;
+                Some((c, quota.cut(c.role, &left, false, stage1)?))
+            };
+            let Some((c, offer)) = pick(true).or_else(|| pick(false)) else {
+                break;
+            };
+            quota.record(c.role, &offer, false);
+            self.charge(c, &offer);
+            given.push(c.framework);
+            left = Resources {
+                cpus_milli: left.cpus_milli - offer.cpus_milli,
+                mem_bytes: left.mem_bytes - offer.mem_bytes,
+                disk_bytes: left.disk_bytes - offer.disk_bytes,
+                ports: Vec::new(),
+            };
+            out.push(Allocation {
+                framework: c.framework,
+                agent: ai,
+                role: c.framework_role,
+                resources: Some(offer),
+                reserved: false,
+            });
+        }
+    }
 }
 
 /// The role states of a pass, keyed by name (to their position), and each framework's scalar

@@ -122,6 +122,10 @@ pub mod limits {
     pub const MAX_ROLES_PER_FRAMEWORK: usize = 64;
     /// Framework principals with a policy rule.
     pub const MAX_POLICY_PRINCIPALS: usize = 10_000;
+    /// Roles with a quota.
+    pub const MAX_QUOTAS: usize = 10_000;
+    /// Roles with a dynamic reservation on one agent.
+    pub const MAX_RESERVING_ROLES: usize = 64;
     /// Roles, and users, in one policy rule.
     pub const MAX_POLICY_NAMES: usize = 1_000;
     /// Length of role names, framework names, ids chosen by clients.

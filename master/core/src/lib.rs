@@ -33,9 +33,12 @@
 
 pub mod allocator;
 pub mod config;
+pub mod events;
 pub mod fastmap;
+pub mod join_tokens;
 mod master;
 pub mod policy;
+mod quota;
 pub mod ratelimit;
 pub mod registry;
 mod table;

@@ -88,7 +88,7 @@ pub fn check_rule(principal: &str, rule: Option<&AccessRule>) -> Result<(), Stri
     Ok(())
 }
 
-fn check_name(what: &str, name: &str) -> Result<(), String> {
+pub(crate) fn check_name(what: &str, name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > limits::MAX_NAME_LEN || name.chars().any(char::is_control) {
         return Err(format!(
             "invalid {what} name '{}': 1..={} bytes, no control characters",

@@ -4,9 +4,10 @@
 //! a panic), so a follower can replay any log.
 
 use crate::config::limits;
+use crate::join_tokens::JoinTokens;
 use crate::policy::Rules;
 use proto::{
-    AccessRule, AgentId, AgentInfo, ExecutorId, ExecutorInfo, FrameworkId, FrameworkInfo,
+    AccessRule, AgentId, AgentInfo, ExecutorId, ExecutorInfo, FrameworkId, FrameworkInfo, Quota,
     Resources, StatusReason, StatusSource, TaskId, TaskInfo, TaskState, TaskStatus,
 };
 use serde::{Deserialize, Serialize};
@@ -90,6 +91,41 @@ pub enum RegistryOp {
     /// the cluster has a policy (an operator's changes are not undone by a restart).
     PolicySeeded {
         rules: Rules,
+    },
+    /// An operator set (`Some`) or removed (`None`) a role's quota.
+    QuotaSet {
+        role: String,
+        quota: Option<Quota>,
+    },
+    /// An operator reserved resources of an agent for a role (added to what the role has
+    /// reserved there dynamically); the core checked that they were unreserved.
+    Reserved {
+        agent_id: AgentId,
+        role: String,
+        resources: Resources,
+    },
+    /// An operator returned dynamically reserved resources to the unreserved pool (floored at
+    /// what is reserved).
+    Unreserved {
+        agent_id: AgentId,
+        role: String,
+        resources: Resources,
+    },
+    /// A node joined with a join token (proposed by the daemon, `master/src/join.rs`, after it
+    /// checked the token's MAC): recorded if the token has a use left, is not revoked and has
+    /// not expired at `at_ms`; the daemon signs only if `key_fingerprint` was recorded.
+    JoinTokenUsed {
+        token_id: String,
+        max_uses: u32,
+        expires_ms: u64,
+        at_ms: u64,
+        key_fingerprint: String,
+    },
+    /// An operator revoked a join token (`expires_ms` 0: unknown).
+    JoinTokenRevoked {
+        token_id: String,
+        expires_ms: u64,
+        at_ms: u64,
     },
 }
 
@@ -209,9 +245,24 @@ pub struct Registry {
     /// until then a master's `MasterConfig::policy_seed` is in force.
     #[serde(default)]
     policy_configured: bool,
+    /// Quotas by role (`quota.rs`). Absent from older snapshots.
+    #[serde(default)]
+    quotas: BTreeMap<String, Quota>,
+    /// Dynamic reservations: per agent, per role. Absent from older snapshots. Kept when an
+    /// agent is unreachable; dropped with the agent when it is removed.
+    #[serde(default)]
+    reservations: BTreeMap<AgentId, BTreeMap<String, Resources>>,
+    /// Used and revoked join tokens (`join_tokens.rs`). Absent from older snapshots.
+    #[serde(default)]
+    join_tokens: JoinTokens,
 }
 
 impl Registry {
+    /// Used and revoked join tokens.
+    pub fn join_tokens(&self) -> &JoinTokens {
+        &self.join_tokens
+    }
+
     /// Admitted agents (reachable or not), by id.
     pub fn agents(&self) -> &BTreeMap<AgentId, AgentEntry> {
         &self.agents
@@ -258,6 +309,46 @@ impl Registry {
     /// Whether the cluster has a policy of its own (else a master's seed is in force).
     pub fn policy_configured(&self) -> bool {
         self.policy_configured
+    }
+
+    /// Quotas by role.
+    pub fn quotas(&self) -> &BTreeMap<String, Quota> {
+        &self.quotas
+    }
+
+    /// Dynamic reservations of an agent, by role (empty when it has none).
+    pub fn dynamic_reservations(&self, agent: &AgentId) -> Option<&BTreeMap<String, Resources>> {
+        self.reservations.get(agent)
+    }
+
+    /// Everything reserved on an agent, by role: static (from its `AgentInfo`) and dynamic
+    /// together.
+    pub fn reservations_of<'a>(
+        &'a self,
+        id: &AgentId,
+        entry: &'a AgentEntry,
+    ) -> BTreeMap<&'a str, Resources> {
+        let mut out: BTreeMap<&str, Resources> = BTreeMap::new();
+        let dynamic = self.reservations.get(id).into_iter().flatten();
+        for (role, r) in entry.info.reserved.iter().chain(dynamic) {
+            let scalars = Resources::new(r.cpus_milli, r.mem_bytes).with_disk(r.disk_bytes);
+            out.entry(role.as_str()).or_default().add_assign(&scalars);
+        }
+        out
+    }
+
+    /// What the live tasks and executors of `role` hold on an agent.
+    pub fn used_by_role_on(&self, entry: &AgentEntry, role: &str) -> Resources {
+        let mut used = Resources::default();
+        for key in &entry.tasks {
+            if let Some(t) = self.task(key).filter(|t| t.role == role) {
+                used.add_assign(&t.info.resources);
+            }
+        }
+        for x in entry.executors.iter().filter(|x| x.role == role) {
+            used.add_assign(&x.resources);
+        }
+        used
     }
 
     pub fn task(&self, key: &TaskKey) -> Option<&TaskEntry> {
@@ -358,6 +449,44 @@ impl Registry {
                     }
                 }
             }
+            RegistryOp::QuotaSet { role, quota } => match quota {
+                None => {
+                    self.quotas.remove(role);
+                }
+                Some(q) => {
+                    if self.quotas.contains_key(role) || self.quotas.len() < limits::MAX_QUOTAS {
+                        self.quotas.insert(role.clone(), q.clone());
+                    }
+                }
+            },
+            RegistryOp::Reserved {
+                agent_id,
+                role,
+                resources,
+            } => self.reserve(agent_id, role, resources),
+            RegistryOp::Unreserved {
+                agent_id,
+                role,
+                resources,
+            } => self.unreserve(agent_id, role, resources),
+            RegistryOp::JoinTokenUsed {
+                token_id,
+                max_uses,
+                expires_ms,
+                at_ms,
+                key_fingerprint,
+            } => self.join_tokens.use_token(
+                token_id,
+                *max_uses,
+                *expires_ms,
+                *at_ms,
+                key_fingerprint,
+            ),
+            RegistryOp::JoinTokenRevoked {
+                token_id,
+                expires_ms,
+                at_ms,
+            } => self.join_tokens.revoke(token_id, *expires_ms, *at_ms),
             RegistryOp::PolicySeeded { rules } => {
                 if !self.policy_configured {
                     self.policy_configured = true;
@@ -399,6 +528,36 @@ impl Registry {
         }
     }
 
+    fn reserve(&mut self, agent_id: &AgentId, role: &str, resources: &Resources) {
+        if !self.agents.contains_key(agent_id) {
+            return;
+        }
+        let roles = self.reservations.entry(agent_id.clone()).or_default();
+        if roles.contains_key(role) || roles.len() < limits::MAX_RESERVING_ROLES {
+            let scalars = Resources::new(resources.cpus_milli, resources.mem_bytes)
+                .with_disk(resources.disk_bytes);
+            roles
+                .entry(role.to_owned())
+                .or_default()
+                .add_assign(&scalars);
+        }
+    }
+
+    fn unreserve(&mut self, agent_id: &AgentId, role: &str, resources: &Resources) {
+        let Some(roles) = self.reservations.get_mut(agent_id) else {
+            return;
+        };
+        if let Some(r) = roles.get_mut(role) {
+            *r = r.saturating_sub(resources);
+            if r.is_empty() {
+                roles.remove(role);
+            }
+        }
+        if roles.is_empty() {
+            self.reservations.remove(agent_id);
+        }
+    }
+
     /// An agent removed for good: its tasks are gone, its id refused from now on.
     fn remove_agent(&mut self, agent_id: &AgentId) {
         let Some(agent) = self.agents.get(agent_id) else {
@@ -416,6 +575,7 @@ impl Registry {
             self.set_task_status(&key.framework_id, &status);
         }
         self.agents.remove(agent_id);
+        self.reservations.remove(agent_id);
         push_bounded(&mut self.removed_agents, agent_id.clone());
     }
 

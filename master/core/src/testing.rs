@@ -105,6 +105,8 @@ pub struct SimAgent {
     pub name: String,
     pub agent_id: Option<AgentId>,
     pub resources: Resources,
+    /// Its static reservations, by role (part of `resources`).
+    pub reserved: BTreeMap<String, Resources>,
     /// Answers RunTasks/KillTask itself when true.
     pub auto: bool,
     /// Sends heartbeats when true (false simulates a partition).
@@ -243,9 +245,10 @@ impl Sim {
         self.inbox.remove(&session).unwrap_or_default()
     }
 
-    /// Connects an agent and registers it; it runs tasks itself when `auto`.
+    /// Connects an agent and registers it; it runs tasks itself when `auto`. `resources` may
+    /// reserve for roles (`cpus(batch):2;cpus:2`).
     pub fn add_agent(&mut self, name: &str, resources: &str, auto: bool) -> SessionId {
-        let resources: Resources = resources.parse().unwrap_or_default();
+        let (resources, reserved) = proto::parse_reserved_resources(resources).unwrap_or_default();
         let s = self.connect(Role::Agent, name);
         self.agents.insert(
             s,
@@ -253,6 +256,7 @@ impl Sim {
                 name: name.to_owned(),
                 agent_id: None,
                 resources: resources.clone(),
+                reserved: reserved.clone(),
                 auto,
                 heartbeats: true,
                 tasks: BTreeMap::new(),
@@ -266,7 +270,10 @@ impl Sim {
             s,
             ClientFrame::Agent(AgentToMaster::Register {
                 agent_id: None,
-                info: agent_info(name, resources),
+                info: AgentInfo {
+                    reserved,
+                    ..agent_info(name, resources)
+                },
                 tasks: Vec::new(),
             }),
         );
@@ -290,7 +297,10 @@ impl Sim {
         agent.heartbeats = true;
         let name = agent.name.clone();
         let reports = agent.reports();
-        let info = agent_info(&name, agent.resources.clone());
+        let info = AgentInfo {
+            reserved: agent.reserved.clone(),
+            ..agent_info(&name, agent.resources.clone())
+        };
         let id = agent.agent_id.clone();
         let s = self.connect(Role::Agent, &name);
         self.agents.insert(s, agent);
@@ -819,6 +829,7 @@ pub fn agent_info(name: &str, resources: Resources) -> AgentInfo {
         attributes: BTreeMap::new(),
         version: Default::default(),
         software_version: "sim".into(),
+        reserved: BTreeMap::new(),
     }
 }
 

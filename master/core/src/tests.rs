@@ -318,6 +318,7 @@ fn completed_frameworks_survive_a_snapshot_and_an_old_snapshot_loads() {
     let bytes = rmp_serde::to_vec_named(&old).expect("encode old registry");
     let back: Registry = rmp_serde::from_slice(&bytes).expect("an old snapshot loads");
     assert!(back.completed_frameworks().is_empty());
+    assert!(back.quotas().is_empty());
     assert_eq!(back.frameworks(), r.frameworks());
     assert!(back.framework_removed(&FrameworkId::new("f2")));
 }

@@ -46,6 +46,11 @@
 //! not receiving from its subscription: keep the `Pending` futures in the same `select!` as the
 //! subscription (or in tasks) and feed their results back as events.
 //!
+//! **Observers.** [`ReplicatedRegistry::observe`] installs an [`ApplyObserver`] that sees
+//! every op applied from then on with the registry just before it, under the state machine's
+//! lock, on every master (leader or not); it must never block. The daemon's operator event
+//! journal is one.
+//!
 //! **Peers.** Raft RPCs travel on QUIC streams between masters. The client side checks that the
 //! peer's certificate names the master it meant to reach (`corral://master/NAME` with `NAME`
 //! from [`MasterNode::name`]); the server side accepts raft streams only from peers whose
@@ -78,7 +83,9 @@ pub use registry::{
     ReplicatedRegistry, DEFAULT_ELECTION_TIMEOUT, DEFAULT_HEARTBEAT, MAX_BATCH_OPS,
     MAX_INFLIGHT_BATCHES, MAX_RAFT_TIMER, MIN_ELECTION_HEARTBEATS, PROPOSE_QUEUE,
 };
-pub use state_machine::{CommitEvent, StateMachine, Subscription, COMMIT_CHANNEL_CAPACITY};
+pub use state_machine::{
+    ApplyObserver, CommitEvent, StateMachine, Subscription, COMMIT_CHANNEL_CAPACITY,
+};
 
 /// A master as a raft member: where to reach it and who it must prove to be.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -533,6 +533,17 @@ impl ReplicatedRegistry {
         }
     }
 
+    /// Installs the observer of every op applied from now on; returns the last applied index
+    /// (see [`crate::ApplyObserver`]).
+    pub fn observe(&self, observer: Box<dyn crate::ApplyObserver>) -> u64 {
+        self.sm.observe(observer)
+    }
+
+    /// Runs `f` on the registry and its last applied index, with no op applied meanwhile.
+    pub fn read_registry<R>(&self, f: impl FnOnce(&Registry, u64) -> R) -> R {
+        self.sm.read_registry(f)
+    }
+
     /// A copy of the registry as of the last applied entry.
     pub fn registry_snapshot(&self) -> Registry {
         self.sm.registry().0

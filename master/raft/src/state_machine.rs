@@ -100,6 +100,35 @@ struct SmState {
     membership: StoredMembership,
     registry: Registry,
     subscriber: Option<mpsc::Sender<CommitEvent>>,
+    observer: ObserverSlot,
+}
+
+/// Sees every committed op, in log order, with the registry as it is just before the op is
+/// applied, on whichever master this is (the daemon's operator event journal derives its
+/// events here). It runs inside `apply`, under the state machine's lock: it must be quick and
+/// must never block or wait.
+pub trait ApplyObserver: Send {
+    /// Installed when the last applied index was `applied_index`: every op of every later
+    /// entry will be seen.
+    fn attached(&mut self, applied_index: u64);
+    /// `op`, from the log entry at `index`, is about to be applied to `registry`.
+    fn before_apply(&mut self, index: u64, op: &RegistryOp, registry: &Registry);
+    /// A snapshot from the leader replaced the registry as of `index`: the ops between the
+    /// last one observed and `index` will never be seen here.
+    fn replaced(&mut self, index: u64);
+}
+
+#[derive(Default)]
+struct ObserverSlot(Option<Box<dyn ApplyObserver>>);
+
+impl std::fmt::Debug for ObserverSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Some(observer)"
+        } else {
+            "None"
+        })
+    }
 }
 
 /// The snapshot files and the meta of the current one.
@@ -152,6 +181,24 @@ impl StateMachine {
     pub fn registry(&self) -> (Registry, u64) {
         let st = lock(&self.state);
         (st.registry.clone(), st.last_applied.map_or(0, |l| l.index))
+    }
+
+    /// Installs the observer of every op applied from now on (replacing any previous one) and
+    /// returns the last applied index: the observer sees every op of every later entry.
+    pub fn observe(&self, observer: Box<dyn ApplyObserver>) -> u64 {
+        let mut st = lock(&self.state);
+        let applied = st.last_applied.map_or(0, |l| l.index);
+        let mut observer = observer;
+        observer.attached(applied);
+        st.observer = ObserverSlot(Some(observer));
+        applied
+    }
+
+    /// Runs `f` on the registry and the last applied index it includes, under the lock (no op
+    /// is applied meanwhile, so nothing an observer sees is missed or seen twice by `f`).
+    pub fn read_registry<R>(&self, f: impl FnOnce(&Registry, u64) -> R) -> R {
+        let st = lock(&self.state);
+        f(&st.registry, st.last_applied.map_or(0, |l| l.index))
     }
 
     /// Subscribes to committed events, replacing any previous subscription. See the crate doc.
@@ -355,7 +402,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut replies = Vec::new();
         let mut events = Vec::new();
         let subscriber = {
-            let mut st = lock(&self.state);
+            let mut guard = lock(&self.state);
+            let st = &mut *guard;
             for entry in entries {
                 st.last_applied = Some(entry.log_id);
                 match entry.payload {
@@ -363,6 +411,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     EntryPayload::Normal(proposal) => {
                         let mut ids = proposal.ids.into_iter();
                         for op in proposal.ops {
+                            if let Some(o) = st.observer.0.as_mut() {
+                                o.before_apply(entry.log_id.index, &op, &st.registry);
+                            }
                             st.registry.apply(&op);
                             events.push(CommitEvent::Op {
                                 index: entry.log_id.index,
@@ -429,6 +480,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             st.membership = meta.last_membership.clone();
             let copy = st.subscriber.as_ref().map(|_| Box::new(registry.clone()));
             st.registry = registry;
+            if let Some(o) = st.observer.0.as_mut() {
+                o.replaced(index);
+            }
             (st.subscriber.clone(), copy)
         };
         if let (Some(tx), Some(registry)) = (subscriber, copy) {

@@ -101,3 +101,25 @@ pub async fn accept_one(
     let incoming = ep.accept().await.expect("endpoint closed");
     transport::accept(incoming).await
 }
+
+/// What a client sees when the server refuses its certificate. In TLS 1.3 that may surface in
+/// `connect`, in `open_framed`, in `send` or (typically) in the first `recv`.
+pub async fn refusal(
+    conn: Result<transport::Connection, transport::TransportError>,
+) -> transport::TransportError {
+    let conn = match conn {
+        Ok(c) => c,
+        Err(e) => return e,
+    };
+    let (mut tx, mut rx) = match transport::open_framed::<Msg, Msg>(&conn, MAX).await {
+        Ok(pair) => pair,
+        Err(e) => return e,
+    };
+    if let Err(e) = tx.send(&Msg::Ping(1)).await {
+        return e;
+    }
+    match rx.recv().await {
+        Err(e) => e,
+        Ok(v) => panic!("expected the server to refuse us, got {v:?}"),
+    }
+}

@@ -248,6 +248,7 @@ impl Master {
                         .max(self.config.agent_unreachable_timeout),
                     offered: Resources::default(),
                     pending: Resources::default(),
+                    pending_roles: BTreeMap::new(),
                     offers: BTreeSet::new(),
                     filters: AgentFilters::default(),
                     usage: BTreeMap::new(),

@@ -104,7 +104,13 @@ impl Master {
                 ..
             } => self.launch_committed(&framework_id, &agent_id, executor, tasks),
             // Checked at the next subscribe or launch; nothing running is affected.
-            RegistryOp::PolicySet { .. } | RegistryOp::PolicySeeded { .. } => {}
+            RegistryOp::PolicySet { .. }
+            | RegistryOp::PolicySeeded { .. }
+            | RegistryOp::JoinTokenUsed { .. }
+            | RegistryOp::JoinTokenRevoked { .. } => {}
+            RegistryOp::QuotaSet { .. }
+            | RegistryOp::Reserved { .. }
+            | RegistryOp::Unreserved { .. } => self.tenancy_committed(&op),
             RegistryOp::TaskStateChanged {
                 framework_id,
                 status,

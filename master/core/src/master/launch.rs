@@ -363,6 +363,10 @@ impl Master {
             }
             if let Some(a) = self.agents.get_mut(agent_id) {
                 a.pending.add_assign(&res);
+                a.pending_roles
+                    .entry(role.to_owned())
+                    .or_default()
+                    .add_assign(&res);
             }
             if let Some(f) = self.frameworks.get_mut(fw) {
                 f.pending
@@ -451,6 +455,12 @@ impl Master {
         };
         if let Some(a) = self.agents.get_mut(&p.agent_id) {
             a.pending = a.pending.saturating_sub(&p.resources);
+            if let Some(r) = a.pending_roles.get_mut(&p.role) {
+                *r = r.saturating_sub(&p.resources);
+                if r.is_empty() {
+                    a.pending_roles.remove(&p.role);
+                }
+            }
         }
         if let Some(f) = self.frameworks.get_mut(&key.framework_id) {
             if let Some(r) = f.pending.get_mut(&p.role) {

@@ -18,15 +18,15 @@
 use crate::allocator::{self, AgentFilters, Allocator, ClusterView, Filter, FrameworkRole};
 use crate::config::{limits, MasterConfig};
 use crate::fastmap::FastMap;
-use crate::registry::{AgentMark, Registry, RegistryOp, TaskEntry, TaskKey};
+use crate::registry::{AgentMark, Registry, RegistryOp, TaskKey};
 use crate::table::Table;
 use crate::timers::{TimerKey, Timers};
 use proto::{
-    AgentId, AgentStatus, AgentToMaster, ClientFrame, ClusterState, ErrorCode, ErrorReply,
-    ExecutorInfo, FrameworkCall, FrameworkEvent, FrameworkId, FrameworkInfo, FrameworkSummary,
-    MasterToAgent, MastersState, NodePressure, Offer, OfferId, OfferOperation, OperatorCall,
-    OperatorReply, PeerIdentity, ReconcileTask, ResourceUsage, Resources, Role, ServerFrame,
-    StatusReason, StatusSource, StatusUuid, TaskId, TaskInfo, TaskReport, TaskState, TaskStatus,
+    AgentId, AgentToMaster, ClientFrame, ClusterState, ErrorCode, ErrorReply, ExecutorInfo,
+    FrameworkCall, FrameworkEvent, FrameworkId, FrameworkInfo, FrameworkSummary, MasterToAgent,
+    MastersState, NodePressure, Offer, OfferId, OfferOperation, OperatorCall, OperatorReply,
+    PeerIdentity, ReconcileTask, ResourceUsage, Resources, Role, ServerFrame, StatusReason,
+    StatusSource, StatusUuid, TaskId, TaskInfo, TaskReport, TaskState, TaskStatus,
 };
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -40,6 +40,7 @@ mod frameworks;
 mod launch;
 mod offers;
 mod operator;
+mod quotas;
 mod snapshot;
 
 /// One client stream: an agent or framework session, or one operator call.
@@ -98,6 +99,8 @@ struct AgentRt {
     offered: Resources,
     /// Launches proposed and not yet committed.
     pending: Resources,
+    /// The same, by role (what a role's reservation on this agent holds).
+    pending_roles: BTreeMap<String, Resources>,
     /// Outstanding offers of this agent (numeric offer keys).
     offers: BTreeSet<u64>,
     /// Refusal filters on this agent, by framework index.
@@ -148,6 +151,8 @@ struct OfferRt {
     agent: u32,
     role: String,
     resources: Resources,
+    /// Resources of the role's reservation on the agent.
+    reserved: bool,
 }
 
 /// `prefix-<kind><n>`, the form of every generated id, written without `format!`.
@@ -467,6 +472,12 @@ impl Master {
             return;
         };
         let role = s.peer.role;
+        if let ClientFrame::Certificates(_) = frame {
+            // The daemon answers these itself (it holds the CA key); none reaches the core.
+            let msg = "certificate calls are answered by the master daemon".to_owned();
+            self.refuse(session, ErrorCode::BadRequest, msg);
+            return;
+        }
         if !authorized(role, &frame) {
             let msg = format!(
                 "{} may not make the {} call: it needs a {} certificate",
@@ -492,6 +503,7 @@ impl Master {
                 session,
                 "WatchLeader opens a stream of its own; it is not a call within a session",
             ),
+            ClientFrame::Certificates(_) => {}
         }
     }
 

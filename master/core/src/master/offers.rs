@@ -44,6 +44,7 @@ impl Master {
                 frameworks,
                 role_weights: &self.config.role_weights,
                 min_allocatable: &self.config.min_allocatable,
+                quotas: quota_views(&self.registry, &self.frameworks),
             };
             let allocations = self.allocator.allocate(now, &view);
             let maker = OfferMaker {
@@ -89,6 +90,7 @@ impl Master {
                         agent: aix,
                         role: offer.role.clone(),
                         resources: offer.resources.clone(),
+                        reserved: offer.reserved,
                     },
                 );
                 if let Some(t) = self.config.offer_timeout {
@@ -375,7 +377,7 @@ fn agent_views<'a>(
         if entry.mark != AgentMark::Active || rt.session.is_none() {
             continue;
         }
-        let available = if rt.offers.is_empty() {
+        let mut available = if rt.offers.is_empty() {
             free_resources(r, &entry.used, &rt.offered, &rt.pending)
         } else {
             let offered = Resources {
@@ -387,14 +389,87 @@ fn agent_views<'a>(
         if available.is_empty() {
             continue;
         }
+        let mut reserved = Vec::new();
+        if !entry.info.reserved.is_empty() || registry.dynamic_reservations(id).is_some() {
+            reserved = reserved_pools(registry, id, entry, rt, offers, &mut available);
+        }
         agents.push(allocator::AgentView {
             ix,
             available,
+            reserved,
             filters: rt.filters.as_slice(),
         });
         entries.push(entry);
     }
     (total, agents, entries)
+}
+
+/// The free part of each role's reservation on an agent, taken out of `free` (all the agent
+/// has free), which is left with the unreserved part. A role's tasks (and launches, and
+/// reserved offers) hold its reservation first; what they hold beyond it is unreserved. No pool
+/// exceeds what is free, so no agent is over-committed whatever the reservations say.
+fn reserved_pools<'a>(
+    registry: &'a Registry,
+    id: &AgentId,
+    entry: &'a crate::registry::AgentEntry,
+    rt: &AgentRt,
+    offers: &FastMap<u64, OfferRt>,
+    free: &mut Resources,
+) -> Vec<(&'a str, Resources)> {
+    let mut pools = Vec::new();
+    for (role, reserved) in registry.reservations_of(id, entry) {
+        let mut held = registry.used_by_role_on(entry, role);
+        if let Some(p) = rt.pending_roles.get(role) {
+            held.add_assign(p);
+        }
+        let mut pool = reserved.saturating_sub(&held);
+        for o in rt.offers.iter().filter_map(|k| offers.get(k)) {
+            if o.reserved && o.role == role {
+                pool = pool.saturating_sub(&o.resources);
+            }
+        }
+        pool.cpus_milli = pool.cpus_milli.min(free.cpus_milli);
+        pool.mem_bytes = pool.mem_bytes.min(free.mem_bytes);
+        pool.disk_bytes = pool.disk_bytes.min(free.disk_bytes);
+        sub_scalars(free, &pool);
+        if !pool.is_empty() {
+            pools.push((role, pool));
+        }
+    }
+    pools
+}
+
+/// Every role with a quota, with what all its frameworks hold (used, offered, launching),
+/// connected or not.
+fn quota_views<'a>(
+    registry: &'a Registry,
+    table: &Table<FrameworkId, FrameworkRt>,
+) -> Vec<allocator::QuotaView<'a>> {
+    let quotas = registry.quotas();
+    if quotas.is_empty() {
+        return Vec::new();
+    }
+    let mut consumed: BTreeMap<&str, Resources> = BTreeMap::new();
+    for (id, f) in registry.frameworks() {
+        let rt = table.get(id);
+        let parts = f.used.iter().chain(
+            rt.into_iter()
+                .flat_map(|r| r.offered.iter().chain(r.pending.iter())),
+        );
+        for (role, r) in parts {
+            if let Some((name, _)) = quotas.get_key_value(role) {
+                allocator::add_scalars(consumed.entry(name.as_str()).or_default(), r);
+            }
+        }
+    }
+    quotas
+        .iter()
+        .map(|(role, quota)| allocator::QuotaView {
+            role,
+            quota,
+            consumed: consumed.remove(role.as_str()).unwrap_or_default(),
+        })
+        .collect()
 }
 
 /// The frameworks of the view: connected ones with a role that wants offers, in id order, each
@@ -487,8 +562,12 @@ impl OfferMaker<'_> {
             let (Some(role), Some(agent)) = (fw.roles.get(a.role), agents.get_mut(a.agent)) else {
                 continue;
             };
-            // Each agent is offered whole, once per pass: move its free resources out.
-            let resources = std::mem::take(&mut agent.available);
+            // Without a quota or reservation an agent is offered whole, once per pass: move
+            // its free resources out.
+            let resources = match a.resources {
+                Some(r) => r,
+                None => std::mem::take(&mut agent.available),
+            };
             if resources.is_empty() {
                 continue;
             }
@@ -515,6 +594,7 @@ impl OfferMaker<'_> {
                 attributes: entry.info.attributes.clone(),
                 role: role.role.to_owned(),
                 pressure: self.table.at(agent.ix).and_then(|a| a.pressure),
+                reserved: a.reserved,
             });
         }
         PassOffers {

@@ -25,14 +25,16 @@ impl Master {
             return;
         }
         match call {
-            // Membership is the replicated log's business: the daemon answers these before
-            // they reach the core.
-            OperatorCall::AddMaster { .. } | OperatorCall::RemoveMaster { .. } => {
+            // Membership is the replicated log's business, and the event stream is read from
+            // it: the daemon answers these before they reach the core.
+            OperatorCall::AddMaster { .. }
+            | OperatorCall::RemoveMaster { .. }
+            | OperatorCall::SubscribeEvents { .. } => {
                 self.send(
                     session,
                     err(
                         ErrorCode::BadRequest,
-                        "master membership is changed by the daemon, not the core",
+                        "master membership and the event stream are served by the daemon, not the core",
                         true,
                     ),
                 );
@@ -47,6 +49,17 @@ impl Master {
             OperatorCall::SetPolicy { principal, rule } => {
                 self.set_policy(session, principal, rule)
             }
+            OperatorCall::SetQuota { role, quota } => self.set_quota(session, role, quota),
+            OperatorCall::Reserve {
+                agent_id,
+                role,
+                resources,
+            } => self.change_reservation(session, agent_id, role, resources, true),
+            OperatorCall::Unreserve {
+                agent_id,
+                role,
+                resources,
+            } => self.change_reservation(session, agent_id, role, resources, false),
             OperatorCall::GetState => {
                 let state = self.snapshot();
                 self.send(

@@ -133,6 +133,15 @@ pub(super) fn call_name(frame: &ClientFrame) -> &'static str {
             OperatorCall::RemoveMaster { .. } => "operator RemoveMaster",
             OperatorCall::GetPolicy => "operator GetPolicy",
             OperatorCall::SetPolicy { .. } => "operator SetPolicy",
+            OperatorCall::SetQuota { .. } => "operator SetQuota",
+            OperatorCall::Reserve { .. } => "operator Reserve",
+            OperatorCall::Unreserve { .. } => "operator Unreserve",
+            OperatorCall::SubscribeEvents { .. } => "operator SubscribeEvents",
+        },
+        ClientFrame::Certificates(c) => match c {
+            proto::CertificateCall::Join { .. } => "certificates Join",
+            proto::CertificateCall::Renew { .. } => "certificates Renew",
+            proto::CertificateCall::RevokeJoinToken { .. } => "certificates RevokeJoinToken",
         },
         ClientFrame::WatchLeader => "WatchLeader",
     }
@@ -143,7 +152,7 @@ pub(super) fn required_role(frame: &ClientFrame) -> Role {
     match frame {
         ClientFrame::Agent(_) => Role::Agent,
         ClientFrame::Framework(_) => Role::Framework,
-        ClientFrame::Operator(_) => Role::Operator,
+        ClientFrame::Operator(_) | ClientFrame::Certificates(_) => Role::Operator,
         // Never refused: every role may watch (see `authorized`).
         ClientFrame::WatchLeader => Role::Operator,
     }

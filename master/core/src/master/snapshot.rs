@@ -2,26 +2,7 @@
 
 use super::offers::offered_ports;
 use super::*;
-
-fn task_summary(
-    framework_id: &FrameworkId,
-    t: &TaskEntry,
-    usage: Option<ResourceUsage>,
-) -> proto::TaskSummary {
-    proto::TaskSummary {
-        id: t.info.task_id.clone(),
-        name: t.info.name.clone(),
-        framework_id: framework_id.clone(),
-        agent_id: t.agent_id.clone(),
-        state: t.state,
-        resources: t.info.resources.clone(),
-        reason: t.status.reason,
-        message: t.status.message.clone(),
-        exit_code: t.status.exit_code,
-        limitation: t.status.limitation.clone(),
-        usage,
-    }
-}
+use crate::events::{agent_status, task_summary};
 
 impl Master {
     /// The cluster as `corral state` shows it. O(cluster); the daemon publishes it periodically
@@ -51,15 +32,7 @@ impl Master {
         let mut agents = Vec::with_capacity(self.registry.agents().len());
         for (id, a) in self.registry.agents() {
             let rt = self.agents.get(id);
-            let status = if !a.reachable {
-                AgentStatus::Unreachable
-            } else {
-                match a.mark {
-                    AgentMark::Active => AgentStatus::Active,
-                    AgentMark::Draining => AgentStatus::Draining,
-                    AgentMark::Deactivated => AgentStatus::Deactivated,
-                }
-            };
+            let status = agent_status(a.reachable, a.mark);
             let mut used = a.used.clone();
             if let Some(rt) = rt {
                 used.add_assign(&rt.pending);
@@ -79,6 +52,17 @@ impl Master {
                 attributes: a.info.attributes.clone(),
                 version: a.info.software_version.clone(),
                 pressure: rt.and_then(|r| r.pressure),
+                reserved: self
+                    .registry
+                    .reservations_of(id, a)
+                    .into_iter()
+                    .map(|(role, r)| (role.to_owned(), r))
+                    .collect(),
+                reserved_dynamic: self
+                    .registry
+                    .dynamic_reservations(id)
+                    .cloned()
+                    .unwrap_or_default(),
             });
         }
         (total, agents)
@@ -91,11 +75,15 @@ impl Master {
     ) -> (Vec<proto::FrameworkState>, Vec<proto::RoleState>) {
         let mut frameworks = Vec::new();
         let mut role_alloc: BTreeMap<String, Resources> = BTreeMap::new();
+        let mut role_used: BTreeMap<String, Resources> = BTreeMap::new();
         let mut role_starved: BTreeMap<String, u64> = BTreeMap::new();
         for (id, f) in self.registry.frameworks() {
             let rt = self.frameworks.get(id);
             let mut used = f.used_total();
             let mut offered = Resources::default();
+            for (role, u) in &f.used {
+                allocator::add_scalars(role_used.entry(role.clone()).or_default(), u);
+            }
             for role in f.roles() {
                 let ra = role_alloc.entry(role.clone()).or_default();
                 for part in [
@@ -151,13 +139,25 @@ impl Master {
         for w in self.config.role_weights.keys() {
             role_alloc.entry(w.clone()).or_default();
         }
+        for q in self.registry.quotas().keys() {
+            role_alloc.entry(q.clone()).or_default();
+        }
         let roles = role_alloc
             .iter()
-            .map(|(name, alloc)| proto::RoleState {
-                name: name.clone(),
-                weight: self.config.weight(name),
-                dominant_share: allocator::dominant_share(alloc, total),
-                starved_ms: role_starved.get(name).copied().unwrap_or(0),
+            .map(|(name, alloc)| {
+                let used = role_used.remove(name).unwrap_or_default();
+                proto::RoleState {
+                    name: name.clone(),
+                    weight: self.config.weight(name),
+                    dominant_share: allocator::dominant_share(alloc, total),
+                    starved_ms: role_starved.get(name).copied().unwrap_or(0),
+                    quota: self.registry.quotas().get(name).cloned(),
+                    offered: Resources {
+                        ports: Vec::new(),
+                        ..alloc.saturating_sub(&used)
+                    },
+                    used,
+                }
             })
             .collect();
         (frameworks, roles)

@@ -2,6 +2,7 @@
 
 mod basic;
 mod drf;
+mod events;
 mod failover;
 mod lifecycle;
 mod liveness;
@@ -9,6 +10,8 @@ mod offers;
 mod policy;
 mod prop;
 mod proposals;
+mod quota_ops;
+mod quota_prop;
 mod scenarios;
 
 use master_core::testing::Sim;

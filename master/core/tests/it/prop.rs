@@ -315,6 +315,8 @@ fn run(events: Vec<Event>) -> Result<(), TestCaseError> {
             }
         }
     }
+    // The operator event stream derived from the committed log follows the registry.
+    crate::events::check_replay(&sim.committed).map_err(TestCaseError::fail)?;
     Ok(())
 }
 

@@ -2,11 +2,16 @@
 //! outcome. `UPDATE_EXPECT=1 cargo test -p master-core` rewrites the expectations; review the
 //! diff.
 //!
-//! Commands: `weight ROLE W`, `allocator drf|strict-priority`, `agent NAME RESOURCES`,
-//! `framework NAME ROLE[,ROLE] TASK_RESOURCES COUNT [per_offer=N]`, `advance SECONDS`.
+//! Commands: `weight ROLE W`, `allocator drf|strict-priority`, `agent NAME RESOURCES` (with
+//! static reservations such as `cpus(batch):2`), `framework NAME ROLE[,ROLE] TASK_RESOURCES
+//! COUNT [per_offer=N]`, `advance SECONDS`, `quota ROLE GUARANTEE|- LIMIT|-`,
+//! `reserve AGENT ROLE RESOURCES`, `finish FRAMEWORK COUNT` (its first COUNT running tasks
+//! end). The outcome lists roles with a quota with what they hold and agents with their
+//! reservations.
 
 use master_core::testing::{Sim, Workload};
-use master_core::{AllocatorKind, MasterConfig};
+use master_core::{AllocatorKind, MasterConfig, SessionId, TaskKey};
+use proto::{ClientFrame, OperatorCall, OperatorReply, Quota, Role, ServerFrame, TaskState};
 use std::fmt::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -34,10 +39,57 @@ fn run_scenario(input: &str) -> Result<String, String> {
     }
     let mut sim = Sim::new(config, Instant::now());
     let mut frameworks = Vec::new();
+    let mut agents = Vec::new();
     for (n, words) in setup {
         match words[..] {
             ["agent", name, res] => {
-                sim.add_agent(name, res, true);
+                agents.push((name.to_owned(), sim.add_agent(name, res, true)));
+            }
+            ["quota", role, guarantee, limit] => {
+                let dash = |s: &str| {
+                    if s == "-" {
+                        String::new()
+                    } else {
+                        s.to_owned()
+                    }
+                };
+                let quota = Quota {
+                    guarantee: dash(guarantee)
+                        .parse()
+                        .map_err(|e| format!("line {n}: {e}"))?,
+                    limit: dash(limit).parse().map_err(|e| format!("line {n}: {e}"))?,
+                };
+                let role = role.to_owned();
+                operator(
+                    &mut sim,
+                    OperatorCall::SetQuota {
+                        role,
+                        quota: Some(quota),
+                    },
+                )
+                .map_err(|e| format!("line {n}: {e}"))?;
+            }
+            ["reserve", agent, role, res] => {
+                let s = agents
+                    .iter()
+                    .find(|(a, _)| a == agent)
+                    .ok_or(format!("line {n}: no agent {agent}"))?
+                    .1;
+                let call = OperatorCall::Reserve {
+                    agent_id: sim.agent_id(s),
+                    role: role.to_owned(),
+                    resources: res.parse().map_err(|e| format!("line {n}: {e}"))?,
+                };
+                operator(&mut sim, call).map_err(|e| format!("line {n}: {e}"))?;
+            }
+            ["finish", name, count] => {
+                let count: usize = count.parse().map_err(|_| format!("line {n}: bad count"))?;
+                let s = frameworks
+                    .iter()
+                    .find(|(f, _)| f == name)
+                    .ok_or(format!("line {n}: no framework {name}"))?
+                    .1;
+                finish(&mut sim, s, count);
             }
             ["framework", name, roles, task, count, ref rest @ ..] => {
                 let count: u64 = count.parse().map_err(|_| format!("line {n}: bad count"))?;
@@ -75,16 +127,59 @@ fn run_scenario(input: &str) -> Result<String, String> {
         );
     }
     for r in &state.roles {
-        let _ = writeln!(
+        let _ = write!(
             out,
             "role {} weight={} share={:.3}",
             r.name, r.weight, r.dominant_share
         );
+        if let Some(q) = &r.quota {
+            let _ = write!(
+                out,
+                " used={} guarantee={} limit={}",
+                r.used, q.guarantee, q.limit
+            );
+        }
+        out.push('\n');
     }
     for a in &state.agents {
-        let _ = writeln!(out, "agent {} used={}", a.hostname, a.used);
+        let _ = write!(out, "agent {} used={}", a.hostname, a.used);
+        if !a.reserved.is_empty() {
+            let _ = write!(out, " reserved={}", proto::format_reserved(&a.reserved));
+        }
+        out.push('\n');
     }
     Ok(out)
+}
+
+/// An operator call that must be answered `Done`.
+fn operator(sim: &mut Sim, call: OperatorCall) -> Result<(), String> {
+    let op = sim.connect(Role::Operator, "ops");
+    sim.send(op, ClientFrame::Operator(call));
+    match sim.take(op).as_slice() {
+        [ServerFrame::Operator(OperatorReply::Done)] => Ok(()),
+        other => Err(format!("operator call answered {other:?}")),
+    }
+}
+
+/// The first `count` running tasks of framework `s` finish (reported by their agents).
+fn finish(sim: &mut Sim, s: SessionId, count: usize) {
+    let fw = sim.framework_id(s);
+    let running: Vec<(SessionId, TaskKey)> = sim
+        .agents
+        .iter()
+        .flat_map(|(a, agent)| {
+            agent
+                .tasks
+                .iter()
+                .filter(|(k, (_, st))| k.framework_id == fw && *st == TaskState::Running)
+                .map(|(k, _)| (*a, k.clone()))
+        })
+        .take(count)
+        .collect();
+    for (a, k) in running {
+        sim.agent_update(a, &k, TaskState::Finished);
+    }
+    sim.pump();
 }
 
 #[test]
