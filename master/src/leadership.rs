@@ -44,7 +44,13 @@ impl Leadership {
     /// Tells the watching clients when the leader (or the term) changed. A master raft made
     /// leader says so only once it serves: until then it names no leader, so no client comes
     /// to be told "not the leader".
-    pub(crate) fn publish(&self, leader: Option<String>, leads_by_raft: bool, serving: bool, term: u64) {
+    pub(crate) fn publish(
+        &self,
+        leader: Option<String>,
+        leads_by_raft: bool,
+        serving: bool,
+        term: u64,
+    ) {
         let leader = if leads_by_raft && !serving {
             None
         } else {
@@ -87,4 +93,3 @@ pub(crate) async fn serve_leader_watch(
     }
     let _ = tx.finish().await;
 }
-

@@ -1,7 +1,7 @@
 use crate::event_stream::EventSource;
-use crate::leadership::{serve_leader_watch, Leadership};
 use crate::join::{is_anonymous, serve_anonymous, JoinSetup, Joins, LeaderView};
 use crate::journal::{Journal, JOURNAL_EVENTS};
+use crate::leadership::{serve_leader_watch, Leadership};
 use crate::metrics::MasterMetrics;
 use crate::reads::ReadGate;
 use master_core::{Master, Output, ProposalId, SessionId, Stats};
@@ -17,8 +17,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{mpsc, oneshot, watch};
 use transport::{FramedRecv, FramedSend, Identity, RecvBudget, TransportError};
@@ -40,7 +40,8 @@ const SNAPSHOT_INTERVAL_PER_SESSION: Duration = Duration::from_micros(200);
 
 /// When to rebuild the operator snapshot next (see [`SNAPSHOT_INTERVAL_PER_SESSION`]).
 fn next_snapshot_after(sessions: usize) -> Duration {
-    let per_session = SNAPSHOT_INTERVAL_PER_SESSION.saturating_mul(u32::try_from(sessions).unwrap_or(u32::MAX));
+    let per_session =
+        SNAPSHOT_INTERVAL_PER_SESSION.saturating_mul(u32::try_from(sessions).unwrap_or(u32::MAX));
     SNAPSHOT_INTERVAL.max(per_session)
 }
 /// How long a one-shot operator call may wait for its answer.

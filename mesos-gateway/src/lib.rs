@@ -193,4 +193,3 @@ impl Gateway {
         self.tls.is_some()
     }
 }
-

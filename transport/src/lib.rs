@@ -35,8 +35,7 @@ pub use endpoint::{
     peer_client_endpoint, peer_identity, resolve, server_endpoint, server_endpoint_accepting_joins,
     CLIENT_IDLE_TIMEOUT, CLIENT_KEEP_ALIVE_INTERVAL, CONNECTION_RECEIVE_WINDOW,
     KEEP_ALIVE_INTERVAL, MAX_CONCURRENT_BI_STREAMS, MAX_CONCURRENT_UNI_STREAMS, MAX_IDLE_TIMEOUT,
-    SERVER_IDLE_TIMEOUT,
-    STREAM_RECEIVE_WINDOW,
+    SERVER_IDLE_TIMEOUT, STREAM_RECEIVE_WINDOW,
 };
 pub use error::TransportError;
 pub use framed::{

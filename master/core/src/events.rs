@@ -202,7 +202,14 @@ pub fn op_events(before: &Registry, op: &RegistryOp) -> Vec<ClusterEvent> {
             summary.limitation = status.limitation.clone();
             vec![ClusterEvent::TaskUpdated(summary)]
         }
-        RegistryOp::PolicySet { .. } | RegistryOp::PolicySeeded { .. } => Vec::new(),
+        // Policy, quotas, reservations and join tokens are not agent, framework or task changes.
+        RegistryOp::PolicySet { .. }
+        | RegistryOp::PolicySeeded { .. }
+        | RegistryOp::QuotaSet { .. }
+        | RegistryOp::Reserved { .. }
+        | RegistryOp::Unreserved { .. }
+        | RegistryOp::JoinTokenUsed { .. }
+        | RegistryOp::JoinTokenRevoked { .. } => Vec::new(),
     }
 }
 
