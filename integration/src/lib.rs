@@ -535,6 +535,35 @@ impl Cluster {
         self.retired.push(old);
     }
 
+    /// How many times each agent has registered so far (from its log), for
+    /// [`Cluster::wait_agents_registered_again`].
+    pub fn agent_registrations(&self) -> Vec<usize> {
+        self.agents
+            .iter()
+            .map(|a| a.log_text().matches("registered with master").count())
+            .collect()
+    }
+
+    /// Waits until every agent registered again since `before` (after its master was killed
+    /// and restarted: an agent learns of it from the restarted master's stateless reset at its
+    /// next keep-alive, within 10 s).
+    pub fn wait_agents_registered_again(&self, before: &[usize], timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while self
+            .agent_registrations()
+            .iter()
+            .zip(before)
+            .any(|(now, b)| now <= b)
+        {
+            assert!(
+                Instant::now() < deadline,
+                "not every agent registered again within {timeout:?}: {:?} after {before:?}",
+                self.agent_registrations()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// The leader's index (0-based) from `corral state`, waiting for one up to `timeout`.
     pub fn wait_for_leader(&self, timeout: Duration) -> usize {
         let deadline = Instant::now() + timeout;

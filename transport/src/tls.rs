@@ -134,6 +134,20 @@ impl Identity {
         })
     }
 
+    /// Secret material for the QUIC stateless-reset key of a server with this identity: the
+    /// same across restarts (derived from our private key), so that a restarted master can
+    /// reset the connections its previous process had (see `endpoint::server_endpoint_config`).
+    /// `None` without a private key.
+    pub(crate) fn stateless_reset_secret(&self) -> Option<[u8; 32]> {
+        let key = self.key.as_ref()?;
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        ctx.update(b"corral/quic-stateless-reset/v1\0");
+        ctx.update(key.secret_der());
+        let mut out = [0u8; 32];
+        out.copy_from_slice(ctx.finish().as_ref());
+        Some(out)
+    }
+
     /// The identity of a node that is joining: no certificate yet, and instead of a CA file it
     /// trusts a server whose TLS chain holds a CA certificate with SHA-256 `ca_hash` (from the
     /// join token) and whose own certificate chains to that CA. `peer` is who it asks to be.

@@ -385,8 +385,10 @@ fn reservations_go_only_to_their_role_and_survive_agent_and_master_restarts() {
     // the dynamic one from the replicated registry.
     c.restart_agent(0);
     c.restart_agent(1);
+    let registered = c.agent_registrations();
     c.master_daemon(0).kill();
     c.restart_master(0);
+    c.wait_agents_registered_again(&registered, Duration::from_secs(30));
     c.wait_state("both agents back and reserved", |s| {
         s["agents"].as_array().is_some_and(|a| {
             a.len() == 2

@@ -5,7 +5,7 @@
 use crate::support::*;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 use transport::{
@@ -15,11 +15,15 @@ use transport::{
 /// A UDP relay for one client in front of `server`; clearing `open` drops every packet both
 /// ways, as if the server had been killed.
 async fn relay(server: SocketAddr, open: Arc<AtomicBool>) -> SocketAddr {
+    relay_to(Arc::new(Mutex::new(server)), open).await
+}
+
+/// [`relay`] to whichever server `target` names at the moment (a restarted one).
+async fn relay_to(target: Arc<Mutex<SocketAddr>>, open: Arc<AtomicBool>) -> SocketAddr {
     let front = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
     let back = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
-    back.connect(server).await.unwrap();
     let addr = front.local_addr().unwrap();
-    let client: Arc<std::sync::Mutex<Option<SocketAddr>>> = Default::default();
+    let client: Arc<Mutex<Option<SocketAddr>>> = Default::default();
     {
         let (front, back, open, client) =
             (front.clone(), back.clone(), open.clone(), client.clone());
@@ -27,15 +31,16 @@ async fn relay(server: SocketAddr, open: Arc<AtomicBool>) -> SocketAddr {
             let mut buf = vec![0u8; 65536];
             while let Ok((n, from)) = front.recv_from(&mut buf).await {
                 *client.lock().unwrap() = Some(from);
+                let to = *target.lock().unwrap();
                 if open.load(Ordering::Relaxed) {
-                    let _ = back.send(&buf[..n]).await;
+                    let _ = back.send_to(&buf[..n], to).await;
                 }
             }
         });
     }
     tokio::spawn(async move {
         let mut buf = vec![0u8; 65536];
-        while let Ok(n) = back.recv(&mut buf).await {
+        while let Ok((n, _)) = back.recv_from(&mut buf).await {
             let to = *client.lock().unwrap();
             if let Some(to) = to.filter(|_| open.load(Ordering::Relaxed)) {
                 let _ = front.send_to(&buf[..n], to).await;
@@ -43,6 +48,47 @@ async fn relay(server: SocketAddr, open: Arc<AtomicBool>) -> SocketAddr {
         }
     });
     addr
+}
+
+/// A master killed and started again on its address (here: the relay moved to a new endpoint
+/// with the same identity) resets its previous process's connections at the client's next
+/// packet: the client notices within a keep-alive interval, not the 30 s idle timeout.
+#[tokio::test]
+async fn a_restarted_master_resets_the_old_connections_at_the_next_ping() {
+    let deadline = CLIENT_KEEP_ALIVE_INTERVAL * 2;
+    tokio::time::timeout(deadline, async {
+        let pki = Pki::new();
+        let id = pki.identity(Role::Master, "m1");
+        let (sep, server_addr) = server(&id);
+        let target = Arc::new(Mutex::new(server_addr));
+        let addr = relay_to(target.clone(), Arc::new(AtomicBool::new(true))).await;
+        let accepted = tokio::spawn(async move {
+            let conn = accept_one(&sep).await.unwrap().0;
+            (conn, sep)
+        });
+        let cep = transport::client_endpoint(&pki.identity(Role::Agent, "a1")).unwrap();
+        let conn = transport::connect(&cep, addr, Role::Master, Some("m1"))
+            .await
+            .unwrap();
+        let (server_side, old) = accepted.await.unwrap();
+        // kill -9: the old process answers nothing more; the new one listens.
+        let (new, new_addr) = server(&id);
+        *target.lock().unwrap() = new_addr;
+        std::mem::forget((server_side, old));
+        let restarted = Instant::now();
+        let reason = conn.quinn().closed().await;
+        println!(
+            "the restarted master reset the connection after {:?}",
+            restarted.elapsed()
+        );
+        assert!(
+            matches!(reason, quinn::ConnectionError::Reset),
+            "{reason:?}"
+        );
+        drop(new);
+    })
+    .await
+    .expect("the client did not notice the restarted master within two keep-alive intervals");
 }
 
 #[tokio::test]
