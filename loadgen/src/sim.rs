@@ -195,6 +195,16 @@ impl SimAgent {
                         break 'session Ended::Stopped;
                     }
                     frame = recv.recv() => match frame {
+                        // The master stretched the heartbeat interval (the cluster grew).
+                        Ok(Some(ServerFrame::Agent(MasterToAgent::Registered {
+                            heartbeat_interval_ms,
+                            ..
+                        }))) => {
+                            let every = Duration::from_millis(heartbeat_interval_ms.max(100));
+                            beat = tokio::time::interval_at(Instant::now() + every, every);
+                            beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                            Ok(())
+                        }
                         Ok(Some(frame)) => self.on_frame(frame, &mut send).await,
                         Ok(None) => Err("the master closed the session".to_owned()),
                         Err(e) => Err(e.to_string()),

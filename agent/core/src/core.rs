@@ -239,6 +239,9 @@ pub(crate) enum Session {
     },
 }
 
+/// The shortest heartbeat interval the agent accepts from a master, in milliseconds.
+pub const MIN_HEARTBEAT_MS: u64 = 100;
+
 /// Between heartbeats (whose interval the master stretches as the cluster grows), usage and
 /// pressure are measured this often and sent when they changed (see `usage`).
 pub const USAGE_CHECK_INTERVAL: Duration = Duration::from_secs(5);
@@ -474,10 +477,28 @@ impl AgentCore {
         self.connect();
     }
 
+    /// The master told a new heartbeat interval: the next heartbeat is one interval from now.
+    fn heartbeat_changed(&mut self, now: Now, interval_ms: u64) {
+        if let Session::Up {
+            heartbeat,
+            next_heartbeat,
+            ..
+        } = &mut self.session
+        {
+            *heartbeat = Duration::from_millis(interval_ms.max(MIN_HEARTBEAT_MS));
+            *next_heartbeat = now.at + *heartbeat;
+        }
+    }
+
     /// A frame from the master of the current session.
     pub fn handle_master(&mut self, now: Now, msg: MasterToAgent) {
         match msg {
-            MasterToAgent::Registered { .. } | MasterToAgent::ReadLog { .. } => {}
+            // Mid-session, `Registered` carries a new heartbeat interval (the cluster grew).
+            MasterToAgent::Registered {
+                heartbeat_interval_ms,
+                ..
+            } => self.heartbeat_changed(now, heartbeat_interval_ms),
+            MasterToAgent::ReadLog { .. } => {}
             MasterToAgent::RunTasks {
                 framework,
                 executor: Some(executor),

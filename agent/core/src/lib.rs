@@ -35,7 +35,7 @@ mod usage;
 
 pub use crate::core::{
     Action, AgentCore, ContainerRef, CoreConfig, ExecKey, ExecutorRecord, Limits, Now, TaskRecord,
-    TaskView, USAGE_CHECK_INTERVAL,
+    TaskView, MIN_HEARTBEAT_MS, USAGE_CHECK_INTERVAL,
 };
 pub use admission::{admit, container_id, progress, valid_id};
 pub use exits::{exit_status, oom_note, peak_note, size, task_end, Exit, TaskEnd};

@@ -65,7 +65,9 @@ impl Agent {
                     attempt,
                     session,
                     agent_id,
-                    heartbeat: Duration::from_millis(heartbeat_interval_ms.max(100)),
+                    heartbeat: Duration::from_millis(
+                        heartbeat_interval_ms.max(agent_core::MIN_HEARTBEAT_MS),
+                    ),
                 },
                 Ok((_, other)) => SessionEvent::ConnectFailed {
                     attempt,

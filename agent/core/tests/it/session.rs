@@ -120,6 +120,26 @@ fn with_a_stretched_heartbeat_usage_is_still_checked_every_few_seconds_and_sent_
 }
 
 #[test]
+fn a_new_interval_from_the_master_mid_session_spaces_the_heartbeats() {
+    let mut h = Harness::new("cpus:1;mem:1GiB");
+    let beats = |h: &Harness| {
+        h.sent
+            .iter()
+            .filter(|m| matches!(m, AgentToMaster::Heartbeat))
+            .count()
+    };
+    h.master(proto::MasterToAgent::Registered {
+        agent_id: proto::AgentId::new("a1"),
+        heartbeat_interval_ms: 60_000,
+    });
+    h.advance(Duration::from_secs(59));
+    assert_eq!(beats(&h), 0);
+    h.advance(Duration::from_secs(1));
+    assert_eq!(beats(&h), 1);
+    assert!(h.core.is_connected());
+}
+
+#[test]
 fn limits_are_checked_at_start_and_every_thirty_seconds_and_drift_is_counted() {
     let mut h = Harness::new("cpus:4;mem:1GiB");
     h.run("f", vec![task("t1", "cpus:1")]);

@@ -39,7 +39,8 @@ impl Master {
             a.last_seen = self.now;
         }
         match msg {
-            AgentToMaster::Register { .. } | AgentToMaster::Heartbeat => {}
+            AgentToMaster::Register { .. } => {}
+            AgentToMaster::Heartbeat => self.stretch_heartbeat(session, &agent_id),
             AgentToMaster::StatusUpdate {
                 framework_id,
                 status,
@@ -184,6 +185,7 @@ impl Master {
             a.session = Some(session);
             a.last_seen = now;
             a.silence_limit = limit;
+            a.heartbeat = heartbeat;
         }
         self.timers
             .set(TimerKey::AgentSilence(agent_id.clone()), now + limit);
@@ -220,6 +222,30 @@ impl Master {
             .min(MAX_AGENT_HEARTBEAT_INTERVAL)
     }
 
+    /// Once the cluster has grown to twice the heartbeat interval an agent was told, tells it the
+    /// new one (`Registered` again: agents take it mid-session as the new interval; agents
+    /// from before this ignore it), so that agents that registered while the cluster was small
+    /// do not keep its short interval.
+    fn stretch_heartbeat(&mut self, session: SessionId, agent_id: &AgentId) {
+        let wanted = self.agent_heartbeat_interval();
+        let limit = self.config.agent_unreachable_timeout.max(wanted * 3);
+        let Some(a) = self.agents.get_mut(agent_id) else {
+            return;
+        };
+        if wanted < a.heartbeat.saturating_mul(2) {
+            return;
+        }
+        a.heartbeat = wanted;
+        a.silence_limit = limit;
+        self.send(
+            session,
+            ServerFrame::Agent(MasterToAgent::Registered {
+                agent_id: agent_id.clone(),
+                heartbeat_interval_ms: u64::try_from(wanted.as_millis()).unwrap_or(u64::MAX),
+            }),
+        );
+    }
+
     /// An agent's session ended (its connection closed or timed out, or it re-registers
     /// elsewhere): from now it has `agent_unreachable_timeout` to come back, however long its
     /// heartbeat interval was.
@@ -246,6 +272,7 @@ impl Master {
                         .config
                         .agent_reregister_timeout
                         .max(self.config.agent_unreachable_timeout),
+                    heartbeat: Duration::ZERO,
                     offered: Resources::default(),
                     pending: Resources::default(),
                     pending_roles: BTreeMap::new(),

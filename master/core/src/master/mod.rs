@@ -95,6 +95,8 @@ struct AgentRt {
     last_seen: Instant,
     /// How long the agent may be silent before it is unreachable (longer right after failover).
     silence_limit: Duration,
+    /// The heartbeat interval the agent was last told (zero before it registered).
+    heartbeat: Duration,
     /// Cpus, memory and disk offered (the ports offered are read from `offers`).
     offered: Resources,
     /// Launches proposed and not yet committed.

@@ -58,6 +58,16 @@ fn the_heartbeat_interval_stretches_as_the_cluster_grows() {
 }
 
 #[test]
+fn agents_that_registered_early_are_told_the_grown_clusters_interval_at_their_next_heartbeat() {
+    let (mut sim, sessions) = stretched_cluster();
+    sim.advance(Duration::from_secs(3));
+    let told: Vec<_> = sessions.iter().map(|s| told_interval(&sim, *s)).collect();
+    let secs = |s| Some(Duration::from_secs(s));
+    // n1 (2 s) and n2 (4 s) are told the cluster's 10 s; n3 and n4 are within half of it.
+    assert_eq!(told, [secs(10), secs(10), secs(6), secs(8), secs(10)]);
+}
+
+#[test]
 fn a_connected_agent_is_unreachable_after_three_missed_heartbeats_not_before() {
     let (mut sim, sessions) = stretched_cluster();
     // n5 heartbeats every 10 s: its limit is 30 s of silence, not the 15 s timeout.
