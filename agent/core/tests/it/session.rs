@@ -10,6 +10,13 @@ fn connects(h: &Harness) -> usize {
     h.actions(|a| matches!(a, Action::Connect { .. })).len()
 }
 
+fn heartbeats_sent(h: &Harness) -> usize {
+    h.sent
+        .iter()
+        .filter(|m| matches!(m, AgentToMaster::Heartbeat))
+        .count()
+}
+
 #[test]
 fn the_first_registration_saves_the_agent_id() {
     let h = Harness::new("cpus:1;mem:1GiB");
@@ -68,18 +75,12 @@ fn answers_to_an_old_attempt_are_ignored() {
 #[test]
 fn heartbeats_and_usage_reports_go_out_at_the_masters_interval() {
     let mut h = Harness::new("cpus:1;mem:1GiB");
-    let beats = |h: &Harness| {
-        h.sent
-            .iter()
-            .filter(|m| matches!(m, AgentToMaster::Heartbeat))
-            .count()
-    };
     h.advance(Duration::from_secs(4));
-    assert_eq!(beats(&h), 0);
+    assert_eq!(heartbeats_sent(&h), 0);
     h.advance(Duration::from_secs(1));
-    assert_eq!(beats(&h), 1);
+    assert_eq!(heartbeats_sent(&h), 1);
     h.advance(Duration::from_secs(20));
-    assert_eq!(beats(&h), 5);
+    assert_eq!(heartbeats_sent(&h), 5);
     assert_eq!(
         h.actions(|a| matches!(a, Action::ReportUsage { always: true }))
             .len(),
@@ -106,36 +107,30 @@ fn with_a_stretched_heartbeat_usage_is_still_checked_every_few_seconds_and_sent_
         h.actions(|a| matches!(a, Action::ReportUsage { always: false }))
             .len()
     };
-    let beats = |h: &Harness| {
+    let at_heartbeats = |h: &Harness| {
         h.actions(|a| matches!(a, Action::ReportUsage { always: true }))
             .len()
     };
     h.advance(agent_core::USAGE_CHECK_INTERVAL);
-    assert_eq!((checks(&h), beats(&h)), (1, 0));
+    assert_eq!((checks(&h), at_heartbeats(&h)), (1, 0));
     h.advance(Duration::from_secs(55));
     // Checks at 5, 10, ... 55 s; the heartbeat at 60 s reports unconditionally.
-    assert_eq!((checks(&h), beats(&h)), (11, 1));
+    assert_eq!((checks(&h), at_heartbeats(&h)), (11, 1));
     h.advance(agent_core::USAGE_CHECK_INTERVAL);
-    assert_eq!((checks(&h), beats(&h)), (12, 1));
+    assert_eq!((checks(&h), at_heartbeats(&h)), (12, 1));
 }
 
 #[test]
 fn a_new_interval_from_the_master_mid_session_spaces_the_heartbeats() {
     let mut h = Harness::new("cpus:1;mem:1GiB");
-    let beats = |h: &Harness| {
-        h.sent
-            .iter()
-            .filter(|m| matches!(m, AgentToMaster::Heartbeat))
-            .count()
-    };
     h.master(proto::MasterToAgent::Registered {
         agent_id: proto::AgentId::new("a1"),
         heartbeat_interval_ms: 60_000,
     });
     h.advance(Duration::from_secs(59));
-    assert_eq!(beats(&h), 0);
+    assert_eq!(heartbeats_sent(&h), 0);
     h.advance(Duration::from_secs(1));
-    assert_eq!(beats(&h), 1);
+    assert_eq!(heartbeats_sent(&h), 1);
     assert!(h.core.is_connected());
 }
 
