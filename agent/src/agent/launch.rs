@@ -53,6 +53,7 @@ impl Agent {
         let events = self.events.clone();
         let id = container_id(&framework.id, &task_id);
         let metrics = self.metrics.clone();
+        self.launching += 1;
         tokio::task::spawn_blocking(move || {
             let started = Instant::now();
             let result = runtime.launch(&id, &spec);
@@ -68,6 +69,7 @@ impl Agent {
         task_id: TaskId,
         result: Result<Arc<Handle>, RuntimeError>,
     ) {
+        self.launching = self.launching.saturating_sub(1);
         match result {
             Ok(handle) => {
                 let pid = handle.pid().max(0) as u32;

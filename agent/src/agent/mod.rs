@@ -138,7 +138,13 @@ struct Agent {
     metrics: AgentMetrics,
     /// When each kill in flight was asked for (the kill latency ends at the exit).
     kills: BTreeMap<TaskId, Instant>,
+    /// Task launches handed to a blocking thread and not yet answered (`Event::Launched`).
+    launching: usize,
 }
+
+/// How long a stopping agent with `cleanup_on_exit` waits for launches in flight, so that it
+/// can destroy their containers too.
+const LAUNCHES_AT_STOP: Duration = Duration::from_secs(10);
 
 /// The time for the core: the monotonic clock for timers, the wall clock for timestamps.
 fn now() -> Now {
@@ -255,6 +261,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         pressure: PressureReader::probe(),
         metrics: AgentMetrics::new(),
         kills: BTreeMap::new(),
+        launching: 0,
     };
     let metrics_server =
         metrics_listener.map(|l| tokio::spawn(telemetry::serve(l, agent.metrics.served())));
@@ -275,6 +282,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             _ = &mut shutdown => break,
         }
         agent.drive().await;
+    }
+    if agent.config.cleanup_on_exit {
+        agent.finish_launches(&mut events_rx).await;
     }
     agent.stop().await;
     if let Some(m) = metrics_server {
@@ -366,6 +376,26 @@ impl Agent {
                 tracing::info!(count = removed.len(), "removed old sandboxes");
             }
         });
+    }
+
+    /// Before a stop with `cleanup_on_exit`: takes in the answers of launches in flight, so that
+    /// their containers are destroyed with the others (a task launched just before the stop
+    /// would otherwise outlive the agent). Other events are dropped: the agent is stopping.
+    async fn finish_launches(&mut self, events: &mut mpsc::Receiver<Event>) {
+        let deadline = tokio::time::Instant::now() + LAUNCHES_AT_STOP;
+        while self.launching > 0 {
+            match tokio::time::timeout_at(deadline, events.recv()).await {
+                Ok(Some(Event::Launched { task_id, result })) => self.on_launched(task_id, result),
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => {
+                    tracing::warn!(
+                        launching = self.launching,
+                        "stopping with launches unanswered"
+                    );
+                    return;
+                }
+            }
+        }
     }
 
     /// The agent stops: the session closes; tasks keep running unless `cleanup_on_exit`.

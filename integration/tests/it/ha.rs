@@ -493,7 +493,9 @@ fn a_leader_cut_off_from_the_majority_answers_no_read_as_leader() {
     // A healed link reconnects at the first try: no master logs a failed handshake from a
     // peer master (stray packets of a given-up handshake taken for a new connection, see
     // transport::peer_client_endpoint), nor one that failed to decrypt from anyone. Clients
-    // (the bridge address) may give up handshakes: `open_session` drops the slower masters.
+    // may give up handshakes (`open_session` drops the slower masters, and the prober, which
+    // runs in the cut-off master's host and so has its address, gives up the redirect to the
+    // unreachable leader): a handshake its own side closed is not a failed reconnect.
     let peers: Vec<String> = lab
         .hosts
         .iter()
@@ -505,7 +507,9 @@ fn a_leader_cut_off_from_the_majority_answers_no_read_as_leader() {
             .lines()
             .filter(|l| l.contains("TLS handshake failed"))
             .filter(|l| {
-                l.contains("authentication failed") || peers.iter().any(|p| l.contains(p.as_str()))
+                l.contains("authentication failed")
+                    || (peers.iter().any(|p| l.contains(p.as_str()))
+                        && !l.contains("closed during the handshake"))
             })
             .collect();
         assert!(failed.is_empty(), "m{}: {failed:#?}", i + 1);
