@@ -103,10 +103,10 @@ impl EventStream {
         }
     }
 
+    /// Ends the stream (dropping its halves finishes it) and not the connection, which is
+    /// shared with the client's other sessions (`session::MasterLinks`).
     fn close(&mut self) {
-        if let Some(s) = self.session.take() {
-            s.connection.close(0, b"done");
-        }
+        self.session = None;
         self.pending.clear();
     }
 
@@ -119,7 +119,7 @@ impl EventStream {
         let first = ClientFrame::Operator(OperatorCall::SubscribeEvents { after: resuming });
         let (session, reply) = open_session(&opts, &first).await?;
         let ServerFrame::Operator(OperatorReply::EventsSubscribed(subscribed)) = reply else {
-            session.connection.close(0, b"unexpected");
+            session.finish().await;
             return Err(ClientError::Unexpected(format!("{reply:?}")).into());
         };
         let master = session.master.clone();

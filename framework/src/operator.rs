@@ -26,7 +26,7 @@ pub async fn operator_call(
     call: OperatorCall,
 ) -> Result<OperatorReply, ClientError> {
     let (session, reply) = open_session(opts, &ClientFrame::Operator(call)).await?;
-    session.connection.close(0, b"done");
+    session.finish().await;
     match reply {
         ServerFrame::Operator(r) => Ok(r),
         other => Err(ClientError::Unexpected(format!("{other:?}"))),

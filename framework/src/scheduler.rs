@@ -271,9 +271,9 @@ async fn drive(
         };
         let lost = match step {
             Step::Call(None) => {
-                // The application dropped the Scheduler: close the stream politely.
-                let _ = session.send.finish().await;
-                session.connection.close(0, b"framework closed");
+                // The application dropped the Scheduler: end the stream politely (not the
+                // connection: other sessions of the same client share it).
+                session.finish().await;
                 return;
             }
             Step::Call(Some(Request::Update(new, reply))) => {

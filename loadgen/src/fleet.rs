@@ -3,12 +3,13 @@
 use crate::sim::{SimAgent, SimConfig};
 use crate::LoadgenError;
 use proto::Resources;
+use session::MasterLinks;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
-use transport::{Connection, Identity};
+use transport::{ClientEndpoints, Connection, Identity};
 
 /// How a fleet behaves.
 #[derive(Clone, Debug)]
@@ -26,11 +27,14 @@ pub struct FleetConfig {
     pub max_connecting: usize,
     /// Send node pressure with every usage report, as a real agent on a kernel with PSI does.
     pub pressure: bool,
+    /// Simulated agents sharing one UDP socket (each still has its own connections and
+    /// certificate): one socket per agent would need 10,000 descriptors for 10,000 agents.
+    pub agents_per_socket: usize,
 }
 
 impl FleetConfig {
     /// Agents with 4 CPUs and 8 GiB each, 1 s tasks, no ramp, at most 64 registrations at
-    /// once, pressure reported.
+    /// once, pressure reported, 64 agents per socket.
     pub fn new(masters: Vec<String>) -> FleetConfig {
         FleetConfig {
             masters,
@@ -39,6 +43,7 @@ impl FleetConfig {
             ramp: Duration::ZERO,
             max_connecting: 64,
             pressure: true,
+            agents_per_socket: 64,
         }
     }
 }
@@ -135,6 +140,9 @@ pub struct Fleet {
     shared: Arc<Shared>,
     stop: watch::Sender<bool>,
     agents: Vec<JoinHandle<()>>,
+    /// The sockets the agents share, `agents_per_socket` each, in order.
+    sockets: Vec<ClientEndpoints>,
+    agents_per_socket: usize,
 }
 
 impl Fleet {
@@ -158,6 +166,8 @@ impl Fleet {
             }),
             stop: watch::channel(false).0,
             agents: Vec::new(),
+            sockets: Vec::new(),
+            agents_per_socket: config.agents_per_socket.max(1),
         }
     }
 
@@ -166,7 +176,17 @@ impl Fleet {
     pub fn add(&mut self, identities: Vec<Arc<Identity>>) {
         for identity in identities {
             let index = self.agents.len();
-            let agent = SimAgent::new(index, identity, self.cfg.clone(), self.shared.clone());
+            if index.is_multiple_of(self.agents_per_socket) {
+                self.sockets.push(ClientEndpoints::new());
+            }
+            let links = MasterLinks::sharing(self.sockets[index / self.agents_per_socket].clone());
+            let agent = SimAgent::new(
+                index,
+                identity,
+                links,
+                self.cfg.clone(),
+                self.shared.clone(),
+            );
             let delay = self.ramp.mul_f64(rand::random::<f64>());
             let stop = self.stop.subscribe();
             self.agents

@@ -63,11 +63,13 @@ impl SimAgent {
     pub(crate) fn new(
         index: usize,
         identity: Arc<transport::Identity>,
+        links: session::MasterLinks,
         cfg: Arc<SimConfig>,
         shared: Arc<Shared>,
     ) -> SimAgent {
         let name = identity.peer().name.clone();
         let mut opts = ClientOptions::new(cfg.masters.clone(), identity);
+        opts.links = links;
         opts.connect_timeout = Duration::from_secs(30);
         SimAgent {
             index,
@@ -181,6 +183,12 @@ impl SimAgent {
             if let Err(e) = self.flush(&mut send).await {
                 break 'session Ended::Lost(e);
             }
+            // The real agent's first usage check after registering finds a report worth
+            // sending (`UsageReport::worth_sending` with nothing sent yet), seconds before its
+            // first heartbeat, which in a large cluster is minutes away.
+            if let Err(e) = self.report_usage(&mut send).await {
+                break 'session Ended::Lost(e);
+            }
             let mut beat = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
             beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut tick = tokio::time::interval(TICK);
@@ -239,6 +247,11 @@ impl SimAgent {
     /// usage and the node's pressure; nothing when it has neither).
     async fn beat(&mut self, send: &mut FramedSend<ClientFrame>) -> Result<(), String> {
         self.send(send, AgentToMaster::Heartbeat).await?;
+        self.report_usage(send).await
+    }
+
+    /// A usage report: the tasks' usage and the node's pressure (nothing when it has neither).
+    async fn report_usage(&mut self, send: &mut FramedSend<ClientFrame>) -> Result<(), String> {
         let tasks: Vec<TaskUsage> = self
             .tasks
             .iter()

@@ -34,6 +34,7 @@ mod leadership;
 mod metrics;
 mod reads;
 mod server;
+mod streams;
 
 pub use join::JoinSetup;
 pub use master_raft::{

@@ -1,17 +1,16 @@
 use crate::event_stream::EventSource;
-use crate::join::{is_anonymous, serve_anonymous, JoinSetup, Joins, LeaderView};
+use crate::join::{JoinSetup, Joins, LeaderView};
 use crate::journal::{Journal, JOURNAL_EVENTS};
-use crate::leadership::{serve_leader_watch, Leadership};
+use crate::leadership::Leadership;
 use crate::metrics::MasterMetrics;
 use crate::reads::ReadGate;
+use crate::streams::accept_loop;
 use master_core::{Master, Output, ProposalId, SessionId, Stats};
 use master_raft::{
-    network::serve_raft_connection, CommitEvent, MasterNode, MembershipError, ProposeError,
-    RaftConfig, RegistryOp, ReplicatedRegistry,
+    CommitEvent, MasterNode, ProposeError, RaftConfig, RegistryOp, ReplicatedRegistry,
 };
 use proto::{
-    ClientFrame, ClusterState, ErrorCode, ErrorReply, FrameworkCall, MasterMember, MastersState,
-    OperatorCall, OperatorReply, PeerIdentity, Role, ServerFrame,
+    ClientFrame, ClusterState, MasterMember, MastersState, PeerIdentity, Role, ServerFrame,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -21,13 +20,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{mpsc, oneshot, watch};
-use transport::{FramedRecv, FramedSend, Identity, RecvBudget, TransportError};
+use transport::{Identity, RecvBudget, TransportError};
 
 /// Events from stream tasks to the core loop.
 const EVENT_QUEUE: usize = 8192;
 /// Frames waiting to be written to one client. A client that lets this fill up is too slow to
 /// follow the cluster and is disconnected (it re-subscribes and reconciles).
-const SESSION_OUTBOX: usize = 4096;
+pub(crate) const SESSION_OUTBOX: usize = 4096;
+
+/// A session's queue of frames to send. Boxed: a channel keeps blocks of 32 slots, one from
+/// its creation on, and a `ServerFrame` is about 300 bytes, so unboxed every idle session held
+/// about 9 KiB of empty slots.
+pub(crate) type Outbox = mpsc::Sender<Box<ServerFrame>>;
 /// How often, at most, the operator snapshot is rebuilt while the cluster changes, in a small
 /// cluster. A linearizable read (`GetState`) republishes it anyway (see `reads`); the periodic
 /// rebuild keeps the metrics and unconfirmed reads fresh.
@@ -45,12 +49,12 @@ fn next_snapshot_after(sessions: usize) -> Duration {
     SNAPSHOT_INTERVAL.max(per_session)
 }
 /// How long a one-shot operator call may wait for its answer.
-const OPERATOR_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const OPERATOR_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// How soon a master that raft made leader, but whose leadership a majority did not confirm,
 /// asks again.
 const LEAD_RETRY: Duration = Duration::from_millis(100);
 /// Concurrent client connections accepted; more are refused until some close.
-const MAX_CONNECTIONS: usize = 65_536;
+pub(crate) const MAX_CONNECTIONS: usize = 65_536;
 /// Failed proposals reported back to the core loop (only their count and kind matter).
 const PROPOSE_FAILURES: usize = 1024;
 /// Bytes of partly received large frames (over 64 KiB) that all clients together may hold.
@@ -135,7 +139,7 @@ pub(crate) enum Event {
     Connected {
         session: SessionId,
         peer: PeerIdentity,
-        outbox: mpsc::Sender<ServerFrame>,
+        outbox: Outbox,
     },
     Frame {
         session: SessionId,
@@ -152,26 +156,26 @@ pub(crate) enum Event {
 }
 
 /// Shared by all connection and stream tasks.
-struct Edge {
-    events: mpsc::Sender<Event>,
-    snapshot: watch::Receiver<Arc<ClusterState>>,
-    next_session: AtomicU64,
-    max_frame_len: usize,
-    leadership: Arc<Leadership>,
-    registry: ReplicatedRegistry,
+pub(crate) struct Edge {
+    pub(crate) events: mpsc::Sender<Event>,
+    pub(crate) snapshot: watch::Receiver<Arc<ClusterState>>,
+    pub(crate) next_session: AtomicU64,
+    pub(crate) max_frame_len: usize,
+    pub(crate) leadership: Arc<Leadership>,
+    pub(crate) registry: ReplicatedRegistry,
     /// Confirms leadership before a read is answered (see `reads`).
-    reads: ReadGate,
+    pub(crate) reads: ReadGate,
     /// Shared by every client stream (see [`INBOUND_FRAME_BUDGET`]).
-    frame_budget: RecvBudget,
-    metrics: MasterMetrics,
+    pub(crate) frame_budget: RecvBudget,
+    pub(crate) metrics: MasterMetrics,
     /// Join tokens and renewals (`join.rs`).
-    joins: Joins,
+    pub(crate) joins: Joins,
     /// The operator event stream (`event_stream.rs`).
-    event_source: EventSource,
+    pub(crate) event_source: EventSource,
 }
 
 impl Edge {
-    fn leader_view(&self) -> LeaderView {
+    pub(crate) fn leader_view(&self) -> LeaderView {
         LeaderView {
             is_leader: self.leadership.is_leader.load(Ordering::Acquire),
             leader: self.leadership.leader(),
@@ -339,320 +343,6 @@ impl MasterServer {
     }
 }
 
-async fn accept_loop(endpoint: transport::Endpoint, edge: Arc<Edge>) {
-    let open = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-    while let Some(incoming) = endpoint.accept().await {
-        let Ok(permit) = open.clone().try_acquire_owned() else {
-            tracing::warn!(remote = %incoming.remote_address(), "refusing connection: too many connections");
-            incoming.refuse();
-            continue;
-        };
-        let edge = edge.clone();
-        tokio::spawn(async move {
-            handle_connection(incoming, edge).await;
-            drop(permit);
-        });
-    }
-}
-
-async fn handle_connection(incoming: transport::Incoming, edge: Arc<Edge>) {
-    let remote = incoming.remote_address();
-    let conn = match incoming.handshake().await {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::warn!(%remote, error = %e, "refused connection: TLS handshake failed");
-            return;
-        }
-    };
-    let peer = match conn.peer_identity() {
-        Ok(p) => p,
-        // Only a master accepting joins completes a handshake without a client certificate.
-        Err(e) if is_anonymous(&e) && edge.joins.enabled() => {
-            tracing::debug!(%remote, "connection without a certificate: joins only");
-            serve_anonymous(conn, &edge.joins, || edge.leader_view()).await;
-            return;
-        }
-        Err(e) => {
-            tracing::warn!(%remote, error = %e, "refused connection: no usable identity");
-            conn.close(1, b"certificate carries no corral identity");
-            return;
-        }
-    };
-    tracing::debug!(%remote, %peer, "connection accepted");
-    let _open = edge.metrics.connection(peer.role);
-    // Other masters speak raft on their connections; everyone else speaks the client protocol.
-    if peer.role == Role::Master {
-        if let Err(e) = serve_raft_connection(edge.registry.raft_server(), conn).await {
-            tracing::debug!(%remote, %peer, error = %e, "raft connection ended");
-        }
-        return;
-    }
-    let budget = RecvBudget::new(edge.max_frame_len);
-    loop {
-        match transport::accept_framed::<ServerFrame, ClientFrame>(&conn, edge.max_frame_len).await
-        {
-            Ok((tx, rx)) => {
-                let edge = edge.clone();
-                let peer = peer.clone();
-                let budget = budget.clone();
-                tokio::spawn(
-                    async move { handle_stream(tx, rx, peer, remote, edge, budget).await },
-                );
-            }
-            Err(e) => {
-                tracing::debug!(%remote, %peer, error = %e, "connection closed");
-                return;
-            }
-        }
-    }
-}
-
-/// Whether a receive error was the peer's fault (a frame we refuse) rather than a lost link.
-fn is_bad_input(e: &TransportError) -> bool {
-    matches!(
-        e,
-        TransportError::Decode { .. } | TransportError::Truncated { .. }
-    )
-}
-
-async fn send_error(tx: &mut FramedSend<ServerFrame>, code: ErrorCode, message: String) {
-    let frame = ServerFrame::Error(ErrorReply {
-        code,
-        message,
-        fatal: true,
-    });
-    let _ = tx.send(&frame).await;
-}
-
-async fn handle_stream(
-    mut tx: FramedSend<ServerFrame>,
-    rx: FramedRecv<ClientFrame>,
-    peer: PeerIdentity,
-    remote: SocketAddr,
-    edge: Arc<Edge>,
-    connection_budget: RecvBudget,
-) {
-    let mut rx = rx
-        .with_budget(connection_budget)
-        .with_budget(edge.frame_budget.clone());
-    let first = match rx.recv().await {
-        Ok(Some(f)) => f,
-        Ok(None) => return,
-        Err(e) => {
-            tracing::warn!(%remote, %peer, error = %e, "closing stream: bad first frame");
-            send_error(&mut tx, ErrorCode::MalformedFrame, e.to_string()).await;
-            let _ = tx.finish().await;
-            return;
-        }
-    };
-    if let ClientFrame::WatchLeader = first {
-        serve_leader_watch(tx, rx, edge.leadership.news.subscribe()).await;
-        return;
-    }
-    // Joins, renewals and revocations: the daemon holds the CA key (`join.rs`).
-    if let ClientFrame::Certificates(call) = first {
-        let view = edge.leader_view();
-        let _ = tx
-            .send(&edge.joins.answer(Some(&peer), call, view).await)
-            .await;
-        let _ = tx.finish().await;
-        return;
-    }
-    // Reads are served from the published snapshot: they never wait for the core.
-    if let ClientFrame::Operator(OperatorCall::GetState) = first {
-        if peer.role != Role::Operator {
-            send_error(
-                &mut tx,
-                ErrorCode::Forbidden,
-                format!("{peer} may not read the cluster state: it needs an operator certificate"),
-            )
-            .await;
-        } else if !edge.leadership.is_leader.load(Ordering::Acquire) {
-            let _ = tx
-                .send(&ServerFrame::NotLeader {
-                    leader: edge.leadership.leader(),
-                })
-                .await;
-        } else {
-            // Confirmed leader now, and the snapshot republished after the read index.
-            let reply = match edge.reads.confirm().await {
-                Ok(()) => {
-                    let state = edge.snapshot.borrow().clone();
-                    ServerFrame::Operator(OperatorReply::State(Box::new((*state).clone())))
-                }
-                Err(frame) => frame,
-            };
-            let _ = tx.send(&reply).await;
-        }
-        let _ = tx.finish().await;
-        return;
-    }
-    // Master membership is the replicated log's business, answered here on the leader.
-    if let ClientFrame::Operator(
-        call @ (OperatorCall::AddMaster { .. } | OperatorCall::RemoveMaster { .. }),
-    ) = &first
-    {
-        let reply = if peer.role != Role::Operator {
-            ServerFrame::Error(ErrorReply {
-                code: ErrorCode::Forbidden,
-                message: format!(
-                    "{peer} may not change the masters: it needs an operator certificate"
-                ),
-                fatal: true,
-            })
-        } else if !edge.leadership.is_leader.load(Ordering::Acquire) {
-            ServerFrame::NotLeader {
-                leader: edge.leadership.leader(),
-            }
-        } else {
-            let result = match call.clone() {
-                OperatorCall::AddMaster { id, name, address } => {
-                    tracing::info!(id, %name, %address, "adding a master");
-                    edge.registry
-                        .add_master(id, MasterNode::new(address, name))
-                        .await
-                }
-                OperatorCall::RemoveMaster { id } => {
-                    tracing::info!(id, "removing a master");
-                    edge.registry.remove_master(id).await
-                }
-                _ => unreachable!("matched above"),
-            };
-            match result {
-                Ok(()) => ServerFrame::Operator(OperatorReply::Done),
-                // Leadership moved while the change waited: send the client on to the new
-                // leader, which `open_session` follows, rather than failing the call.
-                Err(MembershipError::NotLeader { leader }) => ServerFrame::NotLeader {
-                    leader: leader
-                        .map(|(_, node)| node.addr)
-                        .or_else(|| edge.leadership.leader()),
-                },
-                Err(e) => ServerFrame::Error(ErrorReply {
-                    code: ErrorCode::BadRequest,
-                    message: e.to_string(),
-                    fatal: true,
-                }),
-            }
-        };
-        let _ = tx.send(&reply).await;
-        let _ = tx.finish().await;
-        return;
-    }
-    // The event stream, on the master that leads now (confirmed, every op committed before
-    // the request applied, so its journal holds every event a client saw).
-    if let ClientFrame::Operator(OperatorCall::SubscribeEvents { after }) = first {
-        let refusal = if peer.role != Role::Operator {
-            Some(crate::event_stream::forbidden(&peer))
-        } else if !edge.leadership.is_leader.load(Ordering::Acquire) {
-            let leader = edge.leadership.leader();
-            Some(ServerFrame::NotLeader { leader })
-        } else {
-            edge.reads.confirm().await.err()
-        };
-        let leadership = edge.leadership.clone();
-        let leader = move || leadership.leader();
-        crate::event_stream::serve(&edge.event_source, tx, rx, after, refusal, leader).await;
-        return;
-    }
-    let one_shot = matches!(first, ClientFrame::Operator(_));
-    // Every other operator call is answered from the registry (a log's agent, "no such task",
-    // "unknown agent"): only a master that leads now may answer it.
-    if one_shot && edge.leadership.is_leader.load(Ordering::Acquire) {
-        if let Err(frame) = edge.reads.confirm().await {
-            let _ = tx.send(&frame).await;
-            let _ = tx.finish().await;
-            return;
-        }
-    }
-    let session = edge.next_session.fetch_add(1, Ordering::Relaxed);
-    let (out_tx, mut out_rx) = mpsc::channel(SESSION_OUTBOX);
-    let connected = Event::Connected {
-        session,
-        peer: peer.clone(),
-        outbox: out_tx,
-    };
-    if edge.events.send(connected).await.is_err()
-        || edge
-            .events
-            .send(Event::Frame {
-                session,
-                frame: first,
-            })
-            .await
-            .is_err()
-    {
-        return;
-    }
-    if one_shot {
-        if let Ok(Some(reply)) = tokio::time::timeout(OPERATOR_CALL_TIMEOUT, out_rx.recv()).await {
-            let _ = tx.send(&reply).await;
-        } else {
-            send_error(
-                &mut tx,
-                ErrorCode::Unavailable,
-                "the master did not answer in time".into(),
-            )
-            .await;
-        }
-        let _ = tx.finish().await;
-        let _ = edge.events.send(Event::Disconnected { session }).await;
-        return;
-    }
-    loop {
-        tokio::select! {
-            out = out_rx.recv() => match out {
-                Some(frame) => {
-                    if let Err(e) = tx.send(&frame).await {
-                        tracing::debug!(%remote, %peer, error = %e, "session write failed");
-                        break;
-                    }
-                    edge.metrics.frame_out();
-                }
-                // The core closed this session.
-                None => break,
-            },
-            inbound = rx.recv() => match inbound {
-                Ok(Some(frame)) => {
-                    edge.metrics.frame_in();
-                    // Reconciliation (and a kill of a task the registry does not know, which
-                    // is answered as reconciliation) tells the framework what the cluster
-                    // knows: only a master that leads now may answer it. The session waits
-                    // meanwhile, so its frames stay in order.
-                    if reads_registry(&frame) {
-                        if let Err(reply) = edge.reads.confirm().await {
-                            let _ = tx.send(&reply).await;
-                            break;
-                        }
-                    }
-                    if edge.events.send(Event::Frame { session, frame }).await.is_err() {
-                        break;
-                    }
-                }
-                Ok(None) => break,
-                Err(e) if is_bad_input(&e) => {
-                    tracing::warn!(%remote, %peer, error = %e, "closing session: bad frame");
-                    send_error(&mut tx, ErrorCode::MalformedFrame, e.to_string()).await;
-                    break;
-                }
-                Err(e) => {
-                    tracing::info!(%remote, %peer, reason = %e, "session ended");
-                    break;
-                }
-            },
-        }
-    }
-    let _ = tx.finish().await;
-    let _ = edge.events.send(Event::Disconnected { session }).await;
-}
-
-/// Whether a framework call is answered from the registry rather than only changing it.
-fn reads_registry(frame: &ClientFrame) -> bool {
-    matches!(
-        frame,
-        ClientFrame::Framework(FrameworkCall::Reconcile { .. } | FrameworkCall::Kill { .. })
-    )
-}
-
 fn wall_ms() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -711,7 +401,7 @@ async fn core_loop(
     let mut leading: Option<Leading> = None;
     // On a follower the commit stream is drained (raft waits when it is full).
     let mut following = Some(registry.subscribe().events);
-    let mut outboxes: HashMap<SessionId, mpsc::Sender<ServerFrame>> = HashMap::new();
+    let mut outboxes: HashMap<SessionId, Outbox> = HashMap::new();
     // When to ask again whether this master may serve as the leader.
     let mut lead_retry: Option<tokio::time::Instant> = None;
     let mut next_publish = tokio::time::Instant::now() + SNAPSHOT_INTERVAL;
@@ -810,7 +500,7 @@ async fn core_loop(
                     }
                     (None, Event::Connected { outbox, .. }) => {
                         // Not the leader: say who is; dropping the outbox ends the stream.
-                        let _ = outbox.try_send(ServerFrame::NotLeader { leader: leader_addr.clone() });
+                        let _ = outbox.try_send(Box::new(ServerFrame::NotLeader { leader: leader_addr.clone() }));
                     }
                     (None, _) => {}
                 }
@@ -932,7 +622,7 @@ async fn recv_commit(leading: &mut Option<Leading>) -> Option<CommitEvent> {
 
 fn step_down(
     leading: &mut Option<Leading>,
-    outboxes: &mut HashMap<SessionId, mpsc::Sender<ServerFrame>>,
+    outboxes: &mut HashMap<SessionId, Outbox>,
     leadership: &Leadership,
     leader: Option<String>,
 ) {
@@ -940,9 +630,9 @@ fn step_down(
     *leading = None;
     // Every client is told where the leader is and disconnected; they reconnect there.
     for (_, outbox) in outboxes.drain() {
-        let _ = outbox.try_send(ServerFrame::NotLeader {
+        let _ = outbox.try_send(Box::new(ServerFrame::NotLeader {
             leader: leader.clone(),
-        });
+        }));
     }
 }
 
@@ -967,7 +657,7 @@ fn masters_state(registry: &ReplicatedRegistry) -> MastersState {
 
 fn drain_outputs(
     master: &mut Master,
-    outboxes: &mut HashMap<SessionId, mpsc::Sender<ServerFrame>>,
+    outboxes: &mut HashMap<SessionId, Outbox>,
     proposals: &mpsc::Sender<(ProposalId, RegistryOp)>,
 ) {
     let mut slow = Vec::new();
@@ -975,7 +665,9 @@ fn drain_outputs(
         match output {
             Output::Send { to, frame } => {
                 if let Some(outbox) = outboxes.get(&to) {
-                    if let Err(mpsc::error::TrySendError::Full(_)) = outbox.try_send(frame) {
+                    if let Err(mpsc::error::TrySendError::Full(_)) =
+                        outbox.try_send(Box::new(frame))
+                    {
                         tracing::warn!(session = to, "closing a session that does not keep up");
                         slow.push(to);
                     }

@@ -84,6 +84,15 @@ pub struct Session {
     pub master: String,
 }
 
+impl Session {
+    /// Ends this session's stream, and only it: the connection is shared with the client's
+    /// other sessions and leader watches (`MasterLinks`), so closing it would end theirs too.
+    /// The master sees the stream end at once; the connection stays for the next call.
+    pub async fn finish(self) {
+        let _ = self.send.finish().await;
+    }
+}
+
 /// How many redirects to masters outside `opts.masters` to follow before concluding the
 /// masters disagree about the leader.
 const MAX_REDIRECTS: usize = 8;

@@ -8,16 +8,19 @@ use crate::connect::{ClientError, CONNECT_ATTEMPT_TIMEOUT};
 use proto::Role;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use transport::{Connection, Identity, TransportError};
+use transport::{ClientEndpoints, Connection, Identity, TransportError};
 
 /// One open connection per master address. Clones share the connections (a client's
 /// `ClientOptions` carry one, so every session made from them shares it). A connection stays
 /// open while a handle lives and the master answers its keep-alives; a closed one is dialled
 /// again on next use. Bounded: one entry per address ever dialled, and a client dials the
-/// masters it was given and the leaders they name.
+/// masters it was given and the leaders they name. The connections leave from one client
+/// endpoint (UDP socket) per address family, shared with whoever the endpoints were given to
+/// ([`MasterLinks::sharing`]).
 #[derive(Clone, Default)]
 pub struct MasterLinks {
     open: Arc<Mutex<HashMap<String, Connection>>>,
+    endpoints: ClientEndpoints,
 }
 
 impl std::fmt::Debug for MasterLinks {
@@ -28,6 +31,15 @@ impl std::fmt::Debug for MasterLinks {
 }
 
 impl MasterLinks {
+    /// Links whose connections leave from `endpoints`, which other links may share (the load
+    /// generator's simulated agents share a few sockets among thousands).
+    pub fn sharing(endpoints: ClientEndpoints) -> MasterLinks {
+        MasterLinks {
+            open: Arc::default(),
+            endpoints,
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Connection>> {
         // A panic while holding the lock leaves only a map of connections: still usable.
         self.open.lock().unwrap_or_else(|p| p.into_inner())
@@ -57,10 +69,10 @@ impl MasterLinks {
             return Ok(c);
         }
         let sock = transport::resolve(addr).await?;
-        let endpoint = transport::client_endpoint_for(sock, identity)?;
+        let endpoint = self.endpoints.for_target(sock)?;
         let conn = tokio::time::timeout(
             CONNECT_ATTEMPT_TIMEOUT,
-            transport::connect(&endpoint, sock, Role::Master, None),
+            transport::connect_as(&endpoint, identity, sock, Role::Master, None),
         )
         .await
         .map_err(|_| ClientError::Transport(TransportError::TimedOut { addr: sock }))??;

@@ -107,6 +107,13 @@ impl std::fmt::Debug for Connection {
 }
 
 impl Connection {
+    /// Lets the peer open up to `n` bidirectional streams at once from now on (a server
+    /// endpoint grants [`crate::INITIAL_BI_STREAMS`] at the handshake). A peer waiting for a
+    /// stream gets it as soon as the new limit arrives.
+    pub fn allow_bi_streams(&self, n: u32) {
+        self.inner.set_max_concurrent_bi_streams(n.into());
+    }
+
     pub(crate) fn new(inner: quinn::Connection, endpoint: Option<quinn::Endpoint>) -> Connection {
         let peer = Arc::from(crate::endpoint::describe_peer(&inner));
         Connection {

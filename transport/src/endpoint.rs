@@ -21,33 +21,47 @@ pub const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(1);
 pub const MAX_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 /// Agents, frameworks and operators (the client endpoints) send a PING after this much
 /// silence; the master answers each with an ACK and sends no PING of its own (see
-/// [`server_transport_config`]). See [`CLIENT_IDLE_TIMEOUT`] for what it costs.
-pub const CLIENT_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// [`server_transport_config`]). Mesos's agent pings are 15 s apart (75 s to give up), a Nomad
+/// client's yamux keep-alive 30 s; a client with traffic of its own (an agent of a small
+/// cluster heartbeats every 2 s) never sends one. See [`CLIENT_IDLE_TIMEOUT`] for what it
+/// costs.
+pub const CLIENT_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
 /// A client connection to a master that hears nothing for this long is closed, on both sides
 /// (QUIC uses the smaller of both sides' idle timeouts, and the master offers
 /// [`SERVER_IDLE_TIMEOUT`]). This is not how clients notice a failover: every client also
 /// watches the other masters, which tell it the moment a new leader is elected (the
-/// `session` crate's `LeaderWatch`), so a dead leader costs its clients the election, not an
-/// idle timeout. It is how a master notices an agent that died without a word (the agent's
-/// silence limit starts then), and how a client notices a master it can no longer reach while
-/// that master keeps its leadership (a one-sided partition, as Mesos's 75 s agent ping timeout).
+/// `session` crate's `LeaderWatch`), and a leader that loses its majority tells its clients
+/// when it steps down, so a dead leader costs its clients the election, not an idle timeout.
+/// It is how a master notices an agent that died without a word in a large cluster (whose
+/// stretched heartbeats are minutes apart; the agent's silence limit starts then), and how a
+/// client notices a master it can no longer reach while that master keeps its leadership (a
+/// one-sided partition): 90 s, about Mesos's agent ping timeout (15 s × 5 = 75 s) and well
+/// under Nomad's heartbeat TTL at 10,000 clients (200 s).
 ///
-/// The cost per idle client at a master: one PING every 10 s and one ACK back, about 0.2 small
-/// packets a second per connection, where the earlier design (500 ms / 1.5 s, and the master's
-/// own PING every second) cost 4 to 5. Three unanswered PINGs in a row, with QUIC's own probes
-/// between, are needed to drop a healthy connection.
-pub const CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// The cost per idle client at a master: one PING every 30 s and one ACK back, which the
+/// master sends at once (the client asks for that with the ACK-frequency extension, see
+/// [`client_transport_config`]), so 0.07 small datagrams a second per connection and one
+/// wake-up each. The earlier designs cost 4 to 5 (500 ms / 1.5 s, and the master's own PING
+/// every second) and 0.2 (10 s / 30 s). Three unanswered PINGs in a row, with QUIC's own
+/// probes between, are needed to drop a healthy connection.
+pub const CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// The idle timeout a master's server endpoint offers: the largest it accepts. Raft links are
 /// dialled with [`MAX_IDLE_TIMEOUT`] and clients with [`CLIENT_IDLE_TIMEOUT`]; the smaller of
 /// the two sides applies.
 pub const SERVER_IDLE_TIMEOUT: Duration = CLIENT_IDLE_TIMEOUT;
 /// Concurrent bidirectional streams a peer may open on one connection. Corral runs one stream
 /// per request or subscription, so a well-behaved peer needs a handful; 64 leaves room for
-/// bursts (parallel operator calls) while bounding the per-connection state a misbehaving peer
-/// can make us keep. A peer at the limit waits for a stream to end; nothing fails. It is also
-/// memory on every connection: quinn keeps a slot per allowed stream from the handshake on
-/// (256 streams cost an idle agent's connection about 17 KiB at the master, 64 about 4 KiB).
+/// bursts (parallel operator calls, a Mesos gateway's frameworks sharing one connection) while
+/// bounding the per-connection state a misbehaving peer can make us keep. A peer at the limit
+/// waits for a stream to end; nothing fails. It is also memory on every connection: quinn keeps
+/// a slot per allowed stream from the handshake on (about 50 bytes each), so a server grants
+/// [`INITIAL_BI_STREAMS`] at the handshake and a master raises the limit to this for every
+/// peer but agents once it knows who the peer is ([`Connection::allow_bi_streams`]).
 pub const MAX_CONCURRENT_BI_STREAMS: u32 = 64;
+/// What a server endpoint grants every client at the handshake: enough for an agent (its
+/// session, a leader watch, a certificate renewal, a few operator-style calls), the peer of
+/// which a large cluster has thousands.
+pub const INITIAL_BI_STREAMS: u32 = 8;
 /// Corral uses only bidirectional streams; a few unidirectional ones are allowed so a future
 /// minor version can add them without a handshake change, but not more.
 pub const MAX_CONCURRENT_UNI_STREAMS: u32 = 4;
@@ -66,6 +80,7 @@ const _: () =
 const _: () = assert!(MAX_IDLE_TIMEOUT.as_millis() <= SERVER_IDLE_TIMEOUT.as_millis());
 const _: () = assert!(CLIENT_IDLE_TIMEOUT.as_millis() <= SERVER_IDLE_TIMEOUT.as_millis());
 const _: () = assert!(MAX_CONCURRENT_BI_STREAMS > 0 && MAX_CONCURRENT_BI_STREAMS <= 1024);
+const _: () = assert!(INITIAL_BI_STREAMS > 0 && INITIAL_BI_STREAMS <= MAX_CONCURRENT_BI_STREAMS);
 const _: () = assert!(STREAM_RECEIVE_WINDOW <= CONNECTION_RECEIVE_WINDOW);
 const _: () = assert!(SERVER_IDLE_TIMEOUT.as_millis() < u32::MAX as u128);
 
@@ -82,18 +97,29 @@ pub fn transport_config() -> quinn::TransportConfig {
     with_liveness(Some(KEEP_ALIVE_INTERVAL), MAX_IDLE_TIMEOUT)
 }
 
-/// The QUIC transport parameters of a master's server endpoint: no keep-alive of its own (the
+/// The QUIC transport parameters of a master's server endpoint: [`INITIAL_BI_STREAMS`] until
+/// the master raises it for the peer, and no keep-alive of its own (the
 /// side that dialled sends them: a raft peer every [`KEEP_ALIVE_INTERVAL`], a client every
 /// [`CLIENT_KEEP_ALIVE_INTERVAL`]; a master pinging each of 10,000 idle agents every second
 /// was most of its idle cost) and [`SERVER_IDLE_TIMEOUT`].
 pub fn server_transport_config() -> quinn::TransportConfig {
-    with_liveness(None, SERVER_IDLE_TIMEOUT)
+    let mut t = with_liveness(None, SERVER_IDLE_TIMEOUT);
+    t.max_concurrent_bidi_streams(INITIAL_BI_STREAMS.into());
+    t
 }
 
 /// The QUIC transport parameters of client endpoints (agents, frameworks, operators): those of
-/// [`transport_config`] with [`CLIENT_KEEP_ALIVE_INTERVAL`] and [`CLIENT_IDLE_TIMEOUT`].
+/// [`transport_config`] with [`CLIENT_KEEP_ALIVE_INTERVAL`] and [`CLIENT_IDLE_TIMEOUT`], and
+/// asking the master (QUIC ACK-frequency extension, which quinn speaks on both sides) to
+/// acknowledge each of our ack-eliciting packets at once: a lone keep-alive PING would
+/// otherwise be acknowledged after the 25 ms ACK delay, a second wake-up of the master's
+/// connection driver (a timer) for every PING of every idle client.
 pub fn client_transport_config() -> quinn::TransportConfig {
-    with_liveness(Some(CLIENT_KEEP_ALIVE_INTERVAL), CLIENT_IDLE_TIMEOUT)
+    let mut t = with_liveness(Some(CLIENT_KEEP_ALIVE_INTERVAL), CLIENT_IDLE_TIMEOUT);
+    let mut ack = quinn::AckFrequencyConfig::default();
+    ack.ack_eliciting_threshold(quinn::VarInt::from_u32(0));
+    t.ack_frequency_config(Some(ack));
+    t
 }
 
 fn with_liveness(keep_alive: Option<Duration>, idle: Duration) -> quinn::TransportConfig {
@@ -272,6 +298,60 @@ fn bind_client(local: SocketAddr, id: &Identity) -> Result<Endpoint, TransportEr
     cfg.transport_config(Arc::new(client_transport_config()));
     ep.set_default_client_config(cfg);
     Ok(Endpoint::new(ep))
+}
+
+/// Client-only endpoints that many connections share, one per address family, bound on first
+/// use. A client process (an agent, a framework, the gateway) keeps one for all its connections
+/// to the masters, and the load generator shares a few among thousands of simulated agents:
+/// an endpoint per connection costs a UDP socket (a file descriptor) and a driver task each, and
+/// 10,000 simulated agents dialling 3 masters ran out of descriptors. Connections made with
+/// [`connect_as`] carry their own identity, so endpoints shared between identities are fine.
+/// Clones share the endpoints.
+#[derive(Clone, Debug, Default)]
+pub struct ClientEndpoints {
+    /// IPv4 (`0.0.0.0:0`) and IPv6 (`[::]:0`) endpoints.
+    bound: Arc<std::sync::Mutex<[Option<Endpoint>; 2]>>,
+}
+
+impl ClientEndpoints {
+    /// No endpoint yet; each is bound when a connection first needs it.
+    pub fn new() -> ClientEndpoints {
+        ClientEndpoints::default()
+    }
+
+    /// The endpoint able to reach `target`, bound now if it is the first of its family.
+    pub fn for_target(&self, target: SocketAddr) -> Result<Endpoint, TransportError> {
+        let (slot, local) = match target {
+            SocketAddr::V4(_) => (0, SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))),
+            SocketAddr::V6(_) => (1, SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0))),
+        };
+        // A panic while holding the lock leaves two optional endpoints: still usable.
+        let mut bound = self.bound.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(ep) = &bound[slot] {
+            return Ok(ep.clone());
+        }
+        let ep = quinn::Endpoint::client(local).map_err(|source| TransportError::Bind {
+            addr: local,
+            source,
+        })?;
+        let ep = Endpoint::new(ep);
+        bound[slot] = Some(ep.clone());
+        Ok(ep)
+    }
+}
+
+/// [`connect`] from a client endpoint as `id` (its certificate, [`client_transport_config`]),
+/// whatever identity the endpoint's other connections have: see [`ClientEndpoints`].
+pub async fn connect_as(
+    ep: &Endpoint,
+    id: &Identity,
+    addr: SocketAddr,
+    expect_role: Role,
+    expect_name: Option<&str>,
+) -> Result<Connection, TransportError> {
+    let mut cfg = client_config(id)?;
+    cfg.transport_config(Arc::new(client_transport_config()));
+    connect_inner(ep, Some(cfg), addr, expect_role, expect_name).await
 }
 
 /// How error messages name a peer we are connecting to: "the master 'm1' at 10.0.0.1:5050".

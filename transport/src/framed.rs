@@ -16,6 +16,8 @@ pub const STOP_FRAME_TOO_LARGE: u32 = 1;
 /// Body bytes reserved up front for a frame; the rest grows as bytes arrive, so a header that
 /// announces a large frame costs memory only when the peer actually sends it.
 const INITIAL_BODY_CAPACITY: usize = 64 << 10;
+/// A send buffer larger than this is dropped after its frame went out.
+const RETAINED_SEND_BUFFER: usize = 4 << 10;
 
 /// The sending half of a framed stream.
 pub struct FramedSend<T> {
@@ -78,8 +80,9 @@ impl<T: Serialize> FramedSend<T> {
             }
         })?;
         let res = self.send.write_all(&self.buf).await;
-        // Do not keep a large buffer around after a one-off big message.
-        if self.buf.capacity() > INITIAL_BODY_CAPACITY {
+        // Keep no more than a small frame's buffer: a session lives as long as its agent, and
+        // thousands of sessions each holding what their largest message needed add up.
+        if self.buf.capacity() > RETAINED_SEND_BUFFER {
             self.buf = Vec::new();
         }
         res.map_err(|e| write_error(&self.peer, e))

@@ -31,11 +31,11 @@ mod tls;
 
 pub use conn::{Connection, Endpoint, Incoming};
 pub use endpoint::{
-    accept, client_endpoint, client_endpoint_for, connect, install_crypto_provider,
+    accept, client_endpoint, client_endpoint_for, connect, connect_as, install_crypto_provider,
     peer_client_endpoint, peer_identity, resolve, server_endpoint, server_endpoint_accepting_joins,
-    CLIENT_IDLE_TIMEOUT, CLIENT_KEEP_ALIVE_INTERVAL, CONNECTION_RECEIVE_WINDOW,
-    KEEP_ALIVE_INTERVAL, MAX_CONCURRENT_BI_STREAMS, MAX_CONCURRENT_UNI_STREAMS, MAX_IDLE_TIMEOUT,
-    SERVER_IDLE_TIMEOUT, STREAM_RECEIVE_WINDOW,
+    ClientEndpoints, CLIENT_IDLE_TIMEOUT, CLIENT_KEEP_ALIVE_INTERVAL, CONNECTION_RECEIVE_WINDOW,
+    INITIAL_BI_STREAMS, KEEP_ALIVE_INTERVAL, MAX_CONCURRENT_BI_STREAMS, MAX_CONCURRENT_UNI_STREAMS,
+    MAX_IDLE_TIMEOUT, SERVER_IDLE_TIMEOUT, STREAM_RECEIVE_WINDOW,
 };
 pub use error::TransportError;
 pub use framed::{

@@ -63,12 +63,11 @@ async fn agents(a: BenchAgentsArgs) -> Result<u8> {
         loadgen::issue_agent_identities(&a.ca_dir, &a.prefix, 0, a.agents, 2)
     })?;
     let cfg = loadgen::FleetConfig {
-        masters: a.master,
         resources,
         task_duration: secs("task-secs", a.task_secs)?,
         ramp: secs("ramp-secs", a.ramp_secs)?,
         max_connecting: a.max_connecting.max(1),
-        pressure: true,
+        ..loadgen::FleetConfig::new(a.master)
     };
     let mut fleet = loadgen::Fleet::new(cfg);
     fleet.add(ids);

@@ -257,6 +257,19 @@ pub struct Registry {
     join_tokens: JoinTokens,
 }
 
+impl RegistryOp {
+    /// The agent whose admission this op changes (admitted, unreachable, marked or removed).
+    pub fn admission_of(&self) -> Option<&AgentId> {
+        match self {
+            RegistryOp::AgentAdmitted { agent_id, .. }
+            | RegistryOp::AgentUnreachable { agent_id, .. }
+            | RegistryOp::AgentMarked { agent_id, .. }
+            | RegistryOp::AgentRemoved { agent_id } => Some(agent_id),
+            _ => None,
+        }
+    }
+}
+
 impl Registry {
     /// Used and revoked join tokens.
     pub fn join_tokens(&self) -> &JoinTokens {

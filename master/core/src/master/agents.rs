@@ -59,9 +59,15 @@ impl Master {
                         usage.insert(key, t.usage);
                     }
                 }
-                if let Some(a) = self.agents.get_mut(&agent_id) {
+                let pressure = pressure.map(NodePressure::clamped);
+                let changed = self.agents.get_mut(&agent_id).is_some_and(|a| {
+                    let changed = a.usage != usage || a.pressure != pressure;
                     a.usage = usage;
-                    a.pressure = pressure.map(NodePressure::clamped);
+                    a.pressure = pressure;
+                    changed
+                });
+                if changed {
+                    self.touch();
                 }
             }
             AgentToMaster::LogChunk { request_id, result } => {
@@ -146,6 +152,13 @@ impl Master {
         if let Some(s) = self.sessions.get_mut(&session) {
             s.kind = SessionKind::Agent(id.clone());
         }
+        if !self.readmission_is_news(&id, &info, &principal) {
+            // After a failover every agent re-registers with the new leader: that is no news
+            // to the registry (Mesos writes a re-registration only for an agent it does not
+            // know or had marked unreachable), so 10,000 agents cost no raft write.
+            self.admission_committed(&id, session, tasks);
+            return;
+        }
         self.propose(
             RegistryOp::AgentAdmitted {
                 agent_id: id,
@@ -157,6 +170,23 @@ impl Master {
                 reports: tasks,
             },
         );
+    }
+
+    /// Whether admitting agent `id` as `info` changes the registry: it does unless the registry
+    /// has the agent reachable with this same description and principal, and no change to its
+    /// admission (an unreachable mark, say) is in flight, which the re-registration must follow.
+    fn readmission_is_news(&self, id: &AgentId, info: &proto::AgentInfo, principal: &str) -> bool {
+        let Some(entry) = self.registry.agents().get(id) else {
+            return true;
+        };
+        let in_flight = self
+            .agent_ops_in_flight
+            .get(id)
+            .is_some_and(|p| self.in_flight.binary_search_by_key(p, |(q, _)| *q).is_ok());
+        let mut described = info.clone();
+        described.resources = described.resources.normalized();
+        let same_info = entry.info == described;
+        in_flight || !entry.reachable || entry.principal != principal || !same_info
     }
 
     /// The `AgentAdmitted` of a registering agent committed: it is told `Registered`, and its
@@ -576,21 +606,24 @@ impl Master {
         }
     }
 
-    pub(super) fn check_agent_silence(&mut self, id: &AgentId) {
+    /// An agent's silence timer fired: it is marked unreachable if it was silent past its
+    /// limit (true), else the timer is set for when it would be (false: nothing changed).
+    pub(super) fn check_agent_silence(&mut self, id: &AgentId) -> bool {
         let Some(rt) = self.agents.get(id) else {
-            return;
+            return false;
         };
         let deadline = rt.last_seen + rt.silence_limit;
         let reachable = self.registry.agents().get(id).is_some_and(|a| a.reachable);
         if !reachable {
-            return;
+            return false;
         }
         if deadline > self.now {
             self.timers
                 .set(TimerKey::AgentSilence(id.clone()), deadline);
-            return;
+            return false;
         }
         self.mark_unreachable(id);
+        true
     }
 
     pub(super) fn mark_unreachable(&mut self, id: &AgentId) {

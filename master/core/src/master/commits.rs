@@ -24,9 +24,14 @@ impl Master {
             return Then::Nothing;
         };
         self.in_flight.drain(..pos);
-        self.in_flight
+        let then = self
+            .in_flight
             .pop_front()
-            .map_or(Then::Nothing, |(_, then)| then)
+            .map_or(Then::Nothing, |(_, then)| then);
+        if self.in_flight.is_empty() {
+            self.agent_ops_in_flight.clear();
+        }
+        then
     }
 
     /// After `op` was applied: its effects, then the operator's `Done` if one waits for it.

@@ -230,6 +230,11 @@ pub struct Master {
     /// Proposals not committed yet, in proposal order (so by increasing id), with what to do
     /// once each commits.
     in_flight: VecDeque<(ProposalId, Then)>,
+    /// The last proposal that changes each agent's admission (admitted, unreachable, marked,
+    /// removed); while it is in flight a re-registration is written to the registry again
+    /// rather than taken as no news (see `Master::readmission_is_news`). Cleared whenever
+    /// nothing is in flight.
+    agent_ops_in_flight: BTreeMap<AgentId, ProposalId>,
     /// The id of the next proposal.
     next_proposal: ProposalId,
     timers: Timers,
@@ -301,6 +306,7 @@ impl Master {
             acked: BTreeMap::new(),
             log_requests: BTreeMap::new(),
             in_flight: VecDeque::new(),
+            agent_ops_in_flight: BTreeMap::new(),
             next_proposal: ProposalId::first(&config.id_prefix),
             timers: Timers::default(),
             outputs: VecDeque::new(),
@@ -469,7 +475,19 @@ impl Master {
     }
 
     pub fn handle_message(&mut self, now: Instant, session: SessionId, frame: ClientFrame) {
-        self.tick(now);
+        if matches!(
+            frame,
+            ClientFrame::Agent(AgentToMaster::Heartbeat | AgentToMaster::Usage { .. })
+        ) {
+            // A heartbeat changes nothing an operator sees (when an agent was last heard from
+            // is not in the snapshot), and the usage report that comes with it changes the
+            // state only when it differs (`agent_message` says so then): with thousands of
+            // agents beating, counting each as a change had the snapshot rebuilt at every
+            // chance while the cluster was idle.
+            self.advance_clock(now);
+        } else {
+            self.tick(now);
+        }
         let Some(s) = self.sessions.get(&session) else {
             return;
         };
@@ -540,17 +558,28 @@ impl Master {
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
-        self.tick(now);
+        self.advance_clock(now);
+        // Most timers that fire in a large idle cluster are agents' silence checks that find
+        // the agent heard from and set themselves again: no change to the state.
+        let mut changed = false;
         while let Some(key) = self.timers.pop_due(self.now) {
+            if let TimerKey::AgentSilence(id) = &key {
+                changed |= self.check_agent_silence(id);
+                continue;
+            }
+            changed = true;
             match key {
                 TimerKey::Offer(key) => self.offer_timed_out(key),
-                TimerKey::AgentSilence(id) => self.check_agent_silence(&id),
+                TimerKey::AgentSilence(_) => {}
                 TimerKey::FrameworkFailover(id) => self.framework_failover_expired(&id),
                 TimerKey::LogRequest(id) => self.log_request_timed_out(id),
                 TimerKey::Heartbeat => self.send_heartbeats(),
                 TimerKey::FilterExpiry(fw, agent) => self.filter_expired(fw, agent),
                 TimerKey::Allocate => self.allocate(),
             }
+        }
+        if changed {
+            self.touch();
         }
     }
 
@@ -559,10 +588,14 @@ impl Master {
     // -----------------------------------------------------------------------------------------
 
     fn tick(&mut self, now: Instant) {
+        self.advance_clock(now);
+        self.touch();
+    }
+
+    fn advance_clock(&mut self, now: Instant) {
         if now > self.now {
             self.now = now;
         }
-        self.touch();
     }
 
     fn touch(&mut self) {
@@ -585,6 +618,9 @@ impl Master {
         let id = self.next_proposal;
         self.next_proposal = ProposalId(id.0.wrapping_add(1));
         self.in_flight.push_back((id, then));
+        if let Some(agent) = op.admission_of() {
+            self.agent_ops_in_flight.insert(agent.clone(), id);
+        }
         self.outputs.push_back(Output::Propose { id, op });
     }
 
