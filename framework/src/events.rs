@@ -9,7 +9,7 @@ use proto::{
     ClientFrame, ErrorCode, EventCursor, EventsSubscribed, OperatorCall, OperatorReply,
     ServerFrame, StampedEvent,
 };
-use session::{open_session, ClientError, ClientOptions, Session};
+use session::{open_session, watch_leader, ClientError, ClientOptions, LeaderWatch, Session};
 use std::collections::VecDeque;
 use std::time::Duration;
 
@@ -41,7 +41,9 @@ pub enum EventStreamError {
 /// A resumable subscription to the cluster's events.
 pub struct EventStream {
     opts: ClientOptions,
-    session: Option<Session>,
+    /// The subscription, and the other masters' word on who leads (a killed leader says
+    /// nothing: the stream moves when the others elect a new one, not after an idle timeout).
+    session: Option<(Session, LeaderWatch)>,
     /// Resume after this (the last acknowledged event, or the subscription's start).
     acknowledged: Option<EventCursor>,
     /// Received, not yet handed out.
@@ -79,10 +81,20 @@ impl EventStream {
             if let Some(e) = self.pending.pop_front() {
                 return Ok(StreamItem::Event(Box::new(e)));
             }
-            let Some(session) = self.session.as_mut() else {
+            let Some((session, leader_watch)) = self.session.as_mut() else {
                 return self.subscribe().await;
             };
-            let lost = match session.recv.recv().await {
+            let received = tokio::select! {
+                r = session.recv.recv() => r,
+                moved = leader_watch.moved() => {
+                    let master = session.master.clone();
+                    tracing::info!(%master, %moved, "the event stream's master does not lead any more; resuming at the leader");
+                    self.close();
+                    self.opts.try_last(&master);
+                    continue;
+                }
+            };
+            let lost = match received {
                 Ok(Some(ServerFrame::Operator(OperatorReply::Events(batch)))) => {
                     self.pending.extend(batch);
                     continue;
@@ -123,7 +135,8 @@ impl EventStream {
             return Err(ClientError::Unexpected(format!("{reply:?}")).into());
         };
         let master = session.master.clone();
-        self.session = Some(session);
+        let leader_watch = watch_leader(&opts, &master);
+        self.session = Some((session, leader_watch));
         match resuming {
             Some(after) if subscribed.resumed => Ok(StreamItem::Resumed { master, after }),
             _ => {
