@@ -4,8 +4,10 @@
 //! reads are served from without touching the core.
 //!
 //! `server.rs`: every master runs `ReplicatedRegistry` (a single master is a one-voter cluster,
-//! so there is one write path). Connections whose certificate role is master carry raft; all
-//! others the client protocol. One task per client stream turns frames into `Event`s on one
+//! so there is one write path). `streams.rs`: connections whose certificate role is master
+//! carry raft; all others the client protocol, one task per stream, whose first frame says what
+//! it is for (a session with the core, a leader watch, a certificate call, a state read, a
+//! change of masters, the event stream). A session's task turns frames into `Event`s on one
 //! bounded queue; the core loop runs a `Master` only while this master leads (built with
 //! `Master::with_registry` from `subscribe_as_leader`, which waits until every earlier commit is
 //! applied), sends its `Propose { id, op }` outputs to raft through one ordered proposer task,
@@ -13,7 +15,7 @@
 //! down and keeps running, never exits), answers every client `NotLeader { leader }`. The core
 //! loop owns the real clock, writes outputs to per-session bounded outboxes (a client that lets
 //! its outbox fill is disconnected, not buffered without end) and republishes the
-//! `ClusterState` snapshot at most every 100 ms. A malformed, truncated or oversized frame gets
+//! `ClusterState` snapshot when it changed, at most every max(100 ms, 200 us per session). A malformed, truncated or oversized frame gets
 //! `MalformedFrame` and closes that stream only. Join tokens and certificate renewal
 //! (`join.rs`, with `--ca-key`) are answered by the daemon, which holds the CA key. If raft
 //! stops on a storage error (a full or failing data dir) the master logs why and exits
