@@ -37,7 +37,22 @@ pub struct FramedRecv<T> {
     /// Budgets a frame larger than [`INITIAL_BODY_CAPACITY`] takes its length from, in order,
     /// while its body is buffered.
     budgets: Vec<RecvBudget>,
+    /// The frame being read, kept here rather than in `recv`'s future so that `recv` is
+    /// cancel-safe: callers wait on it in `select!` beside other events, and a frame that
+    /// arrives in several packets must not lose the bytes read before a cancellation.
+    partial: Partial,
     _msg: PhantomData<fn() -> T>,
+}
+
+/// What has been read of the current frame.
+#[derive(Default)]
+struct Partial {
+    header: [u8; FRAME_HEADER_LEN],
+    header_got: usize,
+    /// The body's length once the header is complete, and the body read so far.
+    body: Option<(usize, Vec<u8>)>,
+    /// Budget permits held for a large body (see [`FramedRecv::with_budget`]).
+    permits: Vec<Option<tokio::sync::OwnedSemaphorePermit>>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -169,57 +184,68 @@ impl<T: DeserializeOwned> FramedRecv<T> {
             })
     }
 
-    /// Reads one frame's body.
+    /// Reads one frame's body. Cancel-safe: progress is kept in `self.partial` (quinn's reads
+    /// consume data only when they complete).
     async fn recv_frame(&mut self) -> Result<Option<Vec<u8>>, TransportError> {
-        let mut header = [0u8; FRAME_HEADER_LEN];
-        match self.recv.read_exact(&mut header).await {
-            Ok(()) => {}
-            Err(quinn::ReadExactError::FinishedEarly(0)) => return Ok(None),
-            Err(quinn::ReadExactError::FinishedEarly(got)) => {
-                return Err(TransportError::Truncated {
-                    peer: self.peer.to_string(),
-                    got,
-                    want: FRAME_HEADER_LEN,
-                })
-            }
-            Err(quinn::ReadExactError::ReadError(e)) => return Err(read_error(&self.peer, e)),
-        }
-        let len = match frame_len(header, self.max_frame_len) {
-            Ok(len) => len,
-            Err(source) => {
-                // Framing is lost; tell the peer we will not read the rest.
-                let _ = self.recv.stop(STOP_FRAME_TOO_LARGE.into());
-                self.state = RecvState::Failed;
-                return Err(TransportError::Decode {
-                    peer: self.peer.to_string(),
-                    source,
-                });
-            }
-        };
-        // A large body is buffered only within the budgets (a peer announcing large frames
-        // on many streams and never completing them would otherwise hold max_frame_len per
-        // stream); until they have room, we do not read and QUIC flow control holds the peer.
-        let mut permits = Vec::new();
-        if len > INITIAL_BODY_CAPACITY {
-            for budget in &self.budgets {
-                permits.push(budget.take(len).await);
-            }
-        }
-        let mut body = Vec::with_capacity(len.min(INITIAL_BODY_CAPACITY));
-        while body.len() < len {
-            match self.recv.read_chunk(len - body.len(), true).await {
-                Ok(Some(chunk)) => body.extend_from_slice(&chunk.bytes),
+        while self.partial.header_got < FRAME_HEADER_LEN {
+            let got = self.partial.header_got;
+            match self.recv.read(&mut self.partial.header[got..]).await {
+                Ok(Some(n)) => self.partial.header_got += n,
+                Ok(None) if got == 0 => return Ok(None),
                 Ok(None) => {
                     return Err(TransportError::Truncated {
                         peer: self.peer.to_string(),
-                        got: FRAME_HEADER_LEN + body.len(),
-                        want: FRAME_HEADER_LEN + len,
+                        got,
+                        want: FRAME_HEADER_LEN,
                     })
                 }
                 Err(e) => return Err(read_error(&self.peer, e)),
             }
         }
-        Ok(Some(body))
+        if self.partial.body.is_none() {
+            let len = match frame_len(self.partial.header, self.max_frame_len) {
+                Ok(len) => len,
+                Err(source) => {
+                    // Framing is lost; tell the peer we will not read the rest.
+                    let _ = self.recv.stop(STOP_FRAME_TOO_LARGE.into());
+                    self.state = RecvState::Failed;
+                    return Err(TransportError::Decode {
+                        peer: self.peer.to_string(),
+                        source,
+                    });
+                }
+            };
+            self.partial.body = Some((len, Vec::with_capacity(len.min(INITIAL_BODY_CAPACITY))));
+        }
+        let len = self.partial.body.as_ref().map_or(0, |(len, _)| *len);
+        // A large body is buffered only within the budgets (a peer announcing large frames
+        // on many streams and never completing them would otherwise hold max_frame_len per
+        // stream); until they have room, we do not read and QUIC flow control holds the peer.
+        if len > INITIAL_BODY_CAPACITY {
+            while self.partial.permits.len() < self.budgets.len() {
+                let budget = &self.budgets[self.partial.permits.len()];
+                let permit = budget.take(len).await;
+                self.partial.permits.push(permit);
+            }
+        }
+        while let Some((len, body)) = self.partial.body.as_mut() {
+            if body.len() >= *len {
+                break;
+            }
+            match self.recv.read_chunk(*len - body.len(), true).await {
+                Ok(Some(chunk)) => body.extend_from_slice(&chunk.bytes),
+                Ok(None) => {
+                    return Err(TransportError::Truncated {
+                        peer: self.peer.to_string(),
+                        got: FRAME_HEADER_LEN + body.len(),
+                        want: FRAME_HEADER_LEN + *len,
+                    })
+                }
+                Err(e) => return Err(read_error(&self.peer, e)),
+            }
+        }
+        let partial = std::mem::take(&mut self.partial);
+        Ok(partial.body.map(|(_, body)| body))
     }
 }
 
@@ -270,6 +296,7 @@ fn framed_named<S, R>(
             peer,
             state: RecvState::Open,
             budgets: Vec::new(),
+            partial: Partial::default(),
             _msg: PhantomData,
         },
     )
