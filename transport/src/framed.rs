@@ -39,8 +39,9 @@ pub struct FramedRecv<T> {
     budgets: Vec<RecvBudget>,
     /// The frame being read, kept here rather than in `recv`'s future so that `recv` is
     /// cancel-safe: callers wait on it in `select!` beside other events, and a frame that
-    /// arrives in several packets must not lose the bytes read before a cancellation.
-    partial: Partial,
+    /// arrives in several packets must not lose the bytes read before a cancellation. Boxed:
+    /// stream halves are held in many places, and this is the rare, large part.
+    partial: Box<Partial>,
     _msg: PhantomData<fn() -> T>,
 }
 
@@ -244,7 +245,7 @@ impl<T: DeserializeOwned> FramedRecv<T> {
                 Err(e) => return Err(read_error(&self.peer, e)),
             }
         }
-        let partial = std::mem::take(&mut self.partial);
+        let partial = std::mem::take(&mut *self.partial);
         Ok(partial.body.map(|(_, body)| body))
     }
 }
@@ -296,7 +297,7 @@ fn framed_named<S, R>(
             peer,
             state: RecvState::Open,
             budgets: Vec::new(),
-            partial: Partial::default(),
+            partial: Box::default(),
             _msg: PhantomData,
         },
     )

@@ -103,7 +103,8 @@ pub struct Config {
 }
 
 enum Event {
-    Session(session::SessionEvent),
+    /// Boxed: a new session carries its streams, far larger than the other events.
+    Session(Box<session::SessionEvent>),
     Launched {
         task_id: TaskId,
         result: Result<Arc<Handle>, RuntimeError>,
@@ -296,7 +297,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
 impl Agent {
     async fn handle_event(&mut self, event: Event) {
         match event {
-            Event::Session(e) => self.on_session(e),
+            Event::Session(e) => self.on_session(*e),
             Event::Launched { task_id, result } => self.on_launched(task_id, result),
             Event::Exited { task_id, result } => self.on_exited(task_id, result),
             Event::Executor(e) => self.on_executor_event(e).await,

@@ -78,7 +78,7 @@ impl Agent {
                     error: e.to_string(),
                 },
             };
-            let _ = events.send(Event::Session(event)).await;
+            let _ = events.send(Event::Session(Box::new(event))).await;
         });
     }
 
@@ -136,7 +136,7 @@ impl Agent {
                 };
                 match frame {
                     Ok(Some(frame)) => {
-                        let ev = Event::Session(SessionEvent::Frame { attempt, frame });
+                        let ev = Event::Session(Box::new(SessionEvent::Frame { attempt, frame }));
                         if events.send(ev).await.is_err() {
                             return;
                         }
@@ -146,7 +146,10 @@ impl Agent {
                 }
             };
             let _ = events
-                .send(Event::Session(SessionEvent::Lost { attempt, reason }))
+                .send(Event::Session(Box::new(SessionEvent::Lost {
+                    attempt,
+                    reason,
+                })))
                 .await;
         });
         let (outbox, mut rx) = mpsc::channel::<ClientFrame>(SESSION_OUTBOX);
@@ -157,7 +160,10 @@ impl Agent {
                     tracing::warn!(error = %e, "cannot write to the master");
                     let reason = e.to_string();
                     let _ = events
-                        .send(Event::Session(SessionEvent::Lost { attempt, reason }))
+                        .send(Event::Session(Box::new(SessionEvent::Lost {
+                            attempt,
+                            reason,
+                        })))
                         .await;
                     return;
                 }
