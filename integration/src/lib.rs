@@ -714,23 +714,34 @@ impl Cluster {
         serde_json::from_slice(&out.stdout).expect("state is JSON")
     }
 
-    /// Polls the published state (refreshed every 100 ms) until `pred` holds; fails after 20 s
-    /// naming `what`.
+    /// Polls the leader's state until `pred` holds; fails after 20 s naming `what`.
     pub fn wait_state(
         &self,
         what: &str,
         pred: impl Fn(&serde_json::Value) -> bool,
     ) -> serde_json::Value {
-        let deadline = Instant::now() + Duration::from_secs(20);
+        match self.poll_state(Duration::from_secs(20), &pred) {
+            Ok(s) => s,
+            Err(s) => panic!("state never showed {what}:\n{s:#}"),
+        }
+    }
+
+    /// Polls the leader's state until `pred` holds (`Ok`, that state) or `within` passed
+    /// (`Err`, the last state read).
+    pub fn poll_state(
+        &self,
+        within: Duration,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> Result<serde_json::Value, serde_json::Value> {
+        let deadline = Instant::now() + within;
         loop {
             let s = self.state_json();
             if pred(&s) {
-                return s;
+                return Ok(s);
             }
-            assert!(
-                Instant::now() < deadline,
-                "state never showed {what}:\n{s:#}"
-            );
+            if Instant::now() >= deadline {
+                return Err(s);
+            }
             std::thread::sleep(Duration::from_millis(150));
         }
     }

@@ -206,11 +206,10 @@ fn pymesos_scheduler_runs_tasks_through_the_mesos_gateway() {
             .as_array()
             .is_some_and(|a| a.iter().any(|f| f["id"] == fw.as_str()))
     };
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !completed(&cluster.state_json()) && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    if !completed(&cluster.state_json()) {
+    if cluster
+        .poll_state(Duration::from_secs(10), completed)
+        .is_err()
+    {
         eprintln!("pymesos closed its stream without TEARDOWN; tearing {fw} down as the operator");
         let out = cluster.client("op", &["teardown", &fw], Duration::from_secs(60));
         assert!(out.status.success(), "{}", stderr(&out));
