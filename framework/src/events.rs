@@ -91,6 +91,7 @@ impl EventStream {
                     tracing::info!(%master, %moved, "the event stream's master does not lead any more; resuming at the leader");
                     self.close();
                     self.opts.try_last(&master);
+                    self.opts.prefer(&moved.leader);
                     continue;
                 }
             };
@@ -112,6 +113,7 @@ impl EventStream {
             tracing::info!(%master, reason = %lost, "lost the event stream's master; resuming at the leader");
             self.close();
             self.opts.try_last(&master);
+            self.opts.preferred = None;
         }
     }
 

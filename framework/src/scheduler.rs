@@ -264,6 +264,8 @@ async fn drive(
     let mut leader_watch = watch_leader(&opts, &session.master);
     loop {
         let failover = Duration::from_millis(info.failover_timeout_ms).max(Duration::from_secs(1));
+        // The master a leader watch named, asked first when re-subscribing.
+        let mut preferred = None;
         let step = tokio::select! {
             call = calls.recv() => Step::Call(call),
             frame = session.recv.recv() => Step::Frame(frame),
@@ -336,7 +338,10 @@ async fn drive(
                 None
             }
             Step::Frame(Ok(None)) => Some("the master closed the session".to_owned()),
-            Step::LeaderMoved(moved) => Some(moved.to_string()),
+            Step::LeaderMoved(moved) => {
+                preferred = Some(moved.leader.clone());
+                Some(moved.to_string())
+            }
             Step::Frame(Err(e)) => Some(e.to_string()),
         };
         if let Some(reason) = lost {
@@ -350,7 +355,9 @@ async fn drive(
             {
                 return;
             }
-            match subscribed(reopen(&opts, &session.master, failover, &subscribe(&info)).await) {
+            let mut again = opts.clone();
+            again.preferred = preferred.take();
+            match subscribed(reopen(&again, &session.master, failover, &subscribe(&info)).await) {
                 Ok((s, _)) => {
                     let master = s.master.clone();
                     session = s;

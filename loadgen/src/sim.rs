@@ -56,7 +56,7 @@ enum Ended {
     Lost(String),
     /// Another master said a new leader was elected: re-register there at once, as the real
     /// agent does.
-    LeaderMoved(String),
+    LeaderMoved(session::LeaderMoved),
 }
 
 impl SimAgent {
@@ -115,13 +115,20 @@ impl SimAgent {
             _ = stopped(&mut stop) => return,
         }
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(15));
+        // A move to a new leader re-registers at once, as the real agent does (the master
+        // bounds what it takes at a time); a first registration, and one after a failure,
+        // waits for the fleet's admission.
+        let mut admitted = false;
         loop {
             let attempt = {
-                let admission = self.cfg.admission.clone();
+                let admission = (!admitted).then(|| self.cfg.admission.clone());
                 let register = self.register_frame();
                 let opts = self.opts.clone();
                 let connect = async move {
-                    let _permit = admission.acquire_owned().await;
+                    let _permit = match admission {
+                        Some(a) => Some(a.acquire_owned().await),
+                        None => None,
+                    };
                     open_session(&opts, &register).await
                 };
                 tokio::select! {
@@ -142,8 +149,10 @@ impl SimAgent {
                     let heartbeat = Duration::from_millis(heartbeat_interval_ms.max(100));
                     match self.serve(session, heartbeat, &mut stop).await {
                         Ended::Stopped => return,
-                        Ended::LeaderMoved(why) => {
-                            tracing::debug!(agent = %self.name, %why, "re-registering at the new leader");
+                        Ended::LeaderMoved(moved) => {
+                            tracing::debug!(agent = %self.name, %moved, "re-registering at the new leader");
+                            self.opts.prefer(&moved.leader);
+                            admitted = true;
                             continue;
                         }
                         Ended::Lost(reason) => {
@@ -155,6 +164,8 @@ impl SimAgent {
                 Ok((_, other)) => format!("unexpected answer to registration: {other:?}"),
                 Err(e) => e.to_string(),
             };
+            admitted = false;
+            self.opts.preferred = None;
             self.shared.failed(&error);
             tracing::debug!(agent = %self.name, %error, "simulated agent lost its session");
             tokio::select! {
@@ -217,7 +228,7 @@ impl SimAgent {
                         Ok(None) => Err("the master closed the session".to_owned()),
                         Err(e) => Err(e.to_string()),
                     },
-                    moved = leader_watch.moved() => break 'session Ended::LeaderMoved(moved.to_string()),
+                    moved = leader_watch.moved() => break 'session Ended::LeaderMoved(moved),
                     _ = beat.tick() => self.beat(&mut send).await,
                     _ = tokio::time::sleep_until(next_end.unwrap_or(far)), if next_end.is_some() => {
                         self.finish_due(&mut send).await

@@ -34,6 +34,7 @@ mod join;
 mod journal;
 mod leadership;
 mod metrics;
+mod parked;
 mod reads;
 mod server;
 mod streams;

@@ -3,6 +3,7 @@ use crate::join::{JoinSetup, Joins, LeaderView};
 use crate::journal::{Journal, JOURNAL_EVENTS};
 use crate::leadership::Leadership;
 use crate::metrics::MasterMetrics;
+use crate::parked::{refuse, Parked};
 use crate::reads::ReadGate;
 use crate::streams::accept_loop;
 use master_core::{Master, Output, ProposalId, SessionId, Stats};
@@ -405,6 +406,8 @@ async fn core_loop(
     // When to ask again whether this master may serve as the leader.
     let mut lead_retry: Option<tokio::time::Instant> = None;
     let mut next_publish = tokio::time::Instant::now() + SNAPSHOT_INTERVAL;
+    // Sessions that arrived while raft said this master leads but it did not serve yet.
+    let mut parked = Parked::default();
     loop {
         // Leadership changes first.
         let leader_addr = registry.leader().map(|(_, node)| node.addr);
@@ -460,6 +463,19 @@ async fn core_loop(
             leading.is_some(),
             registry.term(),
         );
+        if !parked.is_empty() {
+            match leading.as_mut() {
+                Some(l) => {
+                    let now = Instant::now();
+                    for event in parked.release() {
+                        session_event(l, &mut outboxes, now, event);
+                    }
+                    drain_outputs(&mut l.master, &mut outboxes, &ops_tx);
+                }
+                None if !registry.is_leader() => parked.refuse_all(leader_addr.clone()),
+                None => {}
+            }
+        }
 
         let deadline = leading
             .as_ref()
@@ -488,21 +504,15 @@ async fn core_loop(
                         }
                         let _ = done.send(leads && registry.is_leader());
                     }
-                    (Some(l), Event::Connected { session, peer, outbox }) => {
-                        outboxes.insert(session, outbox);
-                        l.master.handle_connected(now, session, peer);
-                    }
-                    (Some(l), Event::Frame { session, frame }) => l.master.handle_message(now, session, frame),
-                    (Some(l), Event::Disconnected { session }) => {
-                        if outboxes.remove(&session).is_some() {
-                            l.master.handle_disconnected(now, session);
+                    (Some(l), event) => session_event(l, &mut outboxes, now, event),
+                    // Elected, not serving yet: hold the session until it does (`parked.rs`).
+                    (None, event) if registry.is_leader() => {
+                        if let Some(event) = parked.hold(event) {
+                            refuse(event, leader_addr.clone());
                         }
                     }
-                    (None, Event::Connected { outbox, .. }) => {
-                        // Not the leader: say who is; dropping the outbox ends the stream.
-                        let _ = outbox.try_send(Box::new(ServerFrame::NotLeader { leader: leader_addr.clone() }));
-                    }
-                    (None, _) => {}
+                    // Not the leader: say who is; dropping the outbox ends the stream.
+                    (None, event) => refuse(event, leader_addr.clone()),
                 }
             }
             commit = recv_commit(&mut leading) => {
@@ -565,6 +575,35 @@ async fn core_loop(
         }
         if let Some(l) = leading.as_mut() {
             drain_outputs(&mut l.master, &mut outboxes, &ops_tx);
+        }
+    }
+}
+
+/// Hands the serving core a session's start, frame or end.
+fn session_event(
+    l: &mut Leading,
+    outboxes: &mut HashMap<SessionId, Outbox>,
+    now: Instant,
+    event: Event,
+) {
+    match event {
+        Event::Connected {
+            session,
+            peer,
+            outbox,
+        } => {
+            outboxes.insert(session, outbox);
+            l.master.handle_connected(now, session, peer);
+        }
+        Event::Frame { session, frame } => l.master.handle_message(now, session, frame),
+        Event::Disconnected { session } => {
+            if outboxes.remove(&session).is_some() {
+                l.master.handle_disconnected(now, session);
+            }
+        }
+        // Answered by the core loop itself.
+        Event::ReadBarrier { done } => {
+            let _ = done.send(false);
         }
     }
 }

@@ -20,7 +20,15 @@ pub struct ClientOptions {
     /// The connections to the masters, shared by every session made from these options and
     /// their clones (see [`MasterLinks`]).
     pub links: MasterLinks,
+    /// The master another master named as the new leader ([`ClientOptions::prefer`]): asked
+    /// alone first, the others only if it does not take the session. `None`: all at once.
+    pub preferred: Option<String>,
 }
+
+/// How long a preferred master (one a leader watch named) has to take a session before the
+/// other masters are asked too. A re-registering fleet then costs the masters that do not lead
+/// nothing, and the dead one no stream waiting for an answer that never comes.
+pub const PREFERRED_GRACE: Duration = Duration::from_secs(2);
 
 /// How long one QUIC handshake to a master may take before it is retried. A dead master answers
 /// nothing; the other masters are dialled at the same time, so this matters only when a
@@ -39,6 +47,12 @@ impl ClientOptions {
         }
     }
 
+    /// Ask `leader` first (another master said it was elected): the others are asked only if
+    /// it answers otherwise or not within [`PREFERRED_GRACE`].
+    pub fn prefer(&mut self, leader: &str) {
+        self.preferred = Some(leader.to_owned());
+    }
+
     pub fn new(masters: Vec<String>, identity: Arc<Identity>) -> Self {
         ClientOptions {
             masters,
@@ -46,6 +60,7 @@ impl ClientOptions {
             connect_timeout: Duration::from_secs(15),
             max_frame_len: proto::MAX_FRAME_LEN,
             links: MasterLinks::default(),
+            preferred: None,
         }
     }
 }
@@ -150,9 +165,21 @@ pub async fn open_session(
             (addr, r)
         });
     };
-    for addr in &opts.masters {
-        if !in_flight.contains(addr) {
-            start(&mut attempts, &mut in_flight, addr.clone());
+    match &opts.preferred {
+        // The preferred master alone; the others after its grace (sooner if it says no).
+        Some(first) => {
+            start(&mut attempts, &mut in_flight, first.clone());
+            let later = tokio::time::Instant::now() + PREFERRED_GRACE;
+            for addr in opts.masters.iter().filter(|a| *a != first) {
+                retry_at.insert(addr.clone(), later);
+            }
+        }
+        None => {
+            for addr in &opts.masters {
+                if !in_flight.contains(addr) {
+                    start(&mut attempts, &mut in_flight, addr.clone());
+                }
+            }
         }
     }
     loop {
@@ -172,7 +199,14 @@ pub async fn open_session(
                 }
             };
             in_flight.remove(&addr);
-            answered_at.insert(addr.clone(), tokio::time::Instant::now());
+            let now = tokio::time::Instant::now();
+            answered_at.insert(addr.clone(), now);
+            if opts.preferred.as_ref() == Some(&addr) && !is_session(&result) {
+                // The preferred master did not take it: ask the others now.
+                for t in retry_at.values_mut() {
+                    *t = (*t).min(now);
+                }
+            }
             match result {
                 Ok((_, ServerFrame::NotLeader { leader })) => {
                     last_error = format!("{addr} is not the leader");
@@ -252,6 +286,16 @@ pub async fn reopen(
     opts.connect_timeout = timeout;
     opts.try_last(lost);
     open_session(&opts, first).await
+}
+
+/// Whether an attempt's answer ends the search (a session, or a refusal to report).
+fn is_session(result: &Result<(Session, ServerFrame), ClientError>) -> bool {
+    match result {
+        Ok((_, ServerFrame::NotLeader { .. })) => false,
+        Ok((_, ServerFrame::Error(e))) => e.code != ErrorCode::Unavailable,
+        Ok(_) => true,
+        Err(e) => is_permanent(e),
+    }
 }
 
 fn is_permanent(e: &ClientError) -> bool {

@@ -27,7 +27,7 @@ pub use backoff::Backoff;
 pub use certificates::{join, keep_renewed, renew, renew_at, CertificateError};
 pub use connect::{
     open_session, reopen, ClientError, ClientOptions, Session, CONNECT_ATTEMPT_TIMEOUT,
-    FIRST_REPLY_TIMEOUT,
+    FIRST_REPLY_TIMEOUT, PREFERRED_GRACE,
 };
 pub use links::MasterLinks;
 pub use watch::{watch_leader, LeaderMoved, LeaderWatch};

@@ -239,3 +239,40 @@ async fn reopen_after_a_lost_master_uses_its_own_timeout_and_finds_the_new_leade
     assert_eq!(seen.streams.load(Ordering::SeqCst), 1);
     assert!(took < CONNECT_ATTEMPT_TIMEOUT / 2, "took {took:?}");
 }
+
+#[tokio::test]
+async fn a_preferred_leader_is_asked_alone() {
+    let pki = Pki::new();
+    let (leader, leader_seen) = fake_master(&pki, "m1", done);
+    let (follower, follower_seen) =
+        fake_master(&pki, "m2", |_| ServerFrame::NotLeader { leader: None });
+    let (_dead, dead) = dead_master();
+    let mut opts = options(&pki, &[dead, follower, leader]);
+    opts.prefer(&leader.to_string());
+    let (session, reply) = open_session(&opts, &first()).await.unwrap();
+    assert_eq!(session.master, leader.to_string());
+    assert_eq!(reply, done(0));
+    assert_eq!(leader_seen.streams.load(Ordering::SeqCst), 1);
+    // The others are asked only after the grace, and the session was made long before it.
+    assert_eq!(follower_seen.connections.load(Ordering::SeqCst), 0);
+    assert_eq!(follower_seen.streams.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn a_preferred_master_that_does_not_lead_brings_the_others_in_at_once() {
+    let pki = Pki::new();
+    let (leader, _) = fake_master(&pki, "m1", done);
+    let (follower, follower_seen) =
+        fake_master(&pki, "m2", |_| ServerFrame::NotLeader { leader: None });
+    let mut opts = options(&pki, &[follower, leader]);
+    opts.prefer(&follower.to_string());
+    let started = Instant::now();
+    let (session, _) = open_session(&opts, &first()).await.unwrap();
+    assert_eq!(session.master, leader.to_string());
+    assert!(follower_seen.streams.load(Ordering::SeqCst) >= 1);
+    assert!(
+        started.elapsed() < session::PREFERRED_GRACE,
+        "the leader was asked only after the grace: {:?}",
+        started.elapsed()
+    );
+}

@@ -30,6 +30,12 @@ pub(super) enum SessionEvent {
         attempt: u64,
         reason: String,
     },
+    /// Another master said `leader` was elected: re-register there first.
+    LeaderMoved {
+        attempt: u64,
+        leader: String,
+        reason: String,
+    },
 }
 
 pub(super) struct Connected {
@@ -101,20 +107,33 @@ impl Agent {
                 self.core.handle_connect_failed(now(), attempt);
             }
             SessionEvent::Frame { attempt, frame } if attempt == current => self.on_frame(frame),
+            SessionEvent::LeaderMoved {
+                attempt,
+                leader,
+                reason,
+            } if attempt == current && self.conn.is_some() => {
+                self.session_lost(attempt, &reason, Some(leader));
+            }
             SessionEvent::Lost { attempt, reason } if attempt == current && self.conn.is_some() => {
-                tracing::warn!(%reason, "lost the master; re-registering");
-                if let Some(conn) = self.conn.take() {
-                    self.opts.try_last(&conn.master);
-                }
-                // At once: this is master failover time. A fleet hears of a new leader from
-                // the masters' watches within milliseconds of each other, and the new leader
-                // takes their registrations in batches (each one stream on an open
-                // connection); `open_session` retries with jittered backoff.
-                self.core.handle_disconnected(now(), attempt);
+                self.session_lost(attempt, &reason, None);
             }
             // An older session's or attempt's: stale.
             _ => {}
         }
+    }
+
+    /// The session ended; re-register, first at `leader` when a master named the new one.
+    fn session_lost(&mut self, attempt: u64, reason: &str, leader: Option<String>) {
+        tracing::warn!(%reason, "lost the master; re-registering");
+        if let Some(conn) = self.conn.take() {
+            self.opts.try_last(&conn.master);
+        }
+        self.opts.preferred = leader;
+        // At once: this is master failover time. A fleet hears of a new leader from the
+        // masters' watches within milliseconds of each other, and the new leader takes their
+        // registrations in batches (each one stream on an open connection); `open_session`
+        // retries with jittered backoff.
+        self.core.handle_disconnected(now(), attempt);
     }
 
     /// The reader and writer tasks of a registered session.
@@ -132,7 +151,15 @@ impl Agent {
             let reason = loop {
                 let frame = tokio::select! {
                     frame = recv.recv() => frame,
-                    moved = leader_watch.moved() => break moved.to_string(),
+                    moved = leader_watch.moved() => {
+                        let ev = SessionEvent::LeaderMoved {
+                            attempt,
+                            reason: moved.to_string(),
+                            leader: moved.leader,
+                        };
+                        let _ = events.send(Event::Session(Box::new(ev))).await;
+                        return;
+                    }
                 };
                 match frame {
                     Ok(Some(frame)) => {

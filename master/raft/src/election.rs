@@ -168,6 +168,12 @@ pub fn answer(raft: &Raft, contact: &Contact, timing: &Timing, req: &PreVoteRequ
         granted,
         "answered a pre-vote"
     );
+    if granted {
+        // A candidate is about to stand: give it time, as after a granted vote. Two followers
+        // of a dead leader would otherwise stand within milliseconds of each other and split
+        // the vote (each votes for itself), and every round lost costs an election timeout.
+        contact.vote_granted(Instant::now());
+    }
     granted
 }
 

@@ -33,7 +33,12 @@ impl Master {
         self.allocation_passes += 1;
         let now = self.now;
         let pass = {
-            let (total, agents, entries) = agent_views(&self.registry, &self.agents, &self.offers);
+            let (total, agents, entries) = agent_views(
+                &self.registry,
+                &self.agents,
+                &self.offers,
+                &self.config.min_allocatable,
+            );
             let frameworks = framework_views(&self.registry, &self.frameworks);
             if agents.is_empty() || frameworks.is_empty() {
                 return;
@@ -294,6 +299,38 @@ pub(super) fn offered_ports(
     Resources::default().with_ports(ports).ports
 }
 
+/// The scalars an agent has free (`total - used - offered - pending`, floored at zero), no ports.
+fn free_scalars(
+    total: &Resources,
+    used: &Resources,
+    offered: &Resources,
+    pending: &Resources,
+) -> Resources {
+    let free =
+        |t: u64, u: u64, o: u64, p: u64| t.saturating_sub(u).saturating_sub(o).saturating_sub(p);
+    Resources {
+        cpus_milli: free(
+            total.cpus_milli,
+            used.cpus_milli,
+            offered.cpus_milli,
+            pending.cpus_milli,
+        ),
+        mem_bytes: free(
+            total.mem_bytes,
+            used.mem_bytes,
+            offered.mem_bytes,
+            pending.mem_bytes,
+        ),
+        disk_bytes: free(
+            total.disk_bytes,
+            used.disk_bytes,
+            offered.disk_bytes,
+            pending.disk_bytes,
+        ),
+        ports: Vec::new(),
+    }
+}
+
 /// What an agent has free: `total - used - offered - pending`, each quantity floored at zero.
 /// When nothing holds ports, the free ports are the agent's (the registry keeps them
 /// normalized), copied once instead of subtracted.
@@ -305,22 +342,8 @@ fn free_resources(
 ) -> Resources {
     if used.ports.is_empty() && offered.ports.is_empty() && pending.ports.is_empty() {
         return Resources {
-            cpus_milli: total
-                .cpus_milli
-                .saturating_sub(used.cpus_milli)
-                .saturating_sub(offered.cpus_milli)
-                .saturating_sub(pending.cpus_milli),
-            mem_bytes: total
-                .mem_bytes
-                .saturating_sub(used.mem_bytes)
-                .saturating_sub(offered.mem_bytes)
-                .saturating_sub(pending.mem_bytes),
-            disk_bytes: total
-                .disk_bytes
-                .saturating_sub(used.disk_bytes)
-                .saturating_sub(offered.disk_bytes)
-                .saturating_sub(pending.disk_bytes),
             ports: total.ports.clone(),
+            ..free_scalars(total, used, offered, pending)
         };
     }
     let mut free = total.saturating_sub(used);
@@ -352,6 +375,7 @@ fn agent_views<'a>(
     registry: &'a Registry,
     table: &'a Table<AgentId, AgentRt>,
     offers: &FastMap<u64, OfferRt>,
+    min_allocatable: &Resources,
 ) -> (
     Resources,
     Vec<allocator::AgentView<'a>>,
@@ -377,6 +401,16 @@ fn agent_views<'a>(
         if entry.mark != AgentMark::Active || rt.session.is_none() {
             continue;
         }
+        let reserves =
+            !entry.info.reserved.is_empty() || registry.dynamic_reservations(id).is_some();
+        // Most agents of a large cluster are busy or wholly offered: their scalars say so
+        // without assembling their offered ports (a lookup per outstanding offer).
+        if !reserves && !min_allocatable.is_empty() {
+            let scalars = free_scalars(r, &entry.used, &rt.offered, &rt.pending);
+            if !allocator::allocatable(&scalars, min_allocatable) {
+                continue;
+            }
+        }
         let mut available = if rt.offers.is_empty() {
             free_resources(r, &entry.used, &rt.offered, &rt.pending)
         } else {
@@ -390,7 +424,7 @@ fn agent_views<'a>(
             continue;
         }
         let mut reserved = Vec::new();
-        if !entry.info.reserved.is_empty() || registry.dynamic_reservations(id).is_some() {
+        if reserves {
             reserved = reserved_pools(registry, id, entry, rt, offers, &mut available);
         }
         agents.push(allocator::AgentView {
