@@ -46,6 +46,8 @@ pub struct ChurnReport {
     pub master_rss_kib: u64,
     /// Registration failures and lost sessions during the run.
     pub fleet_failures: u64,
+    /// Failed tasks by state and reason.
+    pub failures: String,
 }
 
 /// What the churn framework's tasks ask for: small enough for hundreds per agent.
@@ -87,6 +89,7 @@ pub async fn run(cfg: ChurnConfig) -> Result<ChurnReport, LoadgenError> {
         register_secs: cluster.register_secs,
         counts: book.counts,
         latency: book.latencies.summary(),
+        failures: crate::launch_book::failure_kinds(&book.failures),
         master_cpu: before.cpu_share_until(&after).0,
         master_rss_kib: after.rss_kib,
         fleet_failures: cluster.fleet.stats().failures - failures_before,

@@ -5,7 +5,7 @@
 
 use crate::stats::Latencies;
 use proto::{CommandInfo, Offer, OfferId, Resources, TaskId, TaskInfo, TaskState, TaskStatus};
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -14,6 +14,8 @@ use tokio::time::Instant;
 pub const TASK_MS_LABEL: &str = "loadgen.task_ms";
 /// Tasks in one accept (the master takes up to 1,000).
 pub const MAX_TASKS_PER_ACCEPT: usize = 100;
+/// Kinds of failure (state and reason) told apart.
+pub const MAX_FAILURE_KINDS: usize = 16;
 /// Launches wanted and not yet placed, at most; more are counted as dropped.
 pub const MAX_PENDING: usize = 100_000;
 
@@ -74,6 +76,8 @@ pub struct LaunchBook {
     pub counts: LaunchCounts,
     /// Wanted → `RUNNING`.
     pub latencies: Latencies,
+    /// Failed tasks by state and reason (the first [`MAX_FAILURE_KINDS`] kinds).
+    pub failures: BTreeMap<String, u64>,
 }
 
 impl LaunchBook {
@@ -89,6 +93,7 @@ impl LaunchBook {
             next_task: 0,
             counts: LaunchCounts::default(),
             latencies: Latencies::default(),
+            failures: BTreeMap::new(),
         }
     }
 
@@ -132,7 +137,13 @@ impl LaunchBook {
                 }
             }
             TaskState::Finished if self.forget(id) => self.counts.finished += 1,
-            s if s.is_terminal() && self.forget(id) => self.counts.failed += 1,
+            s if s.is_terminal() && self.forget(id) => {
+                self.counts.failed += 1;
+                let why = format!("{s:?} ({:?})", status.reason);
+                if self.failures.len() < MAX_FAILURE_KINDS || self.failures.contains_key(&why) {
+                    *self.failures.entry(why).or_default() += 1;
+                }
+            }
             _ => {}
         }
     }
@@ -148,7 +159,9 @@ impl LaunchBook {
         match self.demand {
             Demand::Submitted { hold_offers } => {
                 while !self.pending.is_empty() {
-                    let Some((offer, _)) = self.offers.pop_front() else {
+                    // The newest offer: the oldest are the nearest to timing out (a launch on
+                    // an offer the master has just rescinded is dropped).
+                    let Some((offer, _)) = self.offers.pop_back() else {
                         break;
                     };
                     let tasks = self.fill(&offer, self.pending.len(), None, now);
@@ -213,7 +226,7 @@ impl LaunchBook {
 
     fn task(&mut self, offer: &Offer) -> TaskInfo {
         self.next_task += 1;
-        let mut labels = std::collections::BTreeMap::new();
+        let mut labels = BTreeMap::new();
         if let Some((lo, hi)) = self.shape.run_ms {
             let ms = if hi > lo {
                 lo + rand::random::<u64>() % (hi - lo + 1)
@@ -233,6 +246,24 @@ impl LaunchBook {
             labels,
         }
     }
+}
+
+/// Adds the failure counts of `from` to `into` (at most [`MAX_FAILURE_KINDS`] kinds).
+pub fn add_failures(into: &mut BTreeMap<String, u64>, from: &BTreeMap<String, u64>) {
+    for (kind, n) in from {
+        if into.len() < MAX_FAILURE_KINDS || into.contains_key(kind) {
+            *into.entry(kind.clone()).or_default() += n;
+        }
+    }
+}
+
+/// `state (reason): count, ...` of failures, or "none".
+pub fn failure_kinds(failures: &BTreeMap<String, u64>) -> String {
+    if failures.is_empty() {
+        return "none".to_owned();
+    }
+    let kinds: Vec<String> = failures.iter().map(|(k, n)| format!("{k}: {n}")).collect();
+    kinds.join(", ")
 }
 
 /// Paces submissions at a steady rate: the `i`-th launch is wanted at `start + i / rate`.

@@ -50,6 +50,8 @@ pub struct LaunchesReport {
     pub failed: u64,
     /// Tasks the simulated agents were told to run over the window, per second.
     pub agent_launches_per_s: f64,
+    /// Failed tasks by state and reason.
+    pub failures: String,
 }
 
 fn totals(frameworks: &[Launcher]) -> (u64, u64) {
@@ -91,8 +93,11 @@ pub async fn run(cfg: LaunchesConfig) -> Result<LaunchesReport, LoadgenError> {
     let agents1 = cluster.fleet.stats().launched;
     let wall = after.at.duration_since(before.at).as_secs_f64().max(1e-9);
     let mut failed = 0;
+    let mut kinds = std::collections::BTreeMap::new();
     for f in frameworks {
-        failed += f.stop().await?.counts.failed;
+        let fw = f.stop().await?;
+        failed += fw.counts.failed;
+        crate::launch_book::add_failures(&mut kinds, &fw.failures);
     }
     Ok(LaunchesReport {
         masters: cluster.masters.len(),
@@ -109,6 +114,7 @@ pub async fn run(cfg: LaunchesConfig) -> Result<LaunchesReport, LoadgenError> {
         rss_kib: after.rss_kib,
         failed,
         agent_launches_per_s: (agents1 - agents0) as f64 / wall,
+        failures: crate::launch_book::failure_kinds(&kinds),
     })
 }
 
@@ -134,6 +140,7 @@ impl fmt::Display for LaunchesReport {
             self.cpu * 100.0,
             self.rss_kib as f64 / 1024.0,
             self.failed
-        )
+        )?;
+        writeln!(f, "\nFailed tasks: {}", self.failures)
     }
 }

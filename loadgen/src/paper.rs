@@ -68,6 +68,8 @@ pub struct PaperRow {
     pub failed: u64,
     /// Registration failures and lost sessions during the size.
     pub fleet_failures: u64,
+    /// Failed tasks by state and reason.
+    pub failures: String,
 }
 
 #[derive(Clone, Debug)]
@@ -193,8 +195,11 @@ async fn size(cfg: &PaperConfig, spec: &ClusterSpec) -> Result<PaperRow, Loadgen
     probe.drain(Duration::from_secs(60)).await?;
     let book = probe.stop().await?;
     let mut failed = book.counts.failed;
+    let mut kinds = book.failures.clone();
     for f in frameworks {
-        failed += f.stop().await?.counts.failed;
+        let fw = f.stop().await?;
+        failed += fw.counts.failed;
+        crate::launch_book::add_failures(&mut kinds, &fw.failures);
     }
     let (base, loaded) = book.latencies.split_at(baseline_n);
     let wall = after.at.duration_since(before.at).as_secs_f64().max(1e-9);
@@ -212,6 +217,7 @@ async fn size(cfg: &PaperConfig, spec: &ClusterSpec) -> Result<PaperRow, Loadgen
         rss_kib: after.rss_kib,
         failed,
         fleet_failures: cluster.fleet.stats().failures - failures_before,
+        failures: crate::launch_book::failure_kinds(&kinds),
     })
 }
 
