@@ -16,6 +16,8 @@ use tokio::time::Instant;
 
 /// Offer ids in one decline (the master takes up to 1,000).
 const MAX_OFFERS_PER_CALL: usize = 1_000;
+/// How long a subscription may take, at least.
+const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often a paced launcher looks at its pacer.
 const PACE_TICK: Duration = Duration::from_millis(5);
 
@@ -52,9 +54,11 @@ pub struct Launcher {
 impl Launcher {
     /// Subscribes; launching starts at [`Launcher::go`].
     pub async fn subscribe(
-        opts: ClientOptions,
+        mut opts: ClientOptions,
         cfg: LauncherConfig,
     ) -> Result<Launcher, LoadgenError> {
+        // A master busy with thousands of agents and launches may take seconds to answer.
+        opts.connect_timeout = opts.connect_timeout.max(SUBSCRIBE_TIMEOUT);
         let scheduler = Scheduler::subscribe(opts, framework_info(&cfg.name))
             .await
             .map_err(|e| LoadgenError::Master(format!("framework {}: {e}", cfg.name)))?;
@@ -162,7 +166,10 @@ impl Driver {
                     }
                 }
             }
-            self.step().await?;
+            // Offers are held, not used, until the launcher is told to go.
+            if *go.borrow() {
+                self.step().await?;
+            }
         }
         Ok(self.book)
     }

@@ -77,11 +77,14 @@ pub struct PaperReport {
     pub task: Duration,
     pub window: Duration,
     pub rows: Vec<PaperRow>,
+    /// The size that failed, and why (the run stops there).
+    pub failed: Option<(usize, String)>,
 }
 
 /// Runs the scenario, one size after the other. Needs a multi-thread tokio runtime.
 pub async fn run(cfg: PaperConfig) -> Result<PaperReport, LoadgenError> {
     let mut rows = Vec::new();
+    let mut failed = None;
     for &agents in &cfg.sizes {
         let mut spec = cfg.cluster.clone();
         spec.agents = agents;
@@ -89,7 +92,14 @@ pub async fn run(cfg: PaperConfig) -> Result<PaperReport, LoadgenError> {
         if let Some(d) = &cfg.cluster.dir {
             spec.dir = Some(d.join(agents.to_string()));
         }
-        let row = size(&cfg, &spec).await?;
+        let row = match size(&cfg, &spec).await {
+            Ok(row) => row,
+            // The sizes measured so far are worth printing.
+            Err(e) => {
+                failed = Some((agents, e.to_string()));
+                break;
+            }
+        };
         tracing::info!(agents, extra_ms = ?row.loaded.p50.saturating_sub(row.baseline.p50), "paper size done");
         rows.push(row);
     }
@@ -97,6 +107,7 @@ pub async fn run(cfg: PaperConfig) -> Result<PaperReport, LoadgenError> {
         task: cfg.task,
         window: cfg.window,
         rows,
+        failed,
     })
 }
 
