@@ -270,6 +270,12 @@ impl fmt::Display for PaperReport {
                 if extra_ms < PAPER_EXTRA.as_secs_f64() * 1e3 { "" } else { " (NOT met here)" }
             )?;
         }
+        for r in &self.rows {
+            writeln!(f, "\n{} agents, failed tasks: {}", r.agents, r.failures)?;
+        }
+        if let Some((agents, why)) = &self.failed {
+            writeln!(f, "\n{agents} agents: FAILED: {why}")?;
+        }
         writeln!(
             f,
             "\nProbe launches: {}",

@@ -66,7 +66,7 @@ async fn paper(a: BenchPaperArgs) -> Result<u8> {
     };
     let report = loadgen::paper::run(cfg).await?;
     println!("{report}");
-    Ok(0)
+    Ok(u8::from(report.failed.is_some()))
 }
 
 async fn launches(a: BenchLaunchesArgs) -> Result<u8> {
