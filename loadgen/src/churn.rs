@@ -127,6 +127,7 @@ impl fmt::Display for ChurnReport {
             } else {
                 ": NOT met"
             }
-        )
+        )?;
+        writeln!(f, "\nFailed tasks: {}", self.failures)
     }
 }

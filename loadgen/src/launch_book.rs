@@ -53,6 +53,8 @@ pub struct LaunchCounts {
     pub dropped: u64,
     /// Launches wanted or under way when the counts were taken.
     pub outstanding: u64,
+    /// Times the framework lost its session (and re-subscribed).
+    pub disconnects: u64,
 }
 
 /// The calls a step asks for.

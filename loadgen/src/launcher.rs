@@ -16,6 +16,8 @@ use tokio::time::Instant;
 
 /// Offer ids in one decline (the master takes up to 1,000).
 const MAX_OFFERS_PER_CALL: usize = 1_000;
+/// How long [`Launcher::stop`] waits for the driver.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a subscription may take, at least.
 const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often a paced launcher looks at its pacer.
@@ -126,11 +128,22 @@ impl Launcher {
     }
 
     /// Stops launching and returns the book (its latencies and counts).
-    pub async fn stop(self) -> Result<LaunchBook, LoadgenError> {
+    /// Stops launching and returns the book (its latencies and counts). A driver stuck in a
+    /// call (the library's queue full while it re-subscribes) is aborted after
+    /// [`STOP_TIMEOUT`].
+    pub async fn stop(mut self) -> Result<LaunchBook, LoadgenError> {
         let _ = self.stop.send(true);
-        self.task
-            .await
-            .map_err(|e| LoadgenError::Master(format!("a launcher task failed: {e}")))?
+        match tokio::time::timeout(STOP_TIMEOUT, &mut self.task).await {
+            Ok(joined) => {
+                joined.map_err(|e| LoadgenError::Master(format!("a launcher task failed: {e}")))?
+            }
+            Err(_) => {
+                self.task.abort();
+                Err(LoadgenError::Master(format!(
+                    "a launcher did not stop within {STOP_TIMEOUT:?} (a call waited for the framework session)"
+                )))
+            }
+        }
     }
 }
 
@@ -233,7 +246,10 @@ impl Driver {
                     .await
                     .map_err(|e| self.failed(e))?;
             }
-            Some(SchedulerEvent::Disconnected { .. }) => self.book.on_disconnected(),
+            Some(SchedulerEvent::Disconnected { .. }) => {
+                self.book.on_disconnected();
+                self.book.counts.disconnects += 1;
+            }
             Some(_) => {}
         }
         Ok(())

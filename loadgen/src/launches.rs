@@ -52,6 +52,8 @@ pub struct LaunchesReport {
     pub agent_launches_per_s: f64,
     /// Failed tasks by state and reason.
     pub failures: String,
+    /// Framework sessions lost (a leader change, mostly) over the run, all frameworks.
+    pub disconnects: u64,
 }
 
 fn totals(frameworks: &[Launcher]) -> (u64, u64) {
@@ -92,12 +94,16 @@ pub async fn run(cfg: LaunchesConfig) -> Result<LaunchesReport, LoadgenError> {
     let (ran1, sent1) = totals(&frameworks);
     let agents1 = cluster.fleet.stats().launched;
     let wall = after.at.duration_since(before.at).as_secs_f64().max(1e-9);
-    let mut failed = 0;
+    let (mut failed, mut disconnects) = (0, 0);
     let mut kinds = std::collections::BTreeMap::new();
     for f in frameworks {
-        let fw = f.stop().await?;
-        failed += fw.counts.failed;
-        crate::launch_book::add_failures(&mut kinds, &fw.failures);
+        let c = f.counts();
+        failed += c.failed;
+        disconnects += c.disconnects;
+        match f.stop().await {
+            Ok(book) => crate::launch_book::add_failures(&mut kinds, &book.failures),
+            Err(e) => tracing::warn!(error = %e, "a framework did not stop cleanly"),
+        }
     }
     Ok(LaunchesReport {
         masters: cluster.masters.len(),
@@ -115,6 +121,7 @@ pub async fn run(cfg: LaunchesConfig) -> Result<LaunchesReport, LoadgenError> {
         failed,
         agent_launches_per_s: (agents1 - agents0) as f64 / wall,
         failures: crate::launch_book::failure_kinds(&kinds),
+        disconnects,
     })
 }
 
@@ -141,6 +148,11 @@ impl fmt::Display for LaunchesReport {
             self.rss_kib as f64 / 1024.0,
             self.failed
         )?;
-        writeln!(f, "\nFailed tasks: {}", self.failures)
+        writeln!(f, "\nFailed tasks: {}", self.failures)?;
+        writeln!(
+            f,
+            "Framework sessions lost (leader changes): {}",
+            self.disconnects
+        )
     }
 }
