@@ -208,9 +208,11 @@ async fn size(cfg: &PaperConfig, spec: &ClusterSpec) -> Result<PaperRow, Loadgen
     let mut failed = book.counts.failed;
     let mut kinds = book.failures.clone();
     for f in frameworks {
-        let fw = f.stop().await?;
-        failed += fw.counts.failed;
-        crate::launch_book::add_failures(&mut kinds, &fw.failures);
+        failed += f.counts().failed;
+        match f.stop().await {
+            Ok(fw) => crate::launch_book::add_failures(&mut kinds, &fw.failures),
+            Err(e) => tracing::warn!(error = %e, "a framework did not stop cleanly"),
+        }
     }
     let (base, loaded) = book.latencies.split_at(baseline_n);
     let wall = after.at.duration_since(before.at).as_secs_f64().max(1e-9);
