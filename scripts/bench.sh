@@ -4,8 +4,8 @@
 # cgroups and namespaces) on a quiet machine; it prints the machine, the load average before
 # and after, and how long each bench took. CI does not run it.
 #
-#   scripts/bench.sh            every bench at full size (about 10 minutes on 2 cores after the build)
-#   scripts/bench.sh --quick    smaller sizes and shorter windows (about 2 minutes), for a smoke run
+#   scripts/bench.sh            every bench at full size (roughly 30 minutes on 2 cores after the build; not timed end to end)
+#   scripts/bench.sh --quick    smaller sizes and shorter windows (about 6 minutes), for a smoke run
 #
 # The launch bench compares with crun and runc when they are installed
 # (apt-get install crun runc; scripts/test.sh installs them); otherwise its table says
