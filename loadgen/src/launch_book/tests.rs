@@ -104,6 +104,8 @@ fn a_framework_that_does_not_hold_offers_declines_them_when_idle() {
     book.on_offers(vec![offer("o1", 1000), offer("o2", 1000)], t0);
     book.submit(t0);
     let plan = book.plan(t0);
+    // The newest offer is used (the oldest is the nearest to its timeout); the rest declined.
     assert_eq!(plan.accepts.len(), 1);
-    assert_eq!(plan.declines, vec![OfferId::new("o2")]);
+    assert_eq!(plan.accepts[0].0, OfferId::new("o2"));
+    assert_eq!(plan.declines, vec![OfferId::new("o1")]);
 }
