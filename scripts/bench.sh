@@ -4,8 +4,8 @@
 # cgroups and namespaces) on a quiet machine; it prints the machine, the load average before
 # and after, and how long each bench took. CI does not run it.
 #
-#   scripts/bench.sh            every bench at full size (about 10 minutes on 2 cores after the build)
-#   scripts/bench.sh --quick    smaller sizes and shorter windows (about 2 minutes), for a smoke run
+#   scripts/bench.sh            every bench at full size (roughly 30 minutes on 2 cores after the build; not timed end to end)
+#   scripts/bench.sh --quick    smaller sizes and shorter windows (about 6 minutes), for a smoke run
 #
 # The launch bench compares with crun and runc when they are installed
 # (apt-get install crun runc; scripts/test.sh installs them); otherwise its table says
@@ -103,9 +103,19 @@ bench "master failover" cargo bench -q "${pkgs[@]}" --bench failover
 if [ "$quick" = 1 ]; then
     bench "master idle" target/release/corral bench idle --agents 100,1000 --window-secs 5
     bench "failover at scale (B3)" target/release/corral bench failover --agents 200
+    bench "churn (B7)" target/release/corral bench churn --agents 200 --duration-secs 20
+    bench "the Mesos paper's test (B1)" target/release/corral bench paper --agents 500 \
+        --frameworks 50 --task-secs 10 --warmup-secs 20 --window-secs 10
+    bench "sustained launches (B2)" target/release/corral bench launches --agents 200 \
+        --frameworks 5 --warmup-secs 5 --window-secs 10
+    bench "registration storm" target/release/corral bench storm --agents 1000
 else
     bench "master idle" target/release/corral bench idle --agents 1000,10000
     bench "failover at scale (B3)" target/release/corral bench failover --agents 10000
+    bench "churn (B7)" target/release/corral bench churn
+    bench "the Mesos paper's test (B1)" target/release/corral bench paper
+    bench "sustained launches (B2)" target/release/corral bench launches
+    bench "registration storm" target/release/corral bench storm
 fi
 
 echo

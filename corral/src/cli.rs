@@ -570,6 +570,99 @@ pub enum BenchCommand {
     /// B3: three masters, N simulated agents and a probe framework; kills the leader and times
     /// every agent's re-registration and the first launch after the kill.
     Failover(BenchFailoverArgs),
+    /// B7: one master, N simulated agents and a framework wanting launches at a steady rate;
+    /// prints the wanted → RUNNING latency (p50/p99/max) against the Kubernetes SLO.
+    Churn(BenchChurnArgs),
+    /// B1: the Mesos paper's scalability test at each fleet size: F frameworks launching on
+    /// every offer, a probe framework's extra launch latency, the master's CPU and RSS.
+    Paper(BenchPaperArgs),
+    /// B2: three masters, N agents, K frameworks launching as fast as offers allow; prints the
+    /// sustained launches per second and the leader's CPU.
+    Launches(BenchLaunchesArgs),
+    /// Every agent registers at once (no ramp) with three masters; then the leader is killed
+    /// and the re-registration storm is timed too.
+    Storm(BenchStormArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BenchPaperArgs {
+    /// Fleet sizes, N[,N...]; each runs on a fresh master and fleet.
+    #[arg(long, value_delimiter = ',', default_value = "1000,5000")]
+    pub agents: Vec<usize>,
+    /// Frameworks launching on every offer (each its own certificate).
+    #[arg(long, default_value_t = 200)]
+    pub frameworks: usize,
+    /// Mean task run time, seconds (uniform within ± a third; the paper: 30 s).
+    #[arg(long, default_value_t = 30.0)]
+    pub task_secs: f64,
+    /// At most this long for the frameworks to fill the cluster, seconds.
+    #[arg(long, default_value_t = 60.0)]
+    pub warmup_secs: f64,
+    /// The probe's window under load, seconds.
+    #[arg(long, default_value_t = 30.0)]
+    pub window_secs: f64,
+    /// Probe launches without load.
+    #[arg(long, default_value_t = 20)]
+    pub baseline_launches: usize,
+    /// The master idle with the fleet is measured over this, seconds.
+    #[arg(long, default_value_t = 10.0)]
+    pub idle_secs: f64,
+    #[command(flatten)]
+    pub fleet: BenchFleetArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct BenchLaunchesArgs {
+    /// How many simulated agents (64 CPUs and 256 GiB each).
+    #[arg(long, default_value_t = 1000)]
+    pub agents: usize,
+    /// Frameworks launching on every offer (each its own certificate).
+    #[arg(long, default_value_t = 10)]
+    pub frameworks: usize,
+    /// Tasks put on one offer, at most.
+    #[arg(long, default_value_t = 50)]
+    pub per_offer: usize,
+    /// How long each task runs, seconds.
+    #[arg(long, default_value_t = 1.0)]
+    pub task_secs: f64,
+    /// Launching before the window, seconds.
+    #[arg(long, default_value_t = 15.0)]
+    pub warmup_secs: f64,
+    /// The measurement window, seconds.
+    #[arg(long, default_value_t = 30.0)]
+    pub window_secs: f64,
+    #[command(flatten)]
+    pub fleet: BenchFleetArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct BenchStormArgs {
+    /// How many simulated agents (all start at once: --ramp-ms-per-agent is ignored).
+    #[arg(long, default_value_t = 10000)]
+    pub agents: usize,
+    /// Each storm's deadline, seconds.
+    #[arg(long, default_value_t = 240)]
+    pub deadline_secs: u64,
+    #[command(flatten)]
+    pub fleet: BenchFleetArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct BenchChurnArgs {
+    /// How many simulated agents.
+    #[arg(long, default_value_t = 1000)]
+    pub agents: usize,
+    /// Launches wanted per second.
+    #[arg(long, default_value_t = 20.0)]
+    pub rate: f64,
+    /// How long launches are wanted, seconds.
+    #[arg(long, default_value_t = 180.0)]
+    pub duration_secs: f64,
+    /// How long each task runs before the agent reports it FINISHED, seconds.
+    #[arg(long, default_value_t = 2.0)]
+    pub task_secs: f64,
+    #[command(flatten)]
+    pub fleet: BenchFleetArgs,
 }
 
 #[derive(Args, Debug)]

@@ -73,7 +73,7 @@ pub struct IdleReport {
 }
 
 /// Measures the master (and ourselves) over `window`.
-async fn measure(
+pub(crate) async fn measure(
     pid: u32,
     fleet: &Fleet,
     window: Duration,

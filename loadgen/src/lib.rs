@@ -17,17 +17,30 @@
 //! Registration is jittered over a ramp and admitted through a semaphore (at most
 //! `max_connecting` handshakes at once); a storm is `ramp = 0` with a large admission.
 //!
+//! A task's run time is the fleet's, or its `loadgen.task_ms` label ([`launch_book::TASK_MS_LABEL`]).
+//!
 //! Scenarios: [`idle`] (the master idle with N agents: CPU per agent per second, RSS per agent,
-//! packets per second).
+//! packets per second), [`failover`] (B3), [`churn`] (B7: a steady launch rate, submit →
+//! `RUNNING` latency), [`paper`] (B1: the Mesos paper's test), [`launches`] (B2: sustained
+//! launches per second), [`storm`] (every agent registering at once, then after a failover). Frameworks that launch are [`launcher::Launcher`]s (the `framework`
+//! library driven by a [`launch_book::LaunchBook`]).
 
+pub mod churn;
+pub mod cluster;
 pub mod failover;
 mod fleet;
 mod identities;
 pub mod idle;
+pub mod launch_book;
+pub mod launcher;
+pub mod launches;
 pub mod masters;
+pub mod paper;
 mod probe;
 mod procstat;
 mod sim;
+pub mod stats;
+pub mod storm;
 
 pub use fleet::{Fleet, FleetConfig, FleetStats};
 pub use identities::{issue_agent_identities, AGENT_CERT_DAYS};

@@ -354,8 +354,9 @@ impl SimAgent {
             MasterToAgent::RunTasks {
                 framework, tasks, ..
             } => {
-                let end = Instant::now() + self.cfg.task_duration;
+                let now = Instant::now();
                 for info in tasks {
+                    let end = now + run_time(&info, self.cfg.task_duration);
                     let id = info.task_id.clone();
                     if self.tasks.contains_key(&id) {
                         continue;
@@ -436,8 +437,16 @@ impl SimAgent {
     }
 }
 
+/// How long a task "runs": its `loadgen.task_ms` label if it has a valid one, else `default`.
+fn run_time(task: &TaskInfo, default: Duration) -> Duration {
+    task.labels
+        .get(crate::launch_book::TASK_MS_LABEL)
+        .and_then(|ms| ms.parse::<u64>().ok())
+        .map_or(default, Duration::from_millis)
+}
+
 /// Resolves once the fleet is told to stop (or the fleet is gone).
-async fn stopped(stop: &mut watch::Receiver<bool>) {
+pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
     // The guard `wait_for` returns is not `Send`: drop it before returning.
     let _ = stop.wait_for(|s| *s).await.map(|_| ());
 }
