@@ -4,6 +4,8 @@ use crate::sim::{SimAgent, SimConfig};
 use crate::LoadgenError;
 use proto::Resources;
 use session::MasterLinks;
+use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -100,6 +102,10 @@ pub(crate) struct Shared {
     pub counters: Counters,
     /// Each agent's current connection (for its datagram counts), by index.
     conns: Mutex<Vec<Option<Connection>>>,
+    /// How many agents hold a session with each master (by its address), kept with `conns`:
+    /// scenarios poll it every few milliseconds, and a scan of every connection (a lock on
+    /// each) was the load generator's hottest function during a failover.
+    per_master: Mutex<HashMap<SocketAddr, usize>>,
     /// Datagrams of connections that ended.
     closed_in: AtomicU64,
     closed_out: AtomicU64,
@@ -113,6 +119,17 @@ impl Shared {
             conns.resize(index + 1, None);
         }
         let up = conn.is_some();
+        {
+            let mut per_master = self.per_master.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(old) = &conns[index] {
+                if let Some(n) = per_master.get_mut(&old.remote_address()) {
+                    *n = n.saturating_sub(1);
+                }
+            }
+            if let Some(new) = &conn {
+                *per_master.entry(new.remote_address()).or_default() += 1;
+            }
+        }
         if let Some(old) = std::mem::replace(&mut conns[index], conn) {
             self.closed_in
                 .fetch_add(old.datagrams_received(), Ordering::Relaxed);
@@ -160,6 +177,7 @@ impl Fleet {
             shared: Arc::new(Shared {
                 counters: Counters::default(),
                 conns: Mutex::new(Vec::new()),
+                per_master: Mutex::new(HashMap::new()),
                 closed_in: AtomicU64::new(0),
                 closed_out: AtomicU64::new(0),
                 last_error: Mutex::new(String::new()),
@@ -238,15 +256,10 @@ impl Fleet {
     }
 
     /// How many agents hold a session with the master at `addr` now.
-    pub fn registered_with(&self, addr: std::net::SocketAddr) -> usize {
-        self.shared
-            .conns
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .flatten()
-            .filter(|c| !c.is_closed() && c.remote_address() == addr)
-            .count()
+    pub fn registered_with(&self, addr: SocketAddr) -> usize {
+        let per_master = self.shared.per_master.lock();
+        let per_master = per_master.unwrap_or_else(|p| p.into_inner());
+        per_master.get(&addr).copied().unwrap_or(0)
     }
 
     /// The last error an agent met registering or in its session.
