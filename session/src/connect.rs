@@ -255,6 +255,11 @@ pub async fn open_session(
         }
         let now = tokio::time::Instant::now();
         if now >= deadline {
+            if answered_at.is_empty() && !in_flight.is_empty() {
+                let mut waiting: Vec<&str> = in_flight.iter().map(String::as_str).collect();
+                waiting.sort_unstable();
+                last_error = format!("no answer yet from {}", waiting.join(", "));
+            }
             return Err(ClientError::NoLeader {
                 tried: opts.masters.join(","),
                 timeout: opts.connect_timeout,

@@ -276,3 +276,21 @@ async fn a_preferred_master_that_does_not_lead_brings_the_others_in_at_once() {
         started.elapsed()
     );
 }
+
+#[tokio::test]
+async fn a_timeout_with_only_silent_masters_says_they_did_not_answer() {
+    let pki = Pki::new();
+    let (_dead, dead) = dead_master();
+    let mut opts = options(&pki, &[dead]);
+    // Shorter than a handshake attempt: the only attempt is still under way at the deadline.
+    opts.connect_timeout = CONNECT_ATTEMPT_TIMEOUT / 4;
+    let err = open_session(&opts, &first())
+        .await
+        .err()
+        .expect("no leader");
+    let text = err.to_string();
+    assert!(
+        text.contains(&format!("no answer yet from {dead}")),
+        "{text}"
+    );
+}
