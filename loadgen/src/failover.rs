@@ -4,9 +4,10 @@
 //! the new leader, and until the probe's first launch after the kill is `RUNNING`. Issue 11's
 //! target: both within 2 s at 10,000 agents (the Mesos paper: 4-8 s to recover).
 
-use crate::masters::{client_options, start_masters, wait_serving, work_dir, AGENT_PREFIX, PROBE};
+use crate::cluster::{Cluster, ClusterSpec};
+use crate::masters::{client_options, PROBE};
 use crate::probe::Probe;
-use crate::{issue_agent_identities, Fleet, FleetConfig, LoadgenError};
+use crate::{FleetConfig, LoadgenError};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -53,49 +54,39 @@ pub struct FailoverReport {
 
 /// Runs the scenario. Needs a multi-thread tokio runtime.
 pub async fn run(cfg: FailoverConfig) -> Result<FailoverReport, LoadgenError> {
-    let (dir, _temp) = work_dir(cfg.dir.as_deref())?;
-    let mut masters = start_masters(&cfg.corral_bin, &dir, 3)?;
-    let addrs: Vec<String> = masters.iter().map(|m| m.addr.clone()).collect();
-    let op = client_options(&dir, "op", addrs.clone())?;
-    wait_serving(&mut masters, &op).await?;
-    let mut fleet_cfg = FleetConfig::new(addrs.clone());
-    fleet_cfg.max_connecting = cfg.max_connecting;
-    fleet_cfg.ramp = cfg.ramp_per_agent * cfg.agents as u32;
-    let mut fleet = Fleet::new(fleet_cfg.clone());
-    let certs_dir = dir.join("certs");
-    let ids = tokio::task::block_in_place(|| {
-        issue_agent_identities(&certs_dir, AGENT_PREFIX, 0, cfg.agents, 2)
-    })?;
-    let started = Instant::now();
-    fleet.add(ids);
-    let timeout =
-        Duration::from_secs(60) + fleet_cfg.ramp + Duration::from_millis(20) * cfg.agents as u32;
-    fleet.wait_registered(cfg.agents, timeout).await?;
-    let register_secs = started.elapsed().as_secs_f64();
-    let mut probe = Probe::subscribe(client_options(&dir, PROBE, addrs.clone())?).await?;
+    let defaults = FleetConfig::new(Vec::new());
+    let spec = ClusterSpec {
+        corral_bin: cfg.corral_bin.clone(),
+        dir: cfg.dir.clone(),
+        masters: 3,
+        agents: cfg.agents,
+        resources: defaults.resources,
+        task_duration: defaults.task_duration,
+        ramp_per_agent: cfg.ramp_per_agent,
+        max_connecting: cfg.max_connecting,
+    };
+    let mut cluster = Cluster::start(&spec).await?;
+    let register_secs = cluster.register_secs;
+    let addrs = cluster.addrs.clone();
+    let mut probe = Probe::subscribe(client_options(&cluster.dir, PROBE, addrs.clone())?).await?;
     let asked = Instant::now();
     probe.launch_one(Duration::from_secs(60)).await?;
     let launch_before_ms = asked.elapsed().as_secs_f64() * 1e3;
     tokio::time::sleep(cfg.settle).await;
 
     // The leader is the master the agents are registered with.
+    let leader = cluster.leader()?.ok_or_else(|| {
+        LoadgenError::Master("the agents are not all registered with one master".into())
+    })?;
     let sock = |a: &str| {
         a.parse::<SocketAddr>()
             .map_err(|e| LoadgenError::Master(format!("{a}: {e}")))
     };
-    let mut leader = None;
-    for (i, a) in addrs.iter().enumerate() {
-        if fleet.registered_with(sock(a)?) == cfg.agents {
-            leader = Some(i);
-        }
-    }
-    let leader = leader.ok_or_else(|| {
-        LoadgenError::Master("the agents are not all registered with one master".into())
-    })?;
+    let fleet = &cluster.fleet;
     let failures_before = fleet.stats().failures;
     tracing::info!(leader = %addrs[leader], agents = cfg.agents, "killing the leader");
     let killed_at = Instant::now();
-    masters[leader].kill();
+    cluster.masters[leader].kill();
 
     let others: Vec<(String, SocketAddr)> = addrs
         .iter()
@@ -133,8 +124,8 @@ pub async fn run(cfg: FailoverConfig) -> Result<FailoverReport, LoadgenError> {
     let (rereg, first_launch) = tokio::join!(reregistered, launched);
     let (reregistered, new_leader) = rereg?;
     let first_launch = first_launch?;
-    let failures = fleet.stats().failures - failures_before;
-    fleet.stop().await;
+    let failures = cluster.fleet.stats().failures - failures_before;
+    cluster.fleet.stop().await;
     let logs = cfg.dir.as_ref().map(|d| d.to_owned());
     Ok(FailoverReport {
         agents: cfg.agents,
