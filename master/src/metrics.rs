@@ -62,6 +62,7 @@ pub struct MasterMetrics {
     offers_outstanding: Gauge,
     offers: Family<OfferLabel, Counter>,
     allocation_passes: Counter,
+    allocations_held: Counter,
     allocation_pass: Histogram,
     launch: Histogram,
     role_share: Family<RoleLabel, FloatGauge>,
@@ -116,6 +117,7 @@ impl MasterMetrics {
             offers_outstanding: Gauge::default(),
             offers: Family::default(),
             allocation_passes: Counter::default(),
+            allocations_held: Counter::default(),
             allocation_pass: Histogram::new(telemetry::duration_buckets()),
             launch: Histogram::new(telemetry::duration_buckets()),
             role_share: Family::default(),
@@ -167,6 +169,12 @@ impl MasterMetrics {
             "master_allocation_passes",
             "Allocation passes run",
             m.allocation_passes.clone(),
+        );
+        r.register(
+            "master_allocations_held",
+            "Allocation passes held back because too many registry changes were in flight \
+             (admission control: no new offers until the registry catches up)",
+            m.allocations_held.clone(),
         );
         r.register_with_unit(
             "master_allocation_pass_duration",
@@ -362,6 +370,8 @@ impl MasterMetrics {
         }
         self.allocation_passes
             .inc_by(delta(last.allocation_passes, now.allocation_passes));
+        self.allocations_held
+            .inc_by(delta(last.allocations_held, now.allocations_held));
         self.offers_outstanding.set(now.outstanding_offers as i64);
         self.proposals_in_flight.set(now.in_flight_proposals as i64);
         *last = now;

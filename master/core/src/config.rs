@@ -140,8 +140,17 @@ pub mod limits {
     pub const MAX_LAUNCH_LATENCIES: usize = 4_096;
     /// Outstanding `ReadLog` requests awaiting an agent's `LogChunk`.
     pub const MAX_PENDING_LOG_REQUESTS: usize = 1_024;
-    /// Registry operations proposed and not yet committed.
-    pub const MAX_IN_FLIGHT_PROPOSALS: usize = 1_000_000;
+    /// Registry operations proposed and not yet committed. Past it, registrations and
+    /// operator changes are refused as overloaded and status updates wait for the agent's
+    /// resend. Allocation stops well before (`ALLOCATION_HOLD_PROPOSALS`), so only a burst of
+    /// status updates from many running tasks at once comes near it.
+    pub const MAX_IN_FLIGHT_PROPOSALS: usize = 65_536;
+    /// Admission control: while this many proposals are in flight, allocation passes wait and
+    /// no new offers are made (offers already out may still be accepted). Launches come only
+    /// from offers, so a master whose registry pipeline falls behind stops taking new work
+    /// and drains the status updates of the work it has, instead of queueing launches
+    /// without bound ahead of them. Passes resume when half of this is left.
+    pub const ALLOCATION_HOLD_PROPOSALS: usize = 2_048;
     /// Offers per `FrameworkEvent::Offers` frame.
     pub const MAX_OFFERS_PER_EVENT: usize = 1_000;
     /// A `ReadLog` unanswered for this long is failed.

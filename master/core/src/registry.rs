@@ -268,6 +268,16 @@ impl RegistryOp {
             _ => None,
         }
     }
+
+    /// The op's share of a raft entry: the tasks it launches, else 1. Entries are bounded in
+    /// weight, not in ops, so that an entry of launches of many tasks each stays as small as
+    /// one of status updates (a few hundred bytes a unit).
+    pub fn weight(&self) -> usize {
+        match self {
+            RegistryOp::TasksAdded { tasks, .. } => tasks.len().max(1),
+            _ => 1,
+        }
+    }
 }
 
 impl Registry {

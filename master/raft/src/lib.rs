@@ -80,7 +80,7 @@ pub use log_store::{LogReader, LogStore, StoreError};
 pub use master_core::{Registry, RegistryOp};
 pub use registry::{
     ClusterStatus, MembershipError, Pending, ProposeError, RaftConfig, RaftError,
-    ReplicatedRegistry, DEFAULT_ELECTION_TIMEOUT, DEFAULT_HEARTBEAT, MAX_BATCH_OPS,
+    ReplicatedRegistry, DEFAULT_ELECTION_TIMEOUT, DEFAULT_HEARTBEAT, MAX_BATCH_WEIGHT,
     MAX_INFLIGHT_BATCHES, MAX_RAFT_TIMER, MIN_ELECTION_HEARTBEATS, PROPOSE_QUEUE,
 };
 pub use state_machine::{

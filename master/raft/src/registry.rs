@@ -22,9 +22,14 @@ use tokio::task::AbortHandle;
 
 /// Ops submitted and not yet in an entry; [`ReplicatedRegistry::submit`] waits when full.
 pub const PROPOSE_QUEUE: usize = 4096;
-/// Most ops batched into one entry (an entry must fit in one raft frame with its
-/// neighbours: registry ops are a few hundred bytes).
-pub const MAX_BATCH_OPS: usize = 256;
+/// Most weight ([`RegistryOp::weight`]: a task launched or one other op, a few hundred bytes
+/// each) batched into one entry. An op heavier than this alone makes an entry of its own.
+pub const MAX_BATCH_WEIGHT: usize = 256;
+/// Entries per append-entries RPC. With [`MAX_BATCH_WEIGHT`] this bounds an RPC to a few
+/// hundred KiB, which must reach a follower, be logged and fsynced there and be answered
+/// within one heartbeat (openraft's deadline for it) even on a loaded host: a late answer is
+/// a failed RPC, sent again, and the followers, hearing nothing accepted, elect.
+pub const MAX_PAYLOAD_ENTRIES: u64 = 8;
 /// Entries proposed and not yet applied at once. While all are in flight, new ops wait and
 /// then go into the next entry together: under load one entry carries many ops, while a lone
 /// op is proposed at once.
@@ -153,9 +158,7 @@ impl RaftConfig {
                 .snapshot_every
                 .saturating_add(self.keep_after_snapshot)
                 .max(1),
-            // Entries per append-entries RPC. An entry is a batch of up to MAX_BATCH_OPS ops,
-            // so 64 of them is already thousands of ops (a frame too large is split anyway).
-            max_payload_entries: 64,
+            max_payload_entries: MAX_PAYLOAD_ENTRIES,
             // Purge whatever the snapshot policy allows: it happens once per snapshot and
             // costs one record and one fsync here.
             purge_batch_size: 1,
@@ -239,31 +242,60 @@ fn client_write_error(e: ClientWriteError<NodeId, MasterNode>) -> ProposeError {
     }
 }
 
+/// The ops of one entry, their proposal ids and who waits for each.
+struct Batch {
+    ops: Vec<RegistryOp>,
+    ids: Vec<Option<u64>>,
+    txs: Vec<oneshot::Sender<ProposeResult>>,
+}
+
+/// Starts an entry with `first` and adds what `next` has waiting, in order, up to
+/// [`MAX_BATCH_WEIGHT`]. The op that would go over it is returned, to start the next entry.
+fn fill_batch(
+    first: Submitted,
+    mut next: impl FnMut() -> Option<Submitted>,
+) -> (Batch, Option<Submitted>) {
+    let mut weight = first.op.weight();
+    let mut batch = Batch {
+        ops: vec![first.op],
+        ids: vec![first.id],
+        txs: vec![first.tx],
+    };
+    while weight < MAX_BATCH_WEIGHT {
+        let Some(s) = next() else { break };
+        let w = s.op.weight();
+        if weight + w > MAX_BATCH_WEIGHT {
+            return (batch, Some(s));
+        }
+        weight += w;
+        batch.ops.push(s.op);
+        batch.ids.push(s.id);
+        batch.txs.push(s.tx);
+    }
+    (batch, None)
+}
+
 /// Takes queued ops in order, batches whatever is waiting into one entry, and keeps at most
 /// [`MAX_INFLIGHT_BATCHES`] entries in flight. Entries reach raft in submit order, so the log
 /// holds the ops in submit order.
 async fn batcher(raft: Raft, mut rx: mpsc::Receiver<Submitted>) {
     let inflight = Arc::new(Semaphore::new(MAX_INFLIGHT_BATCHES));
+    // An op that would have made the last entry too heavy: it starts the next one.
+    let mut carried: Option<Submitted> = None;
     loop {
         let Ok(permit) = inflight.clone().acquire_owned().await else {
             return;
         };
-        let Some(first) = rx.recv().await else {
-            return;
+        let first = match carried.take() {
+            Some(s) => s,
+            None => match rx.recv().await {
+                Some(s) => s,
+                None => return,
+            },
         };
-        let mut ops = vec![first.op];
-        let mut ids = vec![first.id];
-        let mut txs = vec![first.tx];
-        while ops.len() < MAX_BATCH_OPS {
-            match rx.try_recv() {
-                Ok(s) => {
-                    ops.push(s.op);
-                    ids.push(s.id);
-                    txs.push(s.tx);
-                }
-                Err(_) => break,
-            }
-        }
+        let (batch, rest) = fill_batch(first, || rx.try_recv().ok());
+        carried = rest;
+        let Batch { ops, mut ids, txs } = batch;
         if ids.iter().all(Option::is_none) {
             ids.clear();
         }
@@ -801,6 +833,60 @@ mod tests {
         c.election_min = Duration::from_millis(min);
         c.election_max = Duration::from_millis(max);
         c
+    }
+
+    fn submitted(op: RegistryOp) -> Submitted {
+        Submitted {
+            op,
+            id: None,
+            tx: oneshot::channel().0,
+        }
+    }
+
+    fn launch(tasks: usize) -> Submitted {
+        let agent = proto::AgentId::new("A1");
+        submitted(RegistryOp::TasksAdded {
+            framework_id: proto::FrameworkId::new("F1"),
+            agent_id: agent.clone(),
+            role: "*".into(),
+            executor: None,
+            tasks: (0..tasks)
+                .map(|i| master_core::testing::task(&format!("t{i}"), &agent, "cpus:0.1"))
+                .collect(),
+            at_ms: 0,
+        })
+    }
+
+    fn removal(n: usize) -> Submitted {
+        submitted(RegistryOp::AgentRemoved {
+            agent_id: proto::AgentId::new(format!("A{n}")),
+        })
+    }
+
+    #[test]
+    fn an_entry_is_bounded_by_the_tasks_it_launches_not_by_its_ops() {
+        // Launches of 50 tasks: five fit (250), the sixth starts the next entry.
+        let mut queue: std::collections::VecDeque<Submitted> =
+            (0..10).map(|_| launch(50)).collect();
+        let first = queue.pop_front().expect("queued");
+        let (batch, carried) = fill_batch(first, || queue.pop_front());
+        assert_eq!(batch.ops.len(), 5);
+        assert_eq!(carried.map(|s| s.op.weight()), Some(50));
+        assert_eq!(queue.len(), 4, "nothing taken past the carried op");
+
+        // Light ops fill an entry up to the bound exactly.
+        let mut queue: std::collections::VecDeque<Submitted> = (0..1000).map(removal).collect();
+        let first = queue.pop_front().expect("queued");
+        let (batch, carried) = fill_batch(first, || queue.pop_front());
+        assert_eq!(batch.ops.len(), MAX_BATCH_WEIGHT);
+        assert!(carried.is_none());
+
+        // An op heavier than the bound makes an entry alone; what is queued waits.
+        let mut queue: std::collections::VecDeque<Submitted> = [removal(1)].into();
+        let (batch, carried) = fill_batch(launch(MAX_BATCH_WEIGHT + 1), || queue.pop_front());
+        assert_eq!(batch.ops.len(), 1);
+        assert!(carried.is_none());
+        assert_eq!(queue.len(), 1);
     }
 
     #[test]

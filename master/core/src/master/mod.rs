@@ -248,6 +248,11 @@ pub struct Master {
     generation: u64,
     published_generation: u64,
     allocation_passes: u64,
+    /// A pass was due while too many proposals were in flight (`limits::ALLOCATION_HOLD_PROPOSALS`);
+    /// it runs when they commit.
+    allocation_held: bool,
+    /// Passes held back so, since this core started.
+    allocations_held: u64,
     /// Token buckets of framework principals (`config.framework_rate_limit`).
     rate_limiter: crate::ratelimit::RateLimiter,
     /// Offers declined by their framework and rescinded by the master (for metrics).
@@ -263,6 +268,8 @@ pub struct Master {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
     pub allocation_passes: u64,
+    /// Allocation passes held back by admission control (too many proposals in flight).
+    pub allocations_held: u64,
     pub outstanding_offers: usize,
     pub in_flight_proposals: usize,
     pub sessions: usize,
@@ -318,6 +325,8 @@ impl Master {
             generation: 1,
             published_generation: 0,
             allocation_passes: 0,
+            allocation_held: false,
+            allocations_held: 0,
             rate_limiter: crate::ratelimit::RateLimiter::default(),
             offers_declined: 0,
             offers_rescinded: 0,
@@ -398,6 +407,7 @@ impl Master {
     pub fn stats(&self) -> Stats {
         Stats {
             allocation_passes: self.allocation_passes,
+            allocations_held: self.allocations_held,
             outstanding_offers: self.offers.len(),
             in_flight_proposals: self.in_flight.len(),
             sessions: self.sessions.len(),
@@ -533,6 +543,7 @@ impl Master {
         self.tick(now);
         let then = self.take_continuation(id);
         self.apply_committed(op, then);
+        self.resume_held_allocation();
     }
 
     /// `op` committed without a proposal id (proposed by no core, or logged without one): it

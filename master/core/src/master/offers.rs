@@ -30,6 +30,21 @@ impl Master {
     /// allocator checks filters and the bookkeeping below updates offers without touching a
     /// string id. The only strings made per offer are the ones the `Offer` frame carries.
     pub(super) fn allocate(&mut self) {
+        // Admission control: held from ALLOCATION_HOLD_PROPOSALS in flight until half of
+        // them have committed (`resume_held_allocation` then asks for the pass again).
+        let in_flight = self.in_flight.len();
+        let hold = if self.allocation_held {
+            in_flight > limits::ALLOCATION_HOLD_PROPOSALS / 2
+        } else {
+            in_flight >= limits::ALLOCATION_HOLD_PROPOSALS
+        };
+        if hold {
+            if !self.allocation_held {
+                self.allocation_held = true;
+                self.allocations_held += 1;
+            }
+            return;
+        }
         self.allocation_passes += 1;
         let now = self.now;
         let pass = {
@@ -194,6 +209,15 @@ impl Master {
         if let Some(o) = self.remove_offer(key, true) {
             let d = self.config.default_refuse;
             self.add_filter(o.framework, o.agent, o.resources, d);
+        }
+    }
+
+    /// After a commit: a pass held back by admission control runs once half of the proposals
+    /// that held it have committed.
+    pub(super) fn resume_held_allocation(&mut self) {
+        if self.allocation_held && self.in_flight.len() <= limits::ALLOCATION_HOLD_PROPOSALS / 2 {
+            self.allocation_held = false;
+            self.request_allocation();
         }
     }
 

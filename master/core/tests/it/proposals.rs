@@ -96,3 +96,52 @@ fn cores_with_different_prefixes_issue_different_ids() {
     ids.dedup();
     assert_eq!(ids.len(), 3, "{ids:?}");
 }
+
+/// Admission control: while `ALLOCATION_HOLD_PROPOSALS` proposals are in flight no allocation
+/// pass runs (no new offers, so no new launches); the held pass runs once half have committed.
+#[test]
+fn allocation_waits_while_the_registry_is_behind() {
+    use master_core::limits::ALLOCATION_HOLD_PROPOSALS as HOLD;
+    use std::time::Duration;
+    let mut sim = sim();
+    let fw = sim.add_framework("f", &[], None);
+    sim.auto_commit = false;
+    let agents = HOLD + 100;
+    for i in 0..agents {
+        sim.add_agent(&format!("a{i}"), "cpus:1;mem:1024", true);
+    }
+    assert_eq!(
+        sim.held.len(),
+        agents,
+        "every registration awaits its commit"
+    );
+
+    // The first agent commits, which asks for a pass; HOLD + 99 are still in flight.
+    sim.commit_held(1);
+    sim.advance(Duration::from_secs(1));
+    assert_eq!(sim.master.stats().allocations_held, 1);
+    assert_eq!(sim.framework(fw).offers_received, 0, "offered while held");
+
+    // Committing down to just over half of HOLD keeps it held.
+    let to_half = sim.held.len() - HOLD / 2 - 1;
+    sim.commit_held(to_half);
+    sim.advance(Duration::from_secs(1));
+    assert_eq!(
+        sim.framework(fw).offers_received,
+        0,
+        "offered before half drained"
+    );
+    assert_eq!(sim.master.stats().allocation_passes, 0);
+
+    // One more commit: the held pass runs and offers what has registered.
+    sim.commit_held(1);
+    sim.advance(Duration::from_secs(1));
+    let registered = agents - sim.held.len();
+    assert_eq!(registered, agents - HOLD / 2);
+    assert_eq!(
+        sim.framework(fw).offers_received as usize,
+        registered,
+        "one offer per registered agent"
+    );
+    assert_eq!(sim.master.stats().allocations_held, 1);
+}
