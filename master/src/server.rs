@@ -43,11 +43,21 @@ const SNAPSHOT_INTERVAL: Duration = Duration::from_millis(100);
 /// of a core in snapshots alone (every heartbeat marks the state changed).
 const SNAPSHOT_INTERVAL_PER_SESSION: Duration = Duration::from_micros(200);
 
-/// When to rebuild the operator snapshot next (see [`SNAPSHOT_INTERVAL_PER_SESSION`]).
-fn next_snapshot_after(sessions: usize) -> Duration {
+/// The periodic rebuild waits at least this many times as long as the last rebuild took, so it
+/// never takes more than about 2 % of a core however many tasks the snapshot lists (a rebuild
+/// is a copy of every task: under 2,500 launches/s, tens of ms each, half of the leader's CPU
+/// when it ran every 200 ms).
+const SNAPSHOT_COST_FACTOR: u32 = 50;
+
+/// When to rebuild the operator snapshot next: after [`SNAPSHOT_INTERVAL`], stretched by the
+/// sessions (see [`SNAPSHOT_INTERVAL_PER_SESSION`]) and by what the last rebuild cost (`took`;
+/// see [`SNAPSHOT_COST_FACTOR`]).
+fn next_snapshot_after(sessions: usize, took: Duration) -> Duration {
     let per_session =
         SNAPSHOT_INTERVAL_PER_SESSION.saturating_mul(u32::try_from(sessions).unwrap_or(u32::MAX));
-    SNAPSHOT_INTERVAL.max(per_session)
+    SNAPSHOT_INTERVAL
+        .max(per_session)
+        .max(took.saturating_mul(SNAPSHOT_COST_FACTOR))
 }
 /// How long a one-shot operator call may wait for its answer.
 pub(crate) const OPERATOR_CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -560,6 +570,7 @@ async fn core_loop(
                 lead_retry = None;
             }
             _ = tokio::time::sleep_until(next_publish) => {
+                let started = tokio::time::Instant::now();
                 let sessions = match leading.as_mut() {
                     Some(l) => {
                         publish(l, &registry, &snapshot, &exported);
@@ -570,7 +581,8 @@ async fn core_loop(
                         0
                     }
                 };
-                next_publish = tokio::time::Instant::now() + next_snapshot_after(sessions);
+                let now = tokio::time::Instant::now();
+                next_publish = now + next_snapshot_after(sessions, now - started);
             }
         }
         if let Some(l) = leading.as_mut() {
@@ -741,6 +753,19 @@ fn drain_outputs(
 #[cfg(test)]
 mod raft_setup_tests {
     use super::*;
+
+    #[test]
+    fn the_snapshot_is_rebuilt_less_often_as_sessions_or_its_cost_grow() {
+        let ms = Duration::from_millis;
+        assert_eq!(next_snapshot_after(0, Duration::ZERO), SNAPSHOT_INTERVAL);
+        assert_eq!(next_snapshot_after(10_000, ms(1)), ms(2_000));
+        assert_eq!(
+            next_snapshot_after(10, ms(20)),
+            ms(1_000),
+            "50 times its cost"
+        );
+        assert_eq!(next_snapshot_after(10_000, ms(60)), ms(3_000));
+    }
 
     #[test]
     fn the_timers_set_override_the_defaults_and_only_those() {

@@ -75,6 +75,7 @@ pub mod state_machine;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::io::Cursor;
+use std::sync::Arc;
 
 pub use log_store::{LogReader, LogStore, StoreError};
 pub use master_core::{Registry, RegistryOp};
@@ -114,16 +115,32 @@ impl fmt::Display for MasterNode {
 
 /// One raft entry's payload: ops proposed together, applied in this order. Concurrent
 /// proposals are batched into one entry (see [`ReplicatedRegistry::submit`]): one append, one
-/// replication round and one fsync per master for many ops.
+/// replication round and one fsync per master for many ops. Cheap to clone (openraft clones an
+/// entry for every follower it replicates to and for the state machine): the ops are shared,
+/// and serialized as a plain list.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Proposal {
-    pub ops: Vec<RegistryOp>,
+    pub ops: Arc<Vec<RegistryOp>>,
     /// The proposer's tag of each op (same positions; empty when none has one): the core's
     /// `ProposalId`, handed back with the committed op ([`CommitEvent::Op`]) so that the core
     /// finds what the proposal waits for. Absent from entries written before it existed, and
     /// ignored by masters that predate it.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub ids: Vec<Option<u64>>,
+    #[serde(default, skip_serializing_if = "no_ids")]
+    pub ids: Arc<Vec<Option<u64>>>,
+}
+
+impl Proposal {
+    /// `ops` tagged with `ids` (the same positions, or empty for none).
+    pub fn new(ops: Vec<RegistryOp>, ids: Vec<Option<u64>>) -> Proposal {
+        Proposal {
+            ops: Arc::new(ops),
+            ids: Arc::new(ids),
+        }
+    }
+}
+
+fn no_ids(ids: &Arc<Vec<Option<u64>>>) -> bool {
+    ids.is_empty()
 }
 
 /// What applying one entry answers to the proposer. The log index is in the

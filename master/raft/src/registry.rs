@@ -299,7 +299,7 @@ async fn batcher(raft: Raft, mut rx: mpsc::Receiver<Submitted>) {
         if ids.iter().all(Option::is_none) {
             ids.clear();
         }
-        match raft.client_write_ff(Proposal { ops, ids }).await {
+        match raft.client_write_ff(Proposal::new(ops, ids)).await {
             Ok(resp) => {
                 tokio::spawn(async move {
                     let r = match resp.await {

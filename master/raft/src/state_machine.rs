@@ -409,8 +409,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 match entry.payload {
                     EntryPayload::Blank => {}
                     EntryPayload::Normal(proposal) => {
-                        let mut ids = proposal.ids.into_iter();
-                        for op in proposal.ops {
+                        let mut ids = proposal.ids.iter().copied();
+                        // The log keeps its copy: each op is cloned once, for the core.
+                        for op in proposal.ops.iter().cloned() {
                             if let Some(o) = st.observer.0.as_mut() {
                                 o.before_apply(entry.log_id.index, &op, &st.registry);
                             }

@@ -32,10 +32,7 @@ fn fw_op(i: u64) -> RegistryOp {
 fn entry(term: u64, index: u64) -> Entry {
     Entry {
         log_id: log_id(term, index),
-        payload: EntryPayload::Normal(Proposal {
-            ops: vec![fw_op(index)],
-            ids: vec![Some(index * 10)],
-        }),
+        payload: EntryPayload::Normal(Proposal::new(vec![fw_op(index)], vec![Some(index * 10)])),
     }
 }
 
@@ -82,7 +79,7 @@ async fn log_survives_reopen_with_vote_and_committed() {
     assert_eq!(state.last_purged_log_id, None);
     let got = store.try_get_log_entries(3..5).await.unwrap();
     assert_eq!(got.len(), 2);
-    assert!(matches!(&got[0].payload, EntryPayload::Normal(p) if p.ops == vec![fw_op(3)]));
+    assert!(matches!(&got[0].payload, EntryPayload::Normal(p) if *p.ops == vec![fw_op(3)]));
 }
 
 #[tokio::test]
@@ -334,17 +331,11 @@ fn proposal_ids_are_optional_in_the_log_format() {
     })
     .unwrap();
     let read: Proposal = rmp_serde::from_slice(&old).unwrap();
-    assert_eq!(read.ops, vec![fw_op(1)]);
+    assert_eq!(*read.ops, vec![fw_op(1)]);
     assert!(read.ids.is_empty());
-    let untagged = Proposal {
-        ops: vec![fw_op(1)],
-        ids: Vec::new(),
-    };
+    let untagged = Proposal::new(vec![fw_op(1)], Vec::new());
     assert_eq!(rmp_serde::to_vec_named(&untagged).unwrap(), old);
-    let tagged = Proposal {
-        ops: vec![fw_op(1), fw_op(2)],
-        ids: vec![Some(7), None],
-    };
+    let tagged = Proposal::new(vec![fw_op(1), fw_op(2)], vec![Some(7), None]);
     let bytes = rmp_serde::to_vec_named(&tagged).unwrap();
     assert_eq!(rmp_serde::from_slice::<Proposal>(&bytes).unwrap(), tagged);
 }
