@@ -719,8 +719,14 @@ fn drain_outputs(
                     if let Err(mpsc::error::TrySendError::Full(_)) =
                         outbox.try_send(Box::new(frame))
                     {
-                        tracing::warn!(session = to, "closing a session that does not keep up");
-                        slow.push(to);
+                        if !slow.contains(&to) {
+                            tracing::warn!(
+                                session = to,
+                                queued = SESSION_OUTBOX,
+                                "closing a session that does not keep up"
+                            );
+                            slow.push(to);
+                        }
                     }
                 }
             }

@@ -151,6 +151,12 @@ pub mod limits {
     /// and drains the status updates of the work it has, instead of queueing launches
     /// without bound ahead of them. Passes resume when half of this is left.
     pub const ALLOCATION_HOLD_PROPOSALS: usize = 2_048;
+    /// Agents one allocation pass offers, at most; the next pass starts where this one
+    /// stopped, so every agent with free resources is offered within a few passes. With the
+    /// hold above, this bounds the launches a burst of accepts can put in flight: without
+    /// it, one pass at 50,000 agents made 50,000 offers, 200 frameworks accepted them at
+    /// once, and the status updates that followed found the registry pipeline full.
+    pub const MAX_AGENTS_PER_PASS: usize = 4_096;
     /// Offers per `FrameworkEvent::Offers` frame.
     pub const MAX_OFFERS_PER_EVENT: usize = 1_000;
     /// A `ReadLog` unanswered for this long is failed.

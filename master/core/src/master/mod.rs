@@ -253,6 +253,8 @@ pub struct Master {
     allocation_held: bool,
     /// Passes held back so, since this core started.
     allocations_held: u64,
+    /// Where the next pass's window of agents starts (`limits::MAX_AGENTS_PER_PASS`).
+    allocation_cursor: usize,
     /// Token buckets of framework principals (`config.framework_rate_limit`).
     rate_limiter: crate::ratelimit::RateLimiter,
     /// Offers declined by their framework and rescinded by the master (for metrics).
@@ -327,6 +329,7 @@ impl Master {
             allocation_passes: 0,
             allocation_held: false,
             allocations_held: 0,
+            allocation_cursor: 0,
             rate_limiter: crate::ratelimit::RateLimiter::default(),
             offers_declined: 0,
             offers_rescinded: 0,

@@ -47,12 +47,19 @@ impl Master {
         }
         self.allocation_passes += 1;
         let now = self.now;
+        let next_window;
         let pass = {
-            let (total, agents, entries) = agent_views(
+            let (total, mut agents, mut entries) = agent_views(
                 &self.registry,
                 &self.agents,
                 &self.offers,
                 &self.config.min_allocatable,
+            );
+            next_window = take_pass_window(
+                &mut agents,
+                &mut entries,
+                self.allocation_cursor,
+                limits::MAX_AGENTS_PER_PASS,
             );
             let frameworks = framework_views(&self.registry, &self.frameworks);
             if agents.is_empty() || frameworks.is_empty() {
@@ -76,6 +83,11 @@ impl Master {
         };
         self.record_offers(&pass);
         self.send_offers(pass);
+        if let Some(next) = next_window {
+            // The agents this pass left out are offered by the next.
+            self.allocation_cursor = next;
+            self.request_allocation();
+        }
     }
 
     /// Books a pass's offers: the agents' and frameworks' offered resources, the offer table,
@@ -462,6 +474,27 @@ fn agent_views<'a>(
     (total, agents, entries)
 }
 
+/// Keeps at most `max` of a pass's agents, the window starting at position `cursor` (modulo
+/// their number) and wrapping around; `agents` and `entries` stay paired. Returns where the
+/// next pass starts, or `None` when all fit.
+fn take_pass_window<A, E>(
+    agents: &mut Vec<A>,
+    entries: &mut Vec<E>,
+    cursor: usize,
+    max: usize,
+) -> Option<usize> {
+    let n = agents.len();
+    if n <= max {
+        return None;
+    }
+    let start = cursor % n;
+    agents.rotate_left(start);
+    entries.rotate_left(start);
+    agents.truncate(max);
+    entries.truncate(max);
+    Some(start + max)
+}
+
 /// The free part of each role's reservation on an agent, taken out of `free` (all the agent
 /// has free), which is left with the unreserved part. A role's tasks (and launches, and
 /// reserved offers) hold its reservation first; what they hold beyond it is unreserved. No pool
@@ -661,5 +694,35 @@ impl OfferMaker<'_> {
             made,
             starts,
         }
+    }
+}
+
+#[cfg(test)]
+mod window_tests {
+    use super::take_pass_window;
+
+    #[test]
+    fn a_pass_takes_a_window_of_agents_and_the_next_goes_on_from_there() {
+        let all: Vec<u32> = (0..10).collect();
+        let (mut a, mut e) = (all.clone(), all.clone());
+        assert_eq!(take_pass_window(&mut a, &mut e, 0, 4), Some(4));
+        assert_eq!(
+            (a.as_slice(), e.as_slice()),
+            (&[0, 1, 2, 3][..], &[0, 1, 2, 3][..])
+        );
+        let (mut a, mut e) = (all.clone(), all.clone());
+        assert_eq!(take_pass_window(&mut a, &mut e, 8, 4), Some(12));
+        assert_eq!(a, vec![8, 9, 0, 1], "wraps around");
+        assert_eq!(a, e);
+        let (mut a, mut e) = (all.clone(), all.clone());
+        assert_eq!(
+            take_pass_window(&mut a, &mut e, 12, 4),
+            Some(6),
+            "modulo the agents"
+        );
+        assert_eq!(a, vec![2, 3, 4, 5]);
+        let (mut a, mut e) = (all.clone(), all);
+        assert_eq!(take_pass_window(&mut a, &mut e, 7, 10), None, "all fit");
+        assert_eq!(a.len(), 10);
     }
 }

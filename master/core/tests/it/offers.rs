@@ -471,3 +471,30 @@ fn the_stats_count_offers_made_declined_and_rescinded() {
     let s = sim.master.stats();
     assert_eq!((s.offers_declined, s.offers_rescinded), (1, 1), "{s:?}");
 }
+
+/// A pass offers at most `MAX_AGENTS_PER_PASS` agents; the next one offers the rest, so a
+/// burst of offers (and of the accepts that follow) stays bounded at any cluster size.
+#[test]
+fn a_pass_offers_a_window_of_agents_and_the_next_pass_the_rest() {
+    use master_core::limits::MAX_AGENTS_PER_PASS as MAX;
+    let mut sim = crate::sim();
+    let agents = MAX + 500;
+    for i in 0..agents {
+        sim.add_agent(&format!("a{i}"), "cpus:1;mem:1024", true);
+    }
+    let fw = sim.add_framework("f", &[], None);
+    let batch = sim.master.config().allocation_batch;
+    sim.advance(batch);
+    assert_eq!(
+        sim.framework(fw).offers_received as usize,
+        MAX,
+        "the first pass"
+    );
+    sim.advance(batch);
+    assert_eq!(
+        sim.framework(fw).offers_received as usize,
+        agents,
+        "the next pass offers the agents the first left out"
+    );
+    assert_eq!(sim.master.stats().allocation_passes, 2);
+}
