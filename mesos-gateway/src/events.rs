@@ -283,6 +283,9 @@ fn reason(r: StatusReason, s: &TaskStatus) -> Option<&'static str> {
         StatusReason::ExecutorTerminated => "REASON_EXECUTOR_TERMINATED",
         StatusReason::ContainerLaunchFailed => "REASON_CONTAINER_LAUNCH_FAILED",
         StatusReason::ResourcesUnavailable => "REASON_INVALID_OFFERS",
+        // Mesos has no reason of its own for this; a Mesos scheduler launches again on a new
+        // offer after REASON_INVALID_OFFERS, which is what the master asks of it.
+        StatusReason::MasterOverloaded => "REASON_INVALID_OFFERS",
         StatusReason::AgentDraining => "REASON_AGENT_DRAINING",
     })
 }

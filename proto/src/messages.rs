@@ -451,6 +451,9 @@ pub enum StatusReason {
     /// No agent in the cluster could ever fit the task.
     ResourcesUnavailable,
     AgentDraining,
+    /// The master refused a launch for want of capacity (too many registry changes in
+    /// flight); the framework may launch again on a later offer.
+    MasterOverloaded,
 }
 
 /// Why a limit stopped a task: the OOM forensics that users of Mesos and Nomad asked for.

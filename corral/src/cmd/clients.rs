@@ -79,6 +79,7 @@ pub(crate) fn reason_text(r: StatusReason) -> &'static str {
         StatusReason::ExecutorTerminated => "executor terminated",
         StatusReason::ContainerLaunchFailed => "container launch failed",
         StatusReason::ResourcesUnavailable => "resources unavailable",
+        StatusReason::MasterOverloaded => "master overloaded",
         StatusReason::AgentDraining => "agent draining",
     }
 }

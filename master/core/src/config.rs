@@ -145,6 +145,13 @@ pub mod limits {
     /// resend. Allocation stops well before (`ALLOCATION_HOLD_PROPOSALS`), so only a burst of
     /// status updates from many running tasks at once comes near it.
     pub const MAX_IN_FLIGHT_PROPOSALS: usize = 65_536;
+    /// Admission control for launches: an Accept whose tasks would take the registry changes
+    /// in flight, weighed by the tasks they launch, past this is refused (its tasks
+    /// TASK_DROPPED, reason `MasterOverloaded`; the framework launches again on a later
+    /// offer). Half of `MAX_IN_FLIGHT_PROPOSALS`: the status updates of what was launched
+    /// (one in flight per task) always find room, and are never dropped for overload while
+    /// launches are queued ahead of them.
+    pub const MAX_LAUNCH_WEIGHT_IN_FLIGHT: usize = MAX_IN_FLIGHT_PROPOSALS / 2;
     /// Admission control: while this many proposals are in flight, allocation passes wait and
     /// no new offers are made (offers already out may still be accepted). Launches come only
     /// from offers, so a master whose registry pipeline falls behind stops taking new work

@@ -20,14 +20,14 @@ impl Master {
     /// those in flight before it never will (the daemon lost them): they are forgotten. An id
     /// this core did not issue (another leader's) has no continuation.
     pub(super) fn take_continuation(&mut self, id: ProposalId) -> Then {
-        let Ok(pos) = self.in_flight.binary_search_by_key(&id, |(p, _)| *p) else {
+        let Ok(pos) = self.in_flight.binary_search_by_key(&id, |(p, _, _)| *p) else {
             return Then::Nothing;
         };
-        self.in_flight.drain(..pos);
-        let then = self
-            .in_flight
-            .pop_front()
-            .map_or(Then::Nothing, |(_, then)| then);
+        let mut then = Then::Nothing;
+        for (_, t, weight) in self.in_flight.drain(..=pos) {
+            self.in_flight_weight = self.in_flight_weight.saturating_sub(weight);
+            then = t;
+        }
         if self.in_flight.is_empty() {
             self.agent_ops_in_flight.clear();
         }

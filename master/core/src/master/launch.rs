@@ -32,6 +32,29 @@ impl Master {
         let Some(mut offers) = self.consume_offers(fw, &offer_ids, &all_tasks, refuse) else {
             return;
         };
+        if self.launches_full(all_tasks.len()) {
+            // Admission control: the offers' resources go back to the pool unfiltered, to be
+            // offered again once the registry has caught up (allocation is held till then).
+            let state = if self.partition_aware(fw) {
+                TaskState::Dropped
+            } else {
+                TaskState::Lost
+            };
+            let message = format!(
+                "the master is overloaded ({} registry changes in flight); launch again on a \
+                 later offer",
+                self.in_flight.len()
+            );
+            self.reject_tasks(
+                fw,
+                &all_tasks,
+                state,
+                StatusReason::MasterOverloaded,
+                &message,
+            );
+            self.request_allocation();
+            return;
+        }
         let mut ids_here: BTreeSet<TaskId> = BTreeSet::new();
         for op in operations {
             match op {

@@ -229,7 +229,9 @@ pub struct Master {
     log_requests: BTreeMap<u64, LogRequest>,
     /// Proposals not committed yet, in proposal order (so by increasing id), with what to do
     /// once each commits.
-    in_flight: VecDeque<(ProposalId, Then)>,
+    in_flight: VecDeque<(ProposalId, Then, usize)>,
+    /// The weight ([`RegistryOp::weight`]: tasks launched, else 1) of `in_flight`.
+    in_flight_weight: usize,
     /// The last proposal that changes each agent's admission (admitted, unreachable, marked,
     /// removed); while it is in flight a re-registration is written to the registry again
     /// rather than taken as no news (see `Master::readmission_is_news`). Cleared whenever
@@ -315,6 +317,7 @@ impl Master {
             acked: BTreeMap::new(),
             log_requests: BTreeMap::new(),
             in_flight: VecDeque::new(),
+            in_flight_weight: 0,
             agent_ops_in_flight: BTreeMap::new(),
             next_proposal: ProposalId::first(&config.id_prefix),
             timers: Timers::default(),
@@ -631,7 +634,9 @@ impl Master {
     fn propose(&mut self, op: RegistryOp, then: Then) {
         let id = self.next_proposal;
         self.next_proposal = ProposalId(id.0.wrapping_add(1));
-        self.in_flight.push_back((id, then));
+        let weight = op.weight();
+        self.in_flight_weight = self.in_flight_weight.saturating_add(weight);
+        self.in_flight.push_back((id, then, weight));
         if let Some(agent) = op.admission_of() {
             self.agent_ops_in_flight.insert(agent.clone(), id);
         }
@@ -640,6 +645,12 @@ impl Master {
 
     fn in_flight_full(&self) -> bool {
         self.in_flight.len() >= limits::MAX_IN_FLIGHT_PROPOSALS
+    }
+
+    /// Admission control for launches: `tasks` more would take the registry changes in flight
+    /// (weighed by tasks launched) past `limits::MAX_LAUNCH_WEIGHT_IN_FLIGHT`.
+    fn launches_full(&self, tasks: usize) -> bool {
+        self.in_flight_weight.saturating_add(tasks) > limits::MAX_LAUNCH_WEIGHT_IN_FLIGHT
     }
 
     fn bad_request(&mut self, session: SessionId, msg: impl Into<String>) {

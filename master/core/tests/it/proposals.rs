@@ -145,3 +145,64 @@ fn allocation_waits_while_the_registry_is_behind() {
     );
     assert_eq!(sim.master.stats().allocations_held, 1);
 }
+
+/// Admission control for launches: accepts whose tasks would take the registry changes in
+/// flight past `MAX_LAUNCH_WEIGHT_IN_FLIGHT` (weighed by tasks) are refused with
+/// `MasterOverloaded`; once the registry catches up the framework launches again.
+#[test]
+fn launches_past_the_in_flight_bound_are_refused_until_the_registry_catches_up() {
+    use master_core::limits::MAX_LAUNCH_WEIGHT_IN_FLIGHT as MAX;
+    use master_core::testing::Workload;
+    use proto::TaskState;
+    use std::time::Duration;
+    let mut sim = sim();
+    let per_offer = 1_000;
+    let agents = MAX / per_offer + 8;
+    let mut workload = Workload::new("cpus:0.001;mem:1", (agents * per_offer) as u64);
+    workload.per_offer = per_offer;
+    for i in 0..agents {
+        sim.add_agent(&format!("a{i}"), "cpus:64;mem:1048576", true);
+    }
+    sim.auto_commit = false;
+    let fw = sim.add_framework("f", &[], Some(workload));
+    sim.commit_held(1);
+    sim.advance(Duration::from_secs(1));
+    let refused = |sim: &master_core::testing::Sim| {
+        sim.framework(fw)
+            .tasks
+            .values()
+            .filter(|s| matches!(s, TaskState::Lost | TaskState::Dropped))
+            .count()
+    };
+    let held_tasks: usize = sim
+        .held
+        .iter()
+        .map(|op| match op {
+            master_core::RegistryOp::TasksAdded { tasks, .. } => tasks.len(),
+            _ => 0,
+        })
+        .sum();
+    assert!(held_tasks <= MAX, "{held_tasks} tasks in flight");
+    assert_eq!(
+        held_tasks + refused(&sim),
+        agents * per_offer,
+        "each task launched or refused"
+    );
+    assert!(refused(&sim) >= per_offer, "nothing refused");
+
+    // The registry catches up: what the refused launches would have used is offered again.
+    let offers_before = sim.framework(fw).offers_received;
+    sim.auto_commit = true;
+    let n = sim.held.len();
+    sim.commit_held(n);
+    sim.advance(Duration::from_secs(5));
+    assert_eq!(
+        sim.launches.len(),
+        held_tasks,
+        "the admitted launches committed"
+    );
+    assert!(
+        sim.framework(fw).offers_received > offers_before,
+        "no offer after the registry caught up"
+    );
+}
