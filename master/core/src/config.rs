@@ -142,22 +142,23 @@ pub mod limits {
     pub const MAX_PENDING_LOG_REQUESTS: usize = 1_024;
     /// Registry operations proposed and not yet committed. Past it, registrations and
     /// operator changes are refused as overloaded and status updates wait for the agent's
-    /// resend. Allocation stops well before (`ALLOCATION_HOLD_PROPOSALS`), so only a burst of
+    /// resend. Allocation stops well before (`ALLOCATION_HOLD_WEIGHT`), so only a burst of
     /// status updates from many running tasks at once comes near it.
     pub const MAX_IN_FLIGHT_PROPOSALS: usize = 65_536;
     /// Admission control for launches: an Accept whose tasks would take the registry changes
-    /// in flight, weighed by the tasks they launch, past this is refused (its tasks
-    /// TASK_DROPPED, reason `MasterOverloaded`; the framework launches again on a later
-    /// offer). Half of `MAX_IN_FLIGHT_PROPOSALS`: the status updates of what was launched
-    /// (one in flight per task) always find room, and are never dropped for overload while
-    /// launches are queued ahead of them.
-    pub const MAX_LAUNCH_WEIGHT_IN_FLIGHT: usize = MAX_IN_FLIGHT_PROPOSALS / 2;
-    /// Admission control: while this many proposals are in flight, allocation passes wait and
-    /// no new offers are made (offers already out may still be accepted). Launches come only
-    /// from offers, so a master whose registry pipeline falls behind stops taking new work
-    /// and drains the status updates of the work it has, instead of queueing launches
-    /// without bound ahead of them. Passes resume when half of this is left.
-    pub const ALLOCATION_HOLD_PROPOSALS: usize = 2_048;
+    /// in flight, weighed by the tasks they launch (`RegistryOp::weight`), past this is
+    /// refused (its tasks TASK_DROPPED or TASK_LOST, reason `MasterOverloaded`; the framework
+    /// launches again on a later offer). Three quarters of `MAX_IN_FLIGHT_PROPOSALS`: the
+    /// status updates of what was launched (one in flight per task) always find room, and
+    /// are never dropped for overload while launches are queued ahead of them.
+    pub const MAX_LAUNCH_WEIGHT_IN_FLIGHT: usize = MAX_IN_FLIGHT_PROPOSALS / 4 * 3;
+    /// Admission control: while registry changes of this weight are in flight (tasks
+    /// launched, else one per change), allocation passes wait and no new offers are made
+    /// (offers already out may still be accepted). Launches come only from offers, so a
+    /// master whose registry pipeline falls behind stops taking new work and drains the
+    /// status updates of the work it has, instead of queueing launches without bound ahead
+    /// of them. Passes resume when half of this is left.
+    pub const ALLOCATION_HOLD_WEIGHT: usize = 4_096;
     /// Agents one allocation pass offers, at most; the next pass starts where this one
     /// stopped, so every agent with free resources is offered within a few passes. With the
     /// hold above, this bounds the launches a burst of accepts can put in flight: without

@@ -250,7 +250,7 @@ pub struct Master {
     generation: u64,
     published_generation: u64,
     allocation_passes: u64,
-    /// A pass was due while too many proposals were in flight (`limits::ALLOCATION_HOLD_PROPOSALS`);
+    /// A pass was due while too much was in flight (`limits::ALLOCATION_HOLD_WEIGHT`);
     /// it runs when they commit.
     allocation_held: bool,
     /// Passes held back so, since this core started.

@@ -30,13 +30,13 @@ impl Master {
     /// allocator checks filters and the bookkeeping below updates offers without touching a
     /// string id. The only strings made per offer are the ones the `Offer` frame carries.
     pub(super) fn allocate(&mut self) {
-        // Admission control: held from ALLOCATION_HOLD_PROPOSALS in flight until half of
-        // them have committed (`resume_held_allocation` then asks for the pass again).
-        let in_flight = self.in_flight.len();
+        // Admission control: held from ALLOCATION_HOLD_WEIGHT in flight until half of it
+        // has committed (`resume_held_allocation` then asks for the pass again).
+        let in_flight = self.in_flight_weight;
         let hold = if self.allocation_held {
-            in_flight > limits::ALLOCATION_HOLD_PROPOSALS / 2
+            in_flight > limits::ALLOCATION_HOLD_WEIGHT / 2
         } else {
-            in_flight >= limits::ALLOCATION_HOLD_PROPOSALS
+            in_flight >= limits::ALLOCATION_HOLD_WEIGHT
         };
         if hold {
             if !self.allocation_held {
@@ -227,7 +227,7 @@ impl Master {
     /// After a commit: a pass held back by admission control runs once half of the proposals
     /// that held it have committed.
     pub(super) fn resume_held_allocation(&mut self) {
-        if self.allocation_held && self.in_flight.len() <= limits::ALLOCATION_HOLD_PROPOSALS / 2 {
+        if self.allocation_held && self.in_flight_weight <= limits::ALLOCATION_HOLD_WEIGHT / 2 {
             self.allocation_held = false;
             self.request_allocation();
         }

@@ -97,11 +97,12 @@ fn cores_with_different_prefixes_issue_different_ids() {
     assert_eq!(ids.len(), 3, "{ids:?}");
 }
 
-/// Admission control: while `ALLOCATION_HOLD_PROPOSALS` proposals are in flight no allocation
+/// Admission control: while `ALLOCATION_HOLD_WEIGHT` proposals are in flight (registrations,
+/// of weight 1 each) no allocation
 /// pass runs (no new offers, so no new launches); the held pass runs once half have committed.
 #[test]
 fn allocation_waits_while_the_registry_is_behind() {
-    use master_core::limits::ALLOCATION_HOLD_PROPOSALS as HOLD;
+    use master_core::limits::ALLOCATION_HOLD_WEIGHT as HOLD;
     use std::time::Duration;
     let mut sim = sim();
     let fw = sim.add_framework("f", &[], None);
