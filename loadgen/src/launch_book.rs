@@ -150,6 +150,13 @@ impl LaunchBook {
         }
     }
 
+    /// The tasks sent in accepts and not `RUNNING` (nor ended) yet.
+    pub fn under_way(&self) -> Vec<TaskId> {
+        let mut ids: Vec<TaskId> = self.in_flight.keys().cloned().collect();
+        ids.sort();
+        ids
+    }
+
     /// Forgets an ended task; says whether it was one of ours.
     fn forget(&mut self, id: &TaskId) -> bool {
         self.running.remove(id) || self.in_flight.remove(id).is_some()

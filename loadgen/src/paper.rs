@@ -30,6 +30,8 @@ pub const PAPER_EXTRA: Duration = Duration::from_secs(1);
 /// What a paper framework's task asks for: half an agent.
 const HALF_AGENT_CPUS_MILLI: u64 = 2000;
 const HALF_AGENT_MEM: u64 = 4 << 30;
+/// How long the probe's last launches may take to reach `RUNNING` after the window.
+const PROBE_DRAIN: Duration = Duration::from_secs(60);
 /// Between two probe launches.
 const PROBE_GAP: Duration = Duration::from_millis(250);
 
@@ -71,6 +73,9 @@ pub struct PaperRow {
     pub fleet_failures: u64,
     /// Failed tasks by state and reason.
     pub failures: String,
+    /// Probe launches sent and not `RUNNING` [`PROBE_DRAIN`] after the window (not in the
+    /// percentiles).
+    pub stuck: Vec<proto::TaskId>,
 }
 
 #[derive(Clone, Debug)]
@@ -224,8 +229,14 @@ async fn size(cfg: &PaperConfig, spec: &ClusterSpec) -> Result<PaperRow, Loadgen
     probe.pause();
     let after = ProcSample::read(pid)?;
     let ran_after = live_and_ran(&frameworks).1;
-    probe.drain(Duration::from_secs(60)).await?;
+    // A probe launch still under way a minute after the window is reported, not waited for:
+    // the row says how many and which, and its latency is not in the percentiles.
+    let drained = probe.drain(PROBE_DRAIN).await;
     let book = probe.stop().await?;
+    let stuck = book.under_way();
+    if let Err(e) = drained {
+        tracing::warn!(error = %e, tasks = ?stuck, "probe launches still under way after the window");
+    }
     let mut failed = book.counts.failed;
     let mut kinds = book.failures.clone();
     for f in frameworks {
@@ -252,6 +263,7 @@ async fn size(cfg: &PaperConfig, spec: &ClusterSpec) -> Result<PaperRow, Loadgen
         failed,
         fleet_failures: cluster.fleet.stats().failures - failures_before,
         failures: crate::launch_book::failure_kinds(&kinds),
+        stuck,
     })
 }
 
@@ -295,6 +307,16 @@ impl fmt::Display for PaperReport {
         }
         for r in &self.rows {
             writeln!(f, "\n{} agents, failed tasks: {}", r.agents, r.failures)?;
+            if !r.stuck.is_empty() {
+                let ids: Vec<&str> = r.stuck.iter().map(|t| t.as_str()).collect();
+                writeln!(
+                    f,
+                    "{} agents: probe launches not RUNNING {:?} after the window (not in the percentiles): {}",
+                    r.agents,
+                    PROBE_DRAIN,
+                    ids.join(", ")
+                )?;
+            }
         }
         if let Some((agents, why)) = &self.failed {
             writeln!(f, "\n{agents} agents: FAILED: {why}")?;
