@@ -183,6 +183,9 @@ impl Driver {
             if *go.borrow() {
                 self.step().await?;
             }
+            // Paused or not: a launch that reaches RUNNING after a pause must show (the
+            // counts were published by `step` alone, so `drain` waited on stale ones).
+            self.publish_counts();
         }
         Ok(self.book)
     }
@@ -284,10 +287,14 @@ impl Driver {
                 .await
                 .map_err(|e| self.failed(e))?;
         }
+        Ok(())
+    }
+
+    /// Makes the book's counts visible to [`Launcher::counts`].
+    fn publish_counts(&self) {
         let mut counts = self.book.counts;
         counts.outstanding = self.book.outstanding() as u64;
         *self.counts.lock().unwrap_or_else(|p| p.into_inner()) = counts;
-        Ok(())
     }
 
     fn failed(&self, e: framework::ClientError) -> LoadgenError {
