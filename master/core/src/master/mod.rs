@@ -257,6 +257,8 @@ pub struct Master {
     allocations_held: u64,
     /// Where the next pass's window of agents starts (`limits::MAX_AGENTS_PER_PASS`).
     allocation_cursor: usize,
+    /// Agents the current sweep of windowed passes has still to look at (0: no sweep).
+    sweep_left: usize,
     /// Token buckets of framework principals (`config.framework_rate_limit`).
     rate_limiter: crate::ratelimit::RateLimiter,
     /// Offers declined by their framework and rescinded by the master (for metrics).
@@ -333,6 +335,7 @@ impl Master {
             allocation_held: false,
             allocations_held: 0,
             allocation_cursor: 0,
+            sweep_left: 0,
             rate_limiter: crate::ratelimit::RateLimiter::default(),
             offers_declined: 0,
             offers_rescinded: 0,

@@ -55,12 +55,14 @@ impl Master {
                 &self.offers,
                 &self.config.min_allocatable,
             );
+            let considered = agents.len();
             next_window = take_pass_window(
                 &mut agents,
                 &mut entries,
                 self.allocation_cursor,
                 limits::MAX_AGENTS_PER_PASS,
-            );
+            )
+            .map(|next| (next, considered));
             let frameworks = framework_views(&self.registry, &self.frameworks);
             if agents.is_empty() || frameworks.is_empty() {
                 return;
@@ -83,11 +85,7 @@ impl Master {
         };
         self.record_offers(&pass);
         self.send_offers(pass);
-        if let Some(next) = next_window {
-            // The agents this pass left out are offered by the next.
-            self.allocation_cursor = next;
-            self.request_allocation();
-        }
+        self.continue_sweep(next_window);
     }
 
     /// Books a pass's offers: the agents' and frameworks' offered resources, the offer table,
@@ -221,6 +219,28 @@ impl Master {
         if let Some(o) = self.remove_offer(key, true) {
             let d = self.config.default_refuse;
             self.add_filter(o.framework, o.agent, o.resources, d);
+        }
+    }
+
+    /// After a pass: `window` is `Some((where the next window starts, agents considered))`
+    /// when the pass offered only a window of them (`take_pass_window`). Passes of their own
+    /// offer the next windows until one sweep has looked at every agent; then passes wait for
+    /// news again, so agents that every framework has filtered are not looked at every
+    /// `allocation_batch`.
+    fn continue_sweep(&mut self, window: Option<(usize, usize)>) {
+        let Some((next, considered)) = window else {
+            self.sweep_left = 0;
+            return;
+        };
+        self.allocation_cursor = next;
+        let left = if self.sweep_left == 0 {
+            considered
+        } else {
+            self.sweep_left
+        };
+        self.sweep_left = left.saturating_sub(limits::MAX_AGENTS_PER_PASS);
+        if self.sweep_left > 0 {
+            self.request_allocation();
         }
     }
 

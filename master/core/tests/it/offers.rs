@@ -498,3 +498,31 @@ fn a_pass_offers_a_window_of_agents_and_the_next_pass_the_rest() {
     );
     assert_eq!(sim.master.stats().allocation_passes, 2);
 }
+
+/// Windowed passes stop after one sweep over every agent: agents that every framework has
+/// filtered are not looked at again until something changes.
+#[test]
+fn windowed_passes_stop_after_one_sweep_when_nothing_changes() {
+    use master_core::limits::MAX_AGENTS_PER_PASS as MAX;
+    use std::time::Duration;
+    let mut sim = crate::sim();
+    let agents = 2 * MAX + 100;
+    for i in 0..agents {
+        sim.add_agent(&format!("a{i}"), "cpus:1;mem:1024", true);
+    }
+    // A framework that declines everything for an hour.
+    let mut workload = master_core::testing::Workload::new("cpus:2;mem:1", 1);
+    workload.decline_refuse = 3600.0;
+    let fw = sim.add_framework("f", &[], Some(workload));
+    sim.advance(Duration::from_secs(10));
+    assert_eq!(sim.framework(fw).offers_received as usize, agents);
+    // Each window's declines are news (a pass of their own); then all is filtered.
+    let passes = sim.master.stats().allocation_passes;
+    assert!(passes < 10, "{passes} passes");
+    sim.advance(Duration::from_secs(10));
+    assert_eq!(
+        sim.master.stats().allocation_passes,
+        passes,
+        "passes went on with no news"
+    );
+}
