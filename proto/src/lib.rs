@@ -1,5 +1,6 @@
 //! Corral's wire protocol. This crate owns every message exchanged between masters, agents,
-//! frameworks and operators ([`messages`]), the resource model they carry ([`resources`]), and the
+//! frameworks and operators ([`messages`], the operator calls and cluster state in [`operator`]),
+//! the resource model they carry ([`resources`]), and the
 //! length-delimited frame codec ([`codec`]). It does no I/O: the transport crate moves the bytes.
 //!
 //! Encoding: MessagePack with named struct fields (rmp-serde). Named fields make messages
@@ -19,6 +20,7 @@ pub mod codec;
 pub mod events;
 pub mod ids;
 pub mod messages;
+pub mod operator;
 pub mod policy;
 pub mod quota;
 pub mod resources;
