@@ -153,8 +153,9 @@ pub mod limits {
     /// are never dropped for overload while launches are queued ahead of them.
     pub const MAX_LAUNCH_WEIGHT_IN_FLIGHT: usize = MAX_IN_FLIGHT_PROPOSALS / 4 * 3;
     /// Admission control: while registry changes of this weight are in flight (tasks
-    /// launched, else one per change), allocation passes wait and no new offers are made
-    /// (offers already out may still be accepted). Launches come only from offers, so a
+    /// launched, else one per change), counting offers made and not answered yet (for at
+    /// most `ANSWER_GRACE`) as launches about to be, allocation passes wait and no new
+    /// offers are made (offers already out may still be accepted). Launches come only from offers, so a
     /// master whose registry pipeline falls behind stops taking new work and drains the
     /// status updates of the work it has, instead of queueing launches without bound ahead
     /// of them. Passes resume when half of this is left.
@@ -165,6 +166,9 @@ pub mod limits {
     /// it, one pass at 50,000 agents made 50,000 offers, 200 frameworks accepted them at
     /// once, and the status updates that followed found the registry pipeline full.
     pub const MAX_AGENTS_PER_PASS: usize = 4_096;
+    /// Admission control counts an offer toward `ALLOCATION_HOLD_WEIGHT` until its framework
+    /// answers it, for at most this long (`unanswered.rs`).
+    pub use crate::unanswered::ANSWER_GRACE;
     /// Offers per `FrameworkEvent::Offers` frame.
     pub const MAX_OFFERS_PER_EVENT: usize = 1_000;
     /// A `ReadLog` unanswered for this long is failed.

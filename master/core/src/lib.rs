@@ -44,6 +44,7 @@ pub mod registry;
 mod table;
 pub mod testing;
 mod timers;
+mod unanswered;
 
 pub use allocator::{
     AgentFilters, Allocation, Allocator, ClusterView, DrfAllocator, Filter, StrictPriorityAllocator,

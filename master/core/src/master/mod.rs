@@ -21,6 +21,7 @@ use crate::fastmap::FastMap;
 use crate::registry::{AgentMark, Registry, RegistryOp, TaskKey};
 use crate::table::Table;
 use crate::timers::{TimerKey, Timers};
+use crate::unanswered::{UnansweredOffers, ANSWER_GRACE};
 use proto::{
     AgentId, AgentToMaster, ClientFrame, ClusterState, ErrorCode, ErrorReply, ExecutorInfo,
     FrameworkCall, FrameworkEvent, FrameworkId, FrameworkInfo, FrameworkSummary, MasterToAgent,
@@ -255,6 +256,9 @@ pub struct Master {
     allocation_held: bool,
     /// Passes held back so, since this core started.
     allocations_held: u64,
+    /// Offers made within `unanswered::ANSWER_GRACE` and not answered: launches about to
+    /// be proposed, counted by admission control.
+    unanswered: UnansweredOffers,
     /// Where the next pass's window of agents starts (`limits::MAX_AGENTS_PER_PASS`).
     allocation_cursor: usize,
     /// Agents the current sweep of windowed passes has still to look at (0: no sweep).
@@ -334,6 +338,7 @@ impl Master {
             allocation_passes: 0,
             allocation_held: false,
             allocations_held: 0,
+            unanswered: UnansweredOffers::default(),
             allocation_cursor: 0,
             sweep_left: 0,
             rate_limiter: crate::ratelimit::RateLimiter::default(),

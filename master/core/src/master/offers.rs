@@ -30,24 +30,13 @@ impl Master {
     /// allocator checks filters and the bookkeeping below updates offers without touching a
     /// string id. The only strings made per offer are the ones the `Offer` frame carries.
     pub(super) fn allocate(&mut self) {
-        // Admission control: held from ALLOCATION_HOLD_WEIGHT in flight until half of it
-        // has committed (`resume_held_allocation` then asks for the pass again).
-        let in_flight = self.in_flight_weight;
-        let hold = if self.allocation_held {
-            in_flight > limits::ALLOCATION_HOLD_WEIGHT / 2
-        } else {
-            in_flight >= limits::ALLOCATION_HOLD_WEIGHT
-        };
-        if hold {
-            if !self.allocation_held {
-                self.allocation_held = true;
-                self.allocations_held += 1;
-            }
+        let Some(window) = self.admitted_window() else {
             return;
-        }
+        };
         self.allocation_passes += 1;
         let now = self.now;
         let next_window;
+        let first_key;
         let pass = {
             let (total, mut agents, mut entries) = agent_views(
                 &self.registry,
@@ -56,13 +45,9 @@ impl Master {
                 &self.config.min_allocatable,
             );
             let considered = agents.len();
-            next_window = take_pass_window(
-                &mut agents,
-                &mut entries,
-                self.allocation_cursor,
-                limits::MAX_AGENTS_PER_PASS,
-            )
-            .map(|next| (next, considered));
+            next_window =
+                take_pass_window(&mut agents, &mut entries, self.allocation_cursor, window)
+                    .map(|next| (next, considered, window));
             let frameworks = framework_views(&self.registry, &self.frameworks);
             if agents.is_empty() || frameworks.is_empty() {
                 return;
@@ -76,6 +61,7 @@ impl Master {
                 quotas: quota_views(&self.registry, &self.frameworks),
             };
             let allocations = self.allocator.allocate(now, &view);
+            first_key = self.next_offer + 1;
             let maker = OfferMaker {
                 table: &self.agents,
                 id_prefix: &self.config.id_prefix,
@@ -83,6 +69,8 @@ impl Master {
             };
             maker.make(view, &entries, allocations)
         };
+        let made = usize::try_from(self.next_offer + 1 - first_key).unwrap_or(usize::MAX);
+        self.unanswered.made(now, first_key, made);
         self.record_offers(&pass);
         self.send_offers(pass);
         self.continue_sweep(next_window);
@@ -158,6 +146,7 @@ impl Master {
     pub(super) fn remove_offer(&mut self, key: u64, notify: bool) -> Option<OfferRt> {
         let offer = self.offers.remove(&key)?;
         self.timers.cancel(&TimerKey::Offer(key));
+        self.unanswered.answered(key);
         if let Some(a) = self.agents.at_mut(offer.agent) {
             sub_scalars(&mut a.offered, &offer.resources);
             a.offers.remove(&key);
@@ -222,13 +211,13 @@ impl Master {
         }
     }
 
-    /// After a pass: `window` is `Some((where the next window starts, agents considered))`
-    /// when the pass offered only a window of them (`take_pass_window`). Passes of their own
+    /// After a pass: `window` is `Some((where the next window starts, agents considered,
+    /// the window's size))` when the pass offered only a window of them (`take_pass_window`). Passes of their own
     /// offer the next windows until one sweep has looked at every agent; then passes wait for
     /// news again, so agents that every framework has filtered are not looked at every
     /// `allocation_batch`.
-    fn continue_sweep(&mut self, window: Option<(usize, usize)>) {
-        let Some((next, considered)) = window else {
+    fn continue_sweep(&mut self, window: Option<(usize, usize, usize)>) {
+        let Some((next, considered, size)) = window else {
             self.sweep_left = 0;
             return;
         };
@@ -238,16 +227,51 @@ impl Master {
         } else {
             self.sweep_left
         };
-        self.sweep_left = left.saturating_sub(limits::MAX_AGENTS_PER_PASS);
+        self.sweep_left = left.saturating_sub(size);
         if self.sweep_left > 0 {
             self.request_allocation();
         }
     }
 
-    /// After a commit: a pass held back by admission control runs once half of the proposals
-    /// that held it have committed.
+    /// Admission control: how many agents a pass may offer now, or `None` while the
+    /// registry is too far behind for a pass to run. What is behind is what is proposed and
+    /// not committed (`in_flight_weight`) and what is about to be (offers made and not
+    /// answered yet, [`UnansweredOffers`]). Held from `ALLOCATION_HOLD_WEIGHT` until half of
+    /// it is left: `resume_held_allocation` asks for the pass again after each commit, an
+    /// answered offer asks for one anyway, and a pass held only by unanswered offers is
+    /// retried when the oldest stop counting. A pass that runs offers at most what is left
+    /// below the hold (and `MAX_AGENTS_PER_PASS`), so it cannot overshoot it.
+    fn admitted_window(&mut self) -> Option<usize> {
+        if let Some(cutoff) = self.now.checked_sub(ANSWER_GRACE) {
+            self.unanswered.expire(cutoff);
+        }
+        let behind = self.in_flight_weight + self.unanswered.count();
+        let hold = if self.allocation_held {
+            behind > limits::ALLOCATION_HOLD_WEIGHT / 2
+        } else {
+            behind >= limits::ALLOCATION_HOLD_WEIGHT
+        };
+        if !hold {
+            self.allocation_held = false;
+            let room = limits::ALLOCATION_HOLD_WEIGHT.saturating_sub(behind);
+            return Some(room.clamp(1, limits::MAX_AGENTS_PER_PASS));
+        }
+        if !self.allocation_held {
+            self.allocation_held = true;
+            self.allocations_held += 1;
+        }
+        if let Some(oldest) = self.unanswered.oldest() {
+            self.timers
+                .set_if_unset(TimerKey::Allocate, oldest + ANSWER_GRACE);
+        }
+        None
+    }
+
+    /// After a commit: a pass held back by admission control runs once half of what held
+    /// it has committed (or been answered).
     pub(super) fn resume_held_allocation(&mut self) {
-        if self.allocation_held && self.in_flight_weight <= limits::ALLOCATION_HOLD_WEIGHT / 2 {
+        let behind = self.in_flight_weight + self.unanswered.count();
+        if self.allocation_held && behind <= limits::ALLOCATION_HOLD_WEIGHT / 2 {
             self.allocation_held = false;
             self.request_allocation();
         }

@@ -473,10 +473,18 @@ fn the_stats_count_offers_made_declined_and_rescinded() {
 }
 
 /// A pass offers at most `MAX_AGENTS_PER_PASS` agents; the next one offers the rest, so a
-/// burst of offers (and of the accepts that follow) stays bounded at any cluster size.
+/// burst of offers (and of the accepts that follow) stays bounded at any cluster size. The
+/// offers a pass made count toward admission control until they are answered, for at most
+/// `ANSWER_GRACE`: a framework that holds its offers delays the next window by that much.
 #[test]
 fn a_pass_offers_a_window_of_agents_and_the_next_pass_the_rest() {
-    use master_core::limits::MAX_AGENTS_PER_PASS as MAX;
+    use master_core::limits::{ALLOCATION_HOLD_WEIGHT, ANSWER_GRACE, MAX_AGENTS_PER_PASS as MAX};
+    const {
+        assert!(
+            MAX >= ALLOCATION_HOLD_WEIGHT,
+            "one window's offers hold the next pass"
+        )
+    };
     let mut sim = crate::sim();
     let agents = MAX + 500;
     for i in 0..agents {
@@ -493,10 +501,63 @@ fn a_pass_offers_a_window_of_agents_and_the_next_pass_the_rest() {
     sim.advance(batch);
     assert_eq!(
         sim.framework(fw).offers_received as usize,
+        MAX,
+        "the next pass waits while the first pass's offers are unanswered"
+    );
+    assert_eq!(sim.master.stats().allocations_held, 1);
+    sim.advance(ANSWER_GRACE);
+    assert_eq!(
+        sim.framework(fw).offers_received as usize,
         agents,
-        "the next pass offers the agents the first left out"
+        "the next pass offers the agents the first left out once its offers stop counting"
     );
     assert_eq!(sim.master.stats().allocation_passes, 2);
+}
+
+/// A pass offers no more agents than the room left below the hold, so the registry is never
+/// more than `ALLOCATION_HOLD_WEIGHT` behind because of offers.
+#[test]
+fn a_pass_offers_only_the_room_left_below_the_hold() {
+    use master_core::limits::{ALLOCATION_HOLD_WEIGHT as HOLD, ANSWER_GRACE};
+    let mut sim = crate::sim();
+    let first = HOLD / 2 + 100;
+    for i in 0..first {
+        sim.add_agent(&format!("a{i}"), "cpus:1;mem:1024", true);
+    }
+    let fw = sim.add_framework("f", &[], None);
+    let batch = sim.master.config().allocation_batch;
+    sim.advance(batch);
+    assert_eq!(sim.framework(fw).offers_received as usize, first);
+    for i in first..2 * first {
+        sim.add_agent(&format!("a{i}"), "cpus:1;mem:1024", true);
+    }
+    sim.advance(batch);
+    assert_eq!(
+        sim.framework(fw).offers_received as usize,
+        HOLD,
+        "the second pass filled the room below the hold, no more"
+    );
+    sim.advance(ANSWER_GRACE);
+    assert_eq!(sim.framework(fw).offers_received as usize, 2 * first);
+}
+
+/// Offers answered free the hold at once: a framework that declines a window's offers gets
+/// the next window one allocation batch later, not after `ANSWER_GRACE`.
+#[test]
+fn answered_offers_let_the_next_window_go_at_once() {
+    use master_core::limits::{ANSWER_GRACE, MAX_AGENTS_PER_PASS as MAX};
+    let mut sim = crate::sim();
+    let agents = MAX + 500;
+    for i in 0..agents {
+        sim.add_agent(&format!("a{i}"), "cpus:1;mem:1024", true);
+    }
+    let mut workload = master_core::testing::Workload::new("cpus:2;mem:1", 1);
+    workload.decline_refuse = 3600.0;
+    let fw = sim.add_framework("f", &[], Some(workload));
+    let batch = sim.master.config().allocation_batch;
+    sim.advance(batch * 3);
+    assert!(batch * 3 < ANSWER_GRACE);
+    assert_eq!(sim.framework(fw).offers_received as usize, agents);
 }
 
 /// Windowed passes stop after one sweep over every agent: agents that every framework has

@@ -99,7 +99,8 @@ fn cores_with_different_prefixes_issue_different_ids() {
 
 /// Admission control: while `ALLOCATION_HOLD_WEIGHT` proposals are in flight (registrations,
 /// of weight 1 each) no allocation
-/// pass runs (no new offers, so no new launches); the held pass runs once half have committed.
+/// pass runs (no new offers, so no new launches); the held pass runs once half have committed,
+/// and offers no more than the room left below the hold.
 #[test]
 fn allocation_waits_while_the_registry_is_behind() {
     use master_core::limits::ALLOCATION_HOLD_WEIGHT as HOLD;
@@ -134,17 +135,21 @@ fn allocation_waits_while_the_registry_is_behind() {
     );
     assert_eq!(sim.master.stats().allocation_passes, 0);
 
-    // One more commit: the held pass runs and offers what has registered.
+    // One more commit: the held pass runs and offers the room left below the hold (its
+    // offers, unanswered, count toward it); the rest once they stop counting.
     sim.commit_held(1);
-    sim.advance(Duration::from_secs(1));
+    let batch = sim.master.config().allocation_batch;
+    sim.advance(batch);
     let registered = agents - sim.held.len();
     assert_eq!(registered, agents - HOLD / 2);
+    assert_eq!(sim.framework(fw).offers_received as usize, HOLD / 2);
+    sim.advance(master_core::limits::ANSWER_GRACE);
     assert_eq!(
         sim.framework(fw).offers_received as usize,
         registered,
         "one offer per registered agent"
     );
-    assert_eq!(sim.master.stats().allocations_held, 1);
+    assert_eq!(sim.master.stats().allocations_held, 2);
 }
 
 /// Admission control for launches: accepts whose tasks would take the registry changes in
