@@ -64,6 +64,60 @@ pub struct Plan {
     pub declines: Vec<OfferId>,
 }
 
+/// A task sent in an accept and not `RUNNING` yet.
+#[derive(Clone, Copy, Debug)]
+struct Launch {
+    /// When the framework decided to launch it.
+    wanted: Instant,
+    /// When its accept was sent.
+    sent: Instant,
+    /// When its `STARTING` update arrived.
+    starting: Option<Instant>,
+}
+
+/// A launch's latency split where the framework sees it: waiting for an offer (wanted →
+/// accept sent); the launch's commit, `RunTasks` and the agent's first update (sent →
+/// `STARTING`); that update's commit, the acknowledgement's way back to the agent, and the
+/// `RUNNING` update's commit (`STARTING` → `RUNNING`). A launch with no `STARTING` seen
+/// counts its whole time after the accept in the second stage.
+#[derive(Clone, Debug, Default)]
+pub struct Stages {
+    pub to_accept: Latencies,
+    pub to_starting: Latencies,
+    pub to_running: Latencies,
+}
+
+impl Stages {
+    fn record(&mut self, l: &Launch, running: Instant) {
+        let starting = l.starting.unwrap_or(running);
+        self.to_accept
+            .record(l.sent.saturating_duration_since(l.wanted));
+        self.to_starting
+            .record(starting.saturating_duration_since(l.sent));
+        self.to_running
+            .record(running.saturating_duration_since(starting));
+    }
+
+    /// The first `n` launches' stages, and the rest's (as [`Latencies::split_at`]).
+    pub fn split_at(&self, n: usize) -> (Stages, Stages) {
+        let (a1, b1) = self.to_accept.split_at(n);
+        let (a2, b2) = self.to_starting.split_at(n);
+        let (a3, b3) = self.to_running.split_at(n);
+        (
+            Stages {
+                to_accept: a1,
+                to_starting: a2,
+                to_running: a3,
+            },
+            Stages {
+                to_accept: b1,
+                to_starting: b2,
+                to_running: b3,
+            },
+        )
+    }
+}
+
 pub struct LaunchBook {
     prefix: String,
     shape: TaskShape,
@@ -71,13 +125,15 @@ pub struct LaunchBook {
     /// Held offers (what is left of each) and when each arrived.
     offers: VecDeque<(Offer, Instant)>,
     pending: VecDeque<Instant>,
-    /// Tasks sent and not yet `RUNNING`: when each was wanted.
-    in_flight: HashMap<TaskId, Instant>,
+    /// Tasks sent and not yet `RUNNING`.
+    in_flight: HashMap<TaskId, Launch>,
     running: HashSet<TaskId>,
     next_task: u64,
     pub counts: LaunchCounts,
     /// Wanted → `RUNNING`.
     pub latencies: Latencies,
+    /// The same launches' latencies by stage, sample for sample.
+    pub stages: Stages,
     /// Failed tasks by state and reason (the first [`MAX_FAILURE_KINDS`] kinds).
     pub failures: BTreeMap<String, u64>,
 }
@@ -95,6 +151,7 @@ impl LaunchBook {
             next_task: 0,
             counts: LaunchCounts::default(),
             latencies: Latencies::default(),
+            stages: Stages::default(),
             failures: BTreeMap::new(),
         }
     }
@@ -131,9 +188,16 @@ impl LaunchBook {
     pub fn on_status(&mut self, status: &TaskStatus, now: Instant) {
         let id = &status.task_id;
         match status.state {
+            TaskState::Starting => {
+                if let Some(l) = self.in_flight.get_mut(id) {
+                    l.starting.get_or_insert(now);
+                }
+            }
             TaskState::Running => {
-                if let Some(wanted) = self.in_flight.remove(id) {
-                    self.latencies.record(now.saturating_duration_since(wanted));
+                if let Some(launch) = self.in_flight.remove(id) {
+                    self.latencies
+                        .record(now.saturating_duration_since(launch.wanted));
+                    self.stages.record(&launch, now);
                     self.counts.running += 1;
                     self.running.insert(id.clone());
                 }
@@ -223,7 +287,12 @@ impl LaunchBook {
             };
             left = rest;
             let task = self.task(offer);
-            self.in_flight.insert(task.task_id.clone(), wanted.min(now));
+            let launch = Launch {
+                wanted: wanted.min(now),
+                sent: now,
+                starting: None,
+            };
+            self.in_flight.insert(task.task_id.clone(), launch);
             tasks.push(task);
         }
         self.counts.sent += tasks.len() as u64;

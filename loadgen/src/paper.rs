@@ -15,7 +15,7 @@
 //! probe launches, idle window; the fleet's ramp and admission.
 
 use crate::cluster::{Cluster, ClusterSpec};
-use crate::launch_book::{Demand, TaskShape};
+use crate::launch_book::{Demand, Stages, TaskShape};
 use crate::launcher::{Launcher, LauncherConfig, Pace};
 use crate::masters::{client_options, PROBE};
 use crate::stats::{ms, Summary};
@@ -62,6 +62,9 @@ pub struct PaperRow {
     pub idle_rss_kib: u64,
     pub baseline: Summary,
     pub loaded: Summary,
+    /// The probe's launches by stage ([`Stages`]), p50 without load and loaded: to the
+    /// accept, accept → `STARTING`, `STARTING` → `RUNNING`.
+    pub stage_p50s: [(Duration, Duration); 3],
     /// Tasks live (RUNNING, not ended) when the window began, of 2 per agent.
     pub live_at_window: u64,
     pub launches_per_s: f64,
@@ -247,6 +250,9 @@ async fn size(cfg: &PaperConfig, spec: &ClusterSpec) -> Result<PaperRow, Loadgen
         }
     }
     let (base, loaded) = book.latencies.split_at(baseline_n);
+    let (base_stages, loaded_stages) = book.stages.split_at(baseline_n);
+    let p50s = |s: &Stages| [&s.to_accept, &s.to_starting, &s.to_running].map(|l| l.summary().p50);
+    let (b, l) = (p50s(&base_stages), p50s(&loaded_stages));
     let wall = after.at.duration_since(before.at).as_secs_f64().max(1e-9);
     Ok(PaperRow {
         agents: spec.agents,
@@ -256,6 +262,7 @@ async fn size(cfg: &PaperConfig, spec: &ClusterSpec) -> Result<PaperRow, Loadgen
         idle_rss_kib: idle.rss_kib,
         baseline: base.summary(),
         loaded: loaded.summary(),
+        stage_p50s: [(b[0], l[0]), (b[1], l[1]), (b[2], l[2])],
         live_at_window,
         launches_per_s: (ran_after - ran_before) as f64 / wall,
         cpu: before.cpu_share_until(&after).0,
@@ -306,7 +313,13 @@ impl fmt::Display for PaperReport {
             )?;
         }
         for r in &self.rows {
-            writeln!(f, "\n{} agents, failed tasks: {}", r.agents, r.failures)?;
+            let [a, s, run] = r.stage_p50s.map(|(b, l)| format!("{} / {}", ms(b), ms(l)));
+            writeln!(
+                f,
+                "\n{} agents, probe launch stages, p50 without load / loaded: wanted → accept sent {a}; accept → STARTING {s}; STARTING → RUNNING {run}",
+                r.agents
+            )?;
+            writeln!(f, "{} agents, failed tasks: {}", r.agents, r.failures)?;
             if !r.stuck.is_empty() {
                 let ids: Vec<&str> = r.stuck.iter().map(|t| t.as_str()).collect();
                 writeln!(

@@ -57,6 +57,27 @@ fn submitted_launches_wait_for_an_offer_and_time_from_the_wish() {
 }
 
 #[test]
+fn a_launch_is_timed_by_stage_where_the_framework_sees_it() {
+    let t0 = Instant::now();
+    let ms = Duration::from_millis;
+    let mut book = LaunchBook::new("t", shape(), Demand::Submitted { hold_offers: true });
+    book.submit(t0);
+    book.on_offers(vec![offer("o1", 150)], t0 + ms(10));
+    let plan = book.plan(t0 + ms(12));
+    let task = plan.accepts[0].1[0].task_id.clone();
+    book.on_status(&status(&task, TaskState::Starting), t0 + ms(40));
+    book.on_status(&status(&task, TaskState::Running), t0 + ms(100));
+    let p50 = |l: &Latencies| l.summary().p50;
+    assert_eq!(p50(&book.stages.to_accept), ms(12));
+    assert_eq!(p50(&book.stages.to_starting), ms(28));
+    assert_eq!(p50(&book.stages.to_running), ms(60));
+    assert_eq!(p50(&book.latencies), ms(100), "the stages add up");
+    let (first, rest) = book.stages.split_at(1);
+    assert_eq!(first.to_running.count(), 1);
+    assert_eq!(rest.to_running.count(), 0);
+}
+
+#[test]
 fn per_offer_demand_fills_each_offer_and_declines_what_fits_nothing() {
     let t0 = Instant::now();
     let mut book = LaunchBook::new("t", shape(), Demand::PerOffer(3));
