@@ -36,38 +36,46 @@ impl Master {
         self.allocation_passes += 1;
         let now = self.now;
         let next_window;
-        let first_key;
+        let first_key = self.next_offer + 1;
         let pass = {
-            let (total, mut agents, mut entries) = agent_views(
+            let PassAgents {
+                total,
+                views: agents,
+                entries,
+                next_window: next,
+            } = agent_views(
                 &self.registry,
                 &self.agents,
                 &self.offers,
                 &self.config.min_allocatable,
+                (self.allocation_cursor, window),
             );
-            let considered = agents.len();
-            next_window =
-                take_pass_window(&mut agents, &mut entries, self.allocation_cursor, window)
-                    .map(|next| (next, considered, window));
+            next_window = next.map(|(next, found)| (next, found, window));
             let frameworks = framework_views(&self.registry, &self.frameworks);
             if agents.is_empty() || frameworks.is_empty() {
-                return;
+                None
+            } else {
+                let view = ClusterView {
+                    total,
+                    agents,
+                    frameworks,
+                    role_weights: &self.config.role_weights,
+                    min_allocatable: &self.config.min_allocatable,
+                    quotas: quota_views(&self.registry, &self.frameworks),
+                };
+                let allocations = self.allocator.allocate(now, &view);
+                let maker = OfferMaker {
+                    table: &self.agents,
+                    id_prefix: &self.config.id_prefix,
+                    next_offer: &mut self.next_offer,
+                };
+                Some(maker.make(view, &entries, allocations))
             }
-            let view = ClusterView {
-                total,
-                agents,
-                frameworks,
-                role_weights: &self.config.role_weights,
-                min_allocatable: &self.config.min_allocatable,
-                quotas: quota_views(&self.registry, &self.frameworks),
-            };
-            let allocations = self.allocator.allocate(now, &view);
-            first_key = self.next_offer + 1;
-            let maker = OfferMaker {
-                table: &self.agents,
-                id_prefix: &self.config.id_prefix,
-                next_offer: &mut self.next_offer,
-            };
-            maker.make(view, &entries, allocations)
+        };
+        // A window with nothing to offer after all still moves the sweep on.
+        let Some(pass) = pass else {
+            self.continue_sweep(next_window);
+            return;
         };
         let made = usize::try_from(self.next_offer + 1 - first_key).unwrap_or(usize::MAX);
         self.unanswered.made(now, first_key, made);
@@ -448,22 +456,86 @@ struct PassOffers {
     starts: Vec<usize>,
 }
 
-/// The agents of the view: those reachable, active, connected and with something free, in id
-/// order, with the registry entry of each (by the same position) and the total of every
-/// reachable agent.
+/// The agents a pass offers, with the registry entry of each (by the same position), the
+/// total of every reachable agent, and where the next window starts (with the number of
+/// agents the scan found) when this pass offers only a window of them.
+struct PassAgents<'a> {
+    total: Resources,
+    views: Vec<allocator::AgentView<'a>>,
+    entries: Vec<&'a crate::registry::AgentEntry>,
+    next_window: Option<(usize, usize)>,
+}
+
+/// An agent the scan found with something to offer, by its scalars.
+struct Candidate<'a> {
+    ix: u32,
+    id: &'a AgentId,
+    entry: &'a crate::registry::AgentEntry,
+    rt: &'a AgentRt,
+    reserves: bool,
+}
+
+/// The agents of the view: those reachable, active, connected and with something free. One
+/// scan of every agent, in id order, finds them by their scalars (no allocation per agent);
+/// only the pass's window of them (`take_pass_window`, `window` agents from `cursor`) gets a
+/// full view: free ports, reservation pools.
 fn agent_views<'a>(
     registry: &'a Registry,
     table: &'a Table<AgentId, AgentRt>,
     offers: &FastMap<u64, OfferRt>,
     min_allocatable: &Resources,
-) -> (
-    Resources,
-    Vec<allocator::AgentView<'a>>,
-    Vec<&'a crate::registry::AgentEntry>,
-) {
+    (cursor, window): (usize, usize),
+) -> PassAgents<'a> {
+    let (total, mut candidates) = scan_agents(registry, table, min_allocatable);
+    let found = candidates.len();
+    let next_window = take_pass_window(&mut candidates, cursor, window).map(|n| (n, found));
+    let mut views = Vec::with_capacity(candidates.len());
+    let mut entries = Vec::with_capacity(candidates.len());
+    for c in candidates {
+        let r = &c.entry.info.resources;
+        let (entry, rt) = (c.entry, c.rt);
+        let mut available = if rt.offers.is_empty() {
+            free_resources(r, &entry.used, &rt.offered, &rt.pending)
+        } else {
+            let offered = Resources {
+                ports: offered_ports(offers, &rt.offers),
+                ..rt.offered.clone()
+            };
+            free_resources(r, &entry.used, &offered, &rt.pending)
+        };
+        if available.is_empty() {
+            continue;
+        }
+        let mut reserved = Vec::new();
+        if c.reserves {
+            reserved = reserved_pools(registry, c.id, entry, rt, offers, &mut available);
+        }
+        views.push(allocator::AgentView {
+            ix: c.ix,
+            available,
+            reserved,
+            filters: rt.filters.as_slice(),
+        });
+        entries.push(entry);
+    }
+    PassAgents {
+        total,
+        views,
+        entries,
+        next_window,
+    }
+}
+
+/// Every reachable agent's resources summed, and the agents that may have something to
+/// offer: active, connected, and (unless they hold reservations, whose pools are worked out
+/// later) with free scalars that meet `min_allocatable`.
+fn scan_agents<'a>(
+    registry: &'a Registry,
+    table: &'a Table<AgentId, AgentRt>,
+    min_allocatable: &Resources,
+) -> (Resources, Vec<Candidate<'a>>) {
     let mut total = Resources::default();
-    let mut agents = Vec::with_capacity(table.len());
-    let mut entries = Vec::with_capacity(table.len());
+    let mut candidates = Vec::new();
     let mut rows = table.iter().peekable();
     for (id, entry) in registry.agents() {
         if !entry.reachable {
@@ -491,51 +563,28 @@ fn agent_views<'a>(
                 continue;
             }
         }
-        let mut available = if rt.offers.is_empty() {
-            free_resources(r, &entry.used, &rt.offered, &rt.pending)
-        } else {
-            let offered = Resources {
-                ports: offered_ports(offers, &rt.offers),
-                ..rt.offered.clone()
-            };
-            free_resources(r, &entry.used, &offered, &rt.pending)
-        };
-        if available.is_empty() {
-            continue;
-        }
-        let mut reserved = Vec::new();
-        if reserves {
-            reserved = reserved_pools(registry, id, entry, rt, offers, &mut available);
-        }
-        agents.push(allocator::AgentView {
+        candidates.push(Candidate {
             ix,
-            available,
-            reserved,
-            filters: rt.filters.as_slice(),
+            id,
+            entry,
+            rt,
+            reserves,
         });
-        entries.push(entry);
     }
-    (total, agents, entries)
+    (total, candidates)
 }
 
 /// Keeps at most `max` of a pass's agents, the window starting at position `cursor` (modulo
-/// their number) and wrapping around; `agents` and `entries` stay paired. Returns where the
-/// next pass starts, or `None` when all fit.
-fn take_pass_window<A, E>(
-    agents: &mut Vec<A>,
-    entries: &mut Vec<E>,
-    cursor: usize,
-    max: usize,
-) -> Option<usize> {
+/// their number) and wrapping around. Returns where the next pass starts, or `None` when all
+/// fit.
+fn take_pass_window<A>(agents: &mut Vec<A>, cursor: usize, max: usize) -> Option<usize> {
     let n = agents.len();
     if n <= max {
         return None;
     }
     let start = cursor % n;
     agents.rotate_left(start);
-    entries.rotate_left(start);
     agents.truncate(max);
-    entries.truncate(max);
     Some(start + max)
 }
 
@@ -748,25 +797,21 @@ mod window_tests {
     #[test]
     fn a_pass_takes_a_window_of_agents_and_the_next_goes_on_from_there() {
         let all: Vec<u32> = (0..10).collect();
-        let (mut a, mut e) = (all.clone(), all.clone());
-        assert_eq!(take_pass_window(&mut a, &mut e, 0, 4), Some(4));
-        assert_eq!(
-            (a.as_slice(), e.as_slice()),
-            (&[0, 1, 2, 3][..], &[0, 1, 2, 3][..])
-        );
-        let (mut a, mut e) = (all.clone(), all.clone());
-        assert_eq!(take_pass_window(&mut a, &mut e, 8, 4), Some(12));
+        let mut a = all.clone();
+        assert_eq!(take_pass_window(&mut a, 0, 4), Some(4));
+        assert_eq!(a, vec![0, 1, 2, 3]);
+        let mut a = all.clone();
+        assert_eq!(take_pass_window(&mut a, 8, 4), Some(12));
         assert_eq!(a, vec![8, 9, 0, 1], "wraps around");
-        assert_eq!(a, e);
-        let (mut a, mut e) = (all.clone(), all.clone());
+        let mut a = all.clone();
         assert_eq!(
-            take_pass_window(&mut a, &mut e, 12, 4),
+            take_pass_window(&mut a, 12, 4),
             Some(6),
             "modulo the agents"
         );
         assert_eq!(a, vec![2, 3, 4, 5]);
-        let (mut a, mut e) = (all.clone(), all);
-        assert_eq!(take_pass_window(&mut a, &mut e, 7, 10), None, "all fit");
+        let mut a = all;
+        assert_eq!(take_pass_window(&mut a, 7, 10), None, "all fit");
         assert_eq!(a.len(), 10);
     }
 }
