@@ -161,6 +161,11 @@ impl LaunchBook {
         self.pending.len() + self.in_flight.len()
     }
 
+    /// Launches are wanted that no offer has been found for yet.
+    pub fn wants_offers(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
     /// The framework wants one more task, since `at`.
     pub fn submit(&mut self, at: Instant) {
         self.counts.submitted += 1;

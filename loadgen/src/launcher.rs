@@ -72,6 +72,7 @@ impl Launcher {
             scheduler,
             counts: counts.clone(),
             cfg,
+            suppressed: false,
         };
         let task = tokio::spawn(driver.run(go_rx, stop_rx));
         Ok(Launcher {
@@ -152,6 +153,10 @@ struct Driver {
     scheduler: Scheduler,
     counts: Arc<Mutex<LaunchCounts>>,
     cfg: LauncherConfig,
+    /// A framework that does not hold offers suppresses them while it wants nothing (as
+    /// Mesos advises), so the master does not offer it every agent of the cluster between
+    /// two launches; it revives when it wants one.
+    suppressed: bool,
 }
 
 impl Driver {
@@ -173,9 +178,11 @@ impl Driver {
                 _ = tick.tick(), if going => {
                     let now = Instant::now();
                     if self.pace(now, &mut pacer, &mut next_probe) && !self.holds_offers() {
-                        // Offers were declined while nothing was wanted: ask for them again.
+                        // Offers were declined and suppressed while nothing was wanted: ask
+                        // for them again.
                         let revive = FrameworkCall::Revive { roles: Vec::new() };
                         self.scheduler.call(revive).await.map_err(|e| self.failed(e))?;
+                        self.suppressed = false;
                     }
                 }
             }
@@ -274,6 +281,14 @@ impl Driver {
                 .call(call)
                 .await
                 .map_err(|e| self.failed(e))?;
+        }
+        if !self.holds_offers() && !self.suppressed && !self.book.wants_offers() {
+            let call = FrameworkCall::Suppress { roles: Vec::new() };
+            self.scheduler
+                .call(call)
+                .await
+                .map_err(|e| self.failed(e))?;
+            self.suppressed = true;
         }
         for chunk in plan.declines.chunks(MAX_OFFERS_PER_CALL) {
             let call = FrameworkCall::Decline {
