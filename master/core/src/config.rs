@@ -160,6 +160,12 @@ pub mod limits {
     /// status updates of the work it has, instead of queueing launches without bound ahead
     /// of them. Passes resume when half of this is left.
     pub const ALLOCATION_HOLD_WEIGHT: usize = 4_096;
+    /// Admission control: while the oldest registry change in flight has waited this long
+    /// for its commit, allocation passes wait too (until it is half that). A launch waits
+    /// for three commits in a row (the launch, `STARTING`, `RUNNING`), so this bounds the
+    /// queueing each adds when the master is saturated, whatever the pipeline's depth;
+    /// the weight above bounds its size.
+    pub const ALLOCATION_HOLD_LAG: std::time::Duration = std::time::Duration::from_millis(200);
     /// Agents one allocation pass offers, at most; the next pass starts where this one
     /// stopped, so every agent with free resources is offered within a few passes. With the
     /// hold above, this bounds the launches a burst of accepts can put in flight: without

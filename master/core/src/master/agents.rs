@@ -179,11 +179,10 @@ impl Master {
         let Some(entry) = self.registry.agents().get(id) else {
             return true;
         };
-        let in_flight = self.agent_ops_in_flight.get(id).is_some_and(|p| {
-            self.in_flight
-                .binary_search_by_key(p, |(q, _, _)| *q)
-                .is_ok()
-        });
+        let in_flight = self
+            .agent_ops_in_flight
+            .get(id)
+            .is_some_and(|p| self.in_flight.binary_search_by_key(p, |(q, ..)| *q).is_ok());
         let mut described = info.clone();
         described.resources = described.resources.normalized();
         let same_info = entry.info == described;

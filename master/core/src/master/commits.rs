@@ -20,11 +20,11 @@ impl Master {
     /// those in flight before it never will (the daemon lost them): they are forgotten. An id
     /// this core did not issue (another leader's) has no continuation.
     pub(super) fn take_continuation(&mut self, id: ProposalId) -> Then {
-        let Ok(pos) = self.in_flight.binary_search_by_key(&id, |(p, _, _)| *p) else {
+        let Ok(pos) = self.in_flight.binary_search_by_key(&id, |(p, ..)| *p) else {
             return Then::Nothing;
         };
         let mut then = Then::Nothing;
-        for (_, t, weight) in self.in_flight.drain(..=pos) {
+        for (_, t, weight, _) in self.in_flight.drain(..=pos) {
             self.in_flight_weight = self.in_flight_weight.saturating_sub(weight);
             then = t;
         }

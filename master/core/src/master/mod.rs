@@ -229,8 +229,8 @@ pub struct Master {
     acked: BTreeMap<TaskKey, StatusUuid>,
     log_requests: BTreeMap<u64, LogRequest>,
     /// Proposals not committed yet, in proposal order (so by increasing id), with what to do
-    /// once each commits.
-    in_flight: VecDeque<(ProposalId, Then, usize)>,
+    /// once each commits, its weight and when it was proposed.
+    in_flight: VecDeque<(ProposalId, Then, usize, Instant)>,
     /// The weight ([`RegistryOp::weight`]: tasks launched, else 1) of `in_flight`.
     in_flight_weight: usize,
     /// The last proposal that changes each agent's admission (admitted, unreachable, marked,
@@ -644,11 +644,18 @@ impl Master {
         self.next_proposal = ProposalId(id.0.wrapping_add(1));
         let weight = op.weight();
         self.in_flight_weight = self.in_flight_weight.saturating_add(weight);
-        self.in_flight.push_back((id, then, weight));
+        self.in_flight.push_back((id, then, weight, self.now));
         if let Some(agent) = op.admission_of() {
             self.agent_ops_in_flight.insert(agent.clone(), id);
         }
         self.outputs.push_back(Output::Propose { id, op });
+    }
+
+    /// How long the oldest proposal in flight has waited for its commit.
+    fn commit_lag(&self) -> Duration {
+        self.in_flight.front().map_or(Duration::ZERO, |(.., at)| {
+            self.now.saturating_duration_since(*at)
+        })
     }
 
     fn in_flight_full(&self) -> bool {

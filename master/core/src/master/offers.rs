@@ -237,15 +237,16 @@ impl Master {
         };
         self.sweep_left = left.saturating_sub(size);
         if self.sweep_left > 0 {
-            self.request_allocation();
+            self.schedule_pass();
         }
     }
 
     /// Admission control: how many agents a pass may offer now, or `None` while the
     /// registry is too far behind for a pass to run. What is behind is what is proposed and
     /// not committed (`in_flight_weight`) and what is about to be (offers made and not
-    /// answered yet, [`UnansweredOffers`]). Held from `ALLOCATION_HOLD_WEIGHT` until half of
-    /// it is left: `resume_held_allocation` asks for the pass again after each commit, an
+    /// answered yet, [`UnansweredOffers`]); and how long the oldest proposal has waited for
+    /// its commit (`commit_lag`). Held from `ALLOCATION_HOLD_WEIGHT` or
+    /// `ALLOCATION_HOLD_LAG` until half of either is left: `resume_held_allocation` asks for the pass again after each commit, an
     /// answered offer asks for one anyway, and a pass held only by unanswered offers is
     /// retried when the oldest stop counting. A pass that runs offers at most what is left
     /// below the hold (and `MAX_AGENTS_PER_PASS`), so it cannot overshoot it.
@@ -254,10 +255,11 @@ impl Master {
             self.unanswered.expire(cutoff);
         }
         let behind = self.in_flight_weight + self.unanswered.count();
+        let lag = self.commit_lag();
         let hold = if self.allocation_held {
-            behind > limits::ALLOCATION_HOLD_WEIGHT / 2
+            behind > limits::ALLOCATION_HOLD_WEIGHT / 2 || lag > limits::ALLOCATION_HOLD_LAG / 2
         } else {
-            behind >= limits::ALLOCATION_HOLD_WEIGHT
+            behind >= limits::ALLOCATION_HOLD_WEIGHT || lag >= limits::ALLOCATION_HOLD_LAG
         };
         if !hold {
             self.allocation_held = false;
@@ -279,13 +281,23 @@ impl Master {
     /// it has committed (or been answered).
     pub(super) fn resume_held_allocation(&mut self) {
         let behind = self.in_flight_weight + self.unanswered.count();
-        if self.allocation_held && behind <= limits::ALLOCATION_HOLD_WEIGHT / 2 {
+        let caught_up = behind <= limits::ALLOCATION_HOLD_WEIGHT / 2
+            && self.commit_lag() <= limits::ALLOCATION_HOLD_LAG / 2;
+        if self.allocation_held && caught_up {
             self.allocation_held = false;
             self.request_allocation();
         }
     }
 
+    /// News (resources freed, an agent or framework come, a filter ended): a pass is due,
+    /// and a sweep under way starts again, so that the agents the news concerns are looked
+    /// at even if the sweep had passed them.
     pub(super) fn request_allocation(&mut self) {
+        self.sweep_left = 0;
+        self.schedule_pass();
+    }
+
+    fn schedule_pass(&mut self) {
         self.timers
             .set_if_unset(TimerKey::Allocate, self.now + self.config.allocation_batch);
     }
