@@ -104,7 +104,6 @@ fn cores_with_different_prefixes_issue_different_ids() {
 #[test]
 fn allocation_waits_while_the_registry_is_behind() {
     use master_core::limits::ALLOCATION_HOLD_WEIGHT as HOLD;
-    use std::time::Duration;
     let mut sim = sim();
     let fw = sim.add_framework("f", &[], None);
     // Short steps: the registrations held here must not also hold allocation by their age
