@@ -219,11 +219,11 @@ impl Master {
         }
     }
 
-    /// After a pass: `window` is `Some((where the next window starts, agents considered,
-    /// the window's size))` when the pass offered only a window of them (`take_pass_window`). Passes of their own
-    /// offer the next windows until one sweep has looked at every agent; then passes wait for
-    /// news again, so agents that every framework has filtered are not looked at every
-    /// `allocation_batch`.
+    /// After a pass: `window` is `Some((where the next window starts, agents considered, the
+    /// window's size))` when the pass offered only a window of them (`take_pass_window`).
+    /// Passes of their own offer the next windows until one sweep has looked at every agent;
+    /// then passes wait for news again, so agents that every framework has filtered are not
+    /// looked at every `allocation_batch`.
     fn continue_sweep(&mut self, window: Option<(usize, usize, usize)>) {
         let Some((next, considered, size)) = window else {
             self.sweep_left = 0;
@@ -245,10 +245,10 @@ impl Master {
     /// registry is too far behind for a pass to run. What is behind is what is proposed and
     /// not committed (`in_flight_weight`) and what is about to be (offers made and not
     /// answered yet, [`UnansweredOffers`]); and how long the oldest proposal has waited for
-    /// its commit (`commit_lag`). Held from `ALLOCATION_HOLD_WEIGHT` or
-    /// `ALLOCATION_HOLD_LAG` until half of either is left: `resume_held_allocation` asks for the pass again after each commit, an
-    /// answered offer asks for one anyway, and a pass held only by unanswered offers is
-    /// retried when the oldest stop counting. A pass that runs offers at most what is left
+    /// its commit (`commit_lag`). Held from `ALLOCATION_HOLD_WEIGHT` or `ALLOCATION_HOLD_LAG`
+    /// until half of either is left: `resume_held_allocation` asks for the pass again after
+    /// each commit, an answered offer asks for one anyway, and a pass held only by unanswered
+    /// offers is retried when the oldest stop counting. A pass that runs offers at most what is left
     /// below the hold (and `MAX_AGENTS_PER_PASS`), so it cannot overshoot it.
     fn admitted_window(&mut self) -> Option<usize> {
         if let Some(cutoff) = self.now.checked_sub(ANSWER_GRACE) {
