@@ -378,9 +378,15 @@ mod timers {
         t.set(TimerKey::Offer(1), 3); // replaces
         t.set(TimerKey::Offer(2), 2);
         t.cancel(&TimerKey::Offer(2));
-        t.set_if_unset(TimerKey::Offer(1), 0); // already set: ignored
+        t.set_no_later(TimerKey::Offer(1), 4); // set earlier already: ignored
         assert_eq!(t.next(), Some(3), "the top is always live");
         assert!(drain(&mut t, 2).is_empty());
+        t.set_no_later(TimerKey::Offer(2), 9);
+        t.set_no_later(TimerKey::Offer(2), 6); // earlier: moves it
+        assert_eq!(
+            drain(&mut t, 6),
+            vec![TimerKey::Offer(1), TimerKey::Offer(2)]
+        );
         // Back to an earlier deadline after a later one: fires once, at the earlier one.
         t.set(TimerKey::Offer(1), 1);
         assert_eq!(drain(&mut t, 5), vec![TimerKey::Offer(1)]);

@@ -56,9 +56,10 @@ impl<T: Ord + Copy> Timers<T> {
         self.tidy();
     }
 
-    /// Sets the deadline unless one is already set for this key.
-    pub fn set_if_unset(&mut self, key: TimerKey, at: T) {
-        if !self.by_key.contains_key(&key) {
+    /// Sets the deadline unless one at or before `at` is already set for this key: the
+    /// key fires at the earlier of the two.
+    pub fn set_no_later(&mut self, key: TimerKey, at: T) {
+        if self.by_key.get(&key).is_none_or(|&set| at < set) {
             self.set(key, at);
         }
     }

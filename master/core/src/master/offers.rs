@@ -272,7 +272,7 @@ impl Master {
         }
         if let Some(oldest) = self.unanswered.oldest() {
             self.timers
-                .set_if_unset(TimerKey::Allocate, oldest + ANSWER_GRACE);
+                .set_no_later(TimerKey::Allocate, oldest + ANSWER_GRACE);
         }
         None
     }
@@ -299,7 +299,7 @@ impl Master {
 
     fn schedule_pass(&mut self) {
         self.timers
-            .set_if_unset(TimerKey::Allocate, self.now + self.config.allocation_batch);
+            .set_no_later(TimerKey::Allocate, self.now + self.config.allocation_batch);
     }
 
     pub(super) fn refuse_duration(&self, filters: Option<&proto::Filters>) -> Duration {

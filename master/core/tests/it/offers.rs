@@ -514,6 +514,45 @@ fn a_pass_offers_a_window_of_agents_and_the_next_pass_the_rest() {
     assert_eq!(sim.master.stats().allocation_passes, 2);
 }
 
+/// Offers answered while a pass is held for them let it run one allocation batch later,
+/// not when they would have stopped counting (`ANSWER_GRACE`): news moves a later pass in.
+#[test]
+fn answers_during_a_hold_let_the_held_pass_run_at_once() {
+    use master_core::limits::{ANSWER_GRACE, MAX_AGENTS_PER_PASS as MAX};
+    let mut sim = crate::sim();
+    let agents = MAX + 100;
+    for i in 0..agents {
+        sim.add_agent(&format!("a{i}"), "cpus:1;mem:1024", true);
+    }
+    let fw = sim.add_framework("f", &[], None);
+    let batch = sim.master.config().allocation_batch;
+    sim.advance(batch * 2);
+    assert_eq!(sim.framework(fw).offers_received as usize, MAX);
+    assert_eq!(
+        sim.master.stats().allocations_held,
+        1,
+        "the next window waits"
+    );
+    let ids: Vec<_> = sim.framework(fw).offers.keys().cloned().collect();
+    sim.frameworks.get_mut(&fw).unwrap().offers.clear();
+    for chunk in ids.chunks(1_000) {
+        let call = FrameworkCall::Decline {
+            offer_ids: chunk.to_vec(),
+            filters: Some(Filters {
+                refuse_seconds: Some(3600.0),
+            }),
+        };
+        sim.send(fw, ClientFrame::Framework(call));
+    }
+    sim.advance(batch * 2);
+    assert!(batch * 4 < ANSWER_GRACE);
+    assert_eq!(
+        sim.framework(fw).offers_received as usize,
+        agents,
+        "the rest, once the first window was answered"
+    );
+}
+
 /// A pass offers no more agents than the room left below the hold, so the registry is never
 /// more than `ALLOCATION_HOLD_WEIGHT` behind because of offers.
 #[test]
