@@ -248,13 +248,13 @@ impl Master {
     /// its commit (`commit_lag`). Held from `ALLOCATION_HOLD_WEIGHT` or `ALLOCATION_HOLD_LAG`
     /// until half of either is left: `resume_held_allocation` asks for the pass again after
     /// each commit, an answered offer asks for one anyway, and a pass held only by unanswered
-    /// offers is retried when the oldest stop counting. A pass that runs offers at most what is left
-    /// below the hold (and `MAX_AGENTS_PER_PASS`), so it cannot overshoot it.
+    /// offers is retried when the oldest stop counting. A pass that runs offers at most what
+    /// is left below the hold (and `MAX_AGENTS_PER_PASS`), so it cannot overshoot it.
     fn admitted_window(&mut self) -> Option<usize> {
         if let Some(cutoff) = self.now.checked_sub(ANSWER_GRACE) {
             self.unanswered.expire(cutoff);
         }
-        let behind = self.in_flight_weight + self.unanswered.count();
+        let behind = self.registry_behind();
         let lag = self.commit_lag();
         let hold = if self.allocation_held {
             behind > limits::ALLOCATION_HOLD_WEIGHT / 2 || lag > limits::ALLOCATION_HOLD_LAG / 2
@@ -277,11 +277,16 @@ impl Master {
         None
     }
 
+    /// What the registry is behind by: proposals in flight (by weight) and offers not yet
+    /// answered, launches about to be.
+    fn registry_behind(&self) -> usize {
+        self.in_flight_weight + self.unanswered.count()
+    }
+
     /// After a commit: a pass held back by admission control runs once half of what held
     /// it has committed (or been answered).
     pub(super) fn resume_held_allocation(&mut self) {
-        let behind = self.in_flight_weight + self.unanswered.count();
-        let caught_up = behind <= limits::ALLOCATION_HOLD_WEIGHT / 2
+        let caught_up = self.registry_behind() <= limits::ALLOCATION_HOLD_WEIGHT / 2
             && self.commit_lag() <= limits::ALLOCATION_HOLD_LAG / 2;
         if self.allocation_held && caught_up {
             self.allocation_held = false;

@@ -8,6 +8,13 @@ use proto::{
 };
 use std::time::Duration;
 
+/// Agents `a{i}` of 1 CPU and 1 GiB for each `i` of `range`, registered.
+fn add_small_agents(sim: &mut master_core::testing::Sim, range: std::ops::Range<usize>) {
+    for i in range {
+        sim.add_agent(&format!("a{i}"), "cpus:1;mem:1024", true);
+    }
+}
+
 fn decline(sim: &mut master_core::testing::Sim, fw: u64, refuse: f64) {
     let ids: Vec<_> = sim.framework(fw).offers.keys().cloned().collect();
     assert!(!ids.is_empty(), "framework has offers to decline");
@@ -487,9 +494,7 @@ fn a_pass_offers_a_window_of_agents_and_the_next_pass_the_rest() {
     };
     let mut sim = crate::sim();
     let agents = MAX + 500;
-    for i in 0..agents {
-        sim.add_agent(&format!("a{i}"), "cpus:1;mem:1024", true);
-    }
+    add_small_agents(&mut sim, 0..agents);
     let fw = sim.add_framework("f", &[], None);
     let batch = sim.master.config().allocation_batch;
     sim.advance(batch);
@@ -521,9 +526,7 @@ fn answers_during_a_hold_let_the_held_pass_run_at_once() {
     use master_core::limits::{ANSWER_GRACE, MAX_AGENTS_PER_PASS as MAX};
     let mut sim = crate::sim();
     let agents = MAX + 100;
-    for i in 0..agents {
-        sim.add_agent(&format!("a{i}"), "cpus:1;mem:1024", true);
-    }
+    add_small_agents(&mut sim, 0..agents);
     let fw = sim.add_framework("f", &[], None);
     let batch = sim.master.config().allocation_batch;
     sim.advance(batch * 2);
@@ -560,16 +563,12 @@ fn a_pass_offers_only_the_room_left_below_the_hold() {
     use master_core::limits::{ALLOCATION_HOLD_WEIGHT as HOLD, ANSWER_GRACE};
     let mut sim = crate::sim();
     let first = HOLD / 2 + 100;
-    for i in 0..first {
-        sim.add_agent(&format!("a{i}"), "cpus:1;mem:1024", true);
-    }
+    add_small_agents(&mut sim, 0..first);
     let fw = sim.add_framework("f", &[], None);
     let batch = sim.master.config().allocation_batch;
     sim.advance(batch);
     assert_eq!(sim.framework(fw).offers_received as usize, first);
-    for i in first..2 * first {
-        sim.add_agent(&format!("a{i}"), "cpus:1;mem:1024", true);
-    }
+    add_small_agents(&mut sim, first..2 * first);
     sim.advance(batch);
     assert_eq!(
         sim.framework(fw).offers_received as usize,
@@ -587,9 +586,7 @@ fn answered_offers_let_the_next_window_go_at_once() {
     use master_core::limits::{ANSWER_GRACE, MAX_AGENTS_PER_PASS as MAX};
     let mut sim = crate::sim();
     let agents = MAX + 500;
-    for i in 0..agents {
-        sim.add_agent(&format!("a{i}"), "cpus:1;mem:1024", true);
-    }
+    add_small_agents(&mut sim, 0..agents);
     let mut workload = master_core::testing::Workload::new("cpus:2;mem:1", 1);
     workload.decline_refuse = 3600.0;
     let fw = sim.add_framework("f", &[], Some(workload));
@@ -607,9 +604,7 @@ fn windowed_passes_stop_after_one_sweep_when_nothing_changes() {
     use std::time::Duration;
     let mut sim = crate::sim();
     let agents = 2 * MAX + 100;
-    for i in 0..agents {
-        sim.add_agent(&format!("a{i}"), "cpus:1;mem:1024", true);
-    }
+    add_small_agents(&mut sim, 0..agents);
     // A framework that declines everything for an hour.
     let mut workload = master_core::testing::Workload::new("cpus:2;mem:1", 1);
     workload.decline_refuse = 3600.0;
